@@ -1,0 +1,230 @@
+//! The agent's settings: a TOML file over built-in defaults, validated into
+//! [`Settings`] once at start-up, and the layout of the data folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flotilla_proto::domain::{ServerId, SiteName};
+use serde::Deserialize;
+
+/// The data root when the configuration names none: `%PROGRAMDATA%\Flotilla`
+/// on Windows, `/var/lib/flotilla` elsewhere.
+pub fn default_data_root() -> PathBuf {
+    if cfg!(windows) {
+        let program_data =
+            std::env::var_os("PROGRAMDATA").unwrap_or_else(|| r"C:\ProgramData".into());
+        PathBuf::from(program_data).join("Flotilla")
+    } else {
+        PathBuf::from("/var/lib/flotilla")
+    }
+}
+
+/// Where the configuration file is looked for when `--config` is not given.
+pub fn default_config_path() -> PathBuf {
+    if cfg!(windows) {
+        default_data_root().join("agent.toml")
+    } else {
+        PathBuf::from("/etc/flotilla/agent.toml")
+    }
+}
+
+/// The file as written; every field but `site` and `controller_url` has a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    site: String,
+    server_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    controller_url: String,
+    #[serde(default = "default_portal_listen")]
+    portal_listen: SocketAddr,
+    #[serde(default = "default_scan_interval_ms")]
+    scan_interval_ms: u64,
+    #[serde(default = "default_reconnect_min_ms")]
+    reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    reconnect_max_ms: u64,
+}
+
+fn default_portal_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_scan_interval_ms() -> u64 {
+    2_000
+}
+fn default_reconnect_min_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The customer site this server belongs to.
+    pub site: SiteName,
+    /// This server's identity in the fleet; defaults to the host name.
+    pub server_id: ServerId,
+    pub layout: DataLayout,
+    /// Where the controller's gRPC endpoint is, e.g. `http://controller:7000`.
+    pub controller_url: String,
+    /// Where the local portal listens; `127.0.0.1:8080` as the procedure says.
+    pub portal_listen: SocketAddr,
+    /// How often modules are rescanned on disk.
+    pub scan_interval: Duration,
+    /// Bounds of the reconnect backoff (with jitter) when the controller is away.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// A configuration that could not be used; the message names the file and, for
+/// TOML errors, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file: File = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let site = SiteName::parse(&file.site).map_err(|e| invalid(format!("site: {e}")))?;
+        let server_id = match file.server_id {
+            Some(id) => ServerId::parse(&id).map_err(|e| invalid(format!("server_id: {e}")))?,
+            None => {
+                let host = gethostname::gethostname().to_string_lossy().into_owned();
+                ServerId::parse(&host).map_err(|e| {
+                    invalid(format!(
+                        "server_id is not set and the host name cannot serve as one: {e}"
+                    ))
+                })?
+            }
+        };
+        if !(file.controller_url.starts_with("http://")
+            || file.controller_url.starts_with("https://"))
+        {
+            return Err(invalid(format!(
+                "controller_url \"{}\" must start with http:// or https://",
+                file.controller_url
+            )));
+        }
+        if file.scan_interval_ms == 0 {
+            return Err(invalid("scan_interval_ms must be greater than 0".into()));
+        }
+        if file.reconnect_min_ms == 0 || file.reconnect_min_ms > file.reconnect_max_ms {
+            return Err(invalid(
+                "reconnect_min_ms must be greater than 0 and at most reconnect_max_ms".into(),
+            ));
+        }
+        Ok(Settings {
+            site,
+            server_id,
+            layout: DataLayout::new(file.data_dir.unwrap_or_else(default_data_root)),
+            controller_url: file.controller_url,
+            portal_listen: file.portal_listen,
+            scan_interval: Duration::from_millis(file.scan_interval_ms),
+            reconnect_min: Duration::from_millis(file.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(file.reconnect_max_ms),
+        })
+    }
+}
+
+/// The data folder, laid out as the procedure describes so that an agent can
+/// take over an existing installation's folder as it is.
+#[derive(Debug, Clone)]
+pub struct DataLayout {
+    root: PathBuf,
+}
+
+impl DataLayout {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<data>/bin/config/applicationspath.config`
+    pub fn applications_config(&self) -> PathBuf {
+        self.root
+            .join("bin")
+            .join("config")
+            .join(crate::applications::FILE_NAME)
+    }
+
+    /// `<data>/bin/updates/status.xml`
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("bin").join("updates").join("status.xml")
+    }
+
+    /// `<data>/bin/updates/scripts/`, where hooks live.
+    pub fn scripts_dir(&self) -> PathBuf {
+        self.root.join("bin").join("updates").join("scripts")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, String> {
+        Settings::parse(Path::new("/etc/flotilla/agent.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_written() {
+        let settings =
+            parse("site = \"acme\"\nserver_id = \"web-01\"\ncontroller_url = \"http://c:7000\"\n")
+                .expect("valid");
+        assert_eq!(settings.portal_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.server_id.as_str(), "web-01");
+        assert_eq!(settings.layout.root(), default_data_root());
+        assert_eq!(
+            settings.layout.status_file(),
+            default_data_root()
+                .join("bin")
+                .join("updates")
+                .join("status.xml")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let err = parse("site = \"acme\"\ncontroller_url = \"http://c\"\nportal = 1\n")
+            .expect_err("unknown field");
+        assert!(
+            err.starts_with("configuration file /etc/flotilla/agent.toml is not valid"),
+            "{err}"
+        );
+        assert!(err.contains("line 3") && err.contains("portal"), "{err}");
+
+        let err = parse("site = \"a b\"\ncontroller_url = \"http://c\"\n").expect_err("bad site");
+        assert!(err.contains("site: site name \"a b\""), "{err}");
+
+        let err = parse("site = \"a\"\ncontroller_url = \"c:7000\"\n").expect_err("bad url");
+        assert!(
+            err.contains("controller_url \"c:7000\" must start with http://"),
+            "{err}"
+        );
+    }
+}

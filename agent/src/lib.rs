@@ -1,0 +1,155 @@
+//! The Flotilla agent: one per server.
+//!
+//! Layout:
+//! - [`config`]: the TOML settings and the data folder's layout.
+//! - [`applications`]: `applicationspath.config`, which modules live here.
+//! - [`inventory`]: scanning modules on disk, and the difference between scans.
+//! - [`status_file`]: `status.xml`, what the last check found.
+//! - [`link`]: the one long-lived gRPC stream to the controller, with
+//!   reconnection; the only module that sees wire types.
+//! - [`portal`]: the local web portal on `127.0.0.1:8080`.
+//!
+//! [`run`] starts them all on an already-bound portal listener and stops them
+//! when the shutdown future resolves. `main` only reads the configuration.
+
+pub mod applications;
+pub mod config;
+pub mod inventory;
+pub mod link;
+pub mod portal;
+pub mod status_file;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::inventory::Inventory;
+
+/// How the link to the controller stands, for the portal and the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// Dialling for the first time.
+    Connecting,
+    Connected {
+        since: DateTime<Utc>,
+    },
+    /// The controller is away; the agent keeps retrying with backoff.
+    Disconnected {
+        since: DateTime<Utc>,
+        error: String,
+    },
+    /// The controller refused this agent (incompatible protocol, ...).
+    Refused {
+        since: DateTime<Utc>,
+        message: String,
+    },
+}
+
+/// What the agent's tasks share.
+#[derive(Debug)]
+pub struct Agent {
+    pub settings: Settings,
+    /// The latest scan; the link sends its changes, the portal shows it.
+    pub inventory: watch::Sender<Inventory>,
+    /// When the latest scan that changed something ran.
+    pub last_check: watch::Sender<DateTime<Utc>>,
+    /// The controller link's state, shown on the portal.
+    pub link: watch::Sender<LinkStatus>,
+    /// Wakes the scanner before its interval, e.g. on the controller's request.
+    pub rescan: Notify,
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    portal_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let agent = Arc::new(Agent {
+        settings,
+        inventory: watch::Sender::new(Inventory::default()),
+        last_check: watch::Sender::new(Utc::now()),
+        link: watch::Sender::new(LinkStatus::Connecting),
+        rescan: Notify::new(),
+    });
+    let stop = CancellationToken::new();
+    // The first scan completes before anything is reported, so the controller
+    // and the portal never see an empty server that is not.
+    scan_once(&agent, &mut None).await;
+
+    let scanner = tokio::spawn(scanner(agent.clone(), stop.clone()));
+    let link = tokio::spawn(link::run(agent.clone(), stop.clone()));
+    let portal = tokio::spawn(portal::serve(agent.clone(), portal_listener, stop.clone()));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    let (scanner, link, portal) = tokio::join!(scanner, link, portal);
+    scanner?;
+    link?;
+    portal??;
+    Ok(())
+}
+
+/// Rescans modules on the configured interval, or sooner when asked.
+async fn scanner(agent: Arc<Agent>, stop: CancellationToken) {
+    let mut previous = Some(agent.inventory.borrow().clone());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(agent.settings.scan_interval) => {}
+            _ = agent.rescan.notified() => {}
+        }
+        scan_once(&agent, &mut previous).await;
+    }
+}
+
+/// One scan: publishes the inventory and rewrites `status.xml` when something
+/// changed since `previous`.
+async fn scan_once(agent: &Arc<Agent>, previous: &mut Option<Inventory>) {
+    let layout = agent.settings.layout.clone();
+    let scanned = match tokio::task::spawn_blocking(move || inventory::scan(&layout)).await {
+        Ok(scanned) => scanned,
+        Err(e) => {
+            tracing::error!("module scan failed: {e}");
+            return;
+        }
+    };
+    if previous.as_ref() == Some(&scanned) {
+        return;
+    }
+    for problem in &scanned.problems {
+        tracing::error!("{problem}");
+    }
+    let now = Utc::now();
+    let status_path = agent.settings.layout.status_file();
+    let mut published = scanned.clone();
+    if let Err(e) = status_file::write(&status_path, &scanned, now) {
+        let problem = flotilla_proto::domain::Problem {
+            file: Some(status_path.display().to_string()),
+            line: None,
+            message: format!(
+                "cannot write the status file: {e} (does the agent's account have write access to this folder?)"
+            ),
+        };
+        tracing::error!("{problem}");
+        published.problems.push(problem);
+    }
+    for module in &scanned.modules {
+        let version = module.installed_version.as_ref().map(|v| v.to_string());
+        tracing::info!(
+            module = %module.name,
+            version = version.as_deref().unwrap_or("-"),
+            state = module.state.as_str(),
+            "module scanned"
+        );
+    }
+    *previous = Some(scanned);
+    agent.last_check.send_replace(now);
+    agent.inventory.send_replace(published);
+}

@@ -1,0 +1,267 @@
+//! The agent's side of the gRPC stream to the controller.
+//!
+//! The agent dials out, says hello, sends its full inventory once welcomed,
+//! then its changes as the scanner finds them, and a heartbeat at the interval
+//! the controller asked for. When the controller is away the agent retries
+//! with exponential backoff and jitter, and keeps working meanwhile: scans,
+//! `status.xml` and the portal do not depend on the link. This is the only
+//! module of the agent that sees wire types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::Utc;
+use flotilla_proto::PROTOCOL_VERSION;
+use flotilla_proto::v1::{
+    self, AgentMessage, CommandOutcome, ControllerMessage, Heartbeat, Hello,
+    agent_link_client::AgentLinkClient, agent_message::Body, command, controller_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tonic::{Code, Status};
+
+use crate::inventory::{Inventory, InventoryChange};
+use crate::{Agent, LinkStatus};
+
+/// How a session with the controller ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The agent is shutting down.
+    Shutdown,
+    /// The stream broke or was closed after a welcome: reconnect promptly.
+    Lost(String),
+}
+
+/// Why a session could not be established.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("controller refused this agent: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// Keeps a session with the controller open until `stop` is cancelled.
+pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
+    let settings = &agent.settings;
+    let new_backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(settings.reconnect_min)
+            .with_max_delay(settings.reconnect_max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = new_backoff();
+    loop {
+        match session(&agent, &stop).await {
+            Ok(SessionEnd::Shutdown) => return,
+            Ok(SessionEnd::Lost(why)) => {
+                tracing::warn!(controller = %settings.controller_url, "lost the controller: {why}");
+                agent.link.send_replace(LinkStatus::Disconnected {
+                    since: Utc::now(),
+                    error: why,
+                });
+                // The session was healthy: start the backoff over.
+                backoff = new_backoff();
+            }
+            Err(SessionError::Refused(message)) => {
+                tracing::error!(controller = %settings.controller_url, "controller refused this agent: {message}");
+                agent.link.send_replace(LinkStatus::Refused {
+                    since: Utc::now(),
+                    message,
+                });
+            }
+            Err(SessionError::Unreachable(why)) => {
+                tracing::warn!(controller = %settings.controller_url, "cannot reach the controller: {why}");
+                agent.link.send_if_modified(|status| match status {
+                    LinkStatus::Disconnected { error, .. } => {
+                        *error = why;
+                        true
+                    }
+                    _ => {
+                        *status = LinkStatus::Disconnected {
+                            since: Utc::now(),
+                            error: why,
+                        };
+                        true
+                    }
+                });
+            }
+        }
+        let delay = backoff.next().unwrap_or(settings.reconnect_max);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn session(agent: &Agent, stop: &CancellationToken) -> Result<SessionEnd, SessionError> {
+    let settings = &agent.settings;
+    let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
+    let endpoint = Endpoint::from_shared(settings.controller_url.clone())
+        .map_err(|e| unreachable(&e))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let channel = tokio::select! {
+        _ = stop.cancelled() => return Ok(SessionEnd::Shutdown),
+        channel = endpoint.connect() => channel.map_err(|e| unreachable(&error_chain(&e)))?,
+    };
+    let mut client = AgentLinkClient::new(channel);
+    let (outbound, outbound_rx) = mpsc::channel::<AgentMessage>(64);
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        server_id: settings.server_id.to_string(),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        site: settings.site.to_string(),
+    };
+    outbound
+        .send(message(Body::Hello(hello)))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let opened = tokio::select! {
+        _ = stop.cancelled() => return Ok(SessionEnd::Shutdown),
+        opened = client.session(ReceiverStream::new(outbound_rx)) => opened,
+    };
+    let mut inbound = opened.map_err(status_error)?.into_inner();
+    let welcome = match inbound.message().await.map_err(status_error)? {
+        Some(ControllerMessage {
+            body: Some(controller_message::Body::Welcome(welcome)),
+        }) => welcome,
+        other => {
+            return Err(SessionError::Unreachable(format!(
+                "expected a welcome from the controller, got {other:?}"
+            )));
+        }
+    };
+    let heartbeat_every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
+    tracing::info!(
+        controller = %settings.controller_url,
+        controller_version = %welcome.controller_version,
+        heartbeat_ms = heartbeat_every.as_millis(),
+        "connected to the controller"
+    );
+    agent
+        .link
+        .send_replace(LinkStatus::Connected { since: Utc::now() });
+
+    let mut inventory_rx = agent.inventory.subscribe();
+    let mut sent: Inventory = inventory_rx.borrow_and_update().clone();
+    let lost = |e: &dyn std::fmt::Display| SessionEnd::Lost(e.to_string());
+    if let Err(e) = outbound
+        .send(message(Body::Inventory(full_inventory(&sent))))
+        .await
+    {
+        return Ok(lost(&e));
+    }
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    loop {
+        let to_send = tokio::select! {
+            _ = stop.cancelled() => return Ok(SessionEnd::Shutdown),
+            changed = inventory_rx.changed() => {
+                if changed.is_err() {
+                    return Ok(SessionEnd::Shutdown);
+                }
+                let now = inventory_rx.borrow_and_update().clone();
+                let change = sent.change_to(&now);
+                sent = now;
+                if change.is_empty() {
+                    continue;
+                }
+                message(Body::InventoryChange(inventory_change(&change, &sent)))
+            }
+            _ = heartbeat.tick() => message(Body::Heartbeat(Heartbeat {
+                sent_at_unix_ms: Utc::now().timestamp_millis(),
+            })),
+            received = inbound.message() => match received {
+                Ok(Some(received)) => match handle(agent, received, &sent) {
+                    Some(reply) => reply,
+                    None => continue,
+                },
+                Ok(None) => return Ok(SessionEnd::Lost("the controller closed the stream".into())),
+                Err(status) => return Ok(SessionEnd::Lost(status.message().to_owned())),
+            },
+        };
+        if let Err(e) = outbound.send(to_send).await {
+            return Ok(lost(&e));
+        }
+    }
+}
+
+/// Acts on a message from the controller; returns what to answer, if anything.
+fn handle(agent: &Agent, received: ControllerMessage, current: &Inventory) -> Option<AgentMessage> {
+    let Some(controller_message::Body::Command(command)) = received.body else {
+        return None;
+    };
+    let (ok, text) = match command.kind {
+        Some(command::Kind::RefreshInventory(_)) => {
+            agent.rescan.notify_one();
+            // The full picture now; whatever the rescan finds follows as changes.
+            return Some(message(Body::Inventory(full_inventory(current))));
+        }
+        None => (
+            false,
+            format!(
+                "this agent (version {}) does not know this command; upgrade the agent",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ),
+    };
+    Some(message(Body::CommandOutcome(CommandOutcome {
+        command_id: command.command_id,
+        ok,
+        message: text,
+    })))
+}
+
+fn message(body: Body) -> AgentMessage {
+    AgentMessage { body: Some(body) }
+}
+
+fn full_inventory(inventory: &Inventory) -> v1::Inventory {
+    v1::Inventory {
+        modules: inventory.modules.iter().map(Into::into).collect(),
+        problems: inventory.problems.iter().map(Into::into).collect(),
+    }
+}
+
+/// The wire change always carries the whole current problem list, which
+/// replaces the controller's.
+fn inventory_change(change: &InventoryChange, current: &Inventory) -> v1::InventoryChange {
+    v1::InventoryChange {
+        upserted: change.upserted.iter().map(Into::into).collect(),
+        removed: change.removed.iter().map(|name| name.to_string()).collect(),
+        problems: current.problems.iter().map(Into::into).collect(),
+    }
+}
+
+fn status_error(status: Status) -> SessionError {
+    match status.code() {
+        Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated => {
+            SessionError::Refused(status.message().to_owned())
+        }
+        _ => SessionError::Unreachable(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+/// A transport error with its causes, e.g. "transport error: Connection refused".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,28 @@
+//! The agent <-> controller wire contract.
+//!
+//! Only this crate and the thin gRPC adapters in the agent and controller see
+//! these `prost` types; everything else works on domain types and converts at
+//! the edge. The shared vocabulary (`domain`: module names, kinds, versions)
+//! lives here too, with the one place that converts it to and from the wire.
+
+mod convert;
+pub mod domain;
+
+/// Generated messages and services of package `flotilla.v1`.
+#[allow(missing_debug_implementations)] // generated service code
+#[allow(clippy::all)] // generated code
+pub mod v1 {
+    tonic::include_proto!("flotilla.v1");
+}
+
+/// The protocol version this build speaks. Bump it for any change an older
+/// peer cannot safely ignore; additive fields and variants need no bump.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The protocol versions a controller of this build accepts from agents.
+pub const SUPPORTED_PROTOCOL_VERSIONS: &[u32] = &[1];
+
+/// Whether a peer speaking `version` can talk to this build.
+pub fn is_supported(version: u32) -> bool {
+    SUPPORTED_PROTOCOL_VERSIONS.contains(&version)
+}

@@ -1,1 +1,142 @@
-fn main() {}
+//! `flotilla-controller`: parses arguments, opens the database, binds, runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use flotilla_controller::db::Database;
+use flotilla_controller::fleet::Heartbeats;
+use tokio::net::TcpListener;
+
+/// The Flotilla controller: the agents' endpoint, the fleet database, the
+/// dashboard and the REST API.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller (the default).
+    Serve(ServeArgs),
+    /// Start a demo: a controller on a fresh SQLite file and three agents
+    /// laid out like a customer site. Ctrl-C stops everything.
+    Demo(flotilla_controller::demo::DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The SQLite database file (created if missing).
+    #[arg(long, env = "FLOTILLA_DB", default_value_os_t = default_database())]
+    db: PathBuf,
+    /// Where agents connect (gRPC).
+    #[arg(long, env = "FLOTILLA_GRPC_LISTEN", default_value = "0.0.0.0:7000")]
+    grpc_listen: SocketAddr,
+    /// Where the dashboard and the REST API are served.
+    #[arg(long, env = "FLOTILLA_HTTP_LISTEN", default_value = "127.0.0.1:7080")]
+    http_listen: SocketAddr,
+    /// How often agents send a heartbeat, in milliseconds.
+    #[arg(long, env = "FLOTILLA_HEARTBEAT_INTERVAL_MS", default_value_t = 10_000)]
+    heartbeat_interval_ms: u64,
+    /// How long an agent may stay silent before it is shown offline, in milliseconds.
+    #[arg(long, env = "FLOTILLA_HEARTBEAT_TIMEOUT_MS", default_value_t = 30_000)]
+    heartbeat_timeout_ms: u64,
+}
+
+fn default_database() -> PathBuf {
+    if cfg!(windows) {
+        let program_data =
+            std::env::var_os("PROGRAMDATA").unwrap_or_else(|| r"C:\ProgramData".into());
+        PathBuf::from(program_data)
+            .join("Flotilla")
+            .join("controller.db")
+    } else {
+        PathBuf::from("/var/lib/flotilla/controller.db")
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Some(Command::Demo(_)) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Some(Command::Demo(args)) => flotilla_controller::demo::run(args, shutdown_signal()).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flotilla-controller: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let heartbeats = Heartbeats {
+        interval: Duration::from_millis(args.heartbeat_interval_ms),
+        timeout: Duration::from_millis(args.heartbeat_timeout_ms),
+    };
+    anyhow::ensure!(
+        args.heartbeat_interval_ms > 0 && heartbeats.timeout > heartbeats.interval,
+        "--heartbeat-timeout-ms ({}) must be greater than --heartbeat-interval-ms ({}), which must be positive",
+        args.heartbeat_timeout_ms,
+        args.heartbeat_interval_ms
+    );
+    let db = Database::open(&args.db).await?;
+    let grpc = TcpListener::bind(args.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for agents", args.grpc_listen))?;
+    let http = TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the dashboard", args.http_listen))?;
+    tracing::info!(database = %args.db.display(), "controller starting");
+    println!("flotilla-controller agents: http://{}", grpc.local_addr()?);
+    println!(
+        "flotilla-controller dashboard: http://{}/",
+        http.local_addr()?
+    );
+    flotilla_controller::run(db, heartbeats, grpc, http, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,32 @@
+//! The web dashboard: the page and its assets from `web/`, embedded in the
+//! binary (no CDN, nothing to install next to it). The page reads the REST API
+//! and follows `/api/v1/events` to stay live without a reload.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+
+const INDEX: &str = include_str!("../../web/index.html");
+const SCRIPT: &str = include_str!("../../web/app.js");
+const STYLE: &str = include_str!("../../web/style.css");
+
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(|| async { Html(INDEX) }))
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript", SCRIPT) }),
+        )
+        .route("/style.css", get(|| async { asset("text/css", STYLE) }))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}

@@ -1,0 +1,472 @@
+//! All of the controller's SQL, against SQLite through sqlx. Handlers and the
+//! gRPC service call these functions; no SQL lives anywhere else.
+//!
+//! Writes start with a write statement (never read-then-write in a deferred
+//! transaction), so concurrent writers wait on the busy timeout instead of
+//! failing with `SQLITE_BUSY_SNAPSHOT`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Sqlite, Transaction};
+
+/// The schema migrations in `migrations/`, applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The database could not be opened or migrated; names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the controller database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("cannot apply the schema migrations to the controller database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// A handle on the fleet database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: SqlitePool,
+}
+
+/// What an agent says about itself when it connects.
+#[derive(Debug, Clone)]
+pub struct ServerHello {
+    pub id: ServerId,
+    pub site: SiteName,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub protocol_version: u32,
+    pub peer_address: Option<String>,
+}
+
+/// A server as stored, with its modules and problems.
+#[derive(Debug, Clone)]
+pub struct ServerRecord {
+    pub id: String,
+    pub site: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub protocol_version: i64,
+    pub peer_address: Option<String>,
+    pub online: bool,
+    pub first_seen_at: DateTime<Utc>,
+    pub connected_at: Option<DateTime<Utc>>,
+    pub last_seen_at: DateTime<Utc>,
+    pub went_silent_at: Option<DateTime<Utc>>,
+    pub offline_reason: Option<String>,
+    pub modules: Vec<ModuleRecord>,
+    pub problems: Vec<Problem>,
+}
+
+/// A module as stored.
+#[derive(Debug, Clone)]
+pub struct ModuleRecord {
+    pub name: String,
+    pub kind: String,
+    pub install_path: String,
+    pub installed_version: Option<String>,
+    pub state: String,
+    pub detail: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A site with how many of its servers are online.
+#[derive(Debug, Clone, FromRow)]
+pub struct SiteRecord {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub servers: i64,
+    pub online: i64,
+}
+
+#[derive(FromRow)]
+struct ServerRow {
+    id: String,
+    site: String,
+    hostname: String,
+    os: String,
+    agent_version: String,
+    protocol_version: i64,
+    peer_address: Option<String>,
+    online: bool,
+    first_seen_at: DateTime<Utc>,
+    connected_at: Option<DateTime<Utc>>,
+    last_seen_at: DateTime<Utc>,
+    went_silent_at: Option<DateTime<Utc>>,
+    offline_reason: Option<String>,
+}
+
+#[derive(FromRow)]
+struct ModuleRow {
+    server_id: String,
+    name: String,
+    kind: String,
+    install_path: String,
+    installed_version: Option<String>,
+    state: String,
+    detail: String,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(FromRow)]
+struct ProblemRow {
+    server_id: String,
+    file: Option<String>,
+    line: Option<i64>,
+    message: String,
+}
+
+/// `SELECT` of a server row with its site's name, followed by `$tail`.
+macro_rules! select_servers {
+    ($tail:literal) => {
+        concat!(
+            "SELECT s.id, t.name AS site, s.hostname, s.os, s.agent_version, s.protocol_version, ",
+            "s.peer_address, s.online, s.first_seen_at, s.connected_at, s.last_seen_at, s.went_silent_at, ",
+            "s.offline_reason FROM servers s JOIN sites t ON t.id = s.site_id ",
+            $tail
+        )
+    };
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path` in WAL mode and
+    /// applies the migrations.
+    pub async fn open(path: &Path) -> Result<Self, OpenError> {
+        let open_error = |message: String| OpenError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(open_error(format!(
+                "the folder {} does not exist",
+                parent.display()
+            )));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| OpenError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self { pool })
+    }
+
+    /// At start-up no agent is connected yet: every server that was online
+    /// when the controller stopped is marked offline since it was last seen.
+    pub async fn mark_all_offline(&self, reason: &str) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE servers SET online = 0, went_silent_at = last_seen_at, offline_reason = ? WHERE online = 1",
+        )
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records a server that just connected (creating it and its site if new).
+    pub async fn server_connected(
+        &self,
+        hello: &ServerHello,
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(hello.site.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO servers (id, site_id, hostname, os, agent_version, protocol_version, peer_address, online, \
+                                  first_seen_at, connected_at, last_seen_at, went_silent_at, offline_reason) \
+             VALUES (?, (SELECT id FROM sites WHERE name = ?), ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, NULL) \
+             ON CONFLICT (id) DO UPDATE SET \
+                site_id = excluded.site_id, hostname = excluded.hostname, os = excluded.os, \
+                agent_version = excluded.agent_version, protocol_version = excluded.protocol_version, \
+                peer_address = excluded.peer_address, online = 1, connected_at = excluded.connected_at, \
+                last_seen_at = excluded.last_seen_at, went_silent_at = NULL, offline_reason = NULL",
+        )
+        .bind(hello.id.as_str())
+        .bind(hello.site.as_str())
+        .bind(&hello.hostname)
+        .bind(&hello.os)
+        .bind(&hello.agent_version)
+        .bind(i64::from(hello.protocol_version))
+        .bind(&hello.peer_address)
+        .bind(at)
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Marks a server offline, silent since `silent_since`.
+    pub async fn server_offline(
+        &self,
+        id: &ServerId,
+        silent_since: DateTime<Utc>,
+        reason: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE servers SET online = 0, last_seen_at = ?, went_silent_at = ?, offline_reason = ? WHERE id = ?",
+        )
+        .bind(silent_since)
+        .bind(silent_since)
+        .bind(reason)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a batch of last-seen times in one transaction.
+    pub async fn record_last_seen(&self, seen: &[(ServerId, DateTime<Utc>)]) -> sqlx::Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in seen {
+            sqlx::query("UPDATE servers SET last_seen_at = ? WHERE id = ? AND online = 1")
+                .bind(*at)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Replaces everything known about a server's modules and problems.
+    pub async fn replace_inventory(
+        &self,
+        id: &ServerId,
+        modules: &[ModuleReport],
+        problems: &[Problem],
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM modules WHERE server_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for module in modules {
+            upsert_module(&mut tx, id, module, at).await?;
+        }
+        replace_problems(&mut tx, id, problems).await?;
+        tx.commit().await
+    }
+
+    /// Applies an inventory change: modules upserted and removed, problems replaced.
+    pub async fn apply_change(
+        &self,
+        id: &ServerId,
+        upserted: &[ModuleReport],
+        removed: &[ModuleName],
+        problems: &[Problem],
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for name in removed {
+            sqlx::query("DELETE FROM modules WHERE server_id = ? AND name = ?")
+                .bind(id.as_str())
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for module in upserted {
+            upsert_module(&mut tx, id, module, at).await?;
+        }
+        replace_problems(&mut tx, id, problems).await?;
+        tx.commit().await
+    }
+
+    pub async fn sites(&self) -> sqlx::Result<Vec<SiteRecord>> {
+        sqlx::query_as(
+            "SELECT t.name, t.created_at, COUNT(s.id) AS servers, COALESCE(SUM(s.online), 0) AS online \
+             FROM sites t LEFT JOIN servers s ON s.site_id = t.id GROUP BY t.id ORDER BY t.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Every server (of one site, if given), with modules and problems, by site then id.
+    pub async fn servers(&self, site: Option<&str>) -> sqlx::Result<Vec<ServerRecord>> {
+        let rows: Vec<ServerRow> = match site {
+            Some(site) => {
+                sqlx::query_as(select_servers!("WHERE t.name = ? ORDER BY t.name, s.id"))
+                    .bind(site)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_as(select_servers!("ORDER BY t.name, s.id"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let modules: Vec<ModuleRow> = sqlx::query_as(
+            "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at \
+             FROM modules ORDER BY server_id, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let problems: Vec<ProblemRow> =
+            sqlx::query_as("SELECT server_id, file, line, message FROM server_problems ORDER BY server_id, position")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(assemble(rows, modules, problems))
+    }
+
+    pub async fn server(&self, id: &str) -> sqlx::Result<Option<ServerRecord>> {
+        let Some(row): Option<ServerRow> = sqlx::query_as(select_servers!("WHERE s.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let modules: Vec<ModuleRow> = sqlx::query_as(
+            "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at \
+             FROM modules WHERE server_id = ? ORDER BY name",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let problems: Vec<ProblemRow> = sqlx::query_as(
+            "SELECT server_id, file, line, message FROM server_problems WHERE server_id = ? ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(assemble(vec![row], modules, problems).pop())
+    }
+}
+
+async fn upsert_module(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &ServerId,
+    module: &ModuleReport,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO modules (server_id, name, kind, install_path, installed_version, state, detail, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (server_id, name) DO UPDATE SET kind = excluded.kind, install_path = excluded.install_path, \
+            installed_version = excluded.installed_version, state = excluded.state, detail = excluded.detail, \
+            updated_at = excluded.updated_at",
+    )
+    .bind(id.as_str())
+    .bind(module.name.as_str())
+    .bind(module.kind.as_str())
+    .bind(&module.install_path)
+    .bind(module.installed_version.as_ref().map(|v| v.to_string()))
+    .bind(module.state.as_str())
+    .bind(&module.detail)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn replace_problems(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &ServerId,
+    problems: &[Problem],
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM server_problems WHERE server_id = ?")
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    for (position, problem) in problems.iter().enumerate() {
+        sqlx::query("INSERT INTO server_problems (server_id, position, file, line, message) VALUES (?, ?, ?, ?, ?)")
+            .bind(id.as_str())
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(&problem.file)
+            .bind(problem.line.map(i64::from))
+            .bind(&problem.message)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn assemble(
+    rows: Vec<ServerRow>,
+    modules: Vec<ModuleRow>,
+    problems: Vec<ProblemRow>,
+) -> Vec<ServerRecord> {
+    let mut servers: Vec<ServerRecord> = rows
+        .into_iter()
+        .map(|row| ServerRecord {
+            id: row.id,
+            site: row.site,
+            hostname: row.hostname,
+            os: row.os,
+            agent_version: row.agent_version,
+            protocol_version: row.protocol_version,
+            peer_address: row.peer_address,
+            online: row.online,
+            first_seen_at: row.first_seen_at,
+            connected_at: row.connected_at,
+            last_seen_at: row.last_seen_at,
+            went_silent_at: row.went_silent_at,
+            offline_reason: row.offline_reason,
+            modules: Vec::new(),
+            problems: Vec::new(),
+        })
+        .collect();
+    let index: std::collections::HashMap<String, usize> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
+    for module in modules {
+        if let Some(&i) = index.get(&module.server_id) {
+            servers[i].modules.push(ModuleRecord {
+                name: module.name,
+                kind: module.kind,
+                install_path: module.install_path,
+                installed_version: module.installed_version,
+                state: module.state,
+                detail: module.detail,
+                updated_at: module.updated_at,
+            });
+        }
+    }
+    for problem in problems {
+        if let Some(&i) = index.get(&problem.server_id) {
+            servers[i].problems.push(Problem {
+                file: problem.file,
+                line: problem.line.and_then(|l| u32::try_from(l).ok()),
+                message: problem.message,
+            });
+        }
+    }
+    servers
+}

@@ -1,0 +1,243 @@
+//! The README's one-command demo: a controller on a fresh SQLite file and
+//! three real agent processes laid out like one customer site: a database
+//! server, an application server and a web server, each with real module
+//! folders and versions. Ctrl-C stops everything.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+use crate::db::Database;
+use crate::fleet::Heartbeats;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's database and the agents' data (emptied first).
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("flotilla-demo"))]
+    dir: PathBuf,
+    /// Port of the dashboard on 127.0.0.1.
+    #[arg(long, default_value_t = 7080)]
+    port: u16,
+}
+
+/// One demo server: its id and the modules it hosts (name, kind, version).
+struct DemoServer {
+    id: &'static str,
+    modules: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const SITE: &str = "acme-paris";
+const SERVERS: [DemoServer; 3] = [
+    DemoServer {
+        id: "acme-db-01",
+        modules: &[("database", "database", "5.8.0")],
+    },
+    DemoServer {
+        id: "acme-app-01",
+        modules: &[
+            ("integration", "service", "5.8.0"),
+            ("gestioncommerciale", "web", "5.8.0"),
+        ],
+    },
+    DemoServer {
+        id: "acme-web-01",
+        modules: &[
+            ("ecommerce", "web", "5.8.0"),
+            ("phygitalapi", "web", "2.1.3"),
+        ],
+    },
+];
+
+pub async fn run(
+    args: DemoArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let agent_binary = sibling_binary("flotilla-agent")?;
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot empty the demo folder {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(args.dir.join("logs"))
+        .with_context(|| format!("cannot create the demo folder {}", args.dir.display()))?;
+
+    let db = Database::open(&args.dir.join("controller.db")).await?;
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let grpc_url = format!("http://{}", grpc.local_addr()?);
+    let http = TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{} for the dashboard (use --port)",
+                args.port
+            )
+        })?;
+    let dashboard = format!("http://{}/", http.local_addr()?);
+    let heartbeats = Heartbeats {
+        interval: Duration::from_secs(2),
+        timeout: Duration::from_secs(6),
+    };
+    let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(crate::run(db, heartbeats, grpc, http, async move {
+        let _ = controller_stopped.await;
+    }));
+
+    let mut agents: Vec<(String, Child)> = Vec::new();
+    let mut portals = Vec::new();
+    for server in &SERVERS {
+        let config = lay_out(&args.dir, server, &grpc_url)?;
+        let log = std::fs::File::create(args.dir.join("logs").join(format!("{}.log", server.id)))?;
+        let mut child = Command::new(&agent_binary)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", agent_binary.display()))?;
+        let portal = portal_url(&mut child).await.with_context(|| {
+            format!(
+                "agent {} did not start; see its log in {}",
+                server.id,
+                args.dir.join("logs").display()
+            )
+        })?;
+        portals.push((server.id, portal));
+        agents.push((server.id.to_owned(), child));
+    }
+
+    println!(
+        "Flotilla demo: site {SITE}, one controller and three agents (data in {})",
+        args.dir.display()
+    );
+    println!();
+    println!("  Dashboard      {dashboard}");
+    println!(
+        "  REST API       {dashboard}api/v1/servers   (OpenAPI: {dashboard}api/v1/openapi.json)"
+    );
+    for (id, portal) in &portals {
+        println!("  Agent portal   {portal}   ({id})");
+    }
+    println!();
+    println!("Change a version on disk and watch the dashboard follow, for example:");
+    println!(
+        "  echo 5.9.0 > {}",
+        args.dir
+            .join("servers/acme-web-01/apps/ecommerce/version.txt")
+            .display()
+    );
+    println!(
+        "Agent logs are in {}. Press Ctrl-C to stop.",
+        args.dir.join("logs").display()
+    );
+
+    shutdown.await;
+    println!("Stopping the agents and the controller…");
+    for (id, child) in &mut agents {
+        stop_child(child)
+            .await
+            .with_context(|| format!("cannot stop agent {id}"))?;
+    }
+    let _ = stop_controller.send(());
+    controller.await??;
+    println!("Stopped.");
+    Ok(())
+}
+
+/// Writes a server's data folder: module folders with real files and a
+/// version, `applicationspath.config`, and the agent's configuration.
+fn lay_out(dir: &Path, server: &DemoServer, grpc_url: &str) -> anyhow::Result<PathBuf> {
+    let data = dir.join("servers").join(server.id);
+    let config_dir = data.join("bin").join("config");
+    std::fs::create_dir_all(&config_dir)?;
+    std::fs::create_dir_all(data.join("bin").join("updates").join("scripts"))?;
+    let mut applications =
+        String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<applications>\n");
+    for (name, kind, version) in server.modules {
+        let folder = data.join("apps").join(name);
+        std::fs::create_dir_all(folder.join("bin"))?;
+        std::fs::write(folder.join("version.txt"), format!("{version}\n"))?;
+        std::fs::write(
+            folder.join("bin").join(format!("{name}.dll")),
+            format!("{name} {version}\n"),
+        )?;
+        if *kind == "web" {
+            std::fs::write(
+                folder.join("web.config"),
+                "<?xml version=\"1.0\"?>\n<configuration>\n  <e />\n</configuration>\n",
+            )?;
+        }
+        applications.push_str(&format!(
+            "  <application name=\"{name}\" kind=\"{kind}\" path=\"{}\" />\n",
+            folder.display()
+        ));
+    }
+    applications.push_str("</applications>\n");
+    std::fs::write(config_dir.join("applicationspath.config"), applications)?;
+    let config = data.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "site = \"{SITE}\"\nserver_id = \"{}\"\ndata_dir = {:?}\ncontroller_url = \"{grpc_url}\"\nportal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 1000\n",
+            server.id,
+            data.display().to_string(),
+        ),
+    )?;
+    Ok(config)
+}
+
+/// Reads the agent's first line of output, which names its portal.
+async fn portal_url(child: &mut Child) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .context("timed out")??
+        .context("it exited")?;
+    // Keep draining so the agent never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    match line.split_once("portal: ") {
+        Some((_, url)) => Ok(url.trim().to_owned()),
+        None => bail!("unexpected first line: {line}"),
+    }
+}
+
+/// Asks a child to stop (SIGTERM on Unix), then kills it if it lingers.
+async fn stop_child(child: &mut Child) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(status) => {
+            status?;
+        }
+        Err(_) => child.kill().await?,
+    }
+    Ok(())
+}
+
+/// A binary built next to the running one (`target/<profile>/`).
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot find the running executable")?;
+    let path = me
+        .parent()
+        .context("the running executable has no folder")?
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release builds both binaries)",
+            path.display()
+        );
+    }
+    Ok(path)
+}

@@ -1,0 +1,260 @@
+//! The live side of the fleet: which agents are connected right now, when
+//! each was last heard from, and who is told when something changes.
+//!
+//! Heartbeats are kept in memory and flushed to the database in batches; state
+//! changes (a connection, an inventory, going offline) are written at once and
+//! announced on the event channel that feeds the dashboard's live updates.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Database, ServerHello};
+
+/// Something a watcher of the fleet (the dashboard) should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetEvent {
+    /// A server's record changed: re-read it.
+    ServerChanged(ServerId),
+}
+
+/// How long agents wait between heartbeats, and how long the controller waits
+/// before calling a silent agent offline.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeats {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// One connected agent.
+#[derive(Debug)]
+struct Live {
+    /// Which connection this is; a newer one from the same server replaces it.
+    session: u64,
+    last_seen: DateTime<Utc>,
+    last_seen_at: Instant,
+    /// Whether `last_seen` changed since the last flush.
+    dirty: bool,
+    /// Cancelled to end this connection's stream.
+    kick: CancellationToken,
+}
+
+/// The connected agents, the database, and the event channel.
+#[derive(Debug)]
+pub struct Fleet {
+    pub db: Database,
+    pub heartbeats: Heartbeats,
+    /// Fleet changes, for live views. Lagging receivers resynchronise.
+    events: broadcast::Sender<FleetEvent>,
+    /// Connected agents by server id. A std mutex: held for map operations
+    /// only, never across an await.
+    live: Mutex<HashMap<ServerId, Live>>,
+    next_session: AtomicU64,
+}
+
+/// A connected agent's handle, owned by its stream.
+#[derive(Debug)]
+pub struct Session {
+    pub server: ServerId,
+    id: u64,
+    /// Cancelled when the controller ends this connection (heartbeat timeout,
+    /// replaced by a newer connection, shutdown).
+    pub kicked: CancellationToken,
+}
+
+impl Fleet {
+    pub fn new(db: Database, heartbeats: Heartbeats) -> Self {
+        Self {
+            db,
+            heartbeats,
+            events: broadcast::Sender::new(1024),
+            live: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<FleetEvent> {
+        self.events.subscribe()
+    }
+
+    fn announce(&self, server: &ServerId) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.events.send(FleetEvent::ServerChanged(server.clone()));
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<ServerId, Live>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An agent said hello: record it and hand back its session.
+    pub async fn connect(
+        &self,
+        hello: &ServerHello,
+        shutdown: &CancellationToken,
+    ) -> sqlx::Result<Session> {
+        let now = Utc::now();
+        self.db.server_connected(hello, now).await?;
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let kicked = shutdown.child_token();
+        let previous = self.live().insert(
+            hello.id.clone(),
+            Live {
+                session: id,
+                last_seen: now,
+                last_seen_at: Instant::now(),
+                dirty: false,
+                kick: kicked.clone(),
+            },
+        );
+        if let Some(previous) = previous {
+            tracing::warn!(server = %hello.id, "a new connection replaces the previous one from the same server id");
+            previous.kick.cancel();
+        }
+        self.announce(&hello.id);
+        Ok(Session {
+            server: hello.id.clone(),
+            id,
+            kicked,
+        })
+    }
+
+    /// The agent said something: it is alive.
+    pub fn seen(&self, session: &Session) {
+        if let Some(live) = self
+            .live()
+            .get_mut(&session.server)
+            .filter(|l| l.session == session.id)
+        {
+            live.last_seen = Utc::now();
+            live.last_seen_at = Instant::now();
+            live.dirty = true;
+        }
+    }
+
+    /// When a connected server was last heard from, fresher than the database.
+    pub fn last_seen(&self, server: &str) -> Option<DateTime<Utc>> {
+        let id = ServerId::parse(server).ok()?;
+        self.live().get(&id).map(|live| live.last_seen)
+    }
+
+    pub async fn inventory(
+        &self,
+        session: &Session,
+        modules: &[ModuleReport],
+        problems: &[Problem],
+    ) -> sqlx::Result<()> {
+        self.db
+            .replace_inventory(&session.server, modules, problems, Utc::now())
+            .await?;
+        self.announce(&session.server);
+        Ok(())
+    }
+
+    pub async fn inventory_change(
+        &self,
+        session: &Session,
+        upserted: &[ModuleReport],
+        removed: &[ModuleName],
+        problems: &[Problem],
+    ) -> sqlx::Result<()> {
+        self.db
+            .apply_change(&session.server, upserted, removed, problems, Utc::now())
+            .await?;
+        self.announce(&session.server);
+        Ok(())
+    }
+
+    /// The agent's stream ended. If it was still the current connection, the
+    /// server goes offline, silent since it was last heard from.
+    pub async fn disconnected(&self, session: &Session, reason: &str) {
+        let removed = {
+            let mut live = self.live();
+            match live.get(&session.server) {
+                Some(entry) if entry.session == session.id => live.remove(&session.server),
+                _ => None,
+            }
+        };
+        if let Some(entry) = removed {
+            self.go_offline(&session.server, entry.last_seen, reason)
+                .await;
+        }
+    }
+
+    async fn go_offline(&self, server: &ServerId, silent_since: DateTime<Utc>, reason: &str) {
+        tracing::info!(server = %server, %silent_since, "server offline: {reason}");
+        if let Err(e) = self.db.server_offline(server, silent_since, reason).await {
+            tracing::error!(server = %server, "cannot record that the server went offline: {e}");
+        }
+        self.announce(server);
+    }
+
+    /// Ends the connections of agents silent for longer than the timeout and
+    /// marks them offline. Returns how many went offline.
+    pub async fn sweep(&self) -> usize {
+        let timeout = self.heartbeats.timeout;
+        let expired: Vec<(ServerId, Live)> = {
+            let mut live = self.live();
+            let silent: Vec<ServerId> = live
+                .iter()
+                .filter(|(_, l)| l.last_seen_at.elapsed() > timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            silent
+                .into_iter()
+                .filter_map(|id| live.remove(&id).map(|l| (id, l)))
+                .collect()
+        };
+        for (server, entry) in &expired {
+            entry.kick.cancel();
+            let reason = format!("no heartbeat for {} ms", timeout.as_millis());
+            self.go_offline(server, entry.last_seen, &reason).await;
+        }
+        expired.len()
+    }
+
+    /// Writes the last-seen times that changed since the previous flush.
+    pub async fn flush_last_seen(&self) {
+        let batch: Vec<(ServerId, DateTime<Utc>)> = self
+            .live()
+            .iter_mut()
+            .filter(|(_, l)| l.dirty)
+            .map(|(id, l)| {
+                l.dirty = false;
+                (id.clone(), l.last_seen)
+            })
+            .collect();
+        if let Err(e) = self.db.record_last_seen(&batch).await {
+            tracing::error!("cannot record last-seen times: {e}");
+        }
+    }
+
+    /// Sweeps silent agents and flushes heartbeats until `stop` is cancelled.
+    pub async fn housekeeping(&self, stop: CancellationToken) {
+        let tick =
+            (self.heartbeats.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(tick);
+        let mut last_flush = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    self.flush_last_seen().await;
+                    return;
+                }
+                _ = ticker.tick() => {}
+            }
+            self.sweep().await;
+            if last_flush.elapsed() >= self.heartbeats.interval {
+                self.flush_last_seen().await;
+                last_flush = Instant::now();
+            }
+        }
+    }
+}

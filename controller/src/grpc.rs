@@ -1,0 +1,211 @@
+//! The agents' gRPC endpoint: one bidirectional stream per agent. The only
+//! module of the controller that sees wire types; it validates what agents
+//! send into domain types and hands them to the [`Fleet`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
+use flotilla_proto::v1::agent_link_server::AgentLink;
+use flotilla_proto::v1::{
+    AgentMessage, ControllerMessage, Welcome, agent_message, controller_message,
+};
+use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::db::ServerHello;
+use crate::fleet::{Fleet, Session};
+
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `AgentLink` service.
+#[derive(Debug, Clone)]
+pub struct AgentLinkService {
+    fleet: Arc<Fleet>,
+    /// Cancelled at shutdown: ends every agent stream so the server can stop.
+    shutdown: CancellationToken,
+}
+
+impl AgentLinkService {
+    pub fn new(fleet: Arc<Fleet>, shutdown: CancellationToken) -> Self {
+        Self { fleet, shutdown }
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl AgentLink for AgentLinkService {
+    type SessionStream = Outbound;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Outbound>, Status> {
+        let peer = request.remote_addr().map(|addr| addr.to_string());
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded("no hello within 10 s of opening the stream")
+            })??;
+        let Some(AgentMessage {
+            body: Some(agent_message::Body::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message on the stream must be a Hello",
+            ));
+        };
+        if !is_supported(hello.protocol_version) {
+            tracing::warn!(
+                server = %hello.server_id,
+                version = hello.protocol_version,
+                "refused an agent speaking an unsupported protocol version"
+            );
+            return Err(Status::failed_precondition(format!(
+                "agent {} (version {}) speaks protocol version {}; this controller (version {}) supports protocol versions {}",
+                hello.server_id,
+                hello.agent_version,
+                hello.protocol_version,
+                env!("CARGO_PKG_VERSION"),
+                SUPPORTED_PROTOCOL_VERSIONS
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let hello = ServerHello {
+            id: ServerId::parse(&hello.server_id)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            site: SiteName::parse(&hello.site)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            hostname: hello.hostname,
+            os: hello.os,
+            agent_version: hello.agent_version,
+            protocol_version: hello.protocol_version,
+            peer_address: peer,
+        };
+        let session = self
+            .fleet
+            .connect(&hello, &self.shutdown)
+            .await
+            .map_err(|e| {
+                tracing::error!(server = %hello.id, "cannot record the connection: {e}");
+                Status::unavailable(
+                    "the controller cannot record this connection right now; retry later",
+                )
+            })?;
+        tracing::info!(server = %hello.id, site = %hello.site, agent = %hello.agent_version, "agent connected");
+
+        let (outbound, outbound_rx) = mpsc::channel::<Result<ControllerMessage, Status>>(16);
+        let welcome = ControllerMessage {
+            body: Some(controller_message::Body::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                controller_version: env!("CARGO_PKG_VERSION").to_owned(),
+                heartbeat_interval_ms: u32::try_from(self.fleet.heartbeats.interval.as_millis())
+                    .unwrap_or(u32::MAX),
+            })),
+        };
+        // Cannot fail: the receiver is right here and the buffer is empty.
+        let _ = outbound.send(Ok(welcome)).await;
+        tokio::spawn(serve_session(
+            self.fleet.clone(),
+            session,
+            inbound,
+            outbound,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+    }
+}
+
+/// Reads the agent's messages until the stream ends or the controller ends it.
+async fn serve_session(
+    fleet: Arc<Fleet>,
+    session: Session,
+    mut inbound: Streaming<AgentMessage>,
+    outbound: mpsc::Sender<Result<ControllerMessage, Status>>,
+) {
+    let reason = loop {
+        let received = tokio::select! {
+            _ = session.kicked.cancelled() => {
+                let _ = outbound.send(Err(Status::unavailable("the controller ended this connection; reconnect"))).await;
+                break None;
+            }
+            received = inbound.message() => received,
+        };
+        let message = match received {
+            Ok(Some(message)) => message,
+            Ok(None) => break Some("the agent closed the connection".to_owned()),
+            Err(status) => break Some(format!("connection lost: {}", status.message())),
+        };
+        fleet.seen(&session);
+        if let Err(status) = handle(&fleet, &session, message).await {
+            tracing::warn!(server = %session.server, "closing the stream: {}", status.message());
+            let _ = outbound.send(Err(status.clone())).await;
+            break Some(status.message().to_owned());
+        }
+    };
+    if let Some(reason) = reason {
+        fleet.disconnected(&session, &reason).await;
+    }
+}
+
+async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Result<(), Status> {
+    let store_error = |e: sqlx::Error| {
+        tracing::error!(server = %session.server, "cannot store the inventory: {e}");
+        Status::unavailable("the controller cannot store the inventory right now; reconnect later")
+    };
+    match message.body {
+        Some(agent_message::Body::Inventory(inventory)) => {
+            let modules = modules(inventory.modules)?;
+            let problems = problems(inventory.problems);
+            fleet
+                .inventory(session, &modules, &problems)
+                .await
+                .map_err(store_error)
+        }
+        Some(agent_message::Body::InventoryChange(change)) => {
+            let upserted = modules(change.upserted)?;
+            let removed = change
+                .removed
+                .iter()
+                .map(|name| ModuleName::parse(name))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let problems = problems(change.problems);
+            fleet
+                .inventory_change(session, &upserted, &removed, &problems)
+                .await
+                .map_err(store_error)
+        }
+        Some(agent_message::Body::Heartbeat(_)) => Ok(()),
+        Some(agent_message::Body::CommandOutcome(outcome)) => {
+            tracing::info!(server = %session.server, command = %outcome.command_id, ok = outcome.ok, "{}", outcome.message);
+            Ok(())
+        }
+        Some(agent_message::Body::Hello(_)) => {
+            Err(Status::invalid_argument("hello sent twice on one stream"))
+        }
+        None => Ok(()),
+    }
+}
+
+fn modules(wire: Vec<flotilla_proto::v1::Module>) -> Result<Vec<ModuleReport>, Status> {
+    wire.into_iter()
+        .map(|module| {
+            ModuleReport::try_from(module).map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .collect()
+}
+
+fn problems(wire: Vec<flotilla_proto::v1::Problem>) -> Vec<Problem> {
+    wire.into_iter().map(Problem::from).collect()
+}

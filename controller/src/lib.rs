@@ -1,0 +1,98 @@
+//! The Flotilla controller: the fleet's single point of truth.
+//!
+//! Layout:
+//! - [`db`]: every SQL statement, against SQLite (WAL) with the migrations
+//!   in `migrations/`.
+//! - [`fleet`]: who is connected now, heartbeats, offline detection, and the
+//!   change events that feed live views.
+//! - [`grpc`]: the agents' endpoint, one bidirectional stream per agent; the
+//!   only module that sees wire types.
+//! - [`api`]: the REST API under `/api/v1`, its OpenAPI document, the event
+//!   stream.
+//! - [`dashboard`]: the web pages from `web/`, embedded.
+//! - [`demo`]: the README's one-command demo (a controller and three agents).
+//!
+//! [`run`] serves both endpoints on already-bound listeners until the
+//! shutdown future resolves; `main` only parses arguments, opens the database
+//! and binds.
+
+pub mod api;
+pub mod dashboard;
+pub mod db;
+pub mod demo;
+pub mod fleet;
+pub mod grpc;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::v1::agent_link_server::AgentLinkServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Database;
+use crate::fleet::{Fleet, Heartbeats};
+
+/// How long shutdown waits for connections to finish before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the agents' gRPC endpoint on `grpc` and the dashboard and REST API
+/// on `http` until `shutdown` resolves.
+pub async fn run(
+    db: Database,
+    heartbeats: Heartbeats,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let offline = db.mark_all_offline("the controller restarted").await?;
+    if offline > 0 {
+        tracing::info!("{offline} servers marked offline until their agents reconnect");
+    }
+    let fleet = Arc::new(Fleet::new(db, heartbeats));
+    let stop = CancellationToken::new();
+
+    let housekeeping = tokio::spawn({
+        let fleet = fleet.clone();
+        let stop = stop.clone();
+        async move { fleet.housekeeping(stop).await }
+    });
+
+    let service = grpc::AgentLinkService::new(fleet.clone(), stop.clone());
+    let grpc_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(AgentLinkServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
+
+    let app = dashboard::router()
+        .merge(api::router(api::ApiState {
+            fleet: fleet.clone(),
+            shutdown: stop.clone(),
+        }))
+        .route("/api/{*rest}", axum::routing::any(api::not_found));
+    let http_server = axum::serve(http, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(async move { http_server.await });
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let (grpc, http, housekeeping) = tokio::join!(grpc_task, http_task, housekeeping);
+        grpc??;
+        http??;
+        housekeeping?;
+        anyhow::Ok(())
+    })
+    .await;
+    match finished {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}

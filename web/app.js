@@ -1,0 +1,150 @@
+// The fleet page: reads /api/v1/servers, then follows /api/v1/events to stay
+// live without a reload. No framework, no CDN.
+"use strict";
+
+// The procedure's module order; other modules follow alphabetically.
+const MODULE_ORDER = ["database", "integration", "gestioncommerciale", "ecommerce", "phygitalapi"];
+const servers = new Map(); // id -> server JSON
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("data-") || key === "title") node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function moduleRank(name) {
+  const i = MODULE_ORDER.indexOf(name);
+  return i < 0 ? MODULE_ORDER.length : i;
+}
+
+function byModuleOrder(a, b) {
+  return moduleRank(a) - moduleRank(b) || a.localeCompare(b);
+}
+
+function ago(iso) {
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (seconds < 60) return `${seconds} s ago`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours} h ago`;
+  return `${Math.floor(hours / 24)} days ago`;
+}
+
+function clock(iso) {
+  return new Date(iso).toLocaleString();
+}
+
+function statusCell(server) {
+  if (server.online) {
+    return el("td", { class: "status" },
+      el("span", { class: "dot online" }), "online",
+      el("div", { class: "muted small" }, "last seen ", el("span", { class: "ago", "data-at": server.last_seen_at }, ago(server.last_seen_at))));
+  }
+  const since = server.went_silent_at || server.last_seen_at;
+  return el("td", { class: "status" },
+    el("span", { class: "dot offline" }), "offline",
+    el("div", { class: "muted small", title: clock(since) },
+      "silent since ", el("span", { class: "ago", "data-at": since }, ago(since))),
+    server.offline_reason ? el("div", { class: "muted small" }, server.offline_reason) : null);
+}
+
+function moduleCell(server, name) {
+  const module = server.modules.find((m) => m.name === name);
+  if (!module) return el("td", { class: "cell none", "data-module": name }, "—");
+  const text = module.installed_version || (module.state === "missing" ? "missing" : "unknown");
+  const title = [`${module.kind} · ${module.install_path}`, module.detail].filter(Boolean).join("\n");
+  return el("td", { class: `cell state-${module.state}`, "data-module": name, title },
+    text, module.state === "maintenance" ? el("div", { class: "small" }, "in maintenance") : null);
+}
+
+function siteCard(site, siteServers) {
+  const modules = [...new Set(siteServers.flatMap((s) => s.modules.map((m) => m.name)))].sort(byModuleOrder);
+  const online = siteServers.filter((s) => s.online).length;
+  const head = el("tr", {}, el("th", {}, "Server"), el("th", {}, "Status"), ...modules.map((m) => el("th", {}, m)));
+  const body = el("tbody");
+  for (const server of siteServers) {
+    body.append(el("tr", { class: server.online ? "online" : "offline", "data-server": server.id, "data-status": server.online ? "online" : "offline" },
+      el("td", { class: "server" }, el("strong", {}, server.id),
+        el("div", { class: "muted small" }, `${server.hostname} · ${server.os} · agent ${server.agent_version}`)),
+      statusCell(server),
+      ...modules.map((m) => moduleCell(server, m))));
+    if (server.problems.length) {
+      body.append(el("tr", { class: "problems-row", "data-problems-of": server.id },
+        el("td", { colSpan: modules.length + 2 },
+          ...server.problems.map((p) => el("div", { class: "problem-line" },
+            "⚠ ", [p.file, p.line ? `line ${p.line}` : null].filter(Boolean).join(", "), p.file ? ": " : "", p.message)))));
+    }
+  }
+  return el("section", { class: "card site", "data-site": site },
+    el("div", { class: "site-head" }, el("h2", {}, site),
+      el("span", { class: `pill ${online === siteServers.length ? "ok" : "bad"}` }, `${online}/${siteServers.length} online`)),
+    el("table", { class: "matrix" }, el("thead", {}, head), body));
+}
+
+function render() {
+  const all = [...servers.values()];
+  const sites = new Map();
+  for (const server of all.sort((a, b) => a.id.localeCompare(b.id))) {
+    if (!sites.has(server.site)) sites.set(server.site, []);
+    sites.get(server.site).push(server);
+  }
+  const online = all.filter((s) => s.online).length;
+  const problems = all.reduce((n, s) => n + s.problems.length, 0);
+  const modules = all.reduce((n, s) => n + s.modules.length, 0);
+  document.getElementById("summary").replaceChildren(
+    el("div", { class: "tile" }, el("b", {}, sites.size), "sites"),
+    el("div", { class: "tile", "data-tile": "online" }, el("b", {}, `${online}/${all.length}`), "servers online"),
+    el("div", { class: "tile" }, el("b", {}, modules), "modules"),
+    el("div", { class: `tile ${problems ? "bad" : ""}` }, el("b", {}, problems), "problems"));
+  const container = document.getElementById("sites");
+  if (!all.length) {
+    container.replaceChildren(el("p", { class: "muted" }, "No agent has connected yet."));
+    return;
+  }
+  container.replaceChildren(...[...sites.keys()].sort().map((site) => siteCard(site, sites.get(site))));
+}
+
+async function reload() {
+  const response = await fetch("/api/v1/servers");
+  if (!response.ok) throw new Error(`GET /api/v1/servers: ${response.status}`);
+  servers.clear();
+  for (const server of await response.json()) servers.set(server.id, server);
+  render();
+}
+
+function setLive(text, cls) {
+  const live = document.getElementById("live");
+  live.textContent = text;
+  live.className = `link ${cls}`;
+}
+
+function follow() {
+  const events = new EventSource("/api/v1/events");
+  events.addEventListener("open", () => {
+    setLive("live", "ok");
+    reload().catch((e) => setLive(`error: ${e.message}`, "bad"));
+  });
+  events.addEventListener("server", (event) => {
+    const server = JSON.parse(event.data);
+    servers.set(server.id, server);
+    render();
+  });
+  events.addEventListener("resync", () => reload().catch(() => {}));
+  events.addEventListener("error", () => setLive("reconnecting…", "warn"));
+}
+
+setInterval(() => {
+  for (const node of document.querySelectorAll(".ago")) node.textContent = ago(node.dataset.at);
+}, 1000);
+
+follow();

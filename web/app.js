@@ -48,7 +48,8 @@ function statusCell(server) {
   if (server.online) {
     return el("td", { class: "status" },
       el("span", { class: "dot online" }), "online",
-      el("div", { class: "muted small" }, "last seen ", el("span", { class: "ago", "data-at": server.last_seen_at }, ago(server.last_seen_at))));
+      el("div", { class: "muted small", title: clock(server.connected_at) },
+        "connected ", el("span", { class: "ago", "data-at": server.connected_at }, ago(server.connected_at))));
   }
   const since = server.went_silent_at || server.last_seen_at;
   return el("td", { class: "status" },

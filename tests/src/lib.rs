@@ -1,1 +1,314 @@
+//! The end-to-end harness: starts the real `flotilla-controller` and
+//! `flotilla-agent` binaries as separate processes, each on ephemeral ports
+//! and in its own temporary folder, and talks to them the way users do: the
+//! REST API, the portal, the files on disk, a browser.
+//!
+//! The binaries are the ones cargo built next to the test executable
+//! (`target/<profile>/`); the README's test command builds them first.
 
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test harness: a failure is a test failure
+
+pub mod browser;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long any condition may take to come true before a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Heartbeats used by test controllers: short, so offline detection is quick.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
+
+/// A binary built next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    let profile_dir = test_exe.parent().and_then(Path::parent).unwrap();
+    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` before the tests (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `check` returns `Some`, polling; fails the test after
+/// [`PATIENCE`] with `what` and the last thing `check` saw.
+pub async fn wait_until<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < PATIENCE {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => last = seen,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {PATIENCE:?} waiting for {what}; last seen: {last}");
+}
+
+/// A process's stdout lines, collected as they come.
+#[derive(Debug, Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(child: &mut Child) -> Self {
+        let lines = Lines::default();
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    /// The text after `prefix` on the first line that has it.
+    async fn value_after(&self, prefix: &str) -> String {
+        wait_until(&format!("a line with {prefix:?}"), async || {
+            let lines = self.0.lock().unwrap();
+            lines
+                .iter()
+                .find_map(|line| line.split_once(prefix).map(|(_, v)| v.trim().to_owned()))
+                .ok_or_else(|| format!("{lines:?}"))
+        })
+        .await
+    }
+}
+
+/// Sends a signal with the system's `kill` (no unsafe code in tests).
+pub async fn signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("process still running");
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// A running controller.
+#[derive(Debug)]
+pub struct Controller {
+    pub child: Child,
+    /// Where agents connect, `http://127.0.0.1:port`.
+    pub grpc_url: String,
+    /// The dashboard, `http://127.0.0.1:port`, no trailing slash.
+    pub http_url: String,
+    pub db: PathBuf,
+    pub log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Controller {
+    /// Starts a controller on a database in `dir`, on ephemeral ports.
+    pub async fn start(dir: &Path) -> Controller {
+        Self::start_on(dir, "127.0.0.1:0", "127.0.0.1:0").await
+    }
+
+    /// Starts a controller on given addresses (to restart on the same ports).
+    pub async fn start_on(dir: &Path, grpc: &str, http: &str) -> Controller {
+        let db = dir.join("controller.db");
+        let log = dir.join("controller.log");
+        let mut child = Command::new(binary("flotilla-controller"))
+            .args(["--db".as_ref(), db.as_os_str()])
+            .args(["--grpc-listen", grpc, "--http-listen", http])
+            .args([
+                "--heartbeat-interval-ms",
+                &HEARTBEAT_INTERVAL_MS.to_string(),
+            ])
+            .args(["--heartbeat-timeout-ms", &HEARTBEAT_TIMEOUT_MS.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Lines::follow(&mut child);
+        let grpc_url = lines.value_after("flotilla-controller agents: ").await;
+        let http_url = lines
+            .value_after("flotilla-controller dashboard: ")
+            .await
+            .trim_end_matches('/')
+            .to_owned();
+        Controller {
+            child,
+            grpc_url,
+            http_url,
+            db,
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `host:port` of the gRPC endpoint.
+    pub fn grpc_addr(&self) -> String {
+        self.grpc_url.trim_start_matches("http://").to_owned()
+    }
+
+    pub fn http_addr(&self) -> String {
+        self.http_url.trim_start_matches("http://").to_owned()
+    }
+
+    /// GET a path; returns the status and the JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.http_url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The server's JSON from `GET /api/v1/servers/{id}`, if it exists.
+    pub async fn server(&self, id: &str) -> Option<Value> {
+        let (status, body) = self.get(&format!("/api/v1/servers/{id}")).await;
+        (status == 200).then_some(body)
+    }
+
+    /// Waits until the server's JSON satisfies `condition`.
+    pub async fn wait_for_server(
+        &self,
+        id: &str,
+        what: &str,
+        condition: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_until(&format!("server {id}: {what}"), async || {
+            match self.server(id).await {
+                Some(server) if condition(&server) => Ok(server),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// The installed version the controller shows for a module of a server.
+pub fn version_of<'a>(server: &'a Value, module: &str) -> Option<&'a str> {
+    server["modules"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == module)?["installed_version"]
+        .as_str()
+}
+
+/// A running agent, with its own data folder.
+#[derive(Debug)]
+pub struct Agent {
+    pub child: Child,
+    pub id: String,
+    pub data: PathBuf,
+    pub portal_url: String,
+    pub log: PathBuf,
+}
+
+/// A module to lay out on an agent's server: name, kind, version.
+pub type ModuleSpec<'a> = (&'a str, &'a str, &'a str);
+
+impl Agent {
+    /// Lays out a data folder under `dir` with `modules` (each a folder with a
+    /// `version.txt`) and an `applicationspath.config` naming them, then
+    /// starts an agent on it.
+    pub async fn start(
+        dir: &Path,
+        site: &str,
+        id: &str,
+        controller_url: &str,
+        modules: &[ModuleSpec<'_>],
+    ) -> Agent {
+        let data = dir.join(id);
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<applications>\n");
+        for (name, kind, version) in modules {
+            let folder = data.join("apps").join(name);
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join("version.txt"), format!("{version}\n")).unwrap();
+            xml.push_str(&format!(
+                "  <application name=\"{name}\" kind=\"{kind}\" path=\"{}\" />\n",
+                folder.display()
+            ));
+        }
+        xml.push_str("</applications>\n");
+        Self::start_with_config(dir, site, id, controller_url, &xml).await
+    }
+
+    /// Starts an agent whose `applicationspath.config` holds `applications_xml`.
+    pub async fn start_with_config(
+        dir: &Path,
+        site: &str,
+        id: &str,
+        controller_url: &str,
+        applications_xml: &str,
+    ) -> Agent {
+        let data = dir.join(id);
+        let config_dir = data.join("bin").join("config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::write(config_dir.join("applicationspath.config"), applications_xml).unwrap();
+        let config = data.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "site = \"{site}\"\nserver_id = \"{id}\"\ndata_dir = {:?}\ncontroller_url = \"{controller_url}\"\n\
+                 portal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 100\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n",
+                data.display().to_string()
+            ),
+        )
+        .unwrap();
+        let log = data.join("agent.log");
+        let mut child = Command::new(binary("flotilla-agent"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Lines::follow(&mut child);
+        let portal_url = lines.value_after(" portal: ").await;
+        Agent {
+            child,
+            id: id.to_owned(),
+            data,
+            portal_url,
+            log,
+        }
+    }
+
+    /// Writes a module's version file, as an install would.
+    pub fn set_version(&self, module: &str, version: &str) {
+        let file = self.data.join("apps").join(module).join("version.txt");
+        std::fs::write(file, format!("{version}\n")).unwrap();
+    }
+
+    /// The portal's page.
+    pub async fn portal(&self) -> String {
+        reqwest::get(&self.portal_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn status_xml(&self) -> String {
+        std::fs::read_to_string(self.data.join("bin/updates/status.xml")).unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

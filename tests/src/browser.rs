@@ -1,0 +1,122 @@
+//! A real headless Chromium, driven through ChromeDriver's WebDriver HTTP
+//! protocol (Debian's `chromium` and `chromium-driver`, which `.ci/run`
+//! installs). Enough of WebDriver to load a page and evaluate scripts in it.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A browser session.
+#[derive(Debug)]
+pub struct Browser {
+    driver: Child,
+    session: String,
+    base: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts ChromeDriver on an ephemeral port and opens a headless session.
+    pub async fn start() -> Browser {
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)");
+        let mut lines = BufReader::new(driver.stdout.take().expect("stdout")).lines();
+        let port = loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("read chromedriver output")
+                .expect("chromedriver exited before it started");
+            if let Some((_, rest)) = line.split_once("started successfully on port ") {
+                break rest.trim_end_matches('.').trim().to_owned();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = format!("http://127.0.0.1:{port}");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let binary = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let http = reqwest::Client::new();
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": binary,
+                    "args": [
+                        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        "--disable-quic", "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                        format!("--user-data-dir={}", profile.path().display()),
+                    ]
+                }
+            }}}))
+            .send()
+            .await
+            .expect("create a WebDriver session")
+            .json()
+            .await
+            .expect("WebDriver session JSON");
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_owned();
+        Browser {
+            driver,
+            session,
+            base,
+            http,
+            _profile: profile,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/session/{}{path}", self.base, self.session)
+    }
+
+    /// Navigates to `url` and waits for it to load.
+    pub async fn goto(&self, url: &str) {
+        let response: Value = self
+            .http
+            .post(self.url("/url"))
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .expect("navigate")
+            .json()
+            .await
+            .expect("navigate JSON");
+        assert!(
+            response["value"].is_null(),
+            "navigation to {url} failed: {response}"
+        );
+    }
+
+    /// Evaluates `script` (a function body; `return` a value) in the page.
+    pub async fn eval(&self, script: &str) -> Value {
+        let response: Value = self
+            .http
+            .post(self.url("/execute/sync"))
+            .json(&json!({ "script": script, "args": [] }))
+            .send()
+            .await
+            .expect("execute script")
+            .json()
+            .await
+            .expect("script JSON");
+        response["value"].clone()
+    }
+
+    /// Ends the session and the browser.
+    pub async fn quit(mut self) {
+        let _ = self.http.delete(self.url("")).send().await;
+        let _ = self.driver.kill().await;
+    }
+}

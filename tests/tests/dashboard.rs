@@ -1,0 +1,120 @@
+//! The dashboard in a real headless Chromium: it shows the fleet, and follows
+//! changes live without a reload.
+
+#![allow(clippy::unwrap_used)]
+
+use flotilla_tests::browser::Browser;
+use flotilla_tests::{Agent, Controller, wait_until};
+use serde_json::Value;
+
+/// The text of the matrix cell for `module` on `server`, or null.
+const CELL: &str = r#"
+    const cell = document.querySelector(`tr[data-server="${arguments[0]}"] td[data-module="${arguments[1]}"]`);
+    return cell ? cell.textContent : null;"#;
+
+async fn cell(browser: &Browser, server: &str, module: &str) -> Value {
+    browser
+        .eval(&format!(
+            "return (function() {{ {} }}).apply(null, {})",
+            CELL,
+            serde_json::json!([server, module])
+        ))
+        .await
+}
+
+async fn wait_for_cell(browser: &Browser, server: &str, module: &str, expected: &str) {
+    wait_until(
+        &format!("the dashboard to show {module} {expected} on {server}"),
+        async || {
+            let text = cell(browser, server, module).await;
+            (text == expected).then_some(()).ok_or(text.to_string())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_fleet_and_follows_it_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let web = Agent::start(
+        dir.path(),
+        "acme-paris",
+        "acme-web-01",
+        &controller.grpc_url,
+        &[
+            ("ecommerce", "web", "5.8.0"),
+            ("phygitalapi", "web", "2.1.3"),
+        ],
+    )
+    .await;
+    let mut db = Agent::start(
+        dir.path(),
+        "acme-paris",
+        "acme-db-01",
+        &controller.grpc_url,
+        &[("database", "database", "5.8.0")],
+    )
+    .await;
+    controller
+        .wait_for_server("acme-db-01", "online", |s| s["online"] == true)
+        .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", controller.http_url)).await;
+
+    // The matrix: servers as rows, modules as columns, versions in the cells.
+    wait_for_cell(&browser, "acme-web-01", "ecommerce", "5.8.0").await;
+    wait_for_cell(&browser, "acme-web-01", "phygitalapi", "2.1.3").await;
+    wait_for_cell(&browser, "acme-db-01", "database", "5.8.0").await;
+    wait_for_cell(&browser, "acme-db-01", "ecommerce", "—").await;
+    let site = browser
+        .eval("return document.querySelector('[data-site=\"acme-paris\"] h2').textContent")
+        .await;
+    assert_eq!(site, "acme-paris");
+    let columns = browser
+        .eval("return [...document.querySelectorAll('[data-site=\"acme-paris\"] thead th')].map(th => th.textContent)")
+        .await;
+    assert_eq!(
+        columns,
+        serde_json::json!(["Server", "Status", "database", "ecommerce", "phygitalapi"])
+    );
+
+    // Mark the page: if it reloads, the mark is gone.
+    browser
+        .eval("window.flotillaMark = 'no reload'; return null")
+        .await;
+
+    web.set_version("ecommerce", "5.9.0");
+    wait_for_cell(&browser, "acme-web-01", "ecommerce", "5.9.0").await;
+
+    db.child.kill().await.unwrap();
+    wait_until("the dashboard to show acme-db-01 offline", async || {
+        let status = browser
+            .eval("return document.querySelector('tr[data-server=\"acme-db-01\"]').dataset.status")
+            .await;
+        (status == "offline")
+            .then_some(())
+            .ok_or(status.to_string())
+    })
+    .await;
+    let status_text = browser
+        .eval(
+            "return document.querySelector('tr[data-server=\"acme-db-01\"] td.status').textContent",
+        )
+        .await;
+    assert!(
+        status_text.as_str().unwrap().contains("silent since"),
+        "{status_text}"
+    );
+    let pill = browser
+        .eval("return document.querySelector('[data-site=\"acme-paris\"] .pill').textContent")
+        .await;
+    assert_eq!(pill, "1/2 online");
+
+    assert_eq!(
+        browser.eval("return window.flotillaMark").await,
+        "no reload"
+    );
+    browser.quit().await;
+}

@@ -26,17 +26,23 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
 pub const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
 
-/// A binary built next to the test executable.
+/// How often test agents rescan their modules.
+pub const SCAN_INTERVAL_MS: u64 = 100;
+
+/// A binary of the same build profile: next to this executable (a bench
+/// binary in `target/<profile>/`) or one folder up (a test in
+/// `target/<profile>/deps/`).
 pub fn binary(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().unwrap();
-    let profile_dir = test_exe.parent().and_then(Path::parent).unwrap();
-    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` before the tests (the README's test command does)",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().unwrap();
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let here = exe.parent().unwrap();
+    let candidates = [here.join(&file), here.parent().unwrap().join(&file)];
+    candidates.iter().find(|path| path.exists()).cloned().unwrap_or_else(|| {
+        panic!(
+            "{file} is missing next to {}: run `cargo build --bins` first (the README's test command does)",
+            exe.display()
+        )
+    })
 }
 
 /// Waits until `check` returns `Some`, polling; fails the test after
@@ -118,16 +124,24 @@ impl Controller {
 
     /// Starts a controller on given addresses (to restart on the same ports).
     pub async fn start_on(dir: &Path, grpc: &str, http: &str) -> Controller {
+        Self::start_with(dir, grpc, http, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS).await
+    }
+
+    /// Starts a controller with the given heartbeat settings.
+    pub async fn start_with(
+        dir: &Path,
+        grpc: &str,
+        http: &str,
+        heartbeat_ms: u64,
+        timeout_ms: u64,
+    ) -> Controller {
         let db = dir.join("controller.db");
         let log = dir.join("controller.log");
         let mut child = Command::new(binary("flotilla-controller"))
             .args(["--db".as_ref(), db.as_os_str()])
             .args(["--grpc-listen", grpc, "--http-listen", http])
-            .args([
-                "--heartbeat-interval-ms",
-                &HEARTBEAT_INTERVAL_MS.to_string(),
-            ])
-            .args(["--heartbeat-timeout-ms", &HEARTBEAT_TIMEOUT_MS.to_string()])
+            .args(["--heartbeat-interval-ms", &heartbeat_ms.to_string()])
+            .args(["--heartbeat-timeout-ms", &timeout_ms.to_string()])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
@@ -231,6 +245,18 @@ impl Agent {
         controller_url: &str,
         modules: &[ModuleSpec<'_>],
     ) -> Agent {
+        Self::start_scanning_every(dir, site, id, controller_url, modules, SCAN_INTERVAL_MS).await
+    }
+
+    /// Like [`Agent::start`], rescanning modules every `scan_interval_ms`.
+    pub async fn start_scanning_every(
+        dir: &Path,
+        site: &str,
+        id: &str,
+        controller_url: &str,
+        modules: &[ModuleSpec<'_>],
+        scan_interval_ms: u64,
+    ) -> Agent {
         let data = dir.join(id);
         let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<applications>\n");
         for (name, kind, version) in modules {
@@ -243,7 +269,7 @@ impl Agent {
             ));
         }
         xml.push_str("</applications>\n");
-        Self::start_with_config(dir, site, id, controller_url, &xml).await
+        Self::launch(dir, site, id, controller_url, &xml, scan_interval_ms).await
     }
 
     /// Starts an agent whose `applicationspath.config` holds `applications_xml`.
@@ -254,6 +280,25 @@ impl Agent {
         controller_url: &str,
         applications_xml: &str,
     ) -> Agent {
+        Self::launch(
+            dir,
+            site,
+            id,
+            controller_url,
+            applications_xml,
+            SCAN_INTERVAL_MS,
+        )
+        .await
+    }
+
+    async fn launch(
+        dir: &Path,
+        site: &str,
+        id: &str,
+        controller_url: &str,
+        applications_xml: &str,
+        scan_interval_ms: u64,
+    ) -> Agent {
         let data = dir.join(id);
         let config_dir = data.join("bin").join("config");
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -263,7 +308,7 @@ impl Agent {
             &config,
             format!(
                 "site = \"{site}\"\nserver_id = \"{id}\"\ndata_dir = {:?}\ncontroller_url = \"{controller_url}\"\n\
-                 portal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 100\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n",
+                 portal_listen = \"127.0.0.1:0\"\nscan_interval_ms = {scan_interval_ms}\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n",
                 data.display().to_string()
             ),
         )

@@ -24,7 +24,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Heartbeats used by test controllers: short, so offline detection is quick.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
-pub const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 3_000;
 
 /// How often test agents rescan their modules.
 pub const SCAN_INTERVAL_MS: u64 = 100;

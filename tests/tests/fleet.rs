@@ -277,7 +277,7 @@ async fn a_killed_agent_and_a_frozen_agent_go_offline_within_the_heartbeat_timeo
         server["offline_reason"]
             .as_str()
             .unwrap()
-            .contains("no heartbeat for 1000 ms"),
+            .contains("no heartbeat for 3000 ms"),
         "{server}"
     );
     assert_eq!(

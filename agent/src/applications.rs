@@ -19,6 +19,8 @@
 use std::path::{Path, PathBuf};
 
 use flotilla_proto::domain::{ModuleKind, ModuleName, Problem};
+
+use crate::install::platform::Control;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
@@ -37,6 +39,8 @@ pub struct ModuleDeclaration {
     pub path: String,
     /// The version file, relative to the install folder.
     pub version_file: String,
+    /// How the module is stopped and started during an install.
+    pub control: Control,
 }
 
 impl ModuleDeclaration {
@@ -173,6 +177,7 @@ fn declaration(element: &BytesStart<'_>) -> Result<ModuleDeclaration, String> {
     let mut kind = None;
     let mut path = None;
     let mut version_file = None;
+    let (mut service, mut app_pool, mut stop_command, mut start_command) = (None, None, None, None);
     for attribute in element.attributes() {
         let attribute = attribute.map_err(|e| format!("malformed attribute: {e}"))?;
         let value = attribute
@@ -184,6 +189,10 @@ fn declaration(element: &BytesStart<'_>) -> Result<ModuleDeclaration, String> {
             "kind" => kind = Some(value),
             "path" => path = Some(value),
             "versionFile" => version_file = Some(value),
+            "service" => service = Some(value),
+            "appPool" => app_pool = Some(value),
+            "stopCommand" => stop_command = Some(value),
+            "startCommand" => start_command = Some(value),
             _ => {}
         }
     }
@@ -204,11 +213,28 @@ fn declaration(element: &BytesStart<'_>) -> Result<ModuleDeclaration, String> {
             "module \"{name}\": versionFile \"{version_file}\" must be a path inside the install folder"
         ));
     }
+    let control = match (service, app_pool, stop_command, start_command) {
+        (None, None, None, None) => Control::None,
+        (Some(service), None, None, None) => Control::Service(service),
+        (None, Some(pool), None, None) => Control::AppPool(pool),
+        (None, None, Some(stop), Some(start)) => Control::Commands { stop, start },
+        (None, None, Some(_), None) | (None, None, None, Some(_)) => {
+            return Err(format!(
+                "module \"{name}\": stopCommand and startCommand go together"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "module \"{name}\": give one of service, appPool, or stopCommand with startCommand"
+            ));
+        }
+    };
     Ok(ModuleDeclaration {
         name,
         kind,
         path,
         version_file,
+        control,
     })
 }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 use flotilla_proto::domain::{ServerId, SiteName};
 use serde::Deserialize;
 
+use crate::install::{InstallSettings, maintenance, package};
+
 /// The data root when the configuration names none: `%PROGRAMDATA%\Flotilla`
 /// on Windows, `/var/lib/flotilla` elsewhere.
 pub fn default_data_root() -> PathBuf {
@@ -45,6 +47,30 @@ struct File {
     reconnect_min_ms: u64,
     #[serde(default = "default_reconnect_max_ms")]
     reconnect_max_ms: u64,
+    /// How long one hook script may run.
+    #[serde(default = "default_hook_timeout_seconds")]
+    hook_timeout_seconds: u64,
+    /// How long an install waits for processes holding files before
+    /// stopping the module's pool or service (the procedure's "two or three
+    /// minutes").
+    #[serde(default = "default_lock_budget_ms")]
+    lock_budget_ms: u64,
+    #[serde(default = "default_backups_to_keep")]
+    backups_to_keep: usize,
+    /// Where backups go; defaults to `<data>/bin/updates/backups`.
+    backup_dir: Option<PathBuf>,
+    /// An HTML file used as the maintenance page.
+    maintenance_template: Option<PathBuf>,
+}
+
+fn default_hook_timeout_seconds() -> u64 {
+    600
+}
+fn default_lock_budget_ms() -> u64 {
+    180_000
+}
+fn default_backups_to_keep() -> usize {
+    3
 }
 
 fn default_portal_listen() -> SocketAddr {
@@ -77,6 +103,8 @@ pub struct Settings {
     /// Bounds of the reconnect backoff (with jitter) when the controller is away.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// What installs may do.
+    pub install: InstallSettings,
 }
 
 /// A configuration that could not be used; the message names the file and, for
@@ -135,10 +163,33 @@ impl Settings {
                 "reconnect_min_ms must be greater than 0 and at most reconnect_max_ms".into(),
             ));
         }
+        if file.backups_to_keep == 0 {
+            return Err(invalid("backups_to_keep must be at least 1".into()));
+        }
+        let maintenance_template = match &file.maintenance_template {
+            Some(template) => std::fs::read_to_string(template).map_err(|e| {
+                invalid(format!("maintenance_template {}: {e}", template.display()))
+            })?,
+            None => maintenance::DEFAULT_TEMPLATE.to_owned(),
+        };
+        let layout = DataLayout::new(file.data_dir.unwrap_or_else(default_data_root));
+        let install = InstallSettings {
+            scripts_dir: layout.scripts_dir(),
+            backup_dir: file
+                .backup_dir
+                .unwrap_or_else(|| layout.updates_dir().join("backups")),
+            journal_dir: layout.updates_dir().join("journal"),
+            hook_timeout: Duration::from_secs(file.hook_timeout_seconds.max(1)),
+            lock_budget: Duration::from_millis(file.lock_budget_ms),
+            backups_to_keep: file.backups_to_keep,
+            maintenance_template,
+            limits: package::Limits::default(),
+        };
         Ok(Settings {
             site,
             server_id,
-            layout: DataLayout::new(file.data_dir.unwrap_or_else(default_data_root)),
+            install,
+            layout,
             controller_url: file.controller_url,
             portal_listen: file.portal_listen,
             scan_interval: Duration::from_millis(file.scan_interval_ms),
@@ -172,14 +223,25 @@ impl DataLayout {
             .join(crate::applications::FILE_NAME)
     }
 
+    /// `<data>/bin/updates/`
+    pub fn updates_dir(&self) -> PathBuf {
+        self.root.join("bin").join("updates")
+    }
+
     /// `<data>/bin/updates/status.xml`
     pub fn status_file(&self) -> PathBuf {
-        self.root.join("bin").join("updates").join("status.xml")
+        self.updates_dir().join("status.xml")
     }
 
     /// `<data>/bin/updates/scripts/`, where hooks live.
     pub fn scripts_dir(&self) -> PathBuf {
-        self.root.join("bin").join("updates").join("scripts")
+        self.updates_dir().join("scripts")
+    }
+
+    /// `<data>/bin/updates/packages/`: packages ready to install, each
+    /// `<name>.zip` with its checksum in `<name>.zip.sha256`.
+    pub fn packages_dir(&self) -> PathBuf {
+        self.updates_dir().join("packages")
     }
 }
 

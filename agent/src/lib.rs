@@ -7,6 +7,9 @@
 //! - [`status_file`]: `status.xml`, what the last check found.
 //! - [`link`]: the one long-lived gRPC stream to the controller, with
 //!   reconnection; the only module that sees wire types.
+//! - [`install`]: the install engine (packages, hooks, maintenance page,
+//!   journal, rollback, recovery); [`installs`]: which packages are pending
+//!   and the one install running at a time.
 //! - [`portal`]: the local web portal on `127.0.0.1:8080`.
 //!
 //! [`run`] starts them all on an already-bound portal listener and stops them
@@ -14,6 +17,8 @@
 
 pub mod applications;
 pub mod config;
+pub mod install;
+pub mod installs;
 pub mod inventory;
 pub mod link;
 pub mod portal;
@@ -62,12 +67,18 @@ pub struct Agent {
     pub link: watch::Sender<LinkStatus>,
     /// Wakes the scanner before its interval, e.g. on the controller's request.
     pub rescan: Notify,
+    /// Installs running and done.
+    pub installs: installs::Installs,
+    /// What the agent repaired or recovered at start, shown on the portal.
+    pub notices: std::sync::Mutex<Vec<String>>,
 }
 
 /// Runs the agent until `shutdown` resolves.
+/// `crash_points` is [`install::NoCrashPoints`] in the agent binary.
 pub async fn run(
     settings: Settings,
     portal_listener: TcpListener,
+    crash_points: Arc<dyn install::CrashPoints>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let agent = Arc::new(Agent {
@@ -76,8 +87,18 @@ pub async fn run(
         last_check: watch::Sender::new(Utc::now()),
         link: watch::Sender::new(LinkStatus::Connecting),
         rescan: Notify::new(),
+        installs: installs::Installs::new(crash_points),
+        notices: std::sync::Mutex::new(Vec::new()),
     });
     let stop = CancellationToken::new();
+    // Before anything looks at the modules: no half-installed module and no
+    // orphan maintenance page survives a restart.
+    let notices = installs::recover_at_start(&agent).await;
+    agent
+        .notices
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(notices);
     // The first scan completes before anything is reported, so the controller
     // and the portal never see an empty server that is not.
     scan_once(&agent, &mut None).await;

@@ -57,7 +57,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "flotilla-agent {} portal: http://{portal}/",
         settings.server_id
     );
-    flotilla_agent::run(settings, listener, shutdown_signal()).await
+    let no_crash_points = std::sync::Arc::new(flotilla_agent::install::NoCrashPoints);
+    flotilla_agent::run(settings, listener, no_crash_points, shutdown_signal()).await
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.

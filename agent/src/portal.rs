@@ -8,16 +8,20 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use chrono::SecondsFormat;
 use flotilla_proto::domain::ModuleState;
+use serde::Deserialize;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::install::{EventKind, hooks::Stream};
+use crate::installs::{self, InstallView, StartError};
 use crate::{Agent, LinkStatus};
 
 const PAGE: &str = include_str!("../../web/portal/index.html");
@@ -31,6 +35,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/", get(page))
+        .route("/install/{module}", post(install_form))
+        .route("/installs/{module}", get(install_page))
+        .route(
+            "/api/modules/{module}/install",
+            post(install_api).get(install_status),
+        )
         .route(
             "/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),
@@ -91,13 +101,46 @@ pub fn render(agent: &Agent) -> String {
             "<section class=\"problems\" id=\"problems\"><h2>Needs attention</h2><ul>{items}</ul></section>"
         )
     };
+    let pending = installs::pending(agent);
+    let running = agent.installs.running();
     let (headline, headline_class) = if inventory.modules.is_empty() {
-        ("No module is declared on this server", "warn")
+        ("No module is declared on this server".to_owned(), "warn")
+    } else if let Some(module) = &running {
+        (format!("Installing {module}…"), "warn")
+    } else if pending.is_empty() {
+        ("All up to date".to_owned(), "ok")
     } else {
-        // Pending updates arrive with releases; until one is pending, every
-        // module is as up to date as the controller knows.
-        ("All up to date", "ok")
+        (format!("{} update(s) to install", pending.len()), "warn")
     };
+    let mut updates = String::new();
+    if !pending.is_empty() {
+        updates.push_str("<section class=\"card\" id=\"updates\"><h2>Updates to install</h2><p class=\"muted small\">Users of a module see its maintenance page for a few seconds while it is installed.</p><table><thead><tr><th>Module</th><th>Installed</th><th>New version</th><th></th></tr></thead><tbody>");
+        for update in &pending {
+            let installed = inventory
+                .module(&update.module)
+                .and_then(|m| m.installed_version.as_ref().map(|v| v.to_string()))
+                .unwrap_or_else(|| "—".into());
+            updates.push_str(&format!(
+                "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\"><button type=\"submit\">Install</button></form></td></tr>",
+                m = escape(&update.module),
+                installed = escape(&installed),
+                v = escape(update.version.as_str()),
+            ));
+        }
+        updates.push_str("</tbody></table></section>");
+    }
+    let notices: Vec<String> = agent
+        .notices
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if !notices.is_empty() {
+        updates.push_str("<section class=\"card\" id=\"notices\"><h2>Repaired at start</h2><ul>");
+        for notice in notices {
+            updates.push_str(&format!("<li>{}</li>", escape(&notice)));
+        }
+        updates.push_str("</ul></section>");
+    }
     let (link_text, link_class) = match link {
         LinkStatus::Connecting => ("Connecting to the controller…".to_owned(), "warn"),
         LinkStatus::Connected { since } => (
@@ -124,8 +167,8 @@ pub fn render(agent: &Agent) -> String {
         .replace("{{link_class}}", link_class)
         .replace("{{link_text}}", &escape(&link_text))
         .replace("{{headline_class}}", headline_class)
-        .replace("{{headline}}", headline)
-        .replace("{{problems}}", &problems)
+        .replace("{{headline}}", &escape(&headline))
+        .replace("{{problems}}", &(problems + &updates))
         .replace("{{rows}}", &rows)
         .replace("{{last_check}}", &last_check)
         .replace(
@@ -136,6 +179,171 @@ pub fn render(agent: &Agent) -> String {
             "{{applications_config}}",
             &escape(&settings.layout.applications_config().display().to_string()),
         )
+}
+
+async fn install_form(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
+    match installs::start(&agent, &module, None) {
+        Ok(_) => Redirect::to(&format!("/installs/{module}")).into_response(),
+        Err(e) => (
+            status_of(&e),
+            Html(message_page("Install refused", &e.to_string())),
+        )
+            .into_response(),
+    }
+}
+
+fn status_of(error: &StartError) -> StatusCode {
+    match error {
+        StartError::Busy(_) => StatusCode::CONFLICT,
+        StartError::UnknownModule(_) | StartError::NothingPending(_) => StatusCode::NOT_FOUND,
+    }
+}
+
+fn message_page(title: &str, message: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><link rel=\"stylesheet\" href=\"/style.css\"></head><body><main><section class=\"problems\" id=\"message\"><h2>{t}</h2><p>{m}</p></section><p><a href=\"/\">Back to the modules</a></p></main></body></html>",
+        t = escape(title),
+        m = escape(message)
+    )
+}
+
+async fn install_page(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
+    let Some(view) = agent.installs.view(&module) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html(message_page(
+                "No install",
+                &format!("no install of {module} since the agent started"),
+            )),
+        )
+            .into_response();
+    };
+    Html(render_install(&view)).into_response()
+}
+
+/// The live page of one install: phases, hook output, then the result.
+fn render_install(view: &InstallView) -> String {
+    let mut body = String::new();
+    for event in &view.events {
+        let time = event.at.format("%H:%M:%S%.3f");
+        let (class, text) = match event.kind {
+            EventKind::Phase => ("phase", format!("▶ {}", event.text)),
+            EventKind::Step => ("step", event.text.clone()),
+            EventKind::Hook(Stream::Stdout) => ("hook", format!("│ {}", event.text)),
+            EventKind::Hook(Stream::Stderr) => ("hook stderr", format!("│ {}", event.text)),
+            EventKind::Warning => ("warning", format!("⚠ {}", event.text)),
+        };
+        body.push_str(&format!(
+            "<div class=\"event {class}\"><span class=\"muted\">{time}</span> {}</div>\n",
+            escape(&text)
+        ));
+    }
+    let (refresh, result) = match &view.result {
+        None => (
+            "<meta http-equiv=\"refresh\" content=\"1\">",
+            "<section class=\"headline warn\" id=\"result\">Installing…</section>".to_owned(),
+        ),
+        Some(Ok(outcome)) => (
+            "",
+            format!(
+                "<section class=\"headline ok\" id=\"result\">Installed {} {} — out of service for {:.1} s</section>",
+                escape(&view.module),
+                escape(&outcome.to),
+                outcome.downtime.as_secs_f64()
+            ),
+        ),
+        Some(Err(failure)) => (
+            "",
+            format!(
+                "<section class=\"problems\" id=\"result\"><h2>Install failed</h2><p>{}</p>{}</section>",
+                escape(&failure.to_string()),
+                if failure.hook_output.is_empty() {
+                    String::new()
+                } else {
+                    format!("<pre>{}</pre>", escape(&failure.hook_output.join("\n")))
+                }
+            ),
+        ),
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>Installing {m} {to}</title><link rel=\"stylesheet\" href=\"/style.css\"></head><body><header class=\"top\"><div class=\"brand\">Flotilla <span class=\"muted\">update service</span></div><div class=\"who\">Install of <strong>{m}</strong> {to}</div></header><main>{result}<section class=\"card\"><h2>Progress</h2><div class=\"events\" id=\"events\">{body}</div></section><p><a href=\"/\">Back to the modules</a></p></main></body></html>",
+        m = escape(&view.module),
+        to = escape(&view.to),
+    )
+}
+
+/// `POST /api/modules/{module}/install`: an optional package to install
+/// instead of the pending one.
+#[derive(Debug, Default, Deserialize)]
+struct InstallRequest {
+    package: Option<std::path::PathBuf>,
+    sha256: Option<String>,
+}
+
+async fn install_api(
+    State(agent): State<Arc<Agent>>,
+    Path(module): Path<String>,
+    body: Option<Json<InstallRequest>>,
+) -> Response {
+    let request = body.map(|Json(r)| r).unwrap_or_default();
+    let package = match (request.package, request.sha256) {
+        (Some(path), Some(sha256)) => Some((path, sha256)),
+        (None, None) => None,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "bad_request", "message": "give both package and sha256, or neither to install the pending package"})),
+            )
+                .into_response();
+        }
+    };
+    match installs::start(&agent, &module, package) {
+        Ok(to) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"module": module, "to": to})),
+        )
+            .into_response(),
+        Err(e) => (
+            status_of(&e),
+            Json(json!({"error": "refused", "message": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn install_status(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
+    let Some(view) = agent.installs.view(&module) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_found", "message": format!("no install of {module} since the agent started")})),
+        )
+            .into_response();
+    };
+    let events: Vec<serde_json::Value> = view
+        .events
+        .iter()
+        .map(|e| {
+            let kind = match e.kind {
+                EventKind::Phase => "phase",
+                EventKind::Step => "step",
+                EventKind::Hook(Stream::Stdout) => "stdout",
+                EventKind::Hook(Stream::Stderr) => "stderr",
+                EventKind::Warning => "warning",
+            };
+            json!({"at": e.at, "phase": e.phase.map(|p| p.as_str()), "kind": kind, "text": e.text})
+        })
+        .collect();
+    let result = match &view.result {
+        None => serde_json::Value::Null,
+        Some(Ok(o)) => {
+            json!({"ok": true, "from": o.from, "to": o.to, "downtime_ms": o.downtime.as_millis() as u64, "backup": o.backup})
+        }
+        Some(Err(f)) => json!({
+            "ok": false, "message": f.to_string(), "phase": f.phase.map(|p| p.as_str()), "step": f.step,
+            "cause": f.cause, "hook_output": f.hook_output, "rolled_back": f.rolled_back, "rollback_error": f.rollback_error,
+        }),
+    };
+    Json(json!({"module": view.module, "to": view.to, "started_at": view.started_at, "running": view.result.is_none(), "events": events, "result": result})).into_response()
 }
 
 /// Escapes text for HTML content and attribute values.

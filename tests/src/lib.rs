@@ -299,6 +299,29 @@ impl Agent {
         applications_xml: &str,
         scan_interval_ms: u64,
     ) -> Agent {
+        Self::launch_with(
+            dir,
+            site,
+            id,
+            controller_url,
+            applications_xml,
+            scan_interval_ms,
+            "",
+        )
+        .await
+    }
+
+    /// Lays out `applications_xml` and an `agent.toml` (plus `extra_toml`),
+    /// then starts the agent.
+    pub async fn launch_with(
+        dir: &Path,
+        site: &str,
+        id: &str,
+        controller_url: &str,
+        applications_xml: &str,
+        scan_interval_ms: u64,
+        extra_toml: &str,
+    ) -> Agent {
         let data = dir.join(id);
         let config_dir = data.join("bin").join("config");
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -308,22 +331,12 @@ impl Agent {
             &config,
             format!(
                 "site = \"{site}\"\nserver_id = \"{id}\"\ndata_dir = {:?}\ncontroller_url = \"{controller_url}\"\n\
-                 portal_listen = \"127.0.0.1:0\"\nscan_interval_ms = {scan_interval_ms}\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n",
+                 portal_listen = \"127.0.0.1:0\"\nscan_interval_ms = {scan_interval_ms}\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n{extra_toml}\n",
                 data.display().to_string()
             ),
         )
         .unwrap();
-        let log = data.join("agent.log");
-        let mut child = Command::new(binary("flotilla-agent"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = Lines::follow(&mut child);
-        let portal_url = lines.value_after(" portal: ").await;
+        let (child, portal_url, log) = Self::spawn(&data, "flotilla-agent", &[]).await;
         Agent {
             child,
             id: id.to_owned(),
@@ -331,6 +344,42 @@ impl Agent {
             portal_url,
             log,
         }
+    }
+
+    async fn spawn(data: &Path, program: &str, env: &[(&str, &str)]) -> (Child, String, PathBuf) {
+        let log = data.join("agent.log");
+        let mut child = Command::new(binary(program))
+            .arg("--config")
+            .arg(data.join("agent.toml"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Lines::follow(&mut child);
+        let portal_url = lines.value_after(" portal: ").await;
+        (child, portal_url, log)
+    }
+
+    /// Stops the agent (if running) and starts `program` on the same data
+    /// folder and configuration.
+    pub async fn relaunch(&mut self, program: &str, env: &[(&str, &str)]) {
+        let _ = self.child.kill().await;
+        let (child, portal_url, _) = Self::spawn(&self.data, program, env).await;
+        self.child = child;
+        self.portal_url = portal_url;
+    }
+
+    /// The portal's base URL without the trailing slash.
+    pub fn portal_base(&self) -> String {
+        self.portal_url.trim_end_matches('/').to_owned()
     }
 
     /// Writes a module's version file, as an install would.

@@ -1,0 +1,882 @@
+//! The install state machine, its rollback, and crash recovery.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use flotilla_proto::domain::{ModuleKind, ModuleName, Version};
+
+use super::hooks::{self, HookEnv, HookError, Phase};
+use super::journal::{self, Journal, Plan, Step};
+use super::package::Package;
+use super::platform::{self, Control};
+use super::{CrashPoints, Event, EventKind, InstallSettings, Progress, backup, maintenance};
+
+/// One install of one module.
+#[derive(Debug)]
+pub struct Install<'a> {
+    pub settings: &'a InstallSettings,
+    pub module: ModuleName,
+    pub kind: ModuleKind,
+    /// The module's live folder.
+    pub live: PathBuf,
+    /// The version file, relative to the module folder.
+    pub version_file: String,
+    /// The installed version, if known.
+    pub from: Option<Version>,
+    pub control: Control,
+    pub crash_points: &'a dyn CrashPoints,
+}
+
+/// A successful install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub from: Option<String>,
+    pub to: String,
+    /// How long the module was out of service.
+    pub downtime: Duration,
+    /// The old version's backup zip.
+    pub backup: Option<PathBuf>,
+}
+
+/// A failed install: where, why, what the hook said, and how the rollback went.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("install of {module} {to} failed {}: {cause}{}", where_(.phase, .step), rollback_text(.rolled_back, .rollback_error))]
+pub struct Failure {
+    pub module: String,
+    pub to: String,
+    pub phase: Option<Phase>,
+    /// The engine step under way when it failed.
+    pub step: String,
+    pub cause: String,
+    /// What the failing hook wrote to stderr, if a hook failed.
+    pub hook_output: Vec<String>,
+    /// Whether anything was changed and had to be rolled back.
+    pub rolled_back: bool,
+    /// Set when the rollback itself failed: the module is left out of service.
+    pub rollback_error: Option<String>,
+}
+
+fn where_(phase: &Option<Phase>, step: &str) -> String {
+    match phase {
+        Some(phase) => format!("in phase {phase} ({step})"),
+        None => format!("while {step}"),
+    }
+}
+
+fn rollback_text(rolled_back: &bool, error: &Option<String>) -> String {
+    match (rolled_back, error) {
+        (_, Some(error)) => format!(
+            "; ROLLBACK FAILED: {error}; the module is left out of service with its maintenance page"
+        ),
+        (true, None) => "; rolled back to the previous version".into(),
+        (false, None) => "; nothing was changed".into(),
+    }
+}
+
+/// How far an install got, which decides what a rollback undoes.
+#[derive(Debug, Default)]
+struct Reached {
+    out_of_service: bool,
+    control_stopped: bool,
+    back_in_service: bool,
+}
+
+/// The engine's state while it runs.
+struct Run<'a, 'b> {
+    install: &'b Install<'a>,
+    progress: Progress,
+    phase: Option<Phase>,
+    step: &'static str,
+    reached: Reached,
+}
+
+type StepResult<T> = Result<T, (String, Vec<String>)>;
+
+impl Install<'_> {
+    /// Runs the install of `package`, reporting to `progress`.
+    pub async fn run(&self, package: &Package, progress: Progress) -> Result<Outcome, Failure> {
+        let to = package.manifest.version.to_string();
+        let mut run = Run {
+            install: self,
+            progress,
+            phase: None,
+            step: "checking the package",
+            reached: Reached::default(),
+        };
+        let fail = |(phase, step): (Option<Phase>, &str),
+                    (cause, hook_output): (String, Vec<String>),
+                    rolled_back,
+                    rollback_error| Failure {
+            module: self.module.to_string(),
+            to: to.clone(),
+            phase,
+            step: step.to_owned(),
+            cause,
+            hook_output,
+            rolled_back,
+            rollback_error,
+        };
+
+        // Before any downtime: nothing changes if this fails.
+        let plan = match run.prepare(package).await {
+            Ok(plan) => plan,
+            Err(e) => return Err(fail((run.phase, run.step), e, false, None)),
+        };
+        let mut journal = match Journal::begin(&self.settings.journal_dir, &plan) {
+            Ok(journal) => journal,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&plan.staged);
+                let cause = format!(
+                    "cannot start the install journal in {}: {e}",
+                    self.settings.journal_dir.display()
+                );
+                return Err(fail(
+                    (run.phase, run.step),
+                    (cause, Vec::new()),
+                    false,
+                    None,
+                ));
+            }
+        };
+        match run.execute(&plan, &mut journal, package).await {
+            Ok(downtime) => {
+                let backup = run.finish(&plan, journal).await;
+                run.say(
+                    EventKind::Step,
+                    format!(
+                        "installed {} {to}; out of service for {} ms",
+                        self.module,
+                        downtime.as_millis()
+                    ),
+                );
+                Ok(Outcome {
+                    from: plan.from_version.clone(),
+                    to,
+                    downtime,
+                    backup,
+                })
+            }
+            Err(e) => {
+                let failed_at = (run.phase, run.step);
+                run.say(EventKind::Warning, format!("failed: {}; rolling back", e.0));
+                let _ = journal.record(Step::Rollback {
+                    reason: e.0.clone(),
+                });
+                match run.roll_back(&plan).await {
+                    Ok(()) => {
+                        let _ = journal.record(Step::Done {
+                            outcome: "rolled back".into(),
+                        });
+                        let _ = journal.close();
+                        run.say(
+                            EventKind::Step,
+                            format!(
+                                "rolled back: {} is {} again",
+                                self.module,
+                                plan.from_version.as_deref().unwrap_or("as before")
+                            ),
+                        );
+                        Err(fail(failed_at, e, true, None))
+                    }
+                    Err(rollback_error) => {
+                        // Leave the journal: the next start tries again.
+                        tracing::error!(module = %self.module, "ROLLBACK FAILED: {rollback_error}");
+                        Err(fail(failed_at, e, true, Some(rollback_error)))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Run<'_, '_> {
+    fn say(&self, kind: EventKind, text: String) {
+        match kind {
+            EventKind::Warning => tracing::warn!(module = %self.install.module, "{text}"),
+            EventKind::Hook(_) => {
+                tracing::info!(module = %self.install.module, phase = ?self.phase, "hook: {text}")
+            }
+            _ => tracing::info!(module = %self.install.module, "{text}"),
+        }
+        (self.progress)(Event {
+            at: Utc::now(),
+            phase: self.phase,
+            kind,
+            text,
+        });
+    }
+
+    fn point(&self, name: &str) {
+        self.install.crash_points.reached(name);
+    }
+
+    /// Checks and stages everything before the module is touched.
+    async fn prepare(&mut self, package: &Package) -> StepResult<Plan> {
+        let install = self.install;
+        let settings = install.settings;
+        let plain = |e: String| (e, Vec::new());
+        package
+            .check_target(&install.module, install.kind)
+            .map_err(|e| plain(e.to_string()))?;
+        let to = &package.manifest.version;
+        if let Some(from) = &install.from
+            && from == to
+        {
+            return Err(plain(format!(
+                "{} {to} is already installed",
+                install.module
+            )));
+        }
+        if !install.live.is_dir() {
+            return Err(plain(format!(
+                "the module folder {} does not exist",
+                install.live.display()
+            )));
+        }
+        self.step = "checking the backup folder";
+        backup::check_writable(&settings.backup_dir).map_err(|e| {
+            plain(format!(
+                "the backup folder {} is not writable: {e}; nothing was changed",
+                settings.backup_dir.display()
+            ))
+        })?;
+        self.step = "repairing leftover maintenance pages";
+        if install.kind == ModuleKind::Web {
+            for repair in maintenance::repair(&install.live).map_err(|e| plain(e.to_string()))? {
+                self.say(EventKind::Warning, repair.to_string());
+            }
+        }
+        let parent = install
+            .live
+            .parent()
+            .ok_or_else(|| plain(format!("{} has no parent folder", install.live.display())))?;
+        let from = install.from.as_ref().map(|v| v.to_string());
+        let name = install.module.as_str();
+        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+        let plan = Plan {
+            module: name.to_owned(),
+            kind: install.kind.as_str().to_owned(),
+            from_version: from.clone(),
+            to_version: to.to_string(),
+            live: install.live.clone(),
+            staged: parent.join(format!(".{name}.flotilla-staged-{to}")),
+            aside: parent.join(format!(".{name}.flotilla-previous")),
+            discard: parent.join(format!(".{name}.flotilla-failed-{to}")),
+            backup_file: settings.backup_dir.join(format!(
+                "{name}_{}_{stamp}.zip",
+                from.as_deref().unwrap_or("unknown")
+            )),
+            had_bak: install.live.join(maintenance::BAK).exists(),
+        };
+        if plan.aside.exists() {
+            return Err(plain(format!(
+                "{} exists: a previous install left the old version there; recover it before installing",
+                plan.aside.display()
+            )));
+        }
+        for leftover in [&plan.staged, &plan.discard] {
+            if leftover.exists() {
+                std::fs::remove_dir_all(leftover)
+                    .map_err(|e| plain(format!("{}: {e}", leftover.display())))?;
+            }
+        }
+        self.step = "unpacking the package";
+        let started = Instant::now();
+        let (bytes, files) = unpack(package, &plan.staged, settings.limits)
+            .await
+            .map_err(plain)?;
+        self.say(
+            EventKind::Step,
+            format!(
+                "unpacked {files} files ({} MB) into {} in {} ms",
+                bytes / 1_000_000,
+                plan.staged.display(),
+                started.elapsed().as_millis()
+            ),
+        );
+        let version_file = plan.staged.join(&install.version_file);
+        match std::fs::read_to_string(&version_file) {
+            Ok(text)
+                if Version::parse(text.lines().next().unwrap_or_default())
+                    .ok()
+                    .as_ref()
+                    != Some(to) =>
+            {
+                let _ = std::fs::remove_dir_all(&plan.staged);
+                return Err(plain(format!(
+                    "the package's {} says \"{}\" but its manifest says {to}",
+                    install.version_file,
+                    text.trim()
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if let Some(dir) = version_file.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| plain(e.to_string()))?;
+                }
+                std::fs::write(&version_file, format!("{to}\n"))
+                    .map_err(|e| plain(e.to_string()))?;
+            }
+        }
+        sync_tree(&plan.staged).await;
+        Ok(plan)
+    }
+
+    async fn hook(&mut self, phase: Phase, plan: &Plan) -> StepResult<()> {
+        self.phase = Some(phase);
+        self.step = "running hooks";
+        self.say(EventKind::Phase, phase.to_string());
+        self.point(phase.as_str());
+        let settings = self.install.settings;
+        let env = HookEnv {
+            module: plan.module.clone(),
+            module_path: plan.live.clone(),
+            backup_path: settings.backup_dir.clone(),
+            from_version: plan.from_version.clone().unwrap_or_default(),
+            to_version: plan.to_version.clone(),
+        };
+        for script in hooks::find(&settings.scripts_dir, phase, &plan.module) {
+            self.say(EventKind::Step, format!("running {}", script.display()));
+            let progress = self.progress.clone();
+            let result = hooks::run(
+                &script,
+                phase,
+                &env,
+                settings.hook_timeout,
+                |stream, line| {
+                    progress(Event {
+                        at: Utc::now(),
+                        phase: Some(phase),
+                        kind: EventKind::Hook(stream),
+                        text: line,
+                    })
+                },
+            )
+            .await;
+            if let Err(HookError {
+                script,
+                why,
+                stderr,
+            }) = result
+            {
+                return Err((format!("hook {script} {why}"), stderr));
+            }
+        }
+        Ok(())
+    }
+
+    /// The downtime part. Returns how long the module was out of service.
+    async fn execute(
+        &mut self,
+        plan: &Plan,
+        journal: &mut Journal,
+        package: &Package,
+    ) -> StepResult<Duration> {
+        let install = self.install;
+        let web = install.kind == ModuleKind::Web;
+        let io = |what: &str, e: io::Error| (format!("{what}: {e}"), Vec::new());
+        let record = |journal: &mut Journal, step: Step| {
+            journal
+                .record(step)
+                .map_err(|e| (format!("cannot write the install journal: {e}"), Vec::new()))
+        };
+
+        self.hook(Phase::StartUpdate, plan).await?;
+
+        self.phase = None;
+        self.step = "taking the module out of service";
+        record(journal, Step::OutOfService)?;
+        self.point("out_of_service");
+        let page = maintenance::render(
+            &install.settings.maintenance_template,
+            &plan.module,
+            &plan.to_version,
+            Utc::now() + chrono::Duration::seconds(60),
+        );
+        self.reached.out_of_service = true;
+        let down_since = Instant::now();
+        if web {
+            maintenance::put(&plan.live, &page)
+                .map_err(|e| io("cannot put up the maintenance page", e))?;
+            self.say(
+                EventKind::Step,
+                format!("maintenance page up in {}", plan.live.display()),
+            );
+        } else if !install.control.is_none() {
+            self.say(
+                EventKind::Step,
+                format!("stopping {}", install.control.describe()),
+            );
+            install.control.stop().await.map_err(|e| (e, Vec::new()))?;
+            self.reached.control_stopped = true;
+        }
+        self.step = "waiting for processes holding files";
+        self.wait_for_holders(&plan.live).await?;
+
+        self.hook(Phase::PreBackup, plan).await?;
+        self.phase = None;
+        self.step = "setting the old version aside";
+        record(journal, Step::SetAside)?;
+        self.point("set_aside");
+        std::fs::rename(&plan.live, &plan.aside)
+            .map_err(|e| io(&format!("cannot rename {}", plan.live.display()), e))?;
+        self.point("set_aside.renamed");
+        if web {
+            std::fs::create_dir(&plan.live)
+                .map_err(|e| io("cannot create the maintenance shell", e))?;
+            maintenance::put(&plan.live, &page)
+                .map_err(|e| io("cannot put up the maintenance page", e))?;
+        }
+        self.say(
+            EventKind::Step,
+            format!("old version set aside in {}", plan.aside.display()),
+        );
+        self.step = "carrying preserved files over";
+        carry_over(
+            &plan.aside,
+            &plan.staged,
+            &package.manifest.preserve,
+            plan.had_bak,
+        )
+        .map_err(|e| io("cannot carry preserved files over", e))?;
+        if web {
+            maintenance::put(&plan.staged, &page)
+                .map_err(|e| io("cannot put up the maintenance page", e))?;
+        }
+        self.hook(Phase::PostBackup, plan).await?;
+        self.hook(Phase::PreInstall, plan).await?;
+
+        self.phase = None;
+        self.step = "putting the new version in place";
+        record(journal, Step::SwapIn)?;
+        self.point("swap_in");
+        if web {
+            std::fs::remove_dir_all(&plan.live)
+                .map_err(|e| io("cannot remove the maintenance shell", e))?;
+        }
+        self.point("swap_in.shell_removed");
+        std::fs::rename(&plan.staged, &plan.live)
+            .map_err(|e| io("cannot move the new version in place", e))?;
+        self.say(
+            EventKind::Step,
+            format!("new version in place in {}", plan.live.display()),
+        );
+        self.hook(Phase::PostInstall, plan).await?;
+
+        self.phase = None;
+        self.step = "bringing the module back in service";
+        self.point("back_in_service");
+        self.back_in_service(plan)
+            .await
+            .map_err(|e| (e, Vec::new()))?;
+        let downtime = down_since.elapsed();
+        self.say(
+            EventKind::Step,
+            format!("back in service after {} ms", downtime.as_millis()),
+        );
+        if let Some(check) = &package.manifest.health_check {
+            self.step = "checking health";
+            health_check(&check.url, check.timeout)
+                .await
+                .map_err(|e| (e, Vec::new()))?;
+            self.say(
+                EventKind::Step,
+                format!("health check {} answered", check.url),
+            );
+        }
+        self.hook(Phase::EndUpdate, plan).await?;
+        self.phase = None;
+        self.step = "committing";
+        record(journal, Step::Commit)?;
+        self.point("commit");
+        Ok(downtime)
+    }
+
+    async fn back_in_service(&mut self, plan: &Plan) -> Result<(), String> {
+        let install = self.install;
+        if install.kind == ModuleKind::Web {
+            maintenance::remove(&plan.live)
+                .map_err(|e| format!("cannot remove the maintenance page: {e}"))?;
+        }
+        if self.reached.control_stopped {
+            install.control.start().await?;
+            self.reached.control_stopped = false;
+        }
+        self.reached.back_in_service = true;
+        Ok(())
+    }
+
+    /// Names the processes holding files; waits with backoff within the
+    /// budget, then stops the module's pool or service if it has one, then
+    /// gives up naming them.
+    async fn wait_for_holders(&mut self, live: &Path) -> StepResult<()> {
+        let budget = self.install.settings.lock_budget;
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 0u32;
+        let mut escalated = false;
+        loop {
+            attempt += 1;
+            let holders = match platform::holders(live) {
+                Ok(holders) => holders,
+                Err(e) => {
+                    self.say(
+                        EventKind::Warning,
+                        format!("cannot tell which processes hold files: {e}"),
+                    );
+                    return Ok(());
+                }
+            };
+            if holders.is_empty() {
+                if attempt > 1 {
+                    self.say(
+                        EventKind::Step,
+                        format!("files released after {attempt} attempts"),
+                    );
+                }
+                return Ok(());
+            }
+            let names: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+            self.say(
+                EventKind::Warning,
+                format!(
+                    "attempt {attempt}: {} process(es) hold files in {}: {}",
+                    holders.len(),
+                    live.display(),
+                    names.join("; ")
+                ),
+            );
+            if started.elapsed() + delay <= budget {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+            let control = &self.install.control;
+            if !escalated && !control.is_none() && !self.reached.control_stopped {
+                escalated = true;
+                self.say(
+                    EventKind::Step,
+                    format!(
+                        "still held after {} s: stopping {}",
+                        budget.as_secs(),
+                        control.describe()
+                    ),
+                );
+                control.stop().await.map_err(|e| (e, Vec::new()))?;
+                self.reached.control_stopped = true;
+                delay = Duration::from_millis(250);
+                continue;
+            }
+            if escalated && attempt < 1000 && started.elapsed() < budget + Duration::from_secs(10) {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            return Err((
+                format!(
+                    "files in {} are still held after {attempt} attempts over {} s: {}",
+                    live.display(),
+                    started.elapsed().as_secs(),
+                    names.join("; ")
+                ),
+                Vec::new(),
+            ));
+        }
+    }
+
+    /// Puts the old version back and the module back in service.
+    async fn roll_back(&mut self, plan: &Plan) -> Result<(), String> {
+        self.phase = None;
+        self.step = "rolling back";
+        let install = self.install;
+        if self.reached.back_in_service && !install.control.is_none() {
+            install.control.stop().await?;
+            self.reached.control_stopped = true;
+        }
+        restore_old(plan, install.kind == ModuleKind::Web)?;
+        if self.reached.control_stopped {
+            install.control.start().await?;
+        }
+        Ok(())
+    }
+
+    /// After the commit: compress the old version, keep the last N backups.
+    async fn finish(&mut self, plan: &Plan, mut journal: Journal) -> Option<PathBuf> {
+        let settings = self.install.settings;
+        let backup = write_backup(plan, settings).await;
+        match &backup {
+            Ok((bytes, elapsed)) => {
+                let _ = journal.record(Step::BackupWritten);
+                self.say(
+                    EventKind::Step,
+                    format!(
+                        "backup {} written ({} MB in {} ms)",
+                        plan.backup_file.display(),
+                        bytes / 1_000_000,
+                        elapsed.as_millis()
+                    ),
+                );
+            }
+            Err(e) => self.say(
+                EventKind::Warning,
+                format!(
+                    "backup not written, the old version stays in {}: {e}",
+                    plan.aside.display()
+                ),
+            ),
+        }
+        let _ = journal.record(Step::Done {
+            outcome: "installed".into(),
+        });
+        let _ = journal.close();
+        backup.ok().map(|_| plan.backup_file.clone())
+    }
+}
+
+async fn unpack(
+    package: &Package,
+    staged: &Path,
+    limits: super::package::Limits,
+) -> Result<(u64, u64), String> {
+    let path = package.path.clone();
+    let sha = package.sha256.clone();
+    let staged = staged.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let package = Package::open(&path, &sha).map_err(|e| e.to_string())?;
+        package.unpack(&staged, limits).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Flushes a freshly unpacked tree once, rather than every file (Unix).
+async fn sync_tree(dir: &Path) {
+    #[cfg(unix)]
+    {
+        let _ = tokio::process::Command::new("sync")
+            .arg("-f")
+            .arg(dir)
+            .status()
+            .await;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Copies preserved paths (files or folders) from the old version into the new.
+fn carry_over(old: &Path, new: &Path, preserve: &[String], had_bak: bool) -> io::Result<()> {
+    let mut paths: Vec<&str> = preserve.iter().map(String::as_str).collect();
+    if had_bak {
+        paths.push(maintenance::BAK);
+    }
+    for relative in paths {
+        let from = old.join(relative);
+        let to = new.join(relative);
+        if from.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if from.is_file() {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the live folder the old version again, whatever step was reached:
+/// idempotent, so recovery can call it after a crash at any point.
+fn restore_old(plan: &Plan, web: bool) -> Result<(), String> {
+    let err = |what: &str, e: io::Error| format!("{what}: {e}");
+    if plan.aside.exists() {
+        if plan.live.exists() {
+            if plan.discard.exists() {
+                std::fs::remove_dir_all(&plan.discard)
+                    .map_err(|e| err(&format!("cannot remove {}", plan.discard.display()), e))?;
+            }
+            std::fs::rename(&plan.live, &plan.discard).map_err(|e| {
+                err(
+                    &format!("cannot move the new version out of {}", plan.live.display()),
+                    e,
+                )
+            })?;
+        }
+        std::fs::rename(&plan.aside, &plan.live).map_err(|e| {
+            err(
+                &format!(
+                    "cannot move the old version back from {}",
+                    plan.aside.display()
+                ),
+                e,
+            )
+        })?;
+    } else if !plan.live.exists() {
+        return Err(format!(
+            "neither {} nor {} exists: restore the old version from a backup in its folder",
+            plan.live.display(),
+            plan.aside.display()
+        ));
+    }
+    if web {
+        maintenance::remove(&plan.live)
+            .map_err(|e| err("cannot remove the maintenance page", e))?;
+    }
+    for leftover in [&plan.staged, &plan.discard] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover)
+                .map_err(|e| err(&format!("cannot remove {}", leftover.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Compresses the set-aside old version, then removes it and prunes.
+async fn write_backup(plan: &Plan, settings: &InstallSettings) -> Result<(u64, Duration), String> {
+    if !plan.aside.exists() {
+        return Err("the old version is no longer set aside".into());
+    }
+    let (aside, zip, dir, module, keep) = (
+        plan.aside.clone(),
+        plan.backup_file.clone(),
+        settings.backup_dir.clone(),
+        plan.module.clone(),
+        settings.backups_to_keep,
+    );
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let bytes = backup::compress(&aside, &zip).map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed();
+        std::fs::remove_dir_all(&aside).map_err(|e| e.to_string())?;
+        backup::prune(&dir, &module, keep.max(1)).map_err(|e| e.to_string())?;
+        Ok((bytes, elapsed))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn health_check(url: &str, timeout: Duration) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < timeout {
+        match client.get(url).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => last = format!("answered {}", response.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!(
+        "health check {url} failed for {} s: {last}",
+        timeout.as_secs()
+    ))
+}
+
+/// What recovery did with an interrupted install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub module: String,
+    pub to_version: String,
+    /// "finished" or "rolled back".
+    pub outcome: String,
+    pub problem: Option<String>,
+}
+
+/// Finishes or rolls back every install a crash interrupted. Installs that
+/// reached their commit are finished; the others are rolled back.
+pub async fn recover(
+    settings: &InstallSettings,
+    control_of: impl Fn(&str) -> Control,
+) -> Vec<Recovered> {
+    let mut done = Vec::new();
+    for path in journal::pending(&settings.journal_dir) {
+        let (mut journal, steps) = match Journal::reopen(&path) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::error!("cannot read install journal {}: {e}", path.display());
+                continue;
+            }
+        };
+        let Some(Step::Begin { plan }) = steps.first().cloned() else {
+            tracing::warn!("install journal {} is empty; removing it", path.display());
+            let _ = journal.close();
+            continue;
+        };
+        let web = plan.kind == ModuleKind::Web.as_str();
+        let control = control_of(&plan.module);
+        let committed = steps.iter().any(|s| matches!(s, Step::Commit));
+        let finished = steps.iter().any(|s| matches!(s, Step::Done { .. }));
+        let mut report = Recovered {
+            module: plan.module.clone(),
+            to_version: plan.to_version.clone(),
+            outcome: String::new(),
+            problem: None,
+        };
+        if finished {
+            report.outcome = "already finished".into();
+        } else if committed {
+            report.outcome = "finished".into();
+            if web && let Err(e) = maintenance::remove(&plan.live) {
+                report.problem = Some(format!("cannot remove the maintenance page: {e}"));
+            }
+            if let Err(e) = control.start().await {
+                report.problem = Some(e);
+            }
+            match write_backup(&plan, settings).await {
+                Ok(_) => {
+                    let _ = journal.record(Step::BackupWritten);
+                }
+                Err(e) => tracing::warn!(module = %plan.module, "backup after recovery: {e}"),
+            }
+        } else {
+            report.outcome = "rolled back".into();
+            let _ = journal.record(Step::Rollback {
+                reason: "the agent stopped during the install".into(),
+            });
+            let took_out = steps.iter().any(|s| matches!(s, Step::OutOfService));
+            match restore_old(&plan, web) {
+                Ok(()) => {
+                    if took_out && let Err(e) = control.start().await {
+                        report.problem = Some(e);
+                    }
+                }
+                Err(e) => report.problem = Some(e),
+            }
+        }
+        if report.problem.is_none() {
+            let _ = journal.record(Step::Done {
+                outcome: report.outcome.clone(),
+            });
+            let _ = journal.close();
+        }
+        match &report.problem {
+            None => {
+                tracing::warn!(module = %plan.module, to = %plan.to_version, "interrupted install {}", report.outcome)
+            }
+            Some(problem) => {
+                tracing::error!(module = %plan.module, "interrupted install could not be recovered: {problem}")
+            }
+        }
+        done.push(report);
+    }
+    done
+}

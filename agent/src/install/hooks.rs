@@ -1,0 +1,285 @@
+//! Hook scripts: `<data>/bin/updates/scripts/<PHASE>_<module>.<ext>` or
+//! `<PHASE>-<module>.<ext>`, run at each install phase with the procedure's
+//! environment (`E_MODULE_PATH`, `E_BACKUP_PATH`, both ending with the path
+//! separator) plus `E_MODULE`, `E_PHASE`, `E_FROM_VERSION`, `E_TO_VERSION`.
+//! Output is streamed line by line; a non-zero exit or a timeout fails the
+//! install.
+
+use std::fmt;
+use std::path::{MAIN_SEPARATOR, Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// The install phases, in the procedure's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    StartUpdate,
+    PreBackup,
+    PostBackup,
+    PreInstall,
+    PostInstall,
+    EndUpdate,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::StartUpdate,
+        Phase::PreBackup,
+        Phase::PostBackup,
+        Phase::PreInstall,
+        Phase::PostInstall,
+        Phase::EndUpdate,
+    ];
+
+    /// The name as the procedure writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::StartUpdate => "STARTUPDATE",
+            Phase::PreBackup => "PREBACKUP",
+            Phase::PostBackup => "POSTBACKUP",
+            Phase::PreInstall => "PREINSTALL",
+            Phase::PostInstall => "POSTINSTALL",
+            Phase::EndUpdate => "ENDUPDATE",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The hooks for a phase and module, `_` before `-`, then by name.
+pub fn find(scripts: &Path, phase: Phase, module: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(scripts) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file())
+        .filter(|path| {
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                return false;
+            };
+            [format!("{phase}_{module}"), format!("{phase}-{module}")]
+                .iter()
+                .any(|name| stem.eq_ignore_ascii_case(name))
+        })
+        .collect();
+    found.sort_by_key(|path| {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (name.contains('-'), name)
+    });
+    found
+}
+
+/// What a hook is told.
+#[derive(Debug, Clone)]
+pub struct HookEnv {
+    pub module: String,
+    pub module_path: PathBuf,
+    pub backup_path: PathBuf,
+    pub from_version: String,
+    pub to_version: String,
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A hook that failed, with what it said on stderr.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("hook {script} {why}{}", stderr_tail(.stderr))]
+pub struct HookError {
+    pub script: String,
+    pub why: String,
+    /// The last lines the hook wrote to stderr.
+    pub stderr: Vec<String>,
+}
+
+fn stderr_tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {}", lines.join(" | "))
+    }
+}
+
+/// A path as hooks see it: ending with the separator.
+pub fn with_separator(path: &Path) -> String {
+    let mut text = path.display().to_string();
+    if !text.ends_with(MAIN_SEPARATOR) {
+        text.push(MAIN_SEPARATOR);
+    }
+    text
+}
+
+/// How to run a script, from its extension.
+fn command_for(script: &Path) -> Result<Command, String> {
+    let extension = script
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match extension.as_str() {
+        "ps1" => {
+            let shell = if cfg!(windows) {
+                "powershell.exe"
+            } else if find_in_path("pwsh") {
+                "pwsh"
+            } else {
+                return Err(
+                    "is a PowerShell script but PowerShell (pwsh) is not installed on this server"
+                        .into(),
+                );
+            };
+            let mut command = Command::new(shell);
+            command
+                .args(["-NoProfile", "-ExecutionPolicy", "Bypass", "-File"])
+                .arg(script);
+            Ok(command)
+        }
+        "sh" if cfg!(unix) => {
+            let mut command = Command::new("sh");
+            command.arg(script);
+            Ok(command)
+        }
+        "cmd" | "bat" if cfg!(windows) => {
+            let mut command = Command::new("cmd.exe");
+            command.arg("/C").arg(script);
+            Ok(command)
+        }
+        other => Err(format!(
+            "has an extension (.{other}) this server cannot run"
+        )),
+    }
+}
+
+fn find_in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Runs one hook; every output line goes to `on_line` as it comes.
+pub async fn run(
+    script: &Path,
+    phase: Phase,
+    env: &HookEnv,
+    timeout: Duration,
+    mut on_line: impl FnMut(Stream, String),
+) -> Result<(), HookError> {
+    let name = script.display().to_string();
+    let fail = |why: String, stderr: Vec<String>| HookError {
+        script: name.clone(),
+        why,
+        stderr,
+    };
+    let mut command = command_for(script).map_err(|why| fail(why, Vec::new()))?;
+    command
+        .env("E_MODULE_PATH", with_separator(&env.module_path))
+        .env("E_BACKUP_PATH", with_separator(&env.backup_path))
+        .env("E_MODULE", &env.module)
+        .env("E_PHASE", phase.as_str())
+        .env("E_FROM_VERSION", &env.from_version)
+        .env("E_TO_VERSION", &env.to_version)
+        .current_dir(script.parent().unwrap_or(Path::new(".")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| fail(format!("could not start: {e}"), Vec::new()))?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut stderr_seen: Vec<String> = Vec::new();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        tokio::select! {
+            line = stdout.next_line(), if out_open => match line {
+                Ok(Some(line)) => on_line(Stream::Stdout, line),
+                _ => out_open = false,
+            },
+            line = stderr.next_line(), if err_open => match line {
+                Ok(Some(line)) => {
+                    stderr_seen.push(line.clone());
+                    if stderr_seen.len() > 20 {
+                        stderr_seen.remove(0);
+                    }
+                    on_line(Stream::Stderr, line);
+                }
+                _ => err_open = false,
+            },
+            _ = &mut deadline => {
+                let _ = child.kill().await;
+                return Err(fail(format!("timed out after {} s and was stopped", timeout.as_secs()), stderr_seen));
+            }
+        }
+    }
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|e| fail(e.to_string(), stderr_seen.clone()))?,
+        _ = &mut deadline => {
+            let _ = child.kill().await;
+            return Err(fail(format!("timed out after {} s and was stopped", timeout.as_secs()), stderr_seen));
+        }
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        let code = status
+            .code()
+            .map_or_else(|| "a signal".to_owned(), |c| c.to_string());
+        Err(fail(format!("exited with {code}"), stderr_seen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_both_separators_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "PREINSTALL-ecommerce.sh",
+            "PREINSTALL_ecommerce.ps1",
+            "PREINSTALL_ecommercex.sh",
+            "POSTINSTALL_ecommerce.sh",
+            "PREINSTALL_phygitalapi.sh",
+        ] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let found: Vec<String> = find(dir.path(), Phase::PreInstall, "ecommerce")
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            found,
+            ["PREINSTALL_ecommerce.ps1", "PREINSTALL-ecommerce.sh"]
+        );
+    }
+
+    #[test]
+    fn paths_end_with_the_separator() {
+        assert!(with_separator(Path::new("/srv/ecommerce")).ends_with(MAIN_SEPARATOR));
+        assert_eq!(
+            with_separator(Path::new("/srv/ecommerce/"))
+                .matches(MAIN_SEPARATOR)
+                .count(),
+            3
+        );
+    }
+}

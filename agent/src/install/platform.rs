@@ -1,0 +1,272 @@
+//! The small platform interface an install needs: who holds files in a
+//! folder, and how to stop and start a module's service or application pool.
+//! Linux reads `/proc` and uses `systemctl`; Windows uses `sc.exe` and IIS's
+//! `appcmd.exe`. A module may instead name its own stop and start commands.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// A process holding a file, or its working directory, in a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub executable: String,
+    pub user: String,
+    /// The first path it holds there.
+    pub path: PathBuf,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} ({}, user {}) holds {}",
+            self.pid,
+            self.executable,
+            self.user,
+            self.path.display()
+        )
+    }
+}
+
+/// The processes (other than this one) holding files or their working
+/// directory under `dir`.
+#[cfg(target_os = "linux")]
+pub fn holders(dir: &Path) -> Result<Vec<Holder>, String> {
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let me = std::process::id();
+    let users = users();
+    let mut found = Vec::new();
+    let proc_entries = std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?;
+    for entry in proc_entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let base = entry.path();
+        let mut held = std::fs::read_link(base.join("cwd"))
+            .ok()
+            .filter(|p| p.starts_with(&dir));
+        if held.is_none()
+            && let Ok(fds) = std::fs::read_dir(base.join("fd"))
+        {
+            held = fds
+                .filter_map(Result::ok)
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .find(|target| target.starts_with(&dir));
+        }
+        let Some(path) = held else { continue };
+        let executable = std::fs::read_link(base.join("exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        let uid = std::fs::read_to_string(base.join("status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+            });
+        let user = uid
+            .map(|uid| {
+                users
+                    .iter()
+                    .find(|(id, _)| *id == uid)
+                    .map_or(uid.clone(), |(_, name)| name.clone())
+            })
+            .unwrap_or_else(|| "?".into());
+        found.push(Holder {
+            pid,
+            executable,
+            user,
+            path,
+        });
+    }
+    found.sort_by_key(|h| h.pid);
+    Ok(found)
+}
+
+#[cfg(target_os = "linux")]
+fn users() -> Vec<(String, String)> {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let uid = fields.nth(1)?;
+            Some((uid.to_owned(), name.to_owned()))
+        })
+        .collect()
+}
+
+/// Windows: the Restart Manager is the way (`RmStartSession`,
+/// `RmRegisterResources`, `RmGetList`); not wired yet.
+#[cfg(not(target_os = "linux"))]
+pub fn holders(_dir: &Path) -> Result<Vec<Holder>, String> {
+    Err("finding the processes that hold files is not available on this platform yet".into())
+}
+
+/// How a module is stopped and started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Nothing to stop (a web module relies on its maintenance page).
+    None,
+    /// An operating-system service: systemd unit or Windows service.
+    Service(String),
+    /// An IIS application pool (Windows).
+    AppPool(String),
+    /// Commands of the module's own, run by the shell.
+    Commands { stop: String, start: String },
+}
+
+impl Control {
+    pub fn is_none(&self) -> bool {
+        matches!(self, Control::None)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Control::None => "nothing".into(),
+            Control::Service(name) => format!("service {name}"),
+            Control::AppPool(name) => format!("application pool {name}"),
+            Control::Commands { .. } => "the module's stop/start commands".into(),
+        }
+    }
+
+    pub async fn stop(&self) -> Result<(), String> {
+        self.act(false).await
+    }
+
+    pub async fn start(&self) -> Result<(), String> {
+        self.act(true).await
+    }
+
+    async fn act(&self, start: bool) -> Result<(), String> {
+        let verb = if start { "start" } else { "stop" };
+        let mut command = match self {
+            Control::None => return Ok(()),
+            Control::Commands { stop, start: up } => shell(if start { up } else { stop }),
+            Control::Service(name) => service_command(name, verb),
+            Control::AppPool(name) => app_pool_command(name, verb)?,
+        };
+        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .map_err(|_| {
+                format!(
+                    "could not {verb} {}: no answer within 120 s",
+                    self.describe()
+                )
+            })?
+            .map_err(|e| format!("could not {verb} {}: {e}", self.describe()))?;
+        if output.status.success() {
+            #[cfg(windows)]
+            if let Control::Service(name) = self {
+                return wait_for_service_state(name, if start { "RUNNING" } else { "STOPPED" })
+                    .await;
+            }
+            Ok(())
+        } else {
+            Err(format!(
+                "could not {verb} {}: {}{}",
+                self.describe(),
+                output.status,
+                match String::from_utf8_lossy(&output.stderr).trim() {
+                    "" => String::new(),
+                    text => format!(": {text}"),
+                }
+            ))
+        }
+    }
+}
+
+fn shell(line: &str) -> Command {
+    if cfg!(windows) {
+        let mut command = Command::new("cmd.exe");
+        command.arg("/C").arg(line);
+        command
+    } else {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(line);
+        command
+    }
+}
+
+fn service_command(name: &str, verb: &str) -> Command {
+    if cfg!(windows) {
+        let mut command = Command::new("sc.exe");
+        command.arg(verb).arg(name);
+        command
+    } else {
+        let mut command = Command::new("systemctl");
+        command.arg(verb).arg(name);
+        command
+    }
+}
+
+fn app_pool_command(name: &str, verb: &str) -> Result<Command, String> {
+    if !cfg!(windows) {
+        return Err(format!(
+            "IIS application pool {name} cannot be managed: IIS runs only on Windows"
+        ));
+    }
+    let windir = std::env::var("windir").unwrap_or_else(|_| r"C:\Windows".into());
+    let mut command = Command::new(Path::new(&windir).join(r"system32\inetsrv\appcmd.exe"));
+    command
+        .arg(verb)
+        .arg("apppool")
+        .arg(format!("/apppool.name:{name}"));
+    Ok(command)
+}
+
+/// `sc.exe stop` returns before the service has stopped: poll its state.
+#[cfg(windows)]
+async fn wait_for_service_state(name: &str, state: &str) -> Result<(), String> {
+    for _ in 0..240 {
+        let output = Command::new("sc.exe")
+            .arg("query")
+            .arg(name)
+            .output()
+            .await
+            .map_err(|e| format!("could not query service {name}: {e}"))?;
+        if String::from_utf8_lossy(&output.stdout).contains(state) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!("service {name} did not reach {state} within 120 s"))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_a_process_whose_working_directory_is_inside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(dir.path())
+            .spawn()
+            .expect("sleep");
+        let found = holders(dir.path()).expect("holders");
+        let _ = child.kill();
+        let _ = child.wait();
+        let holder = found
+            .iter()
+            .find(|h| h.pid == child.id())
+            .expect("the sleep is named");
+        assert!(holder.executable.ends_with("sleep"), "{holder}");
+        assert!(!holder.user.is_empty());
+    }
+}

@@ -1,0 +1,333 @@
+//! The agent's side of installs: which packages are pending for which
+//! modules, starting one install at a time (from the portal, the CLI or the
+//! controller), and keeping each module's last install for whoever watches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use flotilla_proto::domain::Version;
+
+use crate::Agent;
+use crate::applications::{self, ModuleDeclaration};
+use crate::install::package::{self, Package};
+use crate::install::{CrashPoints, Event, Failure, Install, Outcome, Progress, maintenance};
+
+/// A package waiting in `<data>/bin/updates/packages/` for a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub module: String,
+    pub version: Version,
+    pub package: PathBuf,
+    pub sha256: String,
+}
+
+/// One module's latest install, as shown on the portal.
+#[derive(Debug, Clone)]
+pub struct InstallView {
+    pub module: String,
+    pub to: String,
+    pub started_at: DateTime<Utc>,
+    pub events: Vec<Event>,
+    /// `None` while it runs.
+    pub result: Option<Result<Outcome, Failure>>,
+}
+
+/// Installs in progress and past, one at a time per agent.
+#[derive(Debug)]
+pub struct Installs {
+    views: Mutex<HashMap<String, InstallView>>,
+    /// The module being installed now, if any.
+    running: Mutex<Option<String>>,
+    /// The engine's crash points; none outside the test harness's binary.
+    crash_points: Arc<dyn CrashPoints>,
+}
+
+/// Why an install could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("an install of {0} is already running on this server; wait for it to finish")]
+    Busy(String),
+    #[error("no module named {0} is declared on this server")]
+    UnknownModule(String),
+    #[error("no package is pending for {0}")]
+    NothingPending(String),
+}
+
+impl Installs {
+    pub fn new(crash_points: Arc<dyn CrashPoints>) -> Self {
+        Installs {
+            views: Mutex::new(HashMap::new()),
+            running: Mutex::new(None),
+            crash_points,
+        }
+    }
+
+    pub fn view(&self, module: &str) -> Option<InstallView> {
+        self.views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(module)
+            .cloned()
+    }
+
+    pub fn running(&self) -> Option<String> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The packages pending for this server's modules: the newest package per
+/// module whose version is above the installed one.
+pub fn pending(agent: &Agent) -> Vec<Pending> {
+    let inventory = agent.inventory.borrow().clone();
+    let mut best: HashMap<String, Pending> = HashMap::new();
+    for candidate in packages_in(&agent.settings.layout.packages_dir()) {
+        let Some(module) = inventory.module(&candidate.module) else {
+            continue;
+        };
+        if module
+            .installed_version
+            .as_ref()
+            .is_some_and(|v| v >= &candidate.version)
+        {
+            continue;
+        }
+        match best.get(&candidate.module) {
+            Some(current) if current.version >= candidate.version => {}
+            _ => {
+                best.insert(candidate.module.clone(), candidate);
+            }
+        }
+    }
+    let mut pending: Vec<Pending> = best.into_values().collect();
+    pending.sort_by(|a, b| a.module.cmp(&b.module));
+    pending
+}
+
+/// Every `<name>.zip` with a `<name>.zip.sha256` beside it and a readable manifest.
+fn packages_in(dir: &Path) -> Vec<Pending> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+        .filter_map(|path| {
+            let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
+            let sha256 = std::fs::read_to_string(sidecar)
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            let manifest = package::read_manifest(&path).ok()?;
+            Some(Pending {
+                module: manifest.module.to_string(),
+                version: manifest.version,
+                package: path,
+                sha256,
+            })
+        })
+        .collect()
+}
+
+/// The declaration of `module` in `applicationspath.config`.
+pub fn declaration(agent: &Agent, module: &str) -> Option<ModuleDeclaration> {
+    applications::load(&agent.settings.layout.applications_config())
+        .modules
+        .into_iter()
+        .find(|m| m.name.as_str() == module)
+}
+
+/// Starts installing `module` from `package` (or its pending package) in the
+/// background; refuses if an install is already running.
+pub fn start(
+    agent: &Arc<Agent>,
+    module: &str,
+    package: Option<(PathBuf, String)>,
+) -> Result<String, StartError> {
+    let declaration =
+        declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
+    let (path, sha256, to) = match package {
+        Some((path, sha256)) => {
+            let to = package::read_manifest(&path)
+                .map(|m| m.version.to_string())
+                .unwrap_or_else(|_| "?".into());
+            (path, sha256, to)
+        }
+        None => {
+            let pending = pending(agent)
+                .into_iter()
+                .find(|p| p.module == module)
+                .ok_or_else(|| StartError::NothingPending(module.to_owned()))?;
+            (pending.package, pending.sha256, pending.version.to_string())
+        }
+    };
+    {
+        let mut running = agent
+            .installs
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(other) = running.as_ref() {
+            return Err(StartError::Busy(other.clone()));
+        }
+        *running = Some(module.to_owned());
+    }
+    agent
+        .installs
+        .views
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            module.to_owned(),
+            InstallView {
+                module: module.to_owned(),
+                to: to.clone(),
+                started_at: Utc::now(),
+                events: Vec::new(),
+                result: None,
+            },
+        );
+    let agent = agent.clone();
+    tokio::spawn(async move {
+        let result = run(&agent, &declaration, &path, &sha256).await;
+        match &result {
+            Ok(outcome) => {
+                tracing::info!(module = %declaration.name, to = %outcome.to, downtime_ms = outcome.downtime.as_millis(), "installed")
+            }
+            Err(failure) => tracing::error!(module = %declaration.name, "{failure}"),
+        }
+        let module = declaration.name.to_string();
+        if let Some(view) = agent
+            .installs
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&module)
+        {
+            view.result = Some(result);
+        }
+        *agent
+            .installs
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        agent.rescan.notify_one();
+    });
+    Ok(to)
+}
+
+async fn run(
+    agent: &Arc<Agent>,
+    declaration: &ModuleDeclaration,
+    path: &Path,
+    sha256: &str,
+) -> Result<Outcome, Failure> {
+    let module = declaration.name.to_string();
+    let progress: Progress = {
+        let agent = agent.clone();
+        let module = module.clone();
+        Arc::new(move |event: Event| {
+            if let Some(view) = agent
+                .installs
+                .views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&module)
+            {
+                view.events.push(event);
+            }
+        })
+    };
+    let opened = {
+        let (path, sha256) = (path.to_path_buf(), sha256.to_owned());
+        tokio::task::spawn_blocking(move || Package::open(&path, &sha256)).await
+    };
+    let package = match opened {
+        Ok(Ok(package)) => package,
+        Ok(Err(e)) => return Err(refused(&module, e.to_string())),
+        Err(e) => return Err(refused(&module, e.to_string())),
+    };
+    let from = agent
+        .inventory
+        .borrow()
+        .module(&module)
+        .and_then(|m| m.installed_version.clone());
+    let install = Install {
+        settings: &agent.settings.install,
+        module: declaration.name.clone(),
+        kind: declaration.kind,
+        live: declaration.install_dir(agent.settings.layout.root()),
+        version_file: declaration.version_file.clone(),
+        from,
+        control: declaration.control.clone(),
+        crash_points: agent.installs.crash_points.as_ref(),
+    };
+    install.run(&package, progress).await
+}
+
+fn refused(module: &str, cause: String) -> Failure {
+    Failure {
+        module: module.to_owned(),
+        to: String::new(),
+        phase: None,
+        step: "checking the package".into(),
+        cause,
+        hook_output: Vec::new(),
+        rolled_back: false,
+        rollback_error: None,
+    }
+}
+
+/// At start: finish or roll back interrupted installs, then repair leftover
+/// maintenance pages no install owns. Returns what was done, to report.
+pub async fn recover_at_start(agent: &Agent) -> Vec<String> {
+    let declarations = applications::load(&agent.settings.layout.applications_config()).modules;
+    let control_of = |module: &str| {
+        declarations
+            .iter()
+            .find(|d| d.name.as_str() == module)
+            .map(|d| d.control.clone())
+            .unwrap_or(crate::install::platform::Control::None)
+    };
+    let mut notes: Vec<String> = crate::install::recover(&agent.settings.install, control_of)
+        .await
+        .into_iter()
+        .map(|r| match r.problem {
+            None => format!(
+                "the interrupted install of {} {} was {}",
+                r.module, r.to_version, r.outcome
+            ),
+            Some(problem) => format!(
+                "the interrupted install of {} {} could not be recovered: {problem}",
+                r.module, r.to_version
+            ),
+        })
+        .collect();
+    for declaration in declarations
+        .iter()
+        .filter(|d| d.kind == flotilla_proto::domain::ModuleKind::Web)
+    {
+        let dir = declaration.install_dir(agent.settings.layout.root());
+        match maintenance::repair(&dir) {
+            Ok(repairs) => notes.extend(
+                repairs
+                    .into_iter()
+                    .map(|r| format!("{}: {r}", declaration.name)),
+            ),
+            Err(e) => notes.push(format!(
+                "{}: cannot repair a leftover maintenance page: {e}",
+                declaration.name
+            )),
+        }
+    }
+    for note in &notes {
+        tracing::warn!("{note}");
+    }
+    notes
+}

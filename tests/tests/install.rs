@@ -1,0 +1,601 @@
+//! Installs as the procedure says, on real agent processes and real files:
+//! hook order and environment, rollback from every phase, crash recovery at
+//! every journal step, refused packages, locked files, leftover maintenance
+//! pages.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use flotilla_agent::install::package::{build, sha256_file};
+use flotilla_tests::{Agent, wait_until};
+use serde_json::{Value, json};
+
+/// No controller: installs work without one.
+const NO_CONTROLLER: &str = "http://127.0.0.1:9";
+
+const MANIFEST_V2: &str =
+    "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\npreserve = [\"web.config\"]\n";
+
+/// A server with `ecommerce` 1.0.0 installed and 2.0.0 pending.
+struct Server {
+    agent: Agent,
+    module: PathBuf,
+    trace: PathBuf,
+}
+
+async fn server(dir: &Path, extra_attributes: &str, extra_toml: &str) -> Server {
+    let data = dir.join("web-01");
+    let module = data.join("sites").join("ecommerce");
+    std::fs::create_dir_all(module.join("bin")).unwrap();
+    std::fs::write(module.join("version.txt"), "1.0.0\n").unwrap();
+    std::fs::write(module.join("index.html"), "<h1>shop v1</h1>").unwrap();
+    std::fs::write(module.join("bin").join("shop.dll"), vec![1u8; 4096]).unwrap();
+    std::fs::write(
+        module.join("web.config"),
+        "<configuration customer=\"acme\"/>",
+    )
+    .unwrap();
+    let packages = data.join("bin/updates/packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let package = packages.join("ecommerce-2.0.0.zip");
+    build::from_entries(
+        &package,
+        MANIFEST_V2,
+        &[
+            ("index.html", b"<h1>shop v2</h1>"),
+            ("bin/shop.dll", &[2u8; 8192]),
+            ("web.config", b"<configuration default=\"true\"/>"),
+            ("version.txt", b"2.0.0\n"),
+        ],
+    )
+    .unwrap();
+    write_sidecar(&package);
+    std::fs::create_dir_all(data.join("bin/updates/scripts")).unwrap();
+    let xml = format!(
+        "<applications>\n  <application name=\"ecommerce\" kind=\"web\" path=\"{}\" {extra_attributes}/>\n</applications>\n",
+        module.display()
+    );
+    let agent =
+        Agent::launch_with(dir, "acme", "web-01", NO_CONTROLLER, &xml, 100, extra_toml).await;
+    let trace = dir.join("trace.txt");
+    Server {
+        agent,
+        module,
+        trace,
+    }
+}
+
+fn write_sidecar(package: &Path) {
+    std::fs::write(
+        format!("{}.sha256", package.display()),
+        sha256_file(package).unwrap(),
+    )
+    .unwrap();
+}
+
+impl Server {
+    fn scripts(&self) -> PathBuf {
+        self.agent.data.join("bin/updates/scripts")
+    }
+
+    /// A hook that appends its phase and environment to the trace file.
+    fn tracing_hook(&self, file_name: &str) {
+        let script = format!(
+            "printf '%s|%s|%s|%s|%s|%s|offline=%s\\n' \"$E_PHASE\" \"$E_MODULE\" \"$E_MODULE_PATH\" \"$E_BACKUP_PATH\" \"$E_FROM_VERSION\" \"$E_TO_VERSION\" \"$(test -f \"${{E_MODULE_PATH}}app_offline.htm\" && echo yes || echo no)\" >> {}\necho \"hook {file_name} ran\"\n",
+            self.trace.display()
+        );
+        std::fs::write(self.scripts().join(file_name), script).unwrap();
+    }
+
+    fn failing_hook(&self, phase: &str) -> PathBuf {
+        let path = self.scripts().join(format!("{phase}_ecommerce.sh"));
+        std::fs::write(
+            &path,
+            format!("echo about to fail\necho \"boom in {phase}\" >&2\nexit 3\n"),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Installs the pending package through the portal's API and waits for
+    /// the result.
+    async fn install(&self) -> Value {
+        self.install_with(json!({})).await
+    }
+
+    async fn install_with(&self, body: Value) -> Value {
+        let client = reqwest::Client::new();
+        let url = format!("{}/api/modules/ecommerce/install", self.agent.portal_base());
+        let response = client.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            202,
+            "{}",
+            response.text().await.unwrap()
+        );
+        wait_until("the install to finish", async || {
+            let status: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+            if status["running"] == false {
+                Ok(status)
+            } else {
+                Err(status.to_string())
+            }
+        })
+        .await
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        let parent = self.module.parent().unwrap();
+        std::fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "ecommerce")
+            .collect()
+    }
+}
+
+/// Every file under `dir` with its content.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn an_install_runs_the_six_phases_in_order_with_the_procedures_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    for phase in [
+        "STARTUPDATE",
+        "PREBACKUP",
+        "POSTBACKUP",
+        "PREINSTALL",
+        "POSTINSTALL",
+        "ENDUPDATE",
+    ] {
+        // Both separators, as the procedure's own examples use.
+        let separator = if phase.len() % 2 == 0 { '_' } else { '-' };
+        server.tracing_hook(&format!("{phase}{separator}ecommerce.sh"));
+    }
+    let page = server.agent.portal().await;
+    assert!(
+        page.contains("1 update(s) to install") && page.contains("action=\"/install/ecommerce\""),
+        "{page}"
+    );
+
+    let status = server.install().await;
+    let result = &status["result"];
+    assert_eq!(result["ok"], true, "{status}");
+    assert_eq!(result["from"], "1.0.0");
+    assert_eq!(result["to"], "2.0.0");
+    assert!(result["downtime_ms"].as_u64().unwrap() < 10_000);
+
+    let module_path = format!("{}/", server.module.display());
+    let backup_path = format!(
+        "{}/",
+        server.agent.data.join("bin/updates/backups").display()
+    );
+    let trace = std::fs::read_to_string(&server.trace).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let expect = |phase: &str, offline: &str| {
+        format!("{phase}|ecommerce|{module_path}|{backup_path}|1.0.0|2.0.0|offline={offline}")
+    };
+    assert_eq!(
+        lines,
+        [
+            expect("STARTUPDATE", "no"),
+            expect("PREBACKUP", "yes"),
+            expect("POSTBACKUP", "yes"),
+            expect("PREINSTALL", "yes"),
+            expect("POSTINSTALL", "yes"),
+            expect("ENDUPDATE", "no"),
+        ]
+    );
+    // The hooks' output reached the progress.
+    let events = status["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "stdout"
+            && e["phase"] == "POSTINSTALL"
+            && e["text"] == "hook POSTINSTALL-ecommerce.sh ran"),
+        "{events:?}"
+    );
+
+    let files = tree(&server.module);
+    assert_eq!(files["index.html"], b"<h1>shop v2</h1>");
+    assert_eq!(files["bin/shop.dll"], vec![2u8; 8192]);
+    assert_eq!(
+        files["web.config"], b"<configuration customer=\"acme\"/>",
+        "preserved across versions"
+    );
+    assert!(!files.contains_key("app_offline.htm"));
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+
+    let backups: Vec<_> = std::fs::read_dir(server.agent.data.join("bin/updates/backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(backups[0].starts_with("ecommerce_1.0.0_") && backups[0].ends_with(".zip"));
+
+    wait_until("the portal to show 2.0.0 and nothing pending", async || {
+        let page = server.agent.portal().await;
+        (page.contains("All up to date") && page.contains("2.0.0"))
+            .then_some(())
+            .ok_or(page)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hook_failing_in_any_phase_rolls_the_module_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let before = tree(&server.module);
+    for phase in [
+        "STARTUPDATE",
+        "PREBACKUP",
+        "POSTBACKUP",
+        "PREINSTALL",
+        "POSTINSTALL",
+        "ENDUPDATE",
+    ] {
+        let hook = server.failing_hook(phase);
+        let status = server.install().await;
+        let result = &status["result"];
+        assert_eq!(result["ok"], false, "{phase}: {status}");
+        assert_eq!(result["phase"], phase, "{status}");
+        assert_eq!(result["hook_output"], json!([format!("boom in {phase}")]));
+        let message = result["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("in phase {phase}")) && message.contains("exited with 3"),
+            "{message}"
+        );
+        assert_eq!(
+            tree(&server.module),
+            before,
+            "{phase}: the module is exactly the old version"
+        );
+        assert!(
+            server.leftovers().is_empty(),
+            "{phase}: {:?}",
+            server.leftovers()
+        );
+        std::fs::remove_file(hook).unwrap();
+    }
+    // And with the hook gone, the install goes through.
+    assert_eq!(server.install().await["result"]["ok"], true);
+}
+
+#[tokio::test]
+async fn an_agent_killed_at_any_step_recovers_to_wholly_old_or_wholly_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = server(dir.path(), "", "").await;
+    let old = tree(&server.module);
+    // Points before the commit roll back; after it, the install is finished.
+    let points = [
+        ("STARTUPDATE", false),
+        ("out_of_service", false),
+        ("PREBACKUP", false),
+        ("set_aside", false),
+        ("set_aside.renamed", false),
+        ("POSTBACKUP", false),
+        ("PREINSTALL", false),
+        ("swap_in", false),
+        ("swap_in.shell_removed", false),
+        ("POSTINSTALL", false),
+        ("back_in_service", false),
+        ("ENDUPDATE", false),
+        ("commit", true),
+    ];
+    for (point, finished) in points {
+        server
+            .agent
+            .relaunch(
+                "flotilla-agent-crashpoints",
+                &[("FLOTILLA_CRASH_AT", point)],
+            )
+            .await;
+        let url = format!(
+            "{}/api/modules/ecommerce/install",
+            server.agent.portal_base()
+        );
+        let response = reqwest::Client::new()
+            .post(&url)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        let status = server.agent.child.wait().await.unwrap();
+        assert!(!status.success(), "{point}: the agent must have crashed");
+
+        server.agent.relaunch("flotilla-agent", &[]).await;
+        let files = tree(&server.module);
+        assert!(
+            !files.contains_key("app_offline.htm"),
+            "{point}: maintenance page left behind"
+        );
+        assert!(
+            server.leftovers().is_empty(),
+            "{point}: {:?}",
+            server.leftovers()
+        );
+        if finished {
+            assert_eq!(files["index.html"], b"<h1>shop v2</h1>", "{point}");
+            assert_eq!(
+                files["web.config"], b"<configuration customer=\"acme\"/>",
+                "{point}"
+            );
+        } else {
+            assert_eq!(files, old, "{point}: wholly the old version");
+        }
+        let page = server.agent.portal().await;
+        assert!(
+            page.contains("interrupted install of ecommerce 2.0.0 was"),
+            "{point}: {page}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_packages_are_refused_before_anything_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let before = tree(&server.module);
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+
+    let good = server
+        .agent
+        .data
+        .join("bin/updates/packages/ecommerce-2.0.0.zip");
+    let wrong_checksum = json!({"package": good, "sha256": "0".repeat(64)});
+
+    let truncated = bad.join("truncated.zip");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+
+    let other_module = bad.join("other.zip");
+    build::from_entries(
+        &other_module,
+        "module = \"phygitalapi\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
+        &[("a.txt", b"a")],
+    )
+    .unwrap();
+
+    let other_kind = bad.join("kind.zip");
+    build::from_entries(
+        &other_kind,
+        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"service\"\n",
+        &[("a.txt", b"a")],
+    )
+    .unwrap();
+
+    let slip = bad.join("slip.zip");
+    build::from_entries(&slip, MANIFEST_V2, &[("../../escaped.txt", b"gotcha")]).unwrap();
+
+    let bomb = bad.join("bomb.zip");
+    let zeros = vec![0u8; 64 << 20];
+    build::from_entries_at_level(&bomb, MANIFEST_V2, &[("zeros.bin", &zeros)], 9).unwrap();
+
+    let cases = [
+        (wrong_checksum, "expected 0000"),
+        (package(&truncated), "is not a readable zip"),
+        (
+            package(&other_module),
+            "is for module phygitalapi, not ecommerce",
+        ),
+        (
+            package(&other_kind),
+            "is a service package but module ecommerce is a web module",
+        ),
+        (package(&slip), "escaping the package"),
+        (package(&bomb), "zip bomb"),
+    ];
+    for (request, says) in cases {
+        let status = server.install_with(request.clone()).await;
+        let result = &status["result"];
+        assert_eq!(result["ok"], false, "{request}");
+        assert!(
+            result["message"].as_str().unwrap().contains(says),
+            "{request}: {}",
+            result["message"]
+        );
+        assert!(
+            result["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was changed"),
+            "{}",
+            result["message"]
+        );
+        assert_eq!(tree(&server.module), before);
+        assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    }
+    assert!(
+        !dir.path().join("escaped.txt").exists()
+            && !server.module.parent().unwrap().join("escaped.txt").exists()
+    );
+}
+
+fn package(path: &Path) -> Value {
+    json!({"package": path, "sha256": sha256_file(path).unwrap()})
+}
+
+#[tokio::test]
+async fn an_unwritable_backup_folder_stops_the_install_before_it_touches_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, "a file where the backup folder should be").unwrap();
+    let backup_dir = blocker.join("backups");
+    let server = server(
+        dir.path(),
+        "",
+        &format!("backup_dir = {:?}", backup_dir.display().to_string()),
+    )
+    .await;
+    let before = tree(&server.module);
+    let status = server.install().await;
+    let message = status["result"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "the backup folder {} is not writable",
+            backup_dir.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("nothing was changed"));
+    assert_eq!(tree(&server.module), before);
+}
+
+#[tokio::test]
+async fn leftover_maintenance_pages_are_repaired_at_start_by_the_procedures_rule() {
+    for with_bak in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("web-01/sites/ecommerce");
+        std::fs::create_dir_all(&module).unwrap();
+        std::fs::write(module.join("version.txt"), "1.0.0").unwrap();
+        std::fs::write(module.join("app_offline.htm"), "stuck").unwrap();
+        if with_bak {
+            std::fs::write(module.join("app_offline.bak"), "older").unwrap();
+        }
+        let xml = format!(
+            "<applications><application name=\"ecommerce\" kind=\"web\" path=\"{}\"/></applications>",
+            module.display()
+        );
+        let agent =
+            Agent::launch_with(dir.path(), "acme", "web-01", NO_CONTROLLER, &xml, 100, "").await;
+        assert!(!module.join("app_offline.htm").exists());
+        let bak = std::fs::read_to_string(module.join("app_offline.bak")).unwrap();
+        let page = agent.portal().await;
+        if with_bak {
+            assert_eq!(
+                bak, "older",
+                "an existing .bak is kept and the page deleted"
+            );
+            assert!(page.contains("deleted the leftover"), "{page}");
+        } else {
+            assert_eq!(bak, "stuck", "the page is renamed to .bak");
+            assert!(page.contains("renamed the leftover"), "{page}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn processes_holding_files_are_named_and_the_lock_policy_escalates() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started-again");
+    // The module's own stop command ends the process holding its folder.
+    let attributes = format!(
+        "stopCommand=\"pkill -f 'sleep 777[7]'\" startCommand=\"touch {}\"",
+        marker.display()
+    );
+    let server = server(dir.path(), &attributes, "lock_budget_ms = 600").await;
+    let mut holder = tokio::process::Command::new("sleep")
+        .arg("7777")
+        .current_dir(&server.module)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = holder.id().unwrap();
+    let status = server.install().await;
+    assert_eq!(status["result"]["ok"], true, "{status}");
+    let warnings: Vec<&str> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "warning")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with("attempt 1:")
+            && w.contains(&format!("pid {pid} ("))
+            && w.contains("sleep")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.starts_with("attempt 2:")),
+        "retried: {warnings:?}"
+    );
+    let steps: Vec<&str> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("stopping the module's stop/start commands")),
+        "{steps:?}"
+    );
+    assert!(
+        holder.try_wait().unwrap().is_some(),
+        "the holder was stopped"
+    );
+    assert!(marker.exists(), "the module was started again");
+}
+
+#[tokio::test]
+async fn a_holder_that_never_lets_go_fails_the_install_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "lock_budget_ms = 500").await;
+    let before = tree(&server.module);
+    let _holder = tokio::process::Command::new("sleep")
+        .arg("7778")
+        .current_dir(&server.module)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = server.install().await;
+    let result = &status["result"];
+    assert_eq!(result["ok"], false);
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("are still held after") && message.contains("sleep"),
+        "{message}"
+    );
+    assert!(message.contains("rolled back"), "{message}");
+    assert_eq!(tree(&server.module), before);
+}
+
+#[tokio::test]
+async fn a_second_install_while_one_runs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    std::fs::write(
+        server.scripts().join("STARTUPDATE_ecommerce.sh"),
+        "sleep 1\n",
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/install/ecommerce", server.agent.portal_base());
+    let first = client.post(&url).send().await.unwrap();
+    assert!(first.status().is_success(), "{}", first.status());
+    let second = client.post(&url).send().await.unwrap();
+    assert_eq!(second.status().as_u16(), 409);
+    assert!(
+        second
+            .text()
+            .await
+            .unwrap()
+            .contains("an install of ecommerce is already running")
+    );
+}

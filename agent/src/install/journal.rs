@@ -36,7 +36,7 @@ pub struct Plan {
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     Begin {
-        plan: Plan,
+        plan: Box<Plan>,
     },
     /// The maintenance page is going up / the service is being stopped.
     OutOfService,
@@ -100,7 +100,9 @@ impl Journal {
             .create_new(true)
             .open(&path)?;
         let mut journal = Journal { path, file };
-        journal.record(Step::Begin { plan: plan.clone() })?;
+        journal.record(Step::Begin {
+            plan: Box::new(plan.clone()),
+        })?;
         sync_dir(dir);
         Ok(journal)
     }
@@ -213,7 +215,7 @@ mod tests {
         let steps = read(&path).expect("read");
         let names: Vec<&str> = steps.iter().map(Step::name).collect();
         assert_eq!(names, ["begin", "out_of_service", "set_aside"]);
-        assert_eq!(pending(dir.path()), [path.clone()]);
+        assert_eq!(pending(dir.path()), std::slice::from_ref(&path));
         assert!(
             Journal::begin(dir.path(), &plan(dir.path())).is_err(),
             "one install per module at a time"

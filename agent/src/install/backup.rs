@@ -22,6 +22,29 @@ pub fn compress(folder: &Path, zip_path: &Path) -> io::Result<u64> {
         .compression_method(CompressionMethod::Deflated)
         .compression_level(Some(1))
         .large_file(false);
+    let total = add_tree(&mut zip, folder, "", options)?;
+    let mut writer = zip.finish().map_err(io::Error::other)?;
+    writer.flush()?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    std::fs::rename(&temporary, zip_path)?;
+    if let Some(dir) = zip_path.parent() {
+        super::journal::sync_dir(dir);
+    }
+    Ok(total)
+}
+
+/// Adds every folder and file under `folder` to `zip`, named `prefix` +
+/// their path relative to `folder` with `/` separators, in a stable order.
+/// Returns the bytes of file content added.
+pub(crate) fn add_tree<W: Write + io::Seek>(
+    zip: &mut zip::ZipWriter<W>,
+    folder: &Path,
+    prefix: &str,
+    options: SimpleFileOptions,
+) -> io::Result<u64> {
     let mut total = 0u64;
     let mut stack = vec![folder.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -36,26 +59,19 @@ pub fn compress(folder: &Path, zip_path: &Path) -> io::Result<u64> {
                 .replace('\\', "/");
             let file_type = entry.file_type()?;
             if file_type.is_dir() {
-                zip.add_directory(format!("{relative}/"), options)
+                zip.add_directory(format!("{prefix}{relative}/"), options)
                     .map_err(io::Error::other)?;
                 stack.push(path);
             } else if file_type.is_file() {
                 let size = entry.metadata()?.len();
-                zip.start_file(relative, options.large_file(size >= u64::from(u32::MAX)))
-                    .map_err(io::Error::other)?;
-                total += io::copy(&mut File::open(&path)?, &mut zip)?;
+                zip.start_file(
+                    format!("{prefix}{relative}"),
+                    options.large_file(size >= u64::from(u32::MAX)),
+                )
+                .map_err(io::Error::other)?;
+                total += io::copy(&mut File::open(&path)?, zip)?;
             }
         }
-    }
-    let mut writer = zip.finish().map_err(io::Error::other)?;
-    writer.flush()?;
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    std::fs::rename(&temporary, zip_path)?;
-    if let Some(dir) = zip_path.parent() {
-        super::journal::sync_dir(dir);
     }
     Ok(total)
 }

@@ -475,26 +475,7 @@ pub mod build {
         zip.start_file(super::MANIFEST, options)
             .map_err(io::Error::other)?;
         zip.write_all(manifest.as_bytes())?;
-        let mut stack = vec![folder.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-            entries.sort_by_key(|e| e.file_name());
-            for entry in entries {
-                let path = entry.path();
-                let relative = path
-                    .strip_prefix(folder)
-                    .map_err(io::Error::other)?
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                if entry.file_type()?.is_dir() {
-                    stack.push(path);
-                } else {
-                    zip.start_file(format!("{}{relative}", super::PAYLOAD), options)
-                        .map_err(io::Error::other)?;
-                    io::copy(&mut File::open(&path)?, &mut zip)?;
-                }
-            }
-        }
+        crate::install::backup::add_tree(&mut zip, folder, super::PAYLOAD, options)?;
         zip.finish().map_err(io::Error::other)?.flush()?;
         Ok(())
     }

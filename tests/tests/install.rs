@@ -599,3 +599,42 @@ async fn a_second_install_while_one_runs_is_refused() {
             .contains("an install of ecommerce is already running")
     );
 }
+
+#[tokio::test]
+async fn a_hook_that_hangs_or_cannot_run_fails_the_install_with_a_clear_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "hook_timeout_seconds = 1").await;
+    let before = tree(&server.module);
+
+    let hanging = server.scripts().join("POSTBACKUP_ecommerce.sh");
+    std::fs::write(&hanging, "echo waiting forever\nsleep 600\n").unwrap();
+    let result = server.install().await["result"].clone();
+    assert_eq!(result["phase"], "POSTBACKUP");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1 s and was stopped"),
+        "{result}"
+    );
+    assert_eq!(tree(&server.module), before);
+    std::fs::remove_file(hanging).unwrap();
+
+    // PowerShell hooks need pwsh on Linux; without it the cause says so.
+    let powershell = server.scripts().join("PREINSTALL_ecommerce.ps1");
+    std::fs::write(&powershell, "Write-Output 'hello'\n").unwrap();
+    let result = server.install().await["result"].clone();
+    if std::env::split_paths(&std::env::var_os("PATH").unwrap()).any(|d| d.join("pwsh").is_file()) {
+        assert_eq!(result["ok"], true, "{result}");
+    } else {
+        assert_eq!(result["phase"], "PREINSTALL");
+        assert!(
+            result["message"]
+                .as_str()
+                .unwrap()
+                .contains("is a PowerShell script but PowerShell (pwsh) is not installed"),
+            "{result}"
+        );
+        assert_eq!(tree(&server.module), before);
+    }
+}

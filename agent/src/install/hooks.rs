@@ -198,6 +198,9 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Its own process group, so a timeout stops whatever the script started.
+    #[cfg(unix)]
+    command.process_group(0);
     let mut child = command
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}"), Vec::new()))?;
@@ -224,7 +227,7 @@ pub async fn run(
                 _ => err_open = false,
             },
             _ = &mut deadline => {
-                let _ = child.kill().await;
+                stop(&mut child).await;
                 return Err(fail(format!("timed out after {} s and was stopped", timeout.as_secs()), stderr_seen));
             }
         }
@@ -232,7 +235,7 @@ pub async fn run(
     let status = tokio::select! {
         status = child.wait() => status.map_err(|e| fail(e.to_string(), stderr_seen.clone()))?,
         _ = &mut deadline => {
-            let _ = child.kill().await;
+            stop(&mut child).await;
             return Err(fail(format!("timed out after {} s and was stopped", timeout.as_secs()), stderr_seen));
         }
     };
@@ -244,6 +247,20 @@ pub async fn run(
             .map_or_else(|| "a signal".to_owned(), |c| c.to_string());
         Err(fail(format!("exited with {code}"), stderr_seen))
     }
+}
+
+/// Stops a hook and, on Unix, every process of its group.
+async fn stop(child: &mut tokio::process::Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .arg(format!("-{pid}"))
+            .status()
+            .await;
+    }
+    let _ = child.kill().await;
 }
 
 #[cfg(test)]
@@ -269,6 +286,40 @@ mod tests {
         assert_eq!(
             found,
             ["PREINSTALL_ecommerce.ps1", "PREINSTALL-ecommerce.sh"]
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_timed_out_hook_is_stopped_with_what_it_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("PREINSTALL_x.sh");
+        std::fs::write(&script, "sleep 299 &\nwait\n").expect("write");
+        let env = HookEnv {
+            module: "x".into(),
+            module_path: dir.path().into(),
+            backup_path: dir.path().into(),
+            from_version: "1".into(),
+            to_version: "2".into(),
+        };
+        let err = run(
+            &script,
+            Phase::PreInstall,
+            &env,
+            Duration::from_millis(500),
+            |_, _| {},
+        )
+        .await
+        .expect_err("timeout");
+        assert!(err.why.contains("timed out"), "{err}");
+        let pgrep = std::process::Command::new("pgrep")
+            .args(["-f", "^sleep 299$"])
+            .output()
+            .expect("pgrep");
+        assert!(
+            pgrep.stdout.is_empty(),
+            "the hook's children are gone: {}",
+            String::from_utf8_lossy(&pgrep.stdout)
         );
     }
 

@@ -5,6 +5,7 @@
 // The procedure's module order; other modules follow alphabetically.
 const MODULE_ORDER = ["database", "integration", "gestioncommerciale", "ecommerce", "phygitalapi"];
 const servers = new Map(); // id -> server JSON
+const liveInstalls = new Map(); // "server/module" -> latest progress line
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -59,13 +60,54 @@ function statusCell(server) {
     server.offline_reason ? el("div", { class: "muted small" }, server.offline_reason) : null);
 }
 
+function installLine(server, module) {
+  const install = module.last_install;
+  const live = liveInstalls.get(`${server.id}/${module.name}`);
+  if (install && install.state === "running") {
+    const text = live ? `${live.phase ? live.phase + " · " : ""}${live.text}` : `installing ${install.to_version}`;
+    return el("div", { class: "install running small", "data-install": "running" }, "⟳ ", text);
+  }
+  if (!install) return null;
+  if (install.state === "succeeded") {
+    return el("div", { class: "install ok small", "data-install": "succeeded", title: install.message || "" },
+      `✓ ${install.to_version} · ${install.downtime_ms} ms down`);
+  }
+  const where = install.phase ? ` in ${install.phase}` : "";
+  return el("div", { class: "install failed small", "data-install": "failed", title: install.message || "" },
+    `✗ ${install.to_version} failed${where}${install.rolled_back ? ", rolled back" : ""}`);
+}
+
+function installButton(server, module) {
+  if (!module.pending_version || !server.online) return null;
+  if (module.last_install && module.last_install.state === "running") return null;
+  const button = el("button", { class: "install-button", "data-install-button": module.name, type: "button" },
+    `Install ${module.pending_version}`);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    button.textContent = "Starting…";
+    const response = await fetch(`/api/v1/servers/${encodeURIComponent(server.id)}/modules/${encodeURIComponent(module.name)}/install`,
+      { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    if (!response.ok) {
+      const error = await response.json().catch(() => ({ message: response.statusText }));
+      button.textContent = "Refused";
+      button.title = error.message;
+      alert(error.message);
+    }
+  });
+  return el("div", {}, button);
+}
+
 function moduleCell(server, name) {
   const module = server.modules.find((m) => m.name === name);
   if (!module) return el("td", { class: "cell none", "data-module": name }, "—");
   const text = module.installed_version || (module.state === "missing" ? "missing" : "unknown");
   const title = [`${module.kind} · ${module.install_path}`, module.detail].filter(Boolean).join("\n");
   return el("td", { class: `cell state-${module.state}`, "data-module": name, title },
-    text, module.state === "maintenance" ? el("div", { class: "small" }, "in maintenance") : null);
+    el("span", { class: "version" }, text),
+    module.pending_version ? el("span", { class: "pending small", "data-pending": module.pending_version }, ` → ${module.pending_version} available`) : null,
+    module.state === "maintenance" ? el("div", { class: "small" }, "in maintenance") : null,
+    installLine(server, module),
+    installButton(server, module));
 }
 
 function siteCard(site, siteServers) {
@@ -139,6 +181,18 @@ function follow() {
     const server = JSON.parse(event.data);
     servers.set(server.id, server);
     render();
+  });
+  events.addEventListener("install", (event) => {
+    const line = JSON.parse(event.data);
+    liveInstalls.set(`${line.server}/${line.module}`, line);
+    const server = servers.get(line.server);
+    if (server) {
+      const module = server.modules.find((m) => m.name === line.module);
+      if (module && (!module.last_install || module.last_install.install_id !== line.install_id)) {
+        module.last_install = { install_id: line.install_id, state: "running", to_version: "" };
+      }
+      render();
+    }
   });
   events.addEventListener("resync", () => reload().catch(() => {}));
   events.addEventListener("error", () => setLive("reconnecting…", "warn"));

@@ -26,17 +26,37 @@ pub struct Pending {
 /// One module's latest install, as shown on the portal.
 #[derive(Debug, Clone)]
 pub struct InstallView {
+    /// Unique on this agent: `<module>-<start in Unix ms>`.
+    pub install_id: String,
+    /// The controller command that ordered it, if it did.
+    pub command_id: Option<String>,
     pub module: String,
     pub to: String,
     pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
     pub events: Vec<Event>,
     /// `None` while it runs.
     pub result: Option<Result<Outcome, Failure>>,
 }
 
+/// What watchers of installs (the controller link) are told.
+#[derive(Debug, Clone)]
+pub enum InstallNotice {
+    Progress {
+        install_id: String,
+        command_id: Option<String>,
+        module: String,
+        to: String,
+        event: Event,
+    },
+    Finished(Box<InstallView>),
+}
+
 /// Installs in progress and past, one at a time per agent.
 #[derive(Debug)]
 pub struct Installs {
+    /// Every install's events and ends, as they happen.
+    pub notices: tokio::sync::broadcast::Sender<InstallNotice>,
     views: Mutex<HashMap<String, InstallView>>,
     /// The module being installed now, if any.
     running: Mutex<Option<String>>,
@@ -58,6 +78,7 @@ pub enum StartError {
 impl Installs {
     pub fn new(crash_points: Arc<dyn CrashPoints>) -> Self {
         Installs {
+            notices: tokio::sync::broadcast::Sender::new(1024),
             views: Mutex::new(HashMap::new()),
             running: Mutex::new(None),
             crash_points,
@@ -70,6 +91,19 @@ impl Installs {
             .unwrap_or_else(|p| p.into_inner())
             .get(module)
             .cloned()
+    }
+
+    /// Every module's latest install.
+    pub fn views(&self) -> Vec<InstallView> {
+        let mut views: Vec<InstallView> = self
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        views.sort_by_key(|v| v.started_at);
+        views
     }
 
     pub fn running(&self) -> Option<String> {
@@ -109,7 +143,7 @@ pub fn pending(agent: &Agent) -> Vec<Pending> {
 }
 
 /// Every `<name>.zip` with a `<name>.zip.sha256` beside it and a readable manifest.
-fn packages_in(dir: &Path) -> Vec<Pending> {
+pub fn packages_in(dir: &Path) -> Vec<Pending> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -149,6 +183,7 @@ pub fn start(
     agent: &Arc<Agent>,
     module: &str,
     package: Option<(PathBuf, String)>,
+    command_id: Option<String>,
 ) -> Result<String, StartError> {
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
@@ -178,6 +213,7 @@ pub fn start(
         }
         *running = Some(module.to_owned());
     }
+    let started_at = Utc::now();
     agent
         .installs
         .views
@@ -186,9 +222,12 @@ pub fn start(
         .insert(
             module.to_owned(),
             InstallView {
+                install_id: format!("{module}-{}", started_at.timestamp_millis()),
+                command_id,
                 module: module.to_owned(),
                 to: to.clone(),
-                started_at: Utc::now(),
+                started_at,
+                finished_at: None,
                 events: Vec::new(),
                 result: None,
             },
@@ -203,14 +242,23 @@ pub fn start(
             Err(failure) => tracing::error!(module = %declaration.name, "{failure}"),
         }
         let module = declaration.name.to_string();
-        if let Some(view) = agent
-            .installs
-            .views
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&module)
-        {
-            view.result = Some(result);
+        let finished = {
+            let mut views = agent
+                .installs
+                .views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            views.get_mut(&module).map(|view| {
+                view.result = Some(result);
+                view.finished_at = Some(Utc::now());
+                view.clone()
+            })
+        };
+        if let Some(view) = finished {
+            let _ = agent
+                .installs
+                .notices
+                .send(InstallNotice::Finished(Box::new(view)));
         }
         *agent
             .installs
@@ -233,14 +281,25 @@ async fn run(
         let agent = agent.clone();
         let module = module.clone();
         Arc::new(move |event: Event| {
-            if let Some(view) = agent
-                .installs
-                .views
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(&module)
-            {
-                view.events.push(event);
+            let notice = {
+                let mut views = agent
+                    .installs
+                    .views
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                views.get_mut(&module).map(|view| {
+                    view.events.push(event.clone());
+                    InstallNotice::Progress {
+                        install_id: view.install_id.clone(),
+                        command_id: view.command_id.clone(),
+                        module: view.module.clone(),
+                        to: view.to.clone(),
+                        event,
+                    }
+                })
+            };
+            if let Some(notice) = notice {
+                let _ = agent.installs.notices.send(notice);
             }
         })
     };

@@ -74,6 +74,21 @@ pub fn scan(layout: &DataLayout) -> Inventory {
         .map(|declaration| inspect(declaration, layout.root()))
         .collect();
     modules.sort_by(|a, b| a.name.cmp(&b.name));
+    let packages = crate::installs::packages_in(&layout.packages_dir());
+    for module in &mut modules {
+        module.pending_version = packages
+            .iter()
+            .filter(|p| p.module == module.name.as_str())
+            .map(|p| &p.version)
+            .filter(|v| {
+                module
+                    .installed_version
+                    .as_ref()
+                    .is_none_or(|installed| *v > installed)
+            })
+            .max()
+            .cloned();
+    }
     Inventory {
         modules,
         problems: declarations.problems,
@@ -90,6 +105,7 @@ fn inspect(declaration: &ModuleDeclaration, data_root: &Path) -> ModuleReport {
         installed_version: None,
         state: ModuleState::Installed,
         detail: String::new(),
+        pending_version: None,
     };
     if !dir.is_dir() {
         report.state = ModuleState::Missing;

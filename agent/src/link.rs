@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
+use crate::install::EventKind;
+use crate::install::hooks::Stream;
+use crate::installs::{self, InstallNotice, InstallView};
 use crate::inventory::{Inventory, InventoryChange};
 use crate::{Agent, LinkStatus};
 
@@ -100,7 +103,7 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
     }
 }
 
-async fn session(agent: &Agent, stop: &CancellationToken) -> Result<SessionEnd, SessionError> {
+async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<SessionEnd, SessionError> {
     let settings = &agent.settings;
     let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
     let endpoint = Endpoint::from_shared(settings.controller_url.clone())
@@ -154,6 +157,7 @@ async fn session(agent: &Agent, stop: &CancellationToken) -> Result<SessionEnd, 
         .send_replace(LinkStatus::Connected { since: Utc::now() });
 
     let mut inventory_rx = agent.inventory.subscribe();
+    let mut installs_rx = agent.installs.notices.subscribe();
     let mut sent: Inventory = inventory_rx.borrow_and_update().clone();
     let lost = |e: &dyn std::fmt::Display| SessionEnd::Lost(e.to_string());
     if let Err(e) = outbound
@@ -161,6 +165,17 @@ async fn session(agent: &Agent, stop: &CancellationToken) -> Result<SessionEnd, 
         .await
     {
         return Ok(lost(&e));
+    }
+    // The latest install of each module, in case it ended while the
+    // controller was away; the controller ignores what it already has.
+    for view in agent.installs.views() {
+        if view.result.is_some()
+            && let Err(e) = outbound
+                .send(message(Body::InstallResult(install_result(&view))))
+                .await
+        {
+            return Ok(lost(&e));
+        }
     }
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,6 +195,12 @@ async fn session(agent: &Agent, stop: &CancellationToken) -> Result<SessionEnd, 
                 }
                 message(Body::InventoryChange(inventory_change(&change, &sent)))
             }
+            notice = installs_rx.recv() => match notice {
+                Ok(notice) => install_message(notice),
+                // Progress lines lost to a slow link; the result follows anyway.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(SessionEnd::Shutdown),
+            },
             _ = heartbeat.tick() => message(Body::Heartbeat(Heartbeat {
                 sent_at_unix_ms: Utc::now().timestamp_millis(),
             })),
@@ -199,7 +220,11 @@ async fn session(agent: &Agent, stop: &CancellationToken) -> Result<SessionEnd, 
 }
 
 /// Acts on a message from the controller; returns what to answer, if anything.
-fn handle(agent: &Agent, received: ControllerMessage, current: &Inventory) -> Option<AgentMessage> {
+fn handle(
+    agent: &Arc<Agent>,
+    received: ControllerMessage,
+    current: &Inventory,
+) -> Option<AgentMessage> {
     let Some(controller_message::Body::Command(command)) = received.body else {
         return None;
     };
@@ -208,6 +233,18 @@ fn handle(agent: &Agent, received: ControllerMessage, current: &Inventory) -> Op
             agent.rescan.notify_one();
             // The full picture now; whatever the rescan finds follows as changes.
             return Some(message(Body::Inventory(full_inventory(current))));
+        }
+        Some(command::Kind::InstallModule(order)) => {
+            let package = (!order.package.is_empty()).then(|| (order.package.into(), order.sha256));
+            match installs::start(
+                agent,
+                &order.module,
+                package,
+                Some(command.command_id.clone()),
+            ) {
+                Ok(to) => (true, format!("install of {} {to} started", order.module)),
+                Err(e) => (false, e.to_string()),
+            }
         }
         None => (
             false,
@@ -222,6 +259,79 @@ fn handle(agent: &Agent, received: ControllerMessage, current: &Inventory) -> Op
         ok,
         message: text,
     })))
+}
+
+/// An install's progress or end, for the controller.
+fn install_message(notice: InstallNotice) -> AgentMessage {
+    match notice {
+        InstallNotice::Progress {
+            install_id,
+            command_id,
+            module,
+            to,
+            event,
+        } => message(Body::InstallProgress(v1::InstallProgress {
+            install_id,
+            module,
+            to_version: to,
+            phase: event
+                .phase
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            kind: match event.kind {
+                EventKind::Phase => "phase",
+                EventKind::Step => "step",
+                EventKind::Hook(Stream::Stdout) => "stdout",
+                EventKind::Hook(Stream::Stderr) => "stderr",
+                EventKind::Warning => "warning",
+            }
+            .to_owned(),
+            text: event.text,
+            at_unix_ms: event.at.timestamp_millis(),
+            command_id: command_id.unwrap_or_default(),
+        })),
+        InstallNotice::Finished(view) => message(Body::InstallResult(install_result(&view))),
+    }
+}
+
+fn install_result(view: &InstallView) -> v1::InstallResult {
+    let mut result = v1::InstallResult {
+        install_id: view.install_id.clone(),
+        module: view.module.clone(),
+        to_version: view.to.clone(),
+        started_at_unix_ms: view.started_at.timestamp_millis(),
+        finished_at_unix_ms: view
+            .finished_at
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default(),
+        command_id: view.command_id.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    match &view.result {
+        Some(Ok(outcome)) => {
+            result.ok = true;
+            result.from_version = outcome.from.clone().unwrap_or_default();
+            result.downtime_ms = u64::try_from(outcome.downtime.as_millis()).unwrap_or(u64::MAX);
+            result.message = format!(
+                "installed {} {} with {} ms out of service",
+                view.module,
+                outcome.to,
+                outcome.downtime.as_millis()
+            );
+        }
+        Some(Err(failure)) => {
+            result.message = failure.to_string();
+            result.phase = failure
+                .phase
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            result.hook_output = failure.hook_output.clone();
+            result.rolled_back = failure.rolled_back;
+            result.rollback_error = failure.rollback_error.clone().unwrap_or_default();
+        }
+        None => {}
+    }
+    result
 }
 
 fn message(body: Body) -> AgentMessage {

@@ -182,7 +182,7 @@ pub fn render(agent: &Agent) -> String {
 }
 
 async fn install_form(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
-    match installs::start(&agent, &module, None) {
+    match installs::start(&agent, &module, None, None) {
         Ok(_) => Redirect::to(&format!("/installs/{module}")).into_response(),
         Err(e) => (
             status_of(&e),
@@ -297,7 +297,7 @@ async fn install_api(
                 .into_response();
         }
     };
-    match installs::start(&agent, &module, package) {
+    match installs::start(&agent, &module, package, None) {
         Ok(to) => (
             StatusCode::ACCEPTED,
             Json(json!({"module": module, "to": to})),

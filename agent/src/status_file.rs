@@ -75,6 +75,7 @@ mod tests {
                 installed_version: Some(Version::parse("2.3.0").expect("version")),
                 state: ModuleState::Installed,
                 detail: String::new(),
+                pending_version: None,
             }],
             problems: Vec::new(),
         };

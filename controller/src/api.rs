@@ -21,8 +21,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::db::ServerRecord;
-use crate::fleet::{Fleet, FleetEvent};
+use crate::db::{InstallRecord, ServerRecord};
+use crate::fleet::{Fleet, FleetEvent, OrderError};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -38,7 +38,10 @@ pub struct ApiState {
         title = "Flotilla controller API",
         description = "The fleet of customer sites, their servers and the modules each server hosts."
     ),
-    tags((name = "fleet", description = "Sites, servers and modules"))
+    tags(
+        (name = "fleet", description = "Sites, servers and modules"),
+        (name = "installs", description = "Installing modules on servers, and what happened")
+    )
 )]
 struct ApiDoc;
 
@@ -48,6 +51,9 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(list_sites))
         .routes(routes!(list_servers))
         .routes(routes!(get_server))
+        .routes(routes!(order_install))
+        .routes(routes!(list_installs))
+        .routes(routes!(get_install))
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router
@@ -67,13 +73,19 @@ pub fn router(state: ApiState) -> axum::Router {
 #[derive(Debug)]
 pub enum ApiError {
     NotFound(String),
+    BadRequest(String),
+    /// The request is valid but the fleet's state refuses it now.
+    Conflict(String),
+    /// An agent did not answer in time.
+    Timeout(String),
     Internal(String),
 }
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// A stable machine-readable code: `not_found`, `internal`.
+    /// A stable machine-readable code: `not_found`, `bad_request`, `conflict`,
+    /// `agent_timeout`, `internal`.
     pub error: &'static str,
     /// What went wrong, for a person.
     pub message: String,
@@ -89,6 +101,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, message) = match self {
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
+            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+            ApiError::Timeout(message) => (StatusCode::GATEWAY_TIMEOUT, "agent_timeout", message),
             ApiError::Internal(cause) => {
                 tracing::error!("API request failed: {cause}");
                 (
@@ -152,6 +167,95 @@ pub struct Module {
     pub state: String,
     pub detail: String,
     pub updated_at: DateTime<Utc>,
+    /// A newer package waiting on the server, ready to install.
+    pub pending_version: Option<String>,
+    /// The latest install of this module on this server.
+    pub last_install: Option<Install>,
+}
+
+/// An install of a module on a server, whoever started it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Install {
+    pub install_id: String,
+    pub module: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// The phase under way, or the phase that failed.
+    pub phase: Option<String>,
+    /// The result for a person: what failed, where, the rollback.
+    pub message: Option<String>,
+    /// How long the module was out of service.
+    pub downtime_ms: Option<i64>,
+    /// What the failing hook wrote to stderr.
+    pub hook_output: Vec<String>,
+    pub rolled_back: bool,
+    /// Set when the rollback failed: the module is out of service.
+    pub rollback_error: Option<String>,
+    /// Whether the controller ordered it (otherwise it was started on the server).
+    pub ordered_by_controller: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// An install with its progress, line by line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallDetail {
+    #[serde(flatten)]
+    pub install: Install,
+    pub events: Vec<InstallEvent>,
+}
+
+/// One line of an install's progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallEvent {
+    pub at: DateTime<Utc>,
+    pub phase: Option<String>,
+    /// `phase`, `step`, `stdout`, `stderr` or `warning`.
+    pub kind: String,
+    pub text: String,
+}
+
+impl From<InstallRecord> for Install {
+    fn from(r: InstallRecord) -> Self {
+        Install {
+            install_id: r.install_id,
+            module: r.module,
+            from_version: r.from_version,
+            to_version: r.to_version,
+            state: r.state,
+            phase: r.phase,
+            message: r.message,
+            downtime_ms: r.downtime_ms,
+            hook_output: r
+                .hook_output
+                .map(|text| text.lines().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            rolled_back: r.rolled_back,
+            rollback_error: r.rollback_error,
+            ordered_by_controller: r.command_id.is_some(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// What to install; empty for the module's pending package.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct InstallOrder {
+    /// A package path on the server.
+    pub package: Option<String>,
+    /// The package's sha256, required with `package`.
+    pub sha256: Option<String>,
+}
+
+/// The agent accepted the install.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallOrdered {
+    pub command_id: String,
+    /// What the agent said.
+    pub message: String,
 }
 
 /// Something to fix on a server.
@@ -191,6 +295,8 @@ impl Server {
                     state: m.state,
                     detail: m.detail,
                     updated_at: m.updated_at,
+                    pending_version: m.pending_version,
+                    last_install: m.last_install.map(Install::from),
                 })
                 .collect(),
             id: record.id,
@@ -268,6 +374,110 @@ async fn get_server(
     }
 }
 
+/// Order a connected server to install a module: its pending package, or a
+/// given package path on the server.
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/install", tag = "installs",
+    params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The module")),
+    request_body(content = Option<InstallOrder>, description = "Empty for the pending package"),
+    responses(
+        (status = ACCEPTED, description = "The agent started the install", body = InstallOrdered),
+        (status = NOT_FOUND, description = "No such server", body = ErrorBody),
+        (status = CONFLICT, description = "The server is offline, or its agent refused (busy, nothing pending, unknown module)", body = ErrorBody),
+        (status = GATEWAY_TIMEOUT, description = "The agent did not answer", body = ErrorBody),
+    ))]
+async fn order_install(
+    State(state): State<ApiState>,
+    Path((id, module)): Path<(String, String)>,
+    body: Option<Json<InstallOrder>>,
+) -> Result<(StatusCode, Json<InstallOrdered>), ApiError> {
+    if state.fleet.db.server(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no server with id \"{id}\" has ever connected"
+        )));
+    }
+    let order = body.map(|Json(order)| order).unwrap_or_default();
+    let package = match (order.package, order.sha256) {
+        (Some(package), Some(sha256)) => Some((package, sha256)),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give both package and sha256, or neither to install the pending package".into(),
+            ));
+        }
+    };
+    match state.fleet.order_install(&id, &module, package).await {
+        Ok((command_id, message)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(InstallOrdered {
+                command_id,
+                message,
+            }),
+        )),
+        Err(e @ (OrderError::Offline(_) | OrderError::Refused { .. })) => {
+            Err(ApiError::Conflict(e.to_string()))
+        }
+        Err(e @ OrderError::NoAnswer(_)) => Err(ApiError::Timeout(e.to_string())),
+    }
+}
+
+/// A server's installs, newest first.
+#[utoipa::path(get, path = "/api/v1/servers/{id}/installs", tag = "installs",
+    params(("id" = String, Path, description = "The server id")),
+    responses(
+        (status = OK, description = "At most the last 100", body = [Install]),
+        (status = NOT_FOUND, description = "No such server", body = ErrorBody),
+    ))]
+async fn list_installs(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Install>>, ApiError> {
+    if state.fleet.db.server(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no server with id \"{id}\" has ever connected"
+        )));
+    }
+    Ok(Json(
+        state
+            .fleet
+            .db
+            .installs(&id)
+            .await?
+            .into_iter()
+            .map(Install::from)
+            .collect(),
+    ))
+}
+
+/// One install with its progress lines (phases, steps, hook output).
+#[utoipa::path(get, path = "/api/v1/servers/{id}/installs/{install_id}", tag = "installs",
+    params(("id" = String, Path, description = "The server id"), ("install_id" = String, Path, description = "The install")),
+    responses(
+        (status = OK, description = "The install", body = InstallDetail),
+        (status = NOT_FOUND, description = "No such install", body = ErrorBody),
+    ))]
+async fn get_install(
+    State(state): State<ApiState>,
+    Path((id, install_id)): Path<(String, String)>,
+) -> Result<Json<InstallDetail>, ApiError> {
+    let Some((install, events)) = state.fleet.db.install(&id, &install_id).await? else {
+        return Err(ApiError::NotFound(format!(
+            "no install \"{install_id}\" on server \"{id}\""
+        )));
+    };
+    Ok(Json(InstallDetail {
+        install: install.into(),
+        events: events
+            .into_iter()
+            .map(|e| InstallEvent {
+                at: e.at,
+                phase: e.phase,
+                kind: e.kind,
+                text: e.text,
+            })
+            .collect(),
+    }))
+}
+
 /// Server-sent events: `server` with a server's JSON each time it changes, and
 /// `resync` when this stream fell behind and the client should reload all.
 async fn events(
@@ -286,6 +496,20 @@ async fn events(
                             .unwrap_or_else(|_| Event::default().event("resync").data("{}")),
                         _ => Event::default().event("resync").data("{}"),
                     },
+                    Ok(FleetEvent::InstallProgress {
+                        server,
+                        install_id,
+                        module,
+                        phase,
+                        kind,
+                        text,
+                    }) => Event::default()
+                        .event("install")
+                        .json_data(serde_json::json!({
+                            "server": server.as_str(), "install_id": install_id, "module": module,
+                            "phase": phase, "kind": kind, "text": text,
+                        }))
+                        .unwrap_or_else(|_| Event::default().event("resync").data("{}")),
                     Err(BroadcastStreamRecvError::Lagged(_)) => {
                         Event::default().event("resync").data("{}")
                     }

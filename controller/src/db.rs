@@ -71,6 +71,10 @@ pub struct ServerRecord {
 /// A module as stored.
 #[derive(Debug, Clone)]
 pub struct ModuleRecord {
+    /// A newer package waiting on the server.
+    pub pending_version: Option<String>,
+    /// The module's latest install on this server.
+    pub last_install: Option<InstallRecord>,
     pub name: String,
     pub kind: String,
     pub install_path: String,
@@ -108,6 +112,7 @@ struct ServerRow {
 
 #[derive(FromRow)]
 struct ModuleRow {
+    pending_version: Option<String>,
     server_id: String,
     name: String,
     kind: String,
@@ -331,8 +336,8 @@ impl Database {
             }
         };
         let modules: Vec<ModuleRow> = sqlx::query_as(
-            "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at \
-             FROM modules ORDER BY server_id, name",
+            "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
+             pending_version FROM modules ORDER BY server_id, name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -340,7 +345,13 @@ impl Database {
             sqlx::query_as("SELECT server_id, file, line, message FROM server_problems ORDER BY server_id, position")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(assemble(rows, modules, problems))
+        let installs: Vec<InstallRecord> = sqlx::query_as(select_installs!(
+            "WHERE i.started_at = (SELECT MAX(j.started_at) FROM installs j \
+             WHERE j.server_id = i.server_id AND j.module = i.module)"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(assemble(rows, modules, problems, installs))
     }
 
     pub async fn server(&self, id: &str) -> sqlx::Result<Option<ServerRecord>> {
@@ -352,8 +363,8 @@ impl Database {
             return Ok(None);
         };
         let modules: Vec<ModuleRow> = sqlx::query_as(
-            "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at \
-             FROM modules WHERE server_id = ? ORDER BY name",
+            "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
+             pending_version FROM modules WHERE server_id = ? ORDER BY name",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -364,7 +375,201 @@ impl Database {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(assemble(vec![row], modules, problems).pop())
+        let installs: Vec<InstallRecord> = sqlx::query_as(select_installs!(
+            "WHERE i.server_id = ? AND i.started_at = (SELECT MAX(j.started_at) FROM installs j \
+             WHERE j.server_id = i.server_id AND j.module = i.module)"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(assemble(vec![row], modules, problems, installs).pop())
+    }
+}
+
+/// `SELECT` of install rows (`i`), followed by `$tail`.
+macro_rules! select_installs {
+    ($tail:literal) => {
+        concat!(
+            "SELECT i.server_id, i.install_id, i.module, i.from_version, i.to_version, i.command_id, i.state, ",
+            "i.phase, i.message, i.downtime_ms, i.hook_output, i.rolled_back, i.rollback_error, i.started_at, ",
+            "i.finished_at FROM installs i ",
+            $tail
+        )
+    };
+}
+use select_installs;
+
+/// An install as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct InstallRecord {
+    pub server_id: String,
+    pub install_id: String,
+    pub module: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub command_id: Option<String>,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    pub phase: Option<String>,
+    pub message: Option<String>,
+    pub downtime_ms: Option<i64>,
+    /// The failing hook's stderr, one line per line.
+    pub hook_output: Option<String>,
+    pub rolled_back: bool,
+    pub rollback_error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One line of an install's progress.
+#[derive(Debug, Clone, FromRow)]
+pub struct InstallEventRecord {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub phase: Option<String>,
+    pub kind: String,
+    pub text: String,
+}
+
+/// A progress line from an agent.
+#[derive(Debug, Clone)]
+pub struct InstallProgressIn {
+    pub install_id: String,
+    pub module: String,
+    pub to_version: String,
+    pub command_id: Option<String>,
+    pub phase: Option<String>,
+    pub kind: String,
+    pub text: String,
+    pub at: DateTime<Utc>,
+}
+
+/// How an install ended, from an agent.
+#[derive(Debug, Clone)]
+pub struct InstallResultIn {
+    pub install_id: String,
+    pub module: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub command_id: Option<String>,
+    pub ok: bool,
+    pub downtime_ms: u64,
+    pub message: String,
+    pub phase: Option<String>,
+    pub hook_output: Vec<String>,
+    pub rolled_back: bool,
+    pub rollback_error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl Database {
+    /// Records a progress line, creating the install when it is the first.
+    pub async fn install_progress(
+        &self,
+        server: &ServerId,
+        p: &InstallProgressIn,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO installs (server_id, install_id, module, to_version, command_id, state, phase, started_at) \
+             VALUES (?, ?, ?, ?, ?, 'running', ?, ?) \
+             ON CONFLICT (server_id, install_id) DO UPDATE SET phase = COALESCE(excluded.phase, installs.phase) \
+             WHERE installs.state = 'running'",
+        )
+        .bind(server.as_str())
+        .bind(&p.install_id)
+        .bind(&p.module)
+        .bind(&p.to_version)
+        .bind(&p.command_id)
+        .bind(&p.phase)
+        .bind(p.at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO install_events (server_id, install_id, seq, at, phase, kind, text) \
+             VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM install_events WHERE server_id = ? AND install_id = ?), \
+                     ?, ?, ?, ?)",
+        )
+        .bind(server.as_str())
+        .bind(&p.install_id)
+        .bind(server.as_str())
+        .bind(&p.install_id)
+        .bind(p.at)
+        .bind(&p.phase)
+        .bind(&p.kind)
+        .bind(&p.text)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Records how an install ended (again is harmless).
+    pub async fn install_result(&self, server: &ServerId, r: &InstallResultIn) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO installs (server_id, install_id, module, from_version, to_version, command_id, state, phase, \
+                                   message, downtime_ms, hook_output, rolled_back, rollback_error, started_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (server_id, install_id) DO UPDATE SET from_version = excluded.from_version, \
+                state = excluded.state, phase = excluded.phase, message = excluded.message, \
+                downtime_ms = excluded.downtime_ms, hook_output = excluded.hook_output, \
+                rolled_back = excluded.rolled_back, rollback_error = excluded.rollback_error, \
+                finished_at = excluded.finished_at",
+        )
+        .bind(server.as_str())
+        .bind(&r.install_id)
+        .bind(&r.module)
+        .bind(&r.from_version)
+        .bind(&r.to_version)
+        .bind(&r.command_id)
+        .bind(if r.ok { "succeeded" } else { "failed" })
+        .bind(&r.phase)
+        .bind(&r.message)
+        .bind(i64::try_from(r.downtime_ms).unwrap_or(i64::MAX))
+        .bind((!r.hook_output.is_empty()).then(|| r.hook_output.join("\n")))
+        .bind(r.rolled_back)
+        .bind(&r.rollback_error)
+        .bind(r.started_at)
+        .bind(r.finished_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A server's installs, newest first (at most 100).
+    pub async fn installs(&self, server: &str) -> sqlx::Result<Vec<InstallRecord>> {
+        sqlx::query_as(select_installs!(
+            "WHERE i.server_id = ? ORDER BY i.started_at DESC LIMIT 100"
+        ))
+        .bind(server)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// One install with its progress lines.
+    pub async fn install(
+        &self,
+        server: &str,
+        install_id: &str,
+    ) -> sqlx::Result<Option<(InstallRecord, Vec<InstallEventRecord>)>> {
+        let Some(install): Option<InstallRecord> = sqlx::query_as(select_installs!(
+            "WHERE i.server_id = ? AND i.install_id = ?"
+        ))
+        .bind(server)
+        .bind(install_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let events = sqlx::query_as(
+            "SELECT seq, at, phase, kind, text FROM install_events WHERE server_id = ? AND install_id = ? ORDER BY seq",
+        )
+        .bind(server)
+        .bind(install_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some((install, events)))
     }
 }
 
@@ -375,11 +580,12 @@ async fn upsert_module(
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO modules (server_id, name, kind, install_path, installed_version, state, detail, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO modules (server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
+                              pending_version) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (server_id, name) DO UPDATE SET kind = excluded.kind, install_path = excluded.install_path, \
             installed_version = excluded.installed_version, state = excluded.state, detail = excluded.detail, \
-            updated_at = excluded.updated_at",
+            updated_at = excluded.updated_at, pending_version = excluded.pending_version",
     )
     .bind(id.as_str())
     .bind(module.name.as_str())
@@ -389,6 +595,7 @@ async fn upsert_module(
     .bind(module.state.as_str())
     .bind(&module.detail)
     .bind(at)
+    .bind(module.pending_version.as_ref().map(|v| v.to_string()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -420,6 +627,7 @@ fn assemble(
     rows: Vec<ServerRow>,
     modules: Vec<ModuleRow>,
     problems: Vec<ProblemRow>,
+    installs: Vec<InstallRecord>,
 ) -> Vec<ServerRecord> {
     let mut servers: Vec<ServerRecord> = rows
         .into_iter()
@@ -456,7 +664,19 @@ fn assemble(
                 state: module.state,
                 detail: module.detail,
                 updated_at: module.updated_at,
+                pending_version: module.pending_version,
+                last_install: None,
             });
+        }
+    }
+    for install in installs {
+        if let Some(&i) = index.get(&install.server_id)
+            && let Some(module) = servers[i]
+                .modules
+                .iter_mut()
+                .find(|m| m.name == install.module)
+        {
+            module.last_install = Some(install);
         }
     }
     for problem in problems {

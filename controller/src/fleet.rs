@@ -12,16 +12,47 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Database, ServerHello};
+use crate::db::{Database, InstallProgressIn, InstallResultIn, ServerHello};
 
 /// Something a watcher of the fleet (the dashboard) should know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FleetEvent {
     /// A server's record changed: re-read it.
     ServerChanged(ServerId),
+    /// A line of an install's progress.
+    InstallProgress {
+        server: ServerId,
+        install_id: String,
+        module: String,
+        phase: Option<String>,
+        kind: String,
+        text: String,
+    },
+}
+
+/// What the controller asks of a connected agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetCommand {
+    /// Install a module: its pending package, or the given package path and sha256.
+    Install {
+        command_id: String,
+        module: String,
+        package: Option<(String, String)>,
+    },
+}
+
+/// Why a command could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("server {0} is not connected; an install can only be ordered from a connected agent")]
+    Offline(String),
+    #[error("server {server} refused: {message}")]
+    Refused { server: String, message: String },
+    #[error("server {0} did not answer within 15 s")]
+    NoAnswer(String),
 }
 
 /// How long agents wait between heartbeats, and how long the controller waits
@@ -43,6 +74,8 @@ struct Live {
     dirty: bool,
     /// Cancelled to end this connection's stream.
     kick: CancellationToken,
+    /// Commands for this connection's agent.
+    commands: mpsc::Sender<FleetCommand>,
 }
 
 /// The connected agents, the database, and the event channel.
@@ -56,6 +89,8 @@ pub struct Fleet {
     /// only, never across an await.
     live: Mutex<HashMap<ServerId, Live>>,
     next_session: AtomicU64,
+    /// Commands sent and waiting for the agent's outcome, by command id.
+    awaiting: Mutex<HashMap<String, oneshot::Sender<(bool, String)>>>,
 }
 
 /// A connected agent's handle, owned by its stream.
@@ -66,6 +101,8 @@ pub struct Session {
     /// Cancelled when the controller ends this connection (heartbeat timeout,
     /// replaced by a newer connection, shutdown).
     pub kicked: CancellationToken,
+    /// Commands to forward to the agent.
+    pub commands: mpsc::Receiver<FleetCommand>,
 }
 
 impl Fleet {
@@ -76,6 +113,7 @@ impl Fleet {
             events: broadcast::Sender::new(1024),
             live: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
+            awaiting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -104,6 +142,7 @@ impl Fleet {
         self.db.server_connected(hello, now).await?;
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let kicked = shutdown.child_token();
+        let (commands_tx, commands) = mpsc::channel(16);
         let previous = self.live().insert(
             hello.id.clone(),
             Live {
@@ -112,6 +151,7 @@ impl Fleet {
                 last_seen_at: Instant::now(),
                 dirty: false,
                 kick: kicked.clone(),
+                commands: commands_tx,
             },
         );
         if let Some(previous) = previous {
@@ -123,6 +163,7 @@ impl Fleet {
             server: hello.id.clone(),
             id,
             kicked,
+            commands,
         })
     }
 
@@ -170,6 +211,96 @@ impl Fleet {
             .await?;
         self.announce(&session.server);
         Ok(())
+    }
+
+    /// Records an install's progress line and tells live views.
+    pub async fn install_progress(
+        &self,
+        session: &Session,
+        progress: &InstallProgressIn,
+    ) -> sqlx::Result<()> {
+        self.db.install_progress(&session.server, progress).await?;
+        let _ = self.events.send(FleetEvent::InstallProgress {
+            server: session.server.clone(),
+            install_id: progress.install_id.clone(),
+            module: progress.module.clone(),
+            phase: progress.phase.clone(),
+            kind: progress.kind.clone(),
+            text: progress.text.clone(),
+        });
+        Ok(())
+    }
+
+    /// Records how an install ended.
+    pub async fn install_result(
+        &self,
+        session: &Session,
+        result: &InstallResultIn,
+    ) -> sqlx::Result<()> {
+        self.db.install_result(&session.server, result).await?;
+        self.announce(&session.server);
+        Ok(())
+    }
+
+    /// Orders a connected agent to install a module, and waits for the agent
+    /// to accept or refuse. Returns the agent's answer.
+    pub async fn order_install(
+        &self,
+        server: &str,
+        module: &str,
+        package: Option<(String, String)>,
+    ) -> Result<(String, String), OrderError> {
+        let sender = ServerId::parse(server)
+            .ok()
+            .and_then(|id| self.live().get(&id).map(|l| l.commands.clone()))
+            .ok_or_else(|| OrderError::Offline(server.to_owned()))?;
+        let command_id = format!(
+            "{server}-{module}-{}-{}",
+            Utc::now().timestamp_millis(),
+            self.next_session.fetch_add(1, Ordering::Relaxed)
+        );
+        let (answer_tx, answer) = oneshot::channel();
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(command_id.clone(), answer_tx);
+        let command = FleetCommand::Install {
+            command_id: command_id.clone(),
+            module: module.to_owned(),
+            package,
+        };
+        if sender.send(command).await.is_err() {
+            self.awaiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&command_id);
+            return Err(OrderError::Offline(server.to_owned()));
+        }
+        let answered = tokio::time::timeout(Duration::from_secs(15), answer).await;
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&command_id);
+        match answered {
+            Ok(Ok((true, message))) => Ok((command_id, message)),
+            Ok(Ok((false, message))) => Err(OrderError::Refused {
+                server: server.to_owned(),
+                message,
+            }),
+            _ => Err(OrderError::NoAnswer(server.to_owned())),
+        }
+    }
+
+    /// An agent answered a command.
+    pub fn command_outcome(&self, command_id: &str, ok: bool, message: String) {
+        if let Some(waiting) = self
+            .awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(command_id)
+        {
+            let _ = waiting.send((ok, message));
+        }
     }
 
     /// The agent's stream ended. If it was still the current connection, the

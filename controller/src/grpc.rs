@@ -9,7 +9,8 @@ use std::time::Duration;
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
 use flotilla_proto::v1::agent_link_server::AgentLink;
 use flotilla_proto::v1::{
-    AgentMessage, ControllerMessage, Welcome, agent_message, controller_message,
+    AgentMessage, Command, ControllerMessage, InstallModule, Welcome, agent_message, command,
+    controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
 use tokio::sync::mpsc;
@@ -18,8 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::db::ServerHello;
-use crate::fleet::{Fleet, Session};
+use crate::db::{InstallProgressIn, InstallResultIn, ServerHello};
+use crate::fleet::{Fleet, FleetCommand, Session};
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,7 +130,7 @@ impl AgentLink for AgentLinkService {
 /// Reads the agent's messages until the stream ends or the controller ends it.
 async fn serve_session(
     fleet: Arc<Fleet>,
-    session: Session,
+    mut session: Session,
     mut inbound: Streaming<AgentMessage>,
     outbound: mpsc::Sender<Result<ControllerMessage, Status>>,
 ) {
@@ -138,6 +139,12 @@ async fn serve_session(
             _ = session.kicked.cancelled() => {
                 let _ = outbound.send(Err(Status::unavailable("the controller ended this connection; reconnect"))).await;
                 break None;
+            }
+            Some(command) = session.commands.recv() => {
+                if outbound.send(Ok(command_message(command))).await.is_err() {
+                    break Some("the connection closed".to_owned());
+                }
+                continue;
             }
             received = inbound.message() => received,
         };
@@ -189,12 +196,80 @@ async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Resu
         Some(agent_message::Body::Heartbeat(_)) => Ok(()),
         Some(agent_message::Body::CommandOutcome(outcome)) => {
             tracing::info!(server = %session.server, command = %outcome.command_id, ok = outcome.ok, "{}", outcome.message);
+            fleet.command_outcome(&outcome.command_id, outcome.ok, outcome.message);
             Ok(())
+        }
+        Some(agent_message::Body::InstallProgress(p)) => {
+            let progress = InstallProgressIn {
+                install_id: p.install_id,
+                module: p.module,
+                to_version: p.to_version,
+                command_id: non_empty(p.command_id),
+                phase: non_empty(p.phase),
+                kind: p.kind,
+                text: p.text,
+                at: from_unix_ms(p.at_unix_ms),
+            };
+            fleet
+                .install_progress(session, &progress)
+                .await
+                .map_err(store_error)
+        }
+        Some(agent_message::Body::InstallResult(r)) => {
+            let result = InstallResultIn {
+                install_id: r.install_id,
+                module: r.module,
+                from_version: non_empty(r.from_version),
+                to_version: r.to_version,
+                command_id: non_empty(r.command_id),
+                ok: r.ok,
+                downtime_ms: r.downtime_ms,
+                message: r.message,
+                phase: non_empty(r.phase),
+                hook_output: r.hook_output,
+                rolled_back: r.rolled_back,
+                rollback_error: non_empty(r.rollback_error),
+                started_at: from_unix_ms(r.started_at_unix_ms),
+                finished_at: from_unix_ms(r.finished_at_unix_ms),
+            };
+            tracing::info!(server = %session.server, module = %result.module, ok = result.ok, "install ended: {}", result.message);
+            fleet
+                .install_result(session, &result)
+                .await
+                .map_err(store_error)
         }
         Some(agent_message::Body::Hello(_)) => {
             Err(Status::invalid_argument("hello sent twice on one stream"))
         }
         None => Ok(()),
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    Some(text).filter(|t| !t.is_empty())
+}
+
+fn from_unix_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now)
+}
+
+/// A fleet command as the agent receives it.
+fn command_message(command: FleetCommand) -> ControllerMessage {
+    let FleetCommand::Install {
+        command_id,
+        module,
+        package,
+    } = command;
+    let (package, sha256) = package.unwrap_or_default();
+    ControllerMessage {
+        body: Some(controller_message::Body::Command(Command {
+            command_id,
+            kind: Some(command::Kind::InstallModule(InstallModule {
+                module,
+                package,
+                sha256,
+            })),
+        })),
     }
 }
 

@@ -40,6 +40,11 @@ impl From<&ModuleReport> for v1::Module {
                 .unwrap_or_default(),
             state: v1::ModuleState::from(module.state).into(),
             detail: module.detail.clone(),
+            pending_version: module
+                .pending_version
+                .as_ref()
+                .map(Version::to_string)
+                .unwrap_or_default(),
         }
     }
 }
@@ -79,6 +84,11 @@ impl TryFrom<v1::Module> for ModuleReport {
         } else {
             Some(Version::parse(&module.installed_version).map_err(in_module)?)
         };
+        let pending_version = if module.pending_version.is_empty() {
+            None
+        } else {
+            Some(Version::parse(&module.pending_version).map_err(in_module)?)
+        };
         Ok(ModuleReport {
             name,
             kind,
@@ -86,6 +96,7 @@ impl TryFrom<v1::Module> for ModuleReport {
             installed_version,
             state,
             detail: module.detail,
+            pending_version,
         })
     }
 }
@@ -123,6 +134,7 @@ mod tests {
             installed_version: Some(Version::parse("2.3.0").expect("version")),
             state: ModuleState::Installed,
             detail: String::new(),
+            pending_version: Some(Version::parse("2.4.0").expect("version")),
         };
         let back = ModuleReport::try_from(v1::Module::from(&report)).expect("valid");
         assert_eq!(back, report);

@@ -270,6 +270,8 @@ pub struct ModuleReport {
     pub state: ModuleState,
     /// Explanation of the state for an operator; empty when all is well.
     pub detail: String,
+    /// A newer package waiting on the server, if any.
+    pub pending_version: Option<Version>,
 }
 
 /// Something an operator must fix on a server, with where it is.

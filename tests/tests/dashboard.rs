@@ -118,3 +118,61 @@ async fn the_dashboard_shows_the_fleet_and_follows_it_live() {
     );
     browser.quit().await;
 }
+
+#[tokio::test]
+async fn an_install_started_from_the_dashboard_is_followed_to_its_result() {
+    use flotilla_agent::install::package::{build, sha256_file};
+
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let web = Agent::start(
+        dir.path(),
+        "acme-paris",
+        "acme-web-01",
+        &controller.grpc_url,
+        &[("ecommerce", "web", "5.8.0")],
+    )
+    .await;
+    let packages = web.data.join("bin/updates/packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let package = packages.join("ecommerce-5.9.0.zip");
+    build::from_entries(
+        &package,
+        "module = \"ecommerce\"\nversion = \"5.9.0\"\nkind = \"web\"\n",
+        &[("index.html", b"v5.9")],
+    )
+    .unwrap();
+    std::fs::write(
+        format!("{}.sha256", package.display()),
+        sha256_file(&package).unwrap(),
+    )
+    .unwrap();
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", controller.http_url)).await;
+    let button = "document.querySelector('tr[data-server=\"acme-web-01\"] [data-install-button=\"ecommerce\"]')";
+    wait_until("the Install button", async || {
+        let found = browser
+            .eval(&format!("return {button} ? {button}.textContent : null"))
+            .await;
+        (found == "Install 5.9.0")
+            .then_some(())
+            .ok_or(found.to_string())
+    })
+    .await;
+    browser
+        .eval(&format!("{button}.click(); return null"))
+        .await;
+
+    wait_until("the dashboard to show the install's result", async || {
+        let shown = browser
+            .eval("const c = document.querySelector('tr[data-server=\"acme-web-01\"] td[data-module=\"ecommerce\"]'); return c ? [c.querySelector('.version').textContent, (c.querySelector('[data-install]') || {}).textContent || null] : null")
+            .await;
+        let ok = shown[0] == "5.9.0" && shown[1].as_str().is_some_and(|t| t.starts_with("✓ 5.9.0 ·") && t.ends_with("ms down"));
+        ok.then_some(()).ok_or(shown.to_string())
+    })
+    .await;
+    let leftover = browser.eval(&format!("return {button} === null")).await;
+    assert_eq!(leftover, true, "no Install button once nothing is pending");
+    browser.quit().await;
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use flotilla_agent::install::package::{build, sha256_file};
-use flotilla_tests::{Agent, wait_until};
+use flotilla_tests::{Agent, Controller, wait_until};
 use serde_json::{Value, json};
 
 /// No controller: installs work without one.
@@ -26,6 +26,16 @@ struct Server {
 }
 
 async fn server(dir: &Path, extra_attributes: &str, extra_toml: &str) -> Server {
+    server_of(dir, NO_CONTROLLER, extra_attributes, extra_toml).await
+}
+
+/// Like [`server`], reporting to the controller at `controller_url`.
+async fn server_of(
+    dir: &Path,
+    controller_url: &str,
+    extra_attributes: &str,
+    extra_toml: &str,
+) -> Server {
     let data = dir.join("web-01");
     let module = data.join("sites").join("ecommerce");
     std::fs::create_dir_all(module.join("bin")).unwrap();
@@ -58,7 +68,7 @@ async fn server(dir: &Path, extra_attributes: &str, extra_toml: &str) -> Server 
         module.display()
     );
     let agent =
-        Agent::launch_with(dir, "acme", "web-01", NO_CONTROLLER, &xml, 100, extra_toml).await;
+        Agent::launch_with(dir, "acme", "web-01", controller_url, &xml, 100, extra_toml).await;
     let trace = dir.join("trace.txt");
     Server {
         agent,
@@ -637,4 +647,125 @@ async fn a_hook_that_hangs_or_cannot_run_fails_the_install_with_a_clear_cause() 
         );
         assert_eq!(tree(&server.module), before);
     }
+}
+
+fn module<'a>(server: &'a Value, name: &str) -> &'a Value {
+    server["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_controller_orders_an_install_and_sees_its_progress_and_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller_dir = dir.path().join("controller");
+    std::fs::create_dir_all(&controller_dir).unwrap();
+    let controller = Controller::start(&controller_dir).await;
+    let server = server_of(dir.path(), &controller.grpc_url, "", "").await;
+    controller
+        .wait_for_server("web-01", "2.0.0 pending", |s| {
+            module(s, "ecommerce")["pending_version"] == "2.0.0"
+        })
+        .await;
+    let client = reqwest::Client::new();
+    let order = format!(
+        "{}/api/v1/servers/web-01/modules/ecommerce/install",
+        controller.http_url
+    );
+
+    // A hook fails: the controller sees where, why, and the rollback.
+    let hook = server.failing_hook("PREINSTALL");
+    let response = client.post(&order).json(&json!({})).send().await.unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "{}",
+        response.text().await.unwrap()
+    );
+    let failed = controller
+        .wait_for_server("web-01", "the failed install", |s| {
+            module(s, "ecommerce")["last_install"]["state"] == "failed"
+        })
+        .await;
+    let install = &module(&failed, "ecommerce")["last_install"];
+    assert_eq!(install["phase"], "PREINSTALL");
+    assert_eq!(install["hook_output"], json!(["boom in PREINSTALL"]));
+    assert_eq!(install["rolled_back"], true);
+    assert_eq!(install["ordered_by_controller"], true);
+    assert_eq!(module(&failed, "ecommerce")["installed_version"], "1.0.0");
+    std::fs::remove_file(hook).unwrap();
+
+    // Then it goes through.
+    let response = client.post(&order).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let done = controller
+        .wait_for_server("web-01", "2.0.0 installed", |s| {
+            let m = module(s, "ecommerce");
+            m["installed_version"] == "2.0.0" && m["last_install"]["state"] == "succeeded"
+        })
+        .await;
+    let install = &module(&done, "ecommerce")["last_install"];
+    assert!(
+        install["downtime_ms"].as_i64().unwrap() < 10_000,
+        "{install}"
+    );
+    assert!(module(&done, "ecommerce")["pending_version"].is_null());
+
+    let (status, installs) = controller.get("/api/v1/servers/web-01/installs").await;
+    assert_eq!(status, 200);
+    assert_eq!(installs.as_array().unwrap().len(), 2);
+    let id = install["install_id"].as_str().unwrap();
+    let (_, detail) = controller
+        .get(&format!("/api/v1/servers/web-01/installs/{id}"))
+        .await;
+    let phases: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "phase")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "STARTUPDATE",
+            "PREBACKUP",
+            "POSTBACKUP",
+            "PREINSTALL",
+            "POSTINSTALL",
+            "ENDUPDATE"
+        ]
+    );
+
+    // Nothing left to install: the agent's refusal comes back as a 409.
+    let response = client.post(&order).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no package is pending for ecommerce"),
+        "{body}"
+    );
+
+    // An offline server cannot be ordered to install.
+    let mut agent = server.agent;
+    agent.child.kill().await.unwrap();
+    controller
+        .wait_for_server("web-01", "offline", |s| s["online"] == false)
+        .await;
+    let response = client.post(&order).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not connected"),
+        "{body}"
+    );
 }

@@ -73,6 +73,11 @@ pub enum StartError {
     UnknownModule(String),
     #[error("no package is pending for {0}")]
     NothingPending(String),
+    #[error("no backup of {module}{} is kept on this server", .version.as_ref().map(|v| format!(" {v}")).unwrap_or_default())]
+    NoBackup {
+        module: String,
+        version: Option<String>,
+    },
 }
 
 impl Installs {
@@ -169,6 +174,22 @@ pub fn packages_in(dir: &Path) -> Vec<Pending> {
         .collect()
 }
 
+/// The kept backups of `module`, newest first, with their versions.
+pub fn backups(agent: &Agent, module: &str) -> Vec<(PathBuf, Version)> {
+    crate::install::backup::list(&agent.settings.install.backup_dir, module)
+        .into_iter()
+        .filter_map(|path| {
+            let name = path
+                .file_stem()?
+                .to_str()?
+                .strip_prefix(&format!("{module}_"))?
+                .to_owned();
+            let (version, _) = name.rsplit_once('_')?;
+            Some((path.clone(), Version::parse(version).ok()?))
+        })
+        .collect()
+}
+
 /// The declaration of `module` in `applicationspath.config`.
 pub fn declaration(agent: &Agent, module: &str) -> Option<ModuleDeclaration> {
     applications::load(&agent.settings.layout.applications_config())
@@ -179,27 +200,72 @@ pub fn declaration(agent: &Agent, module: &str) -> Option<ModuleDeclaration> {
 
 /// Starts installing `module` from `package` (or its pending package) in the
 /// background; refuses if an install is already running.
+/// What to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The module's pending package.
+    Pending,
+    /// A package file and its sha256.
+    Package { path: PathBuf, sha256: String },
+    /// A kept backup: of `version`, or the newest of another version than
+    /// the installed one.
+    Backup { version: Option<String> },
+}
+
+/// Where the bytes come from, once resolved.
+#[derive(Debug, Clone)]
+enum Resolved {
+    Package { path: PathBuf, sha256: String },
+    Backup(PathBuf),
+}
+
+/// Starts installing `module` from `source` in the background; refuses if
+/// an install is already running. Returns the version being installed.
 pub fn start(
     agent: &Arc<Agent>,
     module: &str,
-    package: Option<(PathBuf, String)>,
+    source: Source,
     command_id: Option<String>,
 ) -> Result<String, StartError> {
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
-    let (path, sha256, to) = match package {
-        Some((path, sha256)) => {
+    let (resolved, to) = match source {
+        Source::Package { path, sha256 } => {
             let to = package::read_manifest(&path)
                 .map(|m| m.version.to_string())
                 .unwrap_or_else(|_| "?".into());
-            (path, sha256, to)
+            (Resolved::Package { path, sha256 }, to)
         }
-        None => {
+        Source::Pending => {
             let pending = pending(agent)
                 .into_iter()
                 .find(|p| p.module == module)
                 .ok_or_else(|| StartError::NothingPending(module.to_owned()))?;
-            (pending.package, pending.sha256, pending.version.to_string())
+            (
+                Resolved::Package {
+                    path: pending.package,
+                    sha256: pending.sha256,
+                },
+                pending.version.to_string(),
+            )
+        }
+        Source::Backup { version } => {
+            let installed = agent
+                .inventory
+                .borrow()
+                .module(module)
+                .and_then(|m| m.installed_version.clone());
+            let (path, found) = backups(agent, module)
+                .into_iter()
+                .find(|(_, v)| match &version {
+                    Some(wanted) => Version::parse(wanted).is_ok_and(|w| &w == v),
+                    None => installed.as_ref() != Some(v),
+                })
+                .ok_or_else(|| StartError::NoBackup {
+                    module: module.to_owned(),
+                    version: version.clone(),
+                })?;
+            (Resolved::Backup(path), found.to_string())
         }
     };
     {
@@ -234,7 +300,7 @@ pub fn start(
         );
     let agent = agent.clone();
     tokio::spawn(async move {
-        let result = run(&agent, &declaration, &path, &sha256).await;
+        let result = run(&agent, &declaration, resolved).await;
         match &result {
             Ok(outcome) => {
                 tracing::info!(module = %declaration.name, to = %outcome.to, downtime_ms = outcome.downtime.as_millis(), "installed")
@@ -273,8 +339,7 @@ pub fn start(
 async fn run(
     agent: &Arc<Agent>,
     declaration: &ModuleDeclaration,
-    path: &Path,
-    sha256: &str,
+    resolved: Resolved,
 ) -> Result<Outcome, Failure> {
     let module = declaration.name.to_string();
     let progress: Progress = {
@@ -304,8 +369,12 @@ async fn run(
         })
     };
     let opened = {
-        let (path, sha256) = (path.to_path_buf(), sha256.to_owned());
-        tokio::task::spawn_blocking(move || Package::open(&path, &sha256)).await
+        let (name, kind) = (declaration.name.clone(), declaration.kind);
+        tokio::task::spawn_blocking(move || match resolved {
+            Resolved::Package { path, sha256 } => Package::open(&path, &sha256),
+            Resolved::Backup(path) => Package::from_backup(&path, &name, kind),
+        })
+        .await
     };
     let package = match opened {
         Ok(Ok(package)) => package,

@@ -11,11 +11,13 @@
 //!   journal, rollback, recovery); [`installs`]: which packages are pending
 //!   and the one install running at a time.
 //! - [`portal`]: the local web portal on `127.0.0.1:8080`.
+//! - [`cli`]: `flotilla-agent install|rollback`, clients of the portal's API.
 //!
 //! [`run`] starts them all on an already-bound portal listener and stops them
 //! when the shutdown future resolves. `main` only reads the configuration.
 
 pub mod applications;
+pub mod cli;
 pub mod config;
 pub mod install;
 pub mod installs;

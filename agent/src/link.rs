@@ -235,14 +235,33 @@ fn handle(
             return Some(message(Body::Inventory(full_inventory(current))));
         }
         Some(command::Kind::InstallModule(order)) => {
-            let package = (!order.package.is_empty()).then(|| (order.package.into(), order.sha256));
+            let source = if order.package.is_empty() {
+                installs::Source::Pending
+            } else {
+                installs::Source::Package {
+                    path: order.package.into(),
+                    sha256: order.sha256,
+                }
+            };
             match installs::start(
                 agent,
                 &order.module,
-                package,
+                source,
                 Some(command.command_id.clone()),
             ) {
                 Ok(to) => (true, format!("install of {} {to} started", order.module)),
+                Err(e) => (false, e.to_string()),
+            }
+        }
+        Some(command::Kind::RollbackModule(order)) => {
+            let version = Some(order.to_version).filter(|v| !v.is_empty());
+            match installs::start(
+                agent,
+                &order.module,
+                installs::Source::Backup { version },
+                Some(command.command_id.clone()),
+            ) {
+                Ok(to) => (true, format!("restore of {} {to} started", order.module)),
                 Err(e) => (false, e.to_string()),
             }
         }

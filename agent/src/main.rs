@@ -4,16 +4,49 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use flotilla_agent::cli;
 use flotilla_agent::config::{Settings, default_config_path};
 
-/// The Flotilla agent: reports this server's modules to the controller and
-/// serves the local update portal.
+/// The Flotilla agent: reports this server's modules to the controller,
+/// installs them, and serves the local update portal.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// The agent's TOML configuration file.
-    #[arg(long, short, env = "FLOTILLA_AGENT_CONFIG", default_value_os_t = default_config_path())]
+    #[arg(long, short, global = true, env = "FLOTILLA_AGENT_CONFIG", default_value_os_t = default_config_path())]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the agent service (the default).
+    Run,
+    /// Install a module through the running agent: its pending package, or
+    /// the given one; prints the progress.
+    Install {
+        module: String,
+        /// A package zip on this server, instead of the pending one.
+        #[arg(long, requires = "sha256")]
+        package: Option<PathBuf>,
+        /// The package's sha256.
+        #[arg(long, requires = "package")]
+        sha256: Option<String>,
+        /// The agent's portal, when not the configured address.
+        #[arg(long)]
+        portal: Option<String>,
+    },
+    /// Restore a kept backup of a module through the running agent: the
+    /// newest earlier version, or `--to`.
+    Rollback {
+        module: String,
+        #[arg(long)]
+        to: Option<String>,
+        /// The agent's portal, when not the configured address.
+        #[arg(long)]
+        portal: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -37,6 +70,40 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings::load(&args.config)?;
+    let portal_of = |given: Option<String>| {
+        given.unwrap_or_else(|| {
+            let mut address = settings.portal_listen;
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{address}")
+        })
+    };
+    let (module, portal, request) = match args.command {
+        None | Some(Command::Run) => return serve(settings).await,
+        Some(Command::Install {
+            module,
+            package,
+            sha256,
+            portal,
+        }) => {
+            let package = package
+                .zip(sha256)
+                .map(|(p, s)| (p.display().to_string(), s));
+            (module, portal_of(portal), cli::Request::Install { package })
+        }
+        Some(Command::Rollback { module, to, portal }) => {
+            (module, portal_of(portal), cli::Request::Rollback { to })
+        }
+    };
+    if cli::run(&portal, &module, request).await? {
+        Ok(())
+    } else {
+        anyhow::bail!("the install of {module} failed")
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.portal_listen)
         .await
         .map_err(|e| {

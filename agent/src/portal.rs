@@ -41,6 +41,8 @@ pub async fn serve(
             "/api/modules/{module}/install",
             post(install_api).get(install_status),
         )
+        .route("/api/modules/{module}/rollback", post(rollback_api))
+        .route("/rollback/{module}", post(rollback_form))
         .route(
             "/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),
@@ -129,6 +131,25 @@ pub fn render(agent: &Agent) -> String {
         }
         updates.push_str("</tbody></table></section>");
     }
+    let mut kept = String::new();
+    for module in &inventory.modules {
+        let installed = module.installed_version.as_ref();
+        for (_, version) in installs::backups(agent, module.name.as_str())
+            .into_iter()
+            .filter(|(_, v)| Some(v) != installed)
+        {
+            kept.push_str(&format!(
+                "<tr data-backup=\"{m}/{v}\"><td class=\"name\">{m}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/rollback/{m}?to={v}\"><button type=\"submit\">Restore {v}</button></form></td></tr>",
+                m = escape(module.name.as_str()),
+                v = escape(version.as_str()),
+            ));
+        }
+    }
+    if !kept.is_empty() {
+        updates.push_str(&format!(
+            "<section class=\"card\" id=\"backups\"><h2>Earlier versions kept</h2><table><thead><tr><th>Module</th><th>Version</th><th></th></tr></thead><tbody>{kept}</tbody></table></section>"
+        ));
+    }
     let notices: Vec<String> = agent
         .notices
         .lock()
@@ -182,7 +203,7 @@ pub fn render(agent: &Agent) -> String {
 }
 
 async fn install_form(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
-    match installs::start(&agent, &module, None, None) {
+    match installs::start(&agent, &module, installs::Source::Pending, None) {
         Ok(_) => Redirect::to(&format!("/installs/{module}")).into_response(),
         Err(e) => (
             status_of(&e),
@@ -195,7 +216,9 @@ async fn install_form(State(agent): State<Arc<Agent>>, Path(module): Path<String
 fn status_of(error: &StartError) -> StatusCode {
     match error {
         StartError::Busy(_) => StatusCode::CONFLICT,
-        StartError::UnknownModule(_) | StartError::NothingPending(_) => StatusCode::NOT_FOUND,
+        StartError::UnknownModule(_)
+        | StartError::NothingPending(_)
+        | StartError::NoBackup { .. } => StatusCode::NOT_FOUND,
     }
 }
 
@@ -272,6 +295,62 @@ fn render_install(view: &InstallView) -> String {
     )
 }
 
+/// Which kept version to restore; the newest other than the installed one
+/// when absent.
+#[derive(Debug, Default, Deserialize)]
+struct RollbackRequest {
+    to: Option<String>,
+}
+
+async fn rollback_form(
+    State(agent): State<Arc<Agent>>,
+    Path(module): Path<String>,
+    axum::extract::Query(request): axum::extract::Query<RollbackRequest>,
+) -> Response {
+    match installs::start(
+        &agent,
+        &module,
+        installs::Source::Backup {
+            version: request.to,
+        },
+        None,
+    ) {
+        Ok(_) => Redirect::to(&format!("/installs/{module}")).into_response(),
+        Err(e) => (
+            status_of(&e),
+            Html(message_page("Restore refused", &e.to_string())),
+        )
+            .into_response(),
+    }
+}
+
+async fn rollback_api(
+    State(agent): State<Arc<Agent>>,
+    Path(module): Path<String>,
+    body: Option<Json<RollbackRequest>>,
+) -> Response {
+    let request = body.map(|Json(r)| r).unwrap_or_default();
+    match installs::start(
+        &agent,
+        &module,
+        installs::Source::Backup {
+            version: request.to,
+        },
+        None,
+    ) {
+        Ok(to) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"module": module, "to": to})),
+        )
+            .into_response(),
+        Err(e) => (
+            status_of(&e),
+            Json(json!({"error": "refused", "message": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
 /// `POST /api/modules/{module}/install`: an optional package to install
 /// instead of the pending one.
 #[derive(Debug, Default, Deserialize)]
@@ -297,7 +376,11 @@ async fn install_api(
                 .into_response();
         }
     };
-    match installs::start(&agent, &module, package, None) {
+    let source = match package {
+        Some((path, sha256)) => installs::Source::Package { path, sha256 },
+        None => installs::Source::Pending,
+    };
+    match installs::start(&agent, &module, source, None) {
         Ok(to) => (
             StatusCode::ACCEPTED,
             Json(json!({"module": module, "to": to})),

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::db::{InstallRecord, ServerRecord};
-use crate::fleet::{Fleet, FleetEvent, OrderError};
+use crate::fleet::{Fleet, FleetEvent, Order, OrderError};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -52,6 +52,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(list_servers))
         .routes(routes!(get_server))
         .routes(routes!(order_install))
+        .routes(routes!(order_rollback))
         .routes(routes!(list_installs))
         .routes(routes!(get_install))
         .split_for_parts();
@@ -405,7 +406,18 @@ async fn order_install(
             ));
         }
     };
-    match state.fleet.order_install(&id, &module, package).await {
+    ordered(
+        state
+            .fleet
+            .order(&id, &module, Order::Install { package })
+            .await,
+    )
+}
+
+fn ordered(
+    result: Result<(String, String), OrderError>,
+) -> Result<(StatusCode, Json<InstallOrdered>), ApiError> {
+    match result {
         Ok((command_id, message)) => Ok((
             StatusCode::ACCEPTED,
             Json(InstallOrdered {
@@ -418,6 +430,43 @@ async fn order_install(
         }
         Err(e @ OrderError::NoAnswer(_)) => Err(ApiError::Timeout(e.to_string())),
     }
+}
+
+/// Which kept version to restore.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RollbackOrder {
+    /// The version; the newest kept version other than the installed one when absent.
+    pub to: Option<String>,
+}
+
+/// Order a connected server to restore a kept backup of a module. It runs
+/// as an install of the earlier version, with the same phases and hooks.
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/rollback", tag = "installs",
+    params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The module")),
+    request_body(content = Option<RollbackOrder>, description = "Empty for the newest earlier version"),
+    responses(
+        (status = ACCEPTED, description = "The agent started the restore", body = InstallOrdered),
+        (status = NOT_FOUND, description = "No such server", body = ErrorBody),
+        (status = CONFLICT, description = "The server is offline, or its agent refused (busy, no such backup)", body = ErrorBody),
+        (status = GATEWAY_TIMEOUT, description = "The agent did not answer", body = ErrorBody),
+    ))]
+async fn order_rollback(
+    State(state): State<ApiState>,
+    Path((id, module)): Path<(String, String)>,
+    body: Option<Json<RollbackOrder>>,
+) -> Result<(StatusCode, Json<InstallOrdered>), ApiError> {
+    if state.fleet.db.server(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no server with id \"{id}\" has ever connected"
+        )));
+    }
+    let to = body.and_then(|Json(order)| order.to);
+    ordered(
+        state
+            .fleet
+            .order(&id, &module, Order::Rollback { to })
+            .await,
+    )
 }
 
 /// A server's installs, newest first.

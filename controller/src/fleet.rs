@@ -42,6 +42,19 @@ pub enum FleetCommand {
         module: String,
         package: Option<(String, String)>,
     },
+    /// Restore a kept backup: of this version, or the newest earlier one.
+    Rollback {
+        command_id: String,
+        module: String,
+        to: Option<String>,
+    },
+}
+
+/// What an operator asks a server to do with a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    Install { package: Option<(String, String)> },
+    Rollback { to: Option<String> },
 }
 
 /// Why a command could not be carried out.
@@ -242,13 +255,14 @@ impl Fleet {
         Ok(())
     }
 
-    /// Orders a connected agent to install a module, and waits for the agent
-    /// to accept or refuse. Returns the agent's answer.
-    pub async fn order_install(
+    /// Orders a connected agent to install or restore a module, and waits
+    /// for the agent to accept or refuse. Returns the command id and the
+    /// agent's answer.
+    pub async fn order(
         &self,
         server: &str,
         module: &str,
-        package: Option<(String, String)>,
+        order: Order,
     ) -> Result<(String, String), OrderError> {
         let sender = ServerId::parse(server)
             .ok()
@@ -264,10 +278,17 @@ impl Fleet {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(command_id.clone(), answer_tx);
-        let command = FleetCommand::Install {
-            command_id: command_id.clone(),
-            module: module.to_owned(),
-            package,
+        let command = match order {
+            Order::Install { package } => FleetCommand::Install {
+                command_id: command_id.clone(),
+                module: module.to_owned(),
+                package,
+            },
+            Order::Rollback { to } => FleetCommand::Rollback {
+                command_id: command_id.clone(),
+                module: module.to_owned(),
+                to,
+            },
         };
         if sender.send(command).await.is_err() {
             self.awaiting

@@ -9,8 +9,8 @@ use std::time::Duration;
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
 use flotilla_proto::v1::agent_link_server::AgentLink;
 use flotilla_proto::v1::{
-    AgentMessage, Command, ControllerMessage, InstallModule, Welcome, agent_message, command,
-    controller_message,
+    AgentMessage, Command, ControllerMessage, InstallModule, RollbackModule, Welcome,
+    agent_message, command, controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
 use tokio::sync::mpsc;
@@ -255,20 +255,38 @@ fn from_unix_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
 
 /// A fleet command as the agent receives it.
 fn command_message(command: FleetCommand) -> ControllerMessage {
-    let FleetCommand::Install {
-        command_id,
-        module,
-        package,
-    } = command;
-    let (package, sha256) = package.unwrap_or_default();
+    let (command_id, kind) = match command {
+        FleetCommand::Install {
+            command_id,
+            module,
+            package,
+        } => {
+            let (package, sha256) = package.unwrap_or_default();
+            (
+                command_id,
+                command::Kind::InstallModule(InstallModule {
+                    module,
+                    package,
+                    sha256,
+                }),
+            )
+        }
+        FleetCommand::Rollback {
+            command_id,
+            module,
+            to,
+        } => (
+            command_id,
+            command::Kind::RollbackModule(RollbackModule {
+                module,
+                to_version: to.unwrap_or_default(),
+            }),
+        ),
+    };
     ControllerMessage {
         body: Some(controller_message::Body::Command(Command {
             command_id,
-            kind: Some(command::Kind::InstallModule(InstallModule {
-                module,
-                package,
-                sha256,
-            })),
+            kind: Some(kind),
         })),
     }
 }

@@ -769,3 +769,129 @@ async fn the_controller_orders_an_install_and_sees_its_progress_and_result() {
         "{body}"
     );
 }
+
+/// Runs `flotilla-agent <args>` against the agent's configuration and portal.
+async fn agent_cli(agent: &Agent, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(flotilla_tests::binary("flotilla-agent"))
+        .args(args)
+        .arg("--config")
+        .arg(agent.data.join("agent.toml"))
+        .arg("--portal")
+        .arg(agent.portal_base())
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_kept_backup_is_restored_on_demand_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let old = tree(&server.module);
+    let (ok, output) = agent_cli(&server.agent, &["install", "ecommerce"]).await;
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("== STARTUPDATE")
+            && output.contains("ecommerce 2.0.0 installed; out of service for"),
+        "{output}"
+    );
+    let new = tree(&server.module);
+
+    let (ok, output) = agent_cli(&server.agent, &["rollback", "ecommerce"]).await;
+    assert!(ok, "{output}");
+    assert!(output.contains("ecommerce: installing 1.0.0"), "{output}");
+    assert_eq!(
+        tree(&server.module),
+        old,
+        "the kept 1.0.0 is back, byte for byte"
+    );
+
+    // The version rolled back from was kept in turn: it can be restored too.
+    let (ok, output) = agent_cli(&server.agent, &["rollback", "ecommerce", "--to", "2.0.0"]).await;
+    assert!(ok, "{output}");
+    assert_eq!(tree(&server.module), new);
+
+    let (ok, output) = agent_cli(&server.agent, &["rollback", "ecommerce", "--to", "9.9.9"]).await;
+    assert!(!ok);
+    assert!(
+        output.contains("no backup of ecommerce 9.9.9 is kept on this server"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn the_controller_orders_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller_dir = dir.path().join("controller");
+    std::fs::create_dir_all(&controller_dir).unwrap();
+    let controller = Controller::start(&controller_dir).await;
+    let server = server_of(dir.path(), &controller.grpc_url, "", "").await;
+    let old = tree(&server.module);
+    assert_eq!(server.install().await["result"]["ok"], true);
+    controller
+        .wait_for_server("web-01", "2.0.0", |s| {
+            module(s, "ecommerce")["installed_version"] == "2.0.0"
+        })
+        .await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/servers/web-01/modules/ecommerce/rollback",
+            controller.http_url
+        ))
+        .json(&json!({"to": "1.0.0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "{}",
+        response.text().await.unwrap()
+    );
+    let back = controller
+        .wait_for_server("web-01", "1.0.0 restored", |s| {
+            let m = module(s, "ecommerce");
+            m["installed_version"] == "1.0.0" && m["last_install"]["state"] == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        module(&back, "ecommerce")["last_install"]["to_version"],
+        "1.0.0"
+    );
+    assert_eq!(tree(&server.module), old);
+}
+
+#[tokio::test]
+async fn the_backup_holds_the_old_version_exactly_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let old = tree(&server.module);
+    assert_eq!(server.install().await["result"]["ok"], true);
+    let backups = server.agent.data.join("bin/updates/backups");
+    let zip = std::fs::read_dir(&backups)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // Unzip it with the system's own tool, as an operator would.
+    let unzipped = dir.path().join("unzipped");
+    let status = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&zip)
+        .arg(&unzipped)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        tree(&unzipped),
+        old,
+        "no maintenance page, nothing added, nothing missing"
+    );
+}

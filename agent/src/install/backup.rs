@@ -88,8 +88,7 @@ pub fn prune(dir: &Path, module: &str, keep: usize) -> io::Result<Vec<PathBuf>> 
                 .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".zip"))
         })
         .collect();
-    // Names end with a sortable UTC timestamp.
-    backups.sort_by_key(|p| p.file_name().map(|n| n.to_owned()));
+    backups.sort_by_key(|p| taken_at(p));
     let excess = backups.len().saturating_sub(keep);
     let removed: Vec<PathBuf> = backups.into_iter().take(excess).collect();
     for path in &removed {
@@ -98,10 +97,73 @@ pub fn prune(dir: &Path, module: &str, keep: usize) -> io::Result<Vec<PathBuf>> 
     Ok(removed)
 }
 
+/// The backups of `module` in `dir`, newest first.
+pub fn list(dir: &Path, module: &str) -> Vec<PathBuf> {
+    let prefix = format!("{module}_");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut backups: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".zip"))
+        })
+        .collect();
+    backups.sort_by_key(|p| std::cmp::Reverse(taken_at(p)));
+    backups
+}
+
+/// The sortable UTC time at the end of a backup's name
+/// (`<module>_<version>_<time>.zip`).
+fn taken_at(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.rsplit_once('_'))
+        .map(|(_, time)| time.to_owned())
+        .unwrap_or_default()
+}
+
 /// Checks that a backup can be written to `dir` before anything is touched.
 pub fn check_writable(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let probe = dir.join(".flotilla-write-probe");
     std::fs::write(&probe, b"probe")?;
     std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_first_by_time_not_by_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "ecommerce_2.0.0_20261101T100000Z.zip",
+            "ecommerce_1.0.0_20261102T100000Z.zip",
+            "ecommerce_10.0.0_20261001T100000Z.zip",
+            "phygitalapi_1.0.0_20261201T100000Z.zip",
+        ] {
+            std::fs::write(dir.path().join(name), "zip").expect("write");
+        }
+        let names = |paths: Vec<PathBuf>| -> Vec<String> {
+            paths
+                .iter()
+                .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(list(dir.path(), "ecommerce")),
+            [
+                "ecommerce_1.0.0_20261102T100000Z.zip",
+                "ecommerce_2.0.0_20261101T100000Z.zip",
+                "ecommerce_10.0.0_20261001T100000Z.zip"
+            ]
+        );
+        let removed = prune(dir.path(), "ecommerce", 2).expect("prune");
+        assert_eq!(names(removed), ["ecommerce_10.0.0_20261001T100000Z.zip"]);
+    }
 }

@@ -254,7 +254,7 @@ impl Run<'_, '_> {
             .ok_or_else(|| plain(format!("{} has no parent folder", install.live.display())))?;
         let from = install.from.as_ref().map(|v| v.to_string());
         let name = install.module.as_str();
-        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+        let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let plan = Plan {
             module: name.to_owned(),
             kind: install.kind.as_str().to_owned(),
@@ -424,6 +424,10 @@ impl Run<'_, '_> {
             .map_err(|e| io(&format!("cannot rename {}", plan.live.display()), e))?;
         self.point("set_aside.renamed");
         if web {
+            // The old version is kept exactly as it was before the install:
+            // without the page Flotilla put up.
+            maintenance::remove(&plan.aside)
+                .map_err(|e| io("cannot remove the maintenance page", e))?;
             std::fs::create_dir(&plan.live)
                 .map_err(|e| io("cannot create the maintenance shell", e))?;
             maintenance::put(&plan.live, &page)
@@ -640,11 +644,18 @@ async fn unpack(
     staged: &Path,
     limits: super::package::Limits,
 ) -> Result<(u64, u64), String> {
-    let path = package.path.clone();
-    let sha = package.sha256.clone();
+    let package = package.clone();
     let staged = staged.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let package = Package::open(&path, &sha).map_err(|e| e.to_string())?;
+        // The file is checked again: it must still be what was verified.
+        let now = super::package::sha256_file(&package.path)
+            .map_err(|e| format!("{}: {e}", package.path.display()))?;
+        if now != package.sha256 {
+            return Err(format!(
+                "{} changed after it was verified; refused",
+                package.path.display()
+            ));
+        }
         package.unpack(&staged, limits).map_err(|e| e.to_string())
     })
     .await

@@ -26,7 +26,7 @@ pub mod maintenance;
 pub mod package;
 pub mod platform;
 
-mod backup;
+pub mod backup;
 mod engine;
 
 pub use engine::{Failure, Install, Outcome, Recovered, recover};

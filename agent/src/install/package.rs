@@ -152,11 +152,14 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
 }
 
 /// A verified package: its checksum matched and its manifest is valid.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Package {
     pub path: PathBuf,
     pub sha256: String,
     pub manifest: Manifest,
+    /// The folder of the zip holding the module's files: `files/` in a
+    /// package, the root in a backup.
+    payload: &'static str,
 }
 
 impl Package {
@@ -180,6 +183,52 @@ impl Package {
             path: path.to_path_buf(),
             sha256: actual,
             manifest,
+            payload: PAYLOAD,
+        })
+    }
+
+    /// A backup zip made by an earlier install, as a package restoring the
+    /// version named in its file name (`<module>_<version>_<time>.zip`).
+    pub fn from_backup(
+        path: &Path,
+        module: &ModuleName,
+        kind: ModuleKind,
+    ) -> Result<Package, PackageError> {
+        let bad = |message: String| PackageError::BadManifest {
+            path: path.to_path_buf(),
+            message,
+        };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let version = name
+            .strip_prefix(&format!("{module}_"))
+            .and_then(|rest| rest.strip_suffix(".zip"))
+            .and_then(|rest| rest.rsplit_once('_'))
+            .map(|(version, _time)| version)
+            .ok_or_else(|| {
+                bad(format!(
+                    "not a backup of {module}: expected {module}_<version>_<time>.zip"
+                ))
+            })?;
+        let version = Version::parse(version).map_err(|e| bad(e.to_string()))?;
+        let sha256 = sha256_file(path).map_err(|source| PackageError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        archive(path)?;
+        Ok(Package {
+            path: path.to_path_buf(),
+            sha256,
+            manifest: Manifest {
+                module: module.clone(),
+                version,
+                kind,
+                preserve: Vec::new(),
+                health_check: None,
+            },
+            payload: "",
         })
     }
 
@@ -306,10 +355,10 @@ impl Package {
             if entry.is_symlink() {
                 return Err(refuse("links are not allowed"));
             }
-            if name == MANIFEST {
+            if self.payload == PAYLOAD && name == MANIFEST {
                 continue;
             }
-            let Ok(relative) = enclosed.strip_prefix(PAYLOAD.trim_end_matches('/')) else {
+            let Ok(relative) = enclosed.strip_prefix(self.payload.trim_end_matches('/')) else {
                 return Err(refuse("the module's files must be under files/"));
             };
             if relative.as_os_str().is_empty() {

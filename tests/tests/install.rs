@@ -895,3 +895,158 @@ async fn the_backup_holds_the_old_version_exactly_as_it_was() {
         "no maintenance page, nothing added, nothing missing"
     );
 }
+
+#[tokio::test]
+async fn a_service_module_is_stopped_for_the_swap_and_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("app-01");
+    let module = data.join("services/integration");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(module.join("version.txt"), "3.0.0\n").unwrap();
+    std::fs::write(module.join("integration.bin"), "v3").unwrap();
+    let packages = data.join("bin/updates/packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let package = packages.join("integration-3.1.0.zip");
+    build::from_entries(
+        &package,
+        "module = \"integration\"\nversion = \"3.1.0\"\nkind = \"service\"\n",
+        &[("integration.bin", b"v3.1")],
+    )
+    .unwrap();
+    write_sidecar(&package);
+    let trace = dir.path().join("trace.txt");
+    let scripts = data.join("bin/updates/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    for phase in [
+        "STARTUPDATE",
+        "PREBACKUP",
+        "POSTBACKUP",
+        "PREINSTALL",
+        "POSTINSTALL",
+        "ENDUPDATE",
+    ] {
+        std::fs::write(
+            scripts.join(format!("{phase}_integration.sh")),
+            format!("echo \"$E_PHASE\" >> {}\n", trace.display()),
+        )
+        .unwrap();
+    }
+    let xml = format!(
+        "<applications><application name=\"integration\" kind=\"service\" path=\"{}\" stopCommand=\"echo stopped &gt;&gt; {t}\" startCommand=\"echo started &gt;&gt; {t}\"/></applications>",
+        module.display(),
+        t = trace.display()
+    );
+    let agent =
+        Agent::launch_with(dir.path(), "acme", "app-01", NO_CONTROLLER, &xml, 100, "").await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/modules/integration/install", agent.portal_base());
+    assert_eq!(
+        client
+            .post(&url)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        202
+    );
+    let status: Value = wait_until("the install to finish", async || {
+        let status: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        if status["running"] == false {
+            Ok(status)
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
+    assert_eq!(status["result"]["ok"], true, "{status}");
+    let lines: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "STARTUPDATE",
+            "stopped",
+            "PREBACKUP",
+            "POSTBACKUP",
+            "PREINSTALL",
+            "POSTINSTALL",
+            "started",
+            "ENDUPDATE"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(module.join("integration.bin")).unwrap(),
+        "v3.1"
+    );
+    assert!(
+        !module.join("app_offline.htm").exists(),
+        "no maintenance page for a service"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_health_check_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let before = tree(&server.module);
+    let unhealthy = dir.path().join("unhealthy.zip");
+    build::from_entries(
+        &unhealthy,
+        "module = \"ecommerce\"\nversion = \"2.1.0\"\nkind = \"web\"\n[health_check]\nurl = \"http://127.0.0.1:9/health\"\ntimeout_seconds = 1\n",
+        &[("index.html", b"<h1>broken</h1>")],
+    )
+    .unwrap();
+    let result = server.install_with(package(&unhealthy)).await["result"].clone();
+    assert_eq!(result["ok"], false);
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("health check http://127.0.0.1:9/health failed")
+            && message.contains("rolled back"),
+        "{message}"
+    );
+    assert_eq!(tree(&server.module), before);
+}
+
+#[tokio::test]
+async fn a_rollback_that_fails_is_reported_loudly_and_leaves_the_module_in_maintenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    // A hook that destroys the set-aside old version, then fails.
+    std::fs::write(
+        server.scripts().join("POSTINSTALL_ecommerce.sh"),
+        "rm -rf \"$(dirname \"$E_MODULE_PATH\")/.ecommerce.flotilla-previous\"\nexit 1\n",
+    )
+    .unwrap();
+    let result = server.install().await["result"].clone();
+    assert_eq!(result["ok"], false);
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("ROLLBACK FAILED") && message.contains("is gone"),
+        "{message}"
+    );
+    assert!(
+        result["rollback_error"]
+            .as_str()
+            .unwrap()
+            .contains("restore a kept backup"),
+        "{result}"
+    );
+    let page = std::fs::read_to_string(server.module.join("app_offline.htm")).unwrap();
+    assert!(
+        page.contains("could not be completed and needs an operator"),
+        "{page}"
+    );
+    assert!(
+        server
+            .agent
+            .data
+            .join("bin/updates/journal/ecommerce.journal")
+            .exists(),
+        "kept for the next start"
+    );
+}

@@ -75,10 +75,17 @@ fn rollback_text(rolled_back: &bool, error: &Option<String>) -> String {
     }
 }
 
+/// The page left up when a rollback fails: the module must not serve a
+/// half-installed version.
+const FAILED_TEMPLATE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Maintenance</title></head>\
+<body><h1>Under maintenance</h1><p>The update of {{module}} to {{version}} could not be completed and needs an operator.</p></body></html>\n";
+
 /// How far an install got, which decides what a rollback undoes.
 #[derive(Debug, Default)]
 struct Reached {
     out_of_service: bool,
+    /// The old version was renamed aside: only it can be the old version now.
+    set_aside: bool,
     control_stopped: bool,
     back_in_service: bool,
 }
@@ -181,8 +188,18 @@ impl Install<'_> {
                         Err(fail(failed_at, e, true, None))
                     }
                     Err(rollback_error) => {
-                        // Leave the journal: the next start tries again.
+                        // Leave the journal: the next start tries again. The
+                        // module stays out of service, saying so.
                         tracing::error!(module = %self.module, "ROLLBACK FAILED: {rollback_error}");
+                        if self.kind == ModuleKind::Web && plan.live.is_dir() {
+                            let page = maintenance::render(
+                                FAILED_TEMPLATE,
+                                &plan.module,
+                                &plan.to_version,
+                                Utc::now(),
+                            );
+                            let _ = maintenance::put(&plan.live, &page);
+                        }
                         Err(fail(failed_at, e, true, Some(rollback_error)))
                     }
                 }
@@ -422,6 +439,7 @@ impl Run<'_, '_> {
         self.point("set_aside");
         std::fs::rename(&plan.live, &plan.aside)
             .map_err(|e| io(&format!("cannot rename {}", plan.live.display()), e))?;
+        self.reached.set_aside = true;
         self.point("set_aside.renamed");
         if web {
             // The old version is kept exactly as it was before the install:
@@ -599,7 +617,11 @@ impl Run<'_, '_> {
             install.control.stop().await?;
             self.reached.control_stopped = true;
         }
-        restore_old(plan, install.kind == ModuleKind::Web)?;
+        restore_old(
+            plan,
+            install.kind == ModuleKind::Web,
+            self.reached.set_aside,
+        )?;
         if self.reached.control_stopped {
             install.control.start().await?;
         }
@@ -713,7 +735,7 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Makes the live folder the old version again, whatever step was reached:
 /// idempotent, so recovery can call it after a crash at any point.
-fn restore_old(plan: &Plan, web: bool) -> Result<(), String> {
+fn restore_old(plan: &Plan, web: bool, set_aside: bool) -> Result<(), String> {
     let err = |what: &str, e: io::Error| format!("{what}: {e}");
     if plan.aside.exists() {
         if plan.live.exists() {
@@ -737,6 +759,12 @@ fn restore_old(plan: &Plan, web: bool) -> Result<(), String> {
                 e,
             )
         })?;
+    } else if set_aside {
+        return Err(format!(
+            "the old version set aside in {} is gone, so {} cannot be put back; restore a kept backup",
+            plan.aside.display(),
+            plan.live.display()
+        ));
     } else if !plan.live.exists() {
         return Err(format!(
             "neither {} nor {} exists: restore the old version from a backup in its folder",
@@ -864,7 +892,8 @@ pub async fn recover(
                 reason: "the agent stopped during the install".into(),
             });
             let took_out = steps.iter().any(|s| matches!(s, Step::OutOfService));
-            match restore_old(&plan, web) {
+            let set_aside = steps.iter().any(|s| matches!(s, Step::SetAside));
+            match restore_old(&plan, web, set_aside) {
                 Ok(()) => {
                     if took_out && let Err(e) = control.start().await {
                         report.problem = Some(e);

@@ -57,6 +57,9 @@ struct File {
     lock_budget_ms: u64,
     #[serde(default = "default_backups_to_keep")]
     backups_to_keep: usize,
+    /// Megabytes an install must leave free on the volumes it writes to.
+    #[serde(default = "default_disk_reserve_mb")]
+    disk_reserve_mb: u64,
     /// Where backups go; defaults to `<data>/bin/updates/backups`.
     backup_dir: Option<PathBuf>,
     /// An HTML file used as the maintenance page.
@@ -71,6 +74,9 @@ fn default_lock_budget_ms() -> u64 {
 }
 fn default_backups_to_keep() -> usize {
     3
+}
+fn default_disk_reserve_mb() -> u64 {
+    100
 }
 
 fn default_portal_listen() -> SocketAddr {
@@ -182,6 +188,7 @@ impl Settings {
             hook_timeout: Duration::from_secs(file.hook_timeout_seconds.max(1)),
             lock_budget: Duration::from_millis(file.lock_budget_ms),
             backups_to_keep: file.backups_to_keep,
+            disk_reserve: file.disk_reserve_mb.saturating_mul(1_000_000),
             maintenance_template,
             limits: package::Limits::default(),
         };

@@ -1050,3 +1050,22 @@ async fn a_rollback_that_fails_is_reported_loudly_and_leaves_the_module_in_maint
         "kept for the next start"
     );
 }
+
+#[tokio::test]
+async fn too_little_disk_space_stops_the_install_before_it_touches_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    // A reserve no disk here can honour: 100 PB.
+    let server = server(dir.path(), "", "disk_reserve_mb = 100000000000").await;
+    let before = tree(&server.module);
+    let result = server.install().await["result"].clone();
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "not enough space beside {}",
+            server.module.display()
+        )) && message.contains("plus the 100000000000 MB reserve; nothing was changed"),
+        "{message}"
+    );
+    assert_eq!(tree(&server.module), before);
+    assert!(server.leftovers().is_empty());
+}

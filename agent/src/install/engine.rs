@@ -259,6 +259,10 @@ impl Run<'_, '_> {
                 settings.backup_dir.display()
             ))
         })?;
+        self.step = "checking free space";
+        check_space(package, &install.live, settings)
+            .await
+            .map_err(plain)?;
         self.step = "repairing leftover maintenance pages";
         if install.kind == ModuleKind::Web {
             for repair in maintenance::repair(&install.live).map_err(|e| plain(e.to_string()))? {
@@ -682,6 +686,66 @@ async fn unpack(
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Refuses an install that would fill a volume: the staging folder needs the
+/// package's unpacked size beside the module, and the backup up to the old
+/// version's size, each plus the configured reserve.
+async fn check_space(
+    package: &Package,
+    live: &Path,
+    settings: &InstallSettings,
+) -> Result<(), String> {
+    let (package, live, backup_dir, reserve) = (
+        package.clone(),
+        live.to_path_buf(),
+        settings.backup_dir.clone(),
+        settings.disk_reserve,
+    );
+    tokio::task::spawn_blocking(move || {
+        let mb = |bytes: u64| bytes / 1_000_000;
+        let staging = package.unpacked_size().map_err(|e| e.to_string())?;
+        let parent = live.parent().unwrap_or(&live);
+        let free = fs4::available_space(parent).map_err(|e| format!("cannot tell the free space of {}: {e}", parent.display()))?;
+        if free < staging.saturating_add(reserve) {
+            return Err(format!(
+                "not enough space beside {}: {} MB free, the new version needs {} MB plus the {} MB reserve; nothing was changed",
+                live.display(),
+                mb(free),
+                mb(staging),
+                mb(reserve)
+            ));
+        }
+        let old = folder_size(&live);
+        let free = fs4::available_space(&backup_dir)
+            .map_err(|e| format!("cannot tell the free space of {}: {e}", backup_dir.display()))?;
+        if free < old.saturating_add(reserve) {
+            return Err(format!(
+                "not enough space for the backup in {}: {} MB free, the old version takes up to {} MB plus the {} MB reserve; nothing was changed",
+                backup_dir.display(),
+                mb(free),
+                mb(old),
+                mb(reserve)
+            ));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+fn folder_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => folder_size(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Flushes a freshly unpacked tree once, rather than every file (Unix).

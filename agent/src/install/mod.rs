@@ -53,6 +53,8 @@ pub struct InstallSettings {
     pub lock_budget: Duration,
     /// How many backups to keep per module.
     pub backups_to_keep: usize,
+    /// Space an install must leave free on each volume it writes to.
+    pub disk_reserve: u64,
     /// The maintenance page; `{{module}}`, `{{version}}`, `{{until}}` filled in.
     pub maintenance_template: String,
     pub limits: package::Limits,

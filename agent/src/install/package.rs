@@ -232,6 +232,22 @@ impl Package {
         })
     }
 
+    /// The bytes the module's files take once unpacked, as the zip declares.
+    pub fn unpacked_size(&self) -> Result<u64, PackageError> {
+        let mut archive = archive(&self.path)?;
+        let mut total = 0u64;
+        for index in 0..archive.len() {
+            let entry = archive
+                .by_index_raw(index)
+                .map_err(|e| PackageError::Corrupt {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?;
+            total = total.saturating_add(entry.size());
+        }
+        Ok(total)
+    }
+
     /// Refuses a package meant for another module or kind.
     pub fn check_target(&self, module: &ModuleName, kind: ModuleKind) -> Result<(), PackageError> {
         if &self.manifest.module != module {

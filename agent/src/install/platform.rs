@@ -110,9 +110,164 @@ fn users() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Windows: the Restart Manager is the way (`RmStartSession`,
-/// `RmRegisterResources`, `RmGetList`); not wired yet.
-#[cfg(not(target_os = "linux"))]
+/// Windows: asks the Restart Manager which processes hold the files under
+/// `dir` (`RmStartSession`, `RmRegisterResources`, `RmGetList`).
+#[cfg(windows)]
+pub fn holders(dir: &Path) -> Result<Vec<Holder>, String> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files, 20_000);
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = restart_manager::processes_holding(&files)?;
+    Ok(found
+        .into_iter()
+        .map(|(pid, application, path)| Holder {
+            pid,
+            executable: application,
+            user: "?".into(),
+            path: path.unwrap_or_else(|| dir.to_path_buf()),
+        })
+        .collect())
+}
+
+#[cfg(windows)]
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>, limit: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if files.len() >= limit {
+            return;
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => collect_files(&entry.path(), files, limit),
+            Ok(_) => files.push(entry.path()),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The Restart Manager's C API. The only unsafe code in Flotilla: FFI calls
+/// whose buffers are sized and owned here, and whose session is always ended.
+#[cfg(windows)]
+#[allow(unsafe_code)] // FFI to rstrtmgr.dll; see the module comment
+mod restart_manager {
+    use std::os::windows::ffi::OsStrExt;
+    use std::path::PathBuf;
+
+    use windows_sys::Win32::Foundation::{ERROR_MORE_DATA, ERROR_SUCCESS};
+    use windows_sys::Win32::System::RestartManager::{
+        CCH_RM_SESSION_KEY, RM_PROCESS_INFO, RmEndSession, RmGetList, RmRegisterResources,
+        RmStartSession,
+    };
+
+    /// Ends the session however the caller leaves.
+    struct Session(u32);
+
+    impl Drop for Session {
+        fn drop(&mut self) {
+            // SAFETY: the handle came from a successful RmStartSession and is
+            // ended exactly once.
+            unsafe {
+                RmEndSession(self.0);
+            }
+        }
+    }
+
+    /// The processes holding any of `files`: pid, application name, and
+    /// (not reported by the Restart Manager) no precise path.
+    pub fn processes_holding(
+        files: &[PathBuf],
+    ) -> Result<Vec<(u32, String, Option<PathBuf>)>, String> {
+        let mut handle = 0u32;
+        let mut key = [0u16; CCH_RM_SESSION_KEY as usize + 1];
+        // SAFETY: `handle` and `key` are valid for writes; `key` has the
+        // documented CCH_RM_SESSION_KEY + 1 characters.
+        let started = unsafe { RmStartSession(&mut handle, 0, key.as_mut_ptr()) };
+        if started != ERROR_SUCCESS {
+            return Err(format!(
+                "the Restart Manager could not start a session (error {started})"
+            ));
+        }
+        let session = Session(handle);
+        let wide: Vec<Vec<u16>> = files
+            .iter()
+            .map(|f| {
+                f.as_os_str()
+                    .encode_wide()
+                    .chain(std::iter::once(0))
+                    .collect()
+            })
+            .collect();
+        let pointers: Vec<*const u16> = wide.iter().map(|w| w.as_ptr()).collect();
+        let count = u32::try_from(pointers.len()).map_err(|_| "too many files".to_owned())?;
+        // SAFETY: `pointers` holds `count` NUL-terminated UTF-16 strings that
+        // outlive the call; no applications or services are registered.
+        let registered = unsafe {
+            RmRegisterResources(
+                session.0,
+                count,
+                pointers.as_ptr(),
+                0,
+                std::ptr::null(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if registered != ERROR_SUCCESS {
+            return Err(format!(
+                "the Restart Manager could not register the files (error {registered})"
+            ));
+        }
+        let mut infos: Vec<RM_PROCESS_INFO> = Vec::new();
+        for _ in 0..5 {
+            let mut needed = 0u32;
+            let mut returned = u32::try_from(infos.len()).unwrap_or(0);
+            let mut reasons = 0u32;
+            // SAFETY: `infos` has room for `returned` entries; the other
+            // pointers are valid for writes.
+            let listed = unsafe {
+                RmGetList(
+                    session.0,
+                    &mut needed,
+                    &mut returned,
+                    infos.as_mut_ptr(),
+                    &mut reasons,
+                )
+            };
+            if listed == ERROR_SUCCESS {
+                infos.truncate(returned as usize);
+                return Ok(infos
+                    .iter()
+                    .map(|info| {
+                        let name_end = info
+                            .strAppName
+                            .iter()
+                            .position(|c| *c == 0)
+                            .unwrap_or(info.strAppName.len());
+                        (
+                            info.Process.dwProcessId,
+                            String::from_utf16_lossy(&info.strAppName[..name_end]),
+                            None,
+                        )
+                    })
+                    .collect());
+            }
+            if listed != ERROR_MORE_DATA {
+                return Err(format!(
+                    "the Restart Manager could not list the processes (error {listed})"
+                ));
+            }
+            // The list grew between calls: make room and ask again.
+            infos = (0..needed).map(|_| RM_PROCESS_INFO::default()).collect();
+        }
+        Err("the Restart Manager's list kept changing".into())
+    }
+}
+
+/// Elsewhere there is no way yet.
+#[cfg(not(any(target_os = "linux", windows)))]
 pub fn holders(_dir: &Path) -> Result<Vec<Holder>, String> {
     Err("finding the processes that hold files is not available on this platform yet".into())
 }

@@ -1069,3 +1069,114 @@ async fn too_little_disk_space_stops_the_install_before_it_touches_the_module() 
     assert_eq!(tree(&server.module), before);
     assert!(server.leftovers().is_empty());
 }
+
+#[tokio::test]
+async fn a_holder_that_lets_go_within_the_budget_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "lock_budget_ms = 60000").await;
+    let mut holder = tokio::process::Command::new("sleep")
+        .arg("7780")
+        .current_dir(&server.module)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = holder.id().unwrap();
+    let client = reqwest::Client::new();
+    let url = format!(
+        "{}/api/modules/ecommerce/install",
+        server.agent.portal_base()
+    );
+    assert_eq!(
+        client
+            .post(&url)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        202
+    );
+    // The install names the holder and waits; the holder then goes away.
+    wait_until("the holder to be named", async || {
+        let status: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        let named = status["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["text"].as_str().unwrap().starts_with("attempt 1:"));
+        named.then_some(()).ok_or(status.to_string())
+    })
+    .await;
+    holder.kill().await.unwrap();
+    let status: Value = wait_until("the install to finish", async || {
+        let status: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        if status["running"] == false {
+            Ok(status)
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
+    assert_eq!(status["result"]["ok"], true, "{status}");
+    let texts: Vec<&str> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("attempt 1:") && t.contains(&format!("pid {pid} ("))),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.starts_with("files released after")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("stopping")),
+        "no escalation was needed: {texts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_holder_that_survives_the_escalation_fails_the_install_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The module's stop command stops nothing.
+    let server = server(
+        dir.path(),
+        "stopCommand=\"true\" startCommand=\"true\"",
+        "lock_budget_ms = 300",
+    )
+    .await;
+    let before = tree(&server.module);
+    let _holder = tokio::process::Command::new("sleep")
+        .arg("7779")
+        .current_dir(&server.module)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = server.install().await;
+    let texts: Vec<&str> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("stopping the module's stop/start commands")),
+        "{texts:?}"
+    );
+    let message = status["result"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("are still held after")
+            && message.contains("sleep")
+            && message.contains("rolled back"),
+        "{message}"
+    );
+    assert_eq!(tree(&server.module), before);
+}

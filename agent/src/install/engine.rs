@@ -797,6 +797,21 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `dir` holds nothing but a maintenance page: the shell an install
+/// puts in place of a web module while its old version is set aside.
+fn is_shell(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        let names: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        !names.is_empty()
+            && names
+                .iter()
+                .all(|n| maintenance::PAGES.iter().any(|p| n == *p) || n == ".app_offline.htm.tmp")
+    })
+}
+
 /// Makes the live folder the old version again, whatever step was reached:
 /// idempotent, so recovery can call it after a crash at any point.
 fn restore_old(plan: &Plan, web: bool, set_aside: bool) -> Result<(), String> {
@@ -956,7 +971,10 @@ pub async fn recover(
                 reason: "the agent stopped during the install".into(),
             });
             let took_out = steps.iter().any(|s| matches!(s, Step::OutOfService));
-            let set_aside = steps.iter().any(|s| matches!(s, Step::SetAside));
+            // `SetAside` is journaled before its rename: the rename surely
+            // happened only if the swap was journaled after it, or if the
+            // live folder is the maintenance shell.
+            let set_aside = steps.iter().any(|s| matches!(s, Step::SwapIn)) || is_shell(&plan.live);
             match restore_old(&plan, web, set_aside) {
                 Ok(()) => {
                     if took_out && let Err(e) = control.start().await {

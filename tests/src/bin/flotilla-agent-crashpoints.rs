@@ -1,5 +1,5 @@
 //! The agent with crash points: exactly `flotilla-agent`, except that it
-//! aborts (no cleanup, like SIGKILL or a power cut) when an install reaches
+//! kills itself with SIGKILL (no cleanup, as in a power cut) when an install reaches
 //! the point named in `FLOTILLA_CRASH_AT`. It lives in the test harness so no
 //! shipped binary can reach a crash point.
 
@@ -16,7 +16,11 @@ struct AbortAt(String);
 impl CrashPoints for AbortAt {
     fn reached(&self, point: &str) {
         if point == self.0 {
-            eprintln!("crash point {point} reached: aborting");
+            eprintln!("crash point {point} reached: SIGKILL");
+            // SIGKILL, as the issue asks: no handler, no cleanup, nothing flushed.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
             std::process::abort();
         }
     }

@@ -321,6 +321,9 @@ pub fn start(
             })
         };
         if let Some(view) = finished {
+            if let Some(Ok(outcome)) = &view.result {
+                record_downtime(&agent, &module, outcome.downtime);
+            }
             let _ = agent
                 .installs
                 .notices
@@ -395,6 +398,7 @@ async fn run(
         from,
         control: declaration.control.clone(),
         crash_points: agent.installs.crash_points.as_ref(),
+        expected_downtime: expected_downtime(agent, &module),
     };
     install.run(&package, progress).await
 }
@@ -458,4 +462,40 @@ pub async fn recover_at_start(agent: &Agent) -> Vec<String> {
         tracing::warn!("{note}");
     }
     notes
+}
+
+/// `<data>/bin/updates/downtimes.log`: one line per successful install,
+/// `<module> <milliseconds out of service>`, to estimate the next one.
+fn downtimes_file(agent: &Agent) -> PathBuf {
+    agent.settings.layout.updates_dir().join("downtimes.log")
+}
+
+fn record_downtime(agent: &Agent, module: &str, downtime: std::time::Duration) {
+    use std::io::Write;
+    let line = format!("{module} {}\n", downtime.as_millis());
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(downtimes_file(agent))
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("cannot record the downtime of {module}: {e}");
+    }
+}
+
+/// How long `module` is expected to stay out of service, for the
+/// maintenance page: twice the longest of its last five installs, at least
+/// 10 s; a minute when it was never installed here.
+pub fn expected_downtime(agent: &Agent, module: &str) -> std::time::Duration {
+    let text = std::fs::read_to_string(downtimes_file(agent)).unwrap_or_default();
+    let recent: Vec<u64> = text
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(name, _)| *name == module)
+        .filter_map(|(_, ms)| ms.trim().parse().ok())
+        .collect();
+    match recent.iter().rev().take(5).max() {
+        Some(longest) => std::time::Duration::from_millis((longest * 2).max(10_000)),
+        None => std::time::Duration::from_secs(60),
+    }
 }

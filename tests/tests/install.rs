@@ -1180,3 +1180,32 @@ async fn a_holder_that_survives_the_escalation_fails_the_install_naming_it() {
     );
     assert_eq!(tree(&server.module), before);
 }
+
+#[tokio::test]
+async fn the_maintenance_page_says_what_is_updated_and_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let copy = dir.path().join("page-seen-by-hook.htm");
+    std::fs::write(
+        server.scripts().join("POSTINSTALL_ecommerce.sh"),
+        format!(
+            "cp \"${{E_MODULE_PATH}}app_offline.htm\" {}\n",
+            copy.display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(server.install().await["result"]["ok"], true);
+    let page = std::fs::read_to_string(&copy).unwrap();
+    assert!(
+        page.contains("ecommerce is being updated to version 2.0.0"),
+        "{page}"
+    );
+    let until = page.split("Expected back by ").nth(1).unwrap();
+    assert!(
+        until.as_bytes()[2] == b':' && until.as_bytes()[5] == b':',
+        "a time of day: {page}"
+    );
+    // The next install's estimate comes from this one's measured downtime.
+    let log = std::fs::read_to_string(server.agent.data.join("bin/updates/downtimes.log")).unwrap();
+    assert!(log.starts_with("ecommerce "), "{log}");
+}

@@ -27,6 +27,9 @@ pub struct Install<'a> {
     pub from: Option<Version>,
     pub control: Control,
     pub crash_points: &'a dyn CrashPoints,
+    /// How long the module is expected to be out of service, for the
+    /// maintenance page's "back by".
+    pub expected_downtime: Duration,
 }
 
 /// A successful install.
@@ -414,7 +417,9 @@ impl Run<'_, '_> {
             &install.settings.maintenance_template,
             &plan.module,
             &plan.to_version,
-            Utc::now() + chrono::Duration::seconds(60),
+            Utc::now()
+                + chrono::Duration::from_std(install.expected_downtime)
+                    .unwrap_or(chrono::Duration::seconds(60)),
         );
         self.reached.out_of_service = true;
         let down_since = Instant::now();

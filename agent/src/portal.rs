@@ -203,14 +203,11 @@ pub fn render(agent: &Agent) -> String {
 }
 
 async fn install_form(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
-    match installs::start(&agent, &module, installs::Source::Pending, None) {
-        Ok(_) => Redirect::to(&format!("/installs/{module}")).into_response(),
-        Err(e) => (
-            status_of(&e),
-            Html(message_page("Install refused", &e.to_string())),
-        )
-            .into_response(),
-    }
+    started_page(
+        &module,
+        "Install refused",
+        installs::start(&agent, &module, installs::Source::Pending, None),
+    )
 }
 
 fn status_of(error: &StartError) -> StatusCode {
@@ -307,21 +304,14 @@ async fn rollback_form(
     Path(module): Path<String>,
     axum::extract::Query(request): axum::extract::Query<RollbackRequest>,
 ) -> Response {
-    match installs::start(
-        &agent,
+    let source = installs::Source::Backup {
+        version: request.to,
+    };
+    started_page(
         &module,
-        installs::Source::Backup {
-            version: request.to,
-        },
-        None,
-    ) {
-        Ok(_) => Redirect::to(&format!("/installs/{module}")).into_response(),
-        Err(e) => (
-            status_of(&e),
-            Html(message_page("Restore refused", &e.to_string())),
-        )
-            .into_response(),
-    }
+        "Restore refused",
+        installs::start(&agent, &module, source, None),
+    )
 }
 
 async fn rollback_api(
@@ -330,25 +320,10 @@ async fn rollback_api(
     body: Option<Json<RollbackRequest>>,
 ) -> Response {
     let request = body.map(|Json(r)| r).unwrap_or_default();
-    match installs::start(
-        &agent,
-        &module,
-        installs::Source::Backup {
-            version: request.to,
-        },
-        None,
-    ) {
-        Ok(to) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"module": module, "to": to})),
-        )
-            .into_response(),
-        Err(e) => (
-            status_of(&e),
-            Json(json!({"error": "refused", "message": e.to_string()})),
-        )
-            .into_response(),
-    }
+    let source = installs::Source::Backup {
+        version: request.to,
+    };
+    started(&module, installs::start(&agent, &module, source, None))
 }
 
 /// `POST /api/modules/{module}/install`: an optional package to install
@@ -380,7 +355,12 @@ async fn install_api(
         Some((path, sha256)) => installs::Source::Package { path, sha256 },
         None => installs::Source::Pending,
     };
-    match installs::start(&agent, &module, source, None) {
+    started(&module, installs::start(&agent, &module, source, None))
+}
+
+/// The API's answer to a start: 202 with the version, or the refusal.
+fn started(module: &str, result: Result<String, StartError>) -> Response {
+    match result {
         Ok(to) => (
             StatusCode::ACCEPTED,
             Json(json!({"module": module, "to": to})),
@@ -391,6 +371,14 @@ async fn install_api(
             Json(json!({"error": "refused", "message": e.to_string()})),
         )
             .into_response(),
+    }
+}
+
+/// The form's answer to a start: the install's page, or the refusal.
+fn started_page(module: &str, title: &str, result: Result<String, StartError>) -> Response {
+    match result {
+        Ok(_) => Redirect::to(&format!("/installs/{module}")).into_response(),
+        Err(e) => (status_of(&e), Html(message_page(title, &e.to_string()))).into_response(),
     }
 }
 

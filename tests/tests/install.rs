@@ -77,6 +77,19 @@ async fn server_of(
     }
 }
 
+/// Waits for the install whose status is at `url` to finish; returns the status.
+async fn finished(client: &reqwest::Client, url: &str) -> Value {
+    wait_until("the install to finish", async || {
+        let status: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        if status["running"] == false {
+            Ok(status)
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await
+}
+
 fn write_sidecar(package: &Path) {
     std::fs::write(
         format!("{}.sha256", package.display()),
@@ -125,15 +138,7 @@ impl Server {
             "{}",
             response.text().await.unwrap()
         );
-        wait_until("the install to finish", async || {
-            let status: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
-            if status["running"] == false {
-                Ok(status)
-            } else {
-                Err(status.to_string())
-            }
-        })
-        .await
+        finished(&client, &url).await
     }
 
     fn leftovers(&self) -> Vec<String> {
@@ -951,15 +956,7 @@ async fn a_service_module_is_stopped_for_the_swap_and_started_again() {
             .as_u16(),
         202
     );
-    let status: Value = wait_until("the install to finish", async || {
-        let status: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
-        if status["running"] == false {
-            Ok(status)
-        } else {
-            Err(status.to_string())
-        }
-    })
-    .await;
+    let status: Value = finished(&client, &url).await;
     assert_eq!(status["result"]["ok"], true, "{status}");
     let lines: Vec<String> = std::fs::read_to_string(&trace)
         .unwrap()
@@ -1109,15 +1106,7 @@ async fn a_holder_that_lets_go_within_the_budget_is_waited_for() {
     })
     .await;
     holder.kill().await.unwrap();
-    let status: Value = wait_until("the install to finish", async || {
-        let status: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
-        if status["running"] == false {
-            Ok(status)
-        } else {
-            Err(status.to_string())
-        }
-    })
-    .await;
+    let status: Value = finished(&client, &url).await;
     assert_eq!(status["result"]["ok"], true, "{status}");
     let texts: Vec<&str> = status["events"]
         .as_array()

@@ -7,6 +7,7 @@
 
 mod convert;
 pub mod domain;
+pub mod signing;
 
 /// Generated messages and services of package `flotilla.v1`.
 #[allow(missing_debug_implementations)] // generated service code

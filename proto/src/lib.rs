@@ -7,6 +7,7 @@
 
 mod convert;
 pub mod domain;
+pub mod package;
 pub mod signing;
 
 /// Generated messages and services of package `flotilla.v1`.

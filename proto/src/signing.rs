@@ -45,11 +45,16 @@ fn unhex<const N: usize>(what: &'static str, text: &str) -> Result<[u8; N], Sign
     let text = text.trim();
     let malformed = |why: String| SigningError::Malformed { what, why };
     if text.len() != N * 2 {
-        return Err(malformed(format!("expected {} hex digits, found {}", N * 2, text.len())));
+        return Err(malformed(format!(
+            "expected {} hex digits, found {}",
+            N * 2,
+            text.len()
+        )));
     }
     let mut bytes = [0u8; N];
     for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).map_err(|_| malformed("not hexadecimal".into()))?;
+        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16)
+            .map_err(|_| malformed("not hexadecimal".into()))?;
     }
     Ok(bytes)
 }
@@ -64,7 +69,10 @@ impl SecretKey {
 
     /// Reads the hex form written by [`SecretKey::to_hex`].
     pub fn from_hex(text: &str) -> Result<SecretKey, SigningError> {
-        Ok(SecretKey(SigningKey::from_bytes(&unhex::<32>("secret key", text)?)))
+        Ok(SecretKey(SigningKey::from_bytes(&unhex::<32>(
+            "secret key",
+            text,
+        )?)))
     }
 
     pub fn to_hex(&self) -> String {
@@ -105,7 +113,11 @@ impl PublicKey {
 
 /// Checks a package signature against the trusted keys; returns the id of
 /// the key that made it.
-pub fn verify_package(trusted: &[PublicKey], sha256: &str, signature: &str) -> Result<String, SigningError> {
+pub fn verify_package(
+    trusted: &[PublicKey],
+    sha256: &str,
+    signature: &str,
+) -> Result<String, SigningError> {
     let signature = Signature::from_bytes(&unhex::<64>("signature", signature)?);
     let message = format!("{DOMAIN}{}", sha256.trim().to_ascii_lowercase());
     trusted
@@ -116,7 +128,11 @@ pub fn verify_package(trusted: &[PublicKey], sha256: &str, signature: &str) -> R
             trusted: if trusted.is_empty() {
                 "none".into()
             } else {
-                trusted.iter().map(PublicKey::id).collect::<Vec<_>>().join(", ")
+                trusted
+                    .iter()
+                    .map(PublicKey::id)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         })
 }
@@ -133,7 +149,10 @@ mod tests {
         let stranger = SecretKey::generate().expect("key");
         let signature = publisher.sign_package(SHA);
         let trusted = [stranger.public(), publisher.public()];
-        assert_eq!(verify_package(&trusted, SHA, &signature), Ok(publisher.public().id()));
+        assert_eq!(
+            verify_package(&trusted, SHA, &signature),
+            Ok(publisher.public().id())
+        );
         let err = verify_package(&[stranger.public()], SHA, &signature).expect_err("untrusted");
         assert!(err.to_string().contains(&stranger.public().id()), "{err}");
         let other_package = SHA.replace('9', "8");
@@ -145,7 +164,10 @@ mod tests {
         let key = SecretKey::generate().expect("key");
         let again = SecretKey::from_hex(&key.to_hex()).expect("hex");
         assert_eq!(again.public(), key.public());
-        assert_eq!(PublicKey::from_hex(&key.public().to_hex()), Ok(key.public()));
+        assert_eq!(
+            PublicKey::from_hex(&key.public().to_hex()),
+            Ok(key.public())
+        );
         assert!(!format!("{key:?}").contains(&key.to_hex()));
         assert!(PublicKey::from_hex("zz").is_err());
     }

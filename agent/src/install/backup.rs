@@ -22,7 +22,7 @@ pub fn compress(folder: &Path, zip_path: &Path) -> io::Result<u64> {
         .compression_method(CompressionMethod::Deflated)
         .compression_level(Some(1))
         .large_file(false);
-    let total = add_tree(&mut zip, folder, "", options)?;
+    let total = flotilla_proto::package::build::add_tree(&mut zip, folder, "", options)?;
     let mut writer = zip.finish().map_err(io::Error::other)?;
     writer.flush()?;
     writer
@@ -32,46 +32,6 @@ pub fn compress(folder: &Path, zip_path: &Path) -> io::Result<u64> {
     std::fs::rename(&temporary, zip_path)?;
     if let Some(dir) = zip_path.parent() {
         super::journal::sync_dir(dir);
-    }
-    Ok(total)
-}
-
-/// Adds every folder and file under `folder` to `zip`, named `prefix` +
-/// their path relative to `folder` with `/` separators, in a stable order.
-/// Returns the bytes of file content added.
-pub(crate) fn add_tree<W: Write + io::Seek>(
-    zip: &mut zip::ZipWriter<W>,
-    folder: &Path,
-    prefix: &str,
-    options: SimpleFileOptions,
-) -> io::Result<u64> {
-    let mut total = 0u64;
-    let mut stack = vec![folder.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let relative = path
-                .strip_prefix(folder)
-                .map_err(io::Error::other)?
-                .to_string_lossy()
-                .replace('\\', "/");
-            let file_type = entry.file_type()?;
-            if file_type.is_dir() {
-                zip.add_directory(format!("{prefix}{relative}/"), options)
-                    .map_err(io::Error::other)?;
-                stack.push(path);
-            } else if file_type.is_file() {
-                let size = entry.metadata()?.len();
-                zip.start_file(
-                    format!("{prefix}{relative}"),
-                    options.large_file(size >= u64::from(u32::MAX)),
-                )
-                .map_err(io::Error::other)?;
-                total += io::copy(&mut File::open(&path)?, zip)?;
-            }
-        }
     }
     Ok(total)
 }

@@ -23,7 +23,8 @@
 pub mod hooks;
 pub mod journal;
 pub mod maintenance;
-pub mod package;
+/// The package format, shared with the publisher's tooling.
+pub use flotilla_proto::package;
 pub mod platform;
 
 pub mod backup;

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flotilla_proto::domain::{ModuleKind, ModuleName, Version};
+use crate::domain::{ModuleKind, ModuleName, Version};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use zip::ZipArchive;
@@ -540,8 +540,48 @@ pub mod build {
         zip.start_file(super::MANIFEST, options)
             .map_err(io::Error::other)?;
         zip.write_all(manifest.as_bytes())?;
-        crate::install::backup::add_tree(&mut zip, folder, super::PAYLOAD, options)?;
+        add_tree(&mut zip, folder, super::PAYLOAD, options)?;
         zip.finish().map_err(io::Error::other)?.flush()?;
         Ok(())
+    }
+
+    /// Adds every folder and file under `folder` to `zip`, named `prefix` +
+    /// their path relative to `folder` with `/` separators, in a stable order.
+    /// Returns the bytes of file content added.
+    pub fn add_tree<W: Write + io::Seek>(
+        zip: &mut zip::ZipWriter<W>,
+        folder: &Path,
+        prefix: &str,
+        options: SimpleFileOptions,
+    ) -> io::Result<u64> {
+        let mut total = 0u64;
+        let mut stack = vec![folder.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let path = entry.path();
+                let relative = path
+                    .strip_prefix(folder)
+                    .map_err(io::Error::other)?
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let file_type = entry.file_type()?;
+                if file_type.is_dir() {
+                    zip.add_directory(format!("{prefix}{relative}/"), options)
+                        .map_err(io::Error::other)?;
+                    stack.push(path);
+                } else if file_type.is_file() {
+                    let size = entry.metadata()?.len();
+                    zip.start_file(
+                        format!("{prefix}{relative}"),
+                        options.large_file(size >= u64::from(u32::MAX)),
+                    )
+                    .map_err(io::Error::other)?;
+                    total += io::copy(&mut File::open(&path)?, zip)?;
+                }
+            }
+        }
+        Ok(total)
     }
 }

@@ -28,6 +28,8 @@ use crate::fleet::{Fleet, FleetEvent, Order, OrderError};
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub fleet: Arc<Fleet>,
+    /// Where package files are stored.
+    pub packages: Arc<crate::releases::PackageStore>,
     /// Cancelled at shutdown: ends the event streams.
     pub shutdown: CancellationToken,
 }
@@ -40,7 +42,8 @@ pub struct ApiState {
     ),
     tags(
         (name = "fleet", description = "Sites, servers and modules"),
-        (name = "installs", description = "Installing modules on servers, and what happened")
+        (name = "installs", description = "Installing modules on servers, and what happened"),
+        (name = "releases", description = "Publishing signed module packages, grouped in releases")
     )
 )]
 struct ApiDoc;
@@ -55,6 +58,10 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(order_rollback))
         .routes(routes!(list_installs))
         .routes(routes!(get_install))
+        .routes(routes!(crate::releases::upload))
+        .routes(routes!(crate::releases::download))
+        .routes(routes!(crate::releases::publish, crate::releases::list))
+        .routes(routes!(crate::releases::get))
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router

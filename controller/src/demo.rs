@@ -67,6 +67,7 @@ pub async fn run(
         .with_context(|| format!("cannot create the demo folder {}", args.dir.display()))?;
 
     let db = Database::open(&args.dir.join("controller.db")).await?;
+    let packages = crate::releases::PackageStore::open(args.dir.join("packages"))?;
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let grpc_url = format!("http://{}", grpc.local_addr()?);
     let http = TcpListener::bind(("127.0.0.1", args.port))
@@ -83,9 +84,16 @@ pub async fn run(
         timeout: Duration::from_secs(6),
     };
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(crate::run(db, heartbeats, grpc, http, async move {
-        let _ = controller_stopped.await;
-    }));
+    let controller = tokio::spawn(crate::run(
+        db,
+        packages,
+        heartbeats,
+        grpc,
+        http,
+        async move {
+            let _ = controller_stopped.await;
+        },
+    ));
 
     let mut agents: Vec<(String, Child)> = Vec::new();
     let mut portals = Vec::new();

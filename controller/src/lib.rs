@@ -9,6 +9,8 @@
 //!   only module that sees wire types.
 //! - [`api`]: the REST API under `/api/v1`, its OpenAPI document, the event
 //!   stream.
+//! - [`releases`]: the content-addressed package store, publishing and
+//!   serving releases (resumable downloads).
 //! - [`dashboard`]: the web pages from `web/`, embedded.
 //! - [`demo`]: the README's one-command demo (a controller and three agents).
 //!
@@ -22,6 +24,8 @@ pub mod db;
 pub mod demo;
 pub mod fleet;
 pub mod grpc;
+pub mod publisher;
+pub mod releases;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +46,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// on `http` until `shutdown` resolves.
 pub async fn run(
     db: Database,
+    packages: releases::PackageStore,
     heartbeats: Heartbeats,
     grpc: TcpListener,
     http: TcpListener,
@@ -69,6 +74,7 @@ pub async fn run(
     let app = dashboard::router()
         .merge(api::router(api::ApiState {
             fleet: fleet.clone(),
+            packages: Arc::new(packages),
             shutdown: stop.clone(),
         }))
         .route("/api/{*rest}", axum::routing::any(api::not_found));

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use flotilla_controller::db::Database;
 use flotilla_controller::fleet::Heartbeats;
+use flotilla_controller::publisher;
 use tokio::net::TcpListener;
 
 /// The Flotilla controller: the agents' endpoint, the fleet database, the
@@ -29,6 +30,69 @@ enum Command {
     /// Start a demo: a controller on a fresh SQLite file and three agents
     /// laid out like a customer site. Ctrl-C stops everything.
     Demo(flotilla_controller::demo::DemoArgs),
+    /// Make an Ed25519 publisher key pair: <OUT>.key (secret) and <OUT>.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build or sign module packages.
+    #[command(subcommand)]
+    Package(PackageCommand),
+    /// Publish releases.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PackageCommand {
+    /// Build a package from a folder (writes <OUT>, <OUT>.sha256, and <OUT>.sig with --key).
+    Build {
+        #[arg(long)]
+        module: String,
+        #[arg(long)]
+        version: String,
+        /// web, service or database.
+        #[arg(long, default_value = "web")]
+        kind: String,
+        /// The module's files.
+        #[arg(long)]
+        from: PathBuf,
+        /// Paths carried over from the installed version (repeatable).
+        #[arg(long)]
+        preserve: Vec<String>,
+        /// A URL that must answer 2xx once the module is back in service.
+        #[arg(long)]
+        health_url: Option<String>,
+        /// The package to write; defaults to <module>-<version>.zip.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Sign it with this secret key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Sign a package (writes <PACKAGE>.sig).
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        package: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReleaseCommand {
+    /// Upload signed packages and publish them as a release.
+    Publish {
+        /// The controller, e.g. http://controller:7080.
+        #[arg(long, env = "FLOTILLA_SERVER")]
+        server: String,
+        #[arg(long)]
+        version: String,
+        /// A Markdown file with the release notes.
+        #[arg(long)]
+        notes: Option<PathBuf>,
+        #[arg(required = true)]
+        packages: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -36,6 +100,9 @@ struct ServeArgs {
     /// The SQLite database file (created if missing).
     #[arg(long, env = "FLOTILLA_DB", default_value_os_t = default_database())]
     db: PathBuf,
+    /// Where package files are stored; defaults to a `packages` folder beside the database.
+    #[arg(long, env = "FLOTILLA_PACKAGES")]
+    packages: Option<PathBuf>,
     /// Where agents connect (gRPC).
     #[arg(long, env = "FLOTILLA_GRPC_LISTEN", default_value = "0.0.0.0:7000")]
     grpc_listen: SocketAddr,
@@ -66,8 +133,8 @@ fn default_database() -> PathBuf {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
-        Some(Command::Demo(_)) => "warn",
-        _ => "info",
+        None | Some(Command::Serve(_)) => "info",
+        _ => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -78,6 +145,20 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Some(Command::Demo(args)) => flotilla_controller::demo::run(args, shutdown_signal()).await,
+        Some(Command::Keygen { out }) => publisher::keygen(&out).map(|id| {
+            println!(
+                "key {id}: {}.key (secret) and {}.pub",
+                out.display(),
+                out.display()
+            )
+        }),
+        Some(Command::Package(command)) => package(command),
+        Some(Command::Release(ReleaseCommand::Publish {
+            server,
+            version,
+            notes,
+            packages,
+        })) => release(&server, &version, notes.as_deref(), &packages).await,
         Some(Command::Serve(args)) => serve(args).await,
         None => serve(cli.serve).await,
     };
@@ -88,6 +169,73 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn package(command: PackageCommand) -> anyhow::Result<()> {
+    match command {
+        PackageCommand::Build {
+            module,
+            version,
+            kind,
+            from,
+            preserve,
+            health_url,
+            out,
+            key,
+        } => {
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{module}-{version}.zip")));
+            let request = publisher::BuildRequest {
+                module,
+                version,
+                kind,
+                from,
+                preserve,
+                health_url,
+                out: out.clone(),
+                key,
+            };
+            let sha256 = publisher::build_package(&request)?;
+            println!("{} sha256 {sha256}", out.display());
+        }
+        PackageCommand::Sign { key, package } => {
+            let id = publisher::sign(&key, &package)?;
+            println!("{}.sig signed with key {id}", package.display());
+        }
+    }
+    Ok(())
+}
+
+async fn release(
+    server: &str,
+    version: &str,
+    notes: Option<&std::path::Path>,
+    packages: &[PathBuf],
+) -> anyhow::Result<()> {
+    let notes = match notes {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => String::new(),
+    };
+    let answer = publisher::publish(server, version, &notes, packages).await?;
+    let verb = if answer["created"] == true {
+        "published"
+    } else {
+        "already published, unchanged"
+    };
+    println!("release {version} {verb}");
+    for package in answer["release"]["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  {} {} sha256 {}",
+            package["module"].as_str().unwrap_or("?"),
+            package["version"].as_str().unwrap_or("?"),
+            package["sha256"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -102,6 +250,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.heartbeat_interval_ms
     );
     let db = Database::open(&args.db).await?;
+    let packages_dir = args.packages.clone().unwrap_or_else(|| {
+        args.db
+            .parent()
+            .map(|p| p.join("packages"))
+            .unwrap_or_else(|| PathBuf::from("packages"))
+    });
+    let packages = flotilla_controller::releases::PackageStore::open(packages_dir.clone())
+        .with_context(|| format!("cannot open the package store {}", packages_dir.display()))?;
     let grpc = TcpListener::bind(args.grpc_listen)
         .await
         .with_context(|| format!("cannot listen on {} for agents", args.grpc_listen))?;
@@ -114,7 +270,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "flotilla-controller dashboard: http://{}/",
         http.local_addr()?
     );
-    flotilla_controller::run(db, heartbeats, grpc, http, shutdown_signal()).await
+    flotilla_controller::run(db, packages, heartbeats, grpc, http, shutdown_signal()).await
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.

@@ -1,0 +1,173 @@
+//! The publisher's command line: make a key pair, build and sign module
+//! packages, publish a release to a controller. `main` maps the subcommands
+//! here; everything talks to the controller only through its REST API.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use flotilla_proto::package::{build, sha256_file};
+use flotilla_proto::signing::SecretKey;
+use serde_json::{Value, json};
+
+/// Writes `<out>.key` (secret, owner-only) and `<out>.pub`; returns the key id.
+pub fn keygen(out: &Path) -> anyhow::Result<String> {
+    let key = SecretKey::generate()?;
+    let secret = out.with_extension("key");
+    let public = out.with_extension("pub");
+    for path in [&secret, &public] {
+        if path.exists() {
+            bail!("{} exists: refusing to overwrite a key", path.display());
+        }
+    }
+    write_private(&secret, &format!("{}\n", key.to_hex()))?;
+    std::fs::write(&public, format!("{}\n", key.public().to_hex()))
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    Ok(key.public().id())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key {}", path.display()))?;
+    SecretKey::from_hex(&text).with_context(|| format!("key {}", path.display()))
+}
+
+/// What to put in a package.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub module: String,
+    pub version: String,
+    pub kind: String,
+    pub from: PathBuf,
+    pub preserve: Vec<String>,
+    pub health_url: Option<String>,
+    pub out: PathBuf,
+    pub key: Option<PathBuf>,
+}
+
+/// Builds a package (and its `.sha256`, and `.sig` when a key is given);
+/// returns its sha256.
+pub fn build_package(request: &BuildRequest) -> anyhow::Result<String> {
+    if !request.from.is_dir() {
+        bail!("{} is not a folder", request.from.display());
+    }
+    let mut manifest = format!(
+        "module = {:?}\nversion = {:?}\nkind = {:?}\n",
+        request.module, request.version, request.kind
+    );
+    if !request.preserve.is_empty() {
+        manifest.push_str(&format!("preserve = {:?}\n", request.preserve));
+    }
+    if let Some(url) = &request.health_url {
+        manifest.push_str(&format!("[health_check]\nurl = {url:?}\n"));
+    }
+    build::from_folder(&request.out, &manifest, &request.from)
+        .with_context(|| format!("cannot write {}", request.out.display()))?;
+    // Read back as an agent would: the manifest must be valid.
+    flotilla_proto::package::read_manifest(&request.out)?;
+    let sha256 = sha256_file(&request.out)?;
+    std::fs::write(sidecar(&request.out, "sha256"), format!("{sha256}\n"))?;
+    if let Some(key) = &request.key {
+        sign(key, &request.out)?;
+    }
+    Ok(sha256)
+}
+
+/// Signs a package: writes `<package>.sig`; returns the key id.
+pub fn sign(key: &Path, package: &Path) -> anyhow::Result<String> {
+    let key = load_key(key)?;
+    let sha256 =
+        sha256_file(package).with_context(|| format!("cannot read {}", package.display()))?;
+    std::fs::write(
+        sidecar(package, "sig"),
+        format!("{}\n", key.sign_package(&sha256)),
+    )?;
+    Ok(key.public().id())
+}
+
+fn sidecar(package: &Path, extension: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{extension}", package.display()))
+}
+
+/// Uploads each package (streamed) and publishes the release; returns the
+/// controller's answer.
+pub async fn publish(
+    server: &str,
+    version: &str,
+    notes: &str,
+    packages: &[PathBuf],
+) -> anyhow::Result<Value> {
+    let client = reqwest::Client::new();
+    let base = server.trim_end_matches('/');
+    let mut entries = Vec::new();
+    for package in packages {
+        let signature = std::fs::read_to_string(sidecar(package, "sig"))
+            .with_context(|| {
+                format!(
+                    "{} is not signed: run `flotilla-controller package sign` first",
+                    package.display()
+                )
+            })?
+            .trim()
+            .to_owned();
+        let sha256 =
+            sha256_file(package).with_context(|| format!("cannot read {}", package.display()))?;
+        let file = tokio::fs::File::open(package).await?;
+        let size = file.metadata().await?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
+        let response = client
+            .put(format!("{base}/api/v1/packages/{sha256}"))
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .header(reqwest::header::CONTENT_TYPE, "application/zip")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the controller at {base}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            bail!(
+                "uploading {}: {status}: {}",
+                package.display(),
+                answer["message"]
+            );
+        }
+        entries.push(json!({"sha256": sha256, "signature": signature}));
+    }
+    let response = client
+        .post(format!("{base}/api/v1/releases"))
+        .json(&json!({"version": version, "notes": notes, "packages": entries}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the controller at {base}"))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "publishing release {version}: {status}: {}",
+            answer["message"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(json!({"created": status == reqwest::StatusCode::CREATED, "release": answer}))
+}

@@ -1,0 +1,353 @@
+//! Publishing releases: keys, packages and signatures made with the CLI,
+//! uploads streamed to the controller, conflicts refused, downloads resumable.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use flotilla_proto::signing::{PublicKey, verify_package};
+use flotilla_tests::{Controller, binary};
+use serde_json::{Value, json};
+
+/// Runs `flotilla-controller <args>`; returns success and everything printed.
+async fn cli(args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(binary("flotilla-controller"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A module folder with a few files.
+fn dist(dir: &Path, marker: &str) -> PathBuf {
+    let dist = dir.join(format!("dist-{marker}"));
+    std::fs::create_dir_all(dist.join("bin")).unwrap();
+    std::fs::write(dist.join("index.html"), format!("<h1>{marker}</h1>")).unwrap();
+    std::fs::write(dist.join("bin/shop.dll"), vec![7u8; 100_000]).unwrap();
+    dist
+}
+
+#[tokio::test]
+async fn packages_are_built_signed_and_published_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let key = dir.path().join("publisher");
+    let (ok, out) = cli(&["keygen", "--out", s(&key)]).await;
+    assert!(ok, "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key.with_extension("key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the secret key is the owner's only");
+    }
+    let public =
+        PublicKey::from_hex(&std::fs::read_to_string(key.with_extension("pub")).unwrap()).unwrap();
+
+    let package = dir.path().join("ecommerce-2.3.0.zip");
+    let (ok, out) = cli(&[
+        "package",
+        "build",
+        "--module",
+        "ecommerce",
+        "--version",
+        "2.3.0",
+        "--kind",
+        "web",
+        "--from",
+        s(&dist(dir.path(), "a")),
+        "--preserve",
+        "web.config",
+        "--out",
+        s(&package),
+        "--key",
+        s(&key.with_extension("key")),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let notes = dir.path().join("notes.md");
+    std::fs::write(&notes, "# 2026.11\n\n- faster checkout\n").unwrap();
+    let (ok, out) = cli(&[
+        "release",
+        "publish",
+        "--server",
+        &controller.http_url,
+        "--version",
+        "2026.11",
+        "--notes",
+        s(&notes),
+        s(&package),
+    ])
+    .await;
+    assert!(ok && out.contains("release 2026.11 published"), "{out}");
+
+    let (status, release) = controller.get("/api/v1/releases/2026.11").await;
+    assert_eq!(status, 200);
+    assert_eq!(release["notes"], "# 2026.11\n\n- faster checkout\n");
+    let published = &release["packages"][0];
+    assert_eq!(
+        (published["module"].as_str(), published["version"].as_str()),
+        (Some("ecommerce"), Some("2.3.0"))
+    );
+    let sha256 = std::fs::read_to_string(format!("{}.sha256", package.display())).unwrap();
+    assert_eq!(published["sha256"], sha256.trim());
+    assert_eq!(
+        verify_package(
+            std::slice::from_ref(&public),
+            sha256.trim(),
+            published["signature"].as_str().unwrap()
+        ),
+        Ok(public.id()),
+        "the signature published verifies with the publisher's key"
+    );
+    let (_, list) = controller.get("/api/v1/releases").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // The same release again: nothing changes.
+    let (ok, out) = cli(&[
+        "release",
+        "publish",
+        "--server",
+        &controller.http_url,
+        "--version",
+        "2026.11",
+        "--notes",
+        s(&notes),
+        s(&package),
+    ])
+    .await;
+    assert!(ok && out.contains("already published, unchanged"), "{out}");
+
+    // Other bytes under the same module version: refused, whatever the release.
+    let changed = dir.path().join("changed").join("ecommerce-2.3.0.zip");
+    std::fs::create_dir_all(changed.parent().unwrap()).unwrap();
+    let (ok, out) = cli(&[
+        "package",
+        "build",
+        "--module",
+        "ecommerce",
+        "--version",
+        "2.3.0",
+        "--from",
+        s(&dist(dir.path(), "b")),
+        "--out",
+        s(&changed),
+        "--key",
+        s(&key.with_extension("key")),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&[
+        "release",
+        "publish",
+        "--server",
+        &controller.http_url,
+        "--version",
+        "2026.12",
+        s(&changed),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        out.contains("409") && out.contains("ecommerce 2.3.0 was already published with sha256"),
+        "{out}"
+    );
+    let (_, list) = controller.get("/api/v1/releases").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "nothing was published");
+
+    // An unsigned package is not published at all.
+    let unsigned = dir.path().join("unsigned.zip");
+    let (ok, _) = cli(&[
+        "package",
+        "build",
+        "--module",
+        "phygitalapi",
+        "--version",
+        "1.0.0",
+        "--from",
+        s(&dist(dir.path(), "c")),
+        "--out",
+        s(&unsigned),
+    ])
+    .await;
+    assert!(ok);
+    let (ok, out) = cli(&[
+        "release",
+        "publish",
+        "--server",
+        &controller.http_url,
+        "--version",
+        "2026.13",
+        s(&unsigned),
+    ])
+    .await;
+    assert!(!ok && out.contains("is not signed"), "{out}");
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let put = |sha: String, body: Vec<u8>| {
+        let client = client.clone();
+        let url = format!("{}/api/v1/packages/{sha}", controller.http_url);
+        async move {
+            let response = client.put(url).body(body).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = put("ab".repeat(32), b"some bytes".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("not ababab"),
+        "{body}"
+    );
+
+    let not_a_zip = b"not a zip at all".to_vec();
+    let sha = sha_of(&not_a_zip);
+    let (status, body) = put(sha.clone(), not_a_zip).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a readable zip"),
+        "{body}"
+    );
+
+    let (status, body) = put("xyz".into(), Vec::new()).await;
+    assert_eq!(status, 400, "{body}");
+
+    let stored: Vec<_> = std::fs::read_dir(dir.path().join("packages"))
+        .unwrap()
+        .collect();
+    assert!(stored.is_empty(), "{stored:?}");
+
+    let response = client
+        .post(format!("{}/api/v1/releases", controller.http_url))
+        .json(
+            &json!({"version": "1.0", "packages": [{"sha256": sha, "signature": "0".repeat(128)}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not been uploaded"),
+        "{body}"
+    );
+}
+
+fn sha_of(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bytes");
+    std::fs::write(&path, bytes).unwrap();
+    flotilla_proto::package::sha256_file(&path).unwrap()
+}
+
+#[tokio::test]
+async fn downloads_resume_with_range_and_honour_the_etag() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let package = dir.path().join("big.zip");
+    let random: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    flotilla_proto::package::build::from_entries(
+        &package,
+        "module = \"ecommerce\"\nversion = \"9.0.0\"\nkind = \"web\"\n",
+        &[("blob.bin", &random)],
+    )
+    .unwrap();
+    let bytes = std::fs::read(&package).unwrap();
+    let sha = sha_of(&bytes);
+    let client = reqwest::Client::new();
+    let response = client
+        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let again = client
+        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status().as_u16(),
+        200,
+        "an identical upload is a no-op"
+    );
+
+    let url = format!("{}/api/v1/packages/{sha}/file", controller.http_url);
+    let etag = format!("\"{sha}\"");
+    let cut = bytes.len() / 3;
+    let first = client
+        .get(&url)
+        .header("range", format!("bytes=0-{}", cut - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 206);
+    assert_eq!(first.headers()["etag"], etag.as_str());
+    let mut received = first.bytes().await.unwrap().to_vec();
+    assert_eq!(received.len(), cut);
+    // The download was cut here; it resumes where it stopped.
+    let rest = client
+        .get(&url)
+        .header("range", format!("bytes={}-", received.len()))
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status().as_u16(), 206);
+    received.extend_from_slice(&rest.bytes().await.unwrap());
+    assert_eq!(
+        sha_of(&received),
+        sha,
+        "the resumed download is the package"
+    );
+
+    let stale = client
+        .get(&url)
+        .header("range", "bytes=10-")
+        .header("if-range", "\"something-else\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.status().as_u16(),
+        200,
+        "a resume against other content gets the whole file"
+    );
+    assert_eq!(stale.bytes().await.unwrap().len(), bytes.len());
+    let cached = client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status().as_u16(), 304);
+}

@@ -64,6 +64,18 @@ struct File {
     backup_dir: Option<PathBuf>,
     /// An HTML file used as the maintenance page.
     maintenance_template: Option<PathBuf>,
+    /// Publisher public keys (hex) whose signatures this agent accepts.
+    #[serde(default)]
+    trusted_keys: Vec<String>,
+    /// How many packages download at once.
+    #[serde(default = "default_download_concurrency")]
+    download_concurrency: usize,
+    /// Optional bandwidth cap for downloads, in kilobytes per second.
+    download_limit_kbps: Option<u64>,
+}
+
+fn default_download_concurrency() -> usize {
+    2
 }
 
 fn default_hook_timeout_seconds() -> u64 {
@@ -111,6 +123,10 @@ pub struct Settings {
     pub reconnect_max: Duration,
     /// What installs may do.
     pub install: InstallSettings,
+    /// Publisher keys whose signatures are accepted (several during a key rotation).
+    pub trusted_keys: Vec<flotilla_proto::signing::PublicKey>,
+    pub download_concurrency: usize,
+    pub download_limit_bytes_per_second: Option<u64>,
 }
 
 /// A configuration that could not be used; the message names the file and, for
@@ -192,10 +208,22 @@ impl Settings {
             maintenance_template,
             limits: package::Limits::default(),
         };
+        let trusted_keys = file
+            .trusted_keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                flotilla_proto::signing::PublicKey::from_hex(key)
+                    .map_err(|e| invalid(format!("trusted_keys[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             site,
             server_id,
             install,
+            trusted_keys,
+            download_concurrency: file.download_concurrency.max(1),
+            download_limit_bytes_per_second: file.download_limit_kbps.map(|k| k.max(1) * 1000),
             layout,
             controller_url: file.controller_url,
             portal_listen: file.portal_listen,

@@ -344,6 +344,7 @@ async fn run(
     declaration: &ModuleDeclaration,
     resolved: Resolved,
 ) -> Result<Outcome, Failure> {
+    let allow_downgrade = matches!(resolved, Resolved::Backup(_));
     let module = declaration.name.to_string();
     let progress: Progress = {
         let agent = agent.clone();
@@ -399,6 +400,7 @@ async fn run(
         control: declaration.control.clone(),
         crash_points: agent.installs.crash_points.as_ref(),
         expected_downtime: expected_downtime(agent, &module),
+        allow_downgrade,
     };
     install.run(&package, progress).await
 }

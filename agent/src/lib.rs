@@ -5,6 +5,8 @@
 //! - [`applications`]: `applicationspath.config`, which modules live here.
 //! - [`inventory`]: scanning modules on disk, and the difference between scans.
 //! - [`status_file`]: `status.xml`, what the last check found.
+//! - [`downloads`]: pre-downloading the packages the controller pushes,
+//!   resumable, verified (sha256, trusted signature), downgrades refused.
 //! - [`link`]: the one long-lived gRPC stream to the controller, with
 //!   reconnection; the only module that sees wire types.
 //! - [`install`]: the install engine (packages, hooks, maintenance page,
@@ -19,6 +21,7 @@
 pub mod applications;
 pub mod cli;
 pub mod config;
+pub mod downloads;
 pub mod install;
 pub mod installs;
 pub mod inventory;
@@ -71,6 +74,8 @@ pub struct Agent {
     pub rescan: Notify,
     /// Installs running and done.
     pub installs: installs::Installs,
+    /// Published packages pushed by the controller, and their downloads.
+    pub downloads: downloads::Downloads,
     /// What the agent repaired or recovered at start, shown on the portal.
     pub notices: std::sync::Mutex<Vec<String>>,
 }
@@ -90,6 +95,7 @@ pub async fn run(
         link: watch::Sender::new(LinkStatus::Connecting),
         rescan: Notify::new(),
         installs: installs::Installs::new(crash_points),
+        downloads: downloads::Downloads::default(),
         notices: std::sync::Mutex::new(Vec::new()),
     });
     let stop = CancellationToken::new();
@@ -108,11 +114,13 @@ pub async fn run(
     let scanner = tokio::spawn(scanner(agent.clone(), stop.clone()));
     let link = tokio::spawn(link::run(agent.clone(), stop.clone()));
     let portal = tokio::spawn(portal::serve(agent.clone(), portal_listener, stop.clone()));
+    let downloader = tokio::spawn(downloads::run(agent.clone(), stop.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");
     stop.cancel();
-    let (scanner, link, portal) = tokio::join!(scanner, link, portal);
+    let (scanner, link, portal, downloader) = tokio::join!(scanner, link, portal, downloader);
+    downloader?;
     scanner?;
     link?;
     portal??;

@@ -225,8 +225,31 @@ fn handle(
     received: ControllerMessage,
     current: &Inventory,
 ) -> Option<AgentMessage> {
-    let Some(controller_message::Body::Command(command)) = received.body else {
-        return None;
+    let command = match received.body {
+        Some(controller_message::Body::Command(command)) => command,
+        Some(controller_message::Body::AvailablePackages(available)) => {
+            let offers = available
+                .packages
+                .into_iter()
+                .filter_map(|p| {
+                    let version = flotilla_proto::domain::Version::parse(&p.version).ok()?;
+                    Some(crate::downloads::Offer {
+                        module: p.module,
+                        version,
+                        kind: p.kind,
+                        sha256: p.sha256,
+                        signature: p.signature,
+                        url: p.url,
+                        size: p.size,
+                        release_version: p.release_version,
+                        release_notes: p.release_notes,
+                    })
+                })
+                .collect();
+            agent.downloads.offer(offers);
+            return None;
+        }
+        _ => return None,
     };
     let (ok, text) = match command.kind {
         Some(command::Kind::RefreshInventory(_)) => {

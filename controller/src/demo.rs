@@ -88,6 +88,7 @@ pub async fn run(
         db,
         packages,
         heartbeats,
+        None,
         grpc,
         http,
         async move {

@@ -48,6 +48,23 @@ pub enum FleetCommand {
         module: String,
         to: Option<String>,
     },
+    /// Tell the agent about published packages.
+    Announce(Vec<Available>),
+}
+
+/// A published package as agents are told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Available {
+    pub module: String,
+    pub version: String,
+    pub kind: String,
+    pub sha256: String,
+    pub signature: String,
+    /// Absolute.
+    pub url: String,
+    pub size: u64,
+    pub release_version: String,
+    pub release_notes: String,
 }
 
 /// What an operator asks a server to do with a module.
@@ -96,6 +113,8 @@ struct Live {
 pub struct Fleet {
     pub db: Database,
     pub heartbeats: Heartbeats,
+    /// This controller's HTTP address as agents reach it, for download URLs.
+    pub public_url: String,
     /// Fleet changes, for live views. Lagging receivers resynchronise.
     events: broadcast::Sender<FleetEvent>,
     /// Connected agents by server id. A std mutex: held for map operations
@@ -119,10 +138,11 @@ pub struct Session {
 }
 
 impl Fleet {
-    pub fn new(db: Database, heartbeats: Heartbeats) -> Self {
+    pub fn new(db: Database, heartbeats: Heartbeats, public_url: String) -> Self {
         Self {
             db,
             heartbeats,
+            public_url: public_url.trim_end_matches('/').to_owned(),
             events: broadcast::Sender::new(1024),
             live: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
@@ -309,6 +329,47 @@ impl Fleet {
                 message,
             }),
             _ => Err(OrderError::NoAnswer(server.to_owned())),
+        }
+    }
+
+    /// Every published package, with absolute download URLs.
+    pub async fn available(&self) -> sqlx::Result<Vec<Available>> {
+        let mut available = Vec::new();
+        // Oldest release first: a package in several releases keeps the newest's notes.
+        for release in self.db.releases().await?.into_iter().rev() {
+            for package in release.packages {
+                let url = package.url.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}/api/v1/packages/{}/file",
+                        self.public_url, package.sha256
+                    )
+                });
+                available.retain(|a: &Available| a.sha256 != package.sha256);
+                available.push(Available {
+                    module: package.module,
+                    version: package.version,
+                    kind: package.kind,
+                    sha256: package.sha256,
+                    signature: package.signature,
+                    url,
+                    size: package
+                        .size
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                    release_version: release.version.clone(),
+                    release_notes: release.notes.clone(),
+                });
+            }
+        }
+        Ok(available)
+    }
+
+    /// Pushes packages to every connected agent at once.
+    pub async fn push_packages(&self, packages: Vec<Available>) {
+        let senders: Vec<mpsc::Sender<FleetCommand>> =
+            self.live().values().map(|l| l.commands.clone()).collect();
+        for sender in senders {
+            let _ = sender.send(FleetCommand::Announce(packages.clone())).await;
         }
     }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
 use flotilla_proto::v1::agent_link_server::AgentLink;
 use flotilla_proto::v1::{
-    AgentMessage, Command, ControllerMessage, InstallModule, RollbackModule, Welcome,
-    agent_message, command, controller_message,
+    AgentMessage, AvailablePackage, AvailablePackages, Command, ControllerMessage, InstallModule,
+    RollbackModule, Welcome, agent_message, command, controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
 use tokio::sync::mpsc;
@@ -117,6 +117,17 @@ impl AgentLink for AgentLinkService {
         };
         // Cannot fail: the receiver is right here and the buffer is empty.
         let _ = outbound.send(Ok(welcome)).await;
+        // Everything published so far: the agent works out what it lacks.
+        match self.fleet.available().await {
+            Ok(available) => {
+                let _ = outbound
+                    .send(Ok(command_message(FleetCommand::Announce(available))))
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(server = %hello.id, "cannot list the published packages: {e}")
+            }
+        }
         tokio::spawn(serve_session(
             self.fleet.clone(),
             session,
@@ -270,6 +281,28 @@ fn command_message(command: FleetCommand) -> ControllerMessage {
                     sha256,
                 }),
             )
+        }
+        FleetCommand::Announce(packages) => {
+            return ControllerMessage {
+                body: Some(controller_message::Body::AvailablePackages(
+                    AvailablePackages {
+                        packages: packages
+                            .into_iter()
+                            .map(|p| AvailablePackage {
+                                module: p.module,
+                                version: p.version,
+                                kind: p.kind,
+                                sha256: p.sha256,
+                                signature: p.signature,
+                                url: p.url,
+                                size: p.size,
+                                release_version: p.release_version,
+                                release_notes: p.release_notes,
+                            })
+                            .collect(),
+                    },
+                )),
+            };
         }
         FleetCommand::Rollback {
             command_id,

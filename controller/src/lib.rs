@@ -48,6 +48,7 @@ pub async fn run(
     db: Database,
     packages: releases::PackageStore,
     heartbeats: Heartbeats,
+    public_url: Option<String>,
     grpc: TcpListener,
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -56,7 +57,11 @@ pub async fn run(
     if offline > 0 {
         tracing::info!("{offline} servers marked offline until their agents reconnect");
     }
-    let fleet = Arc::new(Fleet::new(db, heartbeats));
+    let public_url = match public_url {
+        Some(url) => url,
+        None => format!("http://{}", http.local_addr()?),
+    };
+    let fleet = Arc::new(Fleet::new(db, heartbeats, public_url));
     let stop = CancellationToken::new();
 
     let housekeeping = tokio::spawn({

@@ -109,6 +109,10 @@ struct ServeArgs {
     /// Where the dashboard and the REST API are served.
     #[arg(long, env = "FLOTILLA_HTTP_LISTEN", default_value = "127.0.0.1:7080")]
     http_listen: SocketAddr,
+    /// This controller's HTTP address as agents reach it (download URLs);
+    /// defaults to the address it listens on.
+    #[arg(long, env = "FLOTILLA_PUBLIC_URL")]
+    public_url: Option<String>,
     /// How often agents send a heartbeat, in milliseconds.
     #[arg(long, env = "FLOTILLA_HEARTBEAT_INTERVAL_MS", default_value_t = 10_000)]
     heartbeat_interval_ms: u64,
@@ -270,7 +274,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "flotilla-controller dashboard: http://{}/",
         http.local_addr()?
     );
-    flotilla_controller::run(db, packages, heartbeats, grpc, http, shutdown_signal()).await
+    flotilla_controller::run(
+        db,
+        packages,
+        heartbeats,
+        args.public_url,
+        grpc,
+        http,
+        shutdown_signal(),
+    )
+    .await
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.

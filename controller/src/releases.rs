@@ -412,6 +412,19 @@ pub async fn publish(
     let release = state.fleet.db.release(&version).await?.ok_or_else(|| {
         ApiError::Internal(format!("release {version} vanished after publishing"))
     })?;
+    if created {
+        // Agents learn of it now, not at their next poll.
+        match state.fleet.available().await {
+            Ok(available) => {
+                let new: Vec<_> = available
+                    .into_iter()
+                    .filter(|a| release.packages.iter().any(|p| p.sha256 == a.sha256))
+                    .collect();
+                state.fleet.push_packages(new).await;
+            }
+            Err(e) => tracing::error!("cannot announce release {version}: {e}"),
+        }
+    }
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -1198,3 +1198,25 @@ async fn the_maintenance_page_says_what_is_updated_and_when_it_is_back() {
     let log = std::fs::read_to_string(server.agent.data.join("bin/updates/downtimes.log")).unwrap();
     assert!(log.starts_with("ecommerce "), "{log}");
 }
+
+#[tokio::test]
+async fn an_older_package_is_refused_as_a_downgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let before = tree(&server.module);
+    let older = dir.path().join("older.zip");
+    build::from_entries(
+        &older,
+        "module = \"ecommerce\"\nversion = \"0.9.0\"\nkind = \"web\"\n",
+        &[("index.html", b"old")],
+    )
+    .unwrap();
+    let result = server.install_with(package(&older)).await["result"].clone();
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("ecommerce 0.9.0 is older than the installed 1.0.0: downgrade refused"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was changed"), "{message}");
+    assert_eq!(tree(&server.module), before);
+}

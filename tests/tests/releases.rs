@@ -351,3 +351,177 @@ async fn downloads_resume_with_range_and_honour_the_etag() {
         .unwrap();
     assert_eq!(cached.status().as_u16(), 304);
 }
+
+/// Lays out a web module `ecommerce` 1.0.0 (and `phygitalapi` 1.0.0) for an agent.
+fn applications(dir: &Path, id: &str) -> String {
+    let mut xml = String::from("<applications>\n");
+    for module in ["ecommerce", "phygitalapi"] {
+        let folder = dir.join(id).join("sites").join(module);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("version.txt"), "1.0.0\n").unwrap();
+        xml.push_str(&format!(
+            "<application name=\"{module}\" kind=\"web\" path=\"{}\"/>\n",
+            folder.display()
+        ));
+    }
+    xml + "</applications>\n"
+}
+
+fn module<'a>(server: &'a Value, name: &str) -> &'a Value {
+    server["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let key = dir.path().join("publisher");
+    assert!(cli(&["keygen", "--out", s(&key)]).await.0);
+    let stranger = dir.path().join("stranger");
+    assert!(cli(&["keygen", "--out", s(&stranger)]).await.0);
+    let trusted = format!(
+        "trusted_keys = [\"{}\"]",
+        std::fs::read_to_string(key.with_extension("pub"))
+            .unwrap()
+            .trim()
+    );
+    let agents = dir.path().join("agents");
+    let web = flotilla_tests::Agent::launch_with(
+        &agents,
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        &applications(&agents, "web-01"),
+        100,
+        &trusted,
+    )
+    .await;
+    controller
+        .wait_for_server("web-01", "online", |s| s["online"] == true)
+        .await;
+
+    let build = |module: &str, version: &str, signer: &Path| {
+        let out = dir.path().join(format!("{module}-{version}.zip"));
+        let args: Vec<String> = [
+            "package",
+            "build",
+            "--module",
+            module,
+            "--version",
+            version,
+            "--from",
+            s(&dist(dir.path(), &format!("{module}{version}"))),
+            "--out",
+            s(&out),
+            "--key",
+            s(&signer.with_extension("key")),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (ok, text) = cli(&args).await;
+            assert!(ok, "{text}");
+            out
+        }
+    };
+    let good = build("ecommerce", "2.0.0", &key).await;
+    let forged = build("phygitalapi", "2.0.0", &stranger).await;
+    let (ok, out) = cli(&[
+        "release",
+        "publish",
+        "--server",
+        &controller.http_url,
+        "--version",
+        "2026.11",
+        s(&good),
+        s(&forged),
+    ])
+    .await;
+    assert!(ok, "{out}");
+
+    // Pushed, downloaded, verified: the update waits on the server, and the
+    // controller knows it.
+    controller
+        .wait_for_server("web-01", "ecommerce 2.0.0 pending", |s| {
+            module(s, "ecommerce")["pending_version"] == "2.0.0"
+        })
+        .await;
+    let page = web.portal().await;
+    assert!(page.contains("action=\"/install/ecommerce\""), "{page}");
+    // The package signed by an unknown key was refused and is not there.
+    let server = controller.server("web-01").await.unwrap();
+    assert!(module(&server, "phygitalapi")["pending_version"].is_null());
+    let packages: Vec<String> = std::fs::read_dir(web.data.join("bin/updates/packages"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !packages.iter().any(|p| p.starts_with("phygitalapi")),
+        "{packages:?}"
+    );
+    flotilla_tests::wait_until("the refusal in the agent's log", async || {
+        let log = web.log();
+        log.contains("does not match any trusted publisher key")
+            .then_some(())
+            .ok_or(String::new())
+    })
+    .await;
+
+    // A newer release that would go back in version is never pre-downloaded.
+    let older = build("ecommerce", "0.9.0", &key).await;
+    let (ok, out) = cli(&[
+        "release",
+        "publish",
+        "--server",
+        &controller.http_url,
+        "--version",
+        "2026.12",
+        s(&older),
+    ])
+    .await;
+    assert!(ok, "{out}");
+
+    // An agent that was not connected gets everything when it connects.
+    let late = flotilla_tests::Agent::launch_with(
+        &agents,
+        "acme",
+        "web-02",
+        &controller.grpc_url,
+        &applications(&agents, "web-02"),
+        100,
+        &trusted,
+    )
+    .await;
+    controller
+        .wait_for_server("web-02", "ecommerce pending", |s| {
+            s["online"] == true && !module(s, "ecommerce")["pending_version"].is_null()
+        })
+        .await;
+    let server = controller.server("web-02").await.unwrap();
+    assert_eq!(
+        module(&server, "ecommerce")["pending_version"],
+        "2.0.0",
+        "the highest published version"
+    );
+    assert!(
+        !late
+            .data
+            .join("bin/updates/packages/ecommerce-0.9.0.zip")
+            .exists()
+    );
+    let server = controller.server("web-01").await.unwrap();
+    assert_eq!(module(&server, "ecommerce")["pending_version"], "2.0.0");
+    assert!(
+        !web.data
+            .join("bin/updates/packages/ecommerce-0.9.0.zip")
+            .exists(),
+        "no downgrade is fetched"
+    );
+}

@@ -30,6 +30,9 @@ pub struct Install<'a> {
     /// How long the module is expected to be out of service, for the
     /// maintenance page's "back by".
     pub expected_downtime: Duration,
+    /// Whether going to an older version is allowed (a rollback is; a
+    /// package is not, unless a rollout says so).
+    pub allow_downgrade: bool,
 }
 
 /// A successful install.
@@ -241,13 +244,19 @@ impl Run<'_, '_> {
             .check_target(&install.module, install.kind)
             .map_err(|e| plain(e.to_string()))?;
         let to = &package.manifest.version;
-        if let Some(from) = &install.from
-            && from == to
-        {
-            return Err(plain(format!(
-                "{} {to} is already installed",
-                install.module
-            )));
+        if let Some(from) = &install.from {
+            if from == to {
+                return Err(plain(format!(
+                    "{} {to} is already installed",
+                    install.module
+                )));
+            }
+            if to < from && !install.allow_downgrade {
+                return Err(plain(format!(
+                    "{} {to} is older than the installed {from}: downgrade refused (restore a kept backup to go back)",
+                    install.module
+                )));
+            }
         }
         if !install.live.is_dir() {
             return Err(plain(format!(

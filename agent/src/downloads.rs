@@ -1,0 +1,400 @@
+//! Pre-downloading published packages. The controller pushes every
+//! published package over the stream; for each module of this server the
+//! agent takes the highest published version above the installed one and
+//! downloads what it lacks in the background: a bounded number at a time, an
+//! optional bandwidth limit, resuming a `.part` file after a cut or a
+//! restart. Only a package whose sha256 matches and whose signature verifies
+//! with a trusted publisher key reaches `<data>/bin/updates/packages/`, where
+//! it becomes an update to install.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flotilla_proto::domain::Version;
+use flotilla_proto::package::{read_manifest, sha256_file};
+use flotilla_proto::signing::verify_package;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::Agent;
+
+/// A package the controller says is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub module: String,
+    pub version: Version,
+    pub kind: String,
+    pub sha256: String,
+    pub signature: String,
+    pub url: String,
+    pub size: u64,
+    pub release_version: String,
+    pub release_notes: String,
+}
+
+/// Where a module's download stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownloadState {
+    Downloading {
+        version: String,
+        received: u64,
+        total: u64,
+    },
+    /// Verified and waiting in the packages folder.
+    Ready {
+        version: String,
+    },
+    Failed {
+        version: String,
+        why: String,
+    },
+    /// Failed its checks (checksum, signature, manifest): not fetched again.
+    Refused {
+        version: String,
+        why: String,
+    },
+}
+
+/// The agent's downloads.
+#[derive(Debug, Default)]
+pub struct Downloads {
+    /// The published packages, as last pushed.
+    offers: Mutex<Vec<Offer>>,
+    /// Per module.
+    states: Mutex<HashMap<String, DownloadState>>,
+    /// Wakes the downloader when offers or the inventory change.
+    wake: Notify,
+}
+
+impl Downloads {
+    /// Adds packages pushed by the controller (newer releases last).
+    pub fn offer(&self, offers: Vec<Offer>) {
+        {
+            let mut known = self.offers.lock().unwrap_or_else(|p| p.into_inner());
+            for offer in offers {
+                known.retain(|o| o.sha256 != offer.sha256);
+                known.push(offer);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    pub fn states(&self) -> HashMap<String, DownloadState> {
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, module: &str, state: DownloadState) {
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(module.to_owned(), state);
+    }
+
+    /// The release notes of the package `module` `version`, if pushed.
+    pub fn notes(&self, module: &str, version: &str) -> Option<(String, String)> {
+        self.offers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .find(|o| o.module == module && o.version.as_str() == version)
+            .map(|o| (o.release_version.clone(), o.release_notes.clone()))
+    }
+}
+
+/// Downloads what is missing whenever offers or the inventory change, and
+/// retries failures every 30 s, until `stop`.
+pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(agent.settings.download_concurrency.max(1)));
+    let mut inventory = agent.inventory.subscribe();
+    let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        running.retain(|_, task| !task.is_finished());
+        for offer in wanted(&agent) {
+            if running.contains_key(&offer.sha256) {
+                continue;
+            }
+            let (agent, limit) = (agent.clone(), limit.clone());
+            let sha = offer.sha256.clone();
+            running.insert(
+                sha,
+                tokio::spawn(async move {
+                    let Ok(_permit) = limit.acquire_owned().await else {
+                        return;
+                    };
+                    let module = offer.module.clone();
+                    let version = offer.version.to_string();
+                    match download(&agent, &offer).await {
+                        Ok(()) => {
+                            tracing::info!(module, version, "package downloaded and verified");
+                            agent
+                                .downloads
+                                .set(&module, DownloadState::Ready { version });
+                        }
+                        Err(Failure::Transient(why)) => {
+                            tracing::warn!(
+                                module,
+                                version,
+                                "download failed, retried later: {why}"
+                            );
+                            agent
+                                .downloads
+                                .set(&module, DownloadState::Failed { version, why });
+                        }
+                        Err(Failure::Refused(why)) => {
+                            tracing::error!(module, version, "package refused: {why}");
+                            agent
+                                .downloads
+                                .set(&module, DownloadState::Refused { version, why });
+                        }
+                    }
+                    agent.rescan.notify_one();
+                }),
+            );
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {
+                for task in running.values() {
+                    task.abort();
+                }
+                return;
+            }
+            _ = agent.downloads.wake.notified() => {}
+            changed = inventory.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+/// For each module here, the highest published version when it is newer
+/// than the installed one and not yet in the packages folder. Older versions
+/// are never fetched on the agent's own initiative: going back is an explicit
+/// rollback or rollout, never a pre-download.
+fn wanted(agent: &Agent) -> Vec<Offer> {
+    let inventory = agent.inventory.borrow().clone();
+    let offers = agent
+        .downloads
+        .offers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let packages = agent.settings.layout.packages_dir();
+    let mut wanted = Vec::new();
+    for module in &inventory.modules {
+        let Some(offer) = offers
+            .iter()
+            .filter(|o| o.module == module.name.as_str())
+            .max_by(|a, b| a.version.cmp(&b.version))
+        else {
+            continue;
+        };
+        if module
+            .installed_version
+            .as_ref()
+            .is_some_and(|installed| offer.version <= *installed)
+        {
+            continue;
+        }
+        if packages.join(file_name(offer)).is_file() {
+            continue;
+        }
+        // A package that failed its checks is not fetched again: its bytes
+        // will not change. A download cut by the network is retried.
+        let refused = matches!(
+            agent.downloads.states().get(module.name.as_str()),
+            Some(DownloadState::Refused { version, .. }) if *version == offer.version.to_string()
+        );
+        if !refused {
+            wanted.push(offer.clone());
+        }
+    }
+    wanted
+}
+
+fn file_name(offer: &Offer) -> String {
+    format!("{}-{}.zip", offer.module, offer.version)
+}
+
+/// Why a download did not produce a package.
+#[derive(Debug)]
+enum Failure {
+    /// The network or the disk: tried again later, resuming.
+    Transient(String),
+    /// The package failed its checks: not fetched again.
+    Refused(String),
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Self {
+        Failure::Transient(why)
+    }
+}
+
+/// Downloads one package, resuming a `.part` left by a cut or a restart, then
+/// verifies and files it.
+async fn download(agent: &Agent, offer: &Offer) -> Result<(), Failure> {
+    let settings = &agent.settings;
+    if settings.trusted_keys.is_empty() {
+        return Err(Failure::Refused(
+            "no publisher key is trusted (set trusted_keys in the agent's configuration)".into(),
+        ));
+    }
+    let downloads = settings.layout.updates_dir().join("downloads");
+    tokio::fs::create_dir_all(&downloads)
+        .await
+        .map_err(|e| format!("{}: {e}", downloads.display()))?;
+    let part = downloads.join(format!("{}.part", offer.sha256));
+    fetch(agent, offer, &part).await?;
+
+    let (part_path, offer_clone, keys) =
+        (part.clone(), offer.clone(), settings.trusted_keys.clone());
+    let checked = tokio::task::spawn_blocking(move || verify(&part_path, &offer_clone, &keys))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Err(why) = checked {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(Failure::Refused(why));
+    }
+    let packages = settings.layout.packages_dir();
+    tokio::fs::create_dir_all(&packages)
+        .await
+        .map_err(|e| format!("{}: {e}", packages.display()))?;
+    let target = packages.join(file_name(offer));
+    let write = |path: PathBuf, text: String| async move {
+        tokio::fs::write(&path, text)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write(sidecar(&target, "sig"), format!("{}\n", offer.signature)).await?;
+    write(sidecar(&target, "notes.md"), offer.release_notes.clone()).await?;
+    // The checksum last: it is what makes the package visible as pending.
+    tokio::fs::rename(&part, &target)
+        .await
+        .map_err(|e| format!("cannot move the package to {}: {e}", target.display()))?;
+    write(sidecar(&target, "sha256"), format!("{}\n", offer.sha256)).await?;
+    Ok(())
+}
+
+fn sidecar(package: &Path, extension: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{extension}", package.display()))
+}
+
+/// Fetches `offer.url` into `part`, resuming from what `part` holds.
+async fn fetch(agent: &Agent, offer: &Offer, part: &Path) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let limit = agent.settings.download_limit_bytes_per_second;
+    let etag = format!("\"{}\"", offer.sha256);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let have = tokio::fs::metadata(part)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut request = client.get(&offer.url);
+        if have > 0 {
+            request = request
+                .header(reqwest::header::RANGE, format!("bytes={have}-"))
+                .header(reqwest::header::IF_RANGE, &etag);
+        }
+        let result = async {
+            let mut response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let resume = status == reqwest::StatusCode::PARTIAL_CONTENT;
+            if !status.is_success() {
+                return Err(format!("{} answered {status}", offer.url));
+            }
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(resume)
+                .write(true)
+                .truncate(!resume)
+                .open(part)
+                .await
+                .map_err(|e| format!("{}: {e}", part.display()))?;
+            let mut received = if resume { have } else { 0 };
+            let total = offer.size.max(received);
+            let started = Instant::now();
+            let mut sent_since_start = 0u64;
+            let mut last_report = Instant::now();
+            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| format!("{}: {e}", part.display()))?;
+                received += chunk.len() as u64;
+                sent_since_start += chunk.len() as u64;
+                if let Some(limit) = limit {
+                    // Sleep until the average rate is back under the limit.
+                    let due = Duration::from_secs_f64(sent_since_start as f64 / limit as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                if last_report.elapsed() >= Duration::from_millis(500) {
+                    last_report = Instant::now();
+                    agent.downloads.set(
+                        &offer.module,
+                        DownloadState::Downloading {
+                            version: offer.version.to_string(),
+                            received,
+                            total,
+                        },
+                    );
+                    agent.rescan.notify_one();
+                }
+            }
+            file.flush().await.map_err(|e| e.to_string())?;
+            file.sync_all().await.map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(why) if attempts < 8 => {
+                tracing::warn!(module = %offer.module, "download interrupted ({why}); resuming");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempts))).await;
+            }
+            Err(why) => {
+                return Err(format!(
+                    "download of {} failed after {attempts} attempts: {why}",
+                    offer.url
+                ));
+            }
+        }
+    }
+}
+
+/// The checks a downloaded package must pass.
+fn verify(
+    part: &Path,
+    offer: &Offer,
+    keys: &[flotilla_proto::signing::PublicKey],
+) -> Result<(), String> {
+    let actual = sha256_file(part).map_err(|e| format!("{}: {e}", part.display()))?;
+    if actual != offer.sha256 {
+        return Err(format!(
+            "{} {}: the downloaded bytes have sha256 {actual}, not the published {}: refused",
+            offer.module, offer.version, offer.sha256
+        ));
+    }
+    verify_package(keys, &offer.sha256, &offer.signature)
+        .map_err(|e| format!("{} {}: {e}: refused", offer.module, offer.version))?;
+    let manifest = read_manifest(part).map_err(|e| e.to_string())?;
+    if manifest.module.as_str() != offer.module || manifest.version != offer.version {
+        return Err(format!(
+            "{} {}: the package says it is {} {}: refused",
+            offer.module, offer.version, manifest.module, manifest.version
+        ));
+    }
+    Ok(())
+}

@@ -77,6 +77,16 @@ function installLine(server, module) {
     `✗ ${install.to_version} failed${where}${install.rolled_back ? ", rolled back" : ""}`);
 }
 
+function downloadLine(module) {
+  const download = module.download;
+  if (!download) return null;
+  if (download.state === "downloading") {
+    return el("div", { class: "download small", "data-download": "downloading" }, `⇣ ${download.version} · ${download.detail}`);
+  }
+  return el("div", { class: "download failed small", "data-download": download.state, title: download.detail || "" },
+    `✗ ${download.version} ${download.state === "refused" ? "refused" : "download failed"}: ${download.detail || ""}`);
+}
+
 function installButton(server, module) {
   if (!module.pending_version || !server.online) return null;
   if (module.last_install && module.last_install.state === "running") return null;
@@ -106,6 +116,7 @@ function moduleCell(server, name) {
     el("span", { class: "version" }, text),
     module.pending_version ? el("span", { class: "pending small", "data-pending": module.pending_version }, ` → ${module.pending_version} available`) : null,
     module.state === "maintenance" ? el("div", { class: "small" }, "in maintenance") : null,
+    downloadLine(module),
     installLine(server, module),
     installButton(server, module));
 }

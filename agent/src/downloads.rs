@@ -58,6 +58,41 @@ pub enum DownloadState {
     },
 }
 
+/// What the controller and the portal are told of a module's download.
+pub fn report(state: &DownloadState) -> Option<flotilla_proto::domain::DownloadReport> {
+    use flotilla_proto::domain::DownloadReport;
+    match state {
+        DownloadState::Downloading {
+            version,
+            received,
+            total,
+        } => Some(DownloadReport {
+            state: "downloading".into(),
+            version: version.clone(),
+            detail: if *total > 0 {
+                format!(
+                    "{}% of {} MB",
+                    received * 100 / total,
+                    total.div_ceil(1_000_000)
+                )
+            } else {
+                format!("{} MB", received / 1_000_000)
+            },
+        }),
+        DownloadState::Failed { version, why } => Some(DownloadReport {
+            state: "failed".into(),
+            version: version.clone(),
+            detail: why.clone(),
+        }),
+        DownloadState::Refused { version, why } => Some(DownloadReport {
+            state: "refused".into(),
+            version: version.clone(),
+            detail: why.clone(),
+        }),
+        DownloadState::Ready { .. } => None,
+    }
+}
+
 /// The agent's downloads.
 #[derive(Debug, Default)]
 pub struct Downloads {

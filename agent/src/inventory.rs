@@ -106,6 +106,7 @@ fn inspect(declaration: &ModuleDeclaration, data_root: &Path) -> ModuleReport {
         state: ModuleState::Installed,
         detail: String::new(),
         pending_version: None,
+        download: None,
     };
     if !dir.is_dir() {
         report.state = ModuleState::Missing;

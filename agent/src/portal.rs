@@ -122,8 +122,18 @@ pub fn render(agent: &Agent) -> String {
                 .module(&update.module)
                 .and_then(|m| m.installed_version.as_ref().map(|v| v.to_string()))
                 .unwrap_or_else(|| "—".into());
+            let notes = std::fs::read_to_string(format!("{}.notes.md", update.package.display()))
+                .unwrap_or_default();
+            let notes = if notes.trim().is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "<tr class=\"notes\"><td colspan=\"4\"><pre class=\"release-notes\">{}</pre></td></tr>",
+                    escape(notes.trim())
+                )
+            };
             updates.push_str(&format!(
-                "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\"><button type=\"submit\">Install</button></form></td></tr>",
+                "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\"><button type=\"submit\">Install</button></form></td></tr>{notes}",
                 m = escape(&update.module),
                 installed = escape(&installed),
                 v = escape(update.version.as_str()),

@@ -28,11 +28,18 @@ pub fn render(inventory: &Inventory, checked_at: DateTime<Utc>) -> io::Result<Ve
                     .as_ref()
                     .map(|v| v.to_string())
                     .unwrap_or_default();
+                // The newest version this server knows of: a pending package's, or the installed one.
+                let latest = module
+                    .pending_version
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| version.clone());
                 writer
                     .create_element("module")
                     .with_attribute(("name", module.name.as_str()))
                     .with_attribute(("kind", module.kind.as_str()))
                     .with_attribute(("installedVersion", version.as_str()))
+                    .with_attribute(("latestVersion", latest.as_str()))
                     .with_attribute(("state", module.state.as_str()))
                     .write_empty()?;
             }
@@ -76,6 +83,7 @@ mod tests {
                 state: ModuleState::Installed,
                 detail: String::new(),
                 pending_version: None,
+                download: None,
             }],
             problems: Vec::new(),
         };

@@ -177,8 +177,20 @@ pub struct Module {
     pub updated_at: DateTime<Utc>,
     /// A newer package waiting on the server, ready to install.
     pub pending_version: Option<String>,
+    /// A package download under way, or that did not succeed.
+    pub download: Option<Download>,
     /// The latest install of this module on this server.
     pub last_install: Option<Install>,
+}
+
+/// Where a server's download of a module's package stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Download {
+    /// `downloading`, `failed` (retried) or `refused` (failed its checks: checksum, signature).
+    pub state: String,
+    pub version: Option<String>,
+    /// Progress, or why it failed.
+    pub detail: Option<String>,
 }
 
 /// An install of a module on a server, whoever started it.
@@ -304,6 +316,11 @@ impl Server {
                     detail: m.detail,
                     updated_at: m.updated_at,
                     pending_version: m.pending_version,
+                    download: m.download_state.map(|state| Download {
+                        state,
+                        version: m.download_version,
+                        detail: m.download_detail,
+                    }),
                     last_install: m.last_install.map(Install::from),
                 })
                 .collect(),

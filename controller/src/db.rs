@@ -73,6 +73,10 @@ pub struct ServerRecord {
 pub struct ModuleRecord {
     /// A newer package waiting on the server.
     pub pending_version: Option<String>,
+    /// `downloading`, `failed` or `refused`, with the version and detail.
+    pub download_state: Option<String>,
+    pub download_version: Option<String>,
+    pub download_detail: Option<String>,
     /// The module's latest install on this server.
     pub last_install: Option<InstallRecord>,
     pub name: String,
@@ -113,6 +117,9 @@ struct ServerRow {
 #[derive(FromRow)]
 struct ModuleRow {
     pending_version: Option<String>,
+    download_state: Option<String>,
+    download_version: Option<String>,
+    download_detail: Option<String>,
     server_id: String,
     name: String,
     kind: String,
@@ -337,7 +344,7 @@ impl Database {
         };
         let modules: Vec<ModuleRow> = sqlx::query_as(
             "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
-             pending_version FROM modules ORDER BY server_id, name",
+             pending_version, download_state, download_version, download_detail FROM modules ORDER BY server_id, name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -364,7 +371,7 @@ impl Database {
         };
         let modules: Vec<ModuleRow> = sqlx::query_as(
             "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
-             pending_version FROM modules WHERE server_id = ? ORDER BY name",
+             pending_version, download_state, download_version, download_detail FROM modules WHERE server_id = ? ORDER BY name",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -581,11 +588,13 @@ async fn upsert_module(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO modules (server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
-                              pending_version) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                              pending_version, download_state, download_version, download_detail) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (server_id, name) DO UPDATE SET kind = excluded.kind, install_path = excluded.install_path, \
             installed_version = excluded.installed_version, state = excluded.state, detail = excluded.detail, \
-            updated_at = excluded.updated_at, pending_version = excluded.pending_version",
+            updated_at = excluded.updated_at, pending_version = excluded.pending_version, \
+            download_state = excluded.download_state, download_version = excluded.download_version, \
+            download_detail = excluded.download_detail",
     )
     .bind(id.as_str())
     .bind(module.name.as_str())
@@ -596,6 +605,9 @@ async fn upsert_module(
     .bind(&module.detail)
     .bind(at)
     .bind(module.pending_version.as_ref().map(|v| v.to_string()))
+    .bind(module.download.as_ref().map(|d| d.state.clone()))
+    .bind(module.download.as_ref().map(|d| d.version.clone()))
+    .bind(module.download.as_ref().map(|d| d.detail.clone()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -665,6 +677,9 @@ fn assemble(
                 detail: module.detail,
                 updated_at: module.updated_at,
                 pending_version: module.pending_version,
+                download_state: module.download_state,
+                download_version: module.download_version,
+                download_detail: module.download_detail,
                 last_install: None,
             });
         }

@@ -2,7 +2,7 @@
 //! messages. The only place that knows both.
 
 use crate::domain::{
-    ModuleKind, ModuleName, ModuleReport, ModuleState, ParseError, Problem, Version,
+    DownloadReport, ModuleKind, ModuleName, ModuleReport, ModuleState, ParseError, Problem, Version,
 };
 use crate::v1;
 
@@ -44,6 +44,21 @@ impl From<&ModuleReport> for v1::Module {
                 .pending_version
                 .as_ref()
                 .map(Version::to_string)
+                .unwrap_or_default(),
+            download_state: module
+                .download
+                .as_ref()
+                .map(|d| d.state.clone())
+                .unwrap_or_default(),
+            download_version: module
+                .download
+                .as_ref()
+                .map(|d| d.version.clone())
+                .unwrap_or_default(),
+            download_detail: module
+                .download
+                .as_ref()
+                .map(|d| d.detail.clone())
                 .unwrap_or_default(),
         }
     }
@@ -97,6 +112,11 @@ impl TryFrom<v1::Module> for ModuleReport {
             state,
             detail: module.detail,
             pending_version,
+            download: (!module.download_state.is_empty()).then(|| DownloadReport {
+                state: module.download_state,
+                version: module.download_version,
+                detail: module.download_detail,
+            }),
         })
     }
 }
@@ -135,6 +155,7 @@ mod tests {
             state: ModuleState::Installed,
             detail: String::new(),
             pending_version: Some(Version::parse("2.4.0").expect("version")),
+            download: None,
         };
         let back = ModuleReport::try_from(v1::Module::from(&report)).expect("valid");
         assert_eq!(back, report);

@@ -272,6 +272,18 @@ pub struct ModuleReport {
     pub detail: String,
     /// A newer package waiting on the server, if any.
     pub pending_version: Option<Version>,
+    /// A download under way or that did not succeed.
+    pub download: Option<DownloadReport>,
+}
+
+/// Where a package download stands, for the people watching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadReport {
+    /// `downloading`, `failed` (retried) or `refused` (failed its checks).
+    pub state: String,
+    pub version: String,
+    /// Progress, or why it failed.
+    pub detail: String,
 }
 
 /// Something an operator must fix on a server, with where it is.

@@ -466,6 +466,20 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
         !packages.iter().any(|p| p.starts_with("phygitalapi")),
         "{packages:?}"
     );
+    // The dashboard's data says so, and why.
+    let refused = controller
+        .wait_for_server("web-01", "phygitalapi refused", |s| {
+            module(s, "phygitalapi")["download"]["state"] == "refused"
+        })
+        .await;
+    let detail = module(&refused, "phygitalapi")["download"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("does not match any trusted publisher key") && detail.contains("refused"),
+        "{detail}"
+    );
     flotilla_tests::wait_until("the refusal in the agent's log", async || {
         let log = web.log();
         log.contains("does not match any trusted publisher key")

@@ -82,7 +82,7 @@ mod tests {
                 installed_version: Some(Version::parse("2.3.0").expect("version")),
                 state: ModuleState::Installed,
                 detail: String::new(),
-                pending_version: None,
+                pending_version: Some(Version::parse("2.4.0").expect("version")),
                 download: None,
             }],
             problems: Vec::new(),
@@ -99,7 +99,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"<module name="ecommerce" kind="web" installedVersion="2.3.0" state="installed"/>"#),
+            text.contains(
+                r#"<module name="ecommerce" kind="web" installedVersion="2.3.0" latestVersion="2.4.0" state="installed"/>"#
+            ),
             "{text}"
         );
         assert!(!dir.path().join("bin/updates/status.xml.tmp").exists());

@@ -112,7 +112,7 @@ impl TryFrom<v1::Module> for ModuleReport {
             state,
             detail: module.detail,
             pending_version,
-            download: (!module.download_state.is_empty()).then(|| DownloadReport {
+            download: (!module.download_state.is_empty()).then_some(DownloadReport {
                 state: module.download_state,
                 version: module.download_version,
                 detail: module.download_detail,

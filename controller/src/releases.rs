@@ -254,15 +254,16 @@ pub async fn download(
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let sha256 = check_sha256(&sha256)?;
-    let record = state.fleet.db.package(&sha256).await?;
-    if let Some(url) = record.as_ref().and_then(|p| p.url.clone()) {
-        return Ok(Redirect::temporary(&url).into_response());
-    }
     let path = state.packages.path(&sha256);
     if !path.is_file() {
-        return Err(ApiError::NotFound(format!(
-            "no package with sha256 {sha256} is stored here"
-        )));
+        // Not stored here: it may live at the URL it was published with.
+        let record = state.fleet.db.package(&sha256).await?;
+        return match record.and_then(|p| p.url) {
+            Some(url) => Ok(Redirect::temporary(&url).into_response()),
+            None => Err(ApiError::NotFound(format!(
+                "no package with sha256 {sha256} is stored here"
+            ))),
+        };
     }
     let etag = format!("\"{sha256}\"");
     let headers = request.headers();

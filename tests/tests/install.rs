@@ -660,7 +660,7 @@ fn module<'a>(server: &'a Value, name: &str) -> &'a Value {
         .unwrap()
         .iter()
         .find(|m| m["name"] == name)
-        .unwrap()
+        .unwrap_or(&Value::Null)
 }
 
 #[tokio::test]

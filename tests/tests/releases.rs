@@ -373,7 +373,7 @@ fn module<'a>(server: &'a Value, name: &str) -> &'a Value {
         .unwrap()
         .iter()
         .find(|m| m["name"] == name)
-        .unwrap()
+        .unwrap_or(&Value::Null)
 }
 
 #[tokio::test]
@@ -537,5 +537,169 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
             .join("bin/updates/packages/ecommerce-0.9.0.zip")
             .exists(),
         "no downgrade is fetched"
+    );
+}
+
+/// A one-route HTTP relay in front of the controller that cuts its first
+/// answer after `cut_after` bytes, and records each request's `Range`.
+async fn cutting_relay(
+    upstream: String,
+    cut_after: usize,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let range = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("range: ")
+                        .or_else(|| l.strip_prefix("Range: "))
+                })
+                .unwrap_or("")
+                .to_owned();
+            log.lock().unwrap().push(range.clone());
+            let mut request = reqwest::Client::new().get(format!("{upstream}{path}"));
+            if !range.is_empty() {
+                request = request.header("range", range).header(
+                    "if-range",
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("if-range: "))
+                        .unwrap_or(""),
+                );
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body = response.bytes().await.unwrap();
+            let mut answer = format!(
+                "HTTP/1.1 {} {}\r\ncontent-length: {}\r\nconnection: close\r\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                body.len()
+            )
+            .into_bytes();
+            answer.extend_from_slice(b"\r\n");
+            answer.extend_from_slice(
+                &body[..if first {
+                    cut_after.min(body.len())
+                } else {
+                    body.len()
+                }],
+            );
+            first = false;
+            let _ = client.write_all(&answer).await;
+            let _ = client.shutdown().await;
+        }
+    });
+    (address, seen)
+}
+
+#[tokio::test]
+async fn a_download_cut_half_way_resumes_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let key = dir.path().join("publisher");
+    assert!(cli(&["keygen", "--out", s(&key)]).await.0);
+    let trusted = format!(
+        "trusted_keys = [\"{}\"]",
+        std::fs::read_to_string(key.with_extension("pub"))
+            .unwrap()
+            .trim()
+    );
+
+    // A package big enough to cut, uploaded, then published by a URL that
+    // goes through the cutting relay.
+    let folder = dir.path().join("dist");
+    std::fs::create_dir_all(&folder).unwrap();
+    let noise: Vec<u8> = (0..2_000_000u64)
+        .map(|i| {
+            (i.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407)
+                >> 33) as u8
+        })
+        .collect();
+    std::fs::write(folder.join("blob.bin"), &noise).unwrap();
+    let package = dir.path().join("ecommerce-2.0.0.zip");
+    let (ok, out) = cli(&[
+        "package",
+        "build",
+        "--module",
+        "ecommerce",
+        "--version",
+        "2.0.0",
+        "--from",
+        s(&folder),
+        "--out",
+        s(&package),
+        "--key",
+        s(&key.with_extension("key")),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let bytes = std::fs::read(&package).unwrap();
+    let sha = sha_of(&bytes);
+    let client = reqwest::Client::new();
+    let uploaded = client
+        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status().as_u16(), 201);
+    let (relay, ranges) = cutting_relay(controller.http_url.clone(), bytes.len() / 2).await;
+    let signature = std::fs::read_to_string(format!("{}.sig", package.display())).unwrap();
+    let published = client
+        .post(format!("{}/api/v1/releases", controller.http_url))
+        .json(&json!({"version": "2026.11", "packages": [{
+            "sha256": sha, "signature": signature.trim(), "url": format!("{relay}/api/v1/packages/{sha}/file"),
+            "module": "ecommerce", "version": "2.0.0", "kind": "web", "size": bytes.len()
+        }]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        published.status().as_u16(),
+        201,
+        "{}",
+        published.text().await.unwrap()
+    );
+
+    let agents = dir.path().join("agents");
+    let _web = flotilla_tests::Agent::launch_with(
+        &agents,
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        &applications(&agents, "web-01"),
+        100,
+        &trusted,
+    )
+    .await;
+    controller
+        .wait_for_server("web-01", "ecommerce 2.0.0 pending", |s| {
+            module(s, "ecommerce")["pending_version"] == "2.0.0"
+        })
+        .await;
+    let ranges = ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 2, "one cut, one resume: {ranges:?}");
+    assert_eq!(ranges[0], "", "the first request asks for everything");
+    assert_eq!(
+        ranges[1],
+        format!("bytes={}-", bytes.len() / 2),
+        "the second resumes where the cut left off"
     );
 }

@@ -151,6 +151,7 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
     let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         running.retain(|_, task| !task.is_finished());
+        prune(&agent);
         for offer in wanted(&agent) {
             if running.contains_key(&offer.sha256) {
                 continue;
@@ -250,6 +251,34 @@ fn wanted(agent: &Agent) -> Vec<Offer> {
         }
     }
     wanted
+}
+
+/// The cache's retention rule: a package is kept while it is newer than the
+/// installed version; once installed or superseded it goes, with its
+/// checksum, signature and notes. (Old versions live on as backups.)
+fn prune(agent: &Agent) {
+    let inventory = agent.inventory.borrow().clone();
+    let dir = agent.settings.layout.packages_dir();
+    for pending in crate::installs::packages_in(&dir) {
+        let Some(module) = inventory.module(&pending.module) else {
+            continue;
+        };
+        if module
+            .installed_version
+            .as_ref()
+            .is_some_and(|installed| pending.version <= *installed)
+        {
+            for path in [
+                pending.package.clone(),
+                sidecar(&pending.package, "sha256"),
+                sidecar(&pending.package, "sig"),
+                sidecar(&pending.package, "notes.md"),
+            ] {
+                let _ = std::fs::remove_file(path);
+            }
+            tracing::info!(module = %pending.module, version = %pending.version, "removed a package already installed or superseded");
+        }
+    }
 }
 
 fn file_name(offer: &Offer) -> String {

@@ -249,6 +249,18 @@ async fn an_install_runs_the_six_phases_in_order_with_the_procedures_environment
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert!(backups[0].starts_with("ecommerce_1.0.0_") && backups[0].ends_with(".zip"));
 
+    // Retention: an installed package leaves the cache.
+    let package = server
+        .agent
+        .data
+        .join("bin/updates/packages/ecommerce-2.0.0.zip");
+    wait_until("the installed package to leave the cache", async || {
+        (!package.exists()
+            && !std::path::PathBuf::from(format!("{}.sha256", package.display())).exists())
+        .then_some(())
+        .ok_or(String::new())
+    })
+    .await;
     wait_until("the portal to show 2.0.0 and nothing pending", async || {
         let page = server.agent.portal().await;
         (page.contains("All up to date") && page.contains("2.0.0"))

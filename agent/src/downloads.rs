@@ -342,6 +342,30 @@ async fn download(agent: &Agent, offer: &Offer) -> Result<(), Failure> {
         .await
         .map_err(|e| format!("cannot move the package to {}: {e}", target.display()))?;
     write(sidecar(&target, "sha256"), format!("{}\n", offer.sha256)).await?;
+    // Unpacked now, beside the module, so the install only has to swap.
+    if let Some(declaration) = crate::installs::declaration(agent, &offer.module) {
+        let live = declaration.install_dir(settings.layout.root());
+        let (target, sha, limits) = (
+            target.clone(),
+            offer.sha256.clone(),
+            settings.install.limits,
+        );
+        let staged = tokio::task::spawn_blocking(move || {
+            let package =
+                flotilla_proto::package::Package::open(&target, &sha).map_err(|e| e.to_string())?;
+            crate::install::pre_stage(&package, &live, limits)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match staged {
+            Ok(folder) => {
+                tracing::info!(module = %offer.module, "staged ahead of time in {}", folder.display())
+            }
+            Err(e) => {
+                tracing::warn!(module = %offer.module, "could not stage ahead of time ({e}); the install will unpack it")
+            }
+        }
+    }
     Ok(())
 }
 

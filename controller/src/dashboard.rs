@@ -10,6 +10,8 @@ use axum::routing::get;
 const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
+const RELEASES: &str = include_str!("../../web/releases.html");
+const RELEASES_SCRIPT: &str = include_str!("../../web/releases.js");
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -19,6 +21,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(|| async { asset("text/javascript", SCRIPT) }),
         )
         .route("/style.css", get(|| async { asset("text/css", STYLE) }))
+        .route("/releases", get(|| async { Html(RELEASES) }))
+        .route(
+            "/releases.js",
+            get(|| async { asset("text/javascript", RELEASES_SCRIPT) }),
+        )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

@@ -176,3 +176,51 @@ async fn an_install_started_from_the_dashboard_is_followed_to_its_result() {
     assert_eq!(leftover, true, "no Install button once nothing is pending");
     browser.quit().await;
 }
+
+#[tokio::test]
+async fn the_releases_page_shows_each_release_with_its_notes() {
+    use flotilla_agent::install::package::{build, sha256_file};
+
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let package = dir.path().join("ecommerce-5.9.0.zip");
+    build::from_entries(
+        &package,
+        "module = \"ecommerce\"\nversion = \"5.9.0\"\nkind = \"web\"\n",
+        &[("index.html", b"v5.9")],
+    )
+    .unwrap();
+    let sha = sha256_file(&package).unwrap();
+    let client = reqwest::Client::new();
+    let uploaded = client
+        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
+        .body(std::fs::read(&package).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status().as_u16(), 201);
+    let key = flotilla_proto::signing::SecretKey::generate().unwrap();
+    let published = client
+        .post(format!("{}/api/v1/releases", controller.http_url))
+        .json(&serde_json::json!({
+            "version": "2026.11", "notes": "# Autumn\n\n- **faster** checkout\n- <script>not run</script>",
+            "packages": [{"sha256": sha, "signature": key.sign_package(&sha)}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 201);
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/releases", controller.http_url))
+        .await;
+    wait_until("the release on the page", async || {
+        let shown = browser
+            .eval("const r = document.querySelector('[data-release=\"2026.11\"]'); return r ? [r.querySelector('h2').textContent, r.querySelector('.notes h3').textContent, r.querySelector('.notes strong').textContent, r.querySelector('[data-package=\"ecommerce\"] .version').textContent, r.querySelectorAll('.notes script').length] : null")
+            .await;
+        (shown == serde_json::json!(["2026.11", "Autumn", "faster", "5.9.0", 0])).then_some(()).ok_or(shown.to_string())
+    })
+    .await;
+    browser.quit().await;
+}

@@ -455,6 +455,51 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
         .await;
     let page = web.portal().await;
     assert!(page.contains("action=\"/install/ecommerce\""), "{page}");
+    // Staged ahead of time, beside the module: the install only swaps.
+    let staged = agents.join("web-01/sites/.ecommerce.flotilla-staged-2.0.0");
+    assert!(
+        staged.join("index.html").is_file(),
+        "{} is staged",
+        staged.display()
+    );
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/modules/ecommerce/install",
+            web.portal_base()
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let installed = controller
+        .wait_for_server("web-01", "ecommerce 2.0.0 installed", |s| {
+            module(s, "ecommerce")["installed_version"] == "2.0.0"
+        })
+        .await;
+    let id = module(&installed, "ecommerce")["last_install"]["install_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, detail) = controller
+        .get(&format!("/api/v1/servers/web-01/installs/{id}"))
+        .await;
+    let steps: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|t| t.starts_with("using the new version staged ahead of time")),
+        "{steps:?}"
+    );
+    assert!(
+        !steps.iter().any(|t| t.starts_with("unpacked")),
+        "nothing unpacked during the install: {steps:?}"
+    );
     // The package signed by an unknown key was refused and is not there.
     let server = controller.server("web-01").await.unwrap();
     assert!(module(&server, "phygitalapi")["pending_version"].is_null());
@@ -530,8 +575,6 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
             .join("bin/updates/packages/ecommerce-0.9.0.zip")
             .exists()
     );
-    let server = controller.server("web-01").await.unwrap();
-    assert_eq!(module(&server, "ecommerce")["pending_version"], "2.0.0");
     assert!(
         !web.data
             .join("bin/updates/packages/ecommerce-0.9.0.zip")

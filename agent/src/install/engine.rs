@@ -309,26 +309,41 @@ impl Run<'_, '_> {
                 plan.aside.display()
             )));
         }
+        let marker = staged_marker(&plan.staged);
+        let prestaged = std::fs::read_to_string(&marker)
+            .is_ok_and(|sha| sha.trim() == package.sha256)
+            && plan.staged.is_dir();
         for leftover in [&plan.staged, &plan.discard] {
-            if leftover.exists() {
+            if leftover.exists() && !(prestaged && leftover == &plan.staged) {
                 std::fs::remove_dir_all(leftover)
                     .map_err(|e| plain(format!("{}: {e}", leftover.display())))?;
             }
         }
-        self.step = "unpacking the package";
-        let started = Instant::now();
-        let (bytes, files) = unpack(package, &plan.staged, settings.limits)
-            .await
-            .map_err(plain)?;
-        self.say(
-            EventKind::Step,
-            format!(
-                "unpacked {files} files ({} MB) into {} in {} ms",
-                bytes / 1_000_000,
-                plan.staged.display(),
-                started.elapsed().as_millis()
-            ),
-        );
+        let _ = std::fs::remove_file(&marker);
+        if prestaged {
+            self.say(
+                EventKind::Step,
+                format!(
+                    "using the new version staged ahead of time in {}",
+                    plan.staged.display()
+                ),
+            );
+        } else {
+            self.step = "unpacking the package";
+            let started = Instant::now();
+            let (bytes, files) = unpack(package, &plan.staged, settings.limits)
+                .await
+                .map_err(plain)?;
+            self.say(
+                EventKind::Step,
+                format!(
+                    "unpacked {files} files ({} MB) into {} in {} ms",
+                    bytes / 1_000_000,
+                    plan.staged.display(),
+                    started.elapsed().as_millis()
+                ),
+            );
+        }
         let version_file = plan.staged.join(&install.version_file);
         match std::fs::read_to_string(&version_file) {
             Ok(text)
@@ -760,6 +775,44 @@ fn folder_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// The file beside a staging folder that says which package it holds.
+fn staged_marker(staged: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.sha256", staged.display()))
+}
+
+/// The staging folder for `module` `version`, beside the module's folder.
+pub fn staging_folder(live: &Path, module: &str, version: &str) -> Option<PathBuf> {
+    Some(
+        live.parent()?
+            .join(format!(".{module}.flotilla-staged-{version}")),
+    )
+}
+
+/// Unpacks a verified package into its staging folder ahead of any install,
+/// so that an install only has to swap. Nothing is touched when the folder
+/// already holds this package.
+pub fn pre_stage(
+    package: &Package,
+    live: &Path,
+    limits: super::package::Limits,
+) -> Result<PathBuf, String> {
+    let manifest = &package.manifest;
+    let staged = staging_folder(live, manifest.module.as_str(), manifest.version.as_str())
+        .ok_or_else(|| format!("{} has no parent folder", live.display()))?;
+    let marker = staged_marker(&staged);
+    if staged.is_dir()
+        && std::fs::read_to_string(&marker).is_ok_and(|sha| sha.trim() == package.sha256)
+    {
+        return Ok(staged);
+    }
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged).map_err(|e| format!("{}: {e}", staged.display()))?;
+    }
+    package.unpack(&staged, limits).map_err(|e| e.to_string())?;
+    std::fs::write(&marker, &package.sha256).map_err(|e| format!("{}: {e}", marker.display()))?;
+    Ok(staged)
 }
 
 /// Flushes a freshly unpacked tree once, rather than every file (Unix).

@@ -30,7 +30,7 @@ pub mod platform;
 pub mod backup;
 mod engine;
 
-pub use engine::{Failure, Install, Outcome, Recovered, recover};
+pub use engine::{Failure, Install, Outcome, Recovered, pre_stage, recover, staging_folder};
 
 use std::path::PathBuf;
 use std::sync::Arc;

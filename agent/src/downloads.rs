@@ -391,6 +391,7 @@ async fn fetch(agent: &Agent, offer: &Offer, part: &Path) -> Result<(), String> 
             .unwrap_or(0);
         let mut request = client.get(&offer.url);
         if have > 0 {
+            tracing::info!(module = %offer.module, version = %offer.version, "resuming the download at byte {have}");
             request = request
                 .header(reqwest::header::RANGE, format!("bytes={have}-"))
                 .header(reqwest::header::IF_RANGE, &etag);

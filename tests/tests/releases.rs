@@ -746,3 +746,118 @@ async fn a_download_cut_half_way_resumes_and_completes() {
         "the second resumes where the cut left off"
     );
 }
+
+#[tokio::test]
+async fn a_download_survives_a_controller_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller_dir = dir.path().join("controller");
+    std::fs::create_dir_all(&controller_dir).unwrap();
+    let mut controller = Controller::start(&controller_dir).await;
+    let key = flotilla_proto::signing::SecretKey::generate().unwrap();
+    let trusted = format!(
+        "trusted_keys = [\"{}\"]\ndownload_limit_kbps = 8000",
+        key.public().to_hex()
+    );
+    let folder = dir.path().join("dist");
+    std::fs::create_dir_all(&folder).unwrap();
+    // Bigger than what the loopback's socket buffers hold, so killing the
+    // controller really cuts the transfer.
+    std::fs::write(folder.join("blob.bin"), noise(16_000_000)).unwrap();
+    let package = dir.path().join("ecommerce-2.0.0.zip");
+    flotilla_proto::package::build::from_folder(
+        &package,
+        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
+        &folder,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&package).unwrap();
+    let sha = sha_of(&bytes);
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        201
+    );
+
+    let agents = dir.path().join("agents");
+    let web = flotilla_tests::Agent::launch_with(
+        &agents,
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        &applications(&agents, "web-01"),
+        100,
+        &trusted,
+    )
+    .await;
+    controller
+        .wait_for_server("web-01", "online", |s| s["online"] == true)
+        .await;
+    let published = client
+        .post(format!("{}/api/v1/releases", controller.http_url))
+        .json(&json!({"version": "1.0", "packages": [{"sha256": sha, "signature": key.sign_package(&sha)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 201);
+
+    // Part of it arrives at 8 MB/s, then the controller goes away.
+    let part = web.data.join(format!("bin/updates/downloads/{sha}.part"));
+    flotilla_tests::wait_until("a first part of the download", async || {
+        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        (have > 1_000_000)
+            .then_some(())
+            .ok_or(format!("{have} bytes; agent log:\n{}", web.log()))
+    })
+    .await;
+    let (grpc, http) = (controller.grpc_addr(), controller.http_addr());
+    controller.kill().await;
+    let controller = Controller::start_on(&controller_dir, &grpc, &http).await;
+
+    controller
+        .wait_for_server("web-01", "ecommerce 2.0.0 pending", |s| {
+            module(s, "ecommerce")["pending_version"] == "2.0.0"
+        })
+        .await;
+    let log = web.log();
+    let resumed = log
+        .lines()
+        .find_map(|l| l.split("resuming the download at byte ").nth(1))
+        .and_then(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no resume in the log:\n{log}"));
+    assert!(
+        resumed > 0 && resumed < bytes.len() as u64,
+        "resumed at {resumed}"
+    );
+    let filed = web.data.join("bin/updates/packages/ecommerce-2.0.0.zip");
+    assert_eq!(
+        sha_of(&std::fs::read(filed).unwrap()),
+        sha,
+        "the resumed download is the package"
+    );
+}
+
+/// Incompressible bytes (xorshift), so a package is as big as its content.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

@@ -861,3 +861,169 @@ fn noise(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn tampered_bytes_are_refused_and_nothing_is_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let key = flotilla_proto::signing::SecretKey::generate().unwrap();
+    let trusted = format!("trusted_keys = [\"{}\"]", key.public().to_hex());
+    // The bytes served are not the bytes that were signed and published.
+    let real = dir.path().join("real.zip");
+    flotilla_proto::package::build::from_entries(
+        &real,
+        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
+        &[("index.html", b"real")],
+    )
+    .unwrap();
+    let tampered = dir.path().join("tampered.zip");
+    flotilla_proto::package::build::from_entries(
+        &tampered,
+        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
+        &[("index.html", b"evil")],
+    )
+    .unwrap();
+    let (real_sha, tampered_bytes) = (
+        sha_of(&std::fs::read(&real).unwrap()),
+        std::fs::read(&tampered).unwrap(),
+    );
+    let tampered_sha = sha_of(&tampered_bytes);
+    let client = reqwest::Client::new();
+    let uploaded = client
+        .put(format!(
+            "{}/api/v1/packages/{tampered_sha}",
+            controller.http_url
+        ))
+        .body(tampered_bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status().as_u16(), 201);
+    let published = client
+        .post(format!("{}/api/v1/releases", controller.http_url))
+        .json(&json!({"version": "1.0", "packages": [{
+            "sha256": real_sha, "signature": key.sign_package(&real_sha),
+            "url": format!("{}/api/v1/packages/{tampered_sha}/file", controller.http_url),
+            "module": "ecommerce", "version": "2.0.0", "kind": "web"
+        }]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 201);
+
+    let agents = dir.path().join("agents");
+    let web = flotilla_tests::Agent::launch_with(
+        &agents,
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        &applications(&agents, "web-01"),
+        100,
+        &trusted,
+    )
+    .await;
+    let refused = controller
+        .wait_for_server("web-01", "the package refused", |s| {
+            module(s, "ecommerce")["download"]["state"] == "refused"
+        })
+        .await;
+    let detail = module(&refused, "ecommerce")["download"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains(&format!(
+            "have sha256 {tampered_sha}, not the published {real_sha}"
+        )),
+        "{detail}"
+    );
+    assert!(module(&refused, "ecommerce")["pending_version"].is_null());
+    assert!(
+        !agents
+            .join("web-01/sites/.ecommerce.flotilla-staged-2.0.0")
+            .exists(),
+        "nothing staged"
+    );
+    assert!(
+        !web.data
+            .join("bin/updates/packages/ecommerce-2.0.0.zip")
+            .exists(),
+        "nothing filed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(agents.join("web-01/sites/ecommerce/version.txt")).unwrap(),
+        "1.0.0\n",
+        "nothing installed"
+    );
+}
+
+#[tokio::test]
+async fn a_download_survives_an_agent_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let key = flotilla_proto::signing::SecretKey::generate().unwrap();
+    let trusted = format!(
+        "trusted_keys = [\"{}\"]\ndownload_limit_kbps = 4000",
+        key.public().to_hex()
+    );
+    let folder = dir.path().join("dist");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("blob.bin"), noise(8_000_000)).unwrap();
+    let package = dir.path().join("ecommerce-2.0.0.zip");
+    flotilla_proto::package::build::from_folder(
+        &package,
+        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
+        &folder,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&package).unwrap();
+    let sha = sha_of(&bytes);
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        201
+    );
+    let published = client
+        .post(format!("{}/api/v1/releases", controller.http_url))
+        .json(&json!({"version": "1.0", "packages": [{"sha256": sha, "signature": key.sign_package(&sha)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 201);
+
+    let agents = dir.path().join("agents");
+    let mut web = flotilla_tests::Agent::launch_with(
+        &agents,
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        &applications(&agents, "web-01"),
+        100,
+        &trusted,
+    )
+    .await;
+    let part = web.data.join(format!("bin/updates/downloads/{sha}.part"));
+    flotilla_tests::wait_until("a first part of the download", async || {
+        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        (have > 1_000_000).then_some(()).ok_or(have.to_string())
+    })
+    .await;
+    // The agent dies mid-download and comes back.
+    web.relaunch("flotilla-agent", &[]).await;
+    controller
+        .wait_for_server("web-01", "ecommerce 2.0.0 pending", |s| {
+            module(s, "ecommerce")["pending_version"] == "2.0.0"
+        })
+        .await;
+    let log = web.log();
+    assert!(log.contains("resuming the download at byte "), "{log}");
+    let filed = web.data.join("bin/updates/packages/ecommerce-2.0.0.zip");
+    assert_eq!(sha_of(&std::fs::read(filed).unwrap()), sha);
+}

@@ -69,6 +69,9 @@ enum PackageCommand {
         /// Sign it with this secret key.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// A database package's upgrade scripts: every file of this folder, run in name order.
+        #[arg(long)]
+        scripts: Option<PathBuf>,
     },
     /// Sign a package (writes <PACKAGE>.sig).
     Sign {
@@ -186,6 +189,7 @@ fn package(command: PackageCommand) -> anyhow::Result<()> {
             health_url,
             out,
             key,
+            scripts,
         } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{module}-{version}.zip")));
             let request = publisher::BuildRequest {
@@ -197,6 +201,7 @@ fn package(command: PackageCommand) -> anyhow::Result<()> {
                 health_url,
                 out: out.clone(),
                 key,
+                scripts,
             };
             let sha256 = publisher::build_package(&request)?;
             println!("{} sha256 {sha256}", out.display());

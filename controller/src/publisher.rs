@@ -61,6 +61,9 @@ pub struct BuildRequest {
     pub health_url: Option<String>,
     pub out: PathBuf,
     pub key: Option<PathBuf>,
+    /// A database package's upgrade scripts: every file of this folder, in
+    /// name order.
+    pub scripts: Option<PathBuf>,
 }
 
 /// Builds a package (and its `.sha256`, and `.sig` when a key is given);
@@ -79,8 +82,27 @@ pub fn build_package(request: &BuildRequest) -> anyhow::Result<String> {
     if let Some(url) = &request.health_url {
         manifest.push_str(&format!("[health_check]\nurl = {url:?}\n"));
     }
-    build::from_folder(&request.out, &manifest, &request.from)
-        .with_context(|| format!("cannot write {}", request.out.display()))?;
+    match &request.scripts {
+        None => build::from_folder(&request.out, &manifest, &request.from)
+            .with_context(|| format!("cannot write {}", request.out.display()))?,
+        Some(dir) => {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read the scripts folder {}", dir.display()))?
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            let scripts = names
+                .iter()
+                .map(|name| Ok((name.clone(), std::fs::read(dir.join(name))?)))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            // A top-level key: before any [table] of the manifest.
+            manifest = format!("upgrade_scripts = {names:?}\n{manifest}");
+            build::with_scripts(&request.out, &manifest, &request.from, &scripts)
+                .with_context(|| format!("cannot write {}", request.out.display()))?;
+        }
+    }
     // Read back as an agent would: the manifest must be valid.
     flotilla_proto::package::read_manifest(&request.out)?;
     let sha256 = sha256_file(&request.out)?;

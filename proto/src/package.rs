@@ -31,7 +31,13 @@ pub struct Manifest {
     /// version, e.g. a customer's `web.config`.
     pub preserve: Vec<String>,
     pub health_check: Option<HealthCheck>,
+    /// A database package's upgrade scripts, in the order they run: names of
+    /// files under `scripts/` in the zip (never unpacked into the module).
+    pub upgrade_scripts: Vec<String>,
 }
+
+/// The folder of the zip holding a database package's upgrade scripts.
+pub const SCRIPTS: &str = "scripts/";
 
 /// How to tell the new version works once back in service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,8 @@ struct ManifestFile {
     #[serde(default)]
     preserve: Vec<String>,
     health_check: Option<HealthCheckFile>,
+    #[serde(default)]
+    upgrade_scripts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +187,16 @@ impl Package {
             });
         }
         let manifest = read_manifest(path)?;
+        // Every upgrade script the manifest lists must be in the zip.
+        let mut zip = archive(path)?;
+        for script in &manifest.upgrade_scripts {
+            if zip.by_name(&format!("{SCRIPTS}{script}")).is_err() {
+                return Err(PackageError::BadManifest {
+                    path: path.to_path_buf(),
+                    message: format!("upgrade_scripts lists {script}, which is not in {SCRIPTS}"),
+                });
+            }
+        }
         Ok(Package {
             path: path.to_path_buf(),
             sha256: actual,
@@ -227,6 +245,7 @@ impl Package {
                 kind,
                 preserve: Vec::new(),
                 health_check: None,
+                upgrade_scripts: Vec::new(),
             },
             payload: "",
         })
@@ -371,7 +390,7 @@ impl Package {
             if entry.is_symlink() {
                 return Err(refuse("links are not allowed"));
             }
-            if self.payload == PAYLOAD && name == MANIFEST {
+            if self.payload == PAYLOAD && (name == MANIFEST || name.starts_with(SCRIPTS)) {
                 continue;
             }
             let Ok(relative) = enclosed.strip_prefix(self.payload.trim_end_matches('/')) else {
@@ -470,6 +489,16 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
             ));
         }
     }
+    for script in &file.upgrade_scripts {
+        if script.is_empty() || script.contains(['/', '\\']) || script == ".." {
+            return Err(format!(
+                "upgrade_scripts: \"{script}\" must be a file name under {SCRIPTS}"
+            ));
+        }
+    }
+    if !file.upgrade_scripts.is_empty() && kind != ModuleKind::Database {
+        return Err("upgrade_scripts belong to database packages (kind = \"database\")".into());
+    }
     let health_check = match file.health_check {
         Some(check) => {
             if !(check.url.starts_with("http://") || check.url.starts_with("https://")) {
@@ -491,6 +520,7 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
         kind,
         preserve: file.preserve,
         health_check,
+        upgrade_scripts: file.upgrade_scripts,
     })
 }
 
@@ -530,6 +560,29 @@ pub mod build {
             zip.write_all(content)?;
         }
         zip.finish().map_err(io::Error::other)?;
+        Ok(())
+    }
+
+    /// Writes a database package: `manifest`, every file under `folder`, and
+    /// the given upgrade scripts (name, content) under `scripts/`.
+    pub fn with_scripts(
+        zip_path: &Path,
+        manifest: &str,
+        folder: &Path,
+        scripts: &[(String, Vec<u8>)],
+    ) -> io::Result<()> {
+        let mut zip = zip::ZipWriter::new(io::BufWriter::new(File::create(zip_path)?));
+        let options = SimpleFileOptions::default().compression_level(Some(1));
+        zip.start_file(super::MANIFEST, options)
+            .map_err(io::Error::other)?;
+        zip.write_all(manifest.as_bytes())?;
+        add_tree(&mut zip, folder, super::PAYLOAD, options)?;
+        for (name, content) in scripts {
+            zip.start_file(format!("{}{name}", super::SCRIPTS), options)
+                .map_err(io::Error::other)?;
+            zip.write_all(content)?;
+        }
+        zip.finish().map_err(io::Error::other)?.flush()?;
         Ok(())
     }
 

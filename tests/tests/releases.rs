@@ -1027,3 +1027,67 @@ async fn a_download_survives_an_agent_restart() {
     let filed = web.data.join("bin/updates/packages/ecommerce-2.0.0.zip");
     assert_eq!(sha_of(&std::fs::read(filed).unwrap()), sha);
 }
+
+#[tokio::test]
+async fn a_database_package_carries_its_upgrade_scripts_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    for (name, sql) in [
+        ("002_add_index.sql", "CREATE INDEX i ON t (a);"),
+        ("001_create.sql", "CREATE TABLE t (a INT);"),
+        ("010_view.sql", "CREATE VIEW v AS SELECT a FROM t;"),
+    ] {
+        std::fs::write(scripts.join(name), sql).unwrap();
+    }
+    let package = dir.path().join("database-5.9.0.zip");
+    let (ok, out) = cli(&[
+        "package",
+        "build",
+        "--module",
+        "database",
+        "--version",
+        "5.9.0",
+        "--kind",
+        "database",
+        "--from",
+        s(&dist(dir.path(), "db")),
+        "--scripts",
+        s(&scripts),
+        "--out",
+        s(&package),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let sha = flotilla_proto::package::sha256_file(&package).unwrap();
+    let opened = flotilla_proto::package::Package::open(&package, &sha).unwrap();
+    assert_eq!(
+        opened.manifest.upgrade_scripts,
+        ["001_create.sql", "002_add_index.sql", "010_view.sql"]
+    );
+    // The scripts are not part of the module's files.
+    let unpacked = dir.path().join("unpacked");
+    opened
+        .unpack(&unpacked, flotilla_proto::package::Limits::default())
+        .unwrap();
+    assert!(unpacked.join("index.html").is_file() && !unpacked.join("scripts").exists());
+
+    // A manifest naming a script the zip lacks is refused.
+    let broken = dir.path().join("broken.zip");
+    flotilla_proto::package::build::from_entries(
+        &broken,
+        "module = \"database\"\nversion = \"5.9.1\"\nkind = \"database\"\nupgrade_scripts = [\"001_missing.sql\"]\n",
+        &[("a.txt", b"a")],
+    )
+    .unwrap();
+    let err = flotilla_proto::package::Package::open(
+        &broken,
+        &flotilla_proto::package::sha256_file(&broken).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("upgrade_scripts lists 001_missing.sql, which is not in scripts/"),
+        "{err}"
+    );
+}

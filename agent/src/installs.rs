@@ -205,8 +205,13 @@ pub fn declaration(agent: &Agent, module: &str) -> Option<ModuleDeclaration> {
 pub enum Source {
     /// The module's pending package.
     Pending,
-    /// A package file and its sha256.
-    Package { path: PathBuf, sha256: String },
+    /// A package file and its sha256; older than the installed version only
+    /// when `allow_downgrade`.
+    Package {
+        path: PathBuf,
+        sha256: String,
+        allow_downgrade: bool,
+    },
     /// A kept backup: of `version`, or the newest of another version than
     /// the installed one.
     Backup { version: Option<String> },
@@ -215,7 +220,11 @@ pub enum Source {
 /// Where the bytes come from, once resolved.
 #[derive(Debug, Clone)]
 enum Resolved {
-    Package { path: PathBuf, sha256: String },
+    Package {
+        path: PathBuf,
+        sha256: String,
+        allow_downgrade: bool,
+    },
     Backup(PathBuf),
 }
 
@@ -230,11 +239,22 @@ pub fn start(
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
     let (resolved, to) = match source {
-        Source::Package { path, sha256 } => {
+        Source::Package {
+            path,
+            sha256,
+            allow_downgrade,
+        } => {
             let to = package::read_manifest(&path)
                 .map(|m| m.version.to_string())
                 .unwrap_or_else(|_| "?".into());
-            (Resolved::Package { path, sha256 }, to)
+            (
+                Resolved::Package {
+                    path,
+                    sha256,
+                    allow_downgrade,
+                },
+                to,
+            )
         }
         Source::Pending => {
             let pending = pending(agent)
@@ -245,6 +265,7 @@ pub fn start(
                 Resolved::Package {
                     path: pending.package,
                     sha256: pending.sha256,
+                    allow_downgrade: false,
                 },
                 pending.version.to_string(),
             )
@@ -344,7 +365,12 @@ async fn run(
     declaration: &ModuleDeclaration,
     resolved: Resolved,
 ) -> Result<Outcome, Failure> {
-    let allow_downgrade = matches!(resolved, Resolved::Backup(_));
+    let allow_downgrade = match &resolved {
+        Resolved::Backup(_) => true,
+        Resolved::Package {
+            allow_downgrade, ..
+        } => *allow_downgrade,
+    };
     let module = declaration.name.to_string();
     let progress: Progress = {
         let agent = agent.clone();
@@ -375,7 +401,7 @@ async fn run(
     let opened = {
         let (name, kind) = (declaration.name.clone(), declaration.kind);
         tokio::task::spawn_blocking(move || match resolved {
-            Resolved::Package { path, sha256 } => Package::open(&path, &sha256),
+            Resolved::Package { path, sha256, .. } => Package::open(&path, &sha256),
             Resolved::Backup(path) => Package::from_backup(&path, &name, kind),
         })
         .await

@@ -264,6 +264,7 @@ fn handle(
                 installs::Source::Package {
                     path: order.package.into(),
                     sha256: order.sha256,
+                    allow_downgrade: order.allow_downgrade,
                 }
             };
             match installs::start(

@@ -362,7 +362,11 @@ async fn install_api(
         }
     };
     let source = match package {
-        Some((path, sha256)) => installs::Source::Package { path, sha256 },
+        Some((path, sha256)) => installs::Source::Package {
+            path,
+            sha256,
+            allow_downgrade: false,
+        },
         None => installs::Source::Pending,
     };
     started(&module, installs::start(&agent, &module, source, None))

@@ -268,6 +268,9 @@ pub struct InstallOrder {
     pub package: Option<String>,
     /// The package's sha256, required with `package`.
     pub sha256: Option<String>,
+    /// Allow installing an older version than the installed one.
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 /// The agent accepted the install.
@@ -430,10 +433,18 @@ async fn order_install(
             ));
         }
     };
+    let allow_downgrade = order.allow_downgrade;
     ordered(
         state
             .fleet
-            .order(&id, &module, Order::Install { package })
+            .order(
+                &id,
+                &module,
+                Order::Install {
+                    package,
+                    allow_downgrade,
+                },
+            )
             .await,
     )
 }

@@ -41,6 +41,7 @@ pub enum FleetCommand {
         command_id: String,
         module: String,
         package: Option<(String, String)>,
+        allow_downgrade: bool,
     },
     /// Restore a kept backup: of this version, or the newest earlier one.
     Rollback {
@@ -70,8 +71,13 @@ pub struct Available {
 /// What an operator asks a server to do with a module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Order {
-    Install { package: Option<(String, String)> },
-    Rollback { to: Option<String> },
+    Install {
+        package: Option<(String, String)>,
+        allow_downgrade: bool,
+    },
+    Rollback {
+        to: Option<String>,
+    },
 }
 
 /// Why a command could not be carried out.
@@ -299,10 +305,14 @@ impl Fleet {
             .unwrap_or_else(|p| p.into_inner())
             .insert(command_id.clone(), answer_tx);
         let command = match order {
-            Order::Install { package } => FleetCommand::Install {
+            Order::Install {
+                package,
+                allow_downgrade,
+            } => FleetCommand::Install {
                 command_id: command_id.clone(),
                 module: module.to_owned(),
                 package,
+                allow_downgrade,
             },
             Order::Rollback { to } => FleetCommand::Rollback {
                 command_id: command_id.clone(),

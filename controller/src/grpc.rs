@@ -271,6 +271,7 @@ fn command_message(command: FleetCommand) -> ControllerMessage {
             command_id,
             module,
             package,
+            allow_downgrade,
         } => {
             let (package, sha256) = package.unwrap_or_default();
             (
@@ -279,6 +280,7 @@ fn command_message(command: FleetCommand) -> ControllerMessage {
                     module,
                     package,
                     sha256,
+                    allow_downgrade,
                 }),
             )
         }

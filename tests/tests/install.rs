@@ -1232,3 +1232,72 @@ async fn an_older_package_is_refused_as_a_downgrade() {
     assert!(message.contains("nothing was changed"), "{message}");
     assert_eq!(tree(&server.module), before);
 }
+
+#[tokio::test]
+async fn a_downgrade_goes_through_only_when_explicitly_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller_dir = dir.path().join("controller");
+    std::fs::create_dir_all(&controller_dir).unwrap();
+    let controller = Controller::start(&controller_dir).await;
+    let server = server_of(dir.path(), &controller.grpc_url, "", "").await;
+    controller
+        .wait_for_server("web-01", "online", |s| s["online"] == true)
+        .await;
+    let older = dir.path().join("older.zip");
+    build::from_entries(
+        &older,
+        "module = \"ecommerce\"\nversion = \"0.9.0\"\nkind = \"web\"\n",
+        &[("index.html", b"old")],
+    )
+    .unwrap();
+    let order = format!(
+        "{}/api/v1/servers/web-01/modules/ecommerce/install",
+        controller.http_url
+    );
+    let client = reqwest::Client::new();
+    let mut body = package(&older);
+
+    assert_eq!(
+        client
+            .post(&order)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        202
+    );
+    let refused = controller
+        .wait_for_server("web-01", "the refused downgrade", |s| {
+            module(s, "ecommerce")["last_install"]["state"] == "failed"
+        })
+        .await;
+    let message = module(&refused, "ecommerce")["last_install"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("downgrade refused"), "{message}");
+
+    body["allow_downgrade"] = json!(true);
+    assert_eq!(
+        client
+            .post(&order)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        202
+    );
+    controller
+        .wait_for_server("web-01", "0.9.0 installed", |s| {
+            module(s, "ecommerce")["installed_version"] == "0.9.0"
+        })
+        .await;
+    assert_eq!(
+        std::fs::read(server.module.join("index.html")).unwrap(),
+        b"old"
+    );
+}

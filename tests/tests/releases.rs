@@ -433,6 +433,8 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
     };
     let good = build("ecommerce", "2.0.0", &key).await;
     let forged = build("phygitalapi", "2.0.0", &stranger).await;
+    let notes = dir.path().join("notes.md");
+    std::fs::write(&notes, "Faster checkout for everyone").unwrap();
     let (ok, out) = cli(&[
         "release",
         "publish",
@@ -440,6 +442,8 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
         &controller.http_url,
         "--version",
         "2026.11",
+        "--notes",
+        s(&notes),
         s(&good),
         s(&forged),
     ])
@@ -455,6 +459,10 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
         .await;
     let page = web.portal().await;
     assert!(page.contains("action=\"/install/ecommerce\""), "{page}");
+    assert!(
+        page.contains("Faster checkout for everyone"),
+        "the release notes on the portal: {page}"
+    );
     // Staged ahead of time, beside the module: the install only swaps.
     let staged = agents.join("web-01/sites/.ecommerce.flotilla-staged-2.0.0");
     assert!(

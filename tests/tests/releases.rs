@@ -766,32 +766,10 @@ async fn a_download_survives_a_controller_restart() {
         "trusted_keys = [\"{}\"]\ndownload_limit_kbps = 8000",
         key.public().to_hex()
     );
-    let folder = dir.path().join("dist");
-    std::fs::create_dir_all(&folder).unwrap();
     // Bigger than what the loopback's socket buffers hold, so killing the
     // controller really cuts the transfer.
-    std::fs::write(folder.join("blob.bin"), noise(16_000_000)).unwrap();
-    let package = dir.path().join("ecommerce-2.0.0.zip");
-    flotilla_proto::package::build::from_folder(
-        &package,
-        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
-        &folder,
-    )
-    .unwrap();
-    let bytes = std::fs::read(&package).unwrap();
-    let sha = sha_of(&bytes);
+    let (bytes, sha) = upload_noise_package(&controller, dir.path(), 16_000_000).await;
     let client = reqwest::Client::new();
-    assert_eq!(
-        client
-            .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
-            .body(bytes.clone())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        201
-    );
 
     let agents = dir.path().join("agents");
     let web = flotilla_tests::Agent::launch_with(
@@ -974,30 +952,8 @@ async fn a_download_survives_an_agent_restart() {
         "trusted_keys = [\"{}\"]\ndownload_limit_kbps = 4000",
         key.public().to_hex()
     );
-    let folder = dir.path().join("dist");
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("blob.bin"), noise(8_000_000)).unwrap();
-    let package = dir.path().join("ecommerce-2.0.0.zip");
-    flotilla_proto::package::build::from_folder(
-        &package,
-        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
-        &folder,
-    )
-    .unwrap();
-    let bytes = std::fs::read(&package).unwrap();
-    let sha = sha_of(&bytes);
+    let (_, sha) = upload_noise_package(&controller, dir.path(), 8_000_000).await;
     let client = reqwest::Client::new();
-    assert_eq!(
-        client
-            .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
-            .body(bytes.clone())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        201
-    );
     let published = client
         .post(format!("{}/api/v1/releases", controller.http_url))
         .json(&json!({"version": "1.0", "packages": [{"sha256": sha, "signature": key.sign_package(&sha)}]}))
@@ -1098,4 +1054,33 @@ async fn a_database_package_carries_its_upgrade_scripts_in_order() {
             .contains("upgrade_scripts lists 001_missing.sql, which is not in scripts/"),
         "{err}"
     );
+}
+
+/// Uploads an `ecommerce` 2.0.0 package of `size` incompressible bytes to
+/// `controller`; returns its bytes and sha256.
+async fn upload_noise_package(
+    controller: &Controller,
+    dir: &Path,
+    size: usize,
+) -> (Vec<u8>, String) {
+    let folder = dir.join("dist");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("blob.bin"), noise(size)).unwrap();
+    let package = dir.join("ecommerce-2.0.0.zip");
+    flotilla_proto::package::build::from_folder(
+        &package,
+        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
+        &folder,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&package).unwrap();
+    let sha = sha_of(&bytes);
+    let uploaded = reqwest::Client::new()
+        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status().as_u16(), 201);
+    (bytes, sha)
 }

@@ -185,6 +185,18 @@ impl Controller {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Uploads package bytes (`PUT /api/v1/packages/{sha256}`); returns the status.
+    pub async fn upload(&self, sha256: &str, bytes: &[u8]) -> u16 {
+        self.http
+            .put(format!("{}/api/v1/packages/{sha256}", self.http_url))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// The server's JSON from `GET /api/v1/servers/{id}`, if it exists.
     pub async fn server(&self, id: &str) -> Option<Value> {
         let (status, body) = self.get(&format!("/api/v1/servers/{id}")).await;
@@ -210,6 +222,22 @@ impl Controller {
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
     }
+}
+
+/// A module of a server's JSON, or null when the server has not reported it yet.
+pub fn module<'a>(server: &'a Value, name: &str) -> &'a Value {
+    server["modules"]
+        .as_array()
+        .and_then(|modules| modules.iter().find(|m| m["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+/// The texts of an install's events (agent or controller JSON), in order.
+pub fn event_texts(install: &Value) -> Vec<&str> {
+    install["events"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["text"].as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// The installed version the controller shows for a module of a server.

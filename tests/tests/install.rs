@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use flotilla_agent::install::package::{build, sha256_file};
-use flotilla_tests::{Agent, Controller, wait_until};
+use flotilla_tests::{Agent, Controller, event_texts, module, wait_until};
 use serde_json::{Value, json};
 
 /// No controller: installs work without one.
@@ -561,12 +561,7 @@ async fn processes_holding_files_are_named_and_the_lock_policy_escalates() {
         warnings.iter().any(|w| w.starts_with("attempt 2:")),
         "retried: {warnings:?}"
     );
-    let steps: Vec<&str> = status["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["text"].as_str().unwrap())
-        .collect();
+    let steps: Vec<&str> = event_texts(&status);
     assert!(
         steps
             .iter()
@@ -664,15 +659,6 @@ async fn a_hook_that_hangs_or_cannot_run_fails_the_install_with_a_clear_cause() 
         );
         assert_eq!(tree(&server.module), before);
     }
-}
-
-fn module<'a>(server: &'a Value, name: &str) -> &'a Value {
-    server["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or(&Value::Null)
 }
 
 #[tokio::test]
@@ -1120,12 +1106,7 @@ async fn a_holder_that_lets_go_within_the_budget_is_waited_for() {
     holder.kill().await.unwrap();
     let status: Value = finished(&client, &url).await;
     assert_eq!(status["result"]["ok"], true, "{status}");
-    let texts: Vec<&str> = status["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["text"].as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> = event_texts(&status);
     assert!(
         texts
             .iter()
@@ -1160,12 +1141,7 @@ async fn a_holder_that_survives_the_escalation_fails_the_install_naming_it() {
         .spawn()
         .unwrap();
     let status = server.install().await;
-    let texts: Vec<&str> = status["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["text"].as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> = event_texts(&status);
     assert!(
         texts
             .iter()

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use flotilla_proto::signing::{PublicKey, verify_package};
-use flotilla_tests::{Controller, binary};
+use flotilla_tests::{Controller, binary, event_texts, module};
 use serde_json::{Value, json};
 
 /// Runs `flotilla-controller <args>`; returns success and everything printed.
@@ -282,21 +282,9 @@ async fn downloads_resume_with_range_and_honour_the_etag() {
     let bytes = std::fs::read(&package).unwrap();
     let sha = sha_of(&bytes);
     let client = reqwest::Client::new();
-    let response = client
-        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let again = client
-        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(controller.upload(&sha, &bytes).await, 201);
     assert_eq!(
-        again.status().as_u16(),
+        controller.upload(&sha, &bytes).await,
         200,
         "an identical upload is a no-op"
     );
@@ -365,15 +353,6 @@ fn applications(dir: &Path, id: &str) -> String {
         ));
     }
     xml + "</applications>\n"
-}
-
-fn module<'a>(server: &'a Value, name: &str) -> &'a Value {
-    server["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or(&Value::Null)
 }
 
 #[tokio::test]
@@ -492,12 +471,7 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
     let (_, detail) = controller
         .get(&format!("/api/v1/servers/web-01/installs/{id}"))
         .await;
-    let steps: Vec<&str> = detail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["text"].as_str().unwrap())
-        .collect();
+    let steps: Vec<&str> = event_texts(&detail);
     assert!(
         steps
             .iter()
@@ -704,13 +678,7 @@ async fn a_download_cut_half_way_resumes_and_completes() {
     let bytes = std::fs::read(&package).unwrap();
     let sha = sha_of(&bytes);
     let client = reqwest::Client::new();
-    let uploaded = client
-        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status().as_u16(), 201);
+    assert_eq!(controller.upload(&sha, &bytes).await, 201);
     let (relay, ranges) = cutting_relay(controller.http_url.clone(), bytes.len() / 2).await;
     let signature = std::fs::read_to_string(format!("{}.sig", package.display())).unwrap();
     let published = client
@@ -1075,12 +1043,6 @@ async fn upload_noise_package(
     .unwrap();
     let bytes = std::fs::read(&package).unwrap();
     let sha = sha_of(&bytes);
-    let uploaded = reqwest::Client::new()
-        .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status().as_u16(), 201);
+    assert_eq!(controller.upload(&sha, &bytes).await, 201);
     (bytes, sha)
 }

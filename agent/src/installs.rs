@@ -60,6 +60,9 @@ pub struct Installs {
     views: Mutex<HashMap<String, InstallView>>,
     /// The module being installed now, if any.
     running: Mutex<Option<String>>,
+    /// The controller's rollout this server is part of, if any: local
+    /// installs are refused while it runs.
+    hold: Mutex<Option<String>>,
     /// The engine's crash points; none outside the test harness's binary.
     crash_points: Arc<dyn CrashPoints>,
 }
@@ -73,6 +76,16 @@ pub enum StartError {
     UnknownModule(String),
     #[error("no package is pending for {0}")]
     NothingPending(String),
+    #[error(
+        "this server is part of {0}, run from the controller; local installs and restores are refused until it ends"
+    )]
+    Held(String),
+    #[error("the pending package of {module} is {pending}, not {expected}; wait for the download")]
+    NotThatVersion {
+        module: String,
+        pending: String,
+        expected: String,
+    },
     #[error("no backup of {module}{} is kept on this server", .version.as_ref().map(|v| format!(" {v}")).unwrap_or_default())]
     NoBackup {
         module: String,
@@ -86,8 +99,14 @@ impl Installs {
             notices: tokio::sync::broadcast::Sender::new(1024),
             views: Mutex::new(HashMap::new()),
             running: Mutex::new(None),
+            hold: Mutex::new(None),
             crash_points,
         }
+    }
+
+    /// Holds the server for a controller's rollout (`Some`), or releases it.
+    pub fn set_hold(&self, rollout: Option<String>) {
+        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = rollout;
     }
 
     pub fn view(&self, module: &str) -> Option<InstallView> {
@@ -228,14 +247,49 @@ enum Resolved {
     Backup(PathBuf),
 }
 
+/// Who asked for an install.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Someone on the server: the portal or the command line.
+    #[default]
+    Local,
+    /// The controller, with what its order expects.
+    Controller {
+        command_id: String,
+        /// The version the pending package must be.
+        expected_version: Option<String>,
+        /// When the site's planned maintenance ends, for the maintenance page.
+        planned_end: Option<DateTime<Utc>>,
+    },
+}
+
 /// Starts installing `module` from `source` in the background; refuses if
-/// an install is already running. Returns the version being installed.
+/// an install is already running, or if it is local while a rollout holds
+/// the server. Returns the version being installed.
 pub fn start(
     agent: &Arc<Agent>,
     module: &str,
     source: Source,
-    command_id: Option<String>,
+    origin: Origin,
 ) -> Result<String, StartError> {
+    if origin == Origin::Local
+        && let Some(rollout) = agent
+            .installs
+            .hold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    {
+        return Err(StartError::Held(rollout));
+    }
+    let (command_id, expected_version, planned_end) = match origin {
+        Origin::Local => (None, None, None),
+        Origin::Controller {
+            command_id,
+            expected_version,
+            planned_end,
+        } => (Some(command_id), expected_version, planned_end),
+    };
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
     let (resolved, to) = match source {
@@ -261,6 +315,15 @@ pub fn start(
                 .into_iter()
                 .find(|p| p.module == module)
                 .ok_or_else(|| StartError::NothingPending(module.to_owned()))?;
+            if let Some(expected) = expected_version
+                && Version::parse(&expected).ok().as_ref() != Some(&pending.version)
+            {
+                return Err(StartError::NotThatVersion {
+                    module: module.to_owned(),
+                    pending: pending.version.to_string(),
+                    expected,
+                });
+            }
             (
                 Resolved::Package {
                     path: pending.package,
@@ -321,7 +384,7 @@ pub fn start(
         );
     let agent = agent.clone();
     tokio::spawn(async move {
-        let result = run(&agent, &declaration, resolved).await;
+        let result = run(&agent, &declaration, resolved, planned_end).await;
         match &result {
             Ok(outcome) => {
                 tracing::info!(module = %declaration.name, to = %outcome.to, downtime_ms = outcome.downtime.as_millis(), "installed")
@@ -364,6 +427,7 @@ async fn run(
     agent: &Arc<Agent>,
     declaration: &ModuleDeclaration,
     resolved: Resolved,
+    planned_end: Option<DateTime<Utc>>,
 ) -> Result<Outcome, Failure> {
     let allow_downgrade = match &resolved {
         Resolved::Backup(_) => true,
@@ -425,7 +489,9 @@ async fn run(
         from,
         control: declaration.control.clone(),
         crash_points: agent.installs.crash_points.as_ref(),
-        expected_downtime: expected_downtime(agent, &module),
+        expected_downtime: planned_end
+            .and_then(|end| (end - Utc::now()).to_std().ok())
+            .unwrap_or_else(|| expected_downtime(agent, &module)),
         allow_downgrade,
     };
     install.run(&package, progress).await

@@ -227,6 +227,17 @@ fn handle(
 ) -> Option<AgentMessage> {
     let command = match received.body {
         Some(controller_message::Body::Command(command)) => command,
+        Some(controller_message::Body::Hold(hold)) => {
+            let rollout = Some(hold.rollout).filter(|r| !r.is_empty());
+            match &rollout {
+                Some(rollout) => {
+                    tracing::info!("held by {rollout}: local installs are refused until it ends")
+                }
+                None => tracing::info!("no longer held by a rollout: local installs are allowed"),
+            }
+            agent.installs.set_hold(rollout);
+            return None;
+        }
         Some(controller_message::Body::AvailablePackages(available)) => {
             let offers = available
                 .packages
@@ -267,12 +278,14 @@ fn handle(
                     allow_downgrade: order.allow_downgrade,
                 }
             };
-            match installs::start(
-                agent,
-                &order.module,
-                source,
-                Some(command.command_id.clone()),
-            ) {
+            let origin = installs::Origin::Controller {
+                command_id: command.command_id.clone(),
+                expected_version: Some(order.version).filter(|v| !v.is_empty()),
+                planned_end: (order.planned_end_unix_ms > 0)
+                    .then(|| chrono::DateTime::from_timestamp_millis(order.planned_end_unix_ms))
+                    .flatten(),
+            };
+            match installs::start(agent, &order.module, source, origin) {
                 Ok(to) => (true, format!("install of {} {to} started", order.module)),
                 Err(e) => (false, e.to_string()),
             }
@@ -283,7 +296,11 @@ fn handle(
                 agent,
                 &order.module,
                 installs::Source::Backup { version },
-                Some(command.command_id.clone()),
+                installs::Origin::Controller {
+                    command_id: command.command_id.clone(),
+                    expected_version: None,
+                    planned_end: None,
+                },
             ) {
                 Ok(to) => (true, format!("restore of {} {to} started", order.module)),
                 Err(e) => (false, e.to_string()),

@@ -216,13 +216,20 @@ async fn install_form(State(agent): State<Arc<Agent>>, Path(module): Path<String
     started_page(
         &module,
         "Install refused",
-        installs::start(&agent, &module, installs::Source::Pending, None),
+        installs::start(
+            &agent,
+            &module,
+            installs::Source::Pending,
+            installs::Origin::Local,
+        ),
     )
 }
 
 fn status_of(error: &StartError) -> StatusCode {
     match error {
-        StartError::Busy(_) => StatusCode::CONFLICT,
+        StartError::Busy(_) | StartError::Held(_) | StartError::NotThatVersion { .. } => {
+            StatusCode::CONFLICT
+        }
         StartError::UnknownModule(_)
         | StartError::NothingPending(_)
         | StartError::NoBackup { .. } => StatusCode::NOT_FOUND,
@@ -320,7 +327,7 @@ async fn rollback_form(
     started_page(
         &module,
         "Restore refused",
-        installs::start(&agent, &module, source, None),
+        installs::start(&agent, &module, source, installs::Origin::Local),
     )
 }
 
@@ -333,7 +340,10 @@ async fn rollback_api(
     let source = installs::Source::Backup {
         version: request.to,
     };
-    started(&module, installs::start(&agent, &module, source, None))
+    started(
+        &module,
+        installs::start(&agent, &module, source, installs::Origin::Local),
+    )
 }
 
 /// `POST /api/modules/{module}/install`: an optional package to install
@@ -369,7 +379,10 @@ async fn install_api(
         },
         None => installs::Source::Pending,
     };
-    started(&module, installs::start(&agent, &module, source, None))
+    started(
+        &module,
+        installs::start(&agent, &module, source, installs::Origin::Local),
+    )
 }
 
 /// The API's answer to a start: 202 with the version, or the refusal.

@@ -30,6 +30,8 @@ pub struct ApiState {
     pub fleet: Arc<Fleet>,
     /// Where package files are stored.
     pub packages: Arc<crate::releases::PackageStore>,
+    /// The rollout engine's handle.
+    pub rollouts: crate::rollouts::Rollouts,
     /// Cancelled at shutdown: ends the event streams.
     pub shutdown: CancellationToken,
 }
@@ -43,7 +45,8 @@ pub struct ApiState {
     tags(
         (name = "fleet", description = "Sites, servers and modules"),
         (name = "installs", description = "Installing modules on servers, and what happened"),
-        (name = "releases", description = "Publishing signed module packages, grouped in releases")
+        (name = "releases", description = "Publishing signed module packages, grouped in releases"),
+        (name = "rollouts", description = "Bringing a release to sites: plan, start, pause, resume, cancel, retry; maintenance windows")
     )
 )]
 struct ApiDoc;
@@ -62,6 +65,21 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(crate::releases::download))
         .routes(routes!(crate::releases::publish, crate::releases::list))
         .routes(routes!(crate::releases::get))
+        .routes(routes!(
+            crate::rollouts::api::create,
+            crate::rollouts::api::list
+        ))
+        .routes(routes!(crate::rollouts::api::get))
+        .routes(routes!(crate::rollouts::api::pause))
+        .routes(routes!(crate::rollouts::api::resume))
+        .routes(routes!(crate::rollouts::api::cancel))
+        .routes(routes!(crate::rollouts::api::retry))
+        .routes(routes!(crate::rollouts::api::exclude))
+        .routes(routes!(crate::rollouts::api::rollback_site))
+        .routes(routes!(
+            crate::rollouts::api::put_schedule,
+            crate::rollouts::api::get_schedule
+        ))
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router
@@ -443,6 +461,8 @@ async fn order_install(
                 Order::Install {
                     package,
                     allow_downgrade,
+                    version: None,
+                    planned_end: None,
                 },
             )
             .await,
@@ -594,6 +614,9 @@ async fn events(
                             "phase": phase, "kind": kind, "text": text,
                         }))
                         .unwrap_or_else(|_| Event::default().event("resync").data("{}")),
+                    Ok(FleetEvent::RolloutChanged(id)) => {
+                        Event::default().event("rollout").data(id.to_string())
+                    }
                     Err(BroadcastStreamRecvError::Lagged(_)) => {
                         Event::default().event("resync").data("{}")
                     }

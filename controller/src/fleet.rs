@@ -31,6 +31,8 @@ pub enum FleetEvent {
         kind: String,
         text: String,
     },
+    /// A rollout changed: re-read it.
+    RolloutChanged(i64),
 }
 
 /// What the controller asks of a connected agent.
@@ -42,6 +44,10 @@ pub enum FleetCommand {
         module: String,
         package: Option<(String, String)>,
         allow_downgrade: bool,
+        /// The version the pending package must be.
+        version: Option<String>,
+        /// When the site's planned maintenance ends.
+        planned_end: Option<DateTime<Utc>>,
     },
     /// Restore a kept backup: of this version, or the newest earlier one.
     Rollback {
@@ -51,6 +57,8 @@ pub enum FleetCommand {
     },
     /// Tell the agent about published packages.
     Announce(Vec<Available>),
+    /// Hold the server for a rollout (refusing local installs), or release it.
+    Hold(Option<String>),
 }
 
 /// A published package as agents are told of it.
@@ -74,6 +82,10 @@ pub enum Order {
     Install {
         package: Option<(String, String)>,
         allow_downgrade: bool,
+        /// The version the pending package must be (a rollout's).
+        version: Option<String>,
+        /// When the site's planned maintenance ends, for the maintenance page.
+        planned_end: Option<DateTime<Utc>>,
     },
     Rollback {
         to: Option<String>,
@@ -129,6 +141,8 @@ pub struct Fleet {
     next_session: AtomicU64,
     /// Commands sent and waiting for the agent's outcome, by command id.
     awaiting: Mutex<HashMap<String, oneshot::Sender<(bool, String)>>>,
+    /// Servers held by a rollout, with the rollout's description.
+    holds: Mutex<HashMap<ServerId, String>>,
 }
 
 /// A connected agent's handle, owned by its stream.
@@ -153,6 +167,7 @@ impl Fleet {
             live: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             awaiting: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
         }
     }
 
@@ -281,6 +296,15 @@ impl Fleet {
         Ok(())
     }
 
+    /// A new command id, unique on this controller.
+    pub fn command_id(&self, server: &str, module: &str) -> String {
+        format!(
+            "{server}-{module}-{}-{}",
+            Utc::now().timestamp_millis(),
+            self.next_session.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     /// Orders a connected agent to install or restore a module, and waits
     /// for the agent to accept or refuse. Returns the command id and the
     /// agent's answer.
@@ -290,15 +314,22 @@ impl Fleet {
         module: &str,
         order: Order,
     ) -> Result<(String, String), OrderError> {
+        let command_id = self.command_id(server, module);
+        self.order_as(server, module, order, command_id).await
+    }
+
+    /// [`Fleet::order`] under a command id the caller recorded beforehand.
+    pub async fn order_as(
+        &self,
+        server: &str,
+        module: &str,
+        order: Order,
+        command_id: String,
+    ) -> Result<(String, String), OrderError> {
         let sender = ServerId::parse(server)
             .ok()
             .and_then(|id| self.live().get(&id).map(|l| l.commands.clone()))
             .ok_or_else(|| OrderError::Offline(server.to_owned()))?;
-        let command_id = format!(
-            "{server}-{module}-{}-{}",
-            Utc::now().timestamp_millis(),
-            self.next_session.fetch_add(1, Ordering::Relaxed)
-        );
         let (answer_tx, answer) = oneshot::channel();
         self.awaiting
             .lock()
@@ -308,11 +339,15 @@ impl Fleet {
             Order::Install {
                 package,
                 allow_downgrade,
+                version,
+                planned_end,
             } => FleetCommand::Install {
                 command_id: command_id.clone(),
                 module: module.to_owned(),
                 package,
                 allow_downgrade,
+                version,
+                planned_end,
             },
             Order::Rollback { to } => FleetCommand::Rollback {
                 command_id: command_id.clone(),
@@ -380,6 +415,47 @@ impl Fleet {
             self.live().values().map(|l| l.commands.clone()).collect();
         for sender in senders {
             let _ = sender.send(FleetCommand::Announce(packages.clone())).await;
+        }
+    }
+
+    /// Tells live views that a rollout changed.
+    pub fn rollout_changed(&self, id: i64) {
+        let _ = self.events.send(FleetEvent::RolloutChanged(id));
+    }
+
+    /// The rollout holding a server, if any.
+    pub fn hold_of(&self, server: &ServerId) -> Option<String> {
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(server)
+            .cloned()
+    }
+
+    /// Sets which servers rollouts hold; tells the connected agents whose
+    /// hold changed.
+    pub async fn set_holds(&self, holds: HashMap<ServerId, String>) {
+        let changed: Vec<(ServerId, Option<String>)> = {
+            let mut current = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+            let mut changed: Vec<(ServerId, Option<String>)> = current
+                .iter()
+                .filter(|(server, _)| !holds.contains_key(*server))
+                .map(|(server, _)| (server.clone(), None))
+                .collect();
+            changed.extend(
+                holds
+                    .iter()
+                    .filter(|(server, hold)| current.get(*server) != Some(hold))
+                    .map(|(server, hold)| (server.clone(), Some(hold.clone()))),
+            );
+            *current = holds;
+            changed
+        };
+        for (server, hold) in changed {
+            let sender = self.live().get(&server).map(|l| l.commands.clone());
+            if let Some(sender) = sender {
+                let _ = sender.send(FleetCommand::Hold(hold)).await;
+            }
         }
     }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
 use flotilla_proto::v1::agent_link_server::AgentLink;
 use flotilla_proto::v1::{
-    AgentMessage, AvailablePackage, AvailablePackages, Command, ControllerMessage, InstallModule,
-    RollbackModule, Welcome, agent_message, command, controller_message,
+    AgentMessage, AvailablePackage, AvailablePackages, Command, ControllerMessage, Hold,
+    InstallModule, RollbackModule, Welcome, agent_message, command, controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
 use tokio::sync::mpsc;
@@ -117,6 +117,11 @@ impl AgentLink for AgentLinkService {
         };
         // Cannot fail: the receiver is right here and the buffer is empty.
         let _ = outbound.send(Ok(welcome)).await;
+        if let Some(hold) = self.fleet.hold_of(&hello.id) {
+            let _ = outbound
+                .send(Ok(command_message(FleetCommand::Hold(Some(hold)))))
+                .await;
+        }
         // Everything published so far: the agent works out what it lacks.
         match self.fleet.available().await {
             Ok(available) => {
@@ -272,6 +277,8 @@ fn command_message(command: FleetCommand) -> ControllerMessage {
             module,
             package,
             allow_downgrade,
+            version,
+            planned_end,
         } => {
             let (package, sha256) = package.unwrap_or_default();
             (
@@ -281,8 +288,17 @@ fn command_message(command: FleetCommand) -> ControllerMessage {
                     package,
                     sha256,
                     allow_downgrade,
+                    version: version.unwrap_or_default(),
+                    planned_end_unix_ms: planned_end.map_or(0, |t| t.timestamp_millis()),
                 }),
             )
+        }
+        FleetCommand::Hold(rollout) => {
+            return ControllerMessage {
+                body: Some(controller_message::Body::Hold(Hold {
+                    rollout: rollout.unwrap_or_default(),
+                })),
+            };
         }
         FleetCommand::Announce(packages) => {
             return ControllerMessage {

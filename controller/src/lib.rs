@@ -11,6 +11,8 @@
 //!   stream.
 //! - [`releases`]: the content-addressed package store, publishing and
 //!   serving releases (resumable downloads).
+//! - [`rollouts`]: a release brought to sites with a strategy; the engine
+//!   that runs them from their state in SQLite.
 //! - [`dashboard`]: the web pages from `web/`, embedded.
 //! - [`demo`]: the README's one-command demo (a controller and three agents).
 //!
@@ -26,6 +28,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod publisher;
 pub mod releases;
+pub mod rollouts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -70,6 +73,8 @@ pub async fn run(
         async move { fleet.housekeeping(stop).await }
     });
 
+    let (rollouts, rollout_engine) = rollouts::Rollouts::start(fleet.clone(), stop.clone());
+
     let service = grpc::AgentLinkService::new(fleet.clone(), stop.clone());
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -80,6 +85,7 @@ pub async fn run(
         .merge(api::router(api::ApiState {
             fleet: fleet.clone(),
             packages: Arc::new(packages),
+            rollouts,
             shutdown: stop.clone(),
         }))
         .route("/api/{*rest}", axum::routing::any(api::not_found));
@@ -92,10 +98,12 @@ pub async fn run(
     tracing::info!("shutting down");
     stop.cancel();
     let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (grpc, http, housekeeping) = tokio::join!(grpc_task, http_task, housekeeping);
+        let (grpc, http, housekeeping, engine) =
+            tokio::join!(grpc_task, http_task, housekeeping, rollout_engine);
         grpc??;
         http??;
         housekeeping?;
+        engine?;
         anyhow::Ok(())
     })
     .await;

@@ -15,6 +15,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, Sqlite, Transaction};
 
+mod rollouts;
+pub use rollouts::{
+    CommandInstall, Estimate, RolloutChanges, RolloutLogRecord, RolloutRecord, RolloutSiteRecord,
+    RolloutStepRecord, ScheduleRecord,
+};
+
 /// The schema migrations in `migrations/`, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

@@ -1,0 +1,403 @@
+//! The rollouts' SQL: their state machine's rows, the audit log, site
+//! schedules, and what the engine reads of installs.
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use super::Database;
+
+/// A rollout as stored.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct RolloutRecord {
+    pub id: i64,
+    pub release: String,
+    /// The strategy, JSON.
+    pub strategy: String,
+    /// `running`, `paused`, `cancelled`, `succeeded` or `failed`.
+    pub state: String,
+    pub reason: Option<String>,
+    /// Waves up to this one may start.
+    pub opened_wave: i64,
+    /// When the next wave may open, while pausing between waves.
+    pub wave_ready_at: Option<DateTime<Utc>>,
+    /// Failed sites an operator resumed past: the threshold counts beyond them.
+    pub acknowledged_failures: i64,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A site of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct RolloutSiteRecord {
+    pub rollout_id: i64,
+    pub site: String,
+    pub wave: i64,
+    pub state: String,
+    pub message: Option<String>,
+    pub planned_start: Option<DateTime<Utc>>,
+    pub planned_end: Option<DateTime<Utc>>,
+    pub notice_sent_at: Option<DateTime<Utc>>,
+    pub notice_result: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One module on one server in a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct RolloutStepRecord {
+    pub rollout_id: i64,
+    pub site: String,
+    pub server_id: String,
+    pub module: String,
+    pub layer: i64,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub command_id: Option<String>,
+    pub rollback_command_id: Option<String>,
+    pub message: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A line of a rollout's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct RolloutLogRecord {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// An install a rollout ordered, found by its command id.
+#[derive(Debug, Clone, FromRow)]
+pub struct CommandInstall {
+    pub server_id: String,
+    pub command_id: String,
+    pub install_id: String,
+    pub state: String,
+    pub phase: Option<String>,
+    pub message: Option<String>,
+    pub downtime_ms: Option<i64>,
+    pub rollback_error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The latest progress line, if any.
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+/// A past successful install, to estimate the next.
+#[derive(Debug, Clone, FromRow)]
+pub struct Estimate {
+    pub module: String,
+    pub duration_ms: i64,
+    pub downtime_ms: i64,
+}
+
+/// A site's maintenance windows as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct ScheduleRecord {
+    pub site: String,
+    pub time_zone: String,
+    /// JSON: `[{days, start, end}]`.
+    pub windows: String,
+}
+
+/// What the engine changed in one pass over a rollout, written together.
+#[derive(Debug, Default)]
+pub struct RolloutChanges {
+    pub rollout: Option<RolloutRecord>,
+    pub sites: Vec<RolloutSiteRecord>,
+    pub steps: Vec<RolloutStepRecord>,
+    /// `(actor, action, detail)`.
+    pub log: Vec<(String, String, String)>,
+}
+
+impl RolloutChanges {
+    pub fn is_empty(&self) -> bool {
+        self.rollout.is_none()
+            && self.sites.is_empty()
+            && self.steps.is_empty()
+            && self.log.is_empty()
+    }
+}
+
+impl Database {
+    /// Stores a new rollout with its sites and steps; returns its id.
+    pub async fn create_rollout(
+        &self,
+        rollout: &RolloutRecord,
+        sites: &[RolloutSiteRecord],
+        steps: &[RolloutStepRecord],
+        detail: &str,
+    ) -> sqlx::Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO rollouts (release, strategy, state, reason, opened_wave, created_by, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&rollout.release)
+        .bind(&rollout.strategy)
+        .bind(&rollout.state)
+        .bind(&rollout.reason)
+        .bind(rollout.opened_wave)
+        .bind(&rollout.created_by)
+        .bind(rollout.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        for site in sites {
+            sqlx::query("INSERT INTO rollout_sites (rollout_id, site, wave, state, message) VALUES (?, ?, ?, ?, ?)")
+                .bind(id)
+                .bind(&site.site)
+                .bind(site.wave)
+                .bind(&site.state)
+                .bind(&site.message)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for step in steps {
+            sqlx::query(
+                "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, from_version, to_version, state, message) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(&step.site)
+            .bind(&step.server_id)
+            .bind(&step.module)
+            .bind(step.layer)
+            .bind(&step.from_version)
+            .bind(&step.to_version)
+            .bind(&step.state)
+            .bind(&step.message)
+            .execute(&mut *tx)
+            .await?;
+        }
+        log(
+            &mut tx,
+            id,
+            rollout.created_at,
+            &rollout.created_by,
+            "created",
+            detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Every rollout, newest first.
+    pub async fn rollouts(&self) -> sqlx::Result<Vec<RolloutRecord>> {
+        sqlx::query_as("SELECT * FROM rollouts ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The rollouts the engine still has work for.
+    pub async fn active_rollouts(&self) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "SELECT id FROM rollouts WHERE state IN ('running', 'paused') \
+             OR (state = 'cancelled' AND finished_at IS NULL) ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// A rollout with its sites (by wave, then name), steps and log.
+    #[allow(clippy::type_complexity)]
+    pub async fn rollout(
+        &self,
+        id: i64,
+    ) -> sqlx::Result<
+        Option<(
+            RolloutRecord,
+            Vec<RolloutSiteRecord>,
+            Vec<RolloutStepRecord>,
+            Vec<RolloutLogRecord>,
+        )>,
+    > {
+        let Some(rollout) = sqlx::query_as("SELECT * FROM rollouts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let sites =
+            sqlx::query_as("SELECT * FROM rollout_sites WHERE rollout_id = ? ORDER BY wave, site")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        let steps = sqlx::query_as(
+            "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY site, layer, server_id, module",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let log = sqlx::query_as(
+            "SELECT seq, at, actor, action, detail FROM rollout_log WHERE rollout_id = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some((rollout, sites, steps, log)))
+    }
+
+    /// Writes what changed in one pass, with its log lines, at once.
+    pub async fn save_rollout(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        changes: &RolloutChanges,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(r) = &changes.rollout {
+            sqlx::query(
+                "UPDATE rollouts SET state = ?, reason = ?, opened_wave = ?, wave_ready_at = ?, \
+                 acknowledged_failures = ?, finished_at = ? WHERE id = ?",
+            )
+            .bind(&r.state)
+            .bind(&r.reason)
+            .bind(r.opened_wave)
+            .bind(r.wave_ready_at)
+            .bind(r.acknowledged_failures)
+            .bind(r.finished_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for s in &changes.sites {
+            sqlx::query(
+                "UPDATE rollout_sites SET state = ?, message = ?, planned_start = ?, planned_end = ?, \
+                 notice_sent_at = ?, notice_result = ?, started_at = ?, finished_at = ? \
+                 WHERE rollout_id = ? AND site = ?",
+            )
+            .bind(&s.state)
+            .bind(&s.message)
+            .bind(s.planned_start)
+            .bind(s.planned_end)
+            .bind(s.notice_sent_at)
+            .bind(&s.notice_result)
+            .bind(s.started_at)
+            .bind(s.finished_at)
+            .bind(id)
+            .bind(&s.site)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for s in &changes.steps {
+            sqlx::query(
+                "UPDATE rollout_steps SET state = ?, attempts = ?, next_attempt_at = ?, command_id = ?, \
+                 rollback_command_id = ?, message = ?, started_at = ?, finished_at = ? \
+                 WHERE rollout_id = ? AND server_id = ? AND module = ?",
+            )
+            .bind(&s.state)
+            .bind(s.attempts)
+            .bind(s.next_attempt_at)
+            .bind(&s.command_id)
+            .bind(&s.rollback_command_id)
+            .bind(&s.message)
+            .bind(s.started_at)
+            .bind(s.finished_at)
+            .bind(id)
+            .bind(&s.server_id)
+            .bind(&s.module)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (actor, action, detail) in &changes.log {
+            log(&mut tx, id, at, actor, action, detail).await?;
+        }
+        tx.commit().await
+    }
+
+    /// The installs a rollout's commands started (installs and rollbacks).
+    pub async fn rollout_installs(&self, id: i64) -> sqlx::Result<Vec<CommandInstall>> {
+        sqlx::query_as(
+            "SELECT i.server_id, i.command_id, i.install_id, i.state, i.phase, i.message, i.downtime_ms, \
+                    i.rollback_error, i.started_at, i.finished_at, \
+                    (SELECT MAX(e.at) FROM install_events e WHERE e.server_id = i.server_id AND e.install_id = i.install_id) \
+                        AS last_event_at \
+             FROM installs i JOIN rollout_steps r ON r.server_id = i.server_id \
+                AND i.command_id IN (r.command_id, r.rollback_command_id) \
+             WHERE r.rollout_id = ?",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The last successful installs of every module (at most 20 each), to
+    /// estimate how long the next takes and how long users wait.
+    pub async fn estimates(&self) -> sqlx::Result<Vec<Estimate>> {
+        sqlx::query_as(
+            "SELECT module, duration_ms, downtime_ms FROM ( \
+                SELECT module, \
+                       CAST((julianday(finished_at) - julianday(started_at)) * 86400000 AS INTEGER) AS duration_ms, \
+                       COALESCE(downtime_ms, 0) AS downtime_ms, \
+                       ROW_NUMBER() OVER (PARTITION BY module ORDER BY finished_at DESC) AS n \
+                FROM installs WHERE state = 'succeeded' AND finished_at IS NOT NULL) \
+             WHERE n <= 20",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Sets a site's windows; `false` when there is no such site.
+    pub async fn set_schedule(
+        &self,
+        site: &str,
+        time_zone: &str,
+        windows: &str,
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO site_schedules (site_id, time_zone, windows, updated_at) \
+             SELECT id, ?, ?, ? FROM sites WHERE name = ? \
+             ON CONFLICT (site_id) DO UPDATE SET time_zone = excluded.time_zone, \
+                windows = excluded.windows, updated_at = excluded.updated_at",
+        )
+        .bind(time_zone)
+        .bind(windows)
+        .bind(at)
+        .bind(site)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Every site's schedule.
+    pub async fn schedules(&self) -> sqlx::Result<Vec<ScheduleRecord>> {
+        sqlx::query_as(
+            "SELECT t.name AS site, s.time_zone, s.windows FROM site_schedules s JOIN sites t ON t.id = s.site_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
+async fn log(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: i64,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    detail: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO rollout_log (rollout_id, seq, at, actor, action, detail) \
+         VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM rollout_log WHERE rollout_id = ?), ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(id)
+    .bind(at)
+    .bind(actor)
+    .bind(action)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,610 @@
+//! The rollouts' REST endpoints: plan (dry run) and create, list, read, the
+//! operator's actions, and the sites' maintenance windows.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::engine::{Action, ActionError};
+use super::plan::{self, Estimates, Plan, Target};
+use super::strategy::{Calendar, Schedule, Strategy};
+use crate::api::{ApiError, ApiState, ErrorBody};
+use crate::db::{RolloutRecord, RolloutSiteRecord, RolloutStepRecord};
+
+/// Who did it: the `X-Flotilla-Actor` header, else `api`.
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-flotilla-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().chars().take(100).collect::<String>())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "api".to_owned())
+}
+
+/// A rollout to plan or start.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRollout {
+    /// The release to bring.
+    pub release: String,
+    #[serde(flatten)]
+    pub target: Target,
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct CreateQuery {
+    /// Only compute and return the plan; nothing starts.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A started rollout and its plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    pub id: i64,
+    pub plan: Plan,
+}
+
+/// Calendars of every site with a schedule.
+async fn calendars(state: &ApiState) -> Result<HashMap<String, Calendar>, ApiError> {
+    let mut calendars = HashMap::new();
+    for s in state.fleet.db.schedules().await? {
+        let windows =
+            serde_json::from_str(&s.windows).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let calendar = Schedule {
+            time_zone: s.time_zone,
+            windows,
+        }
+        .calendar()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        calendars.insert(s.site, calendar);
+    }
+    Ok(calendars)
+}
+
+/// Plan a rollout (`dry_run=true`) or start it. The plan says which sites,
+/// in which waves, which servers and modules from which version to which,
+/// in which order and window, and the expected downtime per site.
+#[utoipa::path(post, path = "/api/v1/rollouts", tag = "rollouts", params(CreateQuery),
+    request_body = NewRollout,
+    responses(
+        (status = OK, description = "The plan (dry run): nothing started", body = Plan),
+        (status = CREATED, description = "The rollout started", body = Created),
+        (status = BAD_REQUEST, description = "Bad strategy or target, naming the field", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such release", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<ApiState>,
+    Query(query): Query<CreateQuery>,
+    headers: HeaderMap,
+    body: Result<Json<NewRollout>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, axum::response::Response), ApiError> {
+    use axum::response::IntoResponse;
+    let Json(new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let db = &state.fleet.db;
+    let release = db.release(&new.release).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("no release \"{}\" is published", new.release))
+    })?;
+    let servers = db.servers(None).await?;
+    let estimates = Estimates::new(
+        &db.estimates().await?,
+        chrono::Duration::seconds(
+            i64::try_from(new.strategy.default_install_seconds).unwrap_or(300),
+        ),
+    );
+    let now = Utc::now();
+    let plan = plan::plan(
+        &new.strategy,
+        &new.target,
+        &release,
+        &servers,
+        &calendars(&state).await?,
+        &estimates,
+        now,
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if query.dry_run {
+        return Ok((StatusCode::OK, Json(plan).into_response()));
+    }
+    let who = actor(&headers);
+    let sites: Vec<RolloutSiteRecord> = plan
+        .sites
+        .iter()
+        .map(|s| RolloutSiteRecord {
+            rollout_id: 0,
+            site: s.site.clone(),
+            wave: i64::from(s.wave),
+            state: "waiting".into(),
+            message: None,
+            planned_start: None,
+            planned_end: None,
+            notice_sent_at: None,
+            notice_result: None,
+            started_at: None,
+            finished_at: None,
+        })
+        .collect();
+    let steps: Vec<RolloutStepRecord> = plan
+        .sites
+        .iter()
+        .flat_map(|s| {
+            s.steps.iter().map(|step| RolloutStepRecord {
+                rollout_id: 0,
+                site: s.site.clone(),
+                server_id: step.server.clone(),
+                module: step.module.clone(),
+                layer: i64::from(step.layer),
+                from_version: step.from_version.clone(),
+                to_version: step.to_version.clone(),
+                state: if step.action == "skip" {
+                    "skipped"
+                } else {
+                    "pending"
+                }
+                .into(),
+                attempts: 0,
+                next_attempt_at: None,
+                command_id: None,
+                rollback_command_id: None,
+                message: (step.action == "skip").then(|| {
+                    format!(
+                        "{} already installed",
+                        step.from_version.as_deref().unwrap_or("?")
+                    )
+                }),
+                started_at: None,
+                finished_at: None,
+            })
+        })
+        .collect();
+    let rollout = RolloutRecord {
+        id: 0,
+        release: release.version.clone(),
+        strategy: serde_json::to_string(&new.strategy)
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        state: "running".into(),
+        reason: None,
+        opened_wave: 1,
+        wave_ready_at: None,
+        acknowledged_failures: 0,
+        created_by: who,
+        created_at: now,
+        finished_at: None,
+    };
+    let detail = format!(
+        "release {} to {} sites in {} waves",
+        release.version,
+        plan.sites.len(),
+        plan.waves.len()
+    );
+    let id = db.create_rollout(&rollout, &sites, &steps, &detail).await?;
+    tracing::info!(rollout = id, release = %release.version, "rollout started by {}", rollout.created_by);
+    state.rollouts.wake().await;
+    state.fleet.rollout_changed(id);
+    Ok((
+        StatusCode::CREATED,
+        Json(Created { id, plan }).into_response(),
+    ))
+}
+
+/// A rollout in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutSummary {
+    pub id: i64,
+    pub release: String,
+    /// `running`, `paused`, `cancelled`, `succeeded` or `failed`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How many sites are in each state.
+    pub sites: HashMap<String, usize>,
+}
+
+/// Every rollout, newest first.
+#[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts",
+    responses((status = OK, description = "Newest first", body = [RolloutSummary])))]
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<RolloutSummary>>, ApiError> {
+    let mut out = Vec::new();
+    for r in state.fleet.db.rollouts().await? {
+        let mut sites = HashMap::new();
+        if let Some((_, site_rows, _, _)) = state.fleet.db.rollout(r.id).await? {
+            for s in site_rows {
+                *sites.entry(s.state).or_insert(0) += 1;
+            }
+        }
+        out.push(RolloutSummary {
+            id: r.id,
+            release: r.release,
+            state: r.state,
+            reason: r.reason,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            sites,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// A rollout with every site, server and module, live.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutDetail {
+    pub id: i64,
+    pub release: String,
+    pub state: String,
+    pub reason: Option<String>,
+    /// Waves up to this one may start.
+    pub opened_wave: i64,
+    pub strategy: Strategy,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub sites: Vec<RolloutSite>,
+    /// Every transition: who, when, what.
+    pub log: Vec<LogLine>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutSite {
+    pub site: String,
+    pub wave: i64,
+    /// `waiting`, `scheduled`, `running`, `succeeded`, `failed`,
+    /// `rolling_back`, `rolled_back`, `rollback_failed`, `cancelled`.
+    pub state: String,
+    pub message: Option<String>,
+    pub time_zone: String,
+    pub planned_start: Option<DateTime<Utc>>,
+    pub planned_end: Option<DateTime<Utc>>,
+    pub planned_start_local: Option<String>,
+    pub planned_end_local: Option<String>,
+    pub notice_sent_at: Option<DateTime<Utc>>,
+    pub notice_result: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Measured: the sum of its installs' time out of service.
+    pub downtime_ms: i64,
+    pub servers: Vec<RolloutServer>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutServer {
+    pub server: String,
+    pub online: bool,
+    pub steps: Vec<RolloutStep>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutStep {
+    pub module: String,
+    pub layer: i64,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    /// `pending`, `starting`, `running`, `succeeded`, `skipped`, `failed`,
+    /// `excluded`, `cancelled`, `rolling_back`, `rolled_back`, `rollback_failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub message: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The install of the latest attempt (or the restore), as the agent reports it.
+    pub install: Option<StepInstall>,
+    /// The package's download on the server, while it is not there yet.
+    pub download: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepInstall {
+    pub install_id: String,
+    pub state: String,
+    pub phase: Option<String>,
+    pub downtime_ms: Option<i64>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogLine {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// One rollout, live: per site, server and module, the state, phase,
+/// download and measured downtime, and the log of transitions.
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout")),
+    responses(
+        (status = OK, description = "The rollout", body = RolloutDetail),
+        (status = NOT_FOUND, description = "No such rollout", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    let db = &state.fleet.db;
+    let Some((rollout, sites, steps, log)) = db.rollout(id).await? else {
+        return Err(ApiError::NotFound(format!("no rollout {id}")));
+    };
+    let installs: HashMap<String, crate::db::CommandInstall> = db
+        .rollout_installs(id)
+        .await?
+        .into_iter()
+        .map(|i| (i.command_id.clone(), i))
+        .collect();
+    let servers: HashMap<String, crate::db::ServerRecord> = db
+        .servers(None)
+        .await?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let calendars = calendars(&state).await?;
+    let strategy: Strategy =
+        serde_json::from_str(&rollout.strategy).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let sites = sites
+        .into_iter()
+        .map(|site| {
+            let calendar = calendars
+                .get(&site.site)
+                .cloned()
+                .unwrap_or_else(Calendar::always);
+            let mut by_server: Vec<RolloutServer> = Vec::new();
+            let mut downtime_ms = 0;
+            for step in steps.iter().filter(|s| s.site == site.site) {
+                let command =
+                    if step.rollback_command_id.is_some() && step.state.starts_with("roll") {
+                        &step.rollback_command_id
+                    } else {
+                        &step.command_id
+                    };
+                let install = command.as_ref().and_then(|c| installs.get(c));
+                if let Some(i) = step.command_id.as_ref().and_then(|c| installs.get(c)) {
+                    downtime_ms += i.downtime_ms.unwrap_or(0);
+                }
+                let server = servers.get(&step.server_id);
+                let download = server
+                    .and_then(|s| s.modules.iter().find(|m| m.name == step.module))
+                    .filter(|m| m.pending_version.as_deref() != Some(step.to_version.as_str()))
+                    .and_then(|m| match (&m.download_state, &m.download_detail) {
+                        (Some(state), Some(detail)) => Some(format!("{state}: {detail}")),
+                        (Some(state), None) => Some(state.clone()),
+                        _ => None,
+                    });
+                let entry = match by_server
+                    .iter_mut()
+                    .position(|s| s.server == step.server_id)
+                {
+                    Some(i) => &mut by_server[i],
+                    None => {
+                        by_server.push(RolloutServer {
+                            server: step.server_id.clone(),
+                            online: server.is_some_and(|s| s.online),
+                            steps: Vec::new(),
+                        });
+                        by_server.last_mut().expect("just pushed")
+                    }
+                };
+                entry.steps.push(RolloutStep {
+                    module: step.module.clone(),
+                    layer: step.layer,
+                    from_version: step.from_version.clone(),
+                    to_version: step.to_version.clone(),
+                    state: step.state.clone(),
+                    attempts: step.attempts,
+                    message: step.message.clone(),
+                    started_at: step.started_at,
+                    finished_at: step.finished_at,
+                    install: install.map(|i| StepInstall {
+                        install_id: i.install_id.clone(),
+                        state: i.state.clone(),
+                        phase: i.phase.clone(),
+                        downtime_ms: i.downtime_ms,
+                        started_at: i.started_at,
+                        finished_at: i.finished_at,
+                    }),
+                    download,
+                });
+            }
+            RolloutSite {
+                time_zone: calendar.time_zone().name().to_owned(),
+                planned_start_local: site.planned_start.map(|t| calendar.local(t)),
+                planned_end_local: site.planned_end.map(|t| calendar.local(t)),
+                site: site.site,
+                wave: site.wave,
+                state: site.state,
+                message: site.message,
+                planned_start: site.planned_start,
+                planned_end: site.planned_end,
+                notice_sent_at: site.notice_sent_at,
+                notice_result: site.notice_result,
+                started_at: site.started_at,
+                finished_at: site.finished_at,
+                downtime_ms,
+                servers: by_server,
+            }
+        })
+        .collect();
+    Ok(Json(RolloutDetail {
+        id: rollout.id,
+        release: rollout.release,
+        state: rollout.state,
+        reason: rollout.reason,
+        opened_wave: rollout.opened_wave,
+        strategy,
+        created_by: rollout.created_by,
+        created_at: rollout.created_at,
+        finished_at: rollout.finished_at,
+        sites,
+        log: log
+            .into_iter()
+            .map(|l| LogLine {
+                at: l.at,
+                actor: l.actor,
+                action: l.action,
+                detail: l.detail,
+            })
+            .collect(),
+    }))
+}
+
+async fn act(
+    state: &ApiState,
+    id: i64,
+    action: Action,
+    headers: &HeaderMap,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    state
+        .rollouts
+        .act(id, action, &actor(headers))
+        .await
+        .map_err(|e| match e {
+            ActionError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ActionError::Conflict(m) => ApiError::Conflict(m),
+            ActionError::Database(e) => ApiError::Internal(e.to_string()),
+        })?;
+    get(State(state.clone()), Path(id)).await
+}
+
+/// Pause: no new site starts; sites under way finish, so no site is left
+/// half updated.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/pause", tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout")),
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Not running", body = ErrorBody)))]
+pub async fn pause(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    act(&state, id, Action::Pause, &headers).await
+}
+
+/// Resume a paused rollout (also past a failure threshold or a manual gate).
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/resume", tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout")),
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Not paused", body = ErrorBody)))]
+pub async fn resume(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    act(&state, id, Action::Resume, &headers).await
+}
+
+/// Cancel: nothing new starts; running installs finish or roll back cleanly.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/cancel", tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout")),
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Already over", body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    act(&state, id, Action::Cancel, &headers).await
+}
+
+/// Retry the failed (or rolled back) sites from their unfinished modules.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/retry", tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout")),
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Nothing failed", body = ErrorBody)))]
+pub async fn retry(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    act(&state, id, Action::Retry, &headers).await
+}
+
+/// Leave a server out: its modules not yet started are excluded.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/servers/{server}/exclude", tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout"), ("server" = String, Path, description = "The server id")),
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Not part of it, or over", body = ErrorBody)))]
+pub async fn exclude(
+    State(state): State<ApiState>,
+    Path((id, server)): Path<(i64, String)>,
+    headers: HeaderMap,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    act(&state, id, Action::Exclude(server), &headers).await
+}
+
+/// Roll a failed, cancelled or finished site back to the versions it had.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/sites/{site}/rollback", tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout"), ("site" = String, Path, description = "The site")),
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "The site is under way", body = ErrorBody)))]
+pub async fn rollback_site(
+    State(state): State<ApiState>,
+    Path((id, site)): Path<(i64, String)>,
+    headers: HeaderMap,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    act(&state, id, Action::RollbackSite(site), &headers).await
+}
+
+/// Set a site's maintenance windows, in its own time zone.
+#[utoipa::path(put, path = "/api/v1/sites/{site}/schedule", tag = "rollouts",
+    params(("site" = String, Path, description = "The site")),
+    request_body = Schedule,
+    responses(
+        (status = OK, description = "Stored", body = Schedule),
+        (status = BAD_REQUEST, description = "Names the field at fault", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such site", body = ErrorBody),
+    ))]
+pub async fn put_schedule(
+    State(state): State<ApiState>,
+    Path(site): Path<String>,
+    body: Result<Json<Schedule>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Schedule>, ApiError> {
+    let Json(schedule) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    schedule
+        .calendar()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let windows =
+        serde_json::to_string(&schedule.windows).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !state
+        .fleet
+        .db
+        .set_schedule(&site, &schedule.time_zone, &windows, Utc::now())
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "no site named \"{site}\" has ever connected"
+        )));
+    }
+    state.rollouts.wake().await;
+    Ok(Json(schedule))
+}
+
+/// A site's maintenance windows (none: any time, in UTC).
+#[utoipa::path(get, path = "/api/v1/sites/{site}/schedule", tag = "rollouts",
+    params(("site" = String, Path, description = "The site")),
+    responses((status = OK, body = Schedule)))]
+pub async fn get_schedule(
+    State(state): State<ApiState>,
+    Path(site): Path<String>,
+) -> Result<Json<Schedule>, ApiError> {
+    let found = state
+        .fleet
+        .db
+        .schedules()
+        .await?
+        .into_iter()
+        .find(|s| s.site == site);
+    Ok(Json(match found {
+        Some(s) => Schedule {
+            time_zone: s.time_zone,
+            windows: serde_json::from_str(&s.windows)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        },
+        None => Schedule {
+            time_zone: "UTC".into(),
+            windows: Vec::new(),
+        },
+    }))
+}

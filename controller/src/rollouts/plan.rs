@@ -1,0 +1,367 @@
+//! The plan of a rollout, before anything starts: which sites, in which
+//! waves, which servers and modules go from which version to which, in which
+//! order and window, and the expected downtime per site. Pure: computed from
+//! the fleet as stored, the release, the schedules and past installs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use flotilla_proto::domain::Version;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::strategy::{Calendar, Invalid, Strategy};
+use crate::db::{Estimate, ReleaseRecord, ServerRecord};
+
+/// Which sites a rollout brings the release to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// These sites. With neither this nor `site_pattern`: every site that
+    /// hosts a module of the release.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Or the sites whose name matches, `*` standing for any characters
+    /// (`acme-*`).
+    pub site_pattern: Option<String>,
+}
+
+/// How long installs of each module took, from the controller's history.
+#[derive(Debug, Clone, Default)]
+pub struct Estimates {
+    by_module: HashMap<String, (Duration, Duration)>,
+    default_install: Duration,
+}
+
+impl Estimates {
+    /// Medians of the past successful installs; `default_install` for a
+    /// module never installed (its downtime then assumed as long).
+    pub fn new(history: &[Estimate], default_install: Duration) -> Estimates {
+        let mut samples: HashMap<&str, (Vec<i64>, Vec<i64>)> = HashMap::new();
+        for e in history {
+            let entry = samples.entry(&e.module).or_default();
+            entry.0.push(e.duration_ms.max(0));
+            entry.1.push(e.downtime_ms.max(0));
+        }
+        let median = |v: &mut Vec<i64>| {
+            v.sort_unstable();
+            Duration::milliseconds(v[v.len() / 2])
+        };
+        Estimates {
+            by_module: samples
+                .into_iter()
+                .map(|(m, (mut d, mut o))| (m.to_owned(), (median(&mut d), median(&mut o))))
+                .collect(),
+            default_install,
+        }
+    }
+
+    /// How long an install of `module` takes.
+    pub fn install(&self, module: &str) -> Duration {
+        self.by_module
+            .get(module)
+            .map_or(self.default_install, |e| e.0)
+    }
+
+    /// How long `module` is out of service during its install.
+    pub fn downtime(&self, module: &str) -> Duration {
+        self.by_module
+            .get(module)
+            .map_or(self.default_install, |e| e.1)
+    }
+
+    /// A site's whole update: the layers one after the other, the modules of
+    /// a layer side by side. Returns (duration, downtime).
+    pub fn site<'a>(&self, layers: impl IntoIterator<Item = &'a [String]>) -> (Duration, Duration) {
+        layers
+            .into_iter()
+            .fold((Duration::zero(), Duration::zero()), |(d, o), layer| {
+                let longest = |f: &dyn Fn(&str) -> Duration| {
+                    layer.iter().map(|m| f(m)).max().unwrap_or_default()
+                };
+                (
+                    d + longest(&|m| self.install(m)),
+                    o + longest(&|m| self.downtime(m)),
+                )
+            })
+    }
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Plan {
+    pub release: String,
+    /// Site names per wave, in order.
+    pub waves: Vec<Vec<String>>,
+    pub sites: Vec<SitePlan>,
+    /// Things an operator should know before starting (offline servers, ...).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SitePlan {
+    pub site: String,
+    /// 1 for the first wave.
+    pub wave: u32,
+    pub time_zone: String,
+    /// The modules in the order they go, those of a layer side by side.
+    pub layers: Vec<Vec<String>>,
+    pub steps: Vec<StepPlan>,
+    /// The whole update, estimated from past installs (seconds).
+    pub estimated_seconds: i64,
+    /// How long users are without the application, estimated (ms).
+    pub expected_downtime_ms: i64,
+    /// The earliest slot it fits in (for later waves, after the earlier
+    /// waves' estimated time); `null` when no window in the next eight days
+    /// is long enough.
+    pub planned_start: Option<DateTime<Utc>>,
+    pub planned_end: Option<DateTime<Utc>>,
+    /// `planned_start` in the site's time zone.
+    pub planned_start_local: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StepPlan {
+    pub server: String,
+    pub module: String,
+    /// 0 first.
+    pub layer: u32,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    /// `install`, or `skip` when the server already has this version or a newer one.
+    pub action: String,
+}
+
+/// Computes the plan. Errors name the field at fault.
+pub fn plan(
+    strategy: &Strategy,
+    target: &Target,
+    release: &ReleaseRecord,
+    servers: &[ServerRecord],
+    calendars: &HashMap<String, Calendar>,
+    estimates: &Estimates,
+    now: DateTime<Utc>,
+) -> Result<Plan, Invalid> {
+    strategy.validate()?;
+    let packages: BTreeMap<&str, &str> = release
+        .packages
+        .iter()
+        .map(|p| (p.module.as_str(), p.version.as_str()))
+        .collect();
+    let hosts = |site: &str| {
+        servers.iter().any(|s| {
+            s.site == site
+                && s.modules
+                    .iter()
+                    .any(|m| packages.contains_key(m.name.as_str()))
+        })
+    };
+    let known: BTreeSet<&str> = servers.iter().map(|s| s.site.as_str()).collect();
+    let mut warnings = Vec::new();
+    let sites: Vec<String> = if !target.sites.is_empty() {
+        for site in &target.sites {
+            if !known.contains(site.as_str()) {
+                return Err(Invalid {
+                    field: "sites".into(),
+                    message: format!("no site named \"{site}\" has ever connected"),
+                });
+            }
+        }
+        let (hosting, not): (Vec<String>, Vec<String>) =
+            target.sites.iter().cloned().partition(|s| hosts(s));
+        for site in not {
+            warnings.push(format!(
+                "site {site} hosts no module of release {}; left out",
+                release.version
+            ));
+        }
+        hosting
+    } else {
+        known
+            .iter()
+            .filter(|s| target.site_pattern.as_deref().is_none_or(|p| glob(p, s)))
+            .filter(|s| hosts(s))
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    if sites.is_empty() {
+        return Err(Invalid {
+            field: if target.site_pattern.is_some() {
+                "site_pattern"
+            } else {
+                "sites"
+            }
+            .into(),
+            message: format!(
+                "no site to update: none of them hosts a module of release {}",
+                release.version
+            ),
+        });
+    }
+    let waves = strategy.waves(&sites)?;
+    let modules: BTreeSet<String> = packages.keys().map(|m| (*m).to_owned()).collect();
+    let layer_of = strategy.layers(&modules);
+
+    let mut plans = Vec::new();
+    let mut wave_start = now;
+    for (w, wave) in waves.iter().enumerate() {
+        let mut longest = Duration::zero();
+        for site in wave {
+            let mut steps = Vec::new();
+            for server in servers.iter().filter(|s| &s.site == site) {
+                if !server.online {
+                    warnings.push(format!(
+                        "server {} of site {site} is offline: its installs wait for it to reconnect",
+                        server.id
+                    ));
+                }
+                for module in &server.modules {
+                    let Some(to) = packages.get(module.name.as_str()) else {
+                        continue;
+                    };
+                    let installed = module
+                        .installed_version
+                        .as_deref()
+                        .and_then(|v| Version::parse(v).ok());
+                    let newer_or_same = match (installed, Version::parse(to).ok()) {
+                        (Some(have), Some(want)) => have >= want,
+                        _ => false,
+                    };
+                    steps.push(StepPlan {
+                        server: server.id.clone(),
+                        module: module.name.clone(),
+                        layer: layer_of.get(&module.name).copied().unwrap_or(0),
+                        from_version: module.installed_version.clone(),
+                        to_version: (*to).to_owned(),
+                        action: if newer_or_same { "skip" } else { "install" }.into(),
+                    });
+                }
+            }
+            steps.sort_by(|a, b| {
+                (a.layer, &a.server, &a.module).cmp(&(b.layer, &b.server, &b.module))
+            });
+            let mut layers: Vec<Vec<String>> = Vec::new();
+            for step in steps.iter().filter(|s| s.action == "install") {
+                let l = usize::try_from(step.layer).unwrap_or(0);
+                while layers.len() <= l {
+                    layers.push(Vec::new());
+                }
+                if !layers[l].contains(&step.module) {
+                    layers[l].push(step.module.clone());
+                }
+            }
+            layers.retain(|l| !l.is_empty());
+            let (duration, downtime) = estimates.site(layers.iter().map(Vec::as_slice));
+            let calendar = calendars.get(site);
+            let always = Calendar::always();
+            let calendar = calendar.unwrap_or(&always);
+            let slot = calendar.slot(wave_start, duration);
+            longest = longest.max(duration);
+            plans.push(SitePlan {
+                site: site.clone(),
+                wave: u32::try_from(w + 1).unwrap_or(u32::MAX),
+                time_zone: calendar.time_zone().name().to_owned(),
+                layers,
+                steps,
+                estimated_seconds: duration.num_seconds(),
+                expected_downtime_ms: downtime.num_milliseconds(),
+                planned_start: slot.map(|s| s.start),
+                planned_end: slot.map(|s| s.start + duration),
+                planned_start_local: slot.map(|s| calendar.local(s.start)),
+            });
+            if slot.is_none() {
+                warnings.push(format!(
+                    "site {site}: no maintenance window in the next eight days is long enough for its estimated {} s",
+                    duration.num_seconds()
+                ));
+            }
+        }
+        wave_start += longest;
+    }
+    Ok(Plan {
+        release: release.version.clone(),
+        waves,
+        sites: plans,
+        warnings,
+    })
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any characters.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failure is a test failure
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_patterns() {
+        assert!(glob("acme-*", "acme-paris"));
+        assert!(glob("*-paris", "acme-paris"));
+        assert!(glob("a*m*s", "acme-paris"));
+        assert!(!glob("acme-*", "globex-paris"));
+        assert!(!glob("acme", "acme-paris"));
+        assert!(glob("*", "anything"));
+    }
+
+    #[test]
+    fn a_site_takes_the_longest_module_of_each_layer_in_turn() {
+        let history = [
+            Estimate {
+                module: "database".into(),
+                duration_ms: 10_000,
+                downtime_ms: 8_000,
+            },
+            Estimate {
+                module: "ecommerce".into(),
+                duration_ms: 4_000,
+                downtime_ms: 300,
+            },
+            Estimate {
+                module: "ecommerce".into(),
+                duration_ms: 6_000,
+                downtime_ms: 500,
+            },
+            Estimate {
+                module: "ecommerce".into(),
+                duration_ms: 5_000,
+                downtime_ms: 400,
+            },
+        ];
+        let estimates = Estimates::new(&history, Duration::seconds(60));
+        assert_eq!(
+            estimates.install("ecommerce"),
+            Duration::seconds(5),
+            "the median"
+        );
+        assert_eq!(
+            estimates.install("phygitalapi"),
+            Duration::seconds(60),
+            "no history"
+        );
+        let layers = [
+            vec!["database".to_owned()],
+            vec!["ecommerce".to_owned(), "phygitalapi".to_owned()],
+        ];
+        let (duration, downtime) = estimates.site(layers.iter().map(Vec::as_slice));
+        assert_eq!(duration, Duration::seconds(70));
+        assert_eq!(downtime, Duration::seconds(68));
+    }
+}

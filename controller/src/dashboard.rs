@@ -12,6 +12,8 @@ const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
 const RELEASES: &str = include_str!("../../web/releases.html");
 const RELEASES_SCRIPT: &str = include_str!("../../web/releases.js");
+const ROLLOUTS: &str = include_str!("../../web/rollouts.html");
+const ROLLOUTS_SCRIPT: &str = include_str!("../../web/rollouts.js");
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -25,6 +27,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/releases.js",
             get(|| async { asset("text/javascript", RELEASES_SCRIPT) }),
+        )
+        .route("/rollouts", get(|| async { Html(ROLLOUTS) }))
+        .route(
+            "/rollouts.js",
+            get(|| async { asset("text/javascript", ROLLOUTS_SCRIPT) }),
         )
 }
 

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test harness: a failure is a test failure
 
 pub mod browser;
+pub mod sites;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -47,17 +48,27 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Waits until `check` returns `Some`, polling; fails the test after
 /// [`PATIENCE`] with `what` and the last thing `check` saw.
-pub async fn wait_until<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+pub async fn wait_until<T>(what: &str, check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    wait_up_to(PATIENCE, what, check).await
+}
+
+/// [`wait_until`] with its own patience, for what takes many steps (a
+/// whole rollout).
+pub async fn wait_up_to<T>(
+    patience: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let started = Instant::now();
     let mut last = String::new();
-    while started.elapsed() < PATIENCE {
+    while started.elapsed() < patience {
         match check().await {
             Ok(value) => return value,
             Err(seen) => last = seen,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out after {PATIENCE:?} waiting for {what}; last seen: {last}");
+    panic!("timed out after {patience:?} waiting for {what}; last seen: {last}");
 }
 
 /// A process's stdout lines, collected as they come.

@@ -224,3 +224,126 @@ async fn the_releases_page_shows_each_release_with_its_notes() {
     .await;
     browser.quit().await;
 }
+
+#[tokio::test]
+async fn a_rollout_is_planned_started_and_watched_to_its_end_in_the_dashboard() {
+    use flotilla_tests::sites::{
+        Publisher, ServerSpec, hook, launch_server, wait_for_downloads, wait_for_rollout,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let publisher = Publisher::default();
+    let servers = dir.path().join("servers");
+    let app_modules: &[&str] = &["database", "integration"];
+    let web_modules: &[&str] = &["ecommerce"];
+    let app = launch_server(
+        &servers,
+        &controller,
+        &publisher,
+        "acme",
+        ServerSpec {
+            id: "acme-app",
+            modules: app_modules,
+        },
+    )
+    .await;
+    let web = launch_server(
+        &servers,
+        &controller,
+        &publisher,
+        "acme",
+        ServerSpec {
+            id: "acme-web",
+            modules: web_modules,
+        },
+    )
+    .await;
+    hook(
+        &web,
+        "POSTINSTALL",
+        "ecommerce",
+        "echo warming the shop cache",
+    );
+    publisher
+        .publish(
+            &controller,
+            dir.path(),
+            "2026.12",
+            "2.0.0",
+            &["database", "integration", "ecommerce"],
+        )
+        .await;
+    wait_for_downloads(
+        &controller,
+        &[(&app, app_modules), (&web, web_modules)],
+        "2.0.0",
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/rollouts", controller.http_url))
+        .await;
+    let eval = async |script: &str| browser.eval(script).await;
+    wait_until("the release in the form", async || {
+        let value = eval("return document.querySelector('#release').value").await;
+        (value == "2026.12").then_some(()).ok_or(value.to_string())
+    })
+    .await;
+
+    // The plan first: the site, its order and its servers.
+    eval("document.querySelector('#preview').click(); return null").await;
+    let plan = wait_until("the plan", async || {
+        let text = eval(
+            "const s = document.querySelector('#plan [data-site=\"acme\"]'); return s ? s.textContent : null",
+        )
+        .await;
+        text.as_str().map(str::to_owned).ok_or(text.to_string())
+    })
+    .await;
+    assert!(
+        plan.contains("database → integration → ecommerce"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("acme-app") && plan.contains("acme-web"),
+        "{plan}"
+    );
+    let (_, rollouts) = controller.get("/api/v1/rollouts").await;
+    assert_eq!(rollouts, serde_json::json!([]), "a preview starts nothing");
+
+    // Start it and watch it to its end without a reload.
+    eval("document.querySelector('#start').click(); return null").await;
+    wait_until("the rollout shown", async || {
+        let state = eval(
+            "const s = document.querySelector('#rollout-state'); return s ? s.textContent : null",
+        )
+        .await;
+        state.as_str().map(|_| ()).ok_or(state.to_string())
+    })
+    .await;
+    let (_, rollouts) = controller.get("/api/v1/rollouts").await;
+    let id = rollouts[0]["id"].as_i64().unwrap();
+    wait_for_rollout(&controller, id, "succeeded", |r| r["state"] == "succeeded").await;
+    wait_until("the dashboard to say succeeded", async || {
+        let state = eval("return document.querySelector('#rollout-state').textContent").await;
+        (state == "succeeded")
+            .then_some(())
+            .ok_or(state.to_string())
+    })
+    .await;
+    let step = eval(
+        "return document.querySelector('tr.step[data-server=\"acme-web\"][data-module=\"ecommerce\"] .step-state').textContent",
+    )
+    .await;
+    assert_eq!(step, "succeeded");
+    let site = eval("return document.querySelector('section.rollout-site[data-site=\"acme\"] .site-state').textContent").await;
+    assert_eq!(site, "succeeded");
+    let log = eval("return document.querySelector('table.log').textContent").await;
+    let log = log.as_str().unwrap();
+    assert!(
+        log.contains("dashboard") && log.contains("created"),
+        "{log}"
+    );
+    browser.quit().await;
+}

@@ -1031,11 +1031,17 @@ impl<'a> Pass<'a> {
             .map(|n| Duration::seconds(i64::try_from(n.lead_seconds).unwrap_or(0)));
         let record = &self.sites[i];
         if let (Some(lead), None) = (lead, record.notice_sent_at) {
-            // Users are warned `lead` ahead: the earliest start is that far off.
-            let Some(slot) = calendar.slot(now + lead, need) else {
+            // Users are warned `lead` ahead: the earliest start is that far
+            // off. A start already planned stands while it still fits.
+            let planned = record
+                .planned_start
+                .filter(|&p| p >= now && calendar.slot(p, need).is_some_and(|s| s.start == p));
+            let Some(start) = planned.or_else(|| calendar.slot(now + lead, need).map(|s| s.start))
+            else {
                 self.no_window(i, need);
                 return;
             };
+            let slot = super::strategy::Slot { start, end: None };
             let record = &mut self.sites[i];
             record.planned_start = Some(slot.start);
             record.planned_end = Some(slot.start + need);

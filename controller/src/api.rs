@@ -428,7 +428,7 @@ async fn get_server(
     responses(
         (status = ACCEPTED, description = "The agent started the install", body = InstallOrdered),
         (status = NOT_FOUND, description = "No such server", body = ErrorBody),
-        (status = CONFLICT, description = "The server is offline, or its agent refused (busy, nothing pending, unknown module)", body = ErrorBody),
+        (status = CONFLICT, description = "The server is offline, a rollout holds it, or its agent refused (busy, nothing pending, unknown module)", body = ErrorBody),
         (status = GATEWAY_TIMEOUT, description = "The agent did not answer", body = ErrorBody),
     ))]
 async fn order_install(
@@ -441,6 +441,7 @@ async fn order_install(
             "no server with id \"{id}\" has ever connected"
         )));
     }
+    not_held(&state, &id)?;
     let order = body.map(|Json(order)| order).unwrap_or_default();
     let package = match (order.package, order.sha256) {
         (Some(package), Some(sha256)) => Some((package, sha256)),
@@ -467,6 +468,20 @@ async fn order_install(
             )
             .await,
     )
+}
+
+/// Refuses a one-off order on a server a rollout holds: the rollout owns
+/// its installs until it ends.
+fn not_held(state: &ApiState, server: &str) -> Result<(), ApiError> {
+    let held = flotilla_proto::domain::ServerId::parse(server)
+        .ok()
+        .and_then(|id| state.fleet.hold_of(&id));
+    match held {
+        Some(rollout) => Err(ApiError::Conflict(format!(
+            "server {server} is part of {rollout}; pause or cancel it, or exclude the server, before ordering installs by hand"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn ordered(
@@ -502,7 +517,7 @@ pub struct RollbackOrder {
     responses(
         (status = ACCEPTED, description = "The agent started the restore", body = InstallOrdered),
         (status = NOT_FOUND, description = "No such server", body = ErrorBody),
-        (status = CONFLICT, description = "The server is offline, or its agent refused (busy, no such backup)", body = ErrorBody),
+        (status = CONFLICT, description = "The server is offline, a rollout holds it, or its agent refused (busy, no such backup)", body = ErrorBody),
         (status = GATEWAY_TIMEOUT, description = "The agent did not answer", body = ErrorBody),
     ))]
 async fn order_rollback(
@@ -515,6 +530,7 @@ async fn order_rollback(
             "no server with id \"{id}\" has ever connected"
         )));
     }
+    not_held(&state, &id)?;
     let to = body.and_then(|Json(order)| order.to);
     ordered(
         state

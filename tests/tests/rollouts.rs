@@ -62,6 +62,7 @@ const CHARLIE: &[ServerSpec] = &[
 struct Fleet {
     dir: tempfile::TempDir,
     controller: Controller,
+    publisher: Publisher,
     agents: Vec<(String, Agent, &'static [&'static str])>,
 }
 
@@ -92,6 +93,7 @@ impl Fleet {
         Fleet {
             dir,
             controller,
+            publisher,
             agents,
         }
     }
@@ -763,6 +765,22 @@ async fn a_closed_window_starts_nothing_until_it_opens_and_users_are_warned() {
         text.contains(&format!("rollout {id} (release 2026.12)")),
         "{text}"
     );
+    // And so does the controller, for one-off orders.
+    let (status, error) = post(
+        c,
+        "/api/v1/servers/delta-01/modules/ecommerce/install",
+        &json!({}),
+        "alice",
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("part of rollout {id} (release 2026.12)")),
+        "{error}"
+    );
 
     // Users are warned `lead_seconds` ahead.
     let notice = tokio::time::timeout(std::time::Duration::from_secs(20), notices.recv())
@@ -939,4 +957,175 @@ async fn a_controller_killed_mid_rollout_resumes_where_it_was() {
         .find(|s| s["module"] == "integration")
         .unwrap();
     assert_eq!(integration["attempts"], 1, "{integration}");
+}
+
+#[tokio::test]
+async fn flaky_installs_are_retried_and_stuck_ones_end_before_their_site_rolls_back() {
+    const FOXTROT: &[ServerSpec] = &[ServerSpec {
+        id: "foxtrot-01",
+        modules: &["database", "ecommerce"],
+    }];
+    const GOLF: &[ServerSpec] = &[ServerSpec {
+        id: "golf-01",
+        modules: &["database", "ecommerce"],
+    }];
+    let fleet = Fleet::start(&[("foxtrot", FOXTROT), ("golf", GOLF)]).await;
+    let c = &fleet.controller;
+    // foxtrot's database fails once, then goes through.
+    let marker = fleet.dir.path().join("failed-once");
+    hook(
+        fleet.agent("foxtrot-01"),
+        "PREINSTALL",
+        "database",
+        &format!(
+            "if [ ! -f {m:?} ]; then touch {m:?}; echo 'lock wait timeout' >&2; exit 1; fi",
+            m = marker.display().to_string()
+        ),
+    );
+    // golf's ecommerce hangs, silent, until released.
+    let release = fleet.dir.path().join("release");
+    let hung = hook(
+        fleet.agent("golf-01"),
+        "STARTUPDATE",
+        "ecommerce",
+        &format!(
+            "while [ ! -f {r:?} ]; do sleep 0.05; done",
+            r = release.display().to_string()
+        ),
+    );
+    let strategy = json!({"failure": {
+        "retries": 1, "retry_backoff_seconds": 1, "stuck_after_seconds": 2, "max_failed_sites": 1
+    }});
+    let (status, created) = post(
+        c,
+        "/api/v1/rollouts",
+        &json!({"release": "2026.12", "strategy": strategy}),
+        "alice",
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+
+    // Stuck: failed, and the site waits for the install to end before undoing anything.
+    let stuck = wait_for_rollout(c, id, "golf's ecommerce stuck", |r| {
+        steps(r, "golf").iter().any(|s| {
+            s["module"] == "ecommerce"
+                && s["state"] == "failed"
+                && s["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("stuck: no progress for"))
+        })
+    })
+    .await;
+    assert_eq!(site(&stuck, "golf")["state"], "running", "{stuck}");
+    assert!(
+        site(&stuck, "golf")["message"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the running installs to end before rolling back"),
+        "{stuck}"
+    );
+    std::fs::write(&release, "").unwrap();
+
+    let over = wait_for_rollout(c, id, "over", |r| !r["finished_at"].is_null()).await;
+    assert_eq!(over["state"], "failed", "{over}");
+    assert_eq!(over["reason"], "1 of 2 sites did not update");
+    // The flaky install was tried again after its backoff.
+    assert_eq!(site(&over, "foxtrot")["state"], "succeeded");
+    let database = steps(&over, "foxtrot")
+        .into_iter()
+        .find(|s| s["module"] == "database")
+        .unwrap();
+    assert_eq!(database["attempts"], 2, "{database}");
+    fleet.wait_for_site_at("foxtrot", "2.0.0").await;
+    // The stuck install finished late at 2.0.0; the rollback undid it too.
+    assert_eq!(site(&over, "golf")["state"], "rolled_back", "{over}");
+    fleet.wait_for_site_at("golf", "1.0.0").await;
+    let actions: Vec<&str> = over["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "retry",
+        "stuck",
+        "site_failed",
+        "site_rolled_back",
+        "failed",
+    ] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+
+    // Stop for an operator, who then rolls the site back.
+    std::fs::remove_file(hung).unwrap();
+    hook(
+        fleet.agent("golf-01"),
+        "PREINSTALL",
+        "ecommerce",
+        "echo 'payment provider unreachable' >&2\nexit 2",
+    );
+    fleet
+        .publisher
+        .publish(
+            c,
+            fleet.dir.path(),
+            "2027.01",
+            "3.0.0",
+            &["database", "ecommerce"],
+        )
+        .await;
+    wait_for_downloads(
+        c,
+        &[(fleet.agent("golf-01"), &["database", "ecommerce"][..])],
+        "3.0.0",
+    )
+    .await;
+    let strategy = json!({"failure": {"site": "stop", "retries": 0}});
+    let (status, created) = post(
+        c,
+        "/api/v1/rollouts",
+        &json!({"release": "2027.01", "sites": ["golf"], "strategy": strategy}),
+        "alice",
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let stopped = wait_for_rollout(c, id, "golf stopped for an operator", |r| {
+        site(r, "golf")["state"] == "failed" && !r["finished_at"].is_null()
+    })
+    .await;
+    assert!(
+        site(&stopped, "golf")["message"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for an operator"),
+        "{stopped}"
+    );
+    let versions = fleet.versions("golf").await;
+    assert!(
+        versions.contains(&("golf-01".into(), "database".into(), "3.0.0".into())),
+        "left as it is: {versions:?}"
+    );
+    let (status, _) = post(
+        c,
+        &format!("/api/v1/rollouts/{id}/sites/golf/rollback"),
+        &json!({}),
+        "dave",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rolled = wait_for_rollout(c, id, "golf rolled back by the operator", |r| {
+        site(r, "golf")["state"] == "rolled_back" && !r["finished_at"].is_null()
+    })
+    .await;
+    fleet.wait_for_site_at("golf", "1.0.0").await;
+    assert!(
+        rolled["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["actor"] == "dave" && l["action"] == "rolled a site back"),
+        "{rolled}"
+    );
 }

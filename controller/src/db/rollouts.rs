@@ -198,12 +198,9 @@ impl Database {
 
     /// The rollouts the engine still has work for.
     pub async fn active_rollouts(&self) -> sqlx::Result<Vec<i64>> {
-        sqlx::query_scalar(
-            "SELECT id FROM rollouts WHERE state IN ('running', 'paused') \
-             OR (state = 'cancelled' AND finished_at IS NULL) ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await
+        sqlx::query_scalar("SELECT id FROM rollouts WHERE finished_at IS NULL ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// A rollout with its sites (by wave, then name), steps and log.

@@ -328,8 +328,12 @@ impl Engine {
             );
             pass.advance();
             for site in &pass.sites {
-                if !SETTLED.contains(&site.state.as_str()) || site.state == "rolling_back" {
-                    for step in pass.steps.iter().filter(|s| s.site == site.site) {
+                if !SETTLED.contains(&site.state.as_str()) {
+                    for step in pass
+                        .steps
+                        .iter()
+                        .filter(|s| s.site == site.site && s.state != "excluded")
+                    {
                         if let Ok(server) = ServerId::parse(&step.server_id) {
                             holds.insert(
                                 server,
@@ -636,15 +640,12 @@ impl Engine {
                 record.state = "rolling_back".into();
                 record.message = Some(format!("rolled back by {actor}"));
                 record.finished_at = None;
-                for step in steps.iter_mut().filter(|s| &s.site == site) {
-                    match step.state.as_str() {
-                        "succeeded" => {
-                            step.state = "rolling_back".into();
-                            step.rollback_command_id = None;
-                        }
-                        "pending" => step.state = "cancelled".into(),
-                        _ => {}
-                    }
+                // The engine's next pass finds what reached the new version.
+                for step in steps
+                    .iter_mut()
+                    .filter(|s| &s.site == site && s.state == "pending")
+                {
+                    step.state = "cancelled".into();
                 }
                 if matches!(rollout.state.as_str(), "succeeded" | "failed") {
                     rollout.state = "failed".into();
@@ -976,6 +977,18 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// Whether the step has an order or an install under way on its server
+    /// (also one the rollout already gave up on as stuck).
+    fn busy(&self, step: &RolloutStepRecord) -> bool {
+        active_step(step)
+            || (step.state == "failed"
+                && step
+                    .command_id
+                    .as_ref()
+                    .and_then(|c| self.installs.get(c))
+                    .is_some_and(|i| i.state == "running"))
+    }
+
     fn site_steps(&self, site: &str) -> impl Iterator<Item = &RolloutStepRecord> {
         self.steps.iter().filter(move |s| s.site == site)
     }
@@ -1134,7 +1147,7 @@ impl<'a> Pass<'a> {
     fn run_site(&mut self, i: usize) {
         let now = self.ctx.now;
         let site = self.sites[i].site.clone();
-        let active = self.site_steps(&site).any(active_step);
+        let active = self.site_steps(&site).any(|s| self.busy(s));
         let failed: Vec<String> = self
             .site_steps(&site)
             .filter(|s| s.state == "failed")
@@ -1148,9 +1161,9 @@ impl<'a> Pass<'a> {
             })
             .collect();
         if !failed.is_empty() {
-            if active {
+            if active && self.strategy.failure.site == SiteFailure::Rollback {
                 self.sites[i].message = Some(format!(
-                    "{}; waiting for the running installs to end",
+                    "{}; waiting for the running installs to end before rolling back",
                     failed.join("; ")
                 ));
                 return;
@@ -1158,13 +1171,8 @@ impl<'a> Pass<'a> {
             match self.strategy.failure.site {
                 SiteFailure::Rollback => {
                     for step in self.steps.iter_mut().filter(|s| s.site == site) {
-                        match step.state.as_str() {
-                            "succeeded" => {
-                                step.state = "rolling_back".into();
-                                step.rollback_command_id = None;
-                            }
-                            "pending" => step.state = "cancelled".into(),
-                            _ => {}
+                        if step.state == "pending" {
+                            step.state = "cancelled".into();
                         }
                     }
                     self.sites[i].state = "rolling_back".into();
@@ -1353,11 +1361,56 @@ impl<'a> Pass<'a> {
     fn roll_back_site(&mut self, i: usize) {
         let now = self.ctx.now;
         let site = self.sites[i].site.clone();
+        // An install still running (one found stuck, say) ends first: the
+        // agent is busy until then, and what to undo depends on how it ends.
+        let running: Vec<String> = self
+            .site_steps(&site)
+            .filter(|s| s.state != "rolling_back" && self.busy(s))
+            .map(|s| format!("{} on {}", s.module, s.server_id))
+            .collect();
+        if !running.is_empty() {
+            self.sites[i].message = Some(format!(
+                "waiting for {} to end before rolling back",
+                running.join(", ")
+            ));
+            return;
+        }
+        // Undo whatever reached the new version, by what the servers report.
+        for j in 0..self.steps.len() {
+            let step = &self.steps[j];
+            if step.site != site || !matches!(step.state.as_str(), "succeeded" | "failed") {
+                continue;
+            }
+            let installed = self
+                .ctx
+                .servers
+                .get(&step.server_id)
+                .and_then(|s| s.modules.iter().find(|m| m.name == step.module))
+                .and_then(|m| m.installed_version.clone());
+            // A succeeded install counts until the server reports the old
+            // version again (its inventory may lag behind the result); a
+            // failed one only if it got there after all (found stuck, then
+            // finished).
+            let finished_late = step
+                .command_id
+                .as_ref()
+                .and_then(|c| self.installs.get(c))
+                .is_some_and(|i| i.state == "succeeded");
+            let updated = match step.state.as_str() {
+                "succeeded" => installed.is_none() || installed != step.from_version,
+                _ => finished_late || installed.as_ref() == Some(&step.to_version),
+            };
+            if updated && step.from_version.as_ref() != Some(&step.to_version) {
+                let step = &mut self.steps[j];
+                step.state = "rolling_back".into();
+                step.rollback_command_id = None;
+            }
+        }
         let rolling: Vec<usize> = (0..self.steps.len())
             .filter(|&j| self.steps[j].site == site && self.steps[j].state == "rolling_back")
             .collect();
         if rolling.is_empty() {
-            if self.site_steps(&site).any(active_step) {
+            if self.site_steps(&site).any(|s| self.busy(s)) {
                 return;
             }
             let failed: Vec<String> = self
@@ -1509,7 +1562,8 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-        let all_settled = self.sites.iter().all(settled) && !self.steps.iter().any(active_step);
+        let all_settled =
+            self.sites.iter().all(settled) && !self.steps.iter().any(|s| self.busy(s));
         if all_settled && self.rollout.finished_at.is_none() {
             match self.rollout.state.as_str() {
                 "running" | "paused"
@@ -1529,11 +1583,14 @@ impl<'a> Pass<'a> {
                         self.say("failed", reason);
                     }
                 }
-                "cancelled" => {
+                "cancelled" | "failed" => {
                     self.rollout.finished_at = Some(now);
                     self.say(
                         "finished",
-                        "cancelled; the last running installs ended".into(),
+                        format!(
+                            "{}; the last running installs and restores ended",
+                            self.rollout.state
+                        ),
                     );
                 }
                 _ => {}

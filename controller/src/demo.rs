@@ -1,7 +1,9 @@
 //! The README's one-command demo: a controller on a fresh SQLite file and
 //! three real agent processes laid out like one customer site: a database
 //! server, an application server and a web server, each with real module
-//! folders and versions. Ctrl-C stops everything.
+//! folders and versions. A release of every module's next version is
+//! published, signed by a demo key the agents trust, ready to roll out from
+//! the dashboard's Rollouts page. Ctrl-C stops everything.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,22 @@ struct DemoServer {
 }
 
 const SITE: &str = "acme-paris";
+/// The release the demo publishes.
+const RELEASE: &str = "2026.12";
+
+/// The version after `version` (the minor one up).
+fn next(version: &str) -> String {
+    let mut parts: Vec<u64> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    if parts.len() >= 2 {
+        parts[1] += 1;
+        parts[2..].iter_mut().for_each(|p| *p = 0);
+    }
+    parts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
 const SERVERS: [DemoServer; 3] = [
     DemoServer {
         id: "acme-db-01",
@@ -96,10 +114,15 @@ pub async fn run(
         },
     ));
 
+    let key = args.dir.join("publisher");
+    crate::publisher::keygen(&key)?;
+    let trusted = std::fs::read_to_string(key.with_extension("pub"))?
+        .trim()
+        .to_owned();
     let mut agents: Vec<(String, Child)> = Vec::new();
     let mut portals = Vec::new();
     for server in &SERVERS {
-        let config = lay_out(&args.dir, server, &grpc_url)?;
+        let config = lay_out(&args.dir, server, &grpc_url, &trusted)?;
         let log = std::fs::File::create(args.dir.join("logs").join(format!("{}.log", server.id)))?;
         let mut child = Command::new(&agent_binary)
             .arg("--config")
@@ -120,6 +143,16 @@ pub async fn run(
         agents.push((server.id.to_owned(), child));
     }
 
+    let packages = build_release(&args.dir, &key.with_extension("key"))?;
+    crate::publisher::publish(
+        &dashboard,
+        RELEASE,
+        "Every module's next version, built by the demo.\n\n- **Roll it out** from the Rollouts page.",
+        &packages,
+    )
+    .await
+    .context("cannot publish the demo release")?;
+
     println!(
         "Flotilla demo: site {SITE}, one controller and three agents (data in {})",
         args.dir.display()
@@ -132,6 +165,11 @@ pub async fn run(
     for (id, portal) in &portals {
         println!("  Agent portal   {portal}   ({id})");
     }
+    println!();
+    println!(
+        "Release {RELEASE} (every module's next version) is published and downloading to the agents:"
+    );
+    println!("  plan and start its rollout at {dashboard}rollouts");
     println!();
     println!("Change a version on disk and watch the dashboard follow, for example:");
     println!(
@@ -160,7 +198,12 @@ pub async fn run(
 
 /// Writes a server's data folder: module folders with real files and a
 /// version, `applicationspath.config`, and the agent's configuration.
-fn lay_out(dir: &Path, server: &DemoServer, grpc_url: &str) -> anyhow::Result<PathBuf> {
+fn lay_out(
+    dir: &Path,
+    server: &DemoServer,
+    grpc_url: &str,
+    trusted_key: &str,
+) -> anyhow::Result<PathBuf> {
     let data = dir.join("servers").join(server.id);
     let config_dir = data.join("bin").join("config");
     std::fs::create_dir_all(&config_dir)?;
@@ -192,12 +235,47 @@ fn lay_out(dir: &Path, server: &DemoServer, grpc_url: &str) -> anyhow::Result<Pa
     std::fs::write(
         &config,
         format!(
-            "site = \"{SITE}\"\nserver_id = \"{}\"\ndata_dir = {:?}\ncontroller_url = \"{grpc_url}\"\nportal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 1000\n",
+            "site = \"{SITE}\"\nserver_id = \"{}\"\ndata_dir = {:?}\ncontroller_url = \"{grpc_url}\"\nportal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 1000\ntrusted_keys = [\"{trusted_key}\"]\n",
             server.id,
             data.display().to_string(),
         ),
     )?;
     Ok(config)
+}
+
+/// Builds and signs each module's next version; returns the packages.
+fn build_release(dir: &Path, key: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut packages = Vec::new();
+    for server in &SERVERS {
+        for (name, kind, version) in server.modules {
+            let version = next(version);
+            let from = dir.join("release").join(name);
+            std::fs::create_dir_all(from.join("bin"))?;
+            std::fs::write(from.join("version.txt"), format!("{version}\n"))?;
+            std::fs::write(
+                from.join("bin").join(format!("{name}.dll")),
+                format!("{name} {version}\n"),
+            )?;
+            let out = dir.join("release").join(format!("{name}-{version}.zip"));
+            crate::publisher::build_package(&crate::publisher::BuildRequest {
+                module: (*name).to_owned(),
+                version,
+                kind: (*kind).to_owned(),
+                from,
+                preserve: if *kind == "web" {
+                    vec!["web.config".to_owned()]
+                } else {
+                    Vec::new()
+                },
+                health_url: None,
+                out: out.clone(),
+                key: Some(key.to_path_buf()),
+                scripts: None,
+            })?;
+            packages.push(out);
+        }
+    }
+    Ok(packages)
 }
 
 /// Reads the agent's first line of output, which names its portal.
@@ -249,4 +327,13 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_next_version_is_the_next_minor() {
+        assert_eq!(super::next("5.8.0"), "5.9.0");
+        assert_eq!(super::next("2.1.3"), "2.2.0");
+    }
 }

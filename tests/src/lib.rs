@@ -73,10 +73,11 @@ pub async fn wait_up_to<T>(
 
 /// A process's stdout lines, collected as they come.
 #[derive(Debug, Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn follow(child: &mut Child) -> Self {
+    /// Collects `child`'s stdout (which must be piped).
+    pub fn follow(child: &mut Child) -> Self {
         let lines = Lines::default();
         let stdout = child.stdout.take().unwrap();
         let sink = lines.clone();
@@ -90,7 +91,7 @@ impl Lines {
     }
 
     /// The text after `prefix` on the first line that has it.
-    async fn value_after(&self, prefix: &str) -> String {
+    pub async fn value_after(&self, prefix: &str) -> String {
         wait_until(&format!("a line with {prefix:?}"), async || {
             let lines = self.0.lock().unwrap();
             lines
@@ -444,4 +445,23 @@ impl Agent {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// User + system CPU time of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Resident set size of a process.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }

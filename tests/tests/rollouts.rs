@@ -1129,3 +1129,88 @@ async fn flaky_installs_are_retried_and_stuck_ones_end_before_their_site_rolls_b
         "{rolled}"
     );
 }
+
+#[tokio::test]
+async fn the_demo_publishes_a_release_its_three_agents_roll_out() {
+    use flotilla_tests::{Lines, binary, signal, wait_up_to};
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = tokio::process::Command::new(binary("flotilla-controller"))
+        .args(["demo", "--port", "0", "--dir"])
+        .arg(dir.path().join("demo"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("demo.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = Lines::follow(&mut demo);
+    let page = lines.value_after("plan and start its rollout at ").await;
+    let base = page
+        .trim_end_matches("rollouts")
+        .trim_end_matches('/')
+        .to_owned();
+    let http = reqwest::Client::new();
+    let get = async |path: &str| -> Value {
+        http.get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    wait_up_to(
+        flotilla_tests::sites::ROLLOUT_PATIENCE,
+        "the release downloaded on the three servers",
+        async || {
+            let servers = get("/api/v1/servers").await;
+            let ready = servers.as_array().is_some_and(|s| {
+                s.len() == 3
+                    && s.iter().all(|server| {
+                        server["online"] == true
+                            && server["modules"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .all(|m| !m["pending_version"].is_null())
+                    })
+            });
+            ready.then_some(()).ok_or(servers.to_string())
+        },
+    )
+    .await;
+    let created: Value = http
+        .post(format!("{base}/api/v1/rollouts"))
+        .json(&json!({"release": "2026.12"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().unwrap();
+    let done = wait_up_to(
+        flotilla_tests::sites::ROLLOUT_PATIENCE,
+        "the demo's rollout",
+        async || {
+            let rollout = get(&format!("/api/v1/rollouts/{id}")).await;
+            (rollout["state"] == "succeeded")
+                .then_some(rollout.clone())
+                .ok_or(rollout.to_string())
+        },
+    )
+    .await;
+    assert_eq!(site(&done, "acme-paris")["state"], "succeeded");
+    let servers = get("/api/v1/servers").await;
+    for server in servers.as_array().unwrap() {
+        for m in server["modules"].as_array().unwrap() {
+            let expected = if m["name"] == "phygitalapi" {
+                "2.2.0"
+            } else {
+                "5.9.0"
+            };
+            assert_eq!(m["installed_version"], expected, "{m}");
+        }
+    }
+    signal(&demo, "TERM").await;
+    lines.value_after("Stopped.").await;
+}

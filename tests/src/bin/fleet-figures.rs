@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use flotilla_tests::{Agent, Controller};
+use flotilla_tests::{Agent, Controller, cpu_ticks, rss_kib};
 
 const CHANGES: usize = 20;
 const SCAN_MS: u64 = 2_000;
@@ -127,23 +127,4 @@ async fn main() {
         "controller with 3 agents connected: RSS {} KiB, CPU {controller_cpu:.2}% of one core",
         rss_kib(controller_pid)
     );
-}
-
-/// User + system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// Resident set size of a process.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }

@@ -56,6 +56,7 @@ CREATE TABLE rollout_steps (
     next_attempt_at      TEXT,
     command_id           TEXT,
     rollback_command_id  TEXT,
+    ordered_at           TEXT,                -- when the latest install or restore was ordered
     message              TEXT,
     started_at           TEXT,
     finished_at          TEXT,
@@ -75,3 +76,4 @@ CREATE TABLE rollout_log (
 );
 
 CREATE INDEX installs_by_command ON installs (command_id);
+CREATE INDEX installs_for_estimates ON installs (state, module, finished_at);

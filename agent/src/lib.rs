@@ -78,6 +78,8 @@ pub struct Agent {
     pub downloads: downloads::Downloads,
     /// What the agent repaired or recovered at start, shown on the portal.
     pub notices: std::sync::Mutex<Vec<String>>,
+    /// When this process started.
+    pub started_at: DateTime<Utc>,
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -97,6 +99,7 @@ pub async fn run(
         installs: installs::Installs::new(crash_points),
         downloads: downloads::Downloads::default(),
         notices: std::sync::Mutex::new(Vec::new()),
+        started_at: Utc::now(),
     });
     let stop = CancellationToken::new();
     // Before anything looks at the modules: no half-installed module and no

@@ -125,6 +125,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         site: settings.site.to_string(),
+        started_at_unix_ms: agent.started_at.timestamp_millis(),
     };
     outbound
         .send(message(Body::Hello(hello)))
@@ -168,12 +169,26 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
     }
     // The latest install of each module, in case it ended while the
     // controller was away; the controller ignores what it already has.
+    // An install still running says so (it may have been ordered just
+    // before the link dropped): the controller then waits for its result.
     for view in agent.installs.views() {
-        if view.result.is_some()
-            && let Err(e) = outbound
-                .send(message(Body::InstallResult(install_result(&view))))
-                .await
-        {
+        let report = if view.result.is_some() {
+            message(Body::InstallResult(install_result(&view)))
+        } else {
+            install_message(InstallNotice::Progress {
+                install_id: view.install_id.clone(),
+                command_id: view.command_id.clone(),
+                module: view.module.clone(),
+                to: view.to.clone(),
+                event: crate::install::Event {
+                    at: Utc::now(),
+                    phase: view.events.last().and_then(|e| e.phase),
+                    kind: EventKind::Step,
+                    text: "still running after the link to the controller came back".into(),
+                },
+            })
+        };
+        if let Err(e) = outbound.send(report).await {
             return Ok(lost(&e));
         }
     }

@@ -155,6 +155,8 @@ pub struct Session {
     pub kicked: CancellationToken,
     /// Commands to forward to the agent.
     pub commands: mpsc::Receiver<FleetCommand>,
+    /// When the agent process started, if it says.
+    agent_started_at: Option<DateTime<Utc>>,
 }
 
 impl Fleet {
@@ -218,6 +220,7 @@ impl Fleet {
             id,
             kicked,
             commands,
+            agent_started_at: hello.agent_started_at,
         })
     }
 
@@ -246,9 +249,19 @@ impl Fleet {
         modules: &[ModuleReport],
         problems: &[Problem],
     ) -> sqlx::Result<()> {
+        let now = Utc::now();
         self.db
-            .replace_inventory(&session.server, modules, problems, Utc::now())
+            .replace_inventory(&session.server, modules, problems, now)
             .await?;
+        if let Some(started) = session.agent_started_at {
+            let closed = self
+                .db
+                .close_interrupted_installs(&session.server, started, now)
+                .await?;
+            if closed > 0 {
+                tracing::info!(server = %session.server, "{closed} installs were interrupted by an agent restart and recovered at its start");
+            }
+        }
         self.announce(&session.server);
         Ok(())
     }
@@ -434,7 +447,7 @@ impl Fleet {
 
     /// Sets which servers rollouts hold; tells the connected agents whose
     /// hold changed.
-    pub async fn set_holds(&self, holds: HashMap<ServerId, String>) {
+    pub fn set_holds(&self, holds: HashMap<ServerId, String>) {
         let changed: Vec<(ServerId, Option<String>)> = {
             let mut current = self.holds.lock().unwrap_or_else(|p| p.into_inner());
             let mut changed: Vec<(ServerId, Option<String>)> = current
@@ -453,8 +466,11 @@ impl Fleet {
         };
         for (server, hold) in changed {
             let sender = self.live().get(&server).map(|l| l.commands.clone());
-            if let Some(sender) = sender {
-                let _ = sender.send(FleetCommand::Hold(hold)).await;
+            // Never wait on one slow agent; it gets its hold at its next connection.
+            if let Some(sender) = sender
+                && sender.try_send(FleetCommand::Hold(hold)).is_err()
+            {
+                tracing::warn!(server = %server, "the agent's command queue is full; its hold follows at its next connection");
             }
         }
     }

@@ -93,6 +93,9 @@ impl AgentLink for AgentLinkService {
             agent_version: hello.agent_version,
             protocol_version: hello.protocol_version,
             peer_address: peer,
+            agent_started_at: (hello.started_at_unix_ms > 0)
+                .then(|| chrono::DateTime::from_timestamp_millis(hello.started_at_unix_ms))
+                .flatten(),
         };
         let session = self
             .fleet
@@ -117,11 +120,12 @@ impl AgentLink for AgentLinkService {
         };
         // Cannot fail: the receiver is right here and the buffer is empty.
         let _ = outbound.send(Ok(welcome)).await;
-        if let Some(hold) = self.fleet.hold_of(&hello.id) {
-            let _ = outbound
-                .send(Ok(command_message(FleetCommand::Hold(Some(hold)))))
-                .await;
-        }
+        // Always: an empty hold releases a server whose rollout ended while
+        // it was away.
+        let hold = self.fleet.hold_of(&hello.id);
+        let _ = outbound
+            .send(Ok(command_message(FleetCommand::Hold(hold))))
+            .await;
         // Everything published so far: the agent works out what it lacks.
         match self.fleet.available().await {
             Ok(available) => {

@@ -530,6 +530,7 @@ async fn an_agent_speaking_another_protocol_version_is_refused_with_the_supporte
             os: "linux x86_64".into(),
             agent_version: "9.0.0".into(),
             site: "acme-paris".into(),
+            ..Hello::default()
         })),
     };
     let refused = client

@@ -52,6 +52,8 @@ pub struct ServerHello {
     pub agent_version: String,
     pub protocol_version: u32,
     pub peer_address: Option<String>,
+    /// When the agent process started, if it says.
+    pub agent_started_at: Option<DateTime<Utc>>,
 }
 
 /// A server as stored, with its modules and problems.
@@ -547,6 +549,39 @@ impl Database {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Closes the installs a server reported as running before its agent
+    /// restarted: the agent's recovery finished them (the module is at
+    /// their version) or rolled them back. Returns how many.
+    pub async fn close_interrupted_installs(
+        &self,
+        server: &ServerId,
+        agent_started_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE installs SET \
+                state = CASE WHEN (SELECT m.installed_version FROM modules m \
+                                   WHERE m.server_id = installs.server_id AND m.name = installs.module) \
+                                  = installs.to_version THEN 'succeeded' ELSE 'failed' END, \
+                message = CASE WHEN (SELECT m.installed_version FROM modules m \
+                                     WHERE m.server_id = installs.server_id AND m.name = installs.module) \
+                                    = installs.to_version \
+                          THEN 'the agent restarted during the install and finished it at start' \
+                          ELSE 'the agent restarted during the install and rolled it back at start' END, \
+                rolled_back = CASE WHEN (SELECT m.installed_version FROM modules m \
+                                         WHERE m.server_id = installs.server_id AND m.name = installs.module) \
+                                        = installs.to_version THEN 0 ELSE 1 END, \
+                finished_at = ? \
+             WHERE server_id = ? AND state = 'running' AND started_at < ?",
+        )
+        .bind(at)
+        .bind(server.as_str())
+        .bind(agent_started_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// A server's installs, newest first (at most 100).

@@ -58,6 +58,8 @@ pub struct RolloutStepRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub command_id: Option<String>,
     pub rollback_command_id: Option<String>,
+    /// When the latest install or restore was ordered.
+    pub ordered_at: Option<DateTime<Utc>>,
     pub message: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -288,7 +290,7 @@ impl Database {
         for s in &changes.steps {
             sqlx::query(
                 "UPDATE rollout_steps SET state = ?, attempts = ?, next_attempt_at = ?, command_id = ?, \
-                 rollback_command_id = ?, message = ?, started_at = ?, finished_at = ? \
+                 rollback_command_id = ?, ordered_at = ?, message = ?, started_at = ?, finished_at = ? \
                  WHERE rollout_id = ? AND server_id = ? AND module = ?",
             )
             .bind(&s.state)
@@ -296,6 +298,7 @@ impl Database {
             .bind(s.next_attempt_at)
             .bind(&s.command_id)
             .bind(&s.rollback_command_id)
+            .bind(s.ordered_at)
             .bind(&s.message)
             .bind(s.started_at)
             .bind(s.finished_at)
@@ -309,6 +312,20 @@ impl Database {
             log(&mut tx, id, at, actor, action, detail).await?;
         }
         tx.commit().await
+    }
+
+    /// Servers with work in an unfinished rollout (a site not settled, a
+    /// step not excluded): `(server, rollout id, release)`.
+    pub async fn servers_in_active_rollouts(&self) -> sqlx::Result<Vec<(String, i64, String)>> {
+        sqlx::query_as(
+            "SELECT DISTINCT st.server_id, r.id, r.release FROM rollout_steps st \
+             JOIN rollouts r ON r.id = st.rollout_id \
+             JOIN rollout_sites si ON si.rollout_id = st.rollout_id AND si.site = st.site \
+             WHERE r.finished_at IS NULL AND st.state <> 'excluded' \
+               AND si.state NOT IN ('succeeded', 'failed', 'rolled_back', 'rollback_failed', 'cancelled')",
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// The installs a rollout's commands started (installs and rollbacks).
@@ -336,7 +353,8 @@ impl Database {
                        CAST((julianday(finished_at) - julianday(started_at)) * 86400000 AS INTEGER) AS duration_ms, \
                        COALESCE(downtime_ms, 0) AS downtime_ms, \
                        ROW_NUMBER() OVER (PARTITION BY module ORDER BY finished_at DESC) AS n \
-                FROM installs WHERE state = 'succeeded' AND finished_at IS NOT NULL) \
+                FROM installs WHERE state = 'succeeded' AND finished_at IS NOT NULL \
+                AND (command_id IS NULL OR command_id NOT LIKE 'rollout-%-rollback-%')) \
              WHERE n <= 20",
         )
         .fetch_all(&self.pool)

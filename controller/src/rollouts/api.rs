@@ -87,17 +87,35 @@ pub async fn create(
     body: Result<Json<NewRollout>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, axum::response::Response), ApiError> {
     use axum::response::IntoResponse;
-    let Json(new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(mut new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    new.strategy
+        .validate()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut seen = std::collections::HashSet::new();
+    new.target.sites.retain(|s| seen.insert(s.clone()));
     let db = &state.fleet.db;
     let release = db.release(&new.release).await?.ok_or_else(|| {
         ApiError::NotFound(format!("no release \"{}\" is published", new.release))
     })?;
+    // Agents pre-download only the newest published version of a module.
+    for newer in db.releases().await? {
+        for theirs in &newer.packages {
+            let ours = release.packages.iter().find(|p| p.module == theirs.module);
+            if let Some(ours) = ours
+                && flotilla_proto::domain::Version::parse(&theirs.version).ok()
+                    > flotilla_proto::domain::Version::parse(&ours.version).ok()
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "release: {} is not the newest release of {}: {} {} is published in release {}, and servers download only the newest; roll that release out instead",
+                    release.version, ours.module, theirs.module, theirs.version, newer.version
+                )));
+            }
+        }
+    }
     let servers = db.servers(None).await?;
     let estimates = Estimates::new(
         &db.estimates().await?,
-        chrono::Duration::seconds(
-            i64::try_from(new.strategy.default_install_seconds).unwrap_or(300),
-        ),
+        super::strategy::seconds(new.strategy.default_install_seconds),
     );
     let now = Utc::now();
     let plan = plan::plan(
@@ -112,6 +130,26 @@ pub async fn create(
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if query.dry_run {
         return Ok((StatusCode::OK, Json(plan).into_response()));
+    }
+    // A server belongs to one rollout at a time.
+    let busy = db.servers_in_active_rollouts().await?;
+    let clash: Vec<String> = plan
+        .sites
+        .iter()
+        .flat_map(|s| s.steps.iter())
+        .filter_map(|step| {
+            busy.iter()
+                .find(|(server, _, _)| server == &step.server)
+                .map(|(server, id, release)| format!("{server} (rollout {id}, release {release})"))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !clash.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "servers already part of an unfinished rollout: {}; wait for it, cancel it or exclude them",
+            clash.join(", ")
+        )));
     }
     let who = actor(&headers);
     let sites: Vec<RolloutSiteRecord> = plan
@@ -153,6 +191,7 @@ pub async fn create(
                 next_attempt_at: None,
                 command_id: None,
                 rollback_command_id: None,
+                ordered_at: None,
                 message: (step.action == "skip").then(|| {
                     format!(
                         "{} already installed",
@@ -348,8 +387,12 @@ pub async fn get(
         .map(|s| (s.id.clone(), s))
         .collect();
     let calendars = calendars(&state).await?;
-    let strategy: Strategy =
+    let mut strategy: Strategy =
         serde_json::from_str(&rollout.strategy).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The webhook's path and query may carry a token: only its origin is shown.
+    if let Some(notice) = strategy.notice.as_mut() {
+        notice.webhook_url = origin(&notice.webhook_url);
+    }
     let sites = sites
         .into_iter()
         .map(|site| {
@@ -607,4 +650,27 @@ pub async fn get_schedule(
             windows: Vec::new(),
         },
     }))
+}
+
+/// `scheme://host[:port]/…` of a URL, without its path and query.
+fn origin(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}/…")
+        }
+        None => "…".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_webhooks_origin_is_shown() {
+        assert_eq!(
+            super::origin("https://user:secret@hooks.example.com:8443/t/abc123?key=s3cret"),
+            "https://hooks.example.com:8443/…"
+        );
+    }
 }

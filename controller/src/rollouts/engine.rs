@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use flotilla_proto::domain::ServerId;
+use flotilla_proto::domain::{ServerId, Version};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -208,7 +208,13 @@ impl Engine {
                     None => return,
                 },
                 event = events.recv() => {
-                    if matches!(event, Ok(crate::fleet::FleetEvent::RolloutChanged(_))) {
+                    // Progress lines and the engine's own changes need no
+                    // pass: stuck installs are found by the clock.
+                    if matches!(
+                        event,
+                        Ok(crate::fleet::FleetEvent::RolloutChanged(_)
+                            | crate::fleet::FleetEvent::InstallProgress { .. })
+                    ) {
                         continue;
                     }
                 }
@@ -355,7 +361,7 @@ impl Engine {
                 self.notify(id, site, url, body);
             }
         }
-        self.fleet.set_holds(holds).await;
+        self.fleet.set_holds(holds);
         Ok(())
     }
 
@@ -439,6 +445,19 @@ impl Engine {
             }
             match result {
                 Ok(message) => step.message = Some(message),
+                // Unknown: the agent may have started it; its report decides.
+                Err(OrderError::NoAnswer(_)) => {
+                    step.message = Some(
+                        "the agent did not answer the restore order; waiting for word of it".into(),
+                    )
+                }
+                // Back when the server is.
+                Err(e @ OrderError::Offline(_)) => {
+                    step.rollback_command_id = None;
+                    step.next_attempt_at = Some(now + Duration::seconds(10));
+                    step.message =
+                        Some(format!("{e}; the restore is ordered again when it is back"));
+                }
                 Err(e) => {
                     step.state = "rollback_failed".into();
                     step.message = Some(format!("the rollback could not be ordered: {e}"));
@@ -458,6 +477,14 @@ impl Engine {
                 Ok(message) => {
                     step.state = "running".into();
                     step.message = Some(message);
+                }
+                // Unknown: the agent may have accepted late; its report, or
+                // the stuck rule, decides.
+                Err(OrderError::NoAnswer(_)) => {
+                    step.message = Some(
+                        "the agent did not answer the order; waiting for word of the install"
+                            .into(),
+                    )
                 }
                 Err(e) => {
                     let cause = e.to_string();
@@ -572,6 +599,37 @@ impl Engine {
                     })
                     .map(|s| s.site.clone())
                     .collect();
+                let installs: HashMap<String, CommandInstall> = self
+                    .fleet
+                    .db
+                    .rollout_installs(id)
+                    .await?
+                    .into_iter()
+                    .map(|i| (i.command_id.clone(), i))
+                    .collect();
+                let running: Vec<String> = steps
+                    .iter()
+                    .filter(|s| failed.contains(&s.site))
+                    .filter(|s| {
+                        active_step(s)
+                            || s.command_id
+                                .as_ref()
+                                .and_then(|c| installs.get(c))
+                                .is_some_and(|i| i.state == "running")
+                    })
+                    .map(|s| format!("{} on {}", s.module, s.server_id))
+                    .collect();
+                if !running.is_empty() {
+                    return conflict(format!(
+                        "{} still running; retry once {} ended",
+                        running.join(", "),
+                        if running.len() == 1 {
+                            "it has"
+                        } else {
+                            "they have"
+                        }
+                    ));
+                }
                 if failed.is_empty()
                     || !matches!(rollout.state.as_str(), "running" | "paused" | "failed")
                 {
@@ -585,6 +643,8 @@ impl Engine {
                     site.message = Some(format!("retried by {actor}"));
                     site.planned_start = None;
                     site.planned_end = None;
+                    site.notice_sent_at = None;
+                    site.notice_result = None;
                     site.started_at = None;
                     site.finished_at = None;
                 }
@@ -616,14 +676,26 @@ impl Engine {
                         rollout.state
                     ));
                 }
+                // An offline server's orders under way are abandoned too:
+                // nothing waits for a server that may never come back.
+                let offline = !self
+                    .fleet
+                    .db
+                    .server(server)
+                    .await?
+                    .is_some_and(|s| s.online);
                 let mut n = 0;
-                for step in steps
-                    .iter_mut()
-                    .filter(|s| &s.server_id == server && s.state == "pending")
-                {
-                    step.state = "excluded".into();
-                    step.message = Some(format!("excluded by {actor}"));
-                    n += 1;
+                for step in steps.iter_mut().filter(|s| &s.server_id == server) {
+                    let abandoned = offline && (active_step(step) || step.state == "rolling_back");
+                    if step.state == "pending" || abandoned {
+                        step.state = "excluded".into();
+                        step.message = Some(if abandoned {
+                            format!("abandoned by {actor} while the server was offline")
+                        } else {
+                            format!("excluded by {actor}")
+                        });
+                        n += 1;
+                    }
                 }
                 detail = format!("server {server}: {n} modules left out");
             }
@@ -647,8 +719,10 @@ impl Engine {
                 {
                     step.state = "cancelled".into();
                 }
-                if matches!(rollout.state.as_str(), "succeeded" | "failed") {
+                if rollout.state == "succeeded" {
                     rollout.state = "failed".into();
+                }
+                if rollout.finished_at.is_some() {
                     rollout.finished_at = None;
                     rollout.reason = Some(format!("site {site} rolled back by {actor}"));
                 }
@@ -760,7 +834,7 @@ impl<'a> Pass<'a> {
     ) -> Pass<'a> {
         let estimates = Estimates::new(
             &ctx.history,
-            Duration::seconds(i64::try_from(strategy.default_install_seconds).unwrap_or(300)),
+            super::strategy::seconds(strategy.default_install_seconds),
         );
         Pass {
             ctx,
@@ -829,9 +903,7 @@ impl<'a> Pass<'a> {
     /// Reads what became of the installs and restores this rollout ordered.
     fn follow_orders(&mut self) {
         let now = self.ctx.now;
-        let stuck_after = Duration::seconds(
-            i64::try_from(self.strategy.failure.stuck_after_seconds).unwrap_or(i64::MAX / 1000),
-        );
+        let stuck_after = super::strategy::seconds(self.strategy.failure.stuck_after_seconds);
         let may_retry = matches!(self.rollout.state.as_str(), "running" | "paused");
         for i in 0..self.steps.len() {
             let step = &self.steps[i];
@@ -927,10 +999,12 @@ impl<'a> Pass<'a> {
                 }
                 None if self.in_flight.contains(&command) => {}
                 None => {
-                    // Accepted (or ordered by a controller that stopped before
-                    // hearing back) and never reported: once the server is
-                    // back for a while, look at what it has.
-                    let started = step.started_at.unwrap_or(now);
+                    // Accepted, or ordered by a controller that stopped before
+                    // it heard back, and never reported. Agents report what
+                    // they are doing when they reconnect: once a server has
+                    // been back for a while since the order, look at what it
+                    // has. Without any word for too long, it is stuck.
+                    let ordered = step.ordered_at.or(step.started_at).unwrap_or(now);
                     let server = step.server_id.clone();
                     let module = step.module.clone();
                     let target = if rollback {
@@ -938,13 +1012,34 @@ impl<'a> Pass<'a> {
                     } else {
                         Some(step.to_version.clone())
                     };
-                    let settled = self.ctx.servers.get(&server).is_some_and(|s| {
+                    let reconnected = self.ctx.servers.get(&server).is_some_and(|s| {
                         s.online
-                            && s.connected_at.is_some_and(|c| {
-                                now - c >= RECONNECT_GRACE && now - started >= RECONNECT_GRACE
-                            })
+                            && s.connected_at
+                                .is_some_and(|c| c > ordered && now - c >= RECONNECT_GRACE)
                     });
-                    if !settled {
+                    if !reconnected {
+                        if now - ordered > stuck_after {
+                            let cause = format!(
+                                "stuck: no word of the {} for {} s since it was ordered",
+                                if rollback { "restore" } else { "install" },
+                                (now - ordered).num_seconds()
+                            );
+                            let step = &mut self.steps[i];
+                            step.state = if rollback {
+                                "rollback_failed"
+                            } else {
+                                "failed"
+                            }
+                            .into();
+                            step.finished_at = Some(now);
+                            step.message = Some(cause.clone());
+                            log.push((
+                                ENGINE.into(),
+                                "stuck".into(),
+                                format!("{module} on {server}: {cause}"),
+                            ));
+                        }
+                        self.log.extend(log);
                         continue;
                     }
                     let installed = self.ctx.servers.get(&server).and_then(|s| {
@@ -1035,13 +1130,25 @@ impl<'a> Pass<'a> {
     fn schedule(&mut self, i: usize) {
         let now = self.ctx.now;
         let site = self.sites[i].site.clone();
+        if self
+            .site_steps(&site)
+            .all(|s| DONE.contains(&s.state.as_str()))
+        {
+            let record = &mut self.sites[i];
+            record.state = "succeeded".into();
+            record.finished_at = Some(now);
+            record.message =
+                Some("nothing to install: every server is at the release's versions".into());
+            self.say("site_succeeded", format!("site {site}: nothing to install"));
+            return;
+        }
         let calendar = self.calendar(&site);
         let (need, _) = self.site_estimate(&site);
         let lead = self
             .strategy
             .notice
             .as_ref()
-            .map(|n| Duration::seconds(i64::try_from(n.lead_seconds).unwrap_or(0)));
+            .map(|n| super::strategy::seconds(n.lead_seconds));
         let record = &self.sites[i];
         if let (Some(lead), None) = (lead, record.notice_sent_at) {
             // Users are warned `lead` ahead: the earliest start is that far
@@ -1161,10 +1268,14 @@ impl<'a> Pass<'a> {
             })
             .collect();
         if !failed.is_empty() {
-            if active && self.strategy.failure.site == SiteFailure::Rollback {
+            if active {
                 self.sites[i].message = Some(format!(
-                    "{}; waiting for the running installs to end before rolling back",
-                    failed.join("; ")
+                    "{}; waiting for the running installs to end before {}",
+                    failed.join("; "),
+                    match self.strategy.failure.site {
+                        SiteFailure::Rollback => "rolling back",
+                        SiteFailure::Stop => "stopping for an operator",
+                    }
                 ));
                 return;
             }
@@ -1284,17 +1395,33 @@ impl<'a> Pass<'a> {
             }
             let server = self.ctx.servers.get(&step.server_id);
             let module = server.and_then(|s| s.modules.iter().find(|m| m.name == step.module));
+            let version = |v: &Option<String>| v.as_deref().and_then(|v| Version::parse(v).ok());
+            let target = Version::parse(&step.to_version).ok();
             let message = match (server, module) {
                 (None, _) => Some("the server is no longer known to the controller".to_owned()),
                 (Some(s), _) if !s.online => Some("waiting for the server to reconnect".to_owned()),
                 (_, None) => Some("the server no longer reports this module".to_owned()),
-                (_, Some(m))
-                    if m.installed_version.as_deref() == Some(step.to_version.as_str()) =>
-                {
+                (_, Some(m)) if target.is_some() && version(&m.installed_version) >= target => {
+                    let installed = m.installed_version.clone().unwrap_or_default();
                     let step = &mut self.steps[j];
                     step.state = "skipped".into();
                     step.finished_at = Some(now);
-                    step.message = Some(format!("already at {}", step.to_version));
+                    step.message = Some(format!("already at {installed}"));
+                    continue;
+                }
+                (_, Some(m)) if target.is_some() && version(&m.pending_version) > target => {
+                    // Agents keep only the newest published package.
+                    let cause = format!(
+                        "the server now has {} {} pending, newer than this release's {}; roll out the newer release",
+                        step.module,
+                        m.pending_version.clone().unwrap_or_default(),
+                        step.to_version
+                    );
+                    let mut log = Vec::new();
+                    let step = &mut self.steps[j];
+                    step.attempts += 1;
+                    retry_or_fail(step, self.strategy, now, &cause, false, &mut log);
+                    self.log.extend(log);
                     continue;
                 }
                 (_, Some(m)) if m.pending_version.as_deref() != Some(step.to_version.as_str()) => {
@@ -1339,6 +1466,7 @@ impl<'a> Pass<'a> {
             step.state = "starting".into();
             step.attempts += 1;
             step.command_id = Some(command_id.clone());
+            step.ordered_at = Some(now);
             step.next_attempt_at = None;
             step.started_at.get_or_insert(now);
             step.message = Some(format!("ordered (attempt {})", step.attempts));
@@ -1375,10 +1503,25 @@ impl<'a> Pass<'a> {
             ));
             return;
         }
+        // A restore failed: the layers below stay as they are (reverse order
+        // means nothing below goes back while something above did not).
+        let failed_layer = self.site_steps(&site).any(|s| s.state == "rollback_failed");
+        if failed_layer {
+            for step in self.steps.iter_mut().filter(|s| {
+                s.site == site && s.state == "rolling_back" && s.rollback_command_id.is_none()
+            }) {
+                step.state = "succeeded".into();
+                step.message =
+                    Some("not rolled back: a restore above it in the order failed".into());
+            }
+        }
         // Undo whatever reached the new version, by what the servers report.
         for j in 0..self.steps.len() {
             let step = &self.steps[j];
-            if step.site != site || !matches!(step.state.as_str(), "succeeded" | "failed") {
+            if failed_layer
+                || step.site != site
+                || !matches!(step.state.as_str(), "succeeded" | "failed")
+            {
                 continue;
             }
             let installed = self
@@ -1457,7 +1600,10 @@ impl<'a> Pass<'a> {
             .collect();
         for j in rolling {
             let step = &self.steps[j];
-            if step.layer != top || step.rollback_command_id.is_some() {
+            if step.layer != top
+                || step.rollback_command_id.is_some()
+                || step.next_attempt_at.is_some_and(|t| t > now)
+            {
                 continue;
             }
             let online = self
@@ -1488,6 +1634,8 @@ impl<'a> Pass<'a> {
                 step.attempts,
             );
             step.rollback_command_id = Some(command_id.clone());
+            step.ordered_at = Some(now);
+            step.next_attempt_at = None;
             step.message = Some(format!("restoring {to}"));
             busy.insert(step.server_id.clone());
             self.jobs.push(Job {
@@ -1536,9 +1684,7 @@ impl<'a> Pass<'a> {
             let opened_settled = self.sites.iter().filter(|s| s.wave <= opened).all(settled);
             if opened_settled && opened < last_wave {
                 let next = opened + 1;
-                let pause = Duration::seconds(
-                    i64::try_from(self.strategy.waves.pause_seconds).unwrap_or(0),
-                );
+                let pause = super::strategy::seconds(self.strategy.waves.pause_seconds);
                 if self.strategy.waves.gate == Gate::Manual {
                     self.rollout.opened_wave = next;
                     self.rollout.state = "paused".into();
@@ -1607,9 +1753,15 @@ fn self_command_id(server: &str, module: &str, now: DateTime<Utc>, attempts: i64
     )
 }
 
-/// A reqwest error without the URL, which may carry a token.
+/// A reqwest error and its causes, without the URL, which may carry a token.
 fn without_url(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
     if let Some(url) = e.url() {
         text = text.replace(url.as_str(), "<webhook>");
     }

@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike, Utc, Weekday,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -149,10 +151,7 @@ impl FailurePolicy {
     pub fn retry_after(&self, attempts: u32) -> Option<Duration> {
         (attempts <= self.retries).then(|| {
             let factor = 1u64 << attempts.saturating_sub(1).min(16);
-            Duration::seconds(
-                i64::try_from(self.retry_backoff_seconds.saturating_mul(factor))
-                    .unwrap_or(i64::MAX / 1000),
-            )
+            seconds(self.retry_backoff_seconds.saturating_mul(factor))
         })
     }
 }
@@ -180,6 +179,14 @@ pub struct Notice {
 
 fn default_lead() -> u64 {
     900
+}
+
+/// The longest duration any setting may give: a year, in seconds.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Seconds as a duration; settings are bounded by [`MAX_SECONDS`].
+pub fn seconds(value: u64) -> Duration {
+    Duration::seconds(i64::try_from(value.min(MAX_SECONDS)).unwrap_or(0))
 }
 
 /// Bad strategy input, naming the field.
@@ -230,8 +237,40 @@ impl Strategy {
         {
             return Err(invalid("failure.max_failed_percent", "must be at most 100"));
         }
-        if self.failure.stuck_after_seconds == 0 {
-            return Err(invalid("failure.stuck_after_seconds", "must be at least 1"));
+        let mut seconds = vec![
+            (
+                "failure.stuck_after_seconds",
+                self.failure.stuck_after_seconds,
+                1,
+            ),
+            (
+                "failure.retry_backoff_seconds",
+                self.failure.retry_backoff_seconds,
+                0,
+            ),
+            ("waves.pause_seconds", self.waves.pause_seconds, 0),
+            ("default_install_seconds", self.default_install_seconds, 1),
+        ];
+        if let Some(notice) = &self.notice {
+            seconds.push(("notice.lead_seconds", notice.lead_seconds, 0));
+        }
+        for (field, value, least) in seconds {
+            if value < least || value > MAX_SECONDS {
+                return Err(invalid(
+                    field,
+                    format!("must be between {least} and {MAX_SECONDS} seconds (a year)"),
+                ));
+            }
+        }
+        if self.failure.retries > 20 {
+            return Err(invalid("failure.retries", "must be at most 20"));
+        }
+        let mut seen = BTreeSet::new();
+        if let Some(twice) = self.waves.canary.iter().find(|c| !seen.insert(*c)) {
+            return Err(invalid(
+                "waves.canary",
+                format!("site \"{twice}\" is named twice"),
+            ));
         }
         if let Some(notice) = &self.notice
             && !(notice.webhook_url.starts_with("http://")
@@ -486,19 +525,21 @@ impl Calendar {
         best
     }
 
-    /// A local time on a day as UTC; a time skipped by a DST change moves
-    /// to the first instant after the gap.
+    /// A local time on a day as UTC; a time skipped by a DST change (in
+    /// the spring-forward gap) is the instant of the change.
     fn at(&self, day: NaiveDate, time: NaiveTime) -> Option<DateTime<Utc>> {
         let local = day.and_time(time);
-        self.tz
-            .from_local_datetime(&local)
-            .earliest()
-            .or_else(|| {
-                self.tz
-                    .from_local_datetime(&(local + Duration::hours(1)))
-                    .earliest()
-            })
-            .map(|t| t.with_timezone(&Utc))
+        if let Some(t) = self.tz.from_local_datetime(&local).earliest() {
+            return Some(t.with_timezone(&Utc));
+        }
+        // The last valid minute before the gap, plus that minute.
+        let floor = local.with_second(0)?.with_nanosecond(0)?;
+        (1..=180).find_map(|k| {
+            self.tz
+                .from_local_datetime(&(floor - Duration::minutes(k)))
+                .earliest()
+                .map(|t| t.with_timezone(&Utc) + Duration::minutes(1))
+        })
     }
 
     /// A time in the site's zone, for messages.
@@ -584,6 +625,64 @@ mod tests {
             .slot(utc("2026-07-01T12:00:00Z"), Duration::minutes(5))
             .unwrap();
         assert_eq!(slot.start, utc("2026-07-01T20:00:00Z"));
+    }
+
+    #[test]
+    fn a_window_closing_in_the_spring_forward_gap_closes_at_the_change() {
+        // Sunday 2026-03-29, Paris: 02:00 CET jumps to 03:00 CEST (01:00 UTC).
+        let cal = Schedule {
+            time_zone: "Europe/Paris".into(),
+            windows: vec![Window {
+                days: vec![],
+                start: "22:00".into(),
+                end: "02:30".into(),
+            }],
+        }
+        .calendar()
+        .unwrap();
+        let slot = cal
+            .slot(utc("2026-03-28T21:00:00Z"), Duration::minutes(10))
+            .unwrap();
+        assert_eq!(slot.end, Some(utc("2026-03-29T01:00:00Z")));
+        // An install of 3 h 50 min fits; 4 h 10 min does not.
+        assert!(
+            cal.slot(utc("2026-03-28T21:00:00Z"), Duration::minutes(240))
+                .unwrap()
+                .start
+                == utc("2026-03-28T21:00:00Z")
+        );
+        assert!(
+            cal.slot(utc("2026-03-28T21:00:00Z"), Duration::minutes(250))
+                .unwrap()
+                .start
+                > utc("2026-03-29T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused_naming_the_field() {
+        let strategy = Strategy {
+            notice: Some(Notice {
+                webhook_url: "https://hooks.example.com".into(),
+                lead_seconds: 10_000_000_000_000,
+            }),
+            ..Strategy::default()
+        };
+        assert_eq!(
+            strategy.validate().unwrap_err().field,
+            "notice.lead_seconds"
+        );
+        let strategy = Strategy {
+            default_install_seconds: 0,
+            ..Strategy::default()
+        };
+        assert_eq!(
+            strategy.validate().unwrap_err().field,
+            "default_install_seconds"
+        );
+        let mut strategy = Strategy::default();
+        strategy.waves.canary = vec!["a".into(), "a".into()];
+        assert_eq!(strategy.validate().unwrap_err().field, "waves.canary");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! lives here too, with the one place that converts it to and from the wire.
 
 mod convert;
+#[cfg(feature = "database")]
+pub mod database;
 pub mod domain;
 pub mod package;
 pub mod signing;

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test harness: a failure is a test failure
 
 pub mod browser;
+pub mod postgres;
 pub mod sites;
 
 use std::path::{Path, PathBuf};

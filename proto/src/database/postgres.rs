@@ -1,0 +1,448 @@
+//! PostgreSQL: the catalog through `pg_catalog` and the `pg_get_*def`
+//! functions, an advisory lock, `pg_dump` backups.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Acquire, AssertSqlSafe, Row};
+
+use super::{
+    CONNECT_TIMEOUT, Cleanup, Error, HISTORY_TABLE, History, Object, Scratch, Script, ScriptRun,
+    Settings, history_of, run_of,
+};
+
+/// The advisory lock key: "flotilla" in ASCII, as a number.
+const LOCK_KEY: i64 = 0x666c_6f74_696c_6c61;
+
+/// Schemas that are the engine's, not the application's.
+const SYSTEM: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+#[derive(Debug)]
+pub struct Postgres {
+    pool: PgPool,
+    options: PgConnectOptions,
+    password: Option<String>,
+    pg_bin_dir: Option<PathBuf>,
+}
+
+/// The connection holding the advisory lock.
+#[derive(Debug)]
+pub struct PgLock {
+    _connection: sqlx::pool::PoolConnection<sqlx::Postgres>,
+}
+
+/// `host:port/database`, for messages: never the password.
+fn target(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    )
+}
+
+impl Postgres {
+    pub async fn connect(settings: &Settings) -> Result<Postgres, Error> {
+        let url = settings
+            .url
+            .as_deref()
+            .ok_or_else(|| Error::Settings("engine \"postgres\" needs url".into()))?;
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|_| Error::Settings("url is not a postgres:// URL".into()))?
+            .application_name("flotilla");
+        let mut password = None;
+        if let Some(file) = &settings.password_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                Error::Settings(format!("cannot read password_file {}: {e}", file.display()))
+            })?;
+            let text = text.trim_end_matches(['\r', '\n']).to_owned();
+            options = options.password(&text);
+            password = Some(text);
+        }
+        Self::open(options, password, settings.pg_bin_dir.clone()).await
+    }
+
+    async fn open(
+        options: PgConnectOptions,
+        password: Option<String>,
+        pg_bin_dir: Option<PathBuf>,
+    ) -> Result<Postgres, Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(3)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| Error::Connect {
+                engine: "postgres",
+                target: target(&options),
+                cause: super::describe(&e, None),
+            })?;
+        Ok(Postgres {
+            pool,
+            options,
+            password,
+            pg_bin_dir,
+        })
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    pub async fn objects(&self) -> Result<Vec<Object>, Error> {
+        let mut objects = Vec::new();
+        // Tables: columns in order (type, nullability, default), then
+        // constraints by name.
+        let tables = sqlx::query(AssertSqlSafe(format!(
+            "SELECT n.nspname || '.' || c.relname AS name, \
+                    (SELECT string_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod) \
+                        || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END \
+                        || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), ''), E'\\n' ORDER BY a.attnum) \
+                     FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns, \
+                    (SELECT string_agg('CONSTRAINT ' || quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid), \
+                        E'\\n' ORDER BY k.conname) FROM pg_constraint k WHERE k.conrelid = c.oid) AS constraints \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND {SYSTEM} AND c.relname <> '{HISTORY_TABLE}'"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        for row in tables {
+            let name: String = row.try_get("name")?;
+            let columns: Option<String> = row.try_get("columns")?;
+            let constraints: Option<String> = row.try_get("constraints")?;
+            let definition = [columns, constraints]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n");
+            objects.push(Object::new("table", &name, &definition));
+        }
+        let simple = [
+            (
+                "index",
+                format!(
+                    "SELECT n.nspname || '.' || i.relname, pg_get_indexdef(x.indexrelid) \
+                     FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+                     JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = i.relnamespace \
+                     WHERE {SYSTEM} AND t.relname <> '{HISTORY_TABLE}'"
+                ),
+            ),
+            (
+                "view",
+                format!(
+                    "SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid, true) \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relkind = 'v' AND {SYSTEM}"
+                ),
+            ),
+            (
+                "materialized_view",
+                format!(
+                    "SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid, true) \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relkind = 'm' AND {SYSTEM}"
+                ),
+            ),
+            (
+                "function",
+                format!(
+                    "SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
+                            pg_get_functiondef(p.oid) \
+                     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE p.prokind = 'f' AND {SYSTEM} \
+                       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
+                ),
+            ),
+            (
+                "procedure",
+                format!(
+                    "SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
+                            pg_get_functiondef(p.oid) \
+                     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE p.prokind = 'p' AND {SYSTEM} \
+                       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
+                ),
+            ),
+            (
+                "trigger",
+                format!(
+                    "SELECT n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid, true) \
+                     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE NOT t.tgisinternal AND {SYSTEM}"
+                ),
+            ),
+        ];
+        for (kind, query) in simple {
+            let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(query))
+                .fetch_all(&self.pool)
+                .await?;
+            objects.extend(rows.iter().map(|(name, def)| Object::new(kind, name, def)));
+        }
+        Ok(objects)
+    }
+
+    pub async fn lock(&self) -> Result<PgLock, Error> {
+        let mut connection = self.pool.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut *connection)
+            .await?;
+        if got {
+            // The lock is the session's: the connection is closed, never
+            // pooled again, when the lock is dropped, which releases it.
+            connection.close_on_drop();
+            return Ok(PgLock {
+                _connection: connection,
+            });
+        }
+        let holder: Option<(i32, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+            "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted \
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 LIMIT 1",
+        )
+        .bind(LOCK_KEY)
+        .fetch_optional(&mut *connection)
+        .await?;
+        Err(Error::Locked(match holder {
+            Some((pid, app, since)) => format!(
+                "the lock is held by PostgreSQL backend {pid} ({app}){}",
+                since
+                    .map(|s| format!(", connected since {s}"))
+                    .unwrap_or_default()
+            ),
+            None => "the lock is held by another session".into(),
+        }))
+    }
+
+    pub async fn ensure_history(&self) -> Result<(), Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS flotilla_schema_history (\
+                id bigserial PRIMARY KEY, module text NOT NULL, version text NOT NULL, \
+                script text NOT NULL, checksum text NOT NULL, applied_by text NOT NULL, \
+                applied_at timestamptz NOT NULL, duration_ms bigint NOT NULL, \
+                outcome text NOT NULL, message text NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn history(&self) -> Result<Vec<History>, Error> {
+        let rows = sqlx::query(
+            "SELECT module, version, script, checksum, applied_by, applied_at, duration_ms, outcome, message \
+             FROM flotilla_schema_history ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(History {
+                    module: r.try_get("module")?,
+                    version: r.try_get("version")?,
+                    script: r.try_get("script")?,
+                    checksum: r.try_get("checksum")?,
+                    applied_by: r.try_get("applied_by")?,
+                    applied_at: r.try_get("applied_at")?,
+                    duration_ms: r.try_get("duration_ms")?,
+                    outcome: r.try_get("outcome")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::from)
+    }
+
+    pub async fn record(&self, row: &History) -> Result<(), Error> {
+        insert_history(&self.pool, row).await
+    }
+
+    /// Runs a script; returns the rows it affected.
+    pub async fn execute(&self, script: &Script, transactional: bool) -> Result<u64, sqlx::Error> {
+        let sql = AssertSqlSafe(script.sql.clone());
+        if transactional {
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
+        } else {
+            Ok(sqlx::raw_sql(sql)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+        }
+    }
+
+    pub async fn upgrade(
+        &self,
+        module: &str,
+        version: &str,
+        scripts: &[Script],
+        who: &str,
+    ) -> Result<Vec<ScriptRun>, Error> {
+        let mut runs = Vec::new();
+        let mut tx = self.pool.begin().await?;
+        for script in scripts {
+            let started = std::time::Instant::now();
+            if !script.transactional() {
+                tx.commit().await?;
+                let result = self.execute(script, false).await;
+                let run = run_of(script, started, result, "");
+                insert_history(&self.pool, &history_of(module, version, who, script, &run)).await?;
+                let ok = run.ok;
+                runs.push(run);
+                if !ok {
+                    return Ok(runs);
+                }
+                tx = self.pool.begin().await?;
+                continue;
+            }
+            let result = {
+                let mut savepoint = (&mut tx).begin().await?;
+                match sqlx::raw_sql(AssertSqlSafe(script.sql.clone()))
+                    .execute(&mut *savepoint)
+                    .await
+                {
+                    Ok(done) => savepoint.commit().await.map(|_| done.rows_affected()),
+                    Err(e) => Err(e),
+                }
+            };
+            let run = run_of(
+                script,
+                started,
+                result,
+                "; the upgrade's transaction was rolled back",
+            );
+            if !run.ok {
+                // All or nothing: what ran before it in this transaction goes too.
+                tx.rollback().await?;
+                insert_history(&self.pool, &history_of(module, version, who, script, &run)).await?;
+                runs.push(run);
+                return Ok(runs);
+            }
+            insert_history(&mut *tx, &history_of(module, version, who, script, &run)).await?;
+            runs.push(run);
+        }
+        tx.commit().await?;
+        Ok(runs)
+    }
+
+    pub async fn backup(&self, dir: &Path, name: &str) -> Result<PathBuf, Error> {
+        let file = dir.join(format!("{name}.dump"));
+        let program = tool(self.pg_bin_dir.as_deref(), "pg_dump");
+        let mut command = tokio::process::Command::new(&program);
+        command
+            .arg("--format=custom")
+            .arg("--no-owner")
+            .arg(format!("--file={}", file.display()))
+            .arg(format!("--host={}", self.options.get_host()))
+            .arg(format!("--port={}", self.options.get_port()))
+            .arg(format!("--username={}", self.options.get_username()))
+            .arg(format!(
+                "--dbname={}",
+                self.options.get_database().unwrap_or("")
+            ))
+            .env_remove("PGPASSWORD")
+            .stdin(std::process::Stdio::null());
+        if let Some(password) = &self.password {
+            // The environment, never the command line (which `ps` shows).
+            command.env("PGPASSWORD", password);
+        }
+        let output = command
+            .output()
+            .await
+            .map_err(|e| Error::Backup(format!("cannot run {}: {e}", program.display())))?;
+        if !output.status.success() {
+            return Err(Error::Backup(format!(
+                "{} failed: {}",
+                program.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(file)
+    }
+}
+
+async fn insert_history<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+    row: &History,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO flotilla_schema_history \
+            (module, version, script, checksum, applied_by, applied_at, duration_ms, outcome, message) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&row.module)
+    .bind(&row.version)
+    .bind(&row.script)
+    .bind(&row.checksum)
+    .bind(&row.applied_by)
+    .bind(row.applied_at)
+    .bind(row.duration_ms)
+    .bind(&row.outcome)
+    .bind(&row.message)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// `pg_dump` or `pg_restore`: in `dir` if given, else on the `PATH`, else
+/// in the newest `/usr/lib/postgresql/*/bin`.
+fn tool(dir: Option<&Path>, name: &str) -> PathBuf {
+    if let Some(dir) = dir {
+        return dir.join(name);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if let Some(found) = on_path {
+        return found;
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// A new database on the server `url` points to.
+pub async fn scratch(url: &str) -> Result<Scratch, Error> {
+    let server = PgConnectOptions::from_str(url)
+        .map_err(|_| Error::Settings("--scratch-url is not a postgres:// URL".into()))?;
+    let name = format!(
+        "flotilla_scratch_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let admin = Postgres::open(server.clone(), None, None).await?;
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin.pool)
+        .await?;
+    admin.close().await;
+    let database = Postgres::open(server.database(&name), None, None).await?;
+    Ok(Scratch {
+        database: super::Database::Postgres(Box::new(database)),
+        cleanup: Cleanup::Postgres(url.to_owned(), name),
+    })
+}
+
+pub async fn drop_database(url: &str, name: &str) -> Result<(), Error> {
+    let server = PgConnectOptions::from_str(url)
+        .map_err(|_| Error::Settings("--scratch-url is not a postgres:// URL".into()))?;
+    let admin = Postgres::open(server, None, None).await?;
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+        .execute(&admin.pool)
+        .await?;
+    admin.close().await;
+    Ok(())
+}

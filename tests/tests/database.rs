@@ -1,0 +1,509 @@
+//! The database engines against the real thing: a PostgreSQL server started
+//! for each test, and SQLite files. Fingerprints and drift, automatic
+//! upgrades (all or nothing, with history), script-by-script runs, the lock,
+//! backups.
+
+#![allow(clippy::unwrap_used)]
+
+use flotilla_proto::database::{Database, Engine, Fingerprint, Script, Settings};
+use flotilla_tests::postgres::Postgres;
+
+const STANDARD_PG: &str = r#"
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE);
+CREATE TABLE orders (
+    id serial PRIMARY KEY,
+    customer_id integer NOT NULL REFERENCES customers (id),
+    total numeric(12,2) NOT NULL DEFAULT 0,
+    placed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX orders_customer_idx ON orders (customer_id);
+CREATE VIEW v_orders AS SELECT o.id, c.name, o.total FROM orders o JOIN customers c ON c.id = o.customer_id;
+CREATE FUNCTION order_total(p_customer integer) RETURNS numeric LANGUAGE sql
+    AS $$ SELECT COALESCE(sum(total), 0) FROM orders WHERE customer_id = p_customer $$;
+CREATE PROCEDURE archive_orders(p_before timestamptz) LANGUAGE sql
+    AS $$ DELETE FROM orders WHERE placed_at < p_before $$;
+CREATE FUNCTION touch_order() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN NEW.placed_at := now(); RETURN NEW; END $$;
+CREATE TRIGGER orders_touch BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION touch_order();
+INSERT INTO customers (name, email) VALUES ('Ada', 'ada@example.com');
+INSERT INTO orders (customer_id, total) VALUES (1, 42.50);
+"#;
+
+fn upgrade_scripts() -> Vec<Script> {
+    vec![
+        script(
+            "001_loyalty.sql",
+            "ALTER TABLE customers ADD COLUMN loyalty_points integer NOT NULL DEFAULT 0;\r\n",
+        ),
+        script(
+            "002_view.sql",
+            "CREATE OR REPLACE VIEW v_orders AS\n  SELECT o.id, c.name, o.total, c.loyalty_points\n  FROM orders o JOIN customers c ON c.id = o.customer_id;\n",
+        ),
+        script(
+            "003_index.sql",
+            "CREATE INDEX orders_placed_idx ON orders (placed_at);\n",
+        ),
+    ]
+}
+
+fn script(name: &str, sql: &str) -> Script {
+    Script {
+        name: name.into(),
+        sql: sql.into(),
+    }
+}
+
+fn pg(url: &str) -> Settings {
+    Settings {
+        engine: Engine::Postgres,
+        url: Some(url.into()),
+        password_file: None,
+        path: None,
+        pg_bin_dir: None,
+    }
+}
+
+/// A database with the standard schema of 1.0.0.
+async fn standard(server: &Postgres, name: &str) -> Database {
+    let url = server.create_database(name);
+    let db = Database::connect(&pg(&url)).await.unwrap();
+    db.apply(&script("standard.sql", STANDARD_PG))
+        .await
+        .unwrap();
+    db
+}
+
+/// What the package builder does: the standard of 1.0.0 and of 2.0.0, from a
+/// scratch database.
+async fn standards(server: &Postgres) -> (Fingerprint, Fingerprint) {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = Database::scratch(Engine::Postgres, Some(&server.url("postgres")), dir.path())
+        .await
+        .unwrap();
+    scratch
+        .database
+        .apply(&script("standard.sql", STANDARD_PG))
+        .await
+        .unwrap();
+    let from = scratch.database.fingerprint().await.unwrap();
+    for s in upgrade_scripts() {
+        scratch.database.apply(&s).await.unwrap();
+    }
+    let to = scratch.database.fingerprint().await.unwrap();
+    scratch.remove().await.unwrap();
+    (from, to)
+}
+
+#[tokio::test]
+async fn an_untouched_standard_database_shows_no_drift_run_after_run() {
+    let server = Postgres::start();
+    let (from, _) = standards(&server).await;
+    let kinds: Vec<&str> = from.objects.iter().map(|o| o.kind.as_str()).collect();
+    for kind in ["table", "index", "view", "function", "procedure", "trigger"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let db = standard(&server, "shop").await;
+    for _ in 0..3 {
+        let seen = db.fingerprint().await.unwrap();
+        assert!(
+            from.drift(&seen).is_empty(),
+            "{:?}",
+            from.drift(&seen).summary()
+        );
+        assert_eq!(seen.hash(), from.hash());
+    }
+    // Data changes are not drift; the history table is not part of the schema.
+    server.psql(
+        "shop",
+        "INSERT INTO customers (name) VALUES ('Grace'); UPDATE orders SET total = 1;",
+    );
+    db.history().await.unwrap();
+    let again = Database::connect(&pg(&server.url("shop"))).await.unwrap();
+    assert!(from.drift(&again.fingerprint().await.unwrap()).is_empty());
+    // The scratch database is gone.
+    assert_eq!(
+        server.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'flotilla_scratch%'"
+        ),
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn each_customization_is_detected_and_named() {
+    let server = Postgres::start();
+    let (from, _) = standards(&server).await;
+    let cases = [
+        (
+            "changed_view",
+            "CREATE OR REPLACE VIEW v_orders AS SELECT o.id, c.name, o.total, o.placed_at FROM orders o JOIN customers c ON c.id = o.customer_id",
+            "modified view public.v_orders",
+        ),
+        (
+            "changed_function",
+            "CREATE OR REPLACE FUNCTION order_total(p_customer integer) RETURNS numeric LANGUAGE sql AS $$ SELECT COALESCE(sum(total), 0) * 1.2 FROM orders WHERE customer_id = p_customer $$",
+            "modified function public.order_total(p_customer integer)",
+        ),
+        (
+            "changed_procedure",
+            "CREATE OR REPLACE PROCEDURE archive_orders(p_before timestamptz) LANGUAGE sql AS $$ DELETE FROM orders WHERE placed_at < p_before - interval '1 year' $$",
+            "modified procedure public.archive_orders(IN p_before timestamp with time zone)",
+        ),
+        (
+            "extra_column",
+            "ALTER TABLE orders ADD COLUMN gift_wrap boolean",
+            "modified table public.orders",
+        ),
+        (
+            "dropped_index",
+            "DROP INDEX orders_customer_idx",
+            "missing index public.orders_customer_idx",
+        ),
+    ];
+    for (name, change, expected) in cases {
+        let db = standard(&server, name).await;
+        server.psql(name, change);
+        let drift = from.drift(&db.fingerprint().await.unwrap());
+        assert_eq!(drift.summary(), vec![expected.to_owned()], "{name}");
+        if let Some(modified) = drift.modified.first() {
+            assert_ne!(modified.standard, modified.actual);
+            assert!(!modified.standard.is_empty() && !modified.actual.is_empty());
+        }
+        // Nothing ran: no history table.
+        assert_eq!(
+            server.psql(
+                name,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'flotilla_schema_history'"
+            ),
+            "0",
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_standard_database_upgrades_all_or_nothing_with_its_history() {
+    let server = Postgres::start();
+    let (from, to) = standards(&server).await;
+    let db = standard(&server, "shop").await;
+    let backups = tempfile::tempdir().unwrap();
+    let lock = db.lock().await.unwrap();
+    let backup = db.backup(backups.path(), "database-1.0.0").await.unwrap();
+    assert!(std::fs::metadata(&backup).unwrap().len() > 0);
+    let runs = db
+        .upgrade(
+            &lock,
+            "database",
+            "2.0.0",
+            &upgrade_scripts(),
+            "flotilla (automatic upgrade)",
+        )
+        .await
+        .unwrap();
+    assert!(runs.iter().all(|r| r.ok), "{runs:?}");
+    let now = db.fingerprint().await.unwrap();
+    assert!(to.drift(&now).is_empty(), "{:?}", to.drift(&now).summary());
+    assert_eq!(now.hash(), to.hash());
+    let history = db.history().await.unwrap();
+    let names: Vec<(&str, &str)> = history
+        .iter()
+        .map(|h| (h.script.as_str(), h.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("001_loyalty.sql", "succeeded"),
+            ("002_view.sql", "succeeded"),
+            ("003_index.sql", "succeeded")
+        ]
+    );
+    assert_eq!(history[0].checksum, upgrade_scripts()[0].checksum());
+    assert_eq!(
+        history[0].checksum,
+        script(
+            "x",
+            "ALTER TABLE customers ADD COLUMN loyalty_points integer NOT NULL DEFAULT 0;\n"
+        )
+        .checksum(),
+        "line endings do not change the checksum"
+    );
+    assert_eq!(history[0].applied_by, "flotilla (automatic upgrade)");
+    assert_eq!(history[0].version, "2.0.0");
+    drop(lock);
+
+    // The backup is a real pg_dump archive: it restores into a new database
+    // with the schema of before.
+    let restored = server.create_database("restored");
+    let out = std::process::Command::new(server.bin.join("pg_restore"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "flotilla",
+            "--no-owner",
+            "-d",
+            "restored",
+        ])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = Database::connect(&pg(&restored)).await.unwrap();
+    assert!(
+        from.drift(&restored.fingerprint().await.unwrap())
+            .is_empty()
+    );
+
+    // A failing script takes the whole upgrade back.
+    let other = standard(&server, "other").await;
+    let lock = other.lock().await.unwrap();
+    let mut broken = upgrade_scripts();
+    broken[1] = script(
+        "002_view.sql",
+        "CREATE OR REPLACE VIEW v_orders AS\n  SELECT o.id, c.nam\n  FROM orders o JOIN customers c ON c.id = o.customer_id;\n",
+    );
+    let runs = other
+        .upgrade(
+            &lock,
+            "database",
+            "2.0.0",
+            &broken,
+            "flotilla (automatic upgrade)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs[0].ok && !runs[1].ok);
+    assert!(
+        runs[1]
+            .message
+            .starts_with("line 2: column c.nam does not exist"),
+        "{}",
+        runs[1].message
+    );
+    let after = other.fingerprint().await.unwrap();
+    assert!(
+        from.drift(&after).is_empty(),
+        "wholly 1.0.0 again: {:?}",
+        from.drift(&after).summary()
+    );
+    let history = other.history().await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].outcome, "failed");
+    assert_eq!(history[0].script, "002_view.sql");
+}
+
+#[tokio::test]
+async fn scripts_run_one_by_one_a_failed_one_is_rolled_back_and_retried() {
+    let server = Postgres::start();
+    let (_, to) = standards(&server).await;
+    let db = standard(&server, "shop").await;
+    let lock = db.lock().await.unwrap();
+    let scripts = upgrade_scripts();
+    let run = db
+        .run_script(&lock, "database", "2.0.0", &scripts[0], "alice")
+        .await
+        .unwrap();
+    assert!(run.ok, "{run:?}");
+    // Script 2 fails half-way: its first statement is rolled back with it.
+    let broken = script(
+        "002_view.sql",
+        "CREATE TABLE half_done (id int);\nCREATE OR REPLACE VIEW v_orders AS SELECT nothing FROM orders;\n",
+    );
+    let run = db
+        .run_script(&lock, "database", "2.0.0", &broken, "alice")
+        .await
+        .unwrap();
+    assert!(!run.ok);
+    assert!(
+        run.message.contains("its transaction was rolled back"),
+        "{}",
+        run.message
+    );
+    assert_eq!(
+        server.psql(
+            "shop",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'half_done'"
+        ),
+        "0"
+    );
+    // Fixed, retried.
+    let run = db
+        .run_script(&lock, "database", "2.0.0", &scripts[1], "alice")
+        .await
+        .unwrap();
+    assert!(run.ok, "{run:?}");
+    // The last one applied by hand, and marked so.
+    server.psql(
+        "shop",
+        "CREATE INDEX orders_placed_idx ON orders (placed_at)",
+    );
+    db.record(&flotilla_proto::database::History {
+        module: "database".into(),
+        version: "2.0.0".into(),
+        script: scripts[2].name.clone(),
+        checksum: scripts[2].checksum(),
+        applied_by: "alice".into(),
+        applied_at: chrono::Utc::now(),
+        duration_ms: 0,
+        outcome: "marked applied".into(),
+        message: "applied by hand".into(),
+    })
+    .await
+    .unwrap();
+    let history = db.history().await.unwrap();
+    let rows: Vec<(&str, &str, &str)> = history
+        .iter()
+        .map(|h| (h.script.as_str(), h.outcome.as_str(), h.applied_by.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("001_loyalty.sql", "succeeded", "alice"),
+            ("002_view.sql", "failed", "alice"),
+            ("002_view.sql", "succeeded", "alice"),
+            ("003_index.sql", "marked applied", "alice"),
+        ]
+    );
+    assert!(to.drift(&db.fingerprint().await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn two_upgrades_at_once_never_interleave() {
+    let server = Postgres::start();
+    let db = standard(&server, "shop").await;
+    let other = Database::connect(&pg(&server.url("shop"))).await.unwrap();
+    let held = db.lock().await.unwrap();
+    let refused = other.lock().await.unwrap_err().to_string();
+    assert!(
+        refused.starts_with(
+            "another upgrade of this database is running (the lock is held by PostgreSQL backend"
+        ),
+        "{refused}"
+    );
+    drop(held);
+    // Released with its connection.
+    let mut again = other.lock().await;
+    for _ in 0..100 {
+        if again.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        again = other.lock().await;
+    }
+    again.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_databases_are_fingerprinted_upgraded_locked_and_backed_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let standard_sql = "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\r\n\
+        CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers (id), total REAL NOT NULL DEFAULT 0);\n\
+        CREATE INDEX orders_customer_idx ON orders (customer_id);\n\
+        CREATE VIEW v_orders AS SELECT o.id, c.name, o.total FROM orders o JOIN customers c ON c.id = o.customer_id;\n\
+        CREATE TRIGGER orders_positive BEFORE INSERT ON orders WHEN NEW.total < 0 BEGIN SELECT RAISE(ABORT, 'negative total'); END;\n";
+    let scratch = Database::scratch(Engine::Sqlite, None, dir.path())
+        .await
+        .unwrap();
+    scratch
+        .database
+        .apply(&script("standard.sql", standard_sql))
+        .await
+        .unwrap();
+    let from = scratch.database.fingerprint().await.unwrap();
+    let scripts = vec![
+        script(
+            "001.sql",
+            "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;",
+        ),
+        script(
+            "002.sql",
+            "DROP VIEW v_orders;\nCREATE VIEW v_orders AS SELECT o.id, c.name, o.total, c.loyalty_points FROM orders o JOIN customers c ON c.id = o.customer_id;",
+        ),
+    ];
+    for s in &scripts {
+        scratch.database.apply(s).await.unwrap();
+    }
+    let to = scratch.database.fingerprint().await.unwrap();
+    scratch.remove().await.unwrap();
+    assert_eq!(from.objects.len(), 5, "{:?}", from.objects);
+
+    let file = dir.path().join("shop.sqlite");
+    let settings = Settings {
+        engine: Engine::Sqlite,
+        url: None,
+        password_file: None,
+        path: Some(file.clone()),
+        pg_bin_dir: None,
+    };
+    assert!(
+        Database::connect(&settings)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("no such file")
+    );
+    std::fs::write(&file, b"").unwrap();
+    let db = Database::connect(&settings).await.unwrap();
+    db.apply(&script("standard.sql", standard_sql))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(from.drift(&db.fingerprint().await.unwrap()).is_empty());
+    }
+    // Locked against a second upgrade.
+    let lock = db.lock().await.unwrap();
+    let second = Database::connect(&settings).await.unwrap();
+    assert!(
+        second
+            .lock()
+            .await
+            .unwrap_err()
+            .to_string()
+            .starts_with("another upgrade of this database is running")
+    );
+    let backup = db
+        .backup(&dir.path().join("backups"), "database-1.0.0")
+        .await
+        .unwrap();
+    let runs = db
+        .upgrade(
+            &lock,
+            "database",
+            "2.0.0",
+            &scripts,
+            "flotilla (automatic upgrade)",
+        )
+        .await
+        .unwrap();
+    assert!(runs.iter().all(|r| r.ok), "{runs:?}");
+    assert!(to.drift(&db.fingerprint().await.unwrap()).is_empty());
+    assert_eq!(db.history().await.unwrap().len(), 2);
+    // The backup is the database as it was.
+    let old = Database::connect(&Settings {
+        path: Some(backup),
+        ..settings.clone()
+    })
+    .await
+    .unwrap();
+    assert!(from.drift(&old.fingerprint().await.unwrap()).is_empty());
+    // A customized view is named.
+    second
+        .apply(&script(
+            "custom.sql",
+            "DROP VIEW v_orders; CREATE VIEW v_orders AS SELECT 1 AS id;",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        to.drift(&db.fingerprint().await.unwrap()).summary(),
+        vec!["modified view v_orders"]
+    );
+}

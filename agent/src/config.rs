@@ -72,6 +72,9 @@ struct File {
     download_concurrency: usize,
     /// Optional bandwidth cap for downloads, in kilobytes per second.
     download_limit_kbps: Option<u64>,
+    /// The databases of database modules, by module name.
+    #[serde(default)]
+    databases: std::collections::BTreeMap<String, flotilla_proto::database::Settings>,
 }
 
 fn default_download_concurrency() -> usize {
@@ -127,6 +130,8 @@ pub struct Settings {
     pub trusted_keys: Vec<flotilla_proto::signing::PublicKey>,
     pub download_concurrency: usize,
     pub download_limit_bytes_per_second: Option<u64>,
+    /// The databases of database modules, by module name.
+    pub databases: std::collections::BTreeMap<String, flotilla_proto::database::Settings>,
 }
 
 /// A configuration that could not be used; the message names the file and, for
@@ -217,7 +222,27 @@ impl Settings {
                     .map_err(|e| invalid(format!("trusted_keys[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for (module, db) in &file.databases {
+            use flotilla_proto::database::Engine;
+            let field = |f: &str| format!("databases.{module}.{f}");
+            match db.engine {
+                Engine::Postgres if db.url.is_none() => {
+                    return Err(invalid(format!("{} is needed for postgres", field("url"))));
+                }
+                Engine::Postgres if db.url.as_deref().is_some_and(has_password) => {
+                    return Err(invalid(format!(
+                        "{}: put the password in password_file, not in the URL",
+                        field("url")
+                    )));
+                }
+                Engine::Sqlite if db.path.is_none() => {
+                    return Err(invalid(format!("{} is needed for sqlite", field("path"))));
+                }
+                _ => {}
+            }
+        }
         Ok(Settings {
+            databases: file.databases,
             site,
             server_id,
             install,
@@ -232,6 +257,15 @@ impl Settings {
             reconnect_max: Duration::from_millis(file.reconnect_max_ms),
         })
     }
+}
+
+/// Whether a `postgres://user:password@host/db` URL carries a password.
+fn has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'))
 }
 
 /// The data folder, laid out as the procedure describes so that an agent can

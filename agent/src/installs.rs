@@ -475,6 +475,40 @@ async fn run(
         Ok(Err(e)) => return Err(refused(&module, e.to_string())),
         Err(e) => return Err(refused(&module, e.to_string())),
     };
+    // A database module's database goes first: checked, and upgraded when
+    // standard; a customized one stops the install before anything changes.
+    let database = if declaration.kind == flotilla_proto::domain::ModuleKind::Database
+        && package.manifest.database.is_some()
+    {
+        let say = {
+            let progress = progress.clone();
+            move |text: String| {
+                progress(crate::install::Event {
+                    at: Utc::now(),
+                    phase: None,
+                    kind: crate::install::EventKind::Step,
+                    text,
+                })
+            }
+        };
+        match crate::databases::before_install(agent, &package, &say).await {
+            Ok(applied) => applied,
+            Err(cause) => {
+                return Err(Failure {
+                    module: module.clone(),
+                    to: package.manifest.version.to_string(),
+                    phase: None,
+                    step: "checking and upgrading the database".into(),
+                    cause,
+                    hook_output: Vec::new(),
+                    rolled_back: false,
+                    rollback_error: None,
+                });
+            }
+        }
+    } else {
+        None
+    };
     let from = agent
         .inventory
         .borrow()
@@ -494,7 +528,24 @@ async fn run(
             .unwrap_or_else(|| expected_downtime(agent, &module)),
         allow_downgrade,
     };
-    install.run(&package, progress).await
+    let result = install.run(&package, progress).await;
+    match (result, database) {
+        (Err(mut failure), Some(applied)) => {
+            // The files went back: so does the database.
+            if let Err(e) = crate::databases::restore(agent, &module, &applied).await {
+                let e = format!(
+                    "the database could not be restored from {}: {e}",
+                    applied.backup.display()
+                );
+                failure.rollback_error = Some(match failure.rollback_error {
+                    Some(files) => format!("{files}; {e}"),
+                    None => e,
+                });
+            }
+            Err(failure)
+        }
+        (result, _) => result,
+    }
 }
 
 fn refused(module: &str, cause: String) -> Failure {

@@ -21,6 +21,7 @@
 pub mod applications;
 pub mod cli;
 pub mod config;
+pub mod databases;
 pub mod downloads;
 pub mod install;
 pub mod installs;

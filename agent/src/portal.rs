@@ -42,6 +42,20 @@ pub async fn serve(
             post(install_api).get(install_status),
         )
         .route("/api/modules/{module}/rollback", post(rollback_api))
+        .route("/api/modules/{module}/database", get(database_api))
+        .route(
+            "/api/modules/{module}/database/scripts/{script}/run",
+            post(run_script_api),
+        )
+        .route(
+            "/api/modules/{module}/database/scripts/{script}/mark-applied",
+            post(mark_applied_api),
+        )
+        .route("/database/{module}", get(database_page))
+        .route(
+            "/database/{module}/scripts/{script}/{action}",
+            post(database_form),
+        )
         .route("/rollback/{module}", post(rollback_form))
         .route(
             "/style.css",
@@ -470,5 +484,175 @@ mod tests {
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+    }
+}
+
+/// Who acts on a guided database upgrade.
+#[derive(Debug, Default, Deserialize)]
+struct Actor {
+    by: Option<String>,
+}
+
+fn actor(body: Option<Json<Actor>>) -> String {
+    body.and_then(|Json(a)| a.by)
+        .map(|b| b.trim().chars().take(100).collect::<String>())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "portal (local)".to_owned())
+}
+
+fn review_error(e: &crate::databases::ReviewError) -> Response {
+    use crate::databases::ReviewError;
+    let (status, code) = match e {
+        ReviewError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ReviewError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        ReviewError::Failed(_) => (StatusCode::BAD_GATEWAY, "database"),
+    };
+    (
+        status,
+        Json(json!({"error": code, "message": e.to_string()})),
+    )
+        .into_response()
+}
+
+/// `GET /api/modules/{module}/database`: the drift report and the scripts
+/// of the pending database upgrade, with their state and the history.
+async fn database_api(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
+    match crate::databases::review(&agent, &module).await {
+        Ok(review) => Json(review).into_response(),
+        Err(e) => review_error(&e),
+    }
+}
+
+/// `POST /api/modules/{module}/database/scripts/{script}/run`: runs one
+/// script of a guided upgrade (in order) in its own transaction.
+async fn run_script_api(
+    State(agent): State<Arc<Agent>>,
+    Path((module, script)): Path<(String, String)>,
+    body: Option<Json<Actor>>,
+) -> Response {
+    match crate::databases::run_script(&agent, &module, &script, &actor(body)).await {
+        Ok(run) => Json(run).into_response(),
+        Err(e) => review_error(&e),
+    }
+}
+
+/// `POST /api/modules/{module}/database/scripts/{script}/mark-applied`.
+async fn mark_applied_api(
+    State(agent): State<Arc<Agent>>,
+    Path((module, script)): Path<(String, String)>,
+    body: Option<Json<Actor>>,
+) -> Response {
+    match crate::databases::mark_applied(&agent, &module, &script, &actor(body)).await {
+        Ok(()) => Json(json!({"script": script, "state": "marked applied"})).into_response(),
+        Err(e) => review_error(&e),
+    }
+}
+
+/// The guided upgrade page: the drift, then the scripts one by one.
+async fn database_page(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
+    let review = match crate::databases::review(&agent, &module).await {
+        Ok(review) => review,
+        Err(e) => return Html(message_page("Database review", &e.to_string())).into_response(),
+    };
+    let mut html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Database review · {m}</title>\
+         <link rel=\"stylesheet\" href=\"/style.css\"></head><body><main>\
+         <h1>Database of {m}: {from} → {to}</h1><p id=\"verdict\">{verdict}</p>",
+        m = escape(&review.module),
+        from = escape(&review.from_version),
+        to = escape(&review.to_version),
+        verdict = if review.standard {
+            "The database is the standard schema: the upgrade runs by itself when the module is installed.".to_owned()
+        } else {
+            format!(
+                "The database is customized ({} differences): nothing runs by itself. Check each script, then run it or mark it applied by hand, in order.",
+                review.summary.len()
+            )
+        }
+    );
+    if !review.standard {
+        html.push_str(
+            "<section class=\"problems\" id=\"drift\"><h2>Differences from the standard</h2>",
+        );
+        for o in &review.drift.missing {
+            html.push_str(&format!(
+                "<details><summary>missing {} {}</summary><h3>standard</h3><pre>{}</pre></details>",
+                escape(&o.kind),
+                escape(&o.name),
+                escape(&o.definition)
+            ));
+        }
+        for o in &review.drift.added {
+            html.push_str(&format!(
+                "<details><summary>added {} {}</summary><h3>this database</h3><pre>{}</pre></details>",
+                escape(&o.kind), escape(&o.name), escape(&o.definition)
+            ));
+        }
+        for o in &review.drift.modified {
+            html.push_str(&format!(
+                "<details><summary>modified {} {}</summary><h3>standard</h3><pre>{}</pre><h3>this database</h3><pre>{}</pre></details>",
+                escape(&o.kind), escape(&o.name), escape(&o.standard), escape(&o.actual)
+            ));
+        }
+        html.push_str("</section>");
+    }
+    html.push_str("<section id=\"scripts\"><h2>Scripts</h2>");
+    let mut next_shown = false;
+    for script in &review.scripts {
+        let done = script.state == "succeeded" || script.state == "marked applied";
+        html.push_str(&format!(
+            "<article class=\"script\" data-script=\"{n}\" data-state=\"{st}\"><h3>{n} <span class=\"muted\">{st}</span></h3>{msg}<pre>{sql}</pre>",
+            n = escape(&script.name),
+            st = escape(&script.state),
+            msg = script
+                .message
+                .as_ref()
+                .map(|m| format!("<p>{} <span class=\"muted\">{}</span></p>", escape(m), escape(script.by.as_deref().unwrap_or(""))))
+                .unwrap_or_default(),
+            sql = escape(&script.sql),
+        ));
+        if !done && !next_shown && !review.standard {
+            next_shown = true;
+            let base = format!(
+                "/database/{}/scripts/{}",
+                escape(&review.module),
+                escape(&script.name)
+            );
+            html.push_str(&format!(
+                "<form method=\"post\" action=\"{base}/run\"><button>Run this script</button></form>\
+                 <form method=\"post\" action=\"{base}/mark-applied\"><button>Mark as applied by hand</button></form>"
+            ));
+        }
+        html.push_str("</article>");
+    }
+    html.push_str("</section><p><a href=\"/\">Back to the modules</a></p></main></body></html>");
+    Html(html).into_response()
+}
+
+/// The page's Run and Mark buttons.
+async fn database_form(
+    State(agent): State<Arc<Agent>>,
+    Path((module, script, action)): Path<(String, String, String)>,
+) -> Response {
+    let who = "portal (local)";
+    let result = match action.as_str() {
+        "run" => crate::databases::run_script(&agent, &module, &script, who)
+            .await
+            .map(|run| {
+                if run.ok {
+                    None
+                } else {
+                    Some(format!("{} failed: {}", run.script, run.message))
+                }
+            }),
+        "mark-applied" => crate::databases::mark_applied(&agent, &module, &script, who)
+            .await
+            .map(|()| None),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    match result {
+        Ok(None) => Redirect::to(&format!("/database/{module}")).into_response(),
+        Ok(Some(failed)) => Html(message_page("Script failed", &failed)).into_response(),
+        Err(e) => Html(message_page("Refused", &e.to_string())).into_response(),
     }
 }

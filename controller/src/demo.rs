@@ -143,7 +143,7 @@ pub async fn run(
         agents.push((server.id.to_owned(), child));
     }
 
-    let packages = build_release(&args.dir, &key.with_extension("key"))?;
+    let packages = build_release(&args.dir, &key.with_extension("key")).await?;
     crate::publisher::publish(
         &dashboard,
         RELEASE,
@@ -244,7 +244,7 @@ fn lay_out(
 }
 
 /// Builds and signs each module's next version; returns the packages.
-fn build_release(dir: &Path, key: &Path) -> anyhow::Result<Vec<PathBuf>> {
+async fn build_release(dir: &Path, key: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut packages = Vec::new();
     for server in &SERVERS {
         for (name, kind, version) in server.modules {
@@ -271,7 +271,9 @@ fn build_release(dir: &Path, key: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 out: out.clone(),
                 key: Some(key.to_path_buf()),
                 scripts: None,
-            })?;
+                database: None,
+            })
+            .await?;
             packages.push(out);
         }
     }

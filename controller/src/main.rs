@@ -46,39 +46,57 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum PackageCommand {
     /// Build a package from a folder (writes <OUT>, <OUT>.sha256, and <OUT>.sig with --key).
-    Build {
-        #[arg(long)]
-        module: String,
-        #[arg(long)]
-        version: String,
-        /// web, service or database.
-        #[arg(long, default_value = "web")]
-        kind: String,
-        /// The module's files.
-        #[arg(long)]
-        from: PathBuf,
-        /// Paths carried over from the installed version (repeatable).
-        #[arg(long)]
-        preserve: Vec<String>,
-        /// A URL that must answer 2xx once the module is back in service.
-        #[arg(long)]
-        health_url: Option<String>,
-        /// The package to write; defaults to <module>-<version>.zip.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Sign it with this secret key.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// A database package's upgrade scripts: every file of this folder, run in name order.
-        #[arg(long)]
-        scripts: Option<PathBuf>,
-    },
+    Build(Box<BuildArgs>),
     /// Sign a package (writes <PACKAGE>.sig).
     Sign {
         #[arg(long)]
         key: PathBuf,
         package: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct BuildArgs {
+    #[arg(long)]
+    module: String,
+    #[arg(long)]
+    version: String,
+    /// web, service or database.
+    #[arg(long, default_value = "web")]
+    kind: String,
+    /// The module's files.
+    #[arg(long)]
+    from: PathBuf,
+    /// Paths carried over from the installed version (repeatable).
+    #[arg(long)]
+    preserve: Vec<String>,
+    /// A URL that must answer 2xx once the module is back in service.
+    #[arg(long)]
+    health_url: Option<String>,
+    /// The package to write; defaults to <module>-<version>.zip.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Sign it with this secret key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// A database package's upgrade scripts: every file of this folder, run in name order.
+    #[arg(long)]
+    scripts: Option<PathBuf>,
+    /// A database package's engine (postgres or sqlite): the package then
+    /// carries the standard schemas of --from-version and of this version,
+    /// computed on a scratch database.
+    #[arg(long, requires_all = ["baseline", "from_version", "scripts"])]
+    engine: Option<String>,
+    /// The standard schema of --from-version, as one SQL script.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// The version the scripts upgrade from.
+    #[arg(long)]
+    from_version: Option<String>,
+    /// PostgreSQL: a server for the scratch database
+    /// (postgres://user@host:port/postgres; the user may create databases).
+    #[arg(long, env = "FLOTILLA_SCRATCH_URL")]
+    scratch_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,7 +177,7 @@ async fn main() -> ExitCode {
                 out.display()
             )
         }),
-        Some(Command::Package(command)) => package(command),
+        Some(Command::Package(command)) => package(command).await,
         Some(Command::Release(ReleaseCommand::Publish {
             server,
             version,
@@ -178,20 +196,41 @@ async fn main() -> ExitCode {
     }
 }
 
-fn package(command: PackageCommand) -> anyhow::Result<()> {
+async fn package(command: PackageCommand) -> anyhow::Result<()> {
     match command {
-        PackageCommand::Build {
-            module,
-            version,
-            kind,
-            from,
-            preserve,
-            health_url,
-            out,
-            key,
-            scripts,
-        } => {
+        PackageCommand::Build(args) => {
+            let BuildArgs {
+                module,
+                version,
+                kind,
+                from,
+                preserve,
+                health_url,
+                out,
+                key,
+                scripts,
+                engine,
+                baseline,
+                from_version,
+                scratch_url,
+            } = *args;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{module}-{version}.zip")));
+            let database = match (engine, baseline, from_version) {
+                (Some(engine), Some(baseline), Some(from_version)) => {
+                    let engine = match engine.as_str() {
+                        "postgres" => flotilla_proto::database::Engine::Postgres,
+                        "sqlite" => flotilla_proto::database::Engine::Sqlite,
+                        other => anyhow::bail!("--engine: \"{other}\" is not postgres or sqlite"),
+                    };
+                    Some(publisher::DatabaseBuild {
+                        engine,
+                        baseline,
+                        from_version,
+                        scratch_url,
+                    })
+                }
+                _ => None,
+            };
             let request = publisher::BuildRequest {
                 module,
                 version,
@@ -202,8 +241,9 @@ fn package(command: PackageCommand) -> anyhow::Result<()> {
                 out: out.clone(),
                 key,
                 scripts,
+                database,
             };
-            let sha256 = publisher::build_package(&request)?;
+            let sha256 = publisher::build_package(&request).await?;
             println!("{} sha256 {sha256}", out.display());
         }
         PackageCommand::Sign { key, package } => {

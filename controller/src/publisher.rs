@@ -64,11 +64,69 @@ pub struct BuildRequest {
     /// A database package's upgrade scripts: every file of this folder, in
     /// name order.
     pub scripts: Option<PathBuf>,
+    /// A database package's engine and standard schemas: computed here by
+    /// applying the baseline, then the scripts, to a scratch database.
+    pub database: Option<DatabaseBuild>,
+}
+
+/// How to compute a database package's standard schemas.
+#[derive(Debug, Clone)]
+pub struct DatabaseBuild {
+    pub engine: flotilla_proto::database::Engine,
+    /// The standard schema of `from_version`, as one SQL script.
+    pub baseline: PathBuf,
+    pub from_version: String,
+    /// PostgreSQL: a server where a scratch database may be created and
+    /// dropped (`postgres://user@host:port/postgres`).
+    pub scratch_url: Option<String>,
+}
+
+/// The standard fingerprints (from, to) as JSON: the baseline applied to a
+/// scratch database, then each script in order.
+async fn standards(
+    build: &DatabaseBuild,
+    scripts: &[(String, Vec<u8>)],
+    dir: &Path,
+) -> anyhow::Result<(String, String)> {
+    use flotilla_proto::database::{Database, Script};
+    let text = |name: &str, bytes: &[u8]| {
+        String::from_utf8(bytes.to_vec()).with_context(|| format!("{name} is not UTF-8 text"))
+    };
+    let baseline = std::fs::read(&build.baseline)
+        .with_context(|| format!("cannot read the baseline {}", build.baseline.display()))?;
+    let scratch = Database::scratch(build.engine, build.scratch_url.as_deref(), dir).await?;
+    let result = async {
+        scratch
+            .database
+            .apply(&Script {
+                name: build.baseline.display().to_string(),
+                sql: text("the baseline", &baseline)?,
+            })
+            .await?;
+        let from = scratch.database.fingerprint().await?;
+        for (name, bytes) in scripts {
+            scratch
+                .database
+                .apply(&Script {
+                    name: name.clone(),
+                    sql: text(name, bytes)?,
+                })
+                .await?;
+        }
+        let to = scratch.database.fingerprint().await?;
+        anyhow::Ok((
+            serde_json::to_string_pretty(&from)?,
+            serde_json::to_string_pretty(&to)?,
+        ))
+    }
+    .await;
+    scratch.remove().await?;
+    result
 }
 
 /// Builds a package (and its `.sha256`, and `.sig` when a key is given);
 /// returns its sha256.
-pub fn build_package(request: &BuildRequest) -> anyhow::Result<String> {
+pub async fn build_package(request: &BuildRequest) -> anyhow::Result<String> {
     if !request.from.is_dir() {
         bail!("{} is not a folder", request.from.display());
     }
@@ -81,6 +139,9 @@ pub fn build_package(request: &BuildRequest) -> anyhow::Result<String> {
     }
     if let Some(url) = &request.health_url {
         manifest.push_str(&format!("[health_check]\nurl = {url:?}\n"));
+    }
+    if request.database.is_some() && request.scripts.is_none() {
+        bail!("--engine needs --scripts: the standard schemas come from applying them");
     }
     match &request.scripts {
         None => build::from_folder(&request.out, &manifest, &request.from)
@@ -99,7 +160,25 @@ pub fn build_package(request: &BuildRequest) -> anyhow::Result<String> {
                 .collect::<std::io::Result<Vec<_>>>()?;
             // A top-level key: before any [table] of the manifest.
             manifest = format!("upgrade_scripts = {names:?}\n{manifest}");
-            build::with_scripts(&request.out, &manifest, &request.from, &scripts)
+            let mut standard = Vec::new();
+            if let Some(database) = &request.database {
+                let dir = request
+                    .out
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let (from, to) = standards(database, &scripts, dir).await?;
+                manifest.push_str(&format!(
+                    "[database]\nengine = {:?}\nfrom_version = {:?}\n",
+                    database.engine.as_str(),
+                    database.from_version
+                ));
+                standard = vec![
+                    ("from.json".to_owned(), from.into_bytes()),
+                    ("to.json".to_owned(), to.into_bytes()),
+                ];
+            }
+            build::with_scripts(&request.out, &manifest, &request.from, &scripts, &standard)
                 .with_context(|| format!("cannot write {}", request.out.display()))?;
         }
     }

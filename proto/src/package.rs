@@ -34,10 +34,27 @@ pub struct Manifest {
     /// A database package's upgrade scripts, in the order they run: names of
     /// files under `scripts/` in the zip (never unpacked into the module).
     pub upgrade_scripts: Vec<String>,
+    /// A database package's engine and the version its scripts upgrade
+    /// from; the standard schemas of both versions are under `standard/`.
+    pub database: Option<DatabaseSection>,
+}
+
+/// The `[database]` table of a database package's manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSection {
+    /// `postgres` or `sqlite`.
+    pub engine: String,
+    /// The version the scripts upgrade from.
+    pub from_version: Version,
 }
 
 /// The folder of the zip holding a database package's upgrade scripts.
 pub const SCRIPTS: &str = "scripts/";
+
+/// The folder of the zip holding a database package's standard schema
+/// fingerprints: `from.json` (of `from_version`) and `to.json` (of this
+/// version), as the package builder computed them on a scratch database.
+pub const STANDARD: &str = "standard/";
 
 /// How to tell the new version works once back in service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +75,14 @@ struct ManifestFile {
     health_check: Option<HealthCheckFile>,
     #[serde(default)]
     upgrade_scripts: Vec<String>,
+    database: Option<DatabaseFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseFile {
+    engine: String,
+    from_version: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +196,36 @@ pub struct Package {
 }
 
 impl Package {
+    /// A text file of the zip.
+    fn text(&self, name: &str) -> Result<String, PackageError> {
+        let bad = |message: String| PackageError::BadManifest {
+            path: self.path.clone(),
+            message,
+        };
+        let mut zip = archive(&self.path)?;
+        let mut entry = zip
+            .by_name(name)
+            .map_err(|_| bad(format!("{name} is not in the package")))?;
+        let mut text = String::new();
+        io::Read::read_to_string(&mut entry, &mut text)
+            .map_err(|e| bad(format!("{name} cannot be read as UTF-8 text: {e}")))?;
+        Ok(text)
+    }
+
+    /// The upgrade scripts, (name, content), in the order they run.
+    pub fn scripts(&self) -> Result<Vec<(String, String)>, PackageError> {
+        self.manifest
+            .upgrade_scripts
+            .iter()
+            .map(|name| Ok((name.clone(), self.text(&format!("{SCRIPTS}{name}"))?)))
+            .collect()
+    }
+
+    /// A standard schema fingerprint (`from` or `to`), as JSON.
+    pub fn standard(&self, which: &str) -> Result<String, PackageError> {
+        self.text(&format!("{STANDARD}{which}.json"))
+    }
+
     /// Checks the checksum, opens the zip and reads the manifest.
     pub fn open(path: &Path, expected_sha256: &str) -> Result<Package, PackageError> {
         let read_error = |source| PackageError::Read {
@@ -195,6 +250,18 @@ impl Package {
                     path: path.to_path_buf(),
                     message: format!("upgrade_scripts lists {script}, which is not in {SCRIPTS}"),
                 });
+            }
+        }
+        if manifest.database.is_some() {
+            for which in ["from.json", "to.json"] {
+                if zip.by_name(&format!("{STANDARD}{which}")).is_err() {
+                    return Err(PackageError::BadManifest {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "a [database] package needs {STANDARD}{which}, the standard schema the package builder computes"
+                        ),
+                    });
+                }
             }
         }
         Ok(Package {
@@ -246,6 +313,7 @@ impl Package {
                 preserve: Vec::new(),
                 health_check: None,
                 upgrade_scripts: Vec::new(),
+                database: None,
             },
             payload: "",
         })
@@ -390,7 +458,9 @@ impl Package {
             if entry.is_symlink() {
                 return Err(refuse("links are not allowed"));
             }
-            if self.payload == PAYLOAD && (name == MANIFEST || name.starts_with(SCRIPTS)) {
+            if self.payload == PAYLOAD
+                && (name == MANIFEST || name.starts_with(SCRIPTS) || name.starts_with(STANDARD))
+            {
                 continue;
             }
             let Ok(relative) = enclosed.strip_prefix(self.payload.trim_end_matches('/')) else {
@@ -499,6 +569,25 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
     if !file.upgrade_scripts.is_empty() && kind != ModuleKind::Database {
         return Err("upgrade_scripts belong to database packages (kind = \"database\")".into());
     }
+    let database = match file.database {
+        None => None,
+        Some(_) if kind != ModuleKind::Database => {
+            return Err("[database] belongs to database packages (kind = \"database\")".into());
+        }
+        Some(d) => {
+            if !matches!(d.engine.as_str(), "postgres" | "sqlite") {
+                return Err(format!(
+                    "database.engine: \"{}\" is not an engine Flotilla knows (postgres, sqlite)",
+                    d.engine
+                ));
+            }
+            Some(DatabaseSection {
+                engine: d.engine,
+                from_version: Version::parse(&d.from_version)
+                    .map_err(|e| format!("database.from_version: {e}"))?,
+            })
+        }
+    };
     let health_check = match file.health_check {
         Some(check) => {
             if !(check.url.starts_with("http://") || check.url.starts_with("https://")) {
@@ -521,6 +610,7 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
         preserve: file.preserve,
         health_check,
         upgrade_scripts: file.upgrade_scripts,
+        database,
     })
 }
 
@@ -563,13 +653,15 @@ pub mod build {
         Ok(())
     }
 
-    /// Writes a database package: `manifest`, every file under `folder`, and
-    /// the given upgrade scripts (name, content) under `scripts/`.
+    /// Writes a database package: `manifest`, every file under `folder`, the
+    /// given upgrade scripts (name, content) under `scripts/`, and the
+    /// standard schemas (name, content) under `standard/`.
     pub fn with_scripts(
         zip_path: &Path,
         manifest: &str,
         folder: &Path,
         scripts: &[(String, Vec<u8>)],
+        standards: &[(String, Vec<u8>)],
     ) -> io::Result<()> {
         let mut zip = zip::ZipWriter::new(io::BufWriter::new(File::create(zip_path)?));
         let options = SimpleFileOptions::default().compression_level(Some(1));
@@ -579,6 +671,11 @@ pub mod build {
         add_tree(&mut zip, folder, super::PAYLOAD, options)?;
         for (name, content) in scripts {
             zip.start_file(format!("{}{name}", super::SCRIPTS), options)
+                .map_err(io::Error::other)?;
+            zip.write_all(content)?;
+        }
+        for (name, content) in standards {
+            zip.start_file(format!("{}{name}", super::STANDARD), options)
                 .map_err(io::Error::other)?;
             zip.write_all(content)?;
         }

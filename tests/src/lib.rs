@@ -104,6 +104,22 @@ impl Lines {
     }
 }
 
+/// Runs `flotilla-controller` with `args` (the publisher's commands);
+/// returns whether it succeeded and what it printed.
+pub async fn controller_cli(args: &[&str]) -> (bool, String) {
+    let output = Command::new(binary("flotilla-controller"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 /// Sends a signal with the system's `kill` (no unsafe code in tests).
 pub async fn signal(child: &Child, signal: &str) {
     let pid = child.id().expect("process still running");

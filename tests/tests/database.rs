@@ -507,3 +507,328 @@ async fn sqlite_databases_are_fingerprinted_upgraded_locked_and_backed_up() {
         vec!["modified view v_orders"]
     );
 }
+
+// --- On a real agent: the package builder, the automatic upgrade at
+// install, the refusal and the guided upgrade of a customized database.
+
+mod agent {
+    use std::path::{Path, PathBuf};
+
+    use flotilla_proto::package::sha256_file;
+    use flotilla_tests::postgres::Postgres;
+    use flotilla_tests::{Agent, controller_cli, wait_until};
+    use serde_json::{Value, json};
+
+    use super::{STANDARD_PG, upgrade_scripts};
+
+    const NO_CONTROLLER: &str = "http://127.0.0.1:9";
+
+    fn s(path: &Path) -> &str {
+        path.to_str().unwrap()
+    }
+
+    /// `database-2.0.0.zip`, built by the publisher's command line: the
+    /// standard schemas computed on a scratch database of `server`.
+    async fn build_package(dir: &Path, server: &Postgres) -> PathBuf {
+        let scripts = dir.join("upgrades");
+        std::fs::create_dir_all(&scripts).unwrap();
+        for script in upgrade_scripts() {
+            std::fs::write(scripts.join(&script.name), &script.sql).unwrap();
+        }
+        let baseline = dir.join("standard-1.0.0.sql");
+        std::fs::write(&baseline, STANDARD_PG).unwrap();
+        let files = dir.join("dist");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("version.txt"), "2.0.0\n").unwrap();
+        let out = dir.join("database-2.0.0.zip");
+        let (ok, text) = controller_cli(&[
+            "package",
+            "build",
+            "--module",
+            "database",
+            "--kind",
+            "database",
+            "--version",
+            "2.0.0",
+            "--from",
+            s(&files),
+            "--scripts",
+            s(&scripts),
+            "--engine",
+            "postgres",
+            "--baseline",
+            s(&baseline),
+            "--from-version",
+            "1.0.0",
+            "--scratch-url",
+            &server.url("postgres"),
+            "--out",
+            s(&out),
+        ])
+        .await;
+        assert!(ok, "{text}");
+        out
+    }
+
+    /// An agent whose `database` module (1.0.0) uses database `name`, with
+    /// the package pending.
+    async fn agent_with(dir: &Path, server: &Postgres, name: &str, package: &Path) -> Agent {
+        let module = dir.join(name).join("apps").join("database");
+        std::fs::create_dir_all(&module).unwrap();
+        std::fs::write(module.join("version.txt"), "1.0.0\n").unwrap();
+        let xml = format!(
+            "<applications><application name=\"database\" kind=\"database\" path=\"{}\"/></applications>",
+            module.display()
+        );
+        let packages = dir.join(name).join("bin/updates/packages");
+        std::fs::create_dir_all(&packages).unwrap();
+        let pending = packages.join("database-2.0.0.zip");
+        std::fs::copy(package, &pending).unwrap();
+        std::fs::write(
+            format!("{}.sha256", pending.display()),
+            sha256_file(&pending).unwrap(),
+        )
+        .unwrap();
+        let config = format!(
+            "[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npg_bin_dir = {:?}\n",
+            server.url(name),
+            server.bin.display().to_string()
+        );
+        Agent::launch_with(dir, "acme", name, NO_CONTROLLER, &xml, 100, &config).await
+    }
+
+    async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+        let mut request = reqwest::Client::new().request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Installs the pending package from the portal's API; returns how it ended.
+    async fn install(agent: &Agent) -> Value {
+        let url = format!("{}/api/modules/database/install", agent.portal_base());
+        let (status, body) = call(reqwest::Method::POST, url.clone(), Some(json!({}))).await;
+        assert_eq!(status, 202, "{body}");
+        wait_until("the install to finish", async || {
+            let (_, status) = call(reqwest::Method::GET, url.clone(), None).await;
+            if status["running"] == false {
+                Ok(status)
+            } else {
+                Err(status.to_string())
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_standard_database_is_upgraded_by_the_install_with_its_history() {
+        let server = Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let package = build_package(dir.path(), &server).await;
+        server.create_database("shop");
+        server.psql("shop", STANDARD_PG);
+        let agent = agent_with(dir.path(), &server, "shop", &package).await;
+
+        let (status, review) = call(
+            reqwest::Method::GET,
+            format!("{}/api/modules/database/database", agent.portal_base()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{review}");
+        assert_eq!(review["standard"], true, "{review}");
+        assert_eq!(review["from_version"], "1.0.0");
+        assert_eq!(review["to_version"], "2.0.0");
+        assert_eq!(review["scripts"].as_array().unwrap().len(), 3);
+
+        let done = install(&agent).await;
+        assert_eq!(done["result"]["ok"], true, "{done}");
+        let steps: Vec<&str> = done["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["text"].as_str())
+            .collect();
+        for expected in [
+            "the database is the standard schema of 1.0.0",
+            "database upgraded to the standard schema of 2.0.0",
+        ] {
+            assert!(steps.contains(&expected), "{expected} in {steps:?}");
+        }
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.starts_with("database backed up to ")),
+            "{steps:?}"
+        );
+        // In the database: the new column, and the history of the three scripts.
+        assert_eq!(
+            server.psql(
+                "shop",
+                "SELECT loyalty_points FROM customers WHERE name = 'Ada'"
+            ),
+            "0"
+        );
+        assert_eq!(
+            server.psql("shop", "SELECT string_agg(script || ' ' || outcome || ' ' || applied_by, ', ' ORDER BY id) FROM flotilla_schema_history"),
+            "001_loyalty.sql succeeded flotilla (automatic upgrade), 002_view.sql succeeded flotilla (automatic upgrade), 003_index.sql succeeded flotilla (automatic upgrade)"
+        );
+        let version =
+            std::fs::read_to_string(agent.data.join("apps/database/version.txt")).unwrap();
+        assert_eq!(version.trim(), "2.0.0");
+        // The backup is a pg_dump archive beside the module backups.
+        let backups: Vec<_> = std::fs::read_dir(agent.data.join("bin/updates/backups/databases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            backups
+                .iter()
+                .any(|b| b.starts_with("database_1.0.0_") && b.ends_with(".dump")),
+            "{backups:?}"
+        );
+        // The password-free URL never needed one; nothing secret in the log.
+        assert!(!agent.log().contains("PGPASSWORD"));
+    }
+
+    #[tokio::test]
+    async fn a_customized_database_is_refused_and_upgraded_script_by_script() {
+        let server = Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let package = build_package(dir.path(), &server).await;
+        server.create_database("custom");
+        server.psql("custom", STANDARD_PG);
+        // The customer's own column in the standard view.
+        server.psql(
+            "custom",
+            "CREATE OR REPLACE VIEW v_orders AS SELECT o.id, c.name, o.total, o.placed_at FROM orders o JOIN customers c ON c.id = o.customer_id",
+        );
+        let agent = agent_with(dir.path(), &server, "custom", &package).await;
+        let base = format!("{}/api/modules/database/database", agent.portal_base());
+
+        // The install refuses before changing anything.
+        let refused = install(&agent).await;
+        assert_eq!(refused["result"]["ok"], false, "{refused}");
+        let cause = refused["result"]["cause"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            cause.contains("customized") && cause.contains("modified view public.v_orders"),
+            "{refused}"
+        );
+        assert_eq!(
+            server.psql(
+                "custom",
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'flotilla_schema_history'"
+            ),
+            "0",
+            "no script ran"
+        );
+        let version =
+            std::fs::read_to_string(agent.data.join("apps/database/version.txt")).unwrap();
+        assert_eq!(version.trim(), "1.0.0");
+
+        // The review: the drift, with both definitions, and the scripts.
+        let (status, review) = call(reqwest::Method::GET, base.clone(), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(review["standard"], false);
+        assert_eq!(review["summary"], json!(["modified view public.v_orders"]));
+        let modified = &review["drift"]["modified"][0];
+        assert!(modified["actual"].as_str().unwrap().contains("placed_at"));
+        assert!(!modified["standard"].as_str().unwrap().contains("placed_at"));
+        let page = reqwest::get(format!("{}/database/database", agent.portal_base()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("modified view public.v_orders") && page.contains("Run this script"),
+            "{page}"
+        );
+
+        let act = async |script: &str, action: &str| {
+            call(
+                reqwest::Method::POST,
+                format!("{base}/scripts/{script}/{action}"),
+                Some(json!({"by": "alice"})),
+            )
+            .await
+        };
+        // One by one, in order.
+        let (status, error) = act("002_view.sql", "run").await;
+        assert_eq!(status, 409, "{error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("001_loyalty.sql comes before")
+        );
+        let (status, run) = act("001_loyalty.sql", "run").await;
+        assert_eq!((status, &run["ok"]), (200, &json!(true)), "{run}");
+        // Script 2 collides with the customization: it fails, rolled back.
+        let (status, run) = act("002_view.sql", "run").await;
+        assert_eq!(status, 200);
+        assert_eq!(run["ok"], false, "{run}");
+        assert!(
+            run["message"]
+                .as_str()
+                .unwrap()
+                .contains("its transaction was rolled back"),
+            "{run}"
+        );
+        // The operator fixes the database, then retries.
+        server.psql("custom", "DROP VIEW v_orders");
+        let (_, run) = act("002_view.sql", "run").await;
+        assert_eq!(run["ok"], true, "{run}");
+        // The last one by hand.
+        server.psql(
+            "custom",
+            "CREATE INDEX orders_placed_idx ON orders (placed_at)",
+        );
+        let (status, _) = act("003_index.sql", "mark-applied").await;
+        assert_eq!(status, 200);
+        let (status, _) = act("003_index.sql", "run").await;
+        assert_eq!(status, 409, "already marked applied");
+
+        let (_, review) = call(reqwest::Method::GET, base.clone(), None).await;
+        assert_eq!(review["done"], true, "{review}");
+        let history: Vec<String> = review["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} {} {}",
+                    h["script"].as_str().unwrap(),
+                    h["outcome"].as_str().unwrap(),
+                    h["applied_by"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            history,
+            [
+                "001_loyalty.sql succeeded alice",
+                "002_view.sql failed alice",
+                "002_view.sql succeeded alice",
+                "003_index.sql marked applied alice"
+            ]
+        );
+        // Now the install takes the module's files only.
+        let done = install(&agent).await;
+        assert_eq!(done["result"]["ok"], true, "{done}");
+        let version =
+            std::fs::read_to_string(agent.data.join("apps/database/version.txt")).unwrap();
+        assert_eq!(version.trim(), "2.0.0");
+        assert_eq!(
+            server.psql("custom", "SELECT count(*) FROM flotilla_schema_history"),
+            "4",
+            "the install ran no script"
+        );
+    }
+}

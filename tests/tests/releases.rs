@@ -6,23 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use flotilla_proto::signing::{PublicKey, verify_package};
-use flotilla_tests::{Controller, binary, event_texts, module};
+use flotilla_tests::{Controller, event_texts, module};
 use serde_json::{Value, json};
 
 /// Runs `flotilla-controller <args>`; returns success and everything printed.
-async fn cli(args: &[&str]) -> (bool, String) {
-    let output = tokio::process::Command::new(binary("flotilla-controller"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
+use flotilla_tests::controller_cli as cli;
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()

@@ -217,9 +217,9 @@ impl Database {
         }
     }
 
-    /// The history, oldest first.
+    /// The history, oldest first (none when the table is not there: reading
+    /// it never changes the database).
     pub async fn history(&self) -> Result<Vec<History>, Error> {
-        self.ensure_history().await?;
         match self {
             Database::Postgres(db) => db.history().await,
             Database::Sqlite(db) => db.history().await,
@@ -292,6 +292,17 @@ impl Database {
         match self {
             Database::Postgres(db) => db.backup(dir, name).await,
             Database::Sqlite(db) => db.backup(dir, name).await,
+        }
+    }
+
+    /// PostgreSQL: puts the database back as `backup` (a `pg_dump` archive)
+    /// holds it, after dropping `added` (objects the backup does not have).
+    pub async fn restore(&self, backup: &Path, added: &[Object]) -> Result<(), Error> {
+        match self {
+            Database::Postgres(db) => db.restore(backup, added).await,
+            Database::Sqlite(_) => Err(Error::Backup(
+                "a SQLite database is restored by copying its backup file back".into(),
+            )),
         }
     }
 

@@ -233,6 +233,13 @@ impl Postgres {
     }
 
     pub async fn history(&self) -> Result<Vec<History>, Error> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass('flotilla_schema_history') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        if !exists {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "SELECT module, version, script, checksum, applied_by, applied_at, duration_ms, outcome, message \
              FROM flotilla_schema_history ORDER BY id",
@@ -266,9 +273,18 @@ impl Postgres {
         let sql = AssertSqlSafe(script.sql.clone());
         if transactional {
             let mut tx = self.pool.begin().await?;
-            let done = sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(done.rows_affected())
+            match sqlx::raw_sql(sql).execute(&mut *tx).await {
+                Ok(done) => {
+                    tx.commit().await?;
+                    Ok(done.rows_affected())
+                }
+                Err(e) => {
+                    // Now, not when the connection is next used: its locks
+                    // must go with it.
+                    tx.rollback().await?;
+                    Err(e)
+                }
+            }
         } else {
             Ok(sqlx::raw_sql(sql)
                 .execute(&self.pool)
@@ -308,7 +324,10 @@ impl Postgres {
                     .await
                 {
                     Ok(done) => savepoint.commit().await.map(|_| done.rows_affected()),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        savepoint.rollback().await?;
+                        Err(e)
+                    }
                 }
             };
             let run = run_of(
@@ -329,6 +348,67 @@ impl Postgres {
         }
         tx.commit().await?;
         Ok(runs)
+    }
+
+    pub async fn restore(&self, backup: &Path, added: &[Object]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for object in added {
+            let statement = match object.kind.as_str() {
+                "table" => format!("DROP TABLE IF EXISTS {} CASCADE", object.name),
+                "view" => format!("DROP VIEW IF EXISTS {} CASCADE", object.name),
+                "materialized_view" => {
+                    format!("DROP MATERIALIZED VIEW IF EXISTS {} CASCADE", object.name)
+                }
+                "index" => format!("DROP INDEX IF EXISTS {}", object.name),
+                "function" => format!("DROP FUNCTION IF EXISTS {} CASCADE", object.name),
+                "procedure" => format!("DROP PROCEDURE IF EXISTS {} CASCADE", object.name),
+                "trigger" => match object.name.rsplit_once('.') {
+                    Some((table, trigger)) => {
+                        format!("DROP TRIGGER IF EXISTS {trigger} ON {table}")
+                    }
+                    None => continue,
+                },
+                _ => continue,
+            };
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let program = tool(self.pg_bin_dir.as_deref(), "pg_restore");
+        let mut command = tokio::process::Command::new(&program);
+        command
+            .args([
+                "--clean",
+                "--if-exists",
+                "--single-transaction",
+                "--no-owner",
+            ])
+            .arg(format!("--host={}", self.options.get_host()))
+            .arg(format!("--port={}", self.options.get_port()))
+            .arg(format!("--username={}", self.options.get_username()))
+            .arg(format!(
+                "--dbname={}",
+                self.options.get_database().unwrap_or("")
+            ))
+            .arg(backup)
+            .env_remove("PGPASSWORD")
+            .stdin(std::process::Stdio::null());
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        let output = command
+            .output()
+            .await
+            .map_err(|e| Error::Backup(format!("cannot run {}: {e}", program.display())))?;
+        if !output.status.success() {
+            return Err(Error::Backup(format!(
+                "{} failed: {}",
+                program.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
     }
 
     pub async fn backup(&self, dir: &Path, name: &str) -> Result<PathBuf, Error> {

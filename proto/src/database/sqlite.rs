@@ -113,6 +113,15 @@ impl Sqlite {
     }
 
     pub async fn history(&self) -> Result<Vec<History>, Error> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?)",
+        )
+        .bind(HISTORY_TABLE)
+        .fetch_one(&self.pool)
+        .await?;
+        if !exists {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "SELECT module, version, script, checksum, applied_by, applied_at, duration_ms, outcome, message \
              FROM flotilla_schema_history ORDER BY id",
@@ -145,9 +154,18 @@ impl Sqlite {
         let sql = AssertSqlSafe(script.sql.clone());
         if transactional {
             let mut tx = self.pool.begin().await?;
-            let done = sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(done.rows_affected())
+            match sqlx::raw_sql(sql).execute(&mut *tx).await {
+                Ok(done) => {
+                    tx.commit().await?;
+                    Ok(done.rows_affected())
+                }
+                Err(e) => {
+                    // Now, not when the connection is next used: its locks
+                    // must go with it.
+                    tx.rollback().await?;
+                    Err(e)
+                }
+            }
         } else {
             Ok(sqlx::raw_sql(sql)
                 .execute(&self.pool)
@@ -187,7 +205,10 @@ impl Sqlite {
                     .await
                 {
                     Ok(done) => savepoint.commit().await.map(|_| done.rows_affected()),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        savepoint.rollback().await?;
+                        Err(e)
+                    }
                 }
             };
             let run = run_of(

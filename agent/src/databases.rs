@@ -1,0 +1,476 @@
+//! Database modules: the database each is configured with (`[databases.<module>]`),
+//! the drift report against the standard schema a pending database package
+//! carries, the automatic upgrade of a standard database when the module is
+//! installed, and the guided upgrade of a customized one, script by script.
+//!
+//! The procedure: when the customer's database was customized, the update
+//! must not run by itself; the operator checks and runs the scripts one by
+//! one. So a customized database refuses the automatic upgrade, and the
+//! review (here, on the portal, through the controller) takes over; once
+//! every script is run or marked applied, installing the module installs its
+//! files only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use flotilla_proto::database::{self, Database, Drift, Fingerprint, History, Script, ScriptRun};
+use flotilla_proto::domain::Version;
+use serde::Serialize;
+
+use crate::Agent;
+use crate::install::package::Package;
+
+/// Who the history names for automatic upgrades.
+pub const AUTOMATIC: &str = "flotilla (automatic upgrade)";
+
+/// A pending database package, opened and verified.
+#[derive(Debug)]
+pub struct Upgrade {
+    pub module: String,
+    pub engine: String,
+    pub from: Version,
+    pub to: Version,
+    pub standard_from: Fingerprint,
+    pub standard_to: Fingerprint,
+    pub scripts: Vec<Script>,
+}
+
+impl Upgrade {
+    /// The database part of `package`, if it has one.
+    pub fn of(package: &Package) -> Result<Option<Upgrade>, String> {
+        let Some(section) = &package.manifest.database else {
+            return Ok(None);
+        };
+        let parse = |which: &str| -> Result<Fingerprint, String> {
+            let text = package.standard(which).map_err(|e| e.to_string())?;
+            serde_json::from_str(&text).map_err(|e| {
+                format!("the package's standard/{which}.json is not a fingerprint: {e}")
+            })
+        };
+        let scripts = package
+            .scripts()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(name, sql)| Script { name, sql })
+            .collect();
+        Ok(Some(Upgrade {
+            module: package.manifest.module.to_string(),
+            engine: section.engine.clone(),
+            from: section.from_version.clone(),
+            to: package.manifest.version.clone(),
+            standard_from: parse("from")?,
+            standard_to: parse("to")?,
+            scripts,
+        }))
+    }
+
+    /// The pending package of `module`, if it is a database package.
+    pub fn pending(agent: &Agent, module: &str) -> Result<Option<Upgrade>, String> {
+        let Some(pending) = crate::installs::pending(agent)
+            .into_iter()
+            .find(|p| p.module == module)
+        else {
+            return Ok(None);
+        };
+        let package =
+            Package::open(&pending.package, &pending.sha256).map_err(|e| e.to_string())?;
+        Upgrade::of(&package)
+    }
+}
+
+/// The module's database, connected.
+pub async fn connect(agent: &Agent, module: &str) -> Result<Database, String> {
+    let settings = agent.settings.databases.get(module).ok_or_else(|| {
+        format!("module {module} has no database configured ([databases.{module}] in agent.toml)")
+    })?;
+    Database::connect(settings).await.map_err(|e| e.to_string())
+}
+
+/// A script as the review shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScriptView {
+    pub name: String,
+    pub sql: String,
+    pub checksum: String,
+    pub transactional: bool,
+    /// `pending`, `succeeded`, `failed` (may be run again), `marked applied`.
+    pub state: String,
+    pub message: Option<String>,
+    pub by: Option<String>,
+    pub at: Option<chrono::DateTime<Utc>>,
+}
+
+/// What an operator needs to review a database upgrade.
+#[derive(Debug, Clone, Serialize)]
+pub struct Review {
+    pub module: String,
+    pub engine: String,
+    pub from_version: String,
+    pub to_version: String,
+    pub installed_version: Option<String>,
+    /// Whether the database is the standard schema of `from_version`: then
+    /// the upgrade runs by itself at install.
+    pub standard: bool,
+    /// What differs from the standard of `from_version`.
+    pub drift: Drift,
+    /// One line per difference.
+    pub summary: Vec<String>,
+    pub scripts: Vec<ScriptView>,
+    /// Every script run or marked applied: installing the module now
+    /// installs its files only.
+    pub done: bool,
+    pub history: Vec<History>,
+}
+
+/// Each script's state for `to`, from the history (the latest row wins).
+fn states(scripts: &[Script], history: &[History], to: &str) -> Vec<ScriptView> {
+    scripts
+        .iter()
+        .map(|s| {
+            let last = history
+                .iter()
+                .rev()
+                .find(|h| h.version == to && h.script == s.name);
+            ScriptView {
+                name: s.name.clone(),
+                sql: s.sql.clone(),
+                checksum: s.checksum(),
+                transactional: s.transactional(),
+                state: last.map_or("pending".into(), |h| h.outcome.clone()),
+                message: last.map(|h| h.message.clone()),
+                by: last.map(|h| h.applied_by.clone()),
+                at: last.map(|h| h.applied_at),
+            }
+        })
+        .collect()
+}
+
+fn all_done(views: &[ScriptView]) -> bool {
+    views
+        .iter()
+        .all(|v| v.state == "succeeded" || v.state == "marked applied")
+}
+
+/// Why a review or a guided action could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// No database, or no pending database package.
+    #[error("{0}")]
+    NotFound(String),
+    /// Out of order, already done, locked.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn upgrade_of(agent: &Agent, module: &str) -> Result<Upgrade, ReviewError> {
+    if !agent.settings.databases.contains_key(module) {
+        return Err(ReviewError::NotFound(format!(
+            "module {module} has no database configured ([databases.{module}] in agent.toml)"
+        )));
+    }
+    Upgrade::pending(agent, module)
+        .map_err(ReviewError::Failed)?
+        .ok_or_else(|| {
+            ReviewError::NotFound(format!(
+                "no database package of {module} is pending on this server"
+            ))
+        })
+}
+
+/// The review of `module`'s pending database upgrade.
+pub async fn review(agent: &Arc<Agent>, module: &str) -> Result<Review, ReviewError> {
+    let upgrade = upgrade_of(agent, module)?;
+    let db = connect(agent, module).await.map_err(ReviewError::Failed)?;
+    let found = db
+        .fingerprint()
+        .await
+        .map_err(|e| ReviewError::Failed(e.to_string()))?;
+    let history = db
+        .history()
+        .await
+        .map_err(|e| ReviewError::Failed(e.to_string()))?;
+    db.close().await;
+    let drift = upgrade.standard_from.drift(&found);
+    let scripts = states(&upgrade.scripts, &history, &upgrade.to.to_string());
+    Ok(Review {
+        module: module.to_owned(),
+        engine: upgrade.engine,
+        from_version: upgrade.from.to_string(),
+        to_version: upgrade.to.to_string(),
+        installed_version: agent
+            .inventory
+            .borrow()
+            .module(module)
+            .and_then(|m| m.installed_version.as_ref().map(Version::to_string)),
+        standard: drift.is_empty(),
+        summary: drift.summary(),
+        drift,
+        done: all_done(&scripts),
+        scripts,
+        history: history.into_iter().filter(|h| h.module == module).collect(),
+    })
+}
+
+/// Finds `script` and checks every script before it is done.
+fn next_script(
+    upgrade: &Upgrade,
+    history: &[History],
+    script: &str,
+) -> Result<Script, ReviewError> {
+    let views = states(&upgrade.scripts, history, &upgrade.to.to_string());
+    let Some(at) = views.iter().position(|v| v.name == script) else {
+        return Err(ReviewError::NotFound(format!(
+            "the pending package of {} {} has no script {script}",
+            upgrade.module, upgrade.to
+        )));
+    };
+    if views[at].state == "succeeded" || views[at].state == "marked applied" {
+        return Err(ReviewError::Conflict(format!(
+            "{script} is already {} ({})",
+            views[at].state,
+            views[at].by.clone().unwrap_or_default()
+        )));
+    }
+    if let Some(before) = views[..at]
+        .iter()
+        .find(|v| v.state != "succeeded" && v.state != "marked applied")
+    {
+        return Err(ReviewError::Conflict(format!(
+            "scripts run one by one, in order: {} comes before {script} and is {}",
+            before.name, before.state
+        )));
+    }
+    Ok(upgrade.scripts[at].clone())
+}
+
+/// Runs one script of the guided upgrade, in its own transaction.
+pub async fn run_script(
+    agent: &Arc<Agent>,
+    module: &str,
+    script: &str,
+    by: &str,
+) -> Result<ScriptRun, ReviewError> {
+    let upgrade = upgrade_of(agent, module)?;
+    let db = connect(agent, module).await.map_err(ReviewError::Failed)?;
+    let lock = db
+        .lock()
+        .await
+        .map_err(|e| ReviewError::Conflict(e.to_string()))?;
+    let history = db
+        .history()
+        .await
+        .map_err(|e| ReviewError::Failed(e.to_string()))?;
+    let script = next_script(&upgrade, &history, script)?;
+    tracing::info!(module, script = %script.name, by, "running a database script");
+    let run = db
+        .run_script(&lock, module, &upgrade.to.to_string(), &script, by)
+        .await
+        .map_err(|e| ReviewError::Failed(e.to_string()))?;
+    drop(lock);
+    db.close().await;
+    Ok(run)
+}
+
+/// Records that a script was applied by hand.
+pub async fn mark_applied(
+    agent: &Arc<Agent>,
+    module: &str,
+    script: &str,
+    by: &str,
+) -> Result<(), ReviewError> {
+    let upgrade = upgrade_of(agent, module)?;
+    let db = connect(agent, module).await.map_err(ReviewError::Failed)?;
+    let lock = db
+        .lock()
+        .await
+        .map_err(|e| ReviewError::Conflict(e.to_string()))?;
+    let history = db
+        .history()
+        .await
+        .map_err(|e| ReviewError::Failed(e.to_string()))?;
+    let script = next_script(&upgrade, &history, script)?;
+    tracing::info!(module, script = %script.name, by, "database script marked as applied by hand");
+    db.record(&History {
+        module: module.to_owned(),
+        version: upgrade.to.to_string(),
+        script: script.name.clone(),
+        checksum: script.checksum(),
+        applied_by: by.to_owned(),
+        applied_at: Utc::now(),
+        duration_ms: 0,
+        outcome: "marked applied".into(),
+        message: format!("applied by hand, as {by} says"),
+    })
+    .await
+    .map_err(|e| ReviewError::Failed(e.to_string()))?;
+    // The lock's connection first: closing waits for every connection.
+    drop(lock);
+    db.close().await;
+    Ok(())
+}
+
+/// What the install did to the database, so that a failed install of the
+/// module's files can put the database back.
+#[derive(Debug)]
+pub struct Applied {
+    pub backup: PathBuf,
+    pub standard_from: Fingerprint,
+}
+
+/// Before a database module's files are installed: checks the database and,
+/// when it is standard, upgrades it all or nothing after a backup. Says what
+/// it does through `say`. `Ok(None)` when there is nothing to do (no
+/// database part, or a guided upgrade already completed).
+pub async fn before_install(
+    agent: &Arc<Agent>,
+    package: &Package,
+    say: &(dyn Fn(String) + Send + Sync),
+) -> Result<Option<Applied>, String> {
+    let Some(upgrade) = Upgrade::of(package)? else {
+        return Ok(None);
+    };
+    let module = upgrade.module.clone();
+    let db = connect(agent, &module).await?;
+    let history = db.history().await.map_err(|e| e.to_string())?;
+    let views = states(&upgrade.scripts, &history, &upgrade.to.to_string());
+    if !views.is_empty() && all_done(&views) {
+        say(format!(
+            "the guided upgrade of the database to {} is complete: installing the module's files",
+            upgrade.to
+        ));
+        return Ok(None);
+    }
+    let installed = agent
+        .inventory
+        .borrow()
+        .module(&module)
+        .and_then(|m| m.installed_version.clone());
+    if installed.as_ref() != Some(&upgrade.from) {
+        return Err(format!(
+            "the package upgrades the database from {} but {module} {} is installed",
+            upgrade.from,
+            installed.map_or("(no version)".into(), |v| v.to_string())
+        ));
+    }
+    let found = db.fingerprint().await.map_err(|e| e.to_string())?;
+    let drift = upgrade.standard_from.drift(&found);
+    if !drift.is_empty() {
+        return Err(format!(
+            "the database of {module} is customized ({} differences from the standard {}: {}); \
+             it is not upgraded by itself: review it and run its scripts one by one (portal or dashboard)",
+            drift.summary().len(),
+            upgrade.from,
+            drift.summary().join(", ")
+        ));
+    }
+    say(format!(
+        "the database is the standard schema of {}",
+        upgrade.from
+    ));
+    let lock = db.lock().await.map_err(|e| e.to_string())?;
+    let backup = db
+        .backup(
+            &agent.settings.install.backup_dir.join("databases"),
+            &format!(
+                "{module}_{}_{}",
+                upgrade.from,
+                Utc::now().format("%Y%m%dT%H%M%SZ")
+            ),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    say(format!("database backed up to {}", backup.display()));
+    let runs = db
+        .upgrade(
+            &lock,
+            &module,
+            &upgrade.to.to_string(),
+            &upgrade.scripts,
+            AUTOMATIC,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for run in &runs {
+        say(format!(
+            "script {}: {} ({} ms)",
+            run.script,
+            if run.ok { "succeeded" } else { "failed" },
+            run.duration_ms
+        ));
+    }
+    if let Some(failed) = runs.iter().find(|r| !r.ok) {
+        return Err(format!(
+            "database script {} failed: {}; the database is as it was",
+            failed.script, failed.message
+        ));
+    }
+    let after = db.fingerprint().await.map_err(|e| e.to_string())?;
+    let off = upgrade.standard_to.drift(&after);
+    drop(lock);
+    db.close().await;
+    let applied = Applied {
+        backup,
+        standard_from: upgrade.standard_from.clone(),
+    };
+    if !off.is_empty() {
+        let restored = restore(agent, &module, &applied).await;
+        return Err(format!(
+            "after its scripts the database is not the standard schema of {} ({}); {}",
+            upgrade.to,
+            off.summary().join(", "),
+            match restored {
+                Ok(()) => "it was restored from its backup".to_owned(),
+                Err(e) => format!("RESTORING IT FAILED: {e}"),
+            }
+        ));
+    }
+    say(format!(
+        "database upgraded to the standard schema of {}",
+        upgrade.to
+    ));
+    Ok(Some(applied))
+}
+
+/// Puts the database back as the backup holds it, and checks it is the
+/// standard schema it was.
+pub async fn restore(agent: &Arc<Agent>, module: &str, applied: &Applied) -> Result<(), String> {
+    let settings = agent
+        .settings
+        .databases
+        .get(module)
+        .ok_or_else(|| format!("module {module} has no database configured"))?;
+    match settings.engine {
+        database::Engine::Sqlite => {
+            let path = settings.path.clone().ok_or("no path")?;
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            std::fs::copy(&applied.backup, &path)
+                .map_err(|e| format!("cannot copy {} back: {e}", applied.backup.display()))?;
+        }
+        database::Engine::Postgres => {
+            let db = connect(agent, module).await?;
+            let now = db.fingerprint().await.map_err(|e| e.to_string())?;
+            let added = applied.standard_from.drift(&now).added;
+            db.restore(&applied.backup, &added)
+                .await
+                .map_err(|e| e.to_string())?;
+            db.close().await;
+        }
+    }
+    let db = connect(agent, module).await?;
+    let now = db.fingerprint().await.map_err(|e| e.to_string())?;
+    db.close().await;
+    let off = applied.standard_from.drift(&now);
+    if off.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "after the restore the database still differs: {}",
+            off.summary().join(", ")
+        ))
+    }
+}

@@ -192,6 +192,8 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
             return Ok(lost(&e));
         }
     }
+    // Answers that take a while (a database review) come back here.
+    let (late_tx, mut late_rx) = mpsc::channel::<CommandOutcome>(16);
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -210,6 +212,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
                 }
                 message(Body::InventoryChange(inventory_change(&change, &sent)))
             }
+            Some(outcome) = late_rx.recv() => message(Body::CommandOutcome(outcome)),
             notice = installs_rx.recv() => match notice {
                 Ok(notice) => install_message(notice),
                 // Progress lines lost to a slow link; the result follows anyway.
@@ -220,7 +223,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
                 sent_at_unix_ms: Utc::now().timestamp_millis(),
             })),
             received = inbound.message() => match received {
-                Ok(Some(received)) => match handle(agent, received, &sent) {
+                Ok(Some(received)) => match handle(agent, received, &sent, &late_tx) {
                     Some(reply) => reply,
                     None => continue,
                 },
@@ -239,6 +242,7 @@ fn handle(
     agent: &Arc<Agent>,
     received: ControllerMessage,
     current: &Inventory,
+    late: &mpsc::Sender<CommandOutcome>,
 ) -> Option<AgentMessage> {
     let command = match received.body {
         Some(controller_message::Body::Command(command)) => command,
@@ -321,6 +325,37 @@ fn handle(
                 Err(e) => (false, e.to_string()),
             }
         }
+        Some(command::Kind::DatabaseReview(order)) => {
+            let (agent, late, id) = (agent.clone(), late.clone(), command.command_id.clone());
+            tokio::spawn(async move {
+                let answer = crate::databases::review(&agent, &order.module)
+                    .await
+                    .map(|review| serde_json::to_value(review).unwrap_or_default());
+                let _ = late.send(database_answer(id, answer)).await;
+            });
+            return None;
+        }
+        Some(command::Kind::DatabaseScript(order)) => {
+            let (agent, late, id) = (agent.clone(), late.clone(), command.command_id.clone());
+            tokio::spawn(async move {
+                let by = if order.by.is_empty() {
+                    "controller"
+                } else {
+                    order.by.as_str()
+                };
+                let answer = if order.mark_applied {
+                    crate::databases::mark_applied(&agent, &order.module, &order.script, by)
+                        .await
+                        .map(|()| serde_json::json!({"script": order.script, "state": "marked applied"}))
+                } else {
+                    crate::databases::run_script(&agent, &order.module, &order.script, by)
+                        .await
+                        .map(|run| serde_json::to_value(run).unwrap_or_default())
+                };
+                let _ = late.send(database_answer(id, answer)).await;
+            });
+            return None;
+        }
         None => (
             false,
             format!(
@@ -334,6 +369,34 @@ fn handle(
         ok,
         message: text,
     })))
+}
+
+/// A database command's answer: JSON with the status the portal's API
+/// would give and its body.
+fn database_answer(
+    command_id: String,
+    answer: Result<serde_json::Value, crate::databases::ReviewError>,
+) -> CommandOutcome {
+    use crate::databases::ReviewError;
+    let (status, body) = match answer {
+        Ok(body) => (200, body),
+        Err(e) => {
+            let (status, code) = match &e {
+                ReviewError::NotFound(_) => (404, "not_found"),
+                ReviewError::Conflict(_) => (409, "conflict"),
+                ReviewError::Failed(_) => (502, "database"),
+            };
+            (
+                status,
+                serde_json::json!({"error": code, "message": e.to_string()}),
+            )
+        }
+    };
+    CommandOutcome {
+        command_id,
+        ok: true,
+        message: serde_json::json!({"status": status, "body": body}).to_string(),
+    }
 }
 
 /// An install's progress or end, for the controller.

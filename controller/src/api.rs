@@ -46,6 +46,7 @@ pub struct ApiState {
         (name = "fleet", description = "Sites, servers and modules"),
         (name = "installs", description = "Installing modules on servers, and what happened"),
         (name = "releases", description = "Publishing signed module packages, grouped in releases"),
+        (name = "databases", description = "Database modules: drift reports and guided, script-by-script upgrades"),
         (name = "rollouts", description = "Bringing a release to sites: plan, start, pause, resume, cancel, retry; maintenance windows")
     )
 )]
@@ -65,6 +66,9 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(crate::releases::download))
         .routes(routes!(crate::releases::publish, crate::releases::list))
         .routes(routes!(crate::releases::get))
+        .routes(routes!(database_review))
+        .routes(routes!(run_database_script))
+        .routes(routes!(mark_database_script))
         .routes(routes!(
             crate::rollouts::api::create,
             crate::rollouts::api::list
@@ -596,6 +600,106 @@ async fn get_install(
             })
             .collect(),
     }))
+}
+
+/// The agent's JSON answer to a database command, with its status.
+fn proxied(result: Result<(String, String), OrderError>) -> Result<Response, ApiError> {
+    match result {
+        Ok((_, message)) => {
+            let answer: serde_json::Value =
+                serde_json::from_str(&message).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let status = answer["status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            Ok((status, Json(answer["body"].clone())).into_response())
+        }
+        Err(e @ (OrderError::Offline(_) | OrderError::Refused { .. })) => {
+            Err(ApiError::Conflict(e.to_string()))
+        }
+        Err(e @ OrderError::NoAnswer(_)) => Err(ApiError::Timeout(e.to_string())),
+    }
+}
+
+/// The pending database upgrade of a module, as its server sees it now: the
+/// drift from the standard schema (each object with its definition on both
+/// sides), the scripts with their state, the history.
+#[utoipa::path(get, path = "/api/v1/servers/{id}/modules/{module}/database", tag = "databases",
+    params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module")),
+    responses(
+        (status = OK, description = "The review: standard, drift, summary, scripts, done, history"),
+        (status = NOT_FOUND, description = "No database configured, or no database package pending", body = ErrorBody),
+        (status = CONFLICT, description = "The server is offline", body = ErrorBody),
+        (status = BAD_GATEWAY, description = "The agent cannot read the database", body = ErrorBody),
+    ))]
+async fn database_review(
+    State(state): State<ApiState>,
+    Path((id, module)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    proxied(state.fleet.order(&id, &module, Order::DatabaseReview).await)
+}
+
+/// Run the next script of a guided upgrade on the server, in its own
+/// transaction; the answer says how it ended (a failed script is rolled
+/// back and can be run again). Recorded under `X-Flotilla-Actor`.
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/scripts/{script}/run", tag = "databases",
+    params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module"), ("script" = String, Path, description = "The script's file name")),
+    responses(
+        (status = OK, description = "The run: ok, duration_ms, message"),
+        (status = NOT_FOUND, description = "No such script or nothing pending", body = ErrorBody),
+        (status = CONFLICT, description = "Out of order, already done, locked, or the server is offline", body = ErrorBody),
+    ))]
+async fn run_database_script(
+    State(state): State<ApiState>,
+    Path((id, module, script)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let by = crate::rollouts::api::actor(&headers);
+    proxied(
+        state
+            .fleet
+            .order(
+                &id,
+                &module,
+                Order::DatabaseScript {
+                    script,
+                    by,
+                    mark_applied: false,
+                },
+            )
+            .await,
+    )
+}
+
+/// Record that the next script of a guided upgrade was applied by hand.
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/scripts/{script}/mark-applied", tag = "databases",
+    params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module"), ("script" = String, Path, description = "The script's file name")),
+    responses(
+        (status = OK, description = "Marked"),
+        (status = NOT_FOUND, description = "No such script or nothing pending", body = ErrorBody),
+        (status = CONFLICT, description = "Out of order, already done, locked, or the server is offline", body = ErrorBody),
+    ))]
+async fn mark_database_script(
+    State(state): State<ApiState>,
+    Path((id, module, script)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let by = crate::rollouts::api::actor(&headers);
+    proxied(
+        state
+            .fleet
+            .order(
+                &id,
+                &module,
+                Order::DatabaseScript {
+                    script,
+                    by,
+                    mark_applied: true,
+                },
+            )
+            .await,
+    )
 }
 
 /// Server-sent events: `server` with a server's JSON each time it changes, and

@@ -59,6 +59,16 @@ pub enum FleetCommand {
     Announce(Vec<Available>),
     /// Hold the server for a rollout (refusing local installs), or release it.
     Hold(Option<String>),
+    /// The review of a module's pending database upgrade.
+    DatabaseReview { command_id: String, module: String },
+    /// Run one script of a guided database upgrade, or mark it applied.
+    DatabaseScript {
+        command_id: String,
+        module: String,
+        script: String,
+        by: String,
+        mark_applied: bool,
+    },
 }
 
 /// A published package as agents are told of it.
@@ -90,6 +100,26 @@ pub enum Order {
     Rollback {
         to: Option<String>,
     },
+    /// The review of the module's pending database upgrade.
+    DatabaseReview,
+    /// Run one script of a guided database upgrade, or mark it applied.
+    DatabaseScript {
+        script: String,
+        by: String,
+        mark_applied: bool,
+    },
+}
+
+impl Order {
+    /// How long the agent may take to answer.
+    fn patience(&self) -> Duration {
+        match self {
+            Order::DatabaseReview => Duration::from_secs(60),
+            // A script may run for a while; the answer says how it ended.
+            Order::DatabaseScript { .. } => Duration::from_secs(600),
+            _ => Duration::from_secs(15),
+        }
+    }
 }
 
 /// Why a command could not be carried out.
@@ -99,7 +129,7 @@ pub enum OrderError {
     Offline(String),
     #[error("server {server} refused: {message}")]
     Refused { server: String, message: String },
-    #[error("server {0} did not answer within 15 s")]
+    #[error("server {0} did not answer in time")]
     NoAnswer(String),
 }
 
@@ -343,6 +373,7 @@ impl Fleet {
             .ok()
             .and_then(|id| self.live().get(&id).map(|l| l.commands.clone()))
             .ok_or_else(|| OrderError::Offline(server.to_owned()))?;
+        let patience = order.patience();
         let (answer_tx, answer) = oneshot::channel();
         self.awaiting
             .lock()
@@ -367,6 +398,21 @@ impl Fleet {
                 module: module.to_owned(),
                 to,
             },
+            Order::DatabaseReview => FleetCommand::DatabaseReview {
+                command_id: command_id.clone(),
+                module: module.to_owned(),
+            },
+            Order::DatabaseScript {
+                script,
+                by,
+                mark_applied,
+            } => FleetCommand::DatabaseScript {
+                command_id: command_id.clone(),
+                module: module.to_owned(),
+                script,
+                by,
+                mark_applied,
+            },
         };
         if sender.send(command).await.is_err() {
             self.awaiting
@@ -375,7 +421,7 @@ impl Fleet {
                 .remove(&command_id);
             return Err(OrderError::Offline(server.to_owned()));
         }
-        let answered = tokio::time::timeout(Duration::from_secs(15), answer).await;
+        let answered = tokio::time::timeout(patience, answer).await;
         self.awaiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -9,8 +9,9 @@ use std::time::Duration;
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
 use flotilla_proto::v1::agent_link_server::AgentLink;
 use flotilla_proto::v1::{
-    AgentMessage, AvailablePackage, AvailablePackages, Command, ControllerMessage, Hold,
-    InstallModule, RollbackModule, Welcome, agent_message, command, controller_message,
+    AgentMessage, AvailablePackage, AvailablePackages, Command, ControllerMessage, DatabaseReview,
+    DatabaseScript, Hold, InstallModule, RollbackModule, Welcome, agent_message, command,
+    controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
 use tokio::sync::mpsc;
@@ -297,6 +298,25 @@ fn command_message(command: FleetCommand) -> ControllerMessage {
                 }),
             )
         }
+        FleetCommand::DatabaseReview { command_id, module } => (
+            command_id,
+            command::Kind::DatabaseReview(DatabaseReview { module }),
+        ),
+        FleetCommand::DatabaseScript {
+            command_id,
+            module,
+            script,
+            by,
+            mark_applied,
+        } => (
+            command_id,
+            command::Kind::DatabaseScript(DatabaseScript {
+                module,
+                script,
+                by,
+                mark_applied,
+            }),
+        ),
         FleetCommand::Hold(rollout) => {
             return ControllerMessage {
                 body: Some(controller_message::Body::Hold(Hold {

@@ -572,7 +572,13 @@ mod agent {
 
     /// An agent whose `database` module (1.0.0) uses database `name`, with
     /// the package pending.
-    async fn agent_with(dir: &Path, server: &Postgres, name: &str, package: &Path) -> Agent {
+    async fn agent_with(
+        dir: &Path,
+        server: &Postgres,
+        name: &str,
+        package: &Path,
+        controller_url: &str,
+    ) -> Agent {
         let module = dir.join(name).join("apps").join("database");
         std::fs::create_dir_all(&module).unwrap();
         std::fs::write(module.join("version.txt"), "1.0.0\n").unwrap();
@@ -594,7 +600,7 @@ mod agent {
             server.url(name),
             server.bin.display().to_string()
         );
-        Agent::launch_with(dir, "acme", name, NO_CONTROLLER, &xml, 100, &config).await
+        Agent::launch_with(dir, "acme", name, controller_url, &xml, 100, &config).await
     }
 
     async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
@@ -630,7 +636,7 @@ mod agent {
         let package = build_package(dir.path(), &server).await;
         server.create_database("shop");
         server.psql("shop", STANDARD_PG);
-        let agent = agent_with(dir.path(), &server, "shop", &package).await;
+        let agent = agent_with(dir.path(), &server, "shop", &package, NO_CONTROLLER).await;
 
         let (status, review) = call(
             reqwest::Method::GET,
@@ -706,8 +712,23 @@ mod agent {
             "custom",
             "CREATE OR REPLACE VIEW v_orders AS SELECT o.id, c.name, o.total, o.placed_at FROM orders o JOIN customers c ON c.id = o.customer_id",
         );
-        let agent = agent_with(dir.path(), &server, "custom", &package).await;
-        let base = format!("{}/api/modules/database/database", agent.portal_base());
+        // Driven through the controller's REST API, as automation would.
+        let controller = flotilla_tests::Controller::start(dir.path()).await;
+        let agent = agent_with(
+            dir.path(),
+            &server,
+            "custom",
+            &package,
+            &controller.grpc_url,
+        )
+        .await;
+        controller
+            .wait_for_server("custom", "online", |s| s["online"] == true)
+            .await;
+        let base = format!(
+            "{}/api/v1/servers/custom/modules/database/database",
+            controller.http_url
+        );
 
         // The install refuses before changing anything.
         let refused = install(&agent).await;
@@ -752,12 +773,17 @@ mod agent {
         );
 
         let act = async |script: &str, action: &str| {
-            call(
-                reqwest::Method::POST,
-                format!("{base}/scripts/{script}/{action}"),
-                Some(json!({"by": "alice"})),
+            let response = reqwest::Client::new()
+                .post(format!("{base}/scripts/{script}/{action}"))
+                .header("X-Flotilla-Actor", "alice")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
             )
-            .await
         };
         // One by one, in order.
         let (status, error) = act("002_view.sql", "run").await;

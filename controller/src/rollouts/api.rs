@@ -17,7 +17,7 @@ use crate::api::{ApiError, ApiState, ErrorBody};
 use crate::db::{RolloutRecord, RolloutSiteRecord, RolloutStepRecord};
 
 /// Who did it: the `X-Flotilla-Actor` header, else `api`.
-fn actor(headers: &HeaderMap) -> String {
+pub(crate) fn actor(headers: &HeaderMap) -> String {
     headers
         .get("x-flotilla-actor")
         .and_then(|v| v.to_str().ok())

@@ -857,4 +857,166 @@ mod agent {
             "the install ran no script"
         );
     }
+
+    #[tokio::test]
+    async fn a_rollout_waits_for_the_database_review_then_carries_on() {
+        use flotilla_tests::sites::{post, site, steps, wait_for_rollout};
+        let server = Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let controller = flotilla_tests::Controller::start(d).await;
+        let key = d.join("publisher");
+        assert!(controller_cli(&["keygen", "--out", s(&key)]).await.0);
+        let database = build_package(d, &server).await;
+        let (ok, text) = controller_cli(&[
+            "package",
+            "sign",
+            "--key",
+            s(&key.with_extension("key")),
+            s(&database),
+        ])
+        .await;
+        assert!(ok, "{text}");
+        let web_files = d.join("web-dist");
+        std::fs::create_dir_all(&web_files).unwrap();
+        std::fs::write(web_files.join("version.txt"), "2.0.0\n").unwrap();
+        let ecommerce = d.join("ecommerce-2.0.0.zip");
+        let (ok, text) = controller_cli(&[
+            "package",
+            "build",
+            "--module",
+            "ecommerce",
+            "--version",
+            "2.0.0",
+            "--from",
+            s(&web_files),
+            "--out",
+            s(&ecommerce),
+            "--key",
+            s(&key.with_extension("key")),
+        ])
+        .await;
+        assert!(ok, "{text}");
+        let trusted = format!(
+            "trusted_keys = [\"{}\"]",
+            std::fs::read_to_string(key.with_extension("pub"))
+                .unwrap()
+                .trim()
+        );
+
+        // A customized shop database on db-01, the shop on web-01.
+        server.create_database("db01");
+        server.psql("db01", STANDARD_PG);
+        server.psql("db01", "CREATE OR REPLACE VIEW v_orders AS SELECT o.id, c.name, o.total, o.placed_at FROM orders o JOIN customers c ON c.id = o.customer_id");
+        let module = d.join("db-01/apps/database");
+        std::fs::create_dir_all(&module).unwrap();
+        std::fs::write(module.join("version.txt"), "1.0.0\n").unwrap();
+        let _db = Agent::launch_with(
+            d,
+            "acme",
+            "db-01",
+            &controller.grpc_url,
+            &format!("<applications><application name=\"database\" kind=\"database\" path=\"{}\"/></applications>", module.display()),
+            100,
+            &format!(
+                "{trusted}\n[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npg_bin_dir = {:?}\n",
+                server.url("db01"),
+                server.bin.display().to_string()
+            ),
+        )
+        .await;
+        let shop = d.join("web-01/apps/ecommerce");
+        std::fs::create_dir_all(&shop).unwrap();
+        std::fs::write(shop.join("version.txt"), "1.0.0\n").unwrap();
+        let _web = Agent::launch_with(
+            d,
+            "acme",
+            "web-01",
+            &controller.grpc_url,
+            &format!("<applications><application name=\"ecommerce\" kind=\"web\" path=\"{}\"/></applications>", shop.display()),
+            100,
+            &trusted,
+        )
+        .await;
+        let (ok, text) = controller_cli(&[
+            "release",
+            "publish",
+            "--server",
+            &controller.http_url,
+            "--version",
+            "2026.12",
+            s(&database),
+            s(&ecommerce),
+        ])
+        .await;
+        assert!(ok, "{text}");
+        for (server_id, m) in [("db-01", "database"), ("web-01", "ecommerce")] {
+            controller
+                .wait_for_server(server_id, "2.0.0 pending", |s| {
+                    flotilla_tests::module(s, m)["pending_version"] == "2.0.0"
+                })
+                .await;
+        }
+
+        let (status, created) = post(
+            &controller,
+            "/api/v1/rollouts",
+            &json!({"release": "2026.12"}),
+            "alice",
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_i64().unwrap();
+        let waiting = wait_for_rollout(&controller, id, "waiting for the database review", |r| {
+            site(r, "acme")["message"].as_str().is_some_and(|m| {
+                m.starts_with("waiting for a database review of database on db-01")
+            })
+        })
+        .await;
+        let all = steps(&waiting, "acme");
+        let web = all.iter().find(|s| s["module"] == "ecommerce").unwrap();
+        assert_eq!(
+            web["state"], "pending",
+            "the shop waits for its database: {web}"
+        );
+        assert!(web["install"].is_null());
+
+        // The review, through the controller, and the scripts one by one.
+        let base = format!(
+            "{}/api/v1/servers/db-01/modules/database/database",
+            controller.http_url
+        );
+        let act = async |script: &str| {
+            let response = reqwest::Client::new()
+                .post(format!("{base}/scripts/{script}/run"))
+                .header("X-Flotilla-Actor", "alice")
+                .send()
+                .await
+                .unwrap();
+            response.json::<Value>().await.unwrap()
+        };
+        assert_eq!(act("001_loyalty.sql").await["ok"], true);
+        server.psql("db01", "DROP VIEW v_orders");
+        assert_eq!(act("002_view.sql").await["ok"], true);
+        assert_eq!(act("003_index.sql").await["ok"], true);
+
+        let done =
+            wait_for_rollout(&controller, id, "succeeded", |r| r["state"] == "succeeded").await;
+        assert_eq!(site(&done, "acme")["state"], "succeeded");
+        for (server_id, m) in [("db-01", "database"), ("web-01", "ecommerce")] {
+            controller
+                .wait_for_server(server_id, "2.0.0 installed", |s| {
+                    flotilla_tests::module(s, m)["installed_version"] == "2.0.0"
+                })
+                .await;
+        }
+        assert!(
+            done["log"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["action"] == "database_review"),
+            "{done}"
+        );
+    }
 }

@@ -37,6 +37,13 @@ const TICK: StdDuration = StdDuration::from_millis(500);
 /// controller was away, before an order nobody heard of is given up.
 const RECONNECT_GRACE: Duration = Duration::seconds(5);
 
+/// What an agent's refusal to upgrade a customized database says.
+const DATABASE_REVIEW: &str = "is customized";
+
+/// How often a step waiting for a database review asks the server again
+/// whether the guided upgrade is done.
+const REVIEW_RECHECK: Duration = Duration::seconds(10);
+
 /// What an operator asks of a rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -574,7 +581,10 @@ impl Engine {
                 }
                 rollout.state = "cancelled".into();
                 rollout.reason = Some(format!("cancelled by {actor}"));
-                for step in steps.iter_mut().filter(|s| s.state == "pending") {
+                for step in steps
+                    .iter_mut()
+                    .filter(|s| matches!(s.state.as_str(), "pending" | "review"))
+                {
                     step.state = "cancelled".into();
                     step.message = Some(format!("cancelled by {actor}"));
                 }
@@ -687,7 +697,7 @@ impl Engine {
                 let mut n = 0;
                 for step in steps.iter_mut().filter(|s| &s.server_id == server) {
                     let abandoned = offline && (active_step(step) || step.state == "rolling_back");
-                    if step.state == "pending" || abandoned {
+                    if matches!(step.state.as_str(), "pending" | "review") || abandoned {
                         step.state = "excluded".into();
                         step.message = Some(if abandoned {
                             format!("abandoned by {actor} while the server was offline")
@@ -715,7 +725,7 @@ impl Engine {
                 // The engine's next pass finds what reached the new version.
                 for step in steps
                     .iter_mut()
-                    .filter(|s| &s.site == site && s.state == "pending")
+                    .filter(|s| &s.site == site && matches!(s.state.as_str(), "pending" | "review"))
                 {
                     step.state = "cancelled".into();
                 }
@@ -983,6 +993,31 @@ impl<'a> Pass<'a> {
                             ENGINE.into(),
                             "rollback_failed".into(),
                             format!("{} on {}: {cause}", step.module, step.server_id),
+                        ));
+                    } else if install
+                        .message
+                        .as_deref()
+                        .is_some_and(|m| m.contains(DATABASE_REVIEW))
+                    {
+                        // A customized database: nothing runs by itself. The
+                        // step waits for the guided upgrade and asks again.
+                        if step.state != "review" {
+                            log.push((
+                                ENGINE.into(),
+                                "database_review".into(),
+                                format!(
+                                    "{} on {}: the database is customized; waiting for a database review",
+                                    step.module, step.server_id
+                                ),
+                            ));
+                        }
+                        step.state = "review".into();
+                        step.command_id = None;
+                        step.attempts = (step.attempts - 1).max(0);
+                        step.next_attempt_at = Some(now + REVIEW_RECHECK);
+                        step.message = Some(format!(
+                            "waiting for a database review: {}",
+                            install.message.as_deref().unwrap_or_default()
                         ));
                     } else {
                         let cause = match &install.rollback_error {
@@ -1282,7 +1317,7 @@ impl<'a> Pass<'a> {
             match self.strategy.failure.site {
                 SiteFailure::Rollback => {
                     for step in self.steps.iter_mut().filter(|s| s.site == site) {
-                        if step.state == "pending" {
+                        if matches!(step.state.as_str(), "pending" | "review") {
                             step.state = "cancelled".into();
                         }
                     }
@@ -1328,6 +1363,23 @@ impl<'a> Pass<'a> {
             self.say("site_succeeded", format!("site {site}"));
             return;
         }
+        let reviews: Vec<String> = self
+            .site_steps(&site)
+            .filter(|s| s.state == "review")
+            .map(|s| format!("{} on {}", s.module, s.server_id))
+            .collect();
+        if !reviews.is_empty() {
+            self.sites[i].message = Some(format!(
+                "waiting for a database review of {}: the database is customized; run its scripts one by one (dashboard or portal)",
+                reviews.join(", ")
+            ));
+        } else if self.sites[i]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("waiting for a database review"))
+        {
+            self.sites[i].message = None;
+        }
         if self.rollout.state == "cancelled" {
             if !active {
                 let done = self
@@ -1372,7 +1424,7 @@ impl<'a> Pass<'a> {
         for j in 0..self.steps.len() {
             let step = &self.steps[j];
             if step.site != site
-                || step.state != "pending"
+                || !matches!(step.state.as_str(), "pending" | "review")
                 || step.next_attempt_at.is_some_and(|t| t > now)
             {
                 continue;

@@ -118,7 +118,15 @@ function moduleCell(server, name) {
     module.state === "maintenance" ? el("div", { class: "small" }, "in maintenance") : null,
     downloadLine(module),
     installLine(server, module),
-    installButton(server, module));
+    installButton(server, module),
+    reviewLink(server, module));
+}
+
+// A database upgrade may need a review (drift, scripts run by hand) first.
+function reviewLink(server, module) {
+  if (module.kind !== "database" || !module.pending_version) return null;
+  const href = `/database?server=${encodeURIComponent(server.id)}&module=${encodeURIComponent(module.name)}`;
+  return el("a", { class: "review", href, title: "Review the database upgrade" }, "review");
 }
 
 function siteCard(site, siteServers) {

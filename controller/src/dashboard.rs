@@ -14,6 +14,8 @@ const RELEASES: &str = include_str!("../../web/releases.html");
 const RELEASES_SCRIPT: &str = include_str!("../../web/releases.js");
 const ROLLOUTS: &str = include_str!("../../web/rollouts.html");
 const ROLLOUTS_SCRIPT: &str = include_str!("../../web/rollouts.js");
+const DATABASE: &str = include_str!("../../web/database.html");
+const DATABASE_SCRIPT: &str = include_str!("../../web/database.js");
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -27,6 +29,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/releases.js",
             get(|| async { asset("text/javascript", RELEASES_SCRIPT) }),
+        )
+        .route("/database", get(|| async { Html(DATABASE) }))
+        .route(
+            "/database.js",
+            get(|| async { asset("text/javascript", DATABASE_SCRIPT) }),
         )
         .route("/rollouts", get(|| async { Html(ROLLOUTS) }))
         .route(

@@ -794,8 +794,45 @@ mod agent {
                 .unwrap()
                 .contains("001_loyalty.sql comes before")
         );
-        let (status, run) = act("001_loyalty.sql", "run").await;
-        assert_eq!((status, &run["ok"]), (200, &json!(true)), "{run}");
+
+        // The dashboard shows the drift, then the next script, and runs it.
+        let browser = flotilla_tests::browser::Browser::start().await;
+        browser
+            .goto(&format!(
+                "{}/database?server=custom&module=database",
+                controller.http_url
+            ))
+            .await;
+        let drift = wait_until("the drift on the dashboard", async || {
+            let text = browser
+                .eval("const d = document.querySelector('#drift details.drift-item'); return d ? d.textContent : null")
+                .await;
+            text.as_str().map(str::to_owned).ok_or(text.to_string())
+        })
+        .await;
+        assert!(
+            drift.contains("modified view public.v_orders") && drift.contains("placed_at"),
+            "{drift}"
+        );
+        let next = browser
+            .eval("return document.querySelector('article.script.next').dataset.script")
+            .await;
+        assert_eq!(next, "001_loyalty.sql");
+        browser
+            .eval("document.querySelector('button.run[data-script=\"001_loyalty.sql\"]').click(); return null")
+            .await;
+        wait_until("001 succeeded on the dashboard", async || {
+            let state = browser
+                .eval("const a = document.querySelector('article.script[data-script=\"001_loyalty.sql\"]'); return a ? a.dataset.state : null")
+                .await;
+            (state == "succeeded").then_some(()).ok_or(state.to_string())
+        })
+        .await;
+        let ok = browser
+            .eval("return document.querySelector('#last-run').dataset.ok")
+            .await;
+        assert_eq!(ok, "true");
+        browser.quit().await;
         // Script 2 collides with the customization: it fails, rolled back.
         let (status, run) = act("002_view.sql", "run").await;
         assert_eq!(status, 200);
@@ -839,7 +876,7 @@ mod agent {
         assert_eq!(
             history,
             [
-                "001_loyalty.sql succeeded alice",
+                "001_loyalty.sql succeeded dashboard",
                 "002_view.sql failed alice",
                 "002_view.sql succeeded alice",
                 "003_index.sql marked applied alice"

@@ -313,11 +313,107 @@ pub async fn mark_applied(
 }
 
 /// What the install did to the database, so that a failed install of the
-/// module's files can put the database back.
-#[derive(Debug)]
+/// module's files can put the database back. Written to the journal folder
+/// (fsynced) before the upgrade commits, removed once the module's files are
+/// in place (or the database restored): a marker found at start means the
+/// agent stopped in between.
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Applied {
+    pub module: String,
+    pub to_version: String,
     pub backup: PathBuf,
     pub standard_from: Fingerprint,
+}
+
+fn marker(agent: &Agent, module: &str) -> PathBuf {
+    agent
+        .settings
+        .install
+        .journal_dir
+        .join(format!("{module}.database.json"))
+}
+
+impl Applied {
+    fn write(&self, agent: &Agent) -> Result<(), String> {
+        use std::io::Write;
+        let path = marker(agent, &self.module);
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(agent.settings.install.journal_dir.as_path())?;
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+            file.sync_all()
+        };
+        write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// The module's files are in place, or the database is back: done.
+    pub fn forget(&self, agent: &Agent) {
+        let _ = std::fs::remove_file(marker(agent, &self.module));
+    }
+}
+
+/// At start: a database upgraded by an install the agent did not finish is
+/// kept if the module's files reached the new version, else restored from
+/// its backup. Returns what was done, to report.
+pub async fn recover(agent: &Agent) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&agent.settings.install.journal_dir) else {
+        return notes;
+    };
+    let declarations =
+        crate::applications::load(&agent.settings.layout.applications_config()).modules;
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if !path.to_string_lossy().ends_with(".database.json") {
+            continue;
+        }
+        let Some(applied) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Applied>(&b).ok())
+        else {
+            notes.push(format!(
+                "{} cannot be read; remove it by hand",
+                path.display()
+            ));
+            continue;
+        };
+        let version = declarations
+            .iter()
+            .find(|d| d.name.as_str() == applied.module)
+            .and_then(|d| {
+                std::fs::read_to_string(
+                    d.install_dir(agent.settings.layout.root())
+                        .join(&d.version_file),
+                )
+                .ok()
+            })
+            .map(|v| v.trim().to_owned());
+        if version.as_deref() == Some(applied.to_version.as_str()) {
+            applied.forget(agent);
+            notes.push(format!(
+                "the interrupted install of {} {} had its files in place: its upgraded database is kept",
+                applied.module, applied.to_version
+            ));
+            continue;
+        }
+        match restore(agent, &applied.module, &applied).await {
+            Ok(()) => {
+                applied.forget(agent);
+                notes.push(format!(
+                    "the interrupted install of {} {} was rolled back: its database was restored from {}",
+                    applied.module,
+                    applied.to_version,
+                    applied.backup.display()
+                ));
+            }
+            Err(e) => notes.push(format!(
+                "THE DATABASE OF {} COULD NOT BE RESTORED after an interrupted install: {e}; the backup is {}",
+                applied.module,
+                applied.backup.display()
+            )),
+        }
+    }
+    notes
 }
 
 /// Before a database module's files are installed: checks the database and,
@@ -383,6 +479,13 @@ pub async fn before_install(
         .await
         .map_err(|e| e.to_string())?;
     say(format!("database backed up to {}", backup.display()));
+    let applied = Applied {
+        module: module.clone(),
+        to_version: upgrade.to.to_string(),
+        backup,
+        standard_from: upgrade.standard_from.clone(),
+    };
+    applied.write(agent)?;
     let runs = db
         .upgrade(
             &lock,
@@ -402,21 +505,39 @@ pub async fn before_install(
         ));
     }
     if let Some(failed) = runs.iter().find(|r| !r.ok) {
+        // All in one transaction: rolled back whole, nothing to restore.
+        if upgrade.scripts.iter().all(Script::transactional) {
+            applied.forget(agent);
+            return Err(format!(
+                "database script {} failed: {}; the database is as it was",
+                failed.script, failed.message
+            ));
+        }
+        drop(lock);
+        db.close().await;
+        let restored = restore(agent, &module, &applied).await;
+        if restored.is_ok() {
+            applied.forget(agent);
+        }
         return Err(format!(
-            "database script {} failed: {}; the database is as it was",
-            failed.script, failed.message
+            "database script {} failed: {}; {}",
+            failed.script,
+            failed.message,
+            match restored {
+                Ok(()) => "the database was restored from its backup".to_owned(),
+                Err(e) => format!("RESTORING IT FAILED: {e}"),
+            }
         ));
     }
     let after = db.fingerprint().await.map_err(|e| e.to_string())?;
     let off = upgrade.standard_to.drift(&after);
     drop(lock);
     db.close().await;
-    let applied = Applied {
-        backup,
-        standard_from: upgrade.standard_from.clone(),
-    };
     if !off.is_empty() {
         let restored = restore(agent, &module, &applied).await;
+        if restored.is_ok() {
+            applied.forget(agent);
+        }
         return Err(format!(
             "after its scripts the database is not the standard schema of {} ({}); {}",
             upgrade.to,
@@ -436,7 +557,7 @@ pub async fn before_install(
 
 /// Puts the database back as the backup holds it, and checks it is the
 /// standard schema it was.
-pub async fn restore(agent: &Arc<Agent>, module: &str, applied: &Applied) -> Result<(), String> {
+pub async fn restore(agent: &Agent, module: &str, applied: &Applied) -> Result<(), String> {
     let settings = agent
         .settings
         .databases

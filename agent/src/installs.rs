@@ -492,7 +492,10 @@ async fn run(
             }
         };
         match crate::databases::before_install(agent, &package, &say).await {
-            Ok(applied) => applied,
+            Ok(applied) => {
+                agent.installs.crash_points.reached("database_upgraded");
+                applied
+            }
             Err(cause) => {
                 return Err(Failure {
                     module: module.clone(),
@@ -530,6 +533,10 @@ async fn run(
     };
     let result = install.run(&package, progress).await;
     match (result, database) {
+        (Ok(outcome), Some(applied)) => {
+            applied.forget(agent);
+            Ok(outcome)
+        }
         (Err(mut failure), Some(applied)) => {
             // The files went back: so does the database.
             if let Err(e) = crate::databases::restore(agent, &module, &applied).await {
@@ -541,6 +548,8 @@ async fn run(
                     Some(files) => format!("{files}; {e}"),
                     None => e,
                 });
+            } else {
+                applied.forget(agent);
             }
             Err(failure)
         }
@@ -586,6 +595,8 @@ pub async fn recover_at_start(agent: &Agent) -> Vec<String> {
             ),
         })
         .collect();
+    // After the files: a database is kept or restored by where they ended.
+    notes.extend(crate::databases::recover(agent).await);
     for declaration in declarations
         .iter()
         .filter(|d| d.kind == flotilla_proto::domain::ModuleKind::Web)

@@ -1056,4 +1056,72 @@ mod agent {
             "{done}"
         );
     }
+
+    #[tokio::test]
+    async fn an_agent_killed_around_the_database_upgrade_recovers_wholly_old_or_wholly_new() {
+        let server = Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let package = build_package(dir.path(), &server).await;
+        let (from, to) = super::standards(&server).await;
+        // Killed once the database is upgraded but before the files: both go
+        // back. Killed once the files are committed: both stay new.
+        for (name, point, expected) in [
+            ("crasha", "database_upgraded", "1.0.0"),
+            ("crashb", "commit", "2.0.0"),
+        ] {
+            server.create_database(name);
+            server.psql(name, STANDARD_PG);
+            let mut agent = agent_with(dir.path(), &server, name, &package, NO_CONTROLLER).await;
+            agent
+                .relaunch(
+                    "flotilla-agent-crashpoints",
+                    &[("FLOTILLA_CRASH_AT", point)],
+                )
+                .await;
+            let (status, body) = call(
+                reqwest::Method::POST,
+                format!("{}/api/modules/database/install", agent.portal_base()),
+                Some(json!({})),
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+            wait_until(
+                "the agent to die at its crash point",
+                async || match agent.child.try_wait() {
+                    Ok(Some(_)) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                },
+            )
+            .await;
+            agent.relaunch("flotilla-agent", &[]).await;
+            let marker = agent
+                .data
+                .join("bin/updates/journal/database.database.json");
+            wait_until("recovered", async || {
+                let version = std::fs::read_to_string(agent.data.join("apps/database/version.txt"))
+                    .unwrap_or_default();
+                (version.trim() == expected && !marker.exists())
+                    .then_some(())
+                    .ok_or(format!("{version} marker {}", marker.exists()))
+            })
+            .await;
+            let db = flotilla_proto::database::Database::connect(&super::pg(&server.url(name)))
+                .await
+                .unwrap();
+            let now = db.fingerprint().await.unwrap();
+            let standard = if expected == "1.0.0" { &from } else { &to };
+            assert!(
+                standard.drift(&now).is_empty(),
+                "{point}: {:?}",
+                standard.drift(&now).summary()
+            );
+            let log = agent.log();
+            let note = if expected == "1.0.0" {
+                "its database was restored from"
+            } else {
+                "its upgraded database is kept"
+            };
+            assert!(log.contains(note), "{point}: {log}");
+        }
+    }
 }

@@ -486,6 +486,11 @@ pub async fn before_install(
         standard_from: upgrade.standard_from.clone(),
     };
     applied.write(agent)?;
+    // Kept beside the backup, for restoring this version later.
+    let _ = std::fs::write(
+        format!("{}.json", applied.backup.display()),
+        serde_json::to_vec(&applied).unwrap_or_default(),
+    );
     let runs = db
         .upgrade(
             &lock,
@@ -553,6 +558,51 @@ pub async fn before_install(
         upgrade.to
     ));
     Ok(Some(applied))
+}
+
+/// Before a kept backup of a database module's files is restored: the
+/// database goes back to the backup taken when `version` was upgraded, if
+/// there is one (else it is left as it is, and said so).
+pub async fn before_restore(
+    agent: &Arc<Agent>,
+    module: &str,
+    version: &str,
+    say: &(dyn Fn(String) + Send + Sync),
+) -> Result<(), String> {
+    if !agent.settings.databases.contains_key(module) {
+        return Ok(());
+    }
+    let dir = agent.settings.install.backup_dir.join("databases");
+    let prefix = format!("{module}_{version}_");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&prefix) && n.ends_with(".json")
+            })
+        })
+        .collect();
+    found.sort();
+    let Some(newest) = found.pop() else {
+        say(format!(
+            "no database backup of {module} {version} is kept: the database is left as it is"
+        ));
+        return Ok(());
+    };
+    let applied: Applied = std::fs::read(&newest)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| format!("{} cannot be read", newest.display()))?;
+    restore(agent, module, &applied).await?;
+    say(format!(
+        "database restored to {version} from {} (what was written since that backup is not kept)",
+        applied.backup.display()
+    ));
+    Ok(())
 }
 
 /// Puts the database back as the backup holds it, and checks it is the

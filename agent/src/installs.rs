@@ -462,6 +462,7 @@ async fn run(
             }
         })
     };
+    let restoring = matches!(resolved, Resolved::Backup(_));
     let opened = {
         let (name, kind) = (declaration.name.clone(), declaration.kind);
         tokio::task::spawn_blocking(move || match resolved {
@@ -477,20 +478,34 @@ async fn run(
     };
     // A database module's database goes first: checked, and upgraded when
     // standard; a customized one stops the install before anything changes.
-    let database = if declaration.kind == flotilla_proto::domain::ModuleKind::Database
-        && package.manifest.database.is_some()
-    {
-        let say = {
-            let progress = progress.clone();
-            move |text: String| {
-                progress(crate::install::Event {
-                    at: Utc::now(),
-                    phase: None,
-                    kind: crate::install::EventKind::Step,
-                    text,
-                })
-            }
-        };
+    let say = {
+        let progress = progress.clone();
+        move |text: String| {
+            progress(crate::install::Event {
+                at: Utc::now(),
+                phase: None,
+                kind: crate::install::EventKind::Step,
+                text,
+            })
+        }
+    };
+    let database_module = declaration.kind == flotilla_proto::domain::ModuleKind::Database;
+    if restoring && database_module {
+        let version = package.manifest.version.to_string();
+        if let Err(cause) = crate::databases::before_restore(agent, &module, &version, &say).await {
+            return Err(Failure {
+                module: module.clone(),
+                to: version,
+                phase: None,
+                step: "restoring the database".into(),
+                cause,
+                hook_output: Vec::new(),
+                rolled_back: false,
+                rollback_error: None,
+            });
+        }
+    }
+    let database = if database_module && package.manifest.database.is_some() {
         match crate::databases::before_install(agent, &package, &say).await {
             Ok(applied) => {
                 agent.installs.crash_points.reached("database_upgraded");

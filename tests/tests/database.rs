@@ -698,6 +698,46 @@ mod agent {
         );
         // The password-free URL never needed one; nothing secret in the log.
         assert!(!agent.log().contains("PGPASSWORD"));
+
+        // Going back to 1.0.0 takes the database back too.
+        let url = format!("{}/api/modules/database/rollback", agent.portal_base());
+        let (status, body) = call(reqwest::Method::POST, url, Some(json!({"to": "1.0.0"}))).await;
+        assert_eq!(status, 202, "{body}");
+        let status_url = format!("{}/api/modules/database/install", agent.portal_base());
+        let back = wait_until("the restore to finish", async || {
+            let (_, status) = call(reqwest::Method::GET, status_url.clone(), None).await;
+            if status["running"] == false && status["to"] == "1.0.0" {
+                Ok(status)
+            } else {
+                Err(status.to_string())
+            }
+        })
+        .await;
+        assert_eq!(back["result"]["ok"], true, "{back}");
+        let steps: Vec<&str> = back["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["text"].as_str())
+            .collect();
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.starts_with("database restored to 1.0.0 from ")),
+            "{steps:?}"
+        );
+        assert_eq!(
+            server.psql("shop", "SELECT count(*) FROM information_schema.columns WHERE column_name = 'loyalty_points'"),
+            "0"
+        );
+        let (from, _) = super::standards(&server).await;
+        let db = flotilla_proto::database::Database::connect(&super::pg(&server.url("shop")))
+            .await
+            .unwrap();
+        assert!(from.drift(&db.fingerprint().await.unwrap()).is_empty());
+        let version =
+            std::fs::read_to_string(agent.data.join("apps/database/version.txt")).unwrap();
+        assert_eq!(version.trim(), "1.0.0");
     }
 
     #[tokio::test]

@@ -40,6 +40,13 @@ impl Upgrade {
     /// The database part of `package`, if it has one.
     pub fn of(package: &Package) -> Result<Option<Upgrade>, String> {
         let Some(section) = &package.manifest.database else {
+            if !package.manifest.upgrade_scripts.is_empty() {
+                return Err(format!(
+                    "the package of {} {} has upgrade scripts but no standard schemas ([database]): \
+                     rebuild it with `package build --engine`",
+                    package.manifest.module, package.manifest.version
+                ));
+            }
             return Ok(None);
         };
         let parse = |which: &str| -> Result<Fingerprint, String> {
@@ -123,15 +130,20 @@ pub struct Review {
     pub history: Vec<History>,
 }
 
-/// Each script's state for `to`, from the history (the latest row wins).
-fn states(scripts: &[Script], history: &[History], to: &str) -> Vec<ScriptView> {
+/// Each script's state for `module` `to`, from the history (the latest row
+/// of the same script with the same checksum wins: a script changed since
+/// it ran is pending again).
+fn states(module: &str, scripts: &[Script], history: &[History], to: &str) -> Vec<ScriptView> {
     scripts
         .iter()
         .map(|s| {
-            let last = history
-                .iter()
-                .rev()
-                .find(|h| h.version == to && h.script == s.name);
+            let checksum = s.checksum();
+            let last = history.iter().rev().find(|h| {
+                h.module == module
+                    && h.version == to
+                    && h.script == s.name
+                    && h.checksum == checksum
+            });
             ScriptView {
                 name: s.name.clone(),
                 sql: s.sql.clone(),
@@ -194,7 +206,7 @@ pub async fn review(agent: &Arc<Agent>, module: &str) -> Result<Review, ReviewEr
         .map_err(|e| ReviewError::Failed(e.to_string()))?;
     db.close().await;
     let drift = upgrade.standard_from.drift(&found);
-    let scripts = states(&upgrade.scripts, &history, &upgrade.to.to_string());
+    let scripts = states(module, &upgrade.scripts, &history, &upgrade.to.to_string());
     Ok(Review {
         module: module.to_owned(),
         engine: upgrade.engine,
@@ -220,7 +232,12 @@ fn next_script(
     history: &[History],
     script: &str,
 ) -> Result<Script, ReviewError> {
-    let views = states(&upgrade.scripts, history, &upgrade.to.to_string());
+    let views = states(
+        &upgrade.module,
+        &upgrade.scripts,
+        history,
+        &upgrade.to.to_string(),
+    );
     let Some(at) = views.iter().position(|v| v.name == script) else {
         return Err(ReviewError::NotFound(format!(
             "the pending package of {} {} has no script {script}",
@@ -364,7 +381,14 @@ pub async fn recover(agent: &Agent) -> Vec<String> {
         crate::applications::load(&agent.settings.layout.applications_config()).modules;
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        if !path.to_string_lossy().ends_with(".database.json") {
+        let name = path.to_string_lossy().into_owned();
+        if name.ends_with(".database.needs-operator.json") {
+            notes.push(format!(
+                "A DATABASE NEEDS AN OPERATOR: an interrupted install could not restore it; see {name}, then remove that file"
+            ));
+            continue;
+        }
+        if !name.ends_with(".database.json") {
             continue;
         }
         let Some(applied) = std::fs::read(&path)
@@ -396,6 +420,19 @@ pub async fn recover(agent: &Agent) -> Vec<String> {
             ));
             continue;
         }
+        // Already as it was (the upgrade never committed): nothing to undo.
+        if let Ok(db) = connect(agent, &applied.module).await {
+            let now = db.fingerprint().await;
+            db.close().await;
+            if now.is_ok_and(|now| applied.standard_from.drift(&now).is_empty()) {
+                applied.forget(agent);
+                notes.push(format!(
+                    "the interrupted install of {} {} left its database as it was",
+                    applied.module, applied.to_version
+                ));
+                continue;
+            }
+        }
         match restore(agent, &applied.module, &applied).await {
             Ok(()) => {
                 applied.forget(agent);
@@ -406,11 +443,19 @@ pub async fn recover(agent: &Agent) -> Vec<String> {
                     applied.backup.display()
                 ));
             }
-            Err(e) => notes.push(format!(
-                "THE DATABASE OF {} COULD NOT BE RESTORED after an interrupted install: {e}; the backup is {}",
-                applied.module,
-                applied.backup.display()
-            )),
+            Err(e) => {
+                // Tried once: never again by itself, which could bring back
+                // an old backup over what an operator repaired.
+                let _ = std::fs::rename(
+                    &path,
+                    name.replace(".database.json", ".database.needs-operator.json"),
+                );
+                notes.push(format!(
+                    "THE DATABASE OF {} COULD NOT BE RESTORED after an interrupted install: {e}; the backup is {}",
+                    applied.module,
+                    applied.backup.display()
+                ));
+            }
         }
     }
     notes
@@ -425,23 +470,38 @@ pub async fn before_install(
     package: &Package,
     say: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Option<Applied>, String> {
+    let module = package.manifest.module.to_string();
+    if !agent.settings.databases.contains_key(&module) {
+        if package.manifest.database.is_some() || !package.manifest.upgrade_scripts.is_empty() {
+            return Err(format!(
+                "the package of {module} upgrades a database, but none is configured ([databases.{module}] in agent.toml)"
+            ));
+        }
+        return Ok(None);
+    }
     let Some(upgrade) = Upgrade::of(package)? else {
         return Ok(None);
     };
-    let module = upgrade.module.clone();
+    let engine = agent.settings.databases[&module].engine;
+    if upgrade.engine != engine.as_str() {
+        return Err(format!(
+            "the package's scripts are for {} but the database of {module} is {}",
+            upgrade.engine,
+            engine.as_str()
+        ));
+    }
     let db = connect(agent, &module).await?;
     let history = db.history().await.map_err(|e| e.to_string())?;
-    let views = states(&upgrade.scripts, &history, &upgrade.to.to_string());
-    if !views.is_empty() && all_done(&views) {
+    let views = states(&module, &upgrade.scripts, &history, &upgrade.to.to_string());
+    let guided = views.iter().any(|v| v.by.as_deref() != Some(AUTOMATIC));
+    if !views.is_empty() && all_done(&views) && guided {
         say(format!(
             "the guided upgrade of the database to {} is complete: installing the module's files",
             upgrade.to
         ));
         return Ok(None);
     }
-    let installed = agent
-        .inventory
-        .borrow()
+    let installed = crate::inventory::scan(&agent.settings.layout)
         .module(&module)
         .and_then(|m| m.installed_version.clone());
     if installed.as_ref() != Some(&upgrade.from) {

@@ -141,7 +141,9 @@ impl Installs {
 /// The packages pending for this server's modules: the newest package per
 /// module whose version is above the installed one.
 pub fn pending(agent: &Agent) -> Vec<Pending> {
-    let inventory = agent.inventory.borrow().clone();
+    // What is on disk now, not the last scan: right after an install the
+    // scan may still show the version that was briefly in place.
+    let inventory = crate::inventory::scan(&agent.settings.layout);
     let mut best: HashMap<String, Pending> = HashMap::new();
     for candidate in packages_in(&agent.settings.layout.packages_dir()) {
         let Some(module) = inventory.module(&candidate.module) else {
@@ -505,7 +507,7 @@ async fn run(
             });
         }
     }
-    let database = if database_module && package.manifest.database.is_some() {
+    let database = if database_module && !restoring {
         match crate::databases::before_install(agent, &package, &say).await {
             Ok(applied) => {
                 agent.installs.crash_points.reached("database_upgraded");

@@ -70,7 +70,7 @@ pub struct BuildRequest {
 }
 
 /// How to compute a database package's standard schemas.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseBuild {
     pub engine: flotilla_proto::database::Engine,
     /// The standard schema of `from_version`, as one SQL script.
@@ -79,6 +79,17 @@ pub struct DatabaseBuild {
     /// PostgreSQL: a server where a scratch database may be created and
     /// dropped (`postgres://user@host:port/postgres`).
     pub scratch_url: Option<String>,
+}
+
+/// Never the scratch URL, which may hold a password.
+impl std::fmt::Debug for DatabaseBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseBuild")
+            .field("engine", &self.engine)
+            .field("baseline", &self.baseline)
+            .field("from_version", &self.from_version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The standard fingerprints (from, to) as JSON: the baseline applied to a

@@ -41,7 +41,9 @@ fn upgrade_scripts() -> Vec<Script> {
         ),
         script(
             "003_index.sql",
-            "CREATE INDEX orders_placed_idx ON orders (placed_at);\n",
+            "CREATE INDEX orders_placed_idx ON orders (placed_at);\n\
+             CREATE TYPE invoice_state AS ENUM ('draft', 'sent', 'paid');\n\
+             CREATE TABLE invoices (id serial PRIMARY KEY, order_id integer NOT NULL UNIQUE REFERENCES orders (id), state invoice_state NOT NULL DEFAULT 'draft');\n",
         ),
     ]
 }
@@ -99,7 +101,15 @@ async fn an_untouched_standard_database_shows_no_drift_run_after_run() {
     let server = Postgres::start();
     let (from, _) = standards(&server).await;
     let kinds: Vec<&str> = from.objects.iter().map(|o| o.kind.as_str()).collect();
-    for kind in ["table", "index", "view", "function", "procedure", "trigger"] {
+    for kind in [
+        "table",
+        "index",
+        "view",
+        "function",
+        "procedure",
+        "trigger",
+        "sequence",
+    ] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
     let db = standard(&server, "shop").await;
@@ -341,10 +351,7 @@ async fn scripts_run_one_by_one_a_failed_one_is_rolled_back_and_retried() {
         .unwrap();
     assert!(run.ok, "{run:?}");
     // The last one applied by hand, and marked so.
-    server.psql(
-        "shop",
-        "CREATE INDEX orders_placed_idx ON orders (placed_at)",
-    );
+    server.psql("shop", &scripts[2].sql);
     db.record(&flotilla_proto::database::History {
         module: "database".into(),
         version: "2.0.0".into(),
@@ -889,10 +896,7 @@ mod agent {
         let (_, run) = act("002_view.sql", "run").await;
         assert_eq!(run["ok"], true, "{run}");
         // The last one by hand.
-        server.psql(
-            "custom",
-            "CREATE INDEX orders_placed_idx ON orders (placed_at)",
-        );
+        server.psql("custom", &super::upgrade_scripts()[2].sql);
         let (status, _) = act("003_index.sql", "mark-applied").await;
         assert_eq!(status, 200);
         let (status, _) = act("003_index.sql", "run").await;

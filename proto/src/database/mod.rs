@@ -356,11 +356,20 @@ pub struct Scratch {
     cleanup: Cleanup,
 }
 
-#[derive(Debug)]
 enum Cleanup {
     /// The server's URL and the database's name.
     Postgres(String, String),
     File(PathBuf),
+}
+
+/// Never the server's URL, which may hold a password.
+impl std::fmt::Debug for Cleanup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cleanup::Postgres(_, name) => write!(f, "drop database {name}"),
+            Cleanup::File(path) => write!(f, "remove {}", path.display()),
+        }
+    }
 }
 
 impl Scratch {

@@ -19,12 +19,28 @@ const LOCK_KEY: i64 = 0x666c_6f74_696c_6c61;
 const SYSTEM: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
                       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
-#[derive(Debug)]
+/// Relations that belong to an extension (its views, tables) are the
+/// extension's, not the application's.
+const NOT_EXTENSION: &str = "NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass \
+                             AND e.objid = c.oid AND e.deptype = 'e')";
+
 pub struct Postgres {
     pool: PgPool,
     options: PgConnectOptions,
+    /// The configured URL (never with a password): `pg_dump` and
+    /// `pg_restore` get it whole, TLS settings included.
+    url: Option<String>,
     password: Option<String>,
     pg_bin_dir: Option<PathBuf>,
+}
+
+/// Never the password (sqlx's options would print it).
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("target", &target(&self.options))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The connection holding the advisory lock.
@@ -61,7 +77,9 @@ impl Postgres {
             options = options.password(&text);
             password = Some(text);
         }
-        Self::open(options, password, settings.pg_bin_dir.clone()).await
+        let mut db = Self::open(options, password, settings.pg_bin_dir.clone()).await?;
+        db.url = Some(url.to_owned());
+        Ok(db)
     }
 
     async fn open(
@@ -82,6 +100,7 @@ impl Postgres {
         Ok(Postgres {
             pool,
             options,
+            url: None,
             password,
             pg_bin_dir,
         })
@@ -91,12 +110,26 @@ impl Postgres {
         self.pool.close().await;
     }
 
+    /// A connection of its own, closed after use: what a script does to its
+    /// session (`search_path`, settings) never reaches the next user.
+    async fn dedicated(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        connection.close_on_drop();
+        Ok(connection)
+    }
+
     pub async fn objects(&self) -> Result<Vec<Object>, Error> {
         let mut objects = Vec::new();
+        // Definitions name every object with its schema, whatever the
+        // role's or the session's search_path.
+        let mut connection = self.dedicated().await?;
+        sqlx::query("SET search_path = pg_catalog")
+            .execute(&mut *connection)
+            .await?;
         // Tables: columns in order (type, nullability, default), then
         // constraints by name.
         let tables = sqlx::query(AssertSqlSafe(format!(
-            "SELECT n.nspname || '.' || c.relname AS name, \
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, \
                     (SELECT string_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod) \
                         || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END \
                         || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), ''), E'\\n' ORDER BY a.attnum) \
@@ -105,9 +138,9 @@ impl Postgres {
                     (SELECT string_agg('CONSTRAINT ' || quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid), \
                         E'\\n' ORDER BY k.conname) FROM pg_constraint k WHERE k.conrelid = c.oid) AS constraints \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'p') AND {SYSTEM} AND c.relname <> '{HISTORY_TABLE}'"
+             WHERE c.relkind IN ('r', 'p') AND {SYSTEM} AND {NOT_EXTENSION} AND c.relname <> '{HISTORY_TABLE}'"
         )))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
         for row in tables {
             let name: String = row.try_get("name")?;
@@ -124,7 +157,7 @@ impl Postgres {
             (
                 "index",
                 format!(
-                    "SELECT n.nspname || '.' || i.relname, pg_get_indexdef(x.indexrelid) \
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(i.relname), pg_get_indexdef(x.indexrelid) \
                      FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
                      JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = i.relnamespace \
                      WHERE {SYSTEM} AND t.relname <> '{HISTORY_TABLE}'"
@@ -133,23 +166,23 @@ impl Postgres {
             (
                 "view",
                 format!(
-                    "SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid, true) \
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_viewdef(c.oid, true) \
                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relkind = 'v' AND {SYSTEM}"
+                     WHERE c.relkind = 'v' AND {SYSTEM} AND {NOT_EXTENSION}"
                 ),
             ),
             (
                 "materialized_view",
                 format!(
-                    "SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid, true) \
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_viewdef(c.oid, true) \
                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relkind = 'm' AND {SYSTEM}"
+                     WHERE c.relkind = 'm' AND {SYSTEM} AND {NOT_EXTENSION}"
                 ),
             ),
             (
                 "function",
                 format!(
-                    "SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
                             pg_get_functiondef(p.oid) \
                      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                      WHERE p.prokind = 'f' AND {SYSTEM} \
@@ -159,7 +192,7 @@ impl Postgres {
             (
                 "procedure",
                 format!(
-                    "SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
                             pg_get_functiondef(p.oid) \
                      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                      WHERE p.prokind = 'p' AND {SYSTEM} \
@@ -167,9 +200,44 @@ impl Postgres {
                 ),
             ),
             (
+                "type",
+                format!(
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.typname), \
+                            'ENUM (' || string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder) || ')' \
+                     FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid \
+                     JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {SYSTEM} \
+                     GROUP BY n.nspname, t.typname"
+                ),
+            ),
+            (
+                "domain",
+                format!(
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.typname), \
+                            format_type(t.typbasetype, t.typtypmod) \
+                            || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END \
+                            || COALESCE(' DEFAULT ' || t.typdefault, '') \
+                            || COALESCE((SELECT E'\\n' || string_agg(pg_get_constraintdef(k.oid), E'\\n' ORDER BY k.conname) \
+                                         FROM pg_constraint k WHERE k.contypid = t.oid), '') \
+                     FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+                     WHERE t.typtype = 'd' AND {SYSTEM}"
+                ),
+            ),
+            (
+                "sequence",
+                format!(
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                            format_type(s.seqtypid, NULL) || ' INCREMENT ' || s.seqincrement \
+                            || ' MINVALUE ' || s.seqmin || ' MAXVALUE ' || s.seqmax || ' START ' || s.seqstart \
+                            || CASE WHEN s.seqcycle THEN ' CYCLE' ELSE '' END \
+                     FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SYSTEM} AND {NOT_EXTENSION} \
+                       AND c.relname NOT LIKE '{HISTORY_TABLE}%'"
+                ),
+            ),
+            (
                 "trigger",
                 format!(
-                    "SELECT n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid, true) \
+                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(t.tgname), pg_get_triggerdef(t.oid, true) \
                      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
                      JOIN pg_namespace n ON n.oid = c.relnamespace \
                      WHERE NOT t.tgisinternal AND {SYSTEM}"
@@ -178,7 +246,7 @@ impl Postgres {
         ];
         for (kind, query) in simple {
             let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(query))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?;
             objects.extend(rows.iter().map(|(name, def)| Object::new(kind, name, def)));
         }
@@ -271,8 +339,9 @@ impl Postgres {
     /// Runs a script; returns the rows it affected.
     pub async fn execute(&self, script: &Script, transactional: bool) -> Result<u64, sqlx::Error> {
         let sql = AssertSqlSafe(script.sql.clone());
+        let mut connection = self.dedicated().await?;
         if transactional {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = connection.begin().await?;
             match sqlx::raw_sql(sql).execute(&mut *tx).await {
                 Ok(done) => {
                     tx.commit().await?;
@@ -287,7 +356,7 @@ impl Postgres {
             }
         } else {
             Ok(sqlx::raw_sql(sql)
-                .execute(&self.pool)
+                .execute(&mut *connection)
                 .await?
                 .rows_affected())
         }
@@ -301,7 +370,8 @@ impl Postgres {
         who: &str,
     ) -> Result<Vec<ScriptRun>, Error> {
         let mut runs = Vec::new();
-        let mut tx = self.pool.begin().await?;
+        let mut connection = self.dedicated().await?;
+        let mut tx = (&mut connection).begin().await?;
         for script in scripts {
             let started = std::time::Instant::now();
             if !script.transactional() {
@@ -314,7 +384,7 @@ impl Postgres {
                 if !ok {
                     return Ok(runs);
                 }
-                tx = self.pool.begin().await?;
+                tx = (&mut connection).begin().await?;
                 continue;
             }
             let result = {
@@ -350,33 +420,66 @@ impl Postgres {
         Ok(runs)
     }
 
+    /// How `pg_dump` and `pg_restore` reach the database: the configured URL
+    /// whole, else its parts; the password through the environment only.
+    fn tool_command(&self, program: &Path) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(program);
+        match &self.url {
+            Some(url) => {
+                command.arg(format!("--dbname={url}"));
+            }
+            None => {
+                command
+                    .arg(format!("--host={}", self.options.get_host()))
+                    .arg(format!("--port={}", self.options.get_port()))
+                    .arg(format!("--username={}", self.options.get_username()))
+                    .arg(format!(
+                        "--dbname={}",
+                        self.options.get_database().unwrap_or("")
+                    ));
+            }
+        }
+        command
+            .env_remove("PGPASSWORD")
+            .stdin(std::process::Stdio::null());
+        if let Some(password) = &self.password {
+            // The environment, never the command line (which `ps` shows).
+            command.env("PGPASSWORD", password);
+        }
+        command
+    }
+
     pub async fn restore(&self, backup: &Path, added: &[Object]) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        for object in added {
-            let statement = match object.kind.as_str() {
-                "table" => format!("DROP TABLE IF EXISTS {} CASCADE", object.name),
-                "view" => format!("DROP VIEW IF EXISTS {} CASCADE", object.name),
-                "materialized_view" => {
-                    format!("DROP MATERIALIZED VIEW IF EXISTS {} CASCADE", object.name)
-                }
-                "index" => format!("DROP INDEX IF EXISTS {}", object.name),
-                "function" => format!("DROP FUNCTION IF EXISTS {} CASCADE", object.name),
-                "procedure" => format!("DROP PROCEDURE IF EXISTS {} CASCADE", object.name),
-                "trigger" => match object.name.rsplit_once('.') {
-                    Some((table, trigger)) => {
-                        format!("DROP TRIGGER IF EXISTS {trigger} ON {table}")
-                    }
-                    None => continue,
-                },
-                _ => continue,
-            };
-            sqlx::query(AssertSqlSafe(statement))
-                .execute(&mut *tx)
-                .await?;
+        let mut connection = self.dedicated().await?;
+        let mut tx = (&mut connection).begin().await?;
+        // Tables go with CASCADE (their indexes, constraints and triggers
+        // with them); indexes and triggers on tables the backup has are
+        // recreated by pg_restore --clean.
+        let order = [
+            "view",
+            "materialized_view",
+            "table",
+            "function",
+            "procedure",
+            "sequence",
+            "domain",
+            "type",
+        ];
+        for kind in order {
+            for object in added.iter().filter(|o| o.kind == kind) {
+                let what = match kind {
+                    "materialized_view" => "MATERIALIZED VIEW",
+                    other => &other.to_ascii_uppercase(),
+                };
+                let statement = format!("DROP {what} IF EXISTS {} CASCADE", object.name);
+                sqlx::query(AssertSqlSafe(statement))
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         let program = tool(self.pg_bin_dir.as_deref(), "pg_restore");
-        let mut command = tokio::process::Command::new(&program);
+        let mut command = self.tool_command(&program);
         command
             .args([
                 "--clean",
@@ -384,19 +487,7 @@ impl Postgres {
                 "--single-transaction",
                 "--no-owner",
             ])
-            .arg(format!("--host={}", self.options.get_host()))
-            .arg(format!("--port={}", self.options.get_port()))
-            .arg(format!("--username={}", self.options.get_username()))
-            .arg(format!(
-                "--dbname={}",
-                self.options.get_database().unwrap_or("")
-            ))
-            .arg(backup)
-            .env_remove("PGPASSWORD")
-            .stdin(std::process::Stdio::null());
-        if let Some(password) = &self.password {
-            command.env("PGPASSWORD", password);
-        }
+            .arg(backup);
         let output = command
             .output()
             .await
@@ -414,24 +505,11 @@ impl Postgres {
     pub async fn backup(&self, dir: &Path, name: &str) -> Result<PathBuf, Error> {
         let file = dir.join(format!("{name}.dump"));
         let program = tool(self.pg_bin_dir.as_deref(), "pg_dump");
-        let mut command = tokio::process::Command::new(&program);
+        let mut command = self.tool_command(&program);
         command
             .arg("--format=custom")
             .arg("--no-owner")
-            .arg(format!("--file={}", file.display()))
-            .arg(format!("--host={}", self.options.get_host()))
-            .arg(format!("--port={}", self.options.get_port()))
-            .arg(format!("--username={}", self.options.get_username()))
-            .arg(format!(
-                "--dbname={}",
-                self.options.get_database().unwrap_or("")
-            ))
-            .env_remove("PGPASSWORD")
-            .stdin(std::process::Stdio::null());
-        if let Some(password) = &self.password {
-            // The environment, never the command line (which `ps` shows).
-            command.env("PGPASSWORD", password);
-        }
+            .arg(format!("--file={}", file.display()));
         let output = command
             .output()
             .await

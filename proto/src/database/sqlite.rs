@@ -39,6 +39,9 @@ impl Sqlite {
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(create)
+            // As applications open SQLite (sqlx would turn them on): a
+            // script's table rebuild must not cascade deletes.
+            .foreign_keys(false)
             .busy_timeout(CONNECT_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)

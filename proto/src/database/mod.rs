@@ -246,22 +246,26 @@ impl Database {
         who: &str,
     ) -> Result<ScriptRun, Error> {
         self.ensure_history().await?;
-        let started = std::time::Instant::now();
         let transactional = script.transactional();
+        if transactional {
+            // The history row commits with the script: a crash never leaves
+            // a script applied but unrecorded.
+            let single = std::slice::from_ref(script);
+            let suffix = "; its transaction was rolled back";
+            let mut runs = match self {
+                Database::Postgres(db) => db.upgrade(module, version, single, who, suffix).await?,
+                Database::Sqlite(db) => db.upgrade(module, version, single, who, suffix).await?,
+            };
+            return runs
+                .pop()
+                .ok_or_else(|| Error::Query(format!("{} did not run", script.name)));
+        }
+        let started = std::time::Instant::now();
         let result = match self {
             Database::Postgres(db) => db.execute(script, transactional).await,
             Database::Sqlite(db) => db.execute(script, transactional).await,
         };
-        let run = run_of(
-            script,
-            started,
-            result,
-            if transactional {
-                "; its transaction was rolled back"
-            } else {
-                ""
-            },
-        );
+        let run = run_of(script, started, result, "");
         self.record(&history_of(module, version, who, script, &run))
             .await?;
         Ok(run)
@@ -279,9 +283,10 @@ impl Database {
         who: &str,
     ) -> Result<Vec<ScriptRun>, Error> {
         self.ensure_history().await?;
+        let suffix = "; the upgrade's transaction was rolled back";
         match self {
-            Database::Postgres(db) => db.upgrade(module, version, scripts, who).await,
-            Database::Sqlite(db) => db.upgrade(module, version, scripts, who).await,
+            Database::Postgres(db) => db.upgrade(module, version, scripts, who, suffix).await,
+            Database::Sqlite(db) => db.upgrade(module, version, scripts, who, suffix).await,
         }
     }
 

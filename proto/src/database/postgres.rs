@@ -368,6 +368,7 @@ impl Postgres {
         version: &str,
         scripts: &[Script],
         who: &str,
+        rolled_back: &str,
     ) -> Result<Vec<ScriptRun>, Error> {
         let mut runs = Vec::new();
         let mut connection = self.dedicated().await?;
@@ -400,12 +401,7 @@ impl Postgres {
                     }
                 }
             };
-            let run = run_of(
-                script,
-                started,
-                result,
-                "; the upgrade's transaction was rolled back",
-            );
+            let run = run_of(script, started, result, rolled_back);
             if !run.ok {
                 // All or nothing: what ran before it in this transaction goes too.
                 tx.rollback().await?;

@@ -183,6 +183,7 @@ impl Sqlite {
         version: &str,
         scripts: &[Script],
         who: &str,
+        rolled_back: &str,
     ) -> Result<Vec<ScriptRun>, Error> {
         let mut runs = Vec::new();
         let mut tx = self.pool.begin().await?;
@@ -214,12 +215,7 @@ impl Sqlite {
                     }
                 }
             };
-            let run = run_of(
-                script,
-                started,
-                result,
-                "; the upgrade's transaction was rolled back",
-            );
+            let run = run_of(script, started, result, rolled_back);
             if !run.ok {
                 tx.rollback().await?;
                 insert_history(&self.pool, &history_of(module, version, who, script, &run)).await?;

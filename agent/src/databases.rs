@@ -134,6 +134,12 @@ pub struct Review {
 /// of the same script with the same checksum wins: a script changed since
 /// it ran is pending again).
 fn states(module: &str, scripts: &[Script], history: &[History], to: &str) -> Vec<ScriptView> {
+    // A restore undid whatever ran before it.
+    let since = history
+        .iter()
+        .rposition(|h| h.module == module && h.outcome == "restored")
+        .map_or(0, |at| at + 1);
+    let history = &history[since..];
     scripts
         .iter()
         .map(|s| {
@@ -673,6 +679,13 @@ pub async fn restore(agent: &Agent, module: &str, applied: &Applied) -> Result<(
         .databases
         .get(module)
         .ok_or_else(|| format!("module {module} has no database configured"))?;
+    // The history survives the restore: what was run stays on record.
+    let kept = {
+        let db = connect(agent, module).await?;
+        let kept = db.history().await.map_err(|e| e.to_string())?;
+        db.close().await;
+        kept
+    };
     match settings.engine {
         database::Engine::Sqlite => {
             let path = settings.path.clone().ok_or("no path")?;
@@ -693,6 +706,20 @@ pub async fn restore(agent: &Agent, module: &str, applied: &Applied) -> Result<(
         }
     }
     let db = connect(agent, module).await?;
+    db.replace_history(&kept).await.map_err(|e| e.to_string())?;
+    db.record(&History {
+        module: module.to_owned(),
+        version: applied.to_version.clone(),
+        script: "(restore)".into(),
+        checksum: String::new(),
+        applied_by: "flotilla".into(),
+        applied_at: Utc::now(),
+        duration_ms: 0,
+        outcome: "restored".into(),
+        message: format!("restored from {}", applied.backup.display()),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let now = db.fingerprint().await.map_err(|e| e.to_string())?;
     db.close().await;
     let off = applied.standard_from.drift(&now);

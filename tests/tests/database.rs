@@ -737,6 +737,11 @@ mod agent {
             server.psql("shop", "SELECT count(*) FROM information_schema.columns WHERE column_name = 'loyalty_points'"),
             "0"
         );
+        // The history kept what ran, and says the database was restored.
+        assert_eq!(
+            server.psql("shop", "SELECT string_agg(script || ' ' || outcome, ', ' ORDER BY id) FROM flotilla_schema_history"),
+            "001_loyalty.sql succeeded, 002_view.sql succeeded, 003_index.sql succeeded, (restore) restored"
+        );
         let (from, _) = super::standards(&server).await;
         let db = flotilla_proto::database::Database::connect(&super::pg(&server.url("shop")))
             .await

@@ -226,6 +226,20 @@ impl Database {
         }
     }
 
+    /// Replaces the whole history with `rows` (after a restore brought back
+    /// an older one).
+    pub async fn replace_history(&self, rows: &[History]) -> Result<(), Error> {
+        self.ensure_history().await?;
+        match self {
+            Database::Postgres(db) => db.clear_history().await?,
+            Database::Sqlite(db) => db.clear_history().await?,
+        }
+        for row in rows {
+            self.record(row).await?;
+        }
+        Ok(())
+    }
+
     /// Appends a history row.
     pub async fn record(&self, row: &History) -> Result<(), Error> {
         self.ensure_history().await?;

@@ -332,6 +332,13 @@ impl Postgres {
             .map_err(Error::from)
     }
 
+    pub async fn clear_history(&self) -> Result<(), Error> {
+        sqlx::query("DELETE FROM flotilla_schema_history")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn record(&self, row: &History) -> Result<(), Error> {
         insert_history(&self.pool, row).await
     }

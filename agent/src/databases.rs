@@ -269,13 +269,14 @@ fn next_script(
     Ok(upgrade.scripts[at].clone())
 }
 
-/// Runs one script of the guided upgrade, in its own transaction.
-pub async fn run_script(
+/// The guided upgrade's next script of `module`, which must be `script`:
+/// `act` on it under the upgrade lock, then close.
+async fn on_next_script<T>(
     agent: &Arc<Agent>,
     module: &str,
     script: &str,
-    by: &str,
-) -> Result<ScriptRun, ReviewError> {
+    act: impl AsyncFnOnce(&Database, &database::Lock, &Upgrade, Script) -> Result<T, ReviewError>,
+) -> Result<T, ReviewError> {
     let upgrade = upgrade_of(agent, module)?;
     let db = connect(agent, module).await.map_err(ReviewError::Failed)?;
     let lock = db
@@ -286,15 +287,30 @@ pub async fn run_script(
         .history()
         .await
         .map_err(|e| ReviewError::Failed(e.to_string()))?;
-    let script = next_script(&upgrade, &history, script)?;
-    tracing::info!(module, script = %script.name, by, "running a database script");
-    let run = db
-        .run_script(&lock, module, &upgrade.to.to_string(), &script, by)
-        .await
-        .map_err(|e| ReviewError::Failed(e.to_string()))?;
+    let result = match next_script(&upgrade, &history, script) {
+        Ok(script) => act(&db, &lock, &upgrade, script).await,
+        Err(e) => Err(e),
+    };
+    // The lock's connection first: closing waits for every connection.
     drop(lock);
     db.close().await;
-    Ok(run)
+    result
+}
+
+/// Runs one script of the guided upgrade, in its own transaction.
+pub async fn run_script(
+    agent: &Arc<Agent>,
+    module: &str,
+    script: &str,
+    by: &str,
+) -> Result<ScriptRun, ReviewError> {
+    on_next_script(agent, module, script, async |db, lock, upgrade, script| {
+        tracing::info!(module, script = %script.name, by, "running a database script");
+        db.run_script(lock, module, &upgrade.to.to_string(), &script, by)
+            .await
+            .map_err(|e| ReviewError::Failed(e.to_string()))
+    })
+    .await
 }
 
 /// Records that a script was applied by hand.
@@ -304,35 +320,23 @@ pub async fn mark_applied(
     script: &str,
     by: &str,
 ) -> Result<(), ReviewError> {
-    let upgrade = upgrade_of(agent, module)?;
-    let db = connect(agent, module).await.map_err(ReviewError::Failed)?;
-    let lock = db
-        .lock()
+    on_next_script(agent, module, script, async |db, _lock, upgrade, script| {
+        tracing::info!(module, script = %script.name, by, "database script marked as applied by hand");
+        db.record(&History {
+            module: module.to_owned(),
+            version: upgrade.to.to_string(),
+            script: script.name.clone(),
+            checksum: script.checksum(),
+            applied_by: by.to_owned(),
+            applied_at: Utc::now(),
+            duration_ms: 0,
+            outcome: "marked applied".into(),
+            message: format!("applied by hand, as {by} says"),
+        })
         .await
-        .map_err(|e| ReviewError::Conflict(e.to_string()))?;
-    let history = db
-        .history()
-        .await
-        .map_err(|e| ReviewError::Failed(e.to_string()))?;
-    let script = next_script(&upgrade, &history, script)?;
-    tracing::info!(module, script = %script.name, by, "database script marked as applied by hand");
-    db.record(&History {
-        module: module.to_owned(),
-        version: upgrade.to.to_string(),
-        script: script.name.clone(),
-        checksum: script.checksum(),
-        applied_by: by.to_owned(),
-        applied_at: Utc::now(),
-        duration_ms: 0,
-        outcome: "marked applied".into(),
-        message: format!("applied by hand, as {by} says"),
+        .map_err(|e| ReviewError::Failed(e.to_string()))
     })
     .await
-    .map_err(|e| ReviewError::Failed(e.to_string()))?;
-    // The lock's connection first: closing waits for every connection.
-    drop(lock);
-    db.close().await;
-    Ok(())
 }
 
 /// What the install did to the database, so that a failed install of the

@@ -233,3 +233,21 @@ pub fn steps(rollout: &Value, site_name: &str) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Asserts the rollout's log has each `(actor, action)`.
+pub fn assert_logged(rollout: &Value, expected: &[(&str, &str)]) {
+    let log: Vec<(&str, &str)> = rollout["log"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            (
+                l["actor"].as_str().unwrap_or_default(),
+                l["action"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for entry in expected {
+        assert!(log.contains(entry), "{entry:?} in {log:?}");
+    }
+}

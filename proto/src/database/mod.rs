@@ -28,6 +28,10 @@ pub use fingerprint::{Drift, Fingerprint, Modified, Object};
 /// of fingerprints.
 pub const HISTORY_TABLE: &str = "flotilla_schema_history";
 
+/// Reads the history table, oldest first (both engines).
+const SELECT_HISTORY: &str = "SELECT module, version, script, checksum, applied_by, applied_at, \
+                              duration_ms, outcome, message FROM flotilla_schema_history ORDER BY id";
+
 /// A script's first line that asks to run it outside a transaction (for
 /// statements that cannot run in one, such as `CREATE INDEX CONCURRENTLY`).
 pub const NO_TRANSACTION: &str = "-- flotilla: no-transaction";
@@ -133,7 +137,7 @@ impl Script {
 }
 
 /// A row of the history table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct History {
     pub module: String,
     /// The version the script upgrades to.

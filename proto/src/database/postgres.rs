@@ -308,28 +308,9 @@ impl Postgres {
         if !exists {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "SELECT module, version, script, checksum, applied_by, applied_at, duration_ms, outcome, message \
-             FROM flotilla_schema_history ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(History {
-                    module: r.try_get("module")?,
-                    version: r.try_get("version")?,
-                    script: r.try_get("script")?,
-                    checksum: r.try_get("checksum")?,
-                    applied_by: r.try_get("applied_by")?,
-                    applied_at: r.try_get("applied_at")?,
-                    duration_ms: r.try_get("duration_ms")?,
-                    outcome: r.try_get("outcome")?,
-                    message: r.try_get("message")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Error::from)
+        Ok(sqlx::query_as(super::SELECT_HISTORY)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn clear_history(&self) -> Result<(), Error> {

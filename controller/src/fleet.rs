@@ -168,6 +168,8 @@ pub struct Fleet {
     /// Connected agents by server id. A std mutex: held for map operations
     /// only, never across an await.
     live: Mutex<HashMap<ServerId, Live>>,
+    /// The next connection's session number: above every number stored, so
+    /// that a newer connection's state always wins over an older one's.
     next_session: AtomicU64,
     /// Commands sent and waiting for the agent's outcome, by command id.
     awaiting: Mutex<HashMap<String, oneshot::Sender<(bool, String)>>>,
@@ -190,14 +192,21 @@ pub struct Session {
 }
 
 impl Fleet {
-    pub fn new(db: Database, heartbeats: Heartbeats, public_url: String) -> Self {
+    /// The fleet over `db`, whose connections so far were numbered up to
+    /// `last_session` ([`Database::last_session`]).
+    pub fn new(
+        db: Database,
+        heartbeats: Heartbeats,
+        public_url: String,
+        last_session: u64,
+    ) -> Self {
         Self {
             db,
             heartbeats,
             public_url: public_url.trim_end_matches('/').to_owned(),
             events: broadcast::Sender::new(1024),
             live: Mutex::new(HashMap::new()),
-            next_session: AtomicU64::new(1),
+            next_session: AtomicU64::new(last_session + 1),
             awaiting: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
         }
@@ -219,13 +228,16 @@ impl Fleet {
     }
 
     /// An agent said hello: record it and hand back its session.
+    ///
+    /// The new session is registered in memory first, ending the previous
+    /// connection's, then recorded with its number; the older connection's
+    /// writes, conditioned on its own number, can no longer change the row.
     pub async fn connect(
         &self,
         hello: &ServerHello,
         shutdown: &CancellationToken,
     ) -> sqlx::Result<Session> {
         let now = Utc::now();
-        self.db.server_connected(hello, now).await?;
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let kicked = shutdown.child_token();
         let (commands_tx, commands) = mpsc::channel(16);
@@ -240,18 +252,44 @@ impl Fleet {
                 commands: commands_tx,
             },
         );
-        if let Some(previous) = previous {
+        if let Some(previous) = &previous {
             tracing::warn!(server = %hello.id, "a new connection replaces the previous one from the same server id");
             previous.kick.cancel();
         }
-        self.announce(&hello.id);
-        Ok(Session {
+        let session = Session {
             server: hello.id.clone(),
             id,
             kicked,
             commands,
             agent_started_at: hello.agent_started_at,
-        })
+        };
+        match self.db.server_connected(hello, id, now).await {
+            Ok(_) => {
+                self.announce(&hello.id);
+                Ok(session)
+            }
+            Err(e) => {
+                self.forget(&session);
+                // The replaced connection ended, and nothing else will say so.
+                if let Some(previous) = previous {
+                    let reason =
+                        "a new connection replaced it, which the controller could not record";
+                    self.go_offline(&hello.id, previous.session, previous.last_seen, reason)
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the session from the connected agents if it is still the
+    /// server's current one; returns its entry.
+    fn forget(&self, session: &Session) -> Option<Live> {
+        let mut live = self.live();
+        match live.get(&session.server) {
+            Some(entry) if entry.session == session.id => live.remove(&session.server),
+            _ => None,
+        }
     }
 
     /// The agent said something: it is alive.
@@ -536,25 +574,37 @@ impl Fleet {
     /// The agent's stream ended. If it was still the current connection, the
     /// server goes offline, silent since it was last heard from.
     pub async fn disconnected(&self, session: &Session, reason: &str) {
-        let removed = {
-            let mut live = self.live();
-            match live.get(&session.server) {
-                Some(entry) if entry.session == session.id => live.remove(&session.server),
-                _ => None,
-            }
-        };
-        if let Some(entry) = removed {
-            self.go_offline(&session.server, entry.last_seen, reason)
+        if let Some(entry) = self.forget(session) {
+            self.go_offline(&session.server, entry.session, entry.last_seen, reason)
                 .await;
         }
     }
 
-    async fn go_offline(&self, server: &ServerId, silent_since: DateTime<Utc>, reason: &str) {
-        tracing::info!(server = %server, %silent_since, "server offline: {reason}");
-        if let Err(e) = self.db.server_offline(server, silent_since, reason).await {
-            tracing::error!(server = %server, "cannot record that the server went offline: {e}");
+    /// Records that `session` of `server` ended, unless a newer one has
+    /// been recorded since.
+    async fn go_offline(
+        &self,
+        server: &ServerId,
+        session: u64,
+        silent_since: DateTime<Utc>,
+        reason: &str,
+    ) {
+        match self
+            .db
+            .server_offline(server, session, silent_since, reason)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(server = %server, %silent_since, "server offline: {reason}");
+                self.announce(server);
+            }
+            Ok(false) => {
+                tracing::debug!(server = %server, "an ended connection was already replaced: {reason}")
+            }
+            Err(e) => {
+                tracing::error!(server = %server, "cannot record that the server went offline: {e}")
+            }
         }
-        self.announce(server);
     }
 
     /// Ends the connections of agents silent for longer than the timeout and
@@ -576,24 +626,34 @@ impl Fleet {
         for (server, entry) in &expired {
             entry.kick.cancel();
             let reason = format!("no heartbeat for {} ms", timeout.as_millis());
-            self.go_offline(server, entry.last_seen, &reason).await;
+            self.go_offline(server, entry.session, entry.last_seen, &reason)
+                .await;
         }
         expired.len()
     }
 
-    /// Writes the last-seen times that changed since the previous flush.
+    /// Writes the last-seen times that changed since the previous flush;
+    /// a connected server's row found offline is put back online.
     pub async fn flush_last_seen(&self) {
-        let batch: Vec<(ServerId, DateTime<Utc>)> = self
+        let batch: Vec<(ServerId, u64, DateTime<Utc>)> = self
             .live()
             .iter_mut()
             .filter(|(_, l)| l.dirty)
             .map(|(id, l)| {
                 l.dirty = false;
-                (id.clone(), l.last_seen)
+                (id.clone(), l.session, l.last_seen)
             })
             .collect();
-        if let Err(e) = self.db.record_last_seen(&batch).await {
-            tracing::error!("cannot record last-seen times: {e}");
+        match self.db.record_last_seen(&batch).await {
+            Ok(repaired) => {
+                for server in repaired {
+                    tracing::warn!(server = %server, "a connected server was recorded offline; it is online again");
+                    if let Ok(server) = ServerId::parse(&server) {
+                        self.announce(&server);
+                    }
+                }
+            }
+            Err(e) => tracing::error!("cannot record last-seen times: {e}"),
         }
     }
 

@@ -64,7 +64,8 @@ pub async fn run(
         Some(url) => url,
         None => format!("http://{}", http.local_addr()?),
     };
-    let fleet = Arc::new(Fleet::new(db, heartbeats, public_url));
+    let last_session = db.last_session().await?;
+    let fleet = Arc::new(Fleet::new(db, heartbeats, public_url, last_session));
     let stop = CancellationToken::new();
 
     let housekeeping = tokio::spawn({

@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod postgres;
+pub mod simulated;
 pub mod sites;
 
 use std::path::{Path, PathBuf};
@@ -164,9 +165,22 @@ impl Controller {
         heartbeat_ms: u64,
         timeout_ms: u64,
     ) -> Controller {
+        let program = binary("flotilla-controller");
+        Self::start_program(&program, dir, grpc, http, heartbeat_ms, timeout_ms).await
+    }
+
+    /// Starts the controller binary `program` (a bench compares two builds).
+    pub async fn start_program(
+        program: &Path,
+        dir: &Path,
+        grpc: &str,
+        http: &str,
+        heartbeat_ms: u64,
+        timeout_ms: u64,
+    ) -> Controller {
         let db = dir.join("controller.db");
         let log = dir.join("controller.log");
-        let mut child = Command::new(binary("flotilla-controller"))
+        let mut child = Command::new(program)
             .args(["--db".as_ref(), db.as_os_str()])
             .args(["--grpc-listen", grpc, "--http-listen", http])
             .args(["--heartbeat-interval-ms", &heartbeat_ms.to_string()])
@@ -250,6 +264,55 @@ impl Controller {
 
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// Subscribes to the dashboard's live stream.
+    pub async fn events(&self) -> Events {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/events", self.http_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET /api/v1/events");
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+}
+
+/// The dashboard's live stream, `/api/v1/events`, read event by event.
+#[derive(Debug)]
+pub struct Events {
+    response: reqwest::Response,
+    /// What arrived and is not yet a whole event.
+    buffer: String,
+}
+
+impl Events {
+    /// The next event's name and data, as they come; `None` when the
+    /// stream ended. Keep-alive comments are skipped.
+    pub async fn next(&mut self) -> Option<(String, String)> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push(value.strip_prefix(' ').unwrap_or(value));
+                    }
+                }
+                if !data.is_empty() {
+                    return Some((name, data.join("\n")));
+                }
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
     }
 }
 

@@ -146,18 +146,6 @@ struct ProblemRow {
     message: String,
 }
 
-/// `SELECT` of a server row with its site's name, followed by `$tail`.
-macro_rules! select_servers {
-    ($tail:literal) => {
-        concat!(
-            "SELECT s.id, t.name AS site, s.hostname, s.os, s.agent_version, s.protocol_version, ",
-            "s.peer_address, s.online, s.first_seen_at, s.connected_at, s.last_seen_at, s.went_silent_at, ",
-            "s.offline_reason FROM servers s JOIN sites t ON t.id = s.site_id ",
-            $tail
-        )
-    };
-}
-
 impl Database {
     /// Opens (creating if needed) the database at `path` in WAL mode and
     /// applies the migrations.
@@ -208,12 +196,24 @@ impl Database {
         Ok(done.rows_affected())
     }
 
-    /// Records a server that just connected (creating it and its site if new).
+    /// The highest session number any connection was given, so that a
+    /// restarted controller numbers its connections above every earlier one.
+    pub async fn last_session(&self) -> sqlx::Result<u64> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(session), 0) FROM servers")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(last).unwrap_or(0))
+    }
+
+    /// Records a server that just connected as `session` (creating it and
+    /// its site if new). A newer session already recorded wins: returns
+    /// whether this one was.
     pub async fn server_connected(
         &self,
         hello: &ServerHello,
+        session: u64,
         at: DateTime<Utc>,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
@@ -222,15 +222,17 @@ impl Database {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO servers (id, site_id, hostname, os, agent_version, protocol_version, peer_address, online, \
-                                  first_seen_at, connected_at, last_seen_at, went_silent_at, offline_reason) \
-             VALUES (?, (SELECT id FROM sites WHERE name = ?), ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, NULL) \
+                                  first_seen_at, connected_at, last_seen_at, went_silent_at, offline_reason, session) \
+             VALUES (?, (SELECT id FROM sites WHERE name = ?), ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, NULL, ?) \
              ON CONFLICT (id) DO UPDATE SET \
                 site_id = excluded.site_id, hostname = excluded.hostname, os = excluded.os, \
                 agent_version = excluded.agent_version, protocol_version = excluded.protocol_version, \
                 peer_address = excluded.peer_address, online = 1, connected_at = excluded.connected_at, \
-                last_seen_at = excluded.last_seen_at, went_silent_at = NULL, offline_reason = NULL",
+                last_seen_at = excluded.last_seen_at, went_silent_at = NULL, offline_reason = NULL, \
+                session = excluded.session \
+             WHERE servers.session < excluded.session",
         )
         .bind(hello.id.as_str())
         .bind(hello.site.as_str())
@@ -242,44 +244,78 @@ impl Database {
         .bind(at)
         .bind(at)
         .bind(at)
+        .bind(session_number(session))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 
-    /// Marks a server offline, silent since `silent_since`.
+    /// Marks a server offline, silent since `silent_since`, if `session` is
+    /// still its connection; returns whether it was.
     pub async fn server_offline(
         &self,
         id: &ServerId,
+        session: u64,
         silent_since: DateTime<Utc>,
         reason: &str,
-    ) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE servers SET online = 0, last_seen_at = ?, went_silent_at = ?, offline_reason = ? WHERE id = ?",
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE servers SET online = 0, last_seen_at = ?, went_silent_at = ?, offline_reason = ? \
+             WHERE id = ? AND session = ?",
         )
         .bind(silent_since)
         .bind(silent_since)
         .bind(reason)
         .bind(id.as_str())
+        .bind(session_number(session))
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
-    /// Writes a batch of last-seen times in one transaction.
-    pub async fn record_last_seen(&self, seen: &[(ServerId, DateTime<Utc>)]) -> sqlx::Result<()> {
+    /// Writes a batch of last-seen times of connected sessions, in one
+    /// statement. A session's row is also put back online if anything ever
+    /// marked it offline; returns the servers so repaired.
+    pub async fn record_last_seen(
+        &self,
+        seen: &[(ServerId, u64, DateTime<Utc>)],
+    ) -> sqlx::Result<Vec<String>> {
         if seen.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let batch = serde_json::Value::Array(
+            seen.iter()
+                .map(|(id, session, at)| {
+                    serde_json::json!([
+                        id.as_str(),
+                        session_number(*session),
+                        // As sqlx writes a `DateTime<Utc>`.
+                        at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+                    ])
+                })
+                .collect(),
+        )
+        .to_string();
         let mut tx = self.pool.begin().await?;
-        for (id, at) in seen {
-            sqlx::query("UPDATE servers SET last_seen_at = ? WHERE id = ? AND online = 1")
-                .bind(*at)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await
+        let repaired: Vec<String> = sqlx::query_scalar(
+            "UPDATE servers SET online = 1, went_silent_at = NULL, offline_reason = NULL \
+             FROM json_each(?) j \
+             WHERE servers.id = j.value ->> 0 AND servers.session = j.value ->> 1 AND servers.online = 0 \
+             RETURNING servers.id",
+        )
+        .bind(&batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE servers SET last_seen_at = j.value ->> 2 FROM json_each(?) j \
+             WHERE servers.id = j.value ->> 0 AND servers.session = j.value ->> 1",
+        )
+        .bind(&batch)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(repaired)
     }
 
     /// Replaces everything known about a server's modules and problems.
@@ -337,78 +373,134 @@ impl Database {
 
     /// Every server (of one site, if given), with modules and problems, by site then id.
     pub async fn servers(&self, site: Option<&str>) -> sqlx::Result<Vec<ServerRecord>> {
-        let rows: Vec<ServerRow> = match site {
-            Some(site) => {
-                sqlx::query_as(select_servers!("WHERE t.name = ? ORDER BY t.name, s.id"))
-                    .bind(site)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query_as(select_servers!("ORDER BY t.name, s.id"))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
-        let modules: Vec<ModuleRow> = sqlx::query_as(
-            "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
-             pending_version, download_state, download_version, download_detail FROM modules ORDER BY server_id, name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let problems: Vec<ProblemRow> =
-            sqlx::query_as("SELECT server_id, file, line, message FROM server_problems ORDER BY server_id, position")
-                .fetch_all(&self.pool)
-                .await?;
-        let installs: Vec<InstallRecord> = sqlx::query_as(select_installs!(
-            "WHERE i.started_at = (SELECT MAX(j.started_at) FROM installs j \
-             WHERE j.server_id = i.server_id AND j.module = i.module)"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(assemble(rows, modules, problems, installs))
+        match site {
+            Some(site) => self.read_servers(&SITE, Some(site)).await,
+            None => self.read_servers(&EVERY, None).await,
+        }
+    }
+
+    /// The servers with these ids, with modules and problems, by site then id.
+    pub async fn servers_with_ids(&self, ids: &[&str]) -> sqlx::Result<Vec<ServerRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::Value::from(ids).to_string();
+        self.read_servers(&IDS, Some(&ids)).await
     }
 
     pub async fn server(&self, id: &str) -> sqlx::Result<Option<ServerRecord>> {
-        let Some(row): Option<ServerRow> = sqlx::query_as(select_servers!("WHERE s.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let modules: Vec<ModuleRow> = sqlx::query_as(
-            "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
-             pending_version, download_state, download_version, download_detail FROM modules WHERE server_id = ? ORDER BY name",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let problems: Vec<ProblemRow> = sqlx::query_as(
-            "SELECT server_id, file, line, message FROM server_problems WHERE server_id = ? ORDER BY position",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let installs: Vec<InstallRecord> = sqlx::query_as(select_installs!(
-            "WHERE i.server_id = ? AND i.started_at = (SELECT MAX(j.started_at) FROM installs j \
-             WHERE j.server_id = i.server_id AND j.module = i.module)"
-        ))
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(assemble(vec![row], modules, problems, installs).pop())
+        Ok(self.read_servers(&ONE, Some(id)).await?.pop())
+    }
+
+    /// Runs the four reads of `reads`, each with `parameter` bound if given,
+    /// and puts each server together.
+    async fn read_servers(
+        &self,
+        reads: &ServerReads,
+        parameter: Option<&str>,
+    ) -> sqlx::Result<Vec<ServerRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows: Vec<ServerRow> = bound(sqlx::query_as(reads.servers), parameter)
+            .fetch_all(&mut *conn)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let modules: Vec<ModuleRow> = bound(sqlx::query_as(reads.modules), parameter)
+            .fetch_all(&mut *conn)
+            .await?;
+        let problems: Vec<ProblemRow> = bound(sqlx::query_as(reads.problems), parameter)
+            .fetch_all(&mut *conn)
+            .await?;
+        let installs: Vec<InstallRecord> = bound(sqlx::query_as(reads.installs), parameter)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(assemble(rows, modules, problems, installs))
     }
 }
 
-/// `SELECT` of install rows (`i`), followed by `$tail`.
+/// The statements that read servers with their modules, problems and
+/// latest installs, over one set of servers.
+struct ServerReads {
+    servers: &'static str,
+    modules: &'static str,
+    problems: &'static str,
+    installs: &'static str,
+}
+
+/// [`ServerReads`] over the servers that `$servers` (a `WHERE` clause on
+/// `servers s` joined with `sites t`) and `$ids` (a condition on a
+/// `server_id` column) select, each with at most one parameter.
+macro_rules! server_reads {
+    ($servers:literal, $ids:literal) => {
+        ServerReads {
+            servers: concat!(
+                "SELECT s.id, t.name AS site, s.hostname, s.os, s.agent_version, s.protocol_version, ",
+                "s.peer_address, s.online, s.first_seen_at, s.connected_at, s.last_seen_at, s.went_silent_at, ",
+                "s.offline_reason FROM servers s JOIN sites t ON t.id = s.site_id ",
+                $servers,
+                " ORDER BY t.name, s.id"
+            ),
+            modules: concat!(
+                "SELECT server_id, name, kind, install_path, installed_version, state, detail, updated_at, ",
+                "pending_version, download_state, download_version, download_detail FROM modules WHERE ",
+                $ids,
+                " ORDER BY server_id, name"
+            ),
+            problems: concat!(
+                "SELECT server_id, file, line, message FROM server_problems WHERE ",
+                $ids,
+                " ORDER BY server_id, position"
+            ),
+            installs: select_installs!(
+                "WHERE ",
+                $ids,
+                " AND i.started_at = (SELECT MAX(j.started_at) FROM installs j ",
+                "WHERE j.server_id = i.server_id AND j.module = i.module)"
+            ),
+        }
+    };
+}
+
+/// Every server; no parameter.
+const EVERY: ServerReads = server_reads!("", "1");
+/// The servers of the site named `?`, through `servers_by_site`.
+const SITE: ServerReads = server_reads!(
+    "WHERE t.name = ?",
+    "server_id IN (SELECT s.id FROM servers s JOIN sites t ON t.id = s.site_id WHERE t.name = ?)"
+);
+/// The servers whose ids are in the JSON array `?`.
+const IDS: ServerReads = server_reads!(
+    "WHERE s.id IN (SELECT value FROM json_each(?))",
+    "server_id IN (SELECT value FROM json_each(?))"
+);
+/// The server whose id is `?`.
+const ONE: ServerReads = server_reads!("WHERE s.id = ?", "server_id = ?");
+
+/// `query` with `parameter` bound, if there is one.
+fn bound<'q, T>(
+    query: sqlx::query::QueryAs<'q, Sqlite, T, <Sqlite as sqlx::Database>::Arguments>,
+    parameter: Option<&'q str>,
+) -> sqlx::query::QueryAs<'q, Sqlite, T, <Sqlite as sqlx::Database>::Arguments> {
+    match parameter {
+        Some(parameter) => query.bind(parameter),
+        None => query,
+    }
+}
+
+/// A session number as stored (SQLite integers are signed).
+fn session_number(session: u64) -> i64 {
+    i64::try_from(session).unwrap_or(i64::MAX)
+}
+
+/// `SELECT` of install rows (`i`), followed by the `$tail` pieces.
 macro_rules! select_installs {
-    ($tail:literal) => {
+    ($($tail:literal),+) => {
         concat!(
             "SELECT i.server_id, i.install_id, i.module, i.from_version, i.to_version, i.command_id, i.state, ",
             "i.phase, i.message, i.downtime_ms, i.hook_output, i.rolled_back, i.rollback_error, i.started_at, ",
             "i.finished_at FROM installs i ",
-            $tail
+            $($tail),+
         )
     };
 }
@@ -930,3 +1022,6 @@ impl Database {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

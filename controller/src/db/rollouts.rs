@@ -218,6 +218,31 @@ impl Database {
             Vec<RolloutLogRecord>,
         )>,
     > {
+        let Some((rollout, sites, steps)) = self.rollout_state(id).await? else {
+            return Ok(None);
+        };
+        let log = sqlx::query_as(
+            "SELECT seq, at, actor, action, detail FROM rollout_log WHERE rollout_id = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some((rollout, sites, steps, log)))
+    }
+
+    /// A rollout with its sites (by wave, then name) and steps: what the
+    /// engine decides from, without the log.
+    #[allow(clippy::type_complexity)]
+    pub async fn rollout_state(
+        &self,
+        id: i64,
+    ) -> sqlx::Result<
+        Option<(
+            RolloutRecord,
+            Vec<RolloutSiteRecord>,
+            Vec<RolloutStepRecord>,
+        )>,
+    > {
         let Some(rollout) = sqlx::query_as("SELECT * FROM rollouts WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -236,13 +261,7 @@ impl Database {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let log = sqlx::query_as(
-            "SELECT seq, at, actor, action, detail FROM rollout_log WHERE rollout_id = ? ORDER BY seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some((rollout, sites, steps, log)))
+        Ok(Some((rollout, sites, steps)))
     }
 
     /// Writes what changed in one pass, with its log lines, at once.
@@ -361,6 +380,28 @@ impl Database {
         .await
     }
 
+    /// [`Database::estimates`] of these modules only, each read through
+    /// `installs_for_estimates` newest first.
+    pub async fn estimates_of(&self, modules: &[&str]) -> sqlx::Result<Vec<Estimate>> {
+        let mut estimates = Vec::new();
+        for module in modules {
+            estimates.extend(
+                sqlx::query_as::<_, Estimate>(
+                    "SELECT module, \
+                            CAST((julianday(finished_at) - julianday(started_at)) * 86400000 AS INTEGER) AS duration_ms, \
+                            COALESCE(downtime_ms, 0) AS downtime_ms \
+                     FROM installs WHERE state = 'succeeded' AND module = ? AND finished_at IS NOT NULL \
+                     AND (command_id IS NULL OR command_id NOT LIKE 'rollout-%-rollback-%') \
+                     ORDER BY finished_at DESC LIMIT 20",
+                )
+                .bind(module)
+                .fetch_all(&self.pool)
+                .await?,
+            );
+        }
+        Ok(estimates)
+    }
+
     /// Sets a site's windows; `false` when there is no such site.
     pub async fn set_schedule(
         &self,
@@ -389,6 +430,20 @@ impl Database {
         sqlx::query_as(
             "SELECT t.name AS site, s.time_zone, s.windows FROM site_schedules s JOIN sites t ON t.id = s.site_id",
         )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The schedules of these sites (those that have one).
+    pub async fn schedules_of(&self, sites: &[&str]) -> sqlx::Result<Vec<ScheduleRecord>> {
+        if sites.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(
+            "SELECT t.name AS site, s.time_zone, s.windows FROM site_schedules s JOIN sites t ON t.id = s.site_id \
+             WHERE t.name IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::Value::from(sites).to_string())
         .fetch_all(&self.pool)
         .await
     }

@@ -1,7 +1,7 @@
 //! The rollouts' REST endpoints: plan (dry run) and create, list, read, the
 //! operator's actions, and the sites' maintenance windows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -255,7 +255,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<RolloutSumma
     let mut out = Vec::new();
     for r in state.fleet.db.rollouts().await? {
         let mut sites = HashMap::new();
-        if let Some((_, site_rows, _, _)) = state.fleet.db.rollout(r.id).await? {
+        if let Some((_, site_rows, _)) = state.fleet.db.rollout_state(r.id).await? {
             for s in site_rows {
                 *sites.entry(s.state).or_insert(0) += 1;
             }
@@ -380,8 +380,9 @@ pub async fn get(
         .into_iter()
         .map(|i| (i.command_id.clone(), i))
         .collect();
+    let ids: BTreeSet<&str> = steps.iter().map(|s| s.server_id.as_str()).collect();
     let servers: HashMap<String, crate::db::ServerRecord> = db
-        .servers(None)
+        .servers_with_ids(&ids.into_iter().collect::<Vec<_>>())
         .await?
         .into_iter()
         .map(|s| (s.id.clone(), s))

@@ -17,6 +17,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use flotilla_proto::domain::{ServerId, Version};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::Estimates;
@@ -25,13 +26,19 @@ use crate::db::{
     CommandInstall, RolloutChanges, RolloutRecord, RolloutSiteRecord, RolloutStepRecord,
     ServerRecord,
 };
-use crate::fleet::{Fleet, Order, OrderError};
+use crate::fleet::{Fleet, FleetEvent, Order, OrderError};
 
 /// The actor the engine records its own transitions under.
 pub const ENGINE: &str = "flotilla";
 
 /// How often the engine looks at active rollouts when nothing wakes it.
+/// With no active rollout it does not look at all.
 const TICK: StdDuration = StdDuration::from_millis(500);
+
+/// The least time between two passes that something woke: a burst of
+/// fleet changes (a wave of installs ending, agents reconnecting) or of
+/// orders' outcomes is one pass, not one each.
+const COALESCE: StdDuration = StdDuration::from_millis(100);
 
 /// How long a reconnected server is given to resend what it did while the
 /// controller was away, before an order nobody heard of is given up.
@@ -131,6 +138,7 @@ impl Rollouts {
             fleet: fleet.clone(),
             inbox: inbox.clone(),
             in_flight: HashSet::new(),
+            active: true,
             http: reqwest::Client::builder()
                 .timeout(StdDuration::from_secs(10))
                 .build()
@@ -168,7 +176,22 @@ struct Engine {
     inbox: mpsc::Sender<Request>,
     /// Orders sent and not yet answered, by command id.
     in_flight: HashSet<String>,
+    /// Whether the last pass found an unfinished rollout. Without one, the
+    /// clock and fleet changes wake nothing; only a request does.
+    active: bool,
     http: reqwest::Client,
+}
+
+/// What woke the engine.
+enum Woken {
+    Stop,
+    Request(Request),
+    /// A server changed, or the engine missed some changes.
+    Fleet,
+    /// Nothing that needs a pass.
+    Nothing,
+    /// A pass is due.
+    Due,
 }
 
 /// What one pass knows about the fleet.
@@ -178,6 +201,20 @@ struct Context {
     calendars: HashMap<String, Calendar>,
     history: Vec<crate::db::Estimate>,
 }
+
+/// When the next pass runs once something woke the engine: as planned if
+/// sooner, otherwise as soon as [`COALESCE`] after the last one allows.
+fn soon(due: Option<Instant>, last_pass: Instant) -> Option<Instant> {
+    let at = (last_pass + COALESCE).max(Instant::now());
+    Some(due.map_or(at, |due| due.min(at)))
+}
+
+/// A rollout as a pass reads it: its row, sites and steps.
+type Loaded = (
+    RolloutRecord,
+    Vec<RolloutSiteRecord>,
+    Vec<RolloutStepRecord>,
+);
 
 /// An order to send once the pass is written.
 struct Job {
@@ -204,36 +241,46 @@ fn active_step(step: &RolloutStepRecord) -> bool {
 
 impl Engine {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
+        use tokio::sync::broadcast::error::RecvError;
         let mut events = self.fleet.subscribe();
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The rows may hold rollouts a previous controller left unfinished.
+        let mut due = Some(Instant::now());
+        let mut last_pass = Instant::now();
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                request = requests.recv() => match request {
-                    Some(request) => self.handle(request).await,
-                    None => return,
-                },
-                event = events.recv() => {
+            let woken = tokio::select! {
+                _ = stop.cancelled() => Woken::Stop,
+                request = requests.recv() => request.map_or(Woken::Stop, Woken::Request),
+                event = events.recv() => match event {
                     // Progress lines and the engine's own changes need no
                     // pass: stuck installs are found by the clock.
-                    if matches!(
-                        event,
-                        Ok(crate::fleet::FleetEvent::RolloutChanged(_)
-                            | crate::fleet::FleetEvent::InstallProgress { .. })
-                    ) {
-                        continue;
+                    Ok(FleetEvent::RolloutChanged(_) | FleetEvent::InstallProgress { .. }) => {
+                        Woken::Nothing
                     }
+                    Ok(FleetEvent::ServerChanged(_)) | Err(RecvError::Lagged(_)) => Woken::Fleet,
+                    Err(RecvError::Closed) => Woken::Stop,
+                },
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    Woken::Due
                 }
-                _ = ticker.tick() => {}
-            }
-            // Everything that queued up meanwhile is covered by this one pass.
-            while let Ok(request) = requests.try_recv() {
-                self.handle(request).await;
-            }
-            while events.try_recv().is_ok() {}
-            if let Err(e) = self.pass().await {
-                tracing::error!("rollout engine: {e}");
+            };
+            match woken {
+                Woken::Stop => return,
+                Woken::Nothing => {}
+                Woken::Request(request) => {
+                    self.handle(request).await;
+                    due = soon(due, last_pass);
+                }
+                Woken::Fleet if self.active => due = soon(due, last_pass),
+                Woken::Fleet => {}
+                Woken::Due => {
+                    if let Err(e) = self.pass().await {
+                        tracing::error!("rollout engine: {e}");
+                        // Try again on the clock.
+                        self.active = true;
+                    }
+                    last_pass = Instant::now();
+                    due = self.active.then(|| last_pass + TICK);
+                }
             }
         }
     }
@@ -278,16 +325,33 @@ impl Engine {
         }
     }
 
-    async fn context(&self) -> sqlx::Result<Context> {
+    /// What the pass over these rollouts needs to know of the fleet: their
+    /// servers, their sites' calendars, past installs for estimates.
+    async fn context(&self, rollouts: &[Loaded]) -> sqlx::Result<Context> {
         let db = &self.fleet.db;
+        let servers: BTreeSet<&str> = rollouts
+            .iter()
+            .flat_map(|(_, _, steps)| steps.iter().map(|step| step.server_id.as_str()))
+            .collect();
+        let modules: BTreeSet<&str> = rollouts
+            .iter()
+            .flat_map(|(_, _, steps)| steps.iter().map(|step| step.module.as_str()))
+            .collect();
+        let sites: BTreeSet<&str> = rollouts
+            .iter()
+            .flat_map(|(_, sites, _)| sites.iter().map(|site| site.site.as_str()))
+            .collect();
         let servers = db
-            .servers(None)
+            .servers_with_ids(&servers.into_iter().collect::<Vec<_>>())
             .await?
             .into_iter()
             .map(|s| (s.id.clone(), s))
             .collect();
         let mut calendars = HashMap::new();
-        for schedule in db.schedules().await? {
+        for schedule in db
+            .schedules_of(&sites.into_iter().collect::<Vec<_>>())
+            .await?
+        {
             let parsed = serde_json::from_str(&schedule.windows)
                 .ok()
                 .map(|windows| Schedule {
@@ -309,19 +373,29 @@ impl Engine {
             now: Utc::now(),
             servers,
             calendars,
-            history: db.estimates().await?,
+            history: db
+                .estimates_of(&modules.into_iter().collect::<Vec<_>>())
+                .await?,
         })
     }
 
-    /// One pass over every active rollout.
+    /// One pass over every active rollout; reads nothing else when there is none.
     async fn pass(&mut self) -> sqlx::Result<()> {
-        let ids = self.fleet.db.active_rollouts().await?;
-        let ctx = self.context().await?;
+        let mut rollouts: Vec<Loaded> = Vec::new();
+        for id in self.fleet.db.active_rollouts().await? {
+            if let Some(loaded) = self.fleet.db.rollout_state(id).await? {
+                rollouts.push(loaded);
+            }
+        }
+        self.active = !rollouts.is_empty();
+        if rollouts.is_empty() {
+            self.fleet.set_holds(HashMap::new());
+            return Ok(());
+        }
+        let ctx = self.context(&rollouts).await?;
         let mut holds: HashMap<ServerId, String> = HashMap::new();
-        for id in ids {
-            let Some((rollout, sites, steps, _)) = self.fleet.db.rollout(id).await? else {
-                continue;
-            };
+        for (rollout, sites, steps) in rollouts {
+            let id = rollout.id;
             let installs = self.fleet.db.rollout_installs(id).await?;
             let strategy: Strategy = match serde_json::from_str(&rollout.strategy) {
                 Ok(strategy) => strategy,
@@ -434,7 +508,7 @@ impl Engine {
         rollback: bool,
         result: Result<String, OrderError>,
     ) -> sqlx::Result<()> {
-        let Some((rollout, _, steps, _)) = self.fleet.db.rollout(id).await? else {
+        let Some((rollout, _, steps)) = self.fleet.db.rollout_state(id).await? else {
             return Ok(());
         };
         let strategy: Strategy = serde_json::from_str(&rollout.strategy).unwrap_or_default();
@@ -513,7 +587,7 @@ impl Engine {
     }
 
     async fn noticed(&mut self, id: i64, site: &str, result: String) -> sqlx::Result<()> {
-        let Some((_, sites, _, _)) = self.fleet.db.rollout(id).await? else {
+        let Some((_, sites, _)) = self.fleet.db.rollout_state(id).await? else {
             return Ok(());
         };
         let Some(mut record) = sites.into_iter().find(|s| s.site == site) else {

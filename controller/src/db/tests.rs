@@ -1,0 +1,237 @@
+//! The fleet's rows against a real SQLite file: a connection's state cannot
+//! be overwritten by an older connection's, and one site's servers are read
+//! from that site's rows only, through indexes.
+
+#![allow(clippy::unwrap_used)]
+
+use chrono::{Duration, Utc};
+use flotilla_proto::domain::{
+    ModuleKind, ModuleName, ModuleReport, ModuleState, Problem, ServerId, SiteName, Version,
+};
+
+use super::{Database, IDS, ONE, SITE, ServerHello, ServerReads};
+
+async fn database(dir: &tempfile::TempDir) -> Database {
+    Database::open(&dir.path().join("controller.db"))
+        .await
+        .unwrap()
+}
+
+fn hello(site: &str, id: &str) -> ServerHello {
+    ServerHello {
+        id: ServerId::parse(id).unwrap(),
+        site: SiteName::parse(site).unwrap(),
+        hostname: id.to_owned(),
+        os: "linux".to_owned(),
+        agent_version: "1.0.0".to_owned(),
+        protocol_version: 1,
+        peer_address: None,
+        agent_started_at: None,
+    }
+}
+
+fn module(name: &str, version: &str) -> ModuleReport {
+    ModuleReport {
+        name: ModuleName::parse(name).unwrap(),
+        kind: ModuleKind::Web,
+        install_path: format!("/srv/{name}"),
+        installed_version: Some(Version::parse(version).unwrap()),
+        state: ModuleState::Installed,
+        detail: String::new(),
+        pending_version: None,
+        download: None,
+    }
+}
+
+async fn online(db: &Database, id: &str) -> bool {
+    db.server(id).await.unwrap().unwrap().online
+}
+
+#[tokio::test]
+async fn an_older_connection_cannot_overwrite_a_newer_ones_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let web = hello("acme-paris", "acme-web-01");
+    let id = web.id.clone();
+    let now = Utc::now();
+
+    assert!(db.server_connected(&web, 2, now).await.unwrap());
+    // Connection 1's hello committing late changes nothing.
+    assert!(!db.server_connected(&web, 1, now).await.unwrap());
+    assert_eq!(db.last_session().await.unwrap(), 2);
+    // Connection 1 ending does not take connection 2 offline.
+    assert!(!db.server_offline(&id, 1, now, "old stream").await.unwrap());
+    assert!(online(&db, id.as_str()).await);
+    // Nor do its heartbeats count.
+    let later = now + Duration::seconds(5);
+    assert!(
+        db.record_last_seen(&[(id.clone(), 1, later)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        db.server(id.as_str()).await.unwrap().unwrap().last_seen_at,
+        now
+    );
+
+    // Connection 2 ending does.
+    assert!(
+        db.server_offline(&id, 2, now, "agent closed")
+            .await
+            .unwrap()
+    );
+    assert!(!online(&db, id.as_str()).await);
+    // Were the current connection recorded offline, its next heartbeat flush
+    // puts it back online and says so.
+    assert_eq!(
+        db.record_last_seen(&[(id.clone(), 2, later)])
+            .await
+            .unwrap(),
+        vec![id.as_str().to_owned()]
+    );
+    let server = db.server(id.as_str()).await.unwrap().unwrap();
+    assert!(server.online && server.went_silent_at.is_none() && server.offline_reason.is_none());
+    assert_eq!(server.last_seen_at, later);
+    // A flush of a server already online repairs nothing.
+    assert!(
+        db.record_last_seen(&[(id, 2, later)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn one_sites_servers_are_read_alone_with_their_modules_and_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let now = Utc::now();
+    for (n, (site, id)) in [
+        ("acme-paris", "acme-web-01"),
+        ("acme-paris", "acme-app-01"),
+        ("globex-lyon", "globex-web-01"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let hello = hello(site, id);
+        db.server_connected(&hello, n as u64 + 1, now)
+            .await
+            .unwrap();
+        let problem = Problem {
+            file: Some("applicationspath.config".to_owned()),
+            line: Some(3),
+            message: format!("a problem on {id}"),
+        };
+        db.replace_inventory(&hello.id, &[module("ecommerce", "5.8.0")], &[problem], now)
+            .await
+            .unwrap();
+    }
+
+    let paris = db.servers(Some("acme-paris")).await.unwrap();
+    let ids: Vec<&str> = paris.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["acme-app-01", "acme-web-01"]);
+    for server in &paris {
+        assert_eq!(server.modules.len(), 1, "{}", server.id);
+        assert_eq!(server.problems.len(), 1, "{}", server.id);
+        assert!(server.problems[0].message.ends_with(&server.id));
+    }
+    assert!(db.servers(Some("no-such-site")).await.unwrap().is_empty());
+    assert_eq!(db.servers(None).await.unwrap().len(), 3);
+    let chosen = db
+        .servers_with_ids(&["globex-web-01", "acme-web-01", "unknown"])
+        .await
+        .unwrap();
+    let ids: Vec<&str> = chosen.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["acme-web-01", "globex-web-01"]);
+    assert_eq!(chosen[1].modules.len(), 1);
+}
+
+/// The query plan's lines for `sql`, its one parameter bound.
+async fn plan(db: &Database, sql: &str) -> Vec<String> {
+    use sqlx::Row;
+    sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+        .bind("acme-paris")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .collect()
+}
+
+#[tokio::test]
+async fn reads_of_some_servers_search_indexes_and_scan_no_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let scoped: [(&str, &ServerReads); 3] = [("site", &SITE), ("ids", &IDS), ("one", &ONE)];
+    for (name, reads) in scoped {
+        for sql in [reads.servers, reads.modules, reads.problems, reads.installs] {
+            let explained = plan(&db, sql).await;
+            assert!(!explained.is_empty(), "{name}: no plan for {sql}");
+            // json_each is the list of ids itself.
+            let scans: Vec<&String> = explained
+                .iter()
+                .filter(|line| line.starts_with("SCAN") && !line.contains("json_each"))
+                .collect();
+            assert!(
+                scans.is_empty(),
+                "{name}: {sql}\nscans {scans:?}\nplan {explained:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn estimates_of_some_modules_are_the_same_as_from_every_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let web = hello("acme-paris", "acme-web-01");
+    db.server_connected(&web, 1, Utc::now()).await.unwrap();
+    let start = Utc::now() - Duration::hours(1);
+    for n in 0..30i64 {
+        for (module, seconds) in [("ecommerce", 10 + n), ("phygitalapi", 100 + n)] {
+            let started_at = start + Duration::seconds(n * 60);
+            let result = super::InstallResultIn {
+                install_id: format!("{module}-{n}"),
+                module: module.to_owned(),
+                from_version: None,
+                to_version: "5.9.0".to_owned(),
+                // Restores of a rollout do not count.
+                command_id: (n == 29).then(|| format!("rollout-1-rollback-{module}")),
+                ok: n % 5 != 0,
+                downtime_ms: 42,
+                message: String::new(),
+                phase: None,
+                hook_output: Vec::new(),
+                rolled_back: false,
+                rollback_error: None,
+                started_at,
+                finished_at: started_at + Duration::seconds(seconds),
+            };
+            db.install_result(&web.id, &result).await.unwrap();
+        }
+    }
+    let of = db.estimates_of(&["ecommerce"]).await.unwrap();
+    let mut every: Vec<i64> = db
+        .estimates()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.module == "ecommerce")
+        .map(|e| e.duration_ms)
+        .collect();
+    let mut some: Vec<i64> = of.iter().map(|e| e.duration_ms).collect();
+    every.sort_unstable();
+    some.sort_unstable();
+    assert_eq!(some, every);
+    // 23 successes (29 is a restore; 0, 5, … 25 failed): the 20 newest, back to 4.
+    assert_eq!(some.len(), 20);
+    // Durations come from julianday arithmetic: to the millisecond, give or take one.
+    assert!((some[0] - 14_000).abs() <= 1, "{some:?}");
+    assert!(
+        of.iter()
+            .all(|e| e.module == "ecommerce" && e.downtime_ms == 42)
+    );
+}

@@ -39,6 +39,12 @@ struct File {
     server_id: Option<String>,
     data_dir: Option<PathBuf>,
     controller_url: String,
+    /// The controller's CA certificate (PEM), for an `https://` controller_url.
+    controller_ca: Option<PathBuf>,
+    /// Allows an `http://` controller_url: everything the agent and the
+    /// controller say, and every download, in plain text.
+    #[serde(default)]
+    insecure_plaintext: bool,
     #[serde(default = "default_portal_listen")]
     portal_listen: SocketAddr,
     #[serde(default = "default_scan_interval_ms")]
@@ -107,6 +113,19 @@ fn default_reconnect_max_ms() -> u64 {
     30_000
 }
 
+/// How the agent trusts the controller it talks to and downloads from.
+#[derive(Debug, Clone)]
+pub enum ControllerTrust {
+    /// TLS, with the controller's certificate issued by this CA.
+    Ca {
+        /// The CA certificate, PEM, as read at start.
+        pem: String,
+        path: PathBuf,
+    },
+    /// Plain text, as `insecure_plaintext = true` allows.
+    Plaintext,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -115,8 +134,10 @@ pub struct Settings {
     /// This server's identity in the fleet; defaults to the host name.
     pub server_id: ServerId,
     pub layout: DataLayout,
-    /// Where the controller's gRPC endpoint is, e.g. `http://controller:7000`.
+    /// Where the controller's gRPC endpoint is, e.g. `https://controller:7000`.
     pub controller_url: String,
+    /// How the controller is trusted.
+    pub controller_trust: ControllerTrust,
     /// Where the local portal listens; `127.0.0.1:8080` as the procedure says.
     pub portal_listen: SocketAddr,
     /// How often modules are rescanned on disk.
@@ -174,14 +195,43 @@ impl Settings {
                 })?
             }
         };
-        if !(file.controller_url.starts_with("http://")
-            || file.controller_url.starts_with("https://"))
-        {
-            return Err(invalid(format!(
-                "controller_url \"{}\" must start with http:// or https://",
-                file.controller_url
-            )));
-        }
+        let url = &file.controller_url;
+        let controller_trust = match (
+            url.split_once("://").map(|(scheme, _)| scheme),
+            &file.controller_ca,
+        ) {
+            (Some("https"), Some(ca)) => {
+                let ca = if ca.is_relative() {
+                    path.parent().map_or_else(|| ca.clone(), |dir| dir.join(ca))
+                } else {
+                    ca.clone()
+                };
+                let (pem, _) = flotilla_proto::tls::read_certificates(&ca)
+                    .map_err(|e| invalid(format!("controller_ca: {e}")))?;
+                if file.insecure_plaintext {
+                    return Err(invalid(format!(
+                        "insecure_plaintext is set but controller_url \"{url}\" is https://: remove one of them"
+                    )));
+                }
+                ControllerTrust::Ca { pem, path: ca }
+            }
+            (Some("https"), None) => {
+                return Err(invalid(format!(
+                    "controller_url \"{url}\" is https:// but controller_ca is not set: point it at the controller's CA certificate (ca.pem in its TLS folder; the controller prints its fingerprint at start)"
+                )));
+            }
+            (Some("http"), _) if file.insecure_plaintext => ControllerTrust::Plaintext,
+            (Some("http"), _) => {
+                return Err(invalid(format!(
+                    "controller_url \"{url}\" is plain text: use https:// with controller_ca, or set insecure_plaintext = true to allow plain text explicitly"
+                )));
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "controller_url \"{url}\" must start with https:// (or http:// with insecure_plaintext = true)"
+                )));
+            }
+        };
         if file.scan_interval_ms == 0 {
             return Err(invalid("scan_interval_ms must be greater than 0".into()));
         }
@@ -251,6 +301,7 @@ impl Settings {
             download_limit_bytes_per_second: file.download_limit_kbps.map(|k| k.max(1) * 1000),
             layout,
             controller_url: file.controller_url,
+            controller_trust,
             portal_listen: file.portal_listen,
             scan_interval: Duration::from_millis(file.scan_interval_ms),
             reconnect_min: Duration::from_millis(file.reconnect_min_ms),
@@ -325,7 +376,7 @@ mod tests {
     #[test]
     fn defaults_fill_what_is_not_written() {
         let settings =
-            parse("site = \"acme\"\nserver_id = \"web-01\"\ncontroller_url = \"http://c:7000\"\n")
+            parse("site = \"acme\"\nserver_id = \"web-01\"\ncontroller_url = \"http://c:7000\"\ninsecure_plaintext = true\n")
                 .expect("valid");
         assert_eq!(settings.portal_listen.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.server_id.as_str(), "web-01");
@@ -354,8 +405,50 @@ mod tests {
 
         let err = parse("site = \"a\"\ncontroller_url = \"c:7000\"\n").expect_err("bad url");
         assert!(
-            err.contains("controller_url \"c:7000\" must start with http://"),
+            err.contains("controller_url \"c:7000\" must start with https://"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn plain_text_is_only_ever_explicit_and_https_needs_the_controllers_ca() {
+        let err = parse("site = \"a\"\nserver_id = \"w\"\ncontroller_url = \"http://c:7000\"\n")
+            .expect_err("plain text without the flag");
+        assert!(
+            err.contains("is plain text") && err.contains("insecure_plaintext = true"),
+            "{err}"
+        );
+        let err = parse("site = \"a\"\nserver_id = \"w\"\ncontroller_url = \"https://c:7000\"\n")
+            .expect_err("https without a CA");
+        assert!(err.contains("controller_ca is not set"), "{err}");
+        let err = parse(
+            "site = \"a\"\nserver_id = \"w\"\ncontroller_url = \"https://c:7000\"\ncontroller_ca = \"/nonexistent/ca.pem\"\n",
+        )
+        .expect_err("a CA that cannot be read");
+        assert!(
+            err.contains("controller_ca: cannot read the certificate file /nonexistent/ca.pem"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let text = "site = \"a\"\nserver_id = \"w\"\ncontroller_url = \"https://c:7000\"\ncontroller_ca = \"ca.pem\"\n";
+        let settings = Settings::parse(&dir.path().join("agent.toml"), text).expect("valid");
+        assert!(
+            matches!(&settings.controller_trust, ControllerTrust::Ca { path, .. } if *path == ca),
+            "{:?}",
+            settings.controller_trust
+        );
+        let err = Settings::parse(
+            &dir.path().join("agent.toml"),
+            &format!("{text}insecure_plaintext = true\n"),
+        )
+        .expect_err("both");
+        assert!(err.to_string().contains("remove one of them"), "{err}");
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::Agent;
+use crate::config::ControllerTrust;
 
 /// A package the controller says is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,13 +374,27 @@ fn sidecar(package: &Path, extension: &str) -> PathBuf {
     PathBuf::from(format!("{}.{extension}", package.display()))
 }
 
+/// The client packages download with: HTTPS only, trusting the
+/// controller's CA besides the system's roots; plain text only when the
+/// configuration allows it explicitly.
+fn download_client(trust: &ControllerTrust) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60));
+    let builder = match trust {
+        ControllerTrust::Ca { pem, path } => {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| format!("cannot use the controller's CA {}: {e}", path.display()))?;
+            builder.https_only(true).tls_certs_merge(certificates)
+        }
+        ControllerTrust::Plaintext => builder,
+    };
+    builder.build().map_err(|e| e.to_string())
+}
+
 /// Fetches `offer.url` into `part`, resuming from what `part` holds.
 async fn fetch(agent: &Agent, offer: &Offer, part: &Path) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = download_client(&agent.settings.controller_trust)?;
     let limit = agent.settings.download_limit_bytes_per_second;
     let etag = format!("\"{}\"", offer.sha256);
     let mut attempts = 0u32;

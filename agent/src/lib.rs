@@ -91,6 +91,7 @@ pub async fn run(
     crash_points: Arc<dyn install::CrashPoints>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    flotilla_proto::tls::install_crypto_provider();
     let agent = Arc::new(Agent {
         settings,
         inventory: watch::Sender::new(Inventory::default()),
@@ -102,6 +103,15 @@ pub async fn run(
         notices: std::sync::Mutex::new(Vec::new()),
         started_at: Utc::now(),
     });
+    if matches!(
+        agent.settings.controller_trust,
+        config::ControllerTrust::Plaintext
+    ) {
+        tracing::warn!(
+            controller = %agent.settings.controller_url,
+            "insecure_plaintext: the controller link and downloads are plain text; anyone on the network can read and change them"
+        );
+    }
     let stop = CancellationToken::new();
     // Before anything looks at the modules: no half-installed module and no
     // orphan maintenance page survives a restart.

@@ -20,7 +20,9 @@ use flotilla_proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use crate::config::ControllerTrust;
 use tonic::{Code, Status};
 
 use crate::install::EventKind;
@@ -106,8 +108,13 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
 async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<SessionEnd, SessionError> {
     let settings = &agent.settings;
     let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
-    let endpoint = Endpoint::from_shared(settings.controller_url.clone())
-        .map_err(|e| unreachable(&e))?
+    let mut endpoint =
+        Endpoint::from_shared(settings.controller_url.clone()).map_err(|e| unreachable(&e))?;
+    if let ControllerTrust::Ca { pem, .. } = &settings.controller_trust {
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(&e))?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))

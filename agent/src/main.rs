@@ -51,6 +51,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    flotilla_proto::tls::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

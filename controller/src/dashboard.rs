@@ -10,6 +10,7 @@ use axum::routing::get;
 const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
+const COMMON_SCRIPT: &str = include_str!("../../web/common.js");
 const RELEASES: &str = include_str!("../../web/releases.html");
 const RELEASES_SCRIPT: &str = include_str!("../../web/releases.js");
 const ROLLOUTS: &str = include_str!("../../web/rollouts.html");
@@ -25,6 +26,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(|| async { asset("text/javascript", SCRIPT) }),
         )
         .route("/style.css", get(|| async { asset("text/css", STYLE) }))
+        .route(
+            "/common.js",
+            get(|| async { asset("text/javascript", COMMON_SCRIPT) }),
+        )
         .route("/releases", get(|| async { Html(RELEASES) }))
         .route(
             "/releases.js",

@@ -86,8 +86,13 @@ pub async fn run(
 
     let db = Database::open(&args.dir.join("controller.db")).await?;
     let packages = crate::releases::PackageStore::open(args.dir.join("packages"))?;
+    let identity = crate::tls::Identity::own(
+        &args.dir.join("tls"),
+        &["localhost".to_owned(), "127.0.0.1".to_owned()],
+    )?;
+    let ca = args.dir.join("tls").join(crate::tls::CA_FILE);
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_url = format!("http://{}", grpc.local_addr()?);
+    let grpc_url = format!("https://{}", grpc.local_addr()?);
     let http = TcpListener::bind(("127.0.0.1", args.port))
         .await
         .with_context(|| {
@@ -96,23 +101,21 @@ pub async fn run(
                 args.port
             )
         })?;
-    let dashboard = format!("http://{}/", http.local_addr()?);
+    let dashboard = format!("https://{}/", http.local_addr()?);
     let heartbeats = Heartbeats {
         interval: Duration::from_secs(2),
         timeout: Duration::from_secs(6),
     };
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(crate::run(
-        db,
-        packages,
+    let fingerprint = identity.ca_fingerprint.clone();
+    let settings = crate::Settings {
         heartbeats,
-        None,
-        grpc,
-        http,
-        async move {
-            let _ = controller_stopped.await;
-        },
-    ));
+        public_url: None,
+        tls: Some(identity),
+    };
+    let controller = tokio::spawn(crate::run(db, packages, settings, grpc, http, async move {
+        let _ = controller_stopped.await;
+    }));
 
     let key = args.dir.join("publisher");
     crate::publisher::keygen(&key)?;
@@ -122,7 +125,7 @@ pub async fn run(
     let mut agents: Vec<(String, Child)> = Vec::new();
     let mut portals = Vec::new();
     for server in &SERVERS {
-        let config = lay_out(&args.dir, server, &grpc_url, &trusted)?;
+        let config = lay_out(&args.dir, server, &grpc_url, &ca, &trusted)?;
         let log = std::fs::File::create(args.dir.join("logs").join(format!("{}.log", server.id)))?;
         let mut child = Command::new(&agent_binary)
             .arg("--config")
@@ -146,6 +149,7 @@ pub async fn run(
     let packages = build_release(&args.dir, &key.with_extension("key")).await?;
     crate::publisher::publish(
         &dashboard,
+        Some(&ca),
         RELEASE,
         "Every module's next version, built by the demo.\n\n- **Roll it out** from the Rollouts page.",
         &packages,
@@ -159,6 +163,11 @@ pub async fn run(
     );
     println!();
     println!("  Dashboard      {dashboard}");
+    println!(
+        "                 over TLS from the demo's own CA, {} ({fingerprint}):",
+        ca.display()
+    );
+    println!("                 trust it in your browser, or accept its warning once");
     println!(
         "  REST API       {dashboard}api/v1/servers   (OpenAPI: {dashboard}api/v1/openapi.json)"
     );
@@ -202,6 +211,7 @@ fn lay_out(
     dir: &Path,
     server: &DemoServer,
     grpc_url: &str,
+    ca: &Path,
     trusted_key: &str,
 ) -> anyhow::Result<PathBuf> {
     let data = dir.join("servers").join(server.id);
@@ -235,9 +245,10 @@ fn lay_out(
     std::fs::write(
         &config,
         format!(
-            "site = \"{SITE}\"\nserver_id = \"{}\"\ndata_dir = {:?}\ncontroller_url = \"{grpc_url}\"\nportal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 1000\ntrusted_keys = [\"{trusted_key}\"]\n",
+            "site = \"{SITE}\"\nserver_id = \"{}\"\ndata_dir = {:?}\ncontroller_url = \"{grpc_url}\"\ncontroller_ca = {:?}\nportal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 1000\ntrusted_keys = [\"{trusted_key}\"]\n",
             server.id,
             data.display().to_string(),
+            ca.display().to_string(),
         ),
     )?;
     Ok(config)

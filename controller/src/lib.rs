@@ -15,6 +15,8 @@
 //!   that runs them from their state in SQLite.
 //! - [`dashboard`]: the web pages from `web/`, embedded.
 //! - [`demo`]: the README's one-command demo (a controller and three agents).
+//! - [`tls`]: the controller's TLS identity (its own CA, or the operator's
+//!   certificates) and the HTTPS server.
 //!
 //! [`run`] serves both endpoints on already-bound listeners until the
 //! shutdown future resolves; `main` only parses arguments, opens the database
@@ -29,6 +31,7 @@ pub mod grpc;
 pub mod publisher;
 pub mod releases;
 pub mod rollouts;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,25 +48,49 @@ use crate::fleet::{Fleet, Heartbeats};
 /// How long shutdown waits for connections to finish before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How the controller serves, beyond its listeners.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub heartbeats: Heartbeats,
+    /// This controller's HTTP(S) address as agents reach it (download URLs);
+    /// the HTTP listener's address by default.
+    pub public_url: Option<String>,
+    /// The certificate both endpoints serve; `None` only with
+    /// `--insecure-plaintext`.
+    pub tls: Option<tls::Identity>,
+}
+
 /// Serves the agents' gRPC endpoint on `grpc` and the dashboard and REST API
-/// on `http` until `shutdown` resolves.
+/// on `http` until `shutdown` resolves: over TLS, unless `settings.tls` is
+/// `None`.
 pub async fn run(
     db: Database,
     packages: releases::PackageStore,
-    heartbeats: Heartbeats,
-    public_url: Option<String>,
+    settings: Settings,
     grpc: TcpListener,
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    flotilla_proto::tls::install_crypto_provider();
+    let Settings {
+        heartbeats,
+        public_url,
+        tls,
+    } = settings;
     let offline = db.mark_all_offline("the controller restarted").await?;
     if offline > 0 {
         tracing::info!("{offline} servers marked offline until their agents reconnect");
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = match public_url {
         Some(url) => url,
-        None => format!("http://{}", http.local_addr()?),
+        None => format!("{scheme}://{}", http.local_addr()?),
     };
+    if tls.is_none() {
+        tracing::warn!(
+            "--insecure-plaintext: agents, the dashboard and the API are served in plain text; anyone on the network can read and change what they say"
+        );
+    }
     let last_session = db.last_session().await?;
     let fleet = Arc::new(Fleet::new(db, heartbeats, public_url, last_session));
     let stop = CancellationToken::new();
@@ -77,7 +104,11 @@ pub async fn run(
     let (rollouts, rollout_engine) = rollouts::Rollouts::start(fleet.clone(), stop.clone());
 
     let service = grpc::AgentLinkService::new(fleet.clone(), stop.clone());
-    let grpc_server = tonic::transport::Server::builder()
+    let mut grpc_builder = tonic::transport::Server::builder();
+    if let Some(identity) = &tls {
+        grpc_builder = grpc_builder.tls_config(identity.grpc())?;
+    }
+    let grpc_server = grpc_builder
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(AgentLinkServer::new(service))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
@@ -90,10 +121,22 @@ pub async fn run(
             shutdown: stop.clone(),
         }))
         .route("/api/{*rest}", axum::routing::any(api::not_found));
-    let http_server = axum::serve(http, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-
     let grpc_task = tokio::spawn(grpc_server);
-    let http_task = tokio::spawn(async move { http_server.await });
+    let http_task = match &tls {
+        Some(identity) => {
+            let config = identity.server_config()?;
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tls::serve_https(http, app, config, stop).await;
+                Ok(())
+            })
+        }
+        None => {
+            let http_server =
+                axum::serve(http, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+            tokio::spawn(async move { http_server.await })
+        }
+    };
 
     shutdown.await;
     tracing::info!("shutting down");

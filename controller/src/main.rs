@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use flotilla_controller::db::Database;
 use flotilla_controller::fleet::Heartbeats;
-use flotilla_controller::publisher;
+use flotilla_controller::{publisher, tls};
 use tokio::net::TcpListener;
 
 /// The Flotilla controller: the agents' endpoint, the fleet database, the
@@ -103,9 +103,13 @@ struct BuildArgs {
 enum ReleaseCommand {
     /// Upload signed packages and publish them as a release.
     Publish {
-        /// The controller, e.g. http://controller:7080.
+        /// The controller, e.g. https://controller:7080.
         #[arg(long, env = "FLOTILLA_SERVER")]
         server: String,
+        /// The controller's CA certificate (its ca.pem), when the system
+        /// does not trust it.
+        #[arg(long, env = "FLOTILLA_CA")]
+        ca: Option<PathBuf>,
         #[arg(long)]
         version: String,
         /// A Markdown file with the release notes.
@@ -140,6 +144,75 @@ struct ServeArgs {
     /// How long an agent may stay silent before it is shown offline, in milliseconds.
     #[arg(long, env = "FLOTILLA_HEARTBEAT_TIMEOUT_MS", default_value_t = 30_000)]
     heartbeat_timeout_ms: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS: the controller's own CA by default, or the operator's certificate.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Where the controller keeps its own certificate authority (ca.pem,
+    /// ca-key.pem), created at first start; defaults to a `tls` folder
+    /// beside the database.
+    #[arg(long, env = "FLOTILLA_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// The names and addresses agents and browsers reach this controller by,
+    /// for its certificate (repeatable); defaults to localhost, 127.0.0.1,
+    /// ::1 and this machine's host name.
+    #[arg(long = "tls-name", env = "FLOTILLA_TLS_NAMES", value_delimiter = ',')]
+    tls_names: Vec<String>,
+    /// The operator's server certificate, then its chain, as PEM; with
+    /// --tls-key, used instead of the controller's own CA.
+    #[arg(long, env = "FLOTILLA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, as PEM.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve agents, the dashboard and the API in plain text. Anyone on the
+    /// network can then read and change what they say: for a lab only.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_dir"])]
+    insecure_plaintext: bool,
+}
+
+impl TlsArgs {
+    /// The identity to serve, or `None` in plain text.
+    fn identity(&self, db: &std::path::Path) -> anyhow::Result<Option<tls::Identity>> {
+        if self.insecure_plaintext {
+            return Ok(None);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            return Ok(Some(tls::Identity::from_files(cert, key)?));
+        }
+        let dir = self.tls_dir.clone().unwrap_or_else(|| {
+            db.parent()
+                .map(|p| p.join("tls"))
+                .unwrap_or_else(|| PathBuf::from("tls"))
+        });
+        let names = if self.tls_names.is_empty() {
+            let mut names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
+            if let Some(host) = gethostname().filter(|h| !names.contains(h)) {
+                names.push(host);
+            }
+            names
+        } else {
+            self.tls_names.clone()
+        };
+        Ok(Some(tls::Identity::own(&dir, &names)?))
+    }
+}
+
+/// This machine's host name, when it can be a certificate's DNS name.
+fn gethostname() -> Option<String> {
+    let host = gethostname::gethostname().to_string_lossy().to_lowercase();
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid.then_some(host)
 }
 
 fn default_database() -> PathBuf {
@@ -156,6 +229,7 @@ fn default_database() -> PathBuf {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    flotilla_proto::tls::install_crypto_provider();
     let cli = Cli::parse();
     let default_filter = match cli.command {
         None | Some(Command::Serve(_)) => "info",
@@ -180,10 +254,20 @@ async fn main() -> ExitCode {
         Some(Command::Package(command)) => package(command).await,
         Some(Command::Release(ReleaseCommand::Publish {
             server,
+            ca,
             version,
             notes,
             packages,
-        })) => release(&server, &version, notes.as_deref(), &packages).await,
+        })) => {
+            release(
+                &server,
+                ca.as_deref(),
+                &version,
+                notes.as_deref(),
+                &packages,
+            )
+            .await
+        }
         Some(Command::Serve(args)) => serve(args).await,
         None => serve(cli.serve).await,
     };
@@ -256,6 +340,7 @@ async fn package(command: PackageCommand) -> anyhow::Result<()> {
 
 async fn release(
     server: &str,
+    ca: Option<&std::path::Path>,
     version: &str,
     notes: Option<&std::path::Path>,
     packages: &[PathBuf],
@@ -265,7 +350,7 @@ async fn release(
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => String::new(),
     };
-    let answer = publisher::publish(server, version, &notes, packages).await?;
+    let answer = publisher::publish(server, ca, version, &notes, packages).await?;
     let verb = if answer["created"] == true {
         "published"
     } else {
@@ -313,22 +398,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(args.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} for the dashboard", args.http_listen))?;
+    let tls = args.tls.identity(&args.db)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(database = %args.db.display(), "controller starting");
-    println!("flotilla-controller agents: http://{}", grpc.local_addr()?);
+    if let Some(identity) = &tls {
+        println!(
+            "flotilla-controller CA fingerprint: {}",
+            identity.ca_fingerprint
+        );
+    }
     println!(
-        "flotilla-controller dashboard: http://{}/",
+        "flotilla-controller agents: {scheme}://{}",
+        grpc.local_addr()?
+    );
+    println!(
+        "flotilla-controller dashboard: {scheme}://{}/",
         http.local_addr()?
     );
-    flotilla_controller::run(
-        db,
-        packages,
+    let settings = flotilla_controller::Settings {
         heartbeats,
-        args.public_url,
-        grpc,
-        http,
-        shutdown_signal(),
-    )
-    .await
+        public_url: args.public_url,
+        tls,
+    };
+    flotilla_controller::run(db, packages, settings, grpc, http, shutdown_signal()).await
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.

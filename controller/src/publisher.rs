@@ -219,15 +219,30 @@ fn sidecar(package: &Path, extension: &str) -> PathBuf {
     PathBuf::from(format!("{}.{extension}", package.display()))
 }
 
+/// A client of the controller's API, trusting the CA in `ca` (PEM) besides
+/// the system's roots.
+pub fn client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        let (pem, _) = flotilla_proto::tls::read_certificates(ca)?;
+        let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .with_context(|| format!("cannot use the certificates of {}", ca.display()))?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    builder.build().context("cannot set up the HTTPS client")
+}
+
 /// Uploads each package (streamed) and publishes the release; returns the
-/// controller's answer.
+/// controller's answer. `ca` is the controller's CA certificate when the
+/// system does not know it.
 pub async fn publish(
     server: &str,
+    ca: Option<&Path>,
     version: &str,
     notes: &str,
     packages: &[PathBuf],
 ) -> anyhow::Result<Value> {
-    let client = reqwest::Client::new();
+    let client = client(ca)?;
     let base = server.trim_end_matches('/');
     let mut entries = Vec::new();
     for package in packages {

@@ -11,6 +11,7 @@ pub mod database;
 pub mod domain;
 pub mod package;
 pub mod signing;
+pub mod tls;
 
 /// Generated messages and services of package `flotilla.v1`.
 #[allow(missing_debug_implementations)] // generated service code

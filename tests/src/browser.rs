@@ -43,11 +43,13 @@ impl Browser {
         let base = format!("http://127.0.0.1:{port}");
         let profile = tempfile::tempdir().expect("profile dir");
         let binary = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        let http = reqwest::Client::new();
+        let http = crate::http();
         let created: Value = http
             .post(format!("{base}/session"))
             .json(&json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
+                // Test controllers' certificates come from the test process's own CA.
+                "acceptInsecureCerts": true,
                 "goog:chromeOptions": {
                     "binary": binary,
                     "args": [

@@ -12,6 +12,9 @@ pub mod browser;
 pub mod postgres;
 pub mod simulated;
 pub mod sites;
+pub mod tls;
+
+pub use tls::{ca_file, http};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -137,10 +140,13 @@ pub async fn signal(child: &Child, signal: &str) {
 #[derive(Debug)]
 pub struct Controller {
     pub child: Child,
-    /// Where agents connect, `http://127.0.0.1:port`.
+    /// Where agents connect, `https://127.0.0.1:port`.
     pub grpc_url: String,
-    /// The dashboard, `http://127.0.0.1:port`, no trailing slash.
+    /// The dashboard, `https://127.0.0.1:port`, no trailing slash.
     pub http_url: String,
+    /// `sha256:…` of the CA it serves from, as it printed it; `None` in
+    /// plain text.
+    pub ca_fingerprint: Option<String>,
     pub db: PathBuf,
     pub log: PathBuf,
     http: reqwest::Client,
@@ -166,7 +172,23 @@ impl Controller {
         timeout_ms: u64,
     ) -> Controller {
         let program = binary("flotilla-controller");
-        Self::start_program(&program, dir, grpc, http, heartbeat_ms, timeout_ms).await
+        Self::start_program(&program, dir, grpc, http, heartbeat_ms, timeout_ms, &[]).await
+    }
+
+    /// Starts a controller with more arguments (`--insecure-plaintext`,
+    /// `--tls-dir …`); its TLS folder is then not given the test CA.
+    pub async fn start_with_args(dir: &Path, args: &[&str]) -> Controller {
+        let program = binary("flotilla-controller");
+        Self::start_program(
+            &program,
+            dir,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            HEARTBEAT_INTERVAL_MS,
+            HEARTBEAT_TIMEOUT_MS,
+            args,
+        )
+        .await
     }
 
     /// Starts the controller binary `program` (a bench compares two builds).
@@ -177,14 +199,20 @@ impl Controller {
         http: &str,
         heartbeat_ms: u64,
         timeout_ms: u64,
+        args: &[&str],
     ) -> Controller {
         let db = dir.join("controller.db");
         let log = dir.join("controller.log");
+        // The controller's TLS folder defaults to `tls` beside its database.
+        if args.is_empty() {
+            tls::ca().seed(&dir.join("tls"));
+        }
         let mut child = Command::new(program)
             .args(["--db".as_ref(), db.as_os_str()])
             .args(["--grpc-listen", grpc, "--http-listen", http])
             .args(["--heartbeat-interval-ms", &heartbeat_ms.to_string()])
             .args(["--heartbeat-timeout-ms", &timeout_ms.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
@@ -197,23 +225,29 @@ impl Controller {
             .await
             .trim_end_matches('/')
             .to_owned();
+        // Printed before the endpoints, when the controller serves TLS.
+        let ca_fingerprint = lines.0.lock().unwrap().iter().find_map(|line| {
+            line.strip_prefix("flotilla-controller CA fingerprint: ")
+                .map(str::to_owned)
+        });
         Controller {
             child,
             grpc_url,
             http_url,
+            ca_fingerprint,
             db,
             log,
-            http: reqwest::Client::new(),
+            http: tls::http(),
         }
     }
 
     /// `host:port` of the gRPC endpoint.
     pub fn grpc_addr(&self) -> String {
-        self.grpc_url.trim_start_matches("http://").to_owned()
+        address(&self.grpc_url)
     }
 
     pub fn http_addr(&self) -> String {
-        self.http_url.trim_start_matches("http://").to_owned()
+        address(&self.http_url)
     }
 
     /// GET a path; returns the status and the JSON body.
@@ -314,6 +348,14 @@ impl Events {
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
+}
+
+/// `host:port` of a URL.
+fn address(url: &str) -> String {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// A module of a server's JSON, or null when the server has not reported it yet.
@@ -447,10 +489,18 @@ impl Agent {
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::write(config_dir.join("applicationspath.config"), applications_xml).unwrap();
         let config = data.join("agent.toml");
+        // Test controllers serve TLS from the test CA.
+        let trust = match controller_url.starts_with("https://") {
+            true => format!(
+                "controller_ca = {:?}\n",
+                tls::ca().file().display().to_string()
+            ),
+            false => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "site = \"{site}\"\nserver_id = \"{id}\"\ndata_dir = {:?}\ncontroller_url = \"{controller_url}\"\n\
+                "site = \"{site}\"\nserver_id = \"{id}\"\ndata_dir = {:?}\ncontroller_url = \"{controller_url}\"\n{trust}\
                  portal_listen = \"127.0.0.1:0\"\nscan_interval_ms = {scan_interval_ms}\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n{extra_toml}\n",
                 data.display().to_string()
             ),
@@ -510,7 +560,9 @@ impl Agent {
 
     /// The portal's page.
     pub async fn portal(&self) -> String {
-        reqwest::get(&self.portal_url)
+        http()
+            .get(&self.portal_url)
+            .send()
             .await
             .unwrap()
             .text()

@@ -66,9 +66,11 @@ impl SimulatedAgent {
         id: &str,
         modules: &[ModuleSpec<'_>],
     ) -> anyhow::Result<SimulatedAgent> {
-        let channel = tonic::transport::Endpoint::from_shared(grpc_url.to_owned())?
-            .connect()
-            .await?;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(grpc_url.to_owned())?;
+        if grpc_url.starts_with("https://") {
+            endpoint = endpoint.tls_config(crate::tls::ca().grpc())?;
+        }
+        let channel = endpoint.connect().await?;
         let mut client = AgentLinkClient::new(channel.clone());
         let modules: Vec<Module> = modules.iter().map(|m| module(site, id, m)).collect();
         let (outbound, requests) = mpsc::channel(16);

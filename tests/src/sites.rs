@@ -83,7 +83,7 @@ impl Publisher {
             assert!(status == 201 || status == 200, "upload {module}: {status}");
             packages.push(json!({"sha256": sha256, "signature": self.key.sign_package(&sha256)}));
         }
-        let response = reqwest::Client::new()
+        let response = crate::http()
             .post(format!("{}/api/v1/releases", controller.http_url))
             .json(&json!({"version": release, "notes": "", "packages": packages}))
             .send()
@@ -165,7 +165,7 @@ pub async fn wait_for_downloads(
 
 /// POSTs JSON to the controller as `actor`; returns the status and body.
 pub async fn post(controller: &Controller, path: &str, body: &Value, actor: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = crate::http()
         .post(format!("{}{path}", controller.http_url))
         .header("X-Flotilla-Actor", actor)
         .json(body)

@@ -191,7 +191,7 @@ async fn the_releases_page_shows_each_release_with_its_notes() {
     )
     .unwrap();
     let sha = sha256_file(&package).unwrap();
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let uploaded = client
         .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
         .body(std::fs::read(&package).unwrap())

@@ -528,7 +528,7 @@ mod agent {
 
     use super::{STANDARD_PG, upgrade_scripts};
 
-    const NO_CONTROLLER: &str = "http://127.0.0.1:9";
+    const NO_CONTROLLER: &str = "https://127.0.0.1:9";
 
     fn s(path: &Path) -> &str {
         path.to_str().unwrap()
@@ -611,7 +611,7 @@ mod agent {
     }
 
     async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-        let mut request = reqwest::Client::new().request(method, url);
+        let mut request = flotilla_tests::http().request(method, url);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -811,7 +811,9 @@ mod agent {
         let modified = &review["drift"]["modified"][0];
         assert!(modified["actual"].as_str().unwrap().contains("placed_at"));
         assert!(!modified["standard"].as_str().unwrap().contains("placed_at"));
-        let page = reqwest::get(format!("{}/database/database", agent.portal_base()))
+        let page = flotilla_tests::http()
+            .get(format!("{}/database/database", agent.portal_base()))
+            .send()
             .await
             .unwrap()
             .text()
@@ -823,7 +825,7 @@ mod agent {
         );
 
         let act = async |script: &str, action: &str| {
-            let response = reqwest::Client::new()
+            let response = flotilla_tests::http()
                 .post(format!("{base}/scripts/{script}/{action}"))
                 .header("X-Flotilla-Actor", "alice")
                 .send()
@@ -1027,6 +1029,8 @@ mod agent {
             "publish",
             "--server",
             &controller.http_url,
+            "--ca",
+            &flotilla_tests::ca_file(),
             "--version",
             "2026.12",
             s(&database),
@@ -1071,7 +1075,7 @@ mod agent {
             controller.http_url
         );
         let act = async |script: &str| {
-            let response = reqwest::Client::new()
+            let response = flotilla_tests::http()
                 .post(format!("{base}/scripts/{script}/run"))
                 .header("X-Flotilla-Actor", "alice")
                 .send()

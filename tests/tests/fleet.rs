@@ -519,9 +519,8 @@ async fn an_agent_speaking_another_protocol_version_is_refused_with_the_supporte
 
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(dir.path()).await;
-    let mut client = AgentLinkClient::connect(controller.grpc_url.clone())
-        .await
-        .unwrap();
+    let mut client =
+        AgentLinkClient::new(flotilla_tests::tls::grpc_channel(&controller.grpc_url).await);
     let hello = AgentMessage {
         body: Some(Body::Hello(Hello {
             protocol_version: 99,

@@ -13,7 +13,7 @@ use flotilla_tests::{Agent, Controller, event_texts, module, wait_until};
 use serde_json::{Value, json};
 
 /// No controller: installs work without one.
-const NO_CONTROLLER: &str = "http://127.0.0.1:9";
+const NO_CONTROLLER: &str = "https://127.0.0.1:9";
 
 const MANIFEST_V2: &str =
     "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\npreserve = [\"web.config\"]\n";
@@ -129,7 +129,7 @@ impl Server {
     }
 
     async fn install_with(&self, body: Value) -> Value {
-        let client = reqwest::Client::new();
+        let client = flotilla_tests::http();
         let url = format!("{}/api/modules/ecommerce/install", self.agent.portal_base());
         let response = client.post(&url).json(&body).send().await.unwrap();
         assert_eq!(
@@ -343,7 +343,7 @@ async fn an_agent_killed_at_any_step_recovers_to_wholly_old_or_wholly_new() {
             "{}/api/modules/ecommerce/install",
             server.agent.portal_base()
         );
-        let response = reqwest::Client::new()
+        let response = flotilla_tests::http()
             .post(&url)
             .json(&json!({}))
             .send()
@@ -607,7 +607,7 @@ async fn a_second_install_while_one_runs_is_refused() {
         "sleep 1\n",
     )
     .unwrap();
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let url = format!("{}/install/ecommerce", server.agent.portal_base());
     let first = client.post(&url).send().await.unwrap();
     assert!(first.status().is_success(), "{}", first.status());
@@ -673,7 +673,7 @@ async fn the_controller_orders_an_install_and_sees_its_progress_and_result() {
             module(s, "ecommerce")["pending_version"] == "2.0.0"
         })
         .await;
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let order = format!(
         "{}/api/v1/servers/web-01/modules/ecommerce/install",
         controller.http_url
@@ -842,7 +842,7 @@ async fn the_controller_orders_a_rollback() {
             module(s, "ecommerce")["installed_version"] == "2.0.0"
         })
         .await;
-    let response = reqwest::Client::new()
+    let response = flotilla_tests::http()
         .post(format!(
             "{}/api/v1/servers/web-01/modules/ecommerce/rollback",
             controller.http_url
@@ -941,7 +941,7 @@ async fn a_service_module_is_stopped_for_the_swap_and_started_again() {
     );
     let agent =
         Agent::launch_with(dir.path(), "acme", "app-01", NO_CONTROLLER, &xml, 100, "").await;
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let url = format!("{}/api/modules/integration/install", agent.portal_base());
     assert_eq!(
         client
@@ -1076,7 +1076,7 @@ async fn a_holder_that_lets_go_within_the_budget_is_waited_for() {
         .spawn()
         .unwrap();
     let pid = holder.id().unwrap();
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let url = format!(
         "{}/api/modules/ecommerce/install",
         server.agent.portal_base()
@@ -1230,7 +1230,7 @@ async fn a_downgrade_goes_through_only_when_explicitly_allowed() {
         "{}/api/v1/servers/web-01/modules/ecommerce/install",
         controller.http_url
     );
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let mut body = package(&older);
 
     assert_eq!(

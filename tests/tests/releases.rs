@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use flotilla_proto::signing::{PublicKey, verify_package};
-use flotilla_tests::{Controller, event_texts, module};
+use flotilla_tests::{Controller, ca_file, event_texts, module};
 use serde_json::{Value, json};
 
 /// Runs `flotilla-controller <args>`; returns success and everything printed.
@@ -72,6 +72,8 @@ async fn packages_are_built_signed_and_published_with_the_cli() {
         "publish",
         "--server",
         &controller.http_url,
+        "--ca",
+        &ca_file(),
         "--version",
         "2026.11",
         "--notes",
@@ -109,6 +111,8 @@ async fn packages_are_built_signed_and_published_with_the_cli() {
         "publish",
         "--server",
         &controller.http_url,
+        "--ca",
+        &ca_file(),
         "--version",
         "2026.11",
         "--notes",
@@ -142,6 +146,8 @@ async fn packages_are_built_signed_and_published_with_the_cli() {
         "publish",
         "--server",
         &controller.http_url,
+        "--ca",
+        &ca_file(),
         "--version",
         "2026.12",
         s(&changed),
@@ -176,6 +182,8 @@ async fn packages_are_built_signed_and_published_with_the_cli() {
         "publish",
         "--server",
         &controller.http_url,
+        "--ca",
+        &ca_file(),
         "--version",
         "2026.13",
         s(&unsigned),
@@ -188,7 +196,7 @@ async fn packages_are_built_signed_and_published_with_the_cli() {
 async fn bad_uploads_are_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(dir.path()).await;
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let put = |sha: String, body: Vec<u8>| {
         let client = client.clone();
         let url = format!("{}/api/v1/packages/{sha}", controller.http_url);
@@ -269,7 +277,7 @@ async fn downloads_resume_with_range_and_honour_the_etag() {
     .unwrap();
     let bytes = std::fs::read(&package).unwrap();
     let sha = sha_of(&bytes);
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     assert_eq!(controller.upload(&sha, &bytes).await, 201);
     assert_eq!(
         controller.upload(&sha, &bytes).await,
@@ -407,6 +415,8 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
         "publish",
         "--server",
         &controller.http_url,
+        "--ca",
+        &ca_file(),
         "--version",
         "2026.11",
         "--notes",
@@ -437,7 +447,7 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
         "{} is staged",
         staged.display()
     );
-    let response = reqwest::Client::new()
+    let response = flotilla_tests::http()
         .post(format!(
             "{}/api/modules/ecommerce/install",
             web.portal_base()
@@ -510,6 +520,8 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
         "publish",
         "--server",
         &controller.http_url,
+        "--ca",
+        &ca_file(),
         "--version",
         "2026.12",
         s(&older),
@@ -553,20 +565,25 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
     );
 }
 
-/// A one-route HTTP relay in front of the controller that cuts its first
-/// answer after `cut_after` bytes, and records each request's `Range`.
+/// A one-route HTTPS relay in front of the controller (its certificate from
+/// the test CA, as the controller's) that cuts its first answer after
+/// `cut_after` bytes, and records each request's `Range`.
 async fn cutting_relay(
     upstream: String,
     cut_after: usize,
 ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
+    let address = format!("https://{}", listener.local_addr().unwrap());
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
+    let acceptor = flotilla_tests::tls::ca().acceptor();
     tokio::spawn(async move {
         let mut first = true;
-        while let Ok((mut client, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut client) = acceptor.accept(tcp).await else {
+                continue;
+            };
             let mut head = Vec::new();
             let mut byte = [0u8; 1];
             while !head.ends_with(b"\r\n\r\n") {
@@ -586,7 +603,7 @@ async fn cutting_relay(
                 .unwrap_or("")
                 .to_owned();
             log.lock().unwrap().push(range.clone());
-            let mut request = reqwest::Client::new().get(format!("{upstream}{path}"));
+            let mut request = flotilla_tests::http().get(format!("{upstream}{path}"));
             if !range.is_empty() {
                 request = request.header("range", range).header(
                     "if-range",
@@ -665,7 +682,7 @@ async fn a_download_cut_half_way_resumes_and_completes() {
     assert!(ok, "{out}");
     let bytes = std::fs::read(&package).unwrap();
     let sha = sha_of(&bytes);
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     assert_eq!(controller.upload(&sha, &bytes).await, 201);
     let (relay, ranges) = cutting_relay(controller.http_url.clone(), bytes.len() / 2).await;
     let signature = std::fs::read_to_string(format!("{}.sig", package.display())).unwrap();
@@ -725,7 +742,7 @@ async fn a_download_survives_a_controller_restart() {
     // Bigger than what the loopback's socket buffers hold, so killing the
     // controller really cuts the transfer.
     let (bytes, sha) = upload_noise_package(&controller, dir.path(), 16_000_000).await;
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
 
     let agents = dir.path().join("agents");
     let web = flotilla_tests::Agent::launch_with(
@@ -830,7 +847,7 @@ async fn tampered_bytes_are_refused_and_nothing_is_staged() {
         std::fs::read(&tampered).unwrap(),
     );
     let tampered_sha = sha_of(&tampered_bytes);
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let uploaded = client
         .put(format!(
             "{}/api/v1/packages/{tampered_sha}",
@@ -909,7 +926,7 @@ async fn a_download_survives_an_agent_restart() {
         key.public().to_hex()
     );
     let (_, sha) = upload_noise_package(&controller, dir.path(), 8_000_000).await;
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let published = client
         .post(format!("{}/api/v1/releases", controller.http_url))
         .json(&json!({"version": "1.0", "packages": [{"sha256": sha, "signature": key.sign_package(&sha)}]}))

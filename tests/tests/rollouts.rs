@@ -651,7 +651,7 @@ async fn webhook() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
 }
 
 async fn set_schedule(c: &Controller, site: &str, schedule: Value) {
-    let response = reqwest::Client::new()
+    let response = flotilla_tests::http()
         .put(format!("{}/api/v1/sites/{site}/schedule", c.http_url))
         .json(&schedule)
         .send()
@@ -692,7 +692,7 @@ async fn a_closed_window_starts_nothing_until_it_opens_and_users_are_warned() {
     }
     set_schedule(c, "echo", json!({"time_zone": "Europe/Paris", "windows": [{"start": echo_start, "end": at(now + chrono::Duration::seconds(20))}]})).await;
     // A bad schedule names the field and changes nothing.
-    let response = reqwest::Client::new()
+    let response = flotilla_tests::http()
         .put(format!("{}/api/v1/sites/delta/schedule", c.http_url))
         .json(&json!({"time_zone": "Europe/Pariss", "windows": []}))
         .send()
@@ -762,7 +762,7 @@ async fn a_closed_window_starts_nothing_until_it_opens_and_users_are_warned() {
             .ok_or(String::new())
     })
     .await;
-    let refused = reqwest::Client::new()
+    let refused = flotilla_tests::http()
         .post(format!(
             "{}/api/modules/ecommerce/install",
             agent.portal_base()
@@ -1149,7 +1149,20 @@ async fn the_demo_publishes_a_release_its_three_agents_roll_out() {
         .trim_end_matches("rollouts")
         .trim_end_matches('/')
         .to_owned();
-    let http = reqwest::Client::new();
+    // The demo serves TLS from its own CA, which it prints and keeps in its folder.
+    let ca_line = lines.value_after("over TLS from the demo's own CA, ").await;
+    let ca_path = dir.path().join("demo").join("tls").join("ca.pem");
+    assert!(
+        ca_line.starts_with(&ca_path.display().to_string()),
+        "{ca_line}"
+    );
+    assert!(base.starts_with("https://"), "{base}");
+    let ca = std::fs::read(&ca_path).unwrap();
+    flotilla_proto::tls::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+        .build()
+        .unwrap();
     let get = async |path: &str| -> Value {
         http.get(format!("{base}{path}"))
             .send()

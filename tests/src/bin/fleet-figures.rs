@@ -67,7 +67,9 @@ async fn main() {
     println!("settings: agents scan every {SCAN_MS} ms, heartbeat every 10 s (the defaults)");
 
     // Version change on disk -> event on the dashboard's stream.
-    let mut events = reqwest::get(format!("{}/api/v1/events", controller.http_url))
+    let mut events = flotilla_tests::http()
+        .get(format!("{}/api/v1/events", controller.http_url))
+        .send()
         .await
         .unwrap();
     let mut latencies = Vec::new();

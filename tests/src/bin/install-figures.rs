@@ -60,13 +60,13 @@ async fn main() {
         dir.path(),
         "acme",
         "web-01",
-        "http://127.0.0.1:9",
+        "https://127.0.0.1:9",
         &xml,
         2_000,
         "",
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = flotilla_tests::http();
     let url = format!("{}/api/modules/ecommerce/install", agent.portal_base());
     let started = Instant::now();
     let response = client.post(&url).json(&json!({})).send().await.unwrap();

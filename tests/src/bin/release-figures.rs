@@ -69,7 +69,7 @@ async fn main() {
         tokio::fs::File::open(&package).await.unwrap(),
         256 * 1024,
     ));
-    let response = reqwest::Client::new()
+    let response = flotilla_tests::http()
         .put(format!("{}/api/v1/packages/{sha}", controller.http_url))
         .header("content-length", size)
         .body(body)
@@ -134,7 +134,7 @@ async fn main() {
     let part = agent.data.join(format!("bin/updates/downloads/{sha}.part"));
     // Timed from the publish: the push, the request, every byte to disk.
     let started = Instant::now();
-    let published = reqwest::Client::new()
+    let published = flotilla_tests::http()
         .post(format!("{}/api/v1/releases", controller.http_url))
         .json(&json!({"version": "1.0", "packages": [{"sha256": sha, "signature": key.sign_package(&sha)}]}))
         .send()

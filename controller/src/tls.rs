@@ -1,0 +1,352 @@
+//! The controller's TLS: its identity and the HTTPS server.
+//!
+//! By default the controller is its own certificate authority: at first
+//! start it creates a CA with `rcgen` in its TLS folder (`ca.pem`, and
+//! `ca-key.pem` readable by its owner only), and at every start it issues
+//! itself a fresh server certificate from that CA for the names agents and
+//! browsers use. Agents trust `ca.pem`, whose fingerprint the controller
+//! prints. An operator may instead give the server certificate chain and key
+//! as PEM files. Plain text is only ever served behind `--insecure-plaintext`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Datelike, Utc};
+use flotilla_proto::tls::{PemError, fingerprint, read_certificates};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The CA certificate agents trust, in the TLS folder.
+pub const CA_FILE: &str = "ca.pem";
+/// The CA's private key, next to it, readable by the controller's owner only.
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+
+/// How long a generated CA is valid.
+const CA_DAYS: i64 = 3650;
+/// How long a server certificate is valid; a new one is issued at each start.
+const SERVER_DAYS: i64 = 397;
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the controller cannot set up TLS; names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot write {path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    #[error("{path} holds no usable private key: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("cannot create a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the server certificate and key cannot be used together: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The certificate the controller serves, and the CA that vouches for it.
+#[derive(Clone)]
+pub struct Identity {
+    /// The CA certificate agents and browsers trust, PEM.
+    pub ca_pem: String,
+    /// `sha256:…` of the CA certificate.
+    pub ca_fingerprint: String,
+    /// The server certificate, then its chain, PEM.
+    pub chain_pem: String,
+    /// The server's private key, PEM. Never logged.
+    key_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .field("key_pem", &"<hidden>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes `params` valid from yesterday for `days` days.
+fn valid_for(params: &mut CertificateParams, days: i64) {
+    let date = |days: i64| {
+        let day = (Utc::now() + chrono::Duration::days(days)).date_naive();
+        rcgen::date_time_ymd(
+            day.year(),
+            u8::try_from(day.month()).unwrap_or(1),
+            u8::try_from(day.day()).unwrap_or(1),
+        )
+    };
+    params.not_before = date(-1);
+    params.not_after = date(days);
+}
+
+/// Writes `contents` to `path` through a temporary file, readable by the
+/// owner only when `secret`.
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
+    let error = |e: std::io::Error| TlsError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let temporary = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let mut file = options.open(&temporary).map_err(error)?;
+    file.write_all(contents.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::rename(&temporary, path).map_err(error)
+}
+
+fn read_file(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The controller's own CA in `dir`, created there if it has none yet.
+/// Returns the CA's PEM and its signing key.
+fn own_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
+    let (cert_path, key_path) = (dir.join(CA_FILE), dir.join(CA_KEY_FILE));
+    if cert_path.exists() {
+        let key_pem = read_file(&key_path)?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Key {
+            path: key_path.clone(),
+            message: e.to_string(),
+        })?;
+        return Ok((read_file(&cert_path)?, key));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "Flotilla controller CA");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    valid_for(&mut params, CA_DAYS);
+    let certificate = params.self_signed(&key)?;
+    // The key first: a CA certificate on disk always has its key.
+    write_file(&key_path, &key.serialize_pem(), true)?;
+    write_file(&cert_path, &certificate.pem(), false)?;
+    tracing::info!(ca = %cert_path.display(), "created the controller's certificate authority");
+    Ok((certificate.pem(), key))
+}
+
+impl Identity {
+    /// The controller's own CA in `dir` (created at first start) and a new
+    /// server certificate from it for `names` (host names and addresses).
+    pub fn own(dir: &Path, names: &[String]) -> Result<Identity, TlsError> {
+        let (ca_pem, ca_key) = own_ca(dir)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut name = DistinguishedName::new();
+        name.push(
+            DnType::CommonName,
+            names.first().map_or("flotilla-controller", String::as_str),
+        );
+        params.distinguished_name = name;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        valid_for(&mut params, SERVER_DAYS);
+        let certificate = params.signed_by(&key, &issuer)?;
+        let ca_der =
+            CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| TlsError::Read {
+                path: dir.join(CA_FILE),
+                message: e.to_string(),
+            })?;
+        Ok(Identity {
+            ca_fingerprint: fingerprint(&ca_der),
+            chain_pem: format!("{}{}", certificate.pem(), ca_pem),
+            ca_pem,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The operator's server certificate chain and key (PEM files). The CA
+    /// agents trust is the chain's last certificate.
+    pub fn from_files(chain: &Path, key: &Path) -> Result<Identity, TlsError> {
+        let (chain_pem, certificates) = read_certificates(chain)?;
+        let key_pem = read_file(key)?;
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::Key {
+            path: key.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // read_certificates never returns an empty chain.
+        let ca = certificates.last().cloned().ok_or(PemError::Empty {
+            path: chain.to_path_buf(),
+        })?;
+        // The last PEM block of the chain, as written.
+        let marker = "-----BEGIN CERTIFICATE-----";
+        let ca_pem = chain_pem
+            .rfind(marker)
+            .map(|start| chain_pem[start..].to_owned())
+            .unwrap_or_default();
+        let identity = Identity {
+            ca_fingerprint: fingerprint(&ca),
+            ca_pem,
+            chain_pem,
+            key_pem,
+        };
+        // Refuse a key that does not match the certificate now, not at the first client.
+        identity.server_config()?;
+        Ok(identity)
+    }
+
+    /// The gRPC endpoint's identity.
+    pub fn grpc(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            &self.chain_pem,
+            &self.key_pem,
+        ))
+    }
+
+    /// The HTTPS server's configuration (HTTP/2 and HTTP/1.1).
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// Serves `app` over HTTPS on `listener` until `shutdown` is cancelled,
+/// then lets open requests finish.
+pub async fn serve_https(
+    listener: TcpListener,
+    app: axum::Router,
+    config: rustls::ServerConfig,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("cannot accept an HTTPS connection: {e}");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake not finished in time");
+                    return;
+                }
+            };
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, "HTTPS connection ended: {e}");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_ca_is_created_once_and_kept_and_its_key_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let first = Identity::own(dir.path(), &names).unwrap();
+        let second = Identity::own(dir.path(), &names).unwrap();
+        assert_eq!(first.ca_pem, second.ca_pem);
+        assert_eq!(first.ca_fingerprint, second.ca_fingerprint);
+        assert_ne!(
+            first.chain_pem, second.chain_pem,
+            "a new server certificate each start"
+        );
+        assert!(first.ca_fingerprint.starts_with("sha256:") && first.ca_fingerprint.len() == 71);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "the CA key is readable by others: {mode:o}"
+            );
+        }
+        assert!(!format!("{first:?}").contains("PRIVATE KEY"));
+        first.server_config().unwrap();
+    }
+
+    #[test]
+    fn operator_files_are_checked_at_start_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = Identity::own(dir.path(), &["localhost".to_owned()]).unwrap();
+        let chain = dir.path().join("chain.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&chain, &own.chain_pem).unwrap();
+        std::fs::write(&key, &own.key_pem).unwrap();
+        let given = Identity::from_files(&chain, &key).unwrap();
+        assert_eq!(given.ca_fingerprint, own.ca_fingerprint);
+        assert_eq!(given.ca_pem.trim(), own.ca_pem.trim());
+
+        // Another key does not go with this certificate.
+        let other = Identity::own(&dir.path().join("other"), &["localhost".to_owned()]).unwrap();
+        std::fs::write(&key, &other.key_pem).unwrap();
+        let error = Identity::from_files(&chain, &key).unwrap_err().to_string();
+        assert!(error.contains("cannot be used together"), "{error}");
+        std::fs::write(&key, "garbage").unwrap();
+        let error = Identity::from_files(&chain, &key).unwrap_err().to_string();
+        assert!(error.contains("key.pem"), "{error}");
+    }
+}

@@ -1,0 +1,131 @@
+//! The test process's certificate authority, made once per process with
+//! `rcgen`. The harness puts it in each test controller's TLS folder as the
+//! controller's own CA (so the controller loads it and issues its server
+//! certificate from it, as in production), and everything that talks to a
+//! test controller trusts it: [`http`], agents' `controller_ca`, simulated
+//! agents, and test relays that stand in for a controller.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The CA, on disk for agents' configurations.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: PathBuf,
+    pub pem: String,
+    key_pem: String,
+}
+
+/// The process's test CA.
+pub fn ca() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        flotilla_proto::tls::install_crypto_provider();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "Flotilla test CA");
+        params.distinguished_name = name;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let certificate = params.self_signed(&key).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("flotilla-test-ca-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let ca = TestCa {
+            dir,
+            pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        std::fs::write(ca.file(), &ca.pem).unwrap();
+        ca
+    })
+}
+
+impl TestCa {
+    /// `ca.pem`, for an agent's `controller_ca`.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Makes it the own CA of a controller whose TLS folder is `tls_dir`
+    /// (unless that folder already has one).
+    pub fn seed(&self, tls_dir: &Path) {
+        if tls_dir.join("ca.pem").exists() {
+            return;
+        }
+        std::fs::create_dir_all(tls_dir).unwrap();
+        std::fs::write(tls_dir.join("ca-key.pem"), &self.key_pem).unwrap();
+        std::fs::write(tls_dir.join("ca.pem"), &self.pem).unwrap();
+    }
+
+    /// A TLS acceptor for `127.0.0.1` and `localhost`, with a certificate
+    /// from this CA: a test server that agents trust like the controller.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let issuer =
+            Issuer::from_ca_cert_pem(&self.pem, KeyPair::from_pem(&self.key_pem).unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let certificate = params.signed_by(&key, &issuer).unwrap();
+        let chain = vec![
+            certificate.der().clone(),
+            CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap(),
+        ];
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// The gRPC client TLS that trusts test controllers.
+    pub fn grpc(&self) -> tonic::transport::ClientTlsConfig {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.pem))
+    }
+}
+
+/// The test CA's file as a command-line argument (`release publish --ca`).
+pub fn ca_file() -> String {
+    ca().file().display().to_string()
+}
+
+/// A gRPC channel to a test controller, as agents open it.
+pub async fn grpc_channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .tls_config(ca().grpc())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// An HTTP client that trusts test controllers (and speaks plain HTTP to
+/// agents' portals).
+pub fn http() -> reqwest::Client {
+    let ca = ca();
+    reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}

@@ -95,7 +95,7 @@ function installButton(server, module) {
   button.addEventListener("click", async () => {
     button.disabled = true;
     button.textContent = "Starting…";
-    const response = await fetch(`/api/v1/servers/${encodeURIComponent(server.id)}/modules/${encodeURIComponent(module.name)}/install`,
+    const response = await api(`/api/v1/servers/${encodeURIComponent(server.id)}/modules/${encodeURIComponent(module.name)}/install`,
       { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     if (!response.ok) {
       const error = await response.json().catch(() => ({ message: response.statusText }));
@@ -177,7 +177,7 @@ function render() {
 }
 
 async function reload() {
-  const response = await fetch("/api/v1/servers");
+  const response = await api("/api/v1/servers");
   if (!response.ok) throw new Error(`GET /api/v1/servers: ${response.status}`);
   servers.clear();
   for (const server of await response.json()) servers.set(server.id, server);

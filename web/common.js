@@ -1,13 +1,69 @@
-// What every dashboard page shares: a banner when the controller serves
-// plain text (--insecure-plaintext), which anyone on the network can read
-// and change.
+// What every dashboard page shares: who is signed in (and a way out), the
+// API calls (a change carries the session's CSRF token; a call refused for
+// want of a session leads to the sign-in page), and a banner when the
+// controller serves plain text (--insecure-plaintext).
+
+let sessionInfo = null;
+
+async function session() {
+  if (!sessionInfo) {
+    const response = await fetch("/api/v1/session", { credentials: "same-origin" });
+    if (response.status === 401) {
+      signIn();
+      throw new Error("not signed in");
+    }
+    sessionInfo = await response.json();
+  }
+  return sessionInfo;
+}
+
+function signIn() {
+  const next = encodeURIComponent(location.pathname + location.search);
+  location.href = `/login?next=${next}`;
+}
+
+// fetch() for the API: the CSRF token on changes, the sign-in page on 401.
+async function api(url, options = {}) {
+  const method = (options.method || "GET").toUpperCase();
+  const headers = { ...(options.headers || {}) };
+  if (method !== "GET" && method !== "HEAD") {
+    const { csrf } = await session();
+    if (csrf) headers["X-CSRF-Token"] = csrf;
+  }
+  const response = await fetch(url, { ...options, headers, credentials: "same-origin" });
+  if (response.status === 401) signIn();
+  return response;
+}
+
 (() => {
-  if (location.protocol !== "http:") return;
-  const banner = document.createElement("div");
-  banner.className = "plaintext";
-  banner.id = "plaintext";
-  banner.setAttribute("role", "alert");
-  banner.textContent =
-    "Plain text: this controller runs with --insecure-plaintext. Anyone on the network can read and change what this page, the API and the agents say.";
-  document.body.prepend(banner);
+  if (location.protocol === "http:") {
+    const banner = document.createElement("div");
+    banner.className = "plaintext";
+    banner.id = "plaintext";
+    banner.setAttribute("role", "alert");
+    banner.textContent =
+      "Plain text: this controller runs with --insecure-plaintext. Anyone on the network can read and change what this page, the API and the agents say.";
+    document.body.prepend(banner);
+  }
+  if (location.pathname === "/login") return;
+  session().then(({ name, role }) => {
+    const nav = document.querySelector("nav.who");
+    if (!nav) return;
+    const who = document.createElement("span");
+    who.id = "signed-in";
+    who.className = "signed-in";
+    who.textContent = ` · ${name} (${role}) · `;
+    const out = document.createElement("a");
+    out.href = "#";
+    out.className = "nav";
+    out.id = "sign-out";
+    out.textContent = "Sign out";
+    out.addEventListener("click", async (event) => {
+      event.preventDefault();
+      await api("/api/v1/session", { method: "DELETE" });
+      location.href = "/login";
+    });
+    who.append(out);
+    nav.append(who);
+  }).catch(() => {});
 })();

@@ -4,7 +4,6 @@
 // No framework, no CDN.
 "use strict";
 
-const ACTOR = { "X-Flotilla-Actor": "dashboard" };
 const DONE = ["succeeded", "marked applied"];
 const params = new URLSearchParams(location.search);
 const server = params.get("server") || "";
@@ -33,7 +32,7 @@ function coalesce(task) {
 }
 
 async function request(method, url) {
-  const response = await fetch(url, { method, headers: { ...ACTOR } });
+  const response = await api(url, { method });
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     const error = new Error((data && data.message) || `${method} ${url}: ${response.status} ${response.statusText}`);

@@ -30,7 +30,7 @@ function megabytes(bytes) {
 }
 
 async function load() {
-  const response = await fetch("/api/v1/releases");
+  const response = await api("/api/v1/releases");
   const releases = await response.json();
   const container = document.getElementById("releases");
   if (!releases.length) {

@@ -2,7 +2,6 @@
 // through /api/v1/events. No framework, no CDN.
 "use strict";
 
-const ACTOR = { "X-Flotilla-Actor": "dashboard" };
 const OUTPUT_LINES = 200;
 const RUNNING_STEP = ["starting", "running", "rolling_back"];
 const RETRYABLE_SITE = ["failed", "rolled_back", "rollback_failed"];
@@ -33,12 +32,12 @@ function coalesce(task) {
 }
 
 async function request(method, url, body) {
-  const options = { method, headers: { ...ACTOR } };
+  const options = { method, headers: {} };
   if (body !== undefined) {
     options.headers["content-type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(url, options);
+  const response = await api(url, options);
   const data = await response.json().catch(() => null);
   if (!response.ok) throw new Error((data && data.message) || `${method} ${url}: ${response.status} ${response.statusText}`);
   return data;

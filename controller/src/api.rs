@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -21,6 +21,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{Access, Caller, Need, Role};
 use crate::db::{InstallRecord, ServerRecord};
 use crate::fleet::{Fleet, FleetEvent, Order, OrderError};
 
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub rollouts: crate::rollouts::Rollouts,
     /// Cancelled at shutdown: ends the event streams.
     pub shutdown: CancellationToken,
+    /// Whether the controller serves TLS (session cookies are then `Secure`).
+    pub tls: bool,
 }
 
 #[derive(OpenApi)]
@@ -47,10 +50,41 @@ pub struct ApiState {
         (name = "installs", description = "Installing modules on servers, and what happened"),
         (name = "releases", description = "Publishing signed module packages, grouped in releases"),
         (name = "databases", description = "Database modules: drift reports and guided, script-by-script upgrades"),
-        (name = "rollouts", description = "Bringing a release to sites: plan, start, pause, resume, cancel, retry; maintenance windows")
-    )
+        (name = "rollouts", description = "Bringing a release to sites: plan, start, pause, resume, cancel, retry; maintenance windows"),
+        (name = "operators", description = "Signing in, accounts and API tokens. Every operation says the role it needs: viewer (reads), operator (installs, rollouts, schedules, database scripts), publisher (packages and releases), admin (everything)")
+    ),
+    modifiers(&SecuritySchemes)
 )]
 struct ApiDoc;
+
+/// The two ways to prove who you are: an API token, or a signed-in
+/// browser's session cookie (whose changes carry `X-CSRF-Token`).
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token: Authorization: Bearer <token>"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::SESSION_COOKIE,
+                "A signed-in browser's session; changes also carry X-CSRF-Token",
+            ))),
+        );
+    }
+}
 
 /// The `/api/v1` routes, and the OpenAPI document describing them.
 pub fn router(state: ApiState) -> axum::Router {
@@ -84,7 +118,22 @@ pub fn router(state: ApiState) -> axum::Router {
             crate::rollouts::api::put_schedule,
             crate::rollouts::api::get_schedule
         ))
+        .routes(routes!(
+            crate::auth::sign_in,
+            crate::auth::whoami,
+            crate::auth::sign_out
+        ))
+        .routes(routes!(
+            crate::auth::list_accounts,
+            crate::auth::create_account
+        ))
+        .routes(routes!(crate::auth::list_tokens, crate::auth::create_token))
+        .routes(routes!(crate::auth::revoke_token))
         .split_for_parts();
+    let document = serde_json::to_value(&openapi).unwrap_or_default();
+    let access = Access::from_openapi(&document)
+        .with(Method::GET, "/api/v1/openapi.json", Need::Public)
+        .with(Method::GET, "/api/v1/events", Need::Role(Role::Viewer));
     let openapi = Arc::new(openapi);
     router
         .route(
@@ -95,6 +144,10 @@ pub fn router(state: ApiState) -> axum::Router {
             }),
         )
         .route("/api/v1/events", axum::routing::get(events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), access),
+            crate::auth::gate,
+        ))
         .with_state(state)
 }
 
@@ -366,7 +419,7 @@ impl Server {
 }
 
 /// List the customer sites.
-#[utoipa::path(get, path = "/api/v1/sites", tag = "fleet",
+#[utoipa::path(get, path = "/api/v1/sites", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "fleet",
     responses((status = OK, description = "Every site, by name", body = [Site])))]
 async fn list_sites(State(state): State<ApiState>) -> Result<Json<Vec<Site>>, ApiError> {
     let sites = state.fleet.db.sites().await?;
@@ -390,7 +443,7 @@ struct ServersQuery {
 }
 
 /// List the servers with their modules.
-#[utoipa::path(get, path = "/api/v1/servers", tag = "fleet", params(ServersQuery),
+#[utoipa::path(get, path = "/api/v1/servers", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "fleet", params(ServersQuery),
     responses((status = OK, description = "Every server, by site then id", body = [Server])))]
 async fn list_servers(
     State(state): State<ApiState>,
@@ -406,7 +459,7 @@ async fn list_servers(
 }
 
 /// One server with its modules.
-#[utoipa::path(get, path = "/api/v1/servers/{id}", tag = "fleet",
+#[utoipa::path(get, path = "/api/v1/servers/{id}", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "fleet",
     params(("id" = String, Path, description = "The server id the agent reports")),
     responses(
         (status = OK, description = "The server", body = Server),
@@ -426,7 +479,7 @@ async fn get_server(
 
 /// Order a connected server to install a module: its pending package, or a
 /// given package path on the server.
-#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/install", tag = "installs",
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/install", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "installs",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The module")),
     request_body(content = Option<InstallOrder>, description = "Empty for the pending package"),
     responses(
@@ -515,7 +568,7 @@ pub struct RollbackOrder {
 
 /// Order a connected server to restore a kept backup of a module. It runs
 /// as an install of the earlier version, with the same phases and hooks.
-#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/rollback", tag = "installs",
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/rollback", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "installs",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The module")),
     request_body(content = Option<RollbackOrder>, description = "Empty for the newest earlier version"),
     responses(
@@ -545,7 +598,7 @@ async fn order_rollback(
 }
 
 /// A server's installs, newest first.
-#[utoipa::path(get, path = "/api/v1/servers/{id}/installs", tag = "installs",
+#[utoipa::path(get, path = "/api/v1/servers/{id}/installs", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "installs",
     params(("id" = String, Path, description = "The server id")),
     responses(
         (status = OK, description = "At most the last 100", body = [Install]),
@@ -573,7 +626,7 @@ async fn list_installs(
 }
 
 /// One install with its progress lines (phases, steps, hook output).
-#[utoipa::path(get, path = "/api/v1/servers/{id}/installs/{install_id}", tag = "installs",
+#[utoipa::path(get, path = "/api/v1/servers/{id}/installs/{install_id}", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "installs",
     params(("id" = String, Path, description = "The server id"), ("install_id" = String, Path, description = "The install")),
     responses(
         (status = OK, description = "The install", body = InstallDetail),
@@ -625,7 +678,7 @@ fn proxied(result: Result<(String, String), OrderError>) -> Result<Response, Api
 /// The pending database upgrade of a module, as its server sees it now: the
 /// drift from the standard schema (each object with its definition on both
 /// sides), the scripts with their state, the history.
-#[utoipa::path(get, path = "/api/v1/servers/{id}/modules/{module}/database", tag = "databases",
+#[utoipa::path(get, path = "/api/v1/servers/{id}/modules/{module}/database", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "databases",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module")),
     responses(
         (status = OK, description = "The review: standard, drift, summary, scripts, done, history"),
@@ -642,8 +695,8 @@ async fn database_review(
 
 /// Run the next script of a guided upgrade on the server, in its own
 /// transaction; the answer says how it ended (a failed script is rolled
-/// back and can be run again). Recorded under `X-Flotilla-Actor`.
-#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/scripts/{script}/run", tag = "databases",
+/// back and can be run again). Recorded under the caller's name.
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/scripts/{script}/run", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "databases",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module"), ("script" = String, Path, description = "The script's file name")),
     responses(
         (status = OK, description = "The run: ok, duration_ms, message"),
@@ -653,9 +706,9 @@ async fn database_review(
 async fn run_database_script(
     State(state): State<ApiState>,
     Path((id, module, script)): Path<(String, String, String)>,
-    headers: axum::http::HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    let by = crate::rollouts::api::actor(&headers);
+    let by = caller.name;
     proxied(
         state
             .fleet
@@ -673,7 +726,7 @@ async fn run_database_script(
 }
 
 /// Record that the next script of a guided upgrade was applied by hand.
-#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/scripts/{script}/mark-applied", tag = "databases",
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/scripts/{script}/mark-applied", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "databases",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module"), ("script" = String, Path, description = "The script's file name")),
     responses(
         (status = OK, description = "Marked"),
@@ -683,9 +736,9 @@ async fn run_database_script(
 async fn mark_database_script(
     State(state): State<ApiState>,
     Path((id, module, script)): Path<(String, String, String)>,
-    headers: axum::http::HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    let by = crate::rollouts::api::actor(&headers);
+    let by = caller.name;
     proxied(
         state
             .fleet

@@ -1,6 +1,7 @@
 //! The web dashboard: the page and its assets from `web/`, embedded in the
-//! binary (no CDN, nothing to install next to it). The page reads the REST API
-//! and follows `/api/v1/events` to stay live without a reload.
+//! binary (no CDN, nothing to install next to it). The pages hold no data:
+//! they read the REST API as the signed-in operator (the sign-in page is
+//! `/login`) and follow `/api/v1/events` to stay live without a reload.
 
 use axum::Router;
 use axum::http::header;
@@ -11,6 +12,8 @@ const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
 const COMMON_SCRIPT: &str = include_str!("../../web/common.js");
+const LOGIN: &str = include_str!("../../web/login.html");
+const LOGIN_SCRIPT: &str = include_str!("../../web/login.js");
 const RELEASES: &str = include_str!("../../web/releases.html");
 const RELEASES_SCRIPT: &str = include_str!("../../web/releases.js");
 const ROLLOUTS: &str = include_str!("../../web/rollouts.html");
@@ -29,6 +32,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/common.js",
             get(|| async { asset("text/javascript", COMMON_SCRIPT) }),
+        )
+        .route("/login", get(|| async { Html(LOGIN) }))
+        .route(
+            "/login.js",
+            get(|| async { asset("text/javascript", LOGIN_SCRIPT) }),
         )
         .route("/releases", get(|| async { Html(RELEASES) }))
         .route(

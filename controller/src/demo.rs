@@ -108,6 +108,10 @@ pub async fn run(
     };
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
     let fingerprint = identity.ca_fingerprint.clone();
+    let password = crate::auth::first_admin(&db).await?.unwrap_or_default();
+    // The demo publishes its release with a token of its own.
+    let token = crate::auth::random_secret();
+    crate::auth::register_admin_token(&db, "demo", &token).await?;
     let settings = crate::Settings {
         heartbeats,
         public_url: None,
@@ -147,9 +151,13 @@ pub async fn run(
     }
 
     let packages = build_release(&args.dir, &key.with_extension("key")).await?;
+    let target = crate::publisher::Target {
+        server: &dashboard,
+        ca: Some(&ca),
+        token: &token,
+    };
     crate::publisher::publish(
-        &dashboard,
-        Some(&ca),
+        &target,
         RELEASE,
         "Every module's next version, built by the demo.\n\n- **Roll it out** from the Rollouts page.",
         &packages,
@@ -168,6 +176,7 @@ pub async fn run(
         ca.display()
     );
     println!("                 trust it in your browser, or accept its warning once");
+    println!("  Sign in as     admin / {password}");
     println!(
         "  REST API       {dashboard}api/v1/servers   (OpenAPI: {dashboard}api/v1/openapi.json)"
     );

@@ -23,6 +23,7 @@
 //! and binds.
 
 pub mod api;
+pub mod auth;
 pub mod dashboard;
 pub mod db;
 pub mod demo;
@@ -119,6 +120,7 @@ pub async fn run(
             packages: Arc::new(packages),
             rollouts,
             shutdown: stop.clone(),
+            tls: tls.is_some(),
         }))
         .route("/api/{*rest}", axum::routing::any(api::not_found));
     let grpc_task = tokio::spawn(grpc_server);

@@ -110,6 +110,9 @@ enum ReleaseCommand {
         /// does not trust it.
         #[arg(long, env = "FLOTILLA_CA")]
         ca: Option<PathBuf>,
+        /// An API token with the publisher (or admin) role.
+        #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+        token: String,
         #[arg(long)]
         version: String,
         /// A Markdown file with the release notes.
@@ -146,6 +149,11 @@ struct ServeArgs {
     heartbeat_timeout_ms: u64,
     #[command(flatten)]
     tls: TlsArgs,
+    /// A file holding an API token (32 characters or more) to register as
+    /// an admin token named "bootstrap", for automation that sets the
+    /// controller up; readable by the controller's owner only.
+    #[arg(long, env = "FLOTILLA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 /// TLS: the controller's own CA by default, or the operator's certificate.
@@ -255,18 +263,17 @@ async fn main() -> ExitCode {
         Some(Command::Release(ReleaseCommand::Publish {
             server,
             ca,
+            token,
             version,
             notes,
             packages,
         })) => {
-            release(
-                &server,
-                ca.as_deref(),
-                &version,
-                notes.as_deref(),
-                &packages,
-            )
-            .await
+            let target = publisher::Target {
+                server: &server,
+                ca: ca.as_deref(),
+                token: &token,
+            };
+            release(&target, &version, notes.as_deref(), &packages).await
         }
         Some(Command::Serve(args)) => serve(args).await,
         None => serve(cli.serve).await,
@@ -339,8 +346,7 @@ async fn package(command: PackageCommand) -> anyhow::Result<()> {
 }
 
 async fn release(
-    server: &str,
-    ca: Option<&std::path::Path>,
+    target: &publisher::Target<'_>,
     version: &str,
     notes: Option<&std::path::Path>,
     packages: &[PathBuf],
@@ -350,7 +356,7 @@ async fn release(
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => String::new(),
     };
-    let answer = publisher::publish(server, ca, version, &notes, packages).await?;
+    let answer = publisher::publish(target, version, &notes, packages).await?;
     let verb = if answer["created"] == true {
         "published"
     } else {
@@ -399,6 +405,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for the dashboard", args.http_listen))?;
     let tls = args.tls.identity(&args.db)?;
+    if let Some(password) = flotilla_controller::auth::first_admin(&db).await? {
+        println!(
+            "flotilla-controller first start: account \"admin\", password {password} (shown this once: keep it, then make each operator an account)"
+        );
+    }
+    if let Some(file) = &args.admin_token_file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --admin-token-file {}", file.display()))?;
+        flotilla_controller::auth::register_admin_token(&db, "bootstrap", token.trim())
+            .await
+            .with_context(|| format!("--admin-token-file {}", file.display()))?;
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(database = %args.db.display(), "controller starting");
     if let Some(identity) = &tls {

@@ -232,18 +232,38 @@ pub fn client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     builder.build().context("cannot set up the HTTPS client")
 }
 
+/// A controller's API, as the publisher's tooling reaches it.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// `https://controller:7080`.
+    pub server: &'a str,
+    /// The controller's CA certificate, when the system does not know it.
+    pub ca: Option<&'a Path>,
+    /// An API token with the publisher role. Never logged.
+    pub token: &'a str,
+}
+
+impl std::fmt::Debug for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("server", &self.server)
+            .field("ca", &self.ca)
+            .field("token", &"<hidden>")
+            .finish()
+    }
+}
+
 /// Uploads each package (streamed) and publishes the release; returns the
-/// controller's answer. `ca` is the controller's CA certificate when the
-/// system does not know it.
+/// controller's answer.
 pub async fn publish(
-    server: &str,
-    ca: Option<&Path>,
+    target: &Target<'_>,
     version: &str,
     notes: &str,
     packages: &[PathBuf],
 ) -> anyhow::Result<Value> {
-    let client = client(ca)?;
-    let base = server.trim_end_matches('/');
+    let client = client(target.ca)?;
+    let base = target.server.trim_end_matches('/');
+    let bearer = format!("Bearer {}", target.token);
     let mut entries = Vec::new();
     for package in packages {
         let signature = std::fs::read_to_string(sidecar(package, "sig"))
@@ -265,6 +285,7 @@ pub async fn publish(
         ));
         let response = client
             .put(format!("{base}/api/v1/packages/{sha256}"))
+            .header(reqwest::header::AUTHORIZATION, &bearer)
             .header(reqwest::header::CONTENT_LENGTH, size)
             .header(reqwest::header::CONTENT_TYPE, "application/zip")
             .body(body)
@@ -284,6 +305,7 @@ pub async fn publish(
     }
     let response = client
         .post(format!("{base}/api/v1/releases"))
+        .header(reqwest::header::AUTHORIZATION, &bearer)
         .json(&json!({"version": version, "notes": notes, "packages": entries}))
         .send()
         .await

@@ -125,7 +125,7 @@ pub struct Uploaded {
 }
 
 /// Upload a package's bytes, addressed by their sha256 (streamed to disk).
-#[utoipa::path(put, path = "/api/v1/packages/{sha256}", tag = "releases",
+#[utoipa::path(put, path = "/api/v1/packages/{sha256}", security(("token" = ["publisher"]), ("session" = ["publisher"])), tag = "releases",
     params(("sha256" = String, Path, description = "The sha256 of the bytes sent")),
     request_body(content = Vec<u8>, content_type = "application/zip"),
     responses(
@@ -239,7 +239,7 @@ async fn read_manifest(path: &Path) -> Result<flotilla_proto::package::Manifest,
 }
 
 /// Download a stored package; resumable with `Range`.
-#[utoipa::path(get, path = "/api/v1/packages/{sha256}/file", tag = "releases",
+#[utoipa::path(get, path = "/api/v1/packages/{sha256}/file", security(()), tag = "releases",
     params(("sha256" = String, Path, description = "The package's sha256")),
     responses(
         (status = OK, description = "The whole package", content_type = "application/zip"),
@@ -326,7 +326,7 @@ pub struct Publish {
 /// /api/v1/packages/{sha256}`) or named by URL. Publishing the same release
 /// again changes nothing; a module version published with other content is
 /// refused.
-#[utoipa::path(post, path = "/api/v1/releases", tag = "releases", request_body = Publish,
+#[utoipa::path(post, path = "/api/v1/releases", security(("token" = ["publisher"]), ("session" = ["publisher"])), tag = "releases", request_body = Publish,
     responses(
         (status = CREATED, description = "Published", body = Release),
         (status = OK, description = "Already published, identical", body = Release),
@@ -435,7 +435,7 @@ pub async fn publish(
 }
 
 /// List the releases, newest first.
-#[utoipa::path(get, path = "/api/v1/releases", tag = "releases",
+#[utoipa::path(get, path = "/api/v1/releases", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "releases",
     responses((status = OK, description = "Every release", body = [Release])))]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<Release>>, ApiError> {
     Ok(Json(
@@ -451,7 +451,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<Release>>, A
 }
 
 /// One release.
-#[utoipa::path(get, path = "/api/v1/releases/{version}", tag = "releases",
+#[utoipa::path(get, path = "/api/v1/releases/{version}", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "releases",
     params(("version" = String, Path, description = "The release version")),
     responses(
         (status = OK, description = "The release", body = Release),

@@ -116,6 +116,36 @@ impl Browser {
         response["value"].clone()
     }
 
+    /// Signs in on the controller's sign-in page as its first admin, as a
+    /// person would, and waits for the page that follows.
+    pub async fn sign_in(&self, controller: &crate::Controller) {
+        let password = controller
+            .admin_password
+            .clone()
+            .expect("the controller's first start printed the admin password");
+        self.goto(&format!("{}/login", controller.http_url)).await;
+        let script = format!(
+            "document.getElementById('name').value = 'admin'; \
+             document.getElementById('password').value = {password:?}; \
+             document.getElementById('sign-in').requestSubmit(); return true;"
+        );
+        self.eval(&script).await;
+        crate::wait_until("the page after signing in", async || {
+            let path = self.eval("return location.pathname").await;
+            match path.as_str() {
+                Some(path) if path != "/login" => Ok(()),
+                _ => Err(format!(
+                    "{path}: {}",
+                    self.eval(
+                        "const p = document.getElementById('problem'); return p && p.textContent"
+                    )
+                    .await
+                )),
+            }
+        })
+        .await;
+    }
+
     /// Ends the session and the browser.
     pub async fn quit(mut self) {
         let _ = self.http.delete(self.url("")).send().await;

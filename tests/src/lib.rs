@@ -14,7 +14,7 @@ pub mod simulated;
 pub mod sites;
 pub mod tls;
 
-pub use tls::{ca_file, http};
+pub use tls::{admin_token, anonymous, ca_file, http};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -147,6 +147,10 @@ pub struct Controller {
     /// `sha256:…` of the CA it serves from, as it printed it; `None` in
     /// plain text.
     pub ca_fingerprint: Option<String>,
+    /// The first admin's password, when this start was the first.
+    pub admin_password: Option<String>,
+    /// Operator tokens made by [`Controller::token_for`], by name.
+    tokens: Mutex<std::collections::HashMap<String, String>>,
     pub db: PathBuf,
     pub log: PathBuf,
     http: reqwest::Client,
@@ -212,6 +216,8 @@ impl Controller {
             .args(["--grpc-listen", grpc, "--http-listen", http])
             .args(["--heartbeat-interval-ms", &heartbeat_ms.to_string()])
             .args(["--heartbeat-timeout-ms", &timeout_ms.to_string()])
+            .arg("--admin-token-file")
+            .arg(tls::admin_token_file())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -225,19 +231,27 @@ impl Controller {
             .await
             .trim_end_matches('/')
             .to_owned();
-        // Printed before the endpoints, when the controller serves TLS.
-        let ca_fingerprint = lines.0.lock().unwrap().iter().find_map(|line| {
-            line.strip_prefix("flotilla-controller CA fingerprint: ")
-                .map(str::to_owned)
-        });
+        // Printed before the endpoints: the CA when it serves TLS, and the
+        // first admin's password at its first start.
+        let printed = lines.0.lock().unwrap().clone();
+        let after = |prefix: &str| {
+            printed
+                .iter()
+                .find_map(|line| line.strip_prefix(prefix).map(str::to_owned))
+        };
+        let ca_fingerprint = after("flotilla-controller CA fingerprint: ");
+        let admin_password = after("flotilla-controller first start: account \"admin\", password ")
+            .and_then(|rest| rest.split_whitespace().next().map(str::to_owned));
         Controller {
             child,
             grpc_url,
             http_url,
             ca_fingerprint,
+            admin_password,
             db,
             log,
             http: tls::http(),
+            tokens: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -298,6 +312,29 @@ impl Controller {
 
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// The secret of an API token named `name` with `role`, made on first
+    /// use: to act as that person.
+    pub async fn token_for(&self, name: &str, role: &str) -> String {
+        if let Some(secret) = self.tokens.lock().unwrap().get(name) {
+            return secret.clone();
+        }
+        let response = self
+            .http
+            .post(format!("{}/api/v1/tokens", self.http_url))
+            .json(&serde_json::json!({"name": name, "role": role}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "creating token {name}");
+        let created: Value = response.json().await.unwrap();
+        let secret = created["secret"].as_str().unwrap().to_owned();
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), secret.clone());
+        secret
     }
 
     /// Subscribes to the dashboard's live stream.

@@ -163,11 +163,13 @@ pub async fn wait_for_downloads(
     }
 }
 
-/// POSTs JSON to the controller as `actor`; returns the status and body.
+/// POSTs JSON to the controller as `actor` (an operator's API token);
+/// returns the status and body.
 pub async fn post(controller: &Controller, path: &str, body: &Value, actor: &str) -> (u16, Value) {
+    let token = controller.token_for(actor, "operator").await;
     let response = crate::http()
         .post(format!("{}{path}", controller.http_url))
-        .header("X-Flotilla-Actor", actor)
+        .bearer_auth(token)
         .json(body)
         .send()
         .await

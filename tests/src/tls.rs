@@ -104,6 +104,25 @@ impl TestCa {
     }
 }
 
+/// The admin API token every test controller registers at start
+/// (`--admin-token-file`), which [`http`] sends.
+pub fn admin_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).unwrap();
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(ca().dir.join("admin-token"), &token).unwrap();
+        token
+    })
+}
+
+/// The file holding [`admin_token`].
+pub fn admin_token_file() -> PathBuf {
+    admin_token();
+    ca().dir.join("admin-token")
+}
+
 /// The test CA's file as a command-line argument (`release publish --ca`).
 pub fn ca_file() -> String {
     ca().file().display().to_string()
@@ -120,12 +139,27 @@ pub async fn grpc_channel(url: &str) -> tonic::transport::Channel {
         .unwrap()
 }
 
-/// An HTTP client that trusts test controllers (and speaks plain HTTP to
-/// agents' portals).
+/// An HTTP client that trusts test controllers and calls them with the
+/// admin token unless a request says otherwise (it also speaks plain HTTP
+/// to agents' portals).
 pub fn http() -> reqwest::Client {
     let ca = ca();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", admin_token()).parse().unwrap(),
+    );
     reqwest::Client::builder()
         .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.pem.as_bytes()).unwrap())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client that trusts test controllers and sends no credentials.
+pub fn anonymous() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca().pem.as_bytes()).unwrap())
         .build()
         .unwrap()
 }

@@ -824,10 +824,11 @@ mod agent {
             "{page}"
         );
 
+        let alice = controller.token_for("alice", "operator").await;
         let act = async |script: &str, action: &str| {
             let response = flotilla_tests::http()
                 .post(format!("{base}/scripts/{script}/{action}"))
-                .header("X-Flotilla-Actor", "alice")
+                .bearer_auth(&alice)
                 .send()
                 .await
                 .unwrap();
@@ -849,6 +850,7 @@ mod agent {
 
         // The dashboard shows the drift, then the next script, and runs it.
         let browser = flotilla_tests::browser::Browser::start().await;
+        browser.sign_in(&controller).await;
         browser
             .goto(&format!(
                 "{}/database?server=custom&module=database",
@@ -925,7 +927,7 @@ mod agent {
         assert_eq!(
             history,
             [
-                "001_loyalty.sql succeeded dashboard",
+                "001_loyalty.sql succeeded admin",
                 "002_view.sql failed alice",
                 "002_view.sql succeeded alice",
                 "003_index.sql marked applied alice"
@@ -1031,6 +1033,8 @@ mod agent {
             &controller.http_url,
             "--ca",
             &flotilla_tests::ca_file(),
+            "--token",
+            &controller.token_for("pipeline", "publisher").await,
             "--version",
             "2026.12",
             s(&database),
@@ -1074,10 +1078,11 @@ mod agent {
             "{}/api/v1/servers/db-01/modules/database/database",
             controller.http_url
         );
+        let alice = controller.token_for("alice", "operator").await;
         let act = async |script: &str| {
             let response = flotilla_tests::http()
                 .post(format!("{base}/scripts/{script}/run"))
-                .header("X-Flotilla-Actor", "alice")
+                .bearer_auth(&alice)
                 .send()
                 .await
                 .unwrap();

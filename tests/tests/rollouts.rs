@@ -1159,10 +1159,36 @@ async fn the_demo_publishes_a_release_its_three_agents_roll_out() {
     assert!(base.starts_with("https://"), "{base}");
     let ca = std::fs::read(&ca_path).unwrap();
     flotilla_proto::tls::install_crypto_provider();
-    let http = reqwest::Client::builder()
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+    let trusting = || {
+        reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+    };
+    // Signed in as the admin whose password the demo printed, as a person would.
+    let password = lines.value_after("Sign in as     admin / ").await;
+    let signed_in = trusting()
         .build()
+        .unwrap()
+        .post(format!("{base}/api/v1/session"))
+        .json(&json!({"name": "admin", "password": password}))
+        .send()
+        .await
         .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let session: Value = signed_in.json().await.unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
+    headers.insert(
+        "x-csrf-token",
+        session["csrf"].as_str().unwrap().parse().unwrap(),
+    );
+    let http = trusting().default_headers(headers).build().unwrap();
     let get = async |path: &str| -> Value {
         http.get(format!("{base}{path}"))
             .send()

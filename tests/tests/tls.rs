@@ -86,7 +86,15 @@ async fn the_controller_makes_its_own_ca_once_and_agents_that_trust_it_connect()
         .await
     };
     log_says(&_web, "UnknownIssuer").await;
+    let mut admin = reqwest::header::HeaderMap::new();
+    admin.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", flotilla_tests::admin_token())
+            .parse()
+            .unwrap(),
+    );
     let own_client = reqwest::Client::builder()
+        .default_headers(admin)
         .tls_certs_only(
             reqwest::Certificate::from_pem_bundle(&std::fs::read(tls_dir.join("ca.pem")).unwrap())
                 .unwrap(),

@@ -15,7 +15,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, Sqlite, Transaction};
 
+mod operators;
 mod rollouts;
+pub use operators::{AccountRecord, Bearer, TokenRecord};
 pub use rollouts::{
     CommandInstall, Estimate, RolloutChanges, RolloutLogRecord, RolloutRecord, RolloutSiteRecord,
     RolloutStepRecord, ScheduleRecord,
@@ -392,14 +394,14 @@ impl Database {
         Ok(self.read_servers(&ONE, Some(id)).await?.pop())
     }
 
-    /// Runs the four reads of `reads`, each with `parameter` bound if given,
-    /// and puts each server together.
+    /// Runs the four reads of `reads` in one snapshot, each with
+    /// `parameter` bound if given, and puts each server together.
     async fn read_servers(
         &self,
         reads: &ServerReads,
         parameter: Option<&str>,
     ) -> sqlx::Result<Vec<ServerRecord>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool.begin().await?;
         let rows: Vec<ServerRow> = bound(sqlx::query_as(reads.servers), parameter)
             .fetch_all(&mut *conn)
             .await?;
@@ -415,6 +417,7 @@ impl Database {
         let installs: Vec<InstallRecord> = bound(sqlx::query_as(reads.installs), parameter)
             .fetch_all(&mut *conn)
             .await?;
+        conn.commit().await?;
         Ok(assemble(rows, modules, problems, installs))
     }
 }

@@ -205,7 +205,8 @@ impl Database {
             .await
     }
 
-    /// A rollout with its sites (by wave, then name), steps and log.
+    /// A rollout with its sites (by wave, then name), steps and log, read
+    /// in one transaction so that they agree with each other.
     #[allow(clippy::type_complexity)]
     pub async fn rollout(
         &self,
@@ -218,20 +219,22 @@ impl Database {
             Vec<RolloutLogRecord>,
         )>,
     > {
-        let Some((rollout, sites, steps)) = self.rollout_state(id).await? else {
+        let mut tx = self.pool.begin().await?;
+        let Some((rollout, sites, steps)) = read_rollout(&mut tx, id).await? else {
             return Ok(None);
         };
         let log = sqlx::query_as(
             "SELECT seq, at, actor, action, detail FROM rollout_log WHERE rollout_id = ? ORDER BY seq",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(Some((rollout, sites, steps, log)))
     }
 
     /// A rollout with its sites (by wave, then name) and steps: what the
-    /// engine decides from, without the log.
+    /// engine decides from, without the log; one snapshot.
     #[allow(clippy::type_complexity)]
     pub async fn rollout_state(
         &self,
@@ -243,25 +246,10 @@ impl Database {
             Vec<RolloutStepRecord>,
         )>,
     > {
-        let Some(rollout) = sqlx::query_as("SELECT * FROM rollouts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let sites =
-            sqlx::query_as("SELECT * FROM rollout_sites WHERE rollout_id = ? ORDER BY wave, site")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        let steps = sqlx::query_as(
-            "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY site, layer, server_id, module",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some((rollout, sites, steps)))
+        let mut tx = self.pool.begin().await?;
+        let state = read_rollout(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(state)
     }
 
     /// Writes what changed in one pass, with its log lines, at once.
@@ -447,6 +435,39 @@ impl Database {
         .fetch_all(&self.pool)
         .await
     }
+}
+
+/// A rollout's row, sites and steps, inside `tx`.
+#[allow(clippy::type_complexity)]
+async fn read_rollout(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: i64,
+) -> sqlx::Result<
+    Option<(
+        RolloutRecord,
+        Vec<RolloutSiteRecord>,
+        Vec<RolloutStepRecord>,
+    )>,
+> {
+    let Some(rollout) = sqlx::query_as("SELECT * FROM rollouts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let sites =
+        sqlx::query_as("SELECT * FROM rollout_sites WHERE rollout_id = ? ORDER BY wave, site")
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let steps = sqlx::query_as(
+        "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY site, layer, server_id, module",
+    )
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(Some((rollout, sites, steps)))
 }
 
 async fn log(

@@ -235,3 +235,43 @@ async fn estimates_of_some_modules_are_the_same_as_from_every_install() {
             .all(|e| e.module == "ecommerce" && e.downtime_ms == 42)
     );
 }
+
+#[tokio::test]
+async fn a_token_is_valid_until_it_expires_or_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let now = Utc::now();
+    let expires = now + Duration::days(1);
+    assert!(
+        db.create_token("ci", "publisher", "hash-of-ci", "admin", now, Some(expires))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.create_token("ci", "admin", "another", "admin", now, None)
+            .await
+            .unwrap(),
+        "a name is taken once"
+    );
+    let bearer = db.token_bearer("hash-of-ci", now).await.unwrap().unwrap();
+    assert_eq!(
+        (bearer.name.as_str(), bearer.role.as_str()),
+        ("ci", "publisher")
+    );
+    assert!(bearer.csrf.is_none());
+    assert!(
+        db.token_bearer("hash-of-ci", expires + Duration::seconds(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(db.token_bearer("unknown", now).await.unwrap().is_none());
+    assert!(db.revoke_token("ci", now).await.unwrap());
+    assert!(
+        db.token_bearer("hash-of-ci", now).await.unwrap().is_none(),
+        "revoked"
+    );
+    let listed = db.tokens().await.unwrap();
+    assert!(listed[0].revoked_at.is_some() && listed[0].last_used_at.is_some());
+}

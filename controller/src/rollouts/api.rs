@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -14,17 +14,8 @@ use super::engine::{Action, ActionError};
 use super::plan::{self, Estimates, Plan, Target};
 use super::strategy::{Calendar, Schedule, Strategy};
 use crate::api::{ApiError, ApiState, ErrorBody};
+use crate::auth::Caller;
 use crate::db::{RolloutRecord, RolloutSiteRecord, RolloutStepRecord};
-
-/// Who did it: the `X-Flotilla-Actor` header, else `api`.
-pub(crate) fn actor(headers: &HeaderMap) -> String {
-    headers
-        .get("x-flotilla-actor")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().chars().take(100).collect::<String>())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "api".to_owned())
-}
 
 /// A rollout to plan or start.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -72,7 +63,7 @@ async fn calendars(state: &ApiState) -> Result<HashMap<String, Calendar>, ApiErr
 /// Plan a rollout (`dry_run=true`) or start it. The plan says which sites,
 /// in which waves, which servers and modules from which version to which,
 /// in which order and window, and the expected downtime per site.
-#[utoipa::path(post, path = "/api/v1/rollouts", tag = "rollouts", params(CreateQuery),
+#[utoipa::path(post, path = "/api/v1/rollouts", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts", params(CreateQuery),
     request_body = NewRollout,
     responses(
         (status = OK, description = "The plan (dry run): nothing started", body = Plan),
@@ -83,7 +74,7 @@ async fn calendars(state: &ApiState) -> Result<HashMap<String, Calendar>, ApiErr
 pub async fn create(
     State(state): State<ApiState>,
     Query(query): Query<CreateQuery>,
-    headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Result<Json<NewRollout>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, axum::response::Response), ApiError> {
     use axum::response::IntoResponse;
@@ -151,7 +142,7 @@ pub async fn create(
             clash.join(", ")
         )));
     }
-    let who = actor(&headers);
+    let who = caller.name.clone();
     let sites: Vec<RolloutSiteRecord> = plan
         .sites
         .iter()
@@ -249,7 +240,7 @@ pub struct RolloutSummary {
 }
 
 /// Every rollout, newest first.
-#[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts",
+#[utoipa::path(get, path = "/api/v1/rollouts", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "rollouts",
     responses((status = OK, description = "Newest first", body = [RolloutSummary])))]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<RolloutSummary>>, ApiError> {
     let mut out = Vec::new();
@@ -360,7 +351,7 @@ pub struct LogLine {
 
 /// One rollout, live: per site, server and module, the state, phase,
 /// download and measured downtime, and the log of transitions.
-#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts",
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "rollouts",
     params(("id" = i64, Path, description = "The rollout")),
     responses(
         (status = OK, description = "The rollout", body = RolloutDetail),
@@ -504,11 +495,11 @@ async fn act(
     state: &ApiState,
     id: i64,
     action: Action,
-    headers: &HeaderMap,
+    caller: &Caller,
 ) -> Result<Json<RolloutDetail>, ApiError> {
     state
         .rollouts
-        .act(id, action, &actor(headers))
+        .act(id, action, &caller.name)
         .await
         .map_err(|e| match e {
             ActionError::NotFound(_) => ApiError::NotFound(e.to_string()),
@@ -520,79 +511,79 @@ async fn act(
 
 /// Pause: no new site starts; sites under way finish, so no site is left
 /// half updated.
-#[utoipa::path(post, path = "/api/v1/rollouts/{id}/pause", tag = "rollouts",
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/pause", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
     params(("id" = i64, Path, description = "The rollout")),
     responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Not running", body = ErrorBody)))]
 pub async fn pause(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
-    act(&state, id, Action::Pause, &headers).await
+    act(&state, id, Action::Pause, &caller).await
 }
 
 /// Resume a paused rollout (also past a failure threshold or a manual gate).
-#[utoipa::path(post, path = "/api/v1/rollouts/{id}/resume", tag = "rollouts",
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/resume", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
     params(("id" = i64, Path, description = "The rollout")),
     responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Not paused", body = ErrorBody)))]
 pub async fn resume(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
-    act(&state, id, Action::Resume, &headers).await
+    act(&state, id, Action::Resume, &caller).await
 }
 
 /// Cancel: nothing new starts; running installs finish or roll back cleanly.
-#[utoipa::path(post, path = "/api/v1/rollouts/{id}/cancel", tag = "rollouts",
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/cancel", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
     params(("id" = i64, Path, description = "The rollout")),
     responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Already over", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
-    act(&state, id, Action::Cancel, &headers).await
+    act(&state, id, Action::Cancel, &caller).await
 }
 
 /// Retry the failed (or rolled back) sites from their unfinished modules.
-#[utoipa::path(post, path = "/api/v1/rollouts/{id}/retry", tag = "rollouts",
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/retry", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
     params(("id" = i64, Path, description = "The rollout")),
     responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Nothing failed", body = ErrorBody)))]
 pub async fn retry(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
-    act(&state, id, Action::Retry, &headers).await
+    act(&state, id, Action::Retry, &caller).await
 }
 
 /// Leave a server out: its modules not yet started are excluded.
-#[utoipa::path(post, path = "/api/v1/rollouts/{id}/servers/{server}/exclude", tag = "rollouts",
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/servers/{server}/exclude", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
     params(("id" = i64, Path, description = "The rollout"), ("server" = String, Path, description = "The server id")),
     responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Not part of it, or over", body = ErrorBody)))]
 pub async fn exclude(
     State(state): State<ApiState>,
     Path((id, server)): Path<(i64, String)>,
-    headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
-    act(&state, id, Action::Exclude(server), &headers).await
+    act(&state, id, Action::Exclude(server), &caller).await
 }
 
 /// Roll a failed, cancelled or finished site back to the versions it had.
-#[utoipa::path(post, path = "/api/v1/rollouts/{id}/sites/{site}/rollback", tag = "rollouts",
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/sites/{site}/rollback", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
     params(("id" = i64, Path, description = "The rollout"), ("site" = String, Path, description = "The site")),
     responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "The site is under way", body = ErrorBody)))]
 pub async fn rollback_site(
     State(state): State<ApiState>,
     Path((id, site)): Path<(i64, String)>,
-    headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
-    act(&state, id, Action::RollbackSite(site), &headers).await
+    act(&state, id, Action::RollbackSite(site), &caller).await
 }
 
 /// Set a site's maintenance windows, in its own time zone.
-#[utoipa::path(put, path = "/api/v1/sites/{site}/schedule", tag = "rollouts",
+#[utoipa::path(put, path = "/api/v1/sites/{site}/schedule", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
     params(("site" = String, Path, description = "The site")),
     request_body = Schedule,
     responses(
@@ -626,7 +617,7 @@ pub async fn put_schedule(
 }
 
 /// A site's maintenance windows (none: any time, in UTC).
-#[utoipa::path(get, path = "/api/v1/sites/{site}/schedule", tag = "rollouts",
+#[utoipa::path(get, path = "/api/v1/sites/{site}/schedule", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "rollouts",
     params(("site" = String, Path, description = "The site")),
     responses((status = OK, body = Schedule)))]
 pub async fn get_schedule(

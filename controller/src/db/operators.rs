@@ -1,0 +1,199 @@
+//! Operators' rows: accounts, API tokens and browser sessions. Secrets are
+//! never stored: passwords as argon2 hashes, tokens and session cookies as
+//! their sha256.
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use super::Database;
+
+/// An account as stored, with its password hash.
+#[derive(Debug, Clone, FromRow)]
+pub struct AccountRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API token as stored (its hash is never read back out).
+#[derive(Debug, Clone, FromRow)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Who a live session or a valid token stands for.
+#[derive(Debug, Clone, FromRow)]
+pub struct Bearer {
+    pub name: String,
+    pub role: String,
+    /// The session's CSRF token; `None` for an API token.
+    pub csrf: Option<String>,
+}
+
+impl Database {
+    /// How many accounts exist.
+    pub async fn account_count(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Creates an account; `false` when the name is taken.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        role: &str,
+        password_hash: &str,
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO accounts (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(role)
+        .bind(password_hash)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn account(&self, name: &str) -> sqlx::Result<Option<AccountRecord>> {
+        sqlx::query_as(
+            "SELECT id, name, role, password_hash, created_at FROM accounts WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn accounts(&self) -> sqlx::Result<Vec<AccountRecord>> {
+        sqlx::query_as(
+            "SELECT id, name, role, password_hash, created_at FROM accounts ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records a token by its hash; `false` when the name is taken.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        hash: &str,
+        created_by: &str,
+        at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO api_tokens (name, role, hash, created_by, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(role)
+        .bind(hash)
+        .bind(created_by)
+        .bind(at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn tokens(&self) -> sqlx::Result<Vec<TokenRecord>> {
+        sqlx::query_as(
+            "SELECT id, name, role, created_by, created_at, expires_at, last_used_at, revoked_at \
+             FROM api_tokens ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Revokes a token; `false` when there is no such live token.
+    pub async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Who the token with this hash stands for, if it is valid `at`; notes
+    /// its use.
+    pub async fn token_bearer(
+        &self,
+        hash: &str,
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<Option<Bearer>> {
+        sqlx::query_as(
+            "UPDATE api_tokens SET last_used_at = ? \
+             WHERE hash = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) \
+             RETURNING name, role, NULL AS csrf",
+        )
+        .bind(at)
+        .bind(hash)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Opens a session for an account.
+    pub async fn create_session(
+        &self,
+        hash: &str,
+        account: i64,
+        csrf: &str,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (hash, account_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(hash)
+        .bind(account)
+        .bind(csrf)
+        .bind(at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Who the session with this hash stands for, if it is live `at`.
+    pub async fn session_bearer(
+        &self,
+        hash: &str,
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<Option<Bearer>> {
+        sqlx::query_as(
+            "SELECT a.name, a.role, s.csrf FROM sessions s JOIN accounts a ON a.id = s.account_id \
+             WHERE s.hash = ? AND s.expires_at > ?",
+        )
+        .bind(hash)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Ends a session.
+    pub async fn end_session(&self, hash: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE hash = ?")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

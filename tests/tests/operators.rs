@@ -1,0 +1,305 @@
+//! Operators and roles: every request is authenticated and authorized,
+//! browsers' changes carry their CSRF token, and what is recorded is who
+//! signed in, never what a header claims.
+
+#![allow(clippy::unwrap_used)]
+
+use flotilla_tests::{Controller, anonymous};
+use serde_json::{Value, json};
+
+const ROLES: [&str; 4] = ["viewer", "operator", "publisher", "admin"];
+
+/// Whether `role` may call an operation that needs `need`.
+fn grants(role: &str, need: &str) -> bool {
+    role == "admin" || need == "viewer" || role == need
+}
+
+/// What an operation needs, from its `security` in the document: `None`
+/// when it declares nothing.
+fn need(operation: &Value) -> Option<String> {
+    let first = operation["security"].as_array()?.first()?.as_object()?;
+    if first.is_empty() {
+        return Some("public".to_owned());
+    }
+    first.values().next()?[0].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn every_operation_declares_its_role_and_each_role_gets_exactly_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let mut tokens = Vec::new();
+    for role in ROLES {
+        tokens.push((role, controller.token_for(&format!("a-{role}"), role).await));
+    }
+    let (status, document) = controller.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let schemes = &document["components"]["securitySchemes"];
+    assert_eq!(schemes["token"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(schemes["session"]["in"], "cookie", "{schemes}");
+
+    let client = anonymous();
+    let mut checked = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        // Dummy values: the gate answers before any parameter is read.
+        let url = format!(
+            "{}{}",
+            controller.http_url,
+            path.split('/')
+                .map(|part| if part.starts_with('{') { "999" } else { part })
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        for (method, operation) in item.as_object().unwrap() {
+            let Ok(method) = method.to_uppercase().parse::<reqwest::Method>() else {
+                continue;
+            };
+            let need = need(operation)
+                .unwrap_or_else(|| panic!("{method} {path} declares no role: {operation}"));
+            let call = async |token: Option<&str>| {
+                let mut request = client.request(method.clone(), &url);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                if method != reqwest::Method::GET && method != reqwest::Method::DELETE {
+                    request = request.json(&json!({}));
+                }
+                request.send().await.unwrap().status().as_u16()
+            };
+            let status = call(None).await;
+            match need.as_str() {
+                "public" => assert!(status != 401 && status != 403, "{method} {path}: {status}"),
+                _ => assert_eq!(status, 401, "{method} {path} without credentials"),
+            }
+            for (role, token) in &tokens {
+                let status = call(Some(token)).await;
+                if need == "public" || grants(role, &need) {
+                    assert!(
+                        status != 401 && status != 403,
+                        "{method} {path} as {role} (needs {need}): {status}"
+                    );
+                } else {
+                    assert_eq!(status, 403, "{method} {path} as {role} (needs {need})");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} operations in the document");
+
+    // The live stream is not in the document: viewers and up.
+    let events = client
+        .get(format!("{}/api/v1/events", controller.http_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 401);
+    let events = client
+        .get(format!("{}/api/v1/events", controller.http_url))
+        .bearer_auth(&tokens[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+
+    // A revoked token is refused from then on.
+    let revoked = flotilla_tests::http()
+        .delete(format!("{}/api/v1/tokens/a-viewer", controller.http_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let refused = client
+        .get(format!("{}/api/v1/servers", controller.http_url))
+        .bearer_auth(&tokens[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+}
+
+/// Signs in; returns the session cookie (`name=value`), the whole
+/// `Set-Cookie` header and the CSRF token.
+async fn sign_in(controller: &Controller, password: &str) -> (String, String, String) {
+    let response = anonymous()
+        .post(format!("{}/api/v1/session", controller.http_url))
+        .json(&json!({"name": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let session: Value = response.json().await.unwrap();
+    (
+        cookie,
+        set_cookie,
+        session["csrf"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_browser_session_needs_its_csrf_token_for_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let password = controller.admin_password.clone().unwrap();
+    let url = |path: &str| format!("{}{path}", controller.http_url);
+
+    let wrong = anonymous()
+        .post(url("/api/v1/session"))
+        .json(&json!({"name": "admin", "password": "not-the-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+
+    let (cookie, set_cookie, csrf) = sign_in(&controller, &password).await;
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{attribute}: {set_cookie}");
+    }
+    let client = anonymous();
+    let read = client
+        .get(url("/api/v1/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let me: Value = read.json().await.unwrap();
+    assert_eq!(
+        (me["name"].as_str(), me["role"].as_str()),
+        (Some("admin"), Some("admin"))
+    );
+
+    // What another site's page can send: the cookie, no token, its origin.
+    let forged = client
+        .post(url("/api/v1/servers/acme-web-01/modules/ecommerce/install"))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let body: Value = forged.json().await.unwrap();
+    assert_eq!(body["error"], "csrf", "{body}");
+    let wrong_token = client
+        .post(url("/api/v1/tokens"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", "0000")
+        .json(&json!({"name": "forged", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_token.status(), 403);
+
+    // The page's own request, with the token: through, and recorded under
+    // the account, whatever a header claims.
+    let created = client
+        .post(url("/api/v1/tokens"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("x-flotilla-actor", "ceo@acme.example (spoofed)")
+        .json(&json!({"name": "pipeline", "role": "publisher", "expires_in_days": 30}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let secret = created.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, tokens) = controller.get("/api/v1/tokens").await;
+    let pipeline = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "pipeline")
+        .unwrap();
+    assert_eq!(pipeline["created_by"], "admin", "{pipeline}");
+    assert!(!pipeline["expires_at"].is_null());
+    assert!(
+        !tokens.to_string().contains(&secret),
+        "a secret is never shown again"
+    );
+
+    // Signed out, the cookie is worth nothing.
+    let out = client
+        .delete(url("/api/v1/session"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let after = client
+        .get(url("/api/v1/servers"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+
+    // No secret reached the log.
+    let log = std::fs::read_to_string(&controller.log).unwrap();
+    assert!(log.contains("sign-in refused"), "{log}");
+    for secret in [
+        password.as_str(),
+        secret.as_str(),
+        csrf.as_str(),
+        flotilla_tests::admin_token(),
+    ] {
+        assert!(!log.contains(secret), "a secret is in the controller's log");
+    }
+    assert!(!log.contains(cookie.split('=').nth(1).unwrap()));
+}
+
+#[tokio::test]
+async fn the_first_admins_password_is_shown_once_and_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut controller = Controller::start(dir.path()).await;
+    let password = controller.admin_password.clone().unwrap();
+    assert!(password.len() >= 16, "{password}");
+    let (grpc, http) = (controller.grpc_addr(), controller.http_addr());
+    controller.kill().await;
+    let _ = controller.child.wait().await;
+    let controller = Controller::start_on(dir.path(), &grpc, &http).await;
+    assert!(
+        controller.admin_password.is_none(),
+        "shown again at a restart"
+    );
+    sign_in(&controller, &password).await;
+
+    // An admin makes an operator's account; it signs in with its role.
+    let created = flotilla_tests::http()
+        .post(format!("{}/api/v1/accounts", controller.http_url))
+        .json(&json!({"name": "olivia", "role": "operator", "password": "short"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 400, "a password under 12 characters");
+    let created = flotilla_tests::http()
+        .post(format!("{}/api/v1/accounts", controller.http_url))
+        .json(&json!({"name": "olivia", "role": "operator", "password": "a long enough one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let (_, accounts) = controller.get("/api/v1/accounts").await;
+    assert!(!accounts.to_string().contains("argon2"), "{accounts}");
+    let session: Value = anonymous()
+        .post(format!("{}/api/v1/session", controller.http_url))
+        .json(&json!({"name": "olivia", "password": "a long enough one"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["role"], "operator", "{session}");
+}

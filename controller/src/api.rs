@@ -129,6 +129,8 @@ pub fn router(state: ApiState) -> axum::Router {
         ))
         .routes(routes!(crate::auth::list_tokens, crate::auth::create_token))
         .routes(routes!(crate::auth::revoke_token))
+        .routes(routes!(crate::audit::trail))
+        .routes(routes!(crate::audit::export))
         .split_for_parts();
     let document = serde_json::to_value(&openapi).unwrap_or_default();
     let access = Access::from_openapi(&document)

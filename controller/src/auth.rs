@@ -11,12 +11,13 @@
 //! `/api/` route that declares nothing is refused to everyone.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::Json;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -26,7 +27,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::api::{ApiError, ApiState, ErrorBody};
-use crate::db::Database;
+use crate::db::{AuditRecord, Database};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "flotilla_session";
@@ -169,56 +170,101 @@ impl Access {
 
 /// The gate in front of every API route: authenticates, checks the CSRF
 /// token of a signed-in browser's changes, checks the role, and hands the
-/// handler the [`Caller`].
+/// handler the [`Caller`]. Every change, and every refusal, goes to the
+/// audit trail.
 pub async fn gate(
     State((state, access)): State<(ApiState, Access)>,
     matched: Option<MatchedPath>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let method = request.method().clone();
-    let path = matched.as_ref().map_or_else(
-        || request.uri().path().to_owned(),
-        |m| m.as_str().to_owned(),
+    let target = request.uri().path().to_owned();
+    let path = matched
+        .as_ref()
+        .map_or_else(|| target.clone(), |m| m.as_str().to_owned());
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(
+            || "unknown".to_owned(),
+            |ConnectInfo(peer)| peer.to_string(),
+        );
+    let (caller, response) = admit(&state, &access, &method, &path, request, next).await;
+    let change = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let refused = matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
     );
-    let Some(need) = access.need(&method, &path) else {
-        return refuse(
+    if change || refused {
+        let actor = response
+            .extensions()
+            .get::<AuditActor>()
+            .map(|a| a.0.clone())
+            .or(caller.map(|c| c.name))
+            .unwrap_or_else(|| "anonymous".to_owned());
+        let entry = AuditRecord {
+            seq: 0,
+            at: Utc::now(),
+            actor,
+            action: format!("{method} {path}"),
+            target,
+            outcome: i64::from(response.status().as_u16()),
+            source,
+        };
+        if let Err(e) = state.fleet.db.audit(&entry).await {
+            tracing::error!("cannot append to the audit trail: {e}");
+        }
+    }
+    response
+}
+
+/// Who a response says acted, when the gate could not know (signing in).
+#[derive(Debug, Clone)]
+pub struct AuditActor(pub String);
+
+/// Authenticates and authorizes; the caller (if any) and the response.
+async fn admit(
+    state: &ApiState,
+    access: &Access,
+    method: &Method,
+    path: &str,
+    mut request: Request,
+    next: Next,
+) -> (Option<Caller>, Response) {
+    let Some(need) = access.need(method, path) else {
+        let refusal = refuse(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("{method} {path} declares no role, so nobody may call it"),
         );
+        return (None, refusal);
     };
-    let caller = match authenticate(&state.fleet.db, request.headers(), &method).await {
+    let caller = match authenticate(&state.fleet.db, request.headers(), method).await {
         Ok(caller) => caller,
-        Err(refusal) => {
-            if need == Need::Public {
-                None
-            } else {
-                return refusal;
-            }
-        }
+        Err(_) if need == Need::Public => None,
+        Err(refusal) => return (None, refusal),
     };
     match (need, caller) {
-        (Need::Public, caller) => {
-            if let Some(caller) = caller {
-                request.extensions_mut().insert(caller);
-            }
-            next.run(request).await
+        (Need::Role(_), None) => (None, unauthorized()),
+        (Need::Role(role), Some(caller)) if !caller.role.grants(role) => {
+            let refusal = refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} (role {}) may not {method} {path}: it needs the {} role",
+                    caller.name,
+                    caller.role.as_str(),
+                    role.as_str()
+                ),
+            );
+            (Some(caller), refusal)
         }
-        (Need::Role(_), None) => unauthorized(),
-        (Need::Role(role), Some(caller)) if !caller.role.grants(role) => refuse(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "{} (role {}) may not {method} {path}: it needs the {} role",
-                caller.name,
-                caller.role.as_str(),
-                role.as_str()
-            ),
-        ),
-        (Need::Role(_), Some(caller)) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
+        (_, caller) => {
+            if let Some(caller) = &caller {
+                request.extensions_mut().insert(caller.clone());
+            }
+            (caller, next.run(request).await)
         }
     }
 }
@@ -378,13 +424,16 @@ pub async fn sign_in(
     let valid = account
         .as_ref()
         .filter(|a| password_matches(&sign_in.password, &a.password_hash));
+    let tried = AuditActor(sign_in.name.chars().take(100).collect());
     let Some(account) = valid else {
-        tracing::warn!(account = %sign_in.name, "sign-in refused: wrong name or password");
-        return Ok(refuse(
+        tracing::warn!(account = %tried.0, "sign-in refused: wrong name or password");
+        let mut refusal = refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "wrong name or password".to_owned(),
-        ));
+        );
+        refusal.extensions_mut().insert(tried);
+        return Ok(refusal);
     };
     let (cookie, csrf) = (random_secret(), random_secret());
     let now = Utc::now();
@@ -411,6 +460,7 @@ pub async fn sign_in(
     if let Ok(value) = HeaderValue::from_str(&set_cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
+    response.extensions_mut().insert(tried);
     Ok(response)
 }
 

@@ -13,6 +13,8 @@ const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
 const COMMON_SCRIPT: &str = include_str!("../../web/common.js");
 const LOGIN: &str = include_str!("../../web/login.html");
+const AUDIT: &str = include_str!("../../web/audit.html");
+const AUDIT_SCRIPT: &str = include_str!("../../web/audit.js");
 const LOGIN_SCRIPT: &str = include_str!("../../web/login.js");
 const RELEASES: &str = include_str!("../../web/releases.html");
 const RELEASES_SCRIPT: &str = include_str!("../../web/releases.js");
@@ -34,6 +36,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(|| async { asset("text/javascript", COMMON_SCRIPT) }),
         )
         .route("/login", get(|| async { Html(LOGIN) }))
+        .route("/audit", get(|| async { Html(AUDIT) }))
+        .route(
+            "/audit.js",
+            get(|| async { asset("text/javascript", AUDIT_SCRIPT) }),
+        )
         .route(
             "/login.js",
             get(|| async { asset("text/javascript", LOGIN_SCRIPT) }),

@@ -23,6 +23,7 @@
 //! and binds.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod db;
@@ -134,6 +135,7 @@ pub async fn run(
             })
         }
         None => {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let http_server =
                 axum::serve(http, app).with_graceful_shutdown(stop.clone().cancelled_owned());
             tokio::spawn(async move { http_server.await })

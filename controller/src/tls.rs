@@ -281,6 +281,16 @@ pub async fn serve_https(
                     return;
                 }
             };
+            // Who is calling, for the audit trail.
+            let app = tower::ServiceExt::map_request(
+                app,
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            );
             let builder = auto::Builder::new(TokioExecutor::new());
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));

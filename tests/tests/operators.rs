@@ -303,3 +303,161 @@ async fn the_first_admins_password_is_shown_once_and_keeps_working() {
         .unwrap();
     assert_eq!(session["role"], "operator", "{session}");
 }
+
+#[tokio::test]
+async fn every_change_and_every_refusal_is_in_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let password = controller.admin_password.clone().unwrap();
+    let url = |path: &str| format!("{}{path}", controller.http_url);
+    let olga = controller.token_for("olga", "operator").await;
+    let vic = controller.token_for("vic", "viewer").await;
+    let client = anonymous();
+
+    let planned = client
+        .post(url("/api/v1/rollouts"))
+        .bearer_auth(&olga)
+        .json(&json!({"release": "no-such-release"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(planned.status(), 404);
+    let forbidden = client
+        .post(url("/api/v1/tokens"))
+        .bearer_auth(&vic)
+        .json(&json!({"name": "x", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    let anonymous_read = client.get(url("/api/v1/servers")).send().await.unwrap();
+    assert_eq!(anonymous_read.status(), 401);
+    let wrong = client
+        .post(url("/api/v1/session"))
+        .json(&json!({"name": "mallory", "password": "guess"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    sign_in(&controller, &password).await;
+
+    let (status, olgas) = controller.get("/api/v1/audit?actor=olga").await;
+    assert_eq!(status, 200);
+    let olgas = olgas.as_array().unwrap();
+    assert_eq!(olgas.len(), 1, "{olgas:?}");
+    assert_eq!(olgas[0]["action"], "POST /api/v1/rollouts");
+    assert_eq!(olgas[0]["target"], "/api/v1/rollouts");
+    assert_eq!(olgas[0]["outcome"], 404);
+    assert!(
+        olgas[0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{}",
+        olgas[0]
+    );
+
+    let (_, sessions) = controller.get("/api/v1/audit?action=session").await;
+    let sign_ins: Vec<(String, i64)> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["outcome"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sign_ins,
+        [("admin".to_owned(), 200), ("mallory".to_owned(), 401)],
+        "newest first"
+    );
+    let (_, refusals) = controller.get("/api/v1/audit?actor=anonymous").await;
+    assert!(
+        refusals
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "GET /api/v1/servers" && e["outcome"] == 401),
+        "{refusals}"
+    );
+    let (_, vics) = controller.get("/api/v1/audit?actor=vic").await;
+    assert_eq!(vics[0]["outcome"], 403, "{vics}");
+
+    // The export: every entry, oldest first, one JSON object a line.
+    let export = flotilla_tests::http()
+        .get(url("/api/v1/audit/export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    assert_eq!(export.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = export
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(lines.iter().any(|l| l["actor"] == "mallory"));
+    // Token creations by the harness are changes too.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "POST /api/v1/tokens" && l["outcome"] == 201)
+    );
+
+    // Only admins read it, and nothing in the API can change it.
+    let as_viewer = client
+        .get(url("/api/v1/audit"))
+        .bearer_auth(&vic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_viewer.status(), 403);
+    let (_, document) = controller.get("/api/v1/openapi.json").await;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        if path.starts_with("/api/v1/audit") {
+            let methods: Vec<&String> = item.as_object().unwrap().keys().collect();
+            assert_eq!(methods, ["get"], "{path}");
+        }
+    }
+
+    // The dashboard's audit page shows it, filtered.
+    let browser = flotilla_tests::browser::Browser::start().await;
+    browser.sign_in(&controller).await;
+    browser.goto(&url("/audit")).await;
+    browser
+        .eval("document.getElementById('actor').value = 'olga'; document.getElementById('filter').requestSubmit(); return true;")
+        .await;
+    let rows = flotilla_tests::wait_until("olga's entry alone on the audit page", async || {
+        let rows = browser
+            .eval(
+                "return [...document.querySelectorAll('#trail tbody tr')].map(r => r.textContent)",
+            )
+            .await;
+        let texts: Vec<String> = rows
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if texts.len() == 1 && texts[0].contains("olga") {
+            Ok(texts)
+        } else {
+            Err(format!("{texts:?}"))
+        }
+    })
+    .await;
+    assert!(
+        rows[0].contains("POST /api/v1/rollouts") && rows[0].contains("404"),
+        "{rows:?}"
+    );
+    browser.quit().await;
+}

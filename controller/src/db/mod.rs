@@ -15,7 +15,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, Sqlite, Transaction};
 
+mod audit;
 mod operators;
+pub use audit::{AuditFilter, AuditRecord};
 mod rollouts;
 pub use operators::{AccountRecord, Bearer, TokenRecord};
 pub use rollouts::{

@@ -275,3 +275,38 @@ async fn a_token_is_valid_until_it_expires_or_is_revoked() {
     let listed = db.tokens().await.unwrap();
     assert!(listed[0].revoked_at.is_some() && listed[0].last_used_at.is_some());
 }
+
+#[tokio::test]
+async fn the_audit_trail_is_append_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let entry = super::AuditRecord {
+        seq: 0,
+        at: Utc::now(),
+        actor: "admin".to_owned(),
+        action: "POST /api/v1/tokens".to_owned(),
+        target: "/api/v1/tokens".to_owned(),
+        outcome: 201,
+        source: "127.0.0.1:5000".to_owned(),
+    };
+    db.audit(&entry).await.unwrap();
+    for change in [
+        "UPDATE audit SET actor = 'someone else'",
+        "DELETE FROM audit",
+    ] {
+        let error = sqlx::query(change).execute(&db.pool).await.unwrap_err();
+        assert!(
+            error.to_string().contains("append-only"),
+            "{change}: {error}"
+        );
+    }
+    let trail = db
+        .audit_trail(&super::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].actor, "admin");
+}

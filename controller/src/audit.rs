@@ -1,0 +1,116 @@
+//! The audit trail over REST: read it with filters, or export it as JSON
+//! lines. It is written by the gate in [`crate::auth`]; nothing here, or
+//! anywhere, edits or deletes it.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{ApiError, ApiState, ErrorBody};
+use crate::db::{AuditFilter, AuditRecord};
+
+/// One recorded action.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    /// The account or token; `anonymous` when none was given.
+    pub actor: String,
+    /// The operation: method and path template (`POST /api/v1/rollouts/{id}/pause`).
+    pub action: String,
+    /// The path as called.
+    pub target: String,
+    /// The HTTP status answered.
+    pub outcome: i64,
+    /// The caller's address.
+    pub source: String,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(r: AuditRecord) -> Self {
+        AuditEntry {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            source: r.source,
+        }
+    }
+}
+
+/// Which entries to read.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// Only this account or token.
+    actor: Option<String>,
+    /// Only actions containing this text (`rollouts`, `POST`, `session`).
+    action: Option<String>,
+    /// From this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Up to this time (RFC 3339).
+    until: Option<DateTime<Utc>>,
+    /// At most this many, newest first (1 to 10000; 200 by default).
+    limit: Option<i64>,
+}
+
+impl AuditQuery {
+    fn filter(self, default_limit: i64) -> Result<AuditFilter, ApiError> {
+        let limit = self.limit.unwrap_or(default_limit);
+        if !(1..=100_000).contains(&limit) {
+            return Err(ApiError::BadRequest("limit: from 1 to 100000".to_owned()));
+        }
+        Ok(AuditFilter {
+            actor: self.actor.filter(|a| !a.is_empty()),
+            action: self.action.filter(|a| !a.is_empty()),
+            since: self.since,
+            until: self.until,
+            limit,
+        })
+    }
+}
+
+/// The audit trail, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", security(("token" = ["admin"]), ("session" = ["admin"])), tag = "operators",
+    params(AuditQuery),
+    responses(
+        (status = OK, body = [AuditEntry]),
+        (status = BAD_REQUEST, description = "Names the parameter at fault", body = ErrorBody),
+        (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
+pub async fn trail(
+    State(state): State<ApiState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let entries = state.fleet.db.audit_trail(&query.filter(200)?).await?;
+    Ok(Json(entries.into_iter().map(AuditEntry::from).collect()))
+}
+
+/// The audit trail as JSON lines, oldest first: one entry a line.
+#[utoipa::path(get, path = "/api/v1/audit/export", security(("token" = ["admin"]), ("session" = ["admin"])), tag = "operators",
+    params(AuditQuery),
+    responses(
+        (status = OK, description = "One JSON entry a line", content_type = "application/x-ndjson", body = String),
+        (status = BAD_REQUEST, description = "Names the parameter at fault", body = ErrorBody),
+        (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
+pub async fn export(
+    State(state): State<ApiState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let mut entries = state.fleet.db.audit_trail(&query.filter(100_000)?).await?;
+    entries.reverse();
+    let mut lines = String::new();
+    for entry in entries {
+        let line = serde_json::to_string(&AuditEntry::from(entry))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
+}

@@ -47,6 +47,9 @@ struct File {
     insecure_plaintext: bool,
     #[serde(default = "default_portal_listen")]
     portal_listen: SocketAddr,
+    /// Host names the portal answers to besides localhost, 127.0.0.1 and [::1].
+    #[serde(default)]
+    portal_hosts: Vec<String>,
     #[serde(default = "default_scan_interval_ms")]
     scan_interval_ms: u64,
     #[serde(default = "default_reconnect_min_ms")]
@@ -140,6 +143,9 @@ pub struct Settings {
     pub controller_trust: ControllerTrust,
     /// Where the local portal listens; `127.0.0.1:8080` as the procedure says.
     pub portal_listen: SocketAddr,
+    /// Host names the portal answers to besides loopback (DNS rebinding
+    /// is refused: a request for any other name gets nothing).
+    pub portal_hosts: Vec<String>,
     /// How often modules are rescanned on disk.
     pub scan_interval: Duration,
     /// Bounds of the reconnect backoff (with jitter) when the controller is away.
@@ -303,6 +309,7 @@ impl Settings {
             controller_url: file.controller_url,
             controller_trust,
             portal_listen: file.portal_listen,
+            portal_hosts: file.portal_hosts,
             scan_interval: Duration::from_millis(file.scan_interval_ms),
             reconnect_min: Duration::from_millis(file.reconnect_min_ms),
             reconnect_max: Duration::from_millis(file.reconnect_max_ms),

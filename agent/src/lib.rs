@@ -81,6 +81,9 @@ pub struct Agent {
     pub notices: std::sync::Mutex<Vec<String>>,
     /// When this process started.
     pub started_at: DateTime<Utc>,
+    /// The token the portal's own forms carry, new at each start: a form
+    /// posted from any other page lacks it.
+    pub portal_token: String,
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -102,6 +105,7 @@ pub async fn run(
         downloads: downloads::Downloads::default(),
         notices: std::sync::Mutex::new(Vec::new()),
         started_at: Utc::now(),
+        portal_token: portal::new_token(),
     });
     if matches!(
         agent.settings.controller_trust,

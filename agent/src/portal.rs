@@ -61,10 +61,159 @@ pub async fn serve(
             "/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),
         )
+        .layer(axum::middleware::from_fn_with_state(agent.clone(), guard))
         .with_state(agent);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
+}
+
+/// A new random token for the portal's forms.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    // The operating system's generator; without it nothing secure can be made.
+    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no random numbers: {e}"));
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hidden field every form of the portal carries.
+fn token_field(agent: &Agent) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        agent.portal_token
+    )
+}
+
+/// What every response carries: never framed, nothing but its own scripts,
+/// styles and forms, no referrer.
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// The host names the portal answers to: loopback, and the configured ones.
+fn allowed_host(agent: &Agent, host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
+        || agent
+            .settings
+            .portal_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(&name))
+}
+
+/// The portal obeys only its own pages: a request for another host name is
+/// refused (DNS rebinding), a change must come from the portal's own form
+/// (its token) or be a JSON request from no other origin, and every answer
+/// forbids framing.
+async fn guard(
+    State(agent): State<Arc<Agent>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = match admit(&agent, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refusal) => refusal,
+    };
+    for (name, value) in SECURITY_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn refused(status: StatusCode, message: &str) -> Response {
+    tracing::warn!("portal request refused: {message}");
+    (
+        status,
+        Json(json!({"error": "refused", "message": message})),
+    )
+        .into_response()
+}
+
+async fn admit(
+    agent: &Agent,
+    request: axum::extract::Request,
+) -> Result<axum::extract::Request, Response> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if !allowed_host(agent, &host) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            &format!("this portal answers to localhost, not to the host name \"{host}\""),
+        ));
+    }
+    if request.method() != axum::http::Method::POST {
+        return Ok(request);
+    }
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok());
+    if let Some(origin) = origin
+        && origin != format!("http://{host}")
+    {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            &format!("a change from another page ({origin}) is refused"),
+        ));
+    }
+    if request.uri().path().starts_with("/api/") {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/json"));
+        return match json {
+            true => Ok(request),
+            false => Err(refused(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the portal's API takes application/json requests only",
+            )),
+        };
+    }
+    // A form: its body must carry the token of the portal's own pages.
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024).await else {
+        return Err(refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the form is too large",
+        ));
+    };
+    let carries_token = String::from_utf8_lossy(&bytes)
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .any(|(name, value)| name == "csrf" && value == agent.portal_token);
+    if !carries_token {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "this form did not come from the portal's own page; open http://localhost:8080/ and use its buttons",
+        ));
+    }
+    Ok(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
 }
 
 async fn page(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
@@ -80,6 +229,7 @@ pub fn render(agent: &Agent) -> String {
         .borrow()
         .to_rfc3339_opts(SecondsFormat::Secs, true);
     let settings = &agent.settings;
+    let token = token_field(agent);
 
     let rows: String = inventory
         .modules
@@ -147,7 +297,7 @@ pub fn render(agent: &Agent) -> String {
                 )
             };
             updates.push_str(&format!(
-                "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\"><button type=\"submit\">Install</button></form></td></tr>{notes}",
+                "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\">{token}<button type=\"submit\">Install</button></form></td></tr>{notes}",
                 m = escape(&update.module),
                 installed = escape(&installed),
                 v = escape(update.version.as_str()),
@@ -163,7 +313,7 @@ pub fn render(agent: &Agent) -> String {
             .filter(|(_, v)| Some(v) != installed)
         {
             kept.push_str(&format!(
-                "<tr data-backup=\"{m}/{v}\"><td class=\"name\">{m}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/rollback/{m}?to={v}\"><button type=\"submit\">Restore {v}</button></form></td></tr>",
+                "<tr data-backup=\"{m}/{v}\"><td class=\"name\">{m}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/rollback/{m}?to={v}\">{token}<button type=\"submit\">Restore {v}</button></form></td></tr>",
                 m = escape(module.name.as_str()),
                 v = escape(version.as_str()),
             ));
@@ -554,6 +704,7 @@ async fn database_page(State(agent): State<Arc<Agent>>, Path(module): Path<Strin
         Ok(review) => review,
         Err(e) => return Html(message_page("Database review", &e.to_string())).into_response(),
     };
+    let token = token_field(&agent);
     let mut html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Database review · {m}</title>\
          <link rel=\"stylesheet\" href=\"/style.css\"></head><body><main>\
@@ -619,8 +770,8 @@ async fn database_page(State(agent): State<Arc<Agent>>, Path(module): Path<Strin
                 escape(&script.name)
             );
             html.push_str(&format!(
-                "<form method=\"post\" action=\"{base}/run\"><button>Run this script</button></form>\
-                 <form method=\"post\" action=\"{base}/mark-applied\"><button>Mark as applied by hand</button></form>"
+                "<form method=\"post\" action=\"{base}/run\">{token}<button>Run this script</button></form>\
+                 <form method=\"post\" action=\"{base}/mark-applied\">{token}<button>Mark as applied by hand</button></form>"
             ));
         }
         html.push_str("</article>");

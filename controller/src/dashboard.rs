@@ -62,6 +62,62 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
+/// What every answer carries: never framed, nothing but its own scripts,
+/// styles and forms, no referrer.
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// The dashboard and API answer only to their own host names (a request for
+/// any other is DNS rebinding), and every answer forbids framing.
+pub async fn guard(
+    axum::extract::State(names): axum::extract::State<std::sync::Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // HTTP/2 requests carry the host in the URI's authority.
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or("").to_owned(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host.clone(), |(name, _)| name.to_owned()),
+    };
+    let mut response = if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+        next.run(request).await
+    } else {
+        tracing::warn!(host = %host, "refused a request for a host name this controller does not answer to");
+        (
+            axum::http::StatusCode::FORBIDDEN,
+            axum::Json(crate::api::ErrorBody {
+                error: "forbidden",
+                message: format!(
+                    "this controller does not answer to the host name \"{name}\" (see --tls-name)"
+                ),
+            }),
+        )
+            .into_response()
+    };
+    for (name, value) in SECURITY_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
+    response
+}
+
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [

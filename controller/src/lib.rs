@@ -60,6 +60,9 @@ pub struct Settings {
     /// The certificate both endpoints serve; `None` only with
     /// `--insecure-plaintext`.
     pub tls: Option<tls::Identity>,
+    /// The host names the dashboard and API answer to (with the public
+    /// URL's); a request for any other is refused (DNS rebinding).
+    pub names: Vec<String>,
 }
 
 /// Serves the agents' gRPC endpoint on `grpc` and the dashboard and REST API
@@ -78,6 +81,7 @@ pub async fn run(
         heartbeats,
         public_url,
         tls,
+        mut names,
     } = settings;
     let offline = db.mark_all_offline("the controller restarted").await?;
     if offline > 0 {
@@ -92,6 +96,12 @@ pub async fn run(
         tracing::warn!(
             "--insecure-plaintext: agents, the dashboard and the API are served in plain text; anyone on the network can read and change what they say"
         );
+    }
+    if let Some(host) = public_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', ':']).next())
+    {
+        names.push(host.to_owned());
     }
     let last_session = db.last_session().await?;
     let fleet = Arc::new(Fleet::new(db, heartbeats, public_url, last_session));
@@ -123,7 +133,11 @@ pub async fn run(
             shutdown: stop.clone(),
             tls: tls.is_some(),
         }))
-        .route("/api/{*rest}", axum::routing::any(api::not_found));
+        .route("/api/{*rest}", axum::routing::any(api::not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(names),
+            dashboard::guard,
+        ));
     let grpc_task = tokio::spawn(grpc_server);
     let http_task = match &tls {
         Some(identity) => {

@@ -165,8 +165,8 @@ struct TlsArgs {
     #[arg(long, env = "FLOTILLA_TLS_DIR")]
     tls_dir: Option<PathBuf>,
     /// The names and addresses agents and browsers reach this controller by,
-    /// for its certificate (repeatable); defaults to localhost, 127.0.0.1,
-    /// ::1 and this machine's host name.
+    /// for its certificate and the host names it answers to (repeatable);
+    /// defaults to localhost, 127.0.0.1, ::1 and this machine's host name.
     #[arg(long = "tls-name", env = "FLOTILLA_TLS_NAMES", value_delimiter = ',')]
     tls_names: Vec<String>,
     /// The operator's server certificate, then its chain, as PEM; with
@@ -183,6 +183,22 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// The names and addresses agents and browsers reach this controller by.
+    fn names(&self) -> Vec<String> {
+        if !self.tls_names.is_empty() {
+            return self.tls_names.clone();
+        }
+        let mut names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        if let Some(host) = gethostname().filter(|h| !names.contains(h)) {
+            names.push(host);
+        }
+        names
+    }
+
     /// The identity to serve, or `None` in plain text.
     fn identity(&self, db: &std::path::Path) -> anyhow::Result<Option<tls::Identity>> {
         if self.insecure_plaintext {
@@ -196,20 +212,7 @@ impl TlsArgs {
                 .map(|p| p.join("tls"))
                 .unwrap_or_else(|| PathBuf::from("tls"))
         });
-        let names = if self.tls_names.is_empty() {
-            let mut names = vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-            ];
-            if let Some(host) = gethostname().filter(|h| !names.contains(h)) {
-                names.push(host);
-            }
-            names
-        } else {
-            self.tls_names.clone()
-        };
-        Ok(Some(tls::Identity::own(&dir, &names)?))
+        Ok(Some(tls::Identity::own(&dir, &self.names())?))
     }
 }
 
@@ -437,6 +440,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         heartbeats,
         public_url: args.public_url,
         tls,
+        names: args.tls.names(),
     };
     flotilla_controller::run(db, packages, settings, grpc, http, shutdown_signal()).await
 }

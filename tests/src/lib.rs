@@ -595,6 +595,25 @@ impl Agent {
         std::fs::write(file, format!("{version}\n")).unwrap();
     }
 
+    /// Posts one of the portal's own forms (`/install/ecommerce`), with the
+    /// token its page carries, as the page's button does.
+    pub async fn submit_form(&self, action: &str) -> reqwest::Response {
+        let page = self.portal().await;
+        let token = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the portal's page carries its forms' token")
+            .to_owned();
+        http()
+            .post(format!("{}{action}", self.portal_base()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The portal's page.
     pub async fn portal(&self) -> String {
         http()

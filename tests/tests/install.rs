@@ -607,11 +607,9 @@ async fn a_second_install_while_one_runs_is_refused() {
         "sleep 1\n",
     )
     .unwrap();
-    let client = flotilla_tests::http();
-    let url = format!("{}/install/ecommerce", server.agent.portal_base());
-    let first = client.post(&url).send().await.unwrap();
+    let first = server.agent.submit_form("/install/ecommerce").await;
     assert!(first.status().is_success(), "{}", first.status());
-    let second = client.post(&url).send().await.unwrap();
+    let second = server.agent.submit_form("/install/ecommerce").await;
     assert_eq!(second.status().as_u16(), 409);
     assert!(
         second
@@ -1276,4 +1274,93 @@ async fn a_downgrade_goes_through_only_when_explicitly_allowed() {
         std::fs::read(server.module.join("index.html")).unwrap(),
         b"old"
     );
+}
+
+#[tokio::test]
+async fn the_portal_obeys_only_its_own_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let base = server.agent.portal_base();
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    let client = flotilla_tests::http();
+    let version = || std::fs::read_to_string(server.module.join("version.txt")).unwrap();
+
+    // Every answer forbids framing and anything but its own scripts.
+    let page = client.get(&base).send().await.unwrap();
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("frame-ancestors 'none'") && policy.contains("script-src 'self'"),
+        "{policy}"
+    );
+
+    // What another web page can make a browser send, each refused.
+    let cross_site_form = client
+        .post(format!("{base}/install/ecommerce"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site_form.status(), 403);
+    let tokenless_form = client
+        .post(format!("{base}/rollback/ecommerce?to=1.0.0"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=guessed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tokenless_form.status(), 403);
+    // fetch(…, {mode: "no-cors"}): no body, no JSON.
+    let no_cors = client
+        .post(format!("{base}/api/modules/ecommerce/install"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_cors.status(), 415);
+    let other_origin_json = client
+        .post(format!("{base}/api/modules/ecommerce/install"))
+        .header("origin", "http://evil.example")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_origin_json.status(), 403);
+    // DNS rebinding: the right address under another name.
+    let rebound = client
+        .get(&base)
+        .header("host", format!("rebind.evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let body: Value = rebound.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("rebind.evil.example"),
+        "{body}"
+    );
+    assert_eq!(version().trim(), "1.0.0", "nothing was installed");
+    assert!(server.agent.log().contains("portal request refused"));
+
+    // The portal's own page, and the JSON API from no other origin, work.
+    let installed = server.agent.submit_form("/install/ecommerce").await;
+    assert!(installed.status().is_success(), "{}", installed.status());
+    let status_url = format!("{base}/api/modules/ecommerce/install");
+    let status = finished(&client, &status_url).await;
+    assert_eq!(status["result"]["ok"], true, "{status}");
+    assert_eq!(version().trim(), "2.0.0");
+    let local = client
+        .get(&base)
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200);
 }

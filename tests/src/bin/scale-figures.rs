@@ -11,7 +11,9 @@
 //!
 //! Run: `cargo build --release --bins && target/release/scale-figures`
 //! Options: `--servers N` (10000), `--changes N` (600), `--idle-seconds N`
-//! (30), `--controller PATH` (another controller build, to compare).
+//! (30), `--controller PATH` (another controller build, to compare),
+//! `--plaintext` (the controller with `--insecure-plaintext`, to compare
+//! with TLS).
 //! The bench and the controller each hold one socket per server: `ulimit -n`
 //! must be above the server count. Linux only (reads `/proc`).
 
@@ -54,6 +56,8 @@ struct Options {
     idle: Duration,
     /// Another controller build to measure; this build's otherwise.
     controller: Option<PathBuf>,
+    /// Serve in plain text instead of TLS.
+    plaintext: bool,
 }
 
 fn options() -> Options {
@@ -62,9 +66,14 @@ fn options() -> Options {
         changes: 600,
         idle: Duration::from_secs(30),
         controller: None,
+        plaintext: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--plaintext" {
+            options.plaintext = true;
+            continue;
+        }
         let value = args
             .next()
             .unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -145,7 +154,11 @@ async fn main() {
             "127.0.0.1:0",
             10_000,
             30_000,
-            &[],
+            if options.plaintext {
+                &["--insecure-plaintext"]
+            } else {
+                &[]
+            },
         )
         .await
     };
@@ -178,10 +191,13 @@ async fn main() {
         Duration::from_secs(300),
     )
     .await;
+    let took = started.elapsed().as_secs_f64();
     println!(
-        "{} agents connected and online in {:.1} s",
+        "{} agents connected and online in {took:.1} s ({:.0} connections a second: handshake, hello, inventory, {} at once), over {}",
         agents.len(),
-        started.elapsed().as_secs_f64()
+        agents.len() as f64 / took,
+        CONNECTING_AT_ONCE,
+        if options.plaintext { "plain text" } else { "TLS" }
     );
     // Let the inventories land before measuring quiet.
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -37,6 +37,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Whether the controller serves TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// The hosts packages published by URL may be fetched from.
+    pub package_hosts: Arc<Vec<String>>,
 }
 
 #[derive(OpenApi)]

@@ -117,6 +117,7 @@ pub async fn run(
         public_url: None,
         tls: Some(identity),
         names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+        package_hosts: Vec::new(),
     };
     let controller = tokio::spawn(crate::run(db, packages, settings, grpc, http, async move {
         let _ = controller_stopped.await;

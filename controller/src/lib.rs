@@ -63,6 +63,9 @@ pub struct Settings {
     /// The host names the dashboard and API answer to (with the public
     /// URL's); a request for any other is refused (DNS rebinding).
     pub names: Vec<String>,
+    /// The hosts packages published by URL may be fetched from (HTTPS
+    /// only), besides the public URL's.
+    pub package_hosts: Vec<String>,
 }
 
 /// Serves the agents' gRPC endpoint on `grpc` and the dashboard and REST API
@@ -82,6 +85,7 @@ pub async fn run(
         public_url,
         tls,
         mut names,
+        mut package_hosts,
     } = settings;
     let offline = db.mark_all_offline("the controller restarted").await?;
     if offline > 0 {
@@ -102,6 +106,7 @@ pub async fn run(
         .and_then(|(_, rest)| rest.split(['/', ':']).next())
     {
         names.push(host.to_owned());
+        package_hosts.push(host.to_owned());
     }
     let last_session = db.last_session().await?;
     let fleet = Arc::new(Fleet::new(db, heartbeats, public_url, last_session));
@@ -132,6 +137,7 @@ pub async fn run(
             rollouts,
             shutdown: stop.clone(),
             tls: tls.is_some(),
+            package_hosts: Arc::new(package_hosts),
         }))
         .route("/api/{*rest}", axum::routing::any(api::not_found))
         .layer(axum::middleware::from_fn_with_state(

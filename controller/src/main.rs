@@ -154,6 +154,14 @@ struct ServeArgs {
     /// controller up; readable by the controller's owner only.
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// A host that packages published by URL may be fetched from, over
+    /// HTTPS (repeatable, or comma-separated); the public URL's host always may.
+    #[arg(
+        long = "package-host",
+        env = "FLOTILLA_PACKAGE_HOSTS",
+        value_delimiter = ','
+    )]
+    package_hosts: Vec<String>,
 }
 
 /// TLS: the controller's own CA by default, or the operator's certificate.
@@ -441,6 +449,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url,
         tls,
         names: args.tls.names(),
+        package_hosts: args.package_hosts,
     };
     flotilla_controller::run(db, packages, settings, grpc, http, shutdown_signal()).await
 }

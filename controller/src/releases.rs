@@ -14,8 +14,9 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use flotilla_proto::domain::{ModuleKind, ModuleName, Version};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -245,8 +246,7 @@ async fn read_manifest(path: &Path) -> Result<flotilla_proto::package::Manifest,
         (status = OK, description = "The whole package", content_type = "application/zip"),
         (status = PARTIAL_CONTENT, description = "The requested range"),
         (status = NOT_MODIFIED, description = "If-None-Match matched"),
-        (status = TEMPORARY_REDIRECT, description = "The package lives at the URL it was published with"),
-        (status = NOT_FOUND, description = "No such package", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such package stored here (one published by URL is fetched from that URL)", body = ErrorBody),
     ))]
 pub async fn download(
     State(state): State<ApiState>,
@@ -256,14 +256,11 @@ pub async fn download(
     let sha256 = check_sha256(&sha256)?;
     let path = state.packages.path(&sha256);
     if !path.is_file() {
-        // Not stored here: it may live at the URL it was published with.
-        let record = state.fleet.db.package(&sha256).await?;
-        return match record.and_then(|p| p.url) {
-            Some(url) => Ok(Redirect::temporary(&url).into_response()),
-            None => Err(ApiError::NotFound(format!(
-                "no package with sha256 {sha256} is stored here"
-            ))),
-        };
+        // Never a redirect: a package published by URL is fetched from
+        // that URL, which agents were given and checked.
+        return Err(ApiError::NotFound(format!(
+            "no package with sha256 {sha256} is stored here"
+        )));
     }
     let etag = format!("\"{sha256}\"");
     let headers = request.headers();
@@ -295,6 +292,31 @@ pub async fn download(
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
     Ok(response)
+}
+
+/// Whether a package may be fetched from `url`: HTTPS only, from a host on
+/// the allowlist (`--package-host`, and the controller's own), with no
+/// credentials in it.
+pub fn check_package_url(url: &str, hosts: &[String]) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL: {e}"))?;
+    if parsed.scheme() != "https" {
+        return Err(format!(
+            "only https:// URLs are accepted, not {}://",
+            parsed.scheme()
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("a URL with credentials in it is refused".to_owned());
+    }
+    let host = parsed.host_str().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return Err(format!(
+            "the host \"{host}\" is not on the allowlist of package hosts (--package-host): {}",
+            hosts.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// One package of a release being published.
@@ -363,11 +385,20 @@ pub async fn publish(
                         "package {sha256} is published by URL: give its module, version and kind"
                     )));
                 };
+                let field = |name: &str, e: flotilla_proto::domain::ParseError| {
+                    ApiError::BadRequest(format!("package {sha256}: {name}: {e}"))
+                };
+                let module = ModuleName::parse(&module).map_err(|e| field("module", e))?;
+                let module_version =
+                    Version::parse(&module_version).map_err(|e| field("version", e))?;
+                let kind = ModuleKind::parse(&kind).map_err(|e| field("kind", e))?;
+                check_package_url(&url, &state.package_hosts)
+                    .map_err(|e| ApiError::BadRequest(format!("package {sha256}: url: {e}")))?;
                 PackageRecord {
                     sha256,
-                    module,
-                    version: module_version,
-                    kind,
+                    module: module.to_string(),
+                    version: module_version.to_string(),
+                    kind: kind.to_string(),
                     size: package.size,
                     signature: package.signature.to_ascii_lowercase(),
                     url: Some(url),
@@ -464,5 +495,27 @@ pub async fn get(
     match state.fleet.db.release(&version).await? {
         Some(release) => Ok(Json(release.into())),
         None => Err(ApiError::NotFound(format!("no release {version}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_package_url;
+
+    #[test]
+    fn package_urls_are_https_from_allowed_hosts_only() {
+        let hosts = vec!["cdn.publisher.example".to_owned(), "127.0.0.1".to_owned()];
+        assert!(check_package_url("https://cdn.publisher.example/p.zip", &hosts).is_ok());
+        assert!(check_package_url("https://127.0.0.1:8443/p.zip", &hosts).is_ok());
+        for (url, says) in [
+            ("file:///etc/passwd", "only https://"),
+            ("http://cdn.publisher.example/p.zip", "only https://"),
+            ("https://evil.example/p.zip", "not on the allowlist"),
+            ("https://u:p@cdn.publisher.example/p.zip", "credentials"),
+            ("../../../x'; DROP TABLE releases;--", "is not a URL"),
+        ] {
+            let error = check_package_url(url, &hosts).unwrap_err();
+            assert!(error.contains(says), "{url}: {error}");
+        }
     }
 }

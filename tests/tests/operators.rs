@@ -466,12 +466,24 @@ async fn every_change_and_every_refusal_is_in_the_audit_trail() {
 async fn the_dashboard_answers_only_its_own_names_and_is_never_framed() {
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(dir.path()).await;
-    let port = controller.http_addr().rsplit(':').next().unwrap().to_owned();
+    let port = controller
+        .http_addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
     let client = flotilla_tests::http();
-    let page = client.get(format!("{}/", controller.http_url)).send().await.unwrap();
+    let page = client
+        .get(format!("{}/", controller.http_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["x-frame-options"], "DENY");
-    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     for (host, expected) in [
         (format!("rebind.evil.example:{port}"), 403),

@@ -197,7 +197,11 @@ async fn main() {
         agents.len(),
         agents.len() as f64 / took,
         CONNECTING_AT_ONCE,
-        if options.plaintext { "plain text" } else { "TLS" }
+        if options.plaintext {
+            "plain text"
+        } else {
+            "TLS"
+        }
     );
     // Let the inventories land before measuring quiet.
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -500,6 +500,8 @@ pub async fn get(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::check_package_url;
 
     #[test]

@@ -28,6 +28,7 @@ pub mod installs;
 pub mod inventory;
 pub mod link;
 pub mod portal;
+pub mod portal_guard;
 pub mod status_file;
 
 use std::future::Future;
@@ -105,7 +106,7 @@ pub async fn run(
         downloads: downloads::Downloads::default(),
         notices: std::sync::Mutex::new(Vec::new()),
         started_at: Utc::now(),
-        portal_token: portal::new_token(),
+        portal_token: flotilla_proto::web::random_secret(),
     });
     if matches!(
         agent.settings.controller_trust,

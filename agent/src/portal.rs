@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::install::{EventKind, hooks::Stream};
 use crate::installs::{self, InstallView, StartError};
+use crate::portal_guard::{self, token_field};
 use crate::{Agent, LinkStatus};
 
 const PAGE: &str = include_str!("../../web/portal/index.html");
@@ -61,159 +62,14 @@ pub async fn serve(
             "/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),
         )
-        .layer(axum::middleware::from_fn_with_state(agent.clone(), guard))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            portal_guard::guard,
+        ))
         .with_state(agent);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
-}
-
-/// A new random token for the portal's forms.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    // The operating system's generator; without it nothing secure can be made.
-    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no random numbers: {e}"));
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The hidden field every form of the portal carries.
-fn token_field(agent: &Agent) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        agent.portal_token
-    )
-}
-
-/// What every response carries: never framed, nothing but its own scripts,
-/// styles and forms, no referrer.
-const SECURITY_HEADERS: [(&str, &str); 4] = [
-    ("x-frame-options", "DENY"),
-    (
-        "content-security-policy",
-        "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
-    ),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
-];
-
-/// The host names the portal answers to: loopback, and the configured ones.
-fn allowed_host(agent: &Agent, host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        }),
-    };
-    let name = name.to_ascii_lowercase();
-    matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
-        || agent
-            .settings
-            .portal_hosts
-            .iter()
-            .any(|allowed| allowed.eq_ignore_ascii_case(&name))
-}
-
-/// The portal obeys only its own pages: a request for another host name is
-/// refused (DNS rebinding), a change must come from the portal's own form
-/// (its token) or be a JSON request from no other origin, and every answer
-/// forbids framing.
-async fn guard(
-    State(agent): State<Arc<Agent>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let mut response = match admit(&agent, request).await {
-        Ok(request) => next.run(request).await,
-        Err(refusal) => refusal,
-    };
-    for (name, value) in SECURITY_HEADERS {
-        response
-            .headers_mut()
-            .insert(name, header::HeaderValue::from_static(value));
-    }
-    response
-}
-
-fn refused(status: StatusCode, message: &str) -> Response {
-    tracing::warn!("portal request refused: {message}");
-    (
-        status,
-        Json(json!({"error": "refused", "message": message})),
-    )
-        .into_response()
-}
-
-async fn admit(
-    agent: &Agent,
-    request: axum::extract::Request,
-) -> Result<axum::extract::Request, Response> {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if !allowed_host(agent, &host) {
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            &format!("this portal answers to localhost, not to the host name \"{host}\""),
-        ));
-    }
-    if request.method() != axum::http::Method::POST {
-        return Ok(request);
-    }
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok());
-    if let Some(origin) = origin
-        && origin != format!("http://{host}")
-    {
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            &format!("a change from another page ({origin}) is refused"),
-        ));
-    }
-    if request.uri().path().starts_with("/api/") {
-        let json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|c| c.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/json"));
-        return match json {
-            true => Ok(request),
-            false => Err(refused(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "the portal's API takes application/json requests only",
-            )),
-        };
-    }
-    // A form: its body must carry the token of the portal's own pages.
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024).await else {
-        return Err(refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the form is too large",
-        ));
-    };
-    let carries_token = String::from_utf8_lossy(&bytes)
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .any(|(name, value)| name == "csrf" && value == agent.portal_token);
-    if !carries_token {
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            "this form did not come from the portal's own page; open http://localhost:8080/ and use its buttons",
-        ));
-    }
-    Ok(axum::extract::Request::from_parts(
-        parts,
-        axum::body::Body::from(bytes),
-    ))
 }
 
 async fn page(State(agent): State<Arc<Agent>>) -> impl IntoResponse {

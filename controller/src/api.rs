@@ -121,16 +121,19 @@ pub fn router(state: ApiState) -> axum::Router {
             crate::rollouts::api::get_schedule
         ))
         .routes(routes!(
-            crate::auth::sign_in,
-            crate::auth::whoami,
-            crate::auth::sign_out
+            crate::operators::sign_in,
+            crate::operators::whoami,
+            crate::operators::sign_out
         ))
         .routes(routes!(
-            crate::auth::list_accounts,
-            crate::auth::create_account
+            crate::operators::list_accounts,
+            crate::operators::create_account
         ))
-        .routes(routes!(crate::auth::list_tokens, crate::auth::create_token))
-        .routes(routes!(crate::auth::revoke_token))
+        .routes(routes!(
+            crate::operators::list_tokens,
+            crate::operators::create_token
+        ))
+        .routes(routes!(crate::operators::revoke_token))
         .routes(routes!(crate::audit::trail))
         .routes(routes!(crate::audit::export))
         .split_for_parts();

@@ -1,7 +1,7 @@
 //! Who is asking, and whether they may.
 //!
-//! Operators sign in with a local account (argon2 password hash) and get a
-//! session cookie (`Secure` over TLS, `HttpOnly`, `SameSite=Strict`) whose
+//! Operators sign in (see [`crate::operators`]) with a local account
+//! (argon2 password hash) and get a session cookie (`Secure` over TLS, `HttpOnly`, `SameSite=Strict`) whose
 //! state-changing requests must carry its CSRF token; automation sends an
 //! API token (`Authorization: Bearer …`). Both are stored only as hashes.
 //!
@@ -17,16 +17,18 @@ use std::sync::Arc;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::Json;
-use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Duration, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::api::{ApiError, ApiState, ErrorBody};
+pub use flotilla_proto::web::random_secret;
+
+use crate::api::{ApiState, ErrorBody};
 use crate::db::{AuditRecord, Database};
 
 /// The session cookie's name.
@@ -34,7 +36,7 @@ pub const SESSION_COOKIE: &str = "flotilla_session";
 /// The header a signed-in browser sends its CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a browser session lasts.
-const SESSION_HOURS: i64 = 12;
+pub(crate) const SESSION_HOURS: i64 = 12;
 
 /// What an operator may do. A role grants its own operations and the
 /// viewer's; the admin's grants everything.
@@ -93,14 +95,6 @@ pub fn digest(secret: &str) -> String {
         .collect()
 }
 
-/// 32 random bytes, hex: tokens, session cookies, CSRF tokens, passwords.
-pub fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    // The operating system's generator; without it nothing secure can be made.
-    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no random numbers: {e}"));
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// An argon2id hash of a password, as a PHC string.
 pub fn hash_password(password: &str) -> Result<String, String> {
     Argon2::default()
@@ -109,7 +103,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn password_matches(password: &str, hash: &str) -> bool {
+pub(crate) fn password_matches(password: &str, hash: &str) -> bool {
     Argon2::default()
         .verify_password(password.as_bytes(), hash)
         .is_ok()
@@ -332,7 +326,7 @@ async fn authenticate(
     }
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -343,7 +337,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn refuse(status: StatusCode, error: &'static str, message: String) -> Response {
+pub(crate) fn refuse(status: StatusCode, error: &'static str, message: String) -> Response {
     (status, Json(ErrorBody { error, message })).into_response()
 }
 
@@ -388,361 +382,6 @@ pub async fn register_admin_token(db: &Database, name: &str, token: &str) -> any
     )
     .await?;
     Ok(())
-}
-
-/// Signing in.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct SignIn {
-    pub name: String,
-    pub password: String,
-}
-
-/// Who is signed in; `csrf` goes in the `X-CSRF-Token` header of every change.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SessionInfo {
-    pub name: String,
-    pub role: Role,
-    /// The session's CSRF token; absent for an API token.
-    pub csrf: Option<String>,
-}
-
-/// Sign in with an account: sets the session cookie.
-#[utoipa::path(post, path = "/api/v1/session", tag = "operators", request_body = SignIn,
-    security(()),
-    responses(
-        (status = OK, description = "Signed in; the cookie is set", body = SessionInfo),
-        (status = BAD_REQUEST, description = "Not a sign-in", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "Wrong name or password", body = ErrorBody),
-    ))]
-pub async fn sign_in(
-    State(state): State<ApiState>,
-    body: Result<Json<SignIn>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(sign_in) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let db = &state.fleet.db;
-    let account = db.account(&sign_in.name).await?;
-    let valid = account
-        .as_ref()
-        .filter(|a| password_matches(&sign_in.password, &a.password_hash));
-    let tried = AuditActor(sign_in.name.chars().take(100).collect());
-    let Some(account) = valid else {
-        tracing::warn!(account = %tried.0, "sign-in refused: wrong name or password");
-        let mut refusal = refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "wrong name or password".to_owned(),
-        );
-        refusal.extensions_mut().insert(tried);
-        return Ok(refusal);
-    };
-    let (cookie, csrf) = (random_secret(), random_secret());
-    let now = Utc::now();
-    db.create_session(
-        &digest(&cookie),
-        account.id,
-        &csrf,
-        now,
-        now + Duration::hours(SESSION_HOURS),
-    )
-    .await?;
-    tracing::info!(account = %account.name, "signed in");
-    let secure = if state.tls { "; Secure" } else { "" };
-    let set_cookie = format!(
-        "{SESSION_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        SESSION_HOURS * 3600
-    );
-    let mut response = Json(SessionInfo {
-        name: account.name.clone(),
-        role: Role::parse(&account.role).unwrap_or(Role::Viewer),
-        csrf: Some(csrf),
-    })
-    .into_response();
-    if let Ok(value) = HeaderValue::from_str(&set_cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response.extensions_mut().insert(tried);
-    Ok(response)
-}
-
-/// Who is asking, with the session's CSRF token.
-#[utoipa::path(get, path = "/api/v1/session", tag = "operators",
-    security(("token" = ["viewer"]), ("session" = ["viewer"])),
-    responses((status = OK, body = SessionInfo), (status = UNAUTHORIZED, body = ErrorBody)))]
-pub async fn whoami(
-    State(state): State<ApiState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    headers: HeaderMap,
-) -> Result<Json<SessionInfo>, ApiError> {
-    let csrf = match session_cookie(&headers) {
-        Some(cookie) => state
-            .fleet
-            .db
-            .session_bearer(&digest(&cookie), Utc::now())
-            .await?
-            .and_then(|b| b.csrf),
-        None => None,
-    };
-    Ok(Json(SessionInfo {
-        name: caller.name,
-        role: caller.role,
-        csrf,
-    }))
-}
-
-/// Sign out: ends the session and clears its cookie.
-#[utoipa::path(delete, path = "/api/v1/session", tag = "operators",
-    security(("token" = ["viewer"]), ("session" = ["viewer"])),
-    responses((status = NO_CONTENT, description = "Signed out"), (status = UNAUTHORIZED, body = ErrorBody)))]
-pub async fn sign_out(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    if let Some(cookie) = session_cookie(&headers) {
-        state.fleet.db.end_session(&digest(&cookie)).await?;
-    }
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("flotilla_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
-    Ok(response)
-}
-
-/// An account, without its password.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Account {
-    pub name: String,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A new account.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct NewAccount {
-    /// Letters, digits, `.`, `-`, `_`, `@`; at most 100.
-    pub name: String,
-    pub role: Role,
-    /// At least 12 characters.
-    pub password: String,
-}
-
-fn valid_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
-    match ok {
-        true => Ok(()),
-        false => Err(ApiError::BadRequest(format!(
-            "name: \"{}\" must be 1 to 100 letters, digits, '.', '-', '_' or '@'",
-            name.chars().take(100).collect::<String>()
-        ))),
-    }
-}
-
-/// The accounts.
-#[utoipa::path(get, path = "/api/v1/accounts", tag = "operators",
-    security(("token" = ["admin"]), ("session" = ["admin"])),
-    responses((status = OK, body = [Account]), (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
-pub async fn list_accounts(State(state): State<ApiState>) -> Result<Json<Vec<Account>>, ApiError> {
-    Ok(Json(
-        state
-            .fleet
-            .db
-            .accounts()
-            .await?
-            .into_iter()
-            .map(|a| Account {
-                role: Role::parse(&a.role).unwrap_or(Role::Viewer),
-                name: a.name,
-                created_at: a.created_at,
-            })
-            .collect(),
-    ))
-}
-
-/// Create an account.
-#[utoipa::path(post, path = "/api/v1/accounts", tag = "operators", request_body = NewAccount,
-    security(("token" = ["admin"]), ("session" = ["admin"])),
-    responses(
-        (status = CREATED, body = Account),
-        (status = BAD_REQUEST, description = "Names the field at fault", body = ErrorBody),
-        (status = CONFLICT, description = "The name is taken", body = ErrorBody),
-        (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
-pub async fn create_account(
-    State(state): State<ApiState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    body: Result<Json<NewAccount>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Account>), ApiError> {
-    let Json(new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    valid_name(&new.name)?;
-    if new.password.chars().count() < 12 {
-        return Err(ApiError::BadRequest(
-            "password: at least 12 characters".to_owned(),
-        ));
-    }
-    let hash = hash_password(&new.password).map_err(ApiError::Internal)?;
-    let now = Utc::now();
-    if !state
-        .fleet
-        .db
-        .create_account(&new.name, new.role.as_str(), &hash, now)
-        .await?
-    {
-        return Err(ApiError::Conflict(format!(
-            "an account named \"{}\" exists",
-            new.name
-        )));
-    }
-    tracing::info!(by = %caller.name, account = %new.name, role = new.role.as_str(), "account created");
-    Ok((
-        StatusCode::CREATED,
-        Json(Account {
-            name: new.name,
-            role: new.role,
-            created_at: now,
-        }),
-    ))
-}
-
-/// An API token, without its secret.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Token {
-    pub name: String,
-    pub role: Role,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-/// A new API token.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct NewToken {
-    pub name: String,
-    pub role: Role,
-    /// Days until it expires (1 to 3650); never when absent.
-    pub expires_in_days: Option<i64>,
-}
-
-/// The token, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedToken {
-    #[serde(flatten)]
-    pub token: Token,
-    /// The secret to send as `Authorization: Bearer …`; it is not kept.
-    pub secret: String,
-}
-
-/// The API tokens.
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "operators",
-    security(("token" = ["admin"]), ("session" = ["admin"])),
-    responses((status = OK, body = [Token]), (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
-pub async fn list_tokens(State(state): State<ApiState>) -> Result<Json<Vec<Token>>, ApiError> {
-    Ok(Json(
-        state
-            .fleet
-            .db
-            .tokens()
-            .await?
-            .into_iter()
-            .map(|t| Token {
-                role: Role::parse(&t.role).unwrap_or(Role::Viewer),
-                name: t.name,
-                created_by: t.created_by,
-                created_at: t.created_at,
-                expires_at: t.expires_at,
-                last_used_at: t.last_used_at,
-                revoked_at: t.revoked_at,
-            })
-            .collect(),
-    ))
-}
-
-/// Create an API token; its secret is in the answer, and only there.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "operators", request_body = NewToken,
-    security(("token" = ["admin"]), ("session" = ["admin"])),
-    responses(
-        (status = CREATED, body = CreatedToken),
-        (status = BAD_REQUEST, description = "Names the field at fault", body = ErrorBody),
-        (status = CONFLICT, description = "The name is taken", body = ErrorBody),
-        (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
-pub async fn create_token(
-    State(state): State<ApiState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let Json(new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    valid_name(&new.name)?;
-    let expires_at = match new.expires_in_days {
-        None => None,
-        Some(days @ 1..=3650) => Some(Utc::now() + Duration::days(days)),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "expires_in_days: from 1 to 3650".to_owned(),
-            ));
-        }
-    };
-    let secret = random_secret();
-    let now = Utc::now();
-    if !state
-        .fleet
-        .db
-        .create_token(
-            &new.name,
-            new.role.as_str(),
-            &digest(&secret),
-            &caller.name,
-            now,
-            expires_at,
-        )
-        .await?
-    {
-        return Err(ApiError::Conflict(format!(
-            "a token named \"{}\" exists",
-            new.name
-        )));
-    }
-    tracing::info!(by = %caller.name, token = %new.name, role = new.role.as_str(), "API token created");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedToken {
-            token: Token {
-                name: new.name,
-                role: new.role,
-                created_by: caller.name,
-                created_at: now,
-                expires_at,
-                last_used_at: None,
-                revoked_at: None,
-            },
-            secret,
-        }),
-    ))
-}
-
-/// Revoke an API token: it is refused from now on.
-#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "operators",
-    params(("name" = String, Path, description = "The token's name")),
-    security(("token" = ["admin"]), ("session" = ["admin"])),
-    responses(
-        (status = NO_CONTENT, description = "Revoked"),
-        (status = NOT_FOUND, description = "No such live token", body = ErrorBody),
-        (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
-pub async fn revoke_token(
-    State(state): State<ApiState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    if !state.fleet.db.revoke_token(&name, Utc::now()).await? {
-        return Err(ApiError::NotFound(format!(
-            "no live token named \"{name}\""
-        )));
-    }
-    tracing::info!(by = %caller.name, token = %name, "API token revoked");
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

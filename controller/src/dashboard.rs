@@ -7,6 +7,7 @@ use axum::Router;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
+use flotilla_proto::web::{SECURITY_HEADERS, host_name};
 
 const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
@@ -62,18 +63,6 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-/// What every answer carries: never framed, nothing but its own scripts,
-/// styles and forms, no referrer.
-const SECURITY_HEADERS: [(&str, &str); 4] = [
-    ("x-frame-options", "DENY"),
-    (
-        "content-security-policy",
-        "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
-    ),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
-];
-
 /// The dashboard and API answer only to their own host names (a request for
 /// any other is DNS rebinding), and every answer forbids framing.
 pub async fn guard(
@@ -89,12 +78,7 @@ pub async fn guard(
         .map(str::to_owned)
         .or_else(|| request.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or("").to_owned(),
-        None => host
-            .rsplit_once(':')
-            .map_or(host.clone(), |(name, _)| name.to_owned()),
-    };
+    let name = host_name(&host);
     let mut response = if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
         next.run(request).await
     } else {

@@ -30,6 +30,7 @@ pub mod db;
 pub mod demo;
 pub mod fleet;
 pub mod grpc;
+pub mod operators;
 pub mod publisher;
 pub mod releases;
 pub mod rollouts;

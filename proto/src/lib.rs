@@ -12,6 +12,7 @@ pub mod domain;
 pub mod package;
 pub mod signing;
 pub mod tls;
+pub mod web;
 
 /// Generated messages and services of package `flotilla.v1`.
 #[allow(missing_debug_implementations)] // generated service code

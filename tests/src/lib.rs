@@ -14,7 +14,7 @@ pub mod simulated;
 pub mod sites;
 pub mod tls;
 
-pub use tls::{admin_token, anonymous, ca_file, http};
+pub use tls::{Session, admin_token, anonymous, ca_file, http};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

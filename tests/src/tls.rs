@@ -109,9 +109,7 @@ impl TestCa {
 pub fn admin_token() -> &'static str {
     static TOKEN: OnceLock<String> = OnceLock::new();
     TOKEN.get_or_init(|| {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).unwrap();
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = flotilla_proto::web::random_secret();
         std::fs::write(ca().dir.join("admin-token"), &token).unwrap();
         token
     })
@@ -162,4 +160,49 @@ pub fn anonymous() -> reqwest::Client {
         .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca().pem.as_bytes()).unwrap())
         .build()
         .unwrap()
+}
+
+/// A browser-style session: what `POST /api/v1/session` gives a person who
+/// signs in with a password.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// `name=value`, as a browser sends it back.
+    pub cookie: String,
+    /// The whole `Set-Cookie` header, with its attributes.
+    pub set_cookie: String,
+    pub csrf: String,
+}
+
+impl Session {
+    /// Signs `name` in at `base` with `password` through `client`.
+    pub async fn sign_in(client: &reqwest::Client, base: &str, name: &str, password: &str) -> Self {
+        let response = client
+            .post(format!("{base}/api/v1/session"))
+            .json(&serde_json::json!({"name": name, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "signing {name} in");
+        let set_cookie = response.headers()[reqwest::header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let body: serde_json::Value = response.json().await.unwrap();
+        let csrf = body["csrf"].as_str().unwrap().to_owned();
+        Session {
+            cookie,
+            set_cookie,
+            csrf,
+        }
+    }
+
+    /// The headers a browser page sends with every change: the cookie and
+    /// the CSRF token.
+    pub fn headers(&self) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::COOKIE, self.cookie.parse().unwrap());
+        headers.insert("x-csrf-token", self.csrf.parse().unwrap());
+        headers
+    }
 }

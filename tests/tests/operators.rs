@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use flotilla_tests::{Controller, anonymous};
+use flotilla_tests::{Controller, Session, anonymous};
 use serde_json::{Value, json};
 
 const ROLES: [&str; 4] = ["viewer", "operator", "publisher", "admin"];
@@ -120,25 +120,8 @@ async fn every_operation_declares_its_role_and_each_role_gets_exactly_that() {
 
 /// Signs in; returns the session cookie (`name=value`), the whole
 /// `Set-Cookie` header and the CSRF token.
-async fn sign_in(controller: &Controller, password: &str) -> (String, String, String) {
-    let response = anonymous()
-        .post(format!("{}/api/v1/session", controller.http_url))
-        .json(&json!({"name": "admin", "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let set_cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let session: Value = response.json().await.unwrap();
-    (
-        cookie,
-        set_cookie,
-        session["csrf"].as_str().unwrap().to_owned(),
-    )
+async fn sign_in(controller: &Controller, password: &str) -> Session {
+    Session::sign_in(&anonymous(), &controller.http_url, "admin", password).await
 }
 
 #[tokio::test]
@@ -157,7 +140,11 @@ async fn a_browser_session_needs_its_csrf_token_for_every_change() {
     assert_eq!(wrong.status(), 401);
     assert!(wrong.headers().get("set-cookie").is_none());
 
-    let (cookie, set_cookie, csrf) = sign_in(&controller, &password).await;
+    let Session {
+        cookie,
+        set_cookie,
+        csrf,
+    } = sign_in(&controller, &password).await;
     for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
         assert!(set_cookie.contains(attribute), "{attribute}: {set_cookie}");
     }

@@ -11,7 +11,7 @@ use flotilla_tests::sites::{
     Publisher, ServerSpec, assert_logged, hook, launch_server, post, site, steps,
     wait_for_downloads, wait_for_rollout,
 };
-use flotilla_tests::{Agent, Controller, module, wait_until};
+use flotilla_tests::{Agent, Controller, Session, module, wait_until};
 use serde_json::{Value, json};
 
 const MODULES: [&str; 5] = [
@@ -1165,30 +1165,11 @@ async fn the_demo_publishes_a_release_its_three_agents_roll_out() {
     };
     // Signed in as the admin whose password the demo printed, as a person would.
     let password = lines.value_after("Sign in as     admin / ").await;
-    let signed_in = trusting()
+    let session = Session::sign_in(&trusting().build().unwrap(), &base, "admin", &password).await;
+    let http = trusting()
+        .default_headers(session.headers())
         .build()
-        .unwrap()
-        .post(format!("{base}/api/v1/session"))
-        .json(&json!({"name": "admin", "password": password}))
-        .send()
-        .await
         .unwrap();
-    assert_eq!(signed_in.status(), 200);
-    let cookie = signed_in.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let session: Value = signed_in.json().await.unwrap();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
-    headers.insert(
-        "x-csrf-token",
-        session["csrf"].as_str().unwrap().parse().unwrap(),
-    );
-    let http = trusting().default_headers(headers).build().unwrap();
     let get = async |path: &str| -> Value {
         http.get(format!("{base}{path}"))
             .send()

@@ -92,6 +92,13 @@ pub struct CommandInstall {
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
+/// A rollout's row with its sites and steps, as read in one snapshot.
+pub type RolloutState = (
+    RolloutRecord,
+    Vec<RolloutSiteRecord>,
+    Vec<RolloutStepRecord>,
+);
+
 /// A past successful install, to estimate the next.
 #[derive(Debug, Clone, FromRow)]
 pub struct Estimate {
@@ -235,17 +242,7 @@ impl Database {
 
     /// A rollout with its sites (by wave, then name) and steps: what the
     /// engine decides from, without the log; one snapshot.
-    #[allow(clippy::type_complexity)]
-    pub async fn rollout_state(
-        &self,
-        id: i64,
-    ) -> sqlx::Result<
-        Option<(
-            RolloutRecord,
-            Vec<RolloutSiteRecord>,
-            Vec<RolloutStepRecord>,
-        )>,
-    > {
+    pub async fn rollout_state(&self, id: i64) -> sqlx::Result<Option<RolloutState>> {
         let mut tx = self.pool.begin().await?;
         let state = read_rollout(&mut tx, id).await?;
         tx.commit().await?;
@@ -438,17 +435,10 @@ impl Database {
 }
 
 /// A rollout's row, sites and steps, inside `tx`.
-#[allow(clippy::type_complexity)]
 async fn read_rollout(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     id: i64,
-) -> sqlx::Result<
-    Option<(
-        RolloutRecord,
-        Vec<RolloutSiteRecord>,
-        Vec<RolloutStepRecord>,
-    )>,
-> {
+) -> sqlx::Result<Option<RolloutState>> {
     let Some(rollout) = sqlx::query_as("SELECT * FROM rollouts WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut **tx)

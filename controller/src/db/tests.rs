@@ -9,7 +9,8 @@ use flotilla_proto::domain::{
     ModuleKind, ModuleName, ModuleReport, ModuleState, Problem, ServerId, SiteName, Version,
 };
 
-use super::{Database, IDS, ONE, SITE, ServerHello, ServerReads};
+use super::servers::{IDS, ONE, SITE, ServerReads};
+use super::{Database, ServerHello};
 
 async fn database(dir: &tempfile::TempDir) -> Database {
     Database::open(&dir.path().join("controller.db"))

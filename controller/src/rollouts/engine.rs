@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use super::plan::Estimates;
 use super::strategy::{Calendar, Gate, Schedule, SiteFailure, Strategy};
 use crate::db::{
-    CommandInstall, RolloutChanges, RolloutRecord, RolloutSiteRecord, RolloutStepRecord,
-    ServerRecord,
+    CommandInstall, RolloutChanges, RolloutRecord, RolloutSiteRecord, RolloutState,
+    RolloutStepRecord, ServerRecord,
 };
 use crate::fleet::{Fleet, FleetEvent, Order, OrderError};
 
@@ -209,13 +209,6 @@ fn soon(due: Option<Instant>, last_pass: Instant) -> Option<Instant> {
     Some(due.map_or(at, |due| due.min(at)))
 }
 
-/// A rollout as a pass reads it: its row, sites and steps.
-type Loaded = (
-    RolloutRecord,
-    Vec<RolloutSiteRecord>,
-    Vec<RolloutStepRecord>,
-);
-
 /// An order to send once the pass is written.
 struct Job {
     server: String,
@@ -327,7 +320,7 @@ impl Engine {
 
     /// What the pass over these rollouts needs to know of the fleet: their
     /// servers, their sites' calendars, past installs for estimates.
-    async fn context(&self, rollouts: &[Loaded]) -> sqlx::Result<Context> {
+    async fn context(&self, rollouts: &[RolloutState]) -> sqlx::Result<Context> {
         let db = &self.fleet.db;
         let servers: BTreeSet<&str> = rollouts
             .iter()
@@ -381,7 +374,7 @@ impl Engine {
 
     /// One pass over every active rollout; reads nothing else when there is none.
     async fn pass(&mut self) -> sqlx::Result<()> {
-        let mut rollouts: Vec<Loaded> = Vec::new();
+        let mut rollouts: Vec<RolloutState> = Vec::new();
         for id in self.fleet.db.active_rollouts().await? {
             if let Some(loaded) = self.fleet.db.rollout_state(id).await? {
                 rollouts.push(loaded);

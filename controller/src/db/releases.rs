@@ -1,0 +1,190 @@
+//! The package store's rows and the releases published from them.
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use super::Database;
+
+/// A module package as stored.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PackageRecord {
+    pub sha256: String,
+    pub module: String,
+    pub version: String,
+    pub kind: String,
+    pub size: Option<i64>,
+    pub signature: String,
+    pub url: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A release as stored, with its packages.
+#[derive(Debug, Clone)]
+pub struct ReleaseRecord {
+    pub version: String,
+    pub notes: String,
+    pub created_at: DateTime<Utc>,
+    pub packages: Vec<PackageRecord>,
+}
+
+#[derive(FromRow)]
+struct ReleaseRow {
+    version: String,
+    notes: String,
+    created_at: DateTime<Utc>,
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishConflict {
+    #[error(
+        "{module} {version} was already published with sha256 {existing}; a module version never changes content: publish a new version"
+    )]
+    ModuleVersion {
+        module: String,
+        version: String,
+        existing: String,
+    },
+    #[error(
+        "release {0} was already published with other notes or packages; publish a new release version"
+    )]
+    Release(String),
+}
+
+impl Database {
+    pub async fn package(&self, sha256: &str) -> sqlx::Result<Option<PackageRecord>> {
+        sqlx::query_as(
+            "SELECT sha256, module, version, kind, size, signature, url, created_at FROM packages WHERE sha256 = ?",
+        )
+        .bind(sha256)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Records a release and its packages in one transaction. An identical
+    /// re-publish changes nothing and returns `Ok(false)`; a conflicting one
+    /// changes nothing and returns the conflict.
+    pub async fn publish(
+        &self,
+        version: &str,
+        notes: &str,
+        packages: &[PackageRecord],
+        at: DateTime<Utc>,
+    ) -> sqlx::Result<Result<bool, PublishConflict>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for package in packages {
+            let existing: Option<(String,)> =
+                sqlx::query_as("SELECT sha256 FROM packages WHERE module = ? AND version = ?")
+                    .bind(&package.module)
+                    .bind(&package.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((existing,)) = existing
+                && existing != package.sha256
+            {
+                return Ok(Err(PublishConflict::ModuleVersion {
+                    module: package.module.clone(),
+                    version: package.version.clone(),
+                    existing,
+                }));
+            }
+        }
+        let existing: Option<ReleaseRow> =
+            sqlx::query_as("SELECT version, notes, created_at FROM releases WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(existing) = existing {
+            let shas: Vec<(String,)> = sqlx::query_as(
+                "SELECT sha256 FROM release_packages WHERE release = ? ORDER BY sha256",
+            )
+            .bind(version)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut wanted: Vec<&str> = packages.iter().map(|p| p.sha256.as_str()).collect();
+            wanted.sort_unstable();
+            let same = existing.notes == notes
+                && shas
+                    .iter()
+                    .map(|(s,)| s.as_str())
+                    .eq(wanted.iter().copied());
+            return Ok(if same {
+                Ok(false)
+            } else {
+                Err(PublishConflict::Release(version.to_owned()))
+            });
+        }
+        for package in packages {
+            sqlx::query(
+                "INSERT INTO packages (sha256, module, version, kind, size, signature, url, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(&package.sha256)
+            .bind(&package.module)
+            .bind(&package.version)
+            .bind(&package.kind)
+            .bind(package.size)
+            .bind(&package.signature)
+            .bind(&package.url)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("INSERT INTO releases (version, notes, created_at) VALUES (?, ?, ?)")
+            .bind(version)
+            .bind(notes)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        for package in packages {
+            sqlx::query("INSERT INTO release_packages (release, sha256) VALUES (?, ?)")
+                .bind(version)
+                .bind(&package.sha256)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(true))
+    }
+
+    /// Every release, newest first, with its packages.
+    pub async fn releases(&self) -> sqlx::Result<Vec<ReleaseRecord>> {
+        let rows: Vec<ReleaseRow> =
+            sqlx::query_as("SELECT version, notes, created_at FROM releases ORDER BY created_at DESC, version DESC")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut releases = Vec::with_capacity(rows.len());
+        for row in rows {
+            releases.push(self.with_packages(row).await?);
+        }
+        Ok(releases)
+    }
+
+    pub async fn release(&self, version: &str) -> sqlx::Result<Option<ReleaseRecord>> {
+        let row: Option<ReleaseRow> =
+            sqlx::query_as("SELECT version, notes, created_at FROM releases WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_packages(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn with_packages(&self, row: ReleaseRow) -> sqlx::Result<ReleaseRecord> {
+        let packages = sqlx::query_as(
+            "SELECT p.sha256, p.module, p.version, p.kind, p.size, p.signature, p.url, p.created_at \
+             FROM release_packages r JOIN packages p ON p.sha256 = r.sha256 WHERE r.release = ? ORDER BY p.module",
+        )
+        .bind(&row.version)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ReleaseRecord {
+            version: row.version,
+            notes: row.notes,
+            created_at: row.created_at,
+            packages,
+        })
+    }
+}

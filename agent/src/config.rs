@@ -31,15 +31,18 @@ pub fn default_config_path() -> PathBuf {
     }
 }
 
-/// The file as written; every field but `site` and `controller_url` has a default.
+/// The file as written; every field but `controller_url` has a default. An
+/// enrolled agent's site and server id are its certificate's; in plain
+/// text, `site` is needed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    site: String,
+    site: Option<String>,
     server_id: Option<String>,
     data_dir: Option<PathBuf>,
     controller_url: String,
-    /// The controller's CA certificate (PEM), for an `https://` controller_url.
+    /// The controller's CA certificate (PEM), for an `https://` controller_url;
+    /// by default the one enrollment wrote in `<data>/identity/`.
     controller_ca: Option<PathBuf>,
     /// Allows an `http://` controller_url: everything the agent and the
     /// controller say, and every download, in plain text.
@@ -119,11 +122,15 @@ fn default_reconnect_max_ms() -> u64 {
 /// How the agent trusts the controller it talks to and downloads from.
 #[derive(Debug, Clone)]
 pub enum ControllerTrust {
-    /// TLS, with the controller's certificate issued by this CA.
+    /// Mutual TLS: the controller's certificate issued by this CA, and the
+    /// agent's own certificate from enrollment.
     Ca {
         /// The CA certificate, PEM, as read at start.
         pem: String,
         path: PathBuf,
+        /// The agent's certificate and key ([`crate::identity`]), read
+        /// again at each connection (renewal replaces it).
+        identity: PathBuf,
     },
     /// Plain text, as `insecure_plaintext = true` allows.
     Plaintext,
@@ -174,6 +181,32 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// The data folder a configuration file names, without validating the
+/// rest: what `flotilla-agent enroll` needs before the agent can start.
+pub fn data_layout_of(path: &Path) -> Result<DataLayout, ConfigError> {
+    #[derive(Deserialize)]
+    struct DataOnly {
+        data_dir: Option<PathBuf>,
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let file: DataOnly = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(DataLayout::new(
+        file.data_dir.unwrap_or_else(default_data_root),
+    ))
+}
+
 impl Settings {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -189,47 +222,89 @@ impl Settings {
             message,
         };
         let file: File = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let site = SiteName::parse(&file.site).map_err(|e| invalid(format!("site: {e}")))?;
-        let server_id = match file.server_id {
-            Some(id) => ServerId::parse(&id).map_err(|e| invalid(format!("server_id: {e}")))?,
-            None => {
-                let host = gethostname::gethostname().to_string_lossy().into_owned();
-                ServerId::parse(&host).map_err(|e| {
-                    invalid(format!(
-                        "server_id is not set and the host name cannot serve as one: {e}"
-                    ))
-                })?
-            }
-        };
+        let layout = DataLayout::new(file.data_dir.clone().unwrap_or_else(default_data_root));
+        let configured_site = file
+            .site
+            .as_deref()
+            .map(|site| SiteName::parse(site).map_err(|e| invalid(format!("site: {e}"))))
+            .transpose()?;
+        let configured_server = file
+            .server_id
+            .as_deref()
+            .map(|id| ServerId::parse(id).map_err(|e| invalid(format!("server_id: {e}"))))
+            .transpose()?;
         let url = &file.controller_url;
-        let controller_trust = match (
-            url.split_once("://").map(|(scheme, _)| scheme),
-            &file.controller_ca,
-        ) {
-            (Some("https"), Some(ca)) => {
-                let ca = if ca.is_relative() {
-                    path.parent().map_or_else(|| ca.clone(), |dir| dir.join(ca))
-                } else {
-                    ca.clone()
-                };
-                let (pem, _) = flotilla_proto::tls::read_certificates(&ca)
-                    .map_err(|e| invalid(format!("controller_ca: {e}")))?;
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        let (controller_trust, site, server_id) = match scheme {
+            Some("https") => {
                 if file.insecure_plaintext {
                     return Err(invalid(format!(
                         "insecure_plaintext is set but controller_url \"{url}\" is https://: remove one of them"
                     )));
                 }
-                ControllerTrust::Ca { pem, path: ca }
+                let identity_file = layout.identity_file();
+                if !identity_file.exists() {
+                    return Err(invalid(format!(
+                        "this agent is not enrolled ({} does not exist): run `flotilla-agent enroll --controller <the controller's https address> --token <token> --ca-fingerprint <sha256:…>` with a token an admin creates in the dashboard (Servers, Enroll a server) or with POST /api/v1/enrollments",
+                        identity_file.display()
+                    )));
+                }
+                let identity = crate::identity::Identity::load(&identity_file)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let stated = identity.certificate.identity;
+                if let Some(site) = configured_site.as_ref().filter(|s| **s != stated.site) {
+                    return Err(invalid(format!(
+                        "site is \"{site}\" but this agent is enrolled as {stated} ({}): remove site, or enroll again",
+                        identity_file.display()
+                    )));
+                }
+                if let Some(id) = configured_server
+                    .as_ref()
+                    .filter(|id| **id != stated.server)
+                {
+                    return Err(invalid(format!(
+                        "server_id is \"{id}\" but this agent is enrolled as {stated} ({}): remove server_id, or enroll again",
+                        identity_file.display()
+                    )));
+                }
+                let ca = match &file.controller_ca {
+                    Some(ca) if ca.is_relative() => {
+                        path.parent().map_or_else(|| ca.clone(), |dir| dir.join(ca))
+                    }
+                    Some(ca) => ca.clone(),
+                    None => layout
+                        .identity_dir()
+                        .join(crate::identity::CONTROLLER_CA_FILE),
+                };
+                let (pem, _) = flotilla_proto::tls::read_certificates(&ca)
+                    .map_err(|e| invalid(format!("controller_ca: {e}")))?;
+                let trust = ControllerTrust::Ca {
+                    pem,
+                    path: ca,
+                    identity: identity_file,
+                };
+                (trust, stated.site, stated.server)
             }
-            (Some("https"), None) => {
-                return Err(invalid(format!(
-                    "controller_url \"{url}\" is https:// but controller_ca is not set: point it at the controller's CA certificate (ca.pem in its TLS folder; the controller prints its fingerprint at start)"
-                )));
+            Some("http") if file.insecure_plaintext => {
+                let site = configured_site.ok_or_else(|| {
+                    invalid("site is needed when the agent is not enrolled (plain text)".to_owned())
+                })?;
+                let server_id = match configured_server {
+                    Some(id) => id,
+                    None => {
+                        let host = gethostname::gethostname().to_string_lossy().into_owned();
+                        ServerId::parse(&host).map_err(|e| {
+                            invalid(format!(
+                                "server_id is not set and the host name cannot serve as one: {e}"
+                            ))
+                        })?
+                    }
+                };
+                (ControllerTrust::Plaintext, site, server_id)
             }
-            (Some("http"), _) if file.insecure_plaintext => ControllerTrust::Plaintext,
-            (Some("http"), _) => {
+            Some("http") => {
                 return Err(invalid(format!(
-                    "controller_url \"{url}\" is plain text: use https:// with controller_ca, or set insecure_plaintext = true to allow plain text explicitly"
+                    "controller_url \"{url}\" is plain text: use https:// (and enroll the agent), or set insecure_plaintext = true to allow plain text explicitly"
                 )));
             }
             _ => {
@@ -255,7 +330,6 @@ impl Settings {
             })?,
             None => maintenance::DEFAULT_TEMPLATE.to_owned(),
         };
-        let layout = DataLayout::new(file.data_dir.unwrap_or_else(default_data_root));
         let install = InstallSettings {
             scripts_dir: layout.scripts_dir(),
             backup_dir: file
@@ -365,6 +439,17 @@ impl DataLayout {
         self.updates_dir().join("scripts")
     }
 
+    /// `<data>/identity/`: the agent's certificate and key, and the
+    /// controller's CA.
+    pub fn identity_dir(&self) -> PathBuf {
+        self.root.join("identity")
+    }
+
+    /// `<data>/identity/agent.pem`
+    pub fn identity_file(&self) -> PathBuf {
+        self.identity_dir().join(crate::identity::IDENTITY_FILE)
+    }
+
     /// `<data>/bin/updates/packages/`: packages ready to install, each
     /// `<name>.zip` with its checksum in `<name>.zip.sha256`.
     pub fn packages_dir(&self) -> PathBuf {
@@ -417,45 +502,86 @@ mod tests {
         );
     }
 
+    /// A data folder holding an enrolled identity for `server` of `site`.
+    fn enrolled(site: &str, server: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::default();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_certificate = ca.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(format!("urn:flotilla:agent:{site}:{server}"))
+                .expect("uri"),
+        )];
+        let certificate = params.signed_by(&key, &issuer).expect("certificate");
+        let layout = DataLayout::new(dir.path().to_path_buf());
+        std::fs::create_dir_all(layout.identity_dir()).expect("dir");
+        std::fs::write(
+            layout.identity_file(),
+            format!("{}{}", certificate.pem(), key.serialize_pem()),
+        )
+        .expect("write");
+        std::fs::write(
+            layout
+                .identity_dir()
+                .join(crate::identity::CONTROLLER_CA_FILE),
+            ca_certificate.pem(),
+        )
+        .expect("write");
+        dir
+    }
+
     #[test]
-    fn plain_text_is_only_ever_explicit_and_https_needs_the_controllers_ca() {
+    fn plain_text_is_only_ever_explicit_and_https_needs_an_enrolled_agent() {
         let err = parse("site = \"a\"\nserver_id = \"w\"\ncontroller_url = \"http://c:7000\"\n")
             .expect_err("plain text without the flag");
         assert!(
             err.contains("is plain text") && err.contains("insecure_plaintext = true"),
             "{err}"
         );
-        let err = parse("site = \"a\"\nserver_id = \"w\"\ncontroller_url = \"https://c:7000\"\n")
-            .expect_err("https without a CA");
-        assert!(err.contains("controller_ca is not set"), "{err}");
-        let err = parse(
-            "site = \"a\"\nserver_id = \"w\"\ncontroller_url = \"https://c:7000\"\ncontroller_ca = \"/nonexistent/ca.pem\"\n",
-        )
-        .expect_err("a CA that cannot be read");
+        let empty = tempfile::tempdir().expect("temp dir");
+        let err = parse(&format!(
+            "data_dir = {:?}\ncontroller_url = \"https://c:7000\"\n",
+            empty.path().display().to_string()
+        ))
+        .expect_err("https without enrollment");
+        assert!(
+            err.contains("this agent is not enrolled") && err.contains("flotilla-agent enroll"),
+            "{err}"
+        );
+
+        // Enrolled: the site and server id are the certificate's, and the
+        // CA enrollment wrote is trusted.
+        let dir = enrolled("acme-paris", "acme-web-01");
+        let data = format!("data_dir = {:?}\n", dir.path().display().to_string());
+        let text = format!("{data}controller_url = \"https://c:7000\"\n");
+        let settings = parse(&text).expect("valid");
+        assert_eq!(
+            (settings.site.as_str(), settings.server_id.as_str()),
+            ("acme-paris", "acme-web-01")
+        );
+        assert!(
+            matches!(&settings.controller_trust, ControllerTrust::Ca { path, .. } if path.ends_with("identity/controller-ca.pem")),
+            "{:?}",
+            settings.controller_trust
+        );
+        let err = parse(&format!("{text}server_id = \"acme-web-02\"\n")).expect_err("another id");
+        assert!(
+            err.contains("server_id is \"acme-web-02\" but this agent is enrolled as server acme-web-01 of site acme-paris"),
+            "{err}"
+        );
+        let err = parse(&format!("{text}site = \"acme-lyon\"\n")).expect_err("another site");
+        assert!(err.contains("site is \"acme-lyon\""), "{err}");
+        let err = parse(&format!("{text}controller_ca = \"/nonexistent/ca.pem\"\n"))
+            .expect_err("a CA that cannot be read");
         assert!(
             err.contains("controller_ca: cannot read the certificate file /nonexistent/ca.pem"),
             "{err}"
         );
-
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(
-            &ca,
-            "-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n",
-        )
-        .expect("write");
-        let text = "site = \"a\"\nserver_id = \"w\"\ncontroller_url = \"https://c:7000\"\ncontroller_ca = \"ca.pem\"\n";
-        let settings = Settings::parse(&dir.path().join("agent.toml"), text).expect("valid");
-        assert!(
-            matches!(&settings.controller_trust, ControllerTrust::Ca { path, .. } if *path == ca),
-            "{:?}",
-            settings.controller_trust
-        );
-        let err = Settings::parse(
-            &dir.path().join("agent.toml"),
-            &format!("{text}insecure_plaintext = true\n"),
-        )
-        .expect_err("both");
-        assert!(err.to_string().contains("remove one of them"), "{err}");
+        let err = parse(&format!("{text}insecure_plaintext = true\n")).expect_err("both");
+        assert!(err.contains("remove one of them"), "{err}");
     }
 }

@@ -382,7 +382,7 @@ fn download_client(trust: &ControllerTrust) -> Result<reqwest::Client, String> {
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60));
     let builder = match trust {
-        ControllerTrust::Ca { pem, path } => {
+        ControllerTrust::Ca { pem, path, .. } => {
             let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                 .map_err(|e| format!("cannot use the controller's CA {}: {e}", path.display()))?;
             builder.https_only(true).tls_certs_merge(certificates)

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod databases;
 pub mod downloads;
+pub mod identity;
 pub mod install;
 pub mod installs;
 pub mod inventory;

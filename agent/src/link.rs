@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::config::ControllerTrust;
+use crate::identity::Identity;
 use tonic::{Code, Status};
 
 use crate::install::EventKind;
@@ -110,9 +111,23 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
     let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
     let mut endpoint =
         Endpoint::from_shared(settings.controller_url.clone()).map_err(|e| unreachable(&e))?;
-    if let ControllerTrust::Ca { pem, .. } = &settings.controller_trust {
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+    let mut identity = None;
+    if let ControllerTrust::Ca {
+        pem,
+        identity: identity_file,
+        ..
+    } = &settings.controller_trust
+    {
+        // Read at each connection: a renewal replaces the file.
+        let ours = Identity::load(identity_file).map_err(|e| unreachable(&e))?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &ours.certificate_pem,
+                &ours.key_pem,
+            ));
         endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(&e))?;
+        identity = Some((identity_file.clone(), ours));
     }
     let endpoint = endpoint
         .connect_timeout(Duration::from_secs(5))
@@ -124,6 +139,10 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         channel = endpoint.connect() => channel.map_err(|e| unreachable(&error_chain(&e)))?,
     };
     let mut client = AgentLinkClient::new(channel);
+    // When to renew the certificate; checked again after each try.
+    let mut renewal = identity
+        .as_ref()
+        .map(|(_, ours)| tokio::time::Instant::now() + ours.until_renewal());
     let (outbound, outbound_rx) = mpsc::channel::<AgentMessage>(64);
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -226,6 +245,21 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(SessionEnd::Shutdown),
             },
+            _ = sleep_until(renewal) => {
+                if let Some((file, _)) = &identity {
+                    renewal = Some(match renew(&mut client, file).await {
+                        Ok(renewed) => {
+                            tracing::info!(not_after = renewed.certificate.not_after, "renewed this agent's certificate");
+                            tokio::time::Instant::now() + renewed.until_renewal()
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot renew this agent's certificate yet: {e}");
+                            tokio::time::Instant::now() + RENEWAL_RETRY
+                        }
+                    });
+                }
+                continue;
+            }
             _ = heartbeat.tick() => message(Body::Heartbeat(Heartbeat {
                 sent_at_unix_ms: Utc::now().timestamp_millis(),
             })),
@@ -242,6 +276,32 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
             return Ok(lost(&e));
         }
     }
+}
+
+/// How long after a failed renewal the agent tries again.
+const RENEWAL_RETRY: Duration = Duration::from_secs(60);
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks the controller for a certificate for a new key, and replaces the
+/// identity file with it.
+async fn renew(
+    client: &mut AgentLinkClient<tonic::transport::Channel>,
+    file: &std::path::Path,
+) -> anyhow::Result<Identity> {
+    let (csr_pem, key_pem) = crate::identity::new_request()?;
+    let reply = client
+        .renew(v1::RenewRequest { csr_pem })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?
+        .into_inner();
+    Ok(Identity::save(file, &reply.certificate_pem, &key_pem)?)
 }
 
 /// Acts on a message from the controller; returns what to answer, if anything.

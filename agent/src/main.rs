@@ -37,6 +37,22 @@ enum Command {
         #[arg(long)]
         portal: Option<String>,
     },
+    /// Enroll this agent with the controller: makes its key here (it never
+    /// leaves this server) and gets a certificate for the server id and
+    /// site an admin created the token for.
+    Enroll {
+        /// The controller's HTTPS address (its dashboard), e.g.
+        /// https://controller:8443.
+        #[arg(long)]
+        controller: String,
+        /// The one-time enrollment token.
+        #[arg(long, env = "FLOTILLA_ENROLLMENT_TOKEN")]
+        token: String,
+        /// The fingerprint of the controller's CA (sha256:…), as the
+        /// dashboard shows it with the token.
+        #[arg(long)]
+        ca_fingerprint: String,
+    },
     /// Restore a kept backup of a module through the running agent: the
     /// newest earlier version, or `--to`.
     Rollback {
@@ -70,6 +86,30 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Enroll {
+        controller,
+        token,
+        ca_fingerprint,
+    }) = &args.command
+    {
+        let layout = flotilla_agent::config::data_layout_of(&args.config)?;
+        let identity = flotilla_agent::identity::enroll(
+            &layout.identity_dir(),
+            controller,
+            token,
+            ca_fingerprint,
+        )
+        .await?;
+        let not_after = chrono::DateTime::from_timestamp(identity.certificate.not_after, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        println!(
+            "flotilla-agent enrolled as {}; certificate valid until {not_after}, renewed automatically; identity in {}",
+            identity.certificate.identity,
+            layout.identity_file().display()
+        );
+        return Ok(());
+    }
     let settings = Settings::load(&args.config)?;
     let portal_of = |given: Option<String>| {
         given.unwrap_or_else(|| {
@@ -82,6 +122,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (module, portal, request) = match args.command {
         None | Some(Command::Run) => return serve(settings).await,
+        Some(Command::Enroll { .. }) => unreachable!("handled above"),
         Some(Command::Install {
             module,
             package,

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub tls: bool,
     /// The hosts packages published by URL may be fetched from.
     pub package_hosts: Arc<Vec<String>>,
+    /// Agents' enrollment and certificates; `None` in plain text.
+    pub enrollment: Option<Arc<crate::enrollment::Enrollment>>,
 }
 
 #[derive(OpenApi)]
@@ -134,6 +136,9 @@ pub fn router(state: ApiState) -> axum::Router {
             crate::operators::create_token
         ))
         .routes(routes!(crate::operators::revoke_token))
+        .routes(routes!(crate::enrollment::create, crate::enrollment::list))
+        .routes(routes!(crate::enrollment::enroll))
+        .routes(routes!(crate::enrollment::revoke))
         .routes(routes!(crate::audit::trail))
         .routes(routes!(crate::audit::export))
         .split_for_parts();

@@ -118,6 +118,10 @@ pub async fn run(
         tls: Some(identity),
         names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
         package_hosts: Vec::new(),
+        agent_ca: Some(std::sync::Arc::new(crate::tls::AgentCa::own(
+            &args.dir.join("tls"),
+        )?)),
+        agent_certificate_lifetime: Duration::from_secs(30 * 86_400),
     };
     let controller = tokio::spawn(crate::run(db, packages, settings, grpc, http, async move {
         let _ = controller_stopped.await;
@@ -130,8 +134,10 @@ pub async fn run(
         .to_owned();
     let mut agents: Vec<(String, Child)> = Vec::new();
     let mut portals = Vec::new();
+    let api = crate::publisher::client(Some(&ca))?;
     for server in &SERVERS {
-        let config = lay_out(&args.dir, server, &grpc_url, &ca, &trusted)?;
+        let config = lay_out(&args.dir, server, &grpc_url, &trusted)?;
+        enroll(&api, &dashboard, &token, &agent_binary, &config, server.id).await?;
         let log = std::fs::File::create(args.dir.join("logs").join(format!("{}.log", server.id)))?;
         let mut child = Command::new(&agent_binary)
             .arg("--config")
@@ -216,13 +222,61 @@ pub async fn run(
     Ok(())
 }
 
+/// Enrolls a server's agent as an operator would: an enrollment token from
+/// the REST API, then `flotilla-agent enroll` with it on the server.
+async fn enroll(
+    api: &reqwest::Client,
+    dashboard: &str,
+    token: &str,
+    agent_binary: &Path,
+    config: &Path,
+    server: &str,
+) -> anyhow::Result<()> {
+    let created = api
+        .post(format!("{dashboard}api/v1/enrollments"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"server": server, "site": SITE, "expires_in_minutes": 10}))
+        .send()
+        .await
+        .context("cannot ask the controller for an enrollment token")?;
+    if !created.status().is_success() {
+        anyhow::bail!(
+            "the controller refused an enrollment token for {server}: {}",
+            created.text().await.unwrap_or_default()
+        );
+    }
+    let created: serde_json::Value = created.json().await?;
+    let (Some(secret), Some(fingerprint)) = (
+        created["token"].as_str(),
+        created["ca_fingerprint"].as_str(),
+    ) else {
+        anyhow::bail!("the controller's enrollment answer lacks the token or the fingerprint");
+    };
+    let output = Command::new(agent_binary)
+        .arg("--config")
+        .arg(config)
+        .args(["enroll", "--controller", dashboard.trim_end_matches('/')])
+        .args(["--ca-fingerprint", fingerprint])
+        .env("FLOTILLA_ENROLLMENT_TOKEN", secret)
+        .output()
+        .await
+        .with_context(|| format!("cannot run {}", agent_binary.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "flotilla-agent enroll failed for {server}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Writes a server's data folder: module folders with real files and a
-/// version, `applicationspath.config`, and the agent's configuration.
+/// version, `applicationspath.config`, and the agent's configuration
+/// (its site and server id come from its enrollment).
 fn lay_out(
     dir: &Path,
     server: &DemoServer,
     grpc_url: &str,
-    ca: &Path,
     trusted_key: &str,
 ) -> anyhow::Result<PathBuf> {
     let data = dir.join("servers").join(server.id);
@@ -256,10 +310,8 @@ fn lay_out(
     std::fs::write(
         &config,
         format!(
-            "site = \"{SITE}\"\nserver_id = \"{}\"\ndata_dir = {:?}\ncontroller_url = \"{grpc_url}\"\ncontroller_ca = {:?}\nportal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 1000\ntrusted_keys = [\"{trusted_key}\"]\n",
-            server.id,
+            "data_dir = {:?}\ncontroller_url = \"{grpc_url}\"\nportal_listen = \"127.0.0.1:0\"\nscan_interval_ms = 1000\ntrusted_keys = [\"{trusted_key}\"]\n",
             data.display().to_string(),
-            ca.display().to_string(),
         ),
     )?;
     Ok(config)

@@ -15,6 +15,8 @@ use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use flotilla_proto::tls::AgentCertificate;
+
 use crate::db::{Database, InstallProgressIn, InstallResultIn, ServerHello};
 
 /// Something a watcher of the fleet (the dashboard) should know.
@@ -154,6 +156,10 @@ struct Live {
     kick: CancellationToken,
     /// Commands for this connection's agent.
     commands: mpsc::Sender<FleetCommand>,
+    /// The certificate it proved itself with; `None` in plain text.
+    certificate: Option<AgentCertificate>,
+    /// Where it connects from.
+    peer: String,
 }
 
 /// The connected agents, the database, and the event channel.
@@ -171,10 +177,34 @@ pub struct Fleet {
     /// The next connection's session number: above every number stored, so
     /// that a newer connection's state always wins over an older one's.
     next_session: AtomicU64,
-    /// Commands sent and waiting for the agent's outcome, by command id.
-    awaiting: Mutex<HashMap<String, oneshot::Sender<(bool, String)>>>,
+    /// Commands sent and waiting for the agent's outcome, by command id,
+    /// with the connection they were sent to: only it may answer.
+    awaiting: Mutex<HashMap<String, Awaiting>>,
     /// Servers held by a rollout, with the rollout's description.
     holds: Mutex<HashMap<ServerId, String>>,
+}
+
+/// A command waiting for its outcome.
+#[derive(Debug)]
+struct Awaiting {
+    server: ServerId,
+    session: u64,
+    answer: oneshot::Sender<(bool, String)>,
+}
+
+/// Why a connection was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "server {server} is already connected (from {from}, heard {silent_ms} ms ago); a second connection is taken only once the first misses its heartbeats"
+    )]
+    AlreadyConnected {
+        server: ServerId,
+        from: String,
+        silent_ms: u128,
+    },
+    #[error("cannot record the connection: {0}")]
+    Store(#[from] sqlx::Error),
 }
 
 /// A connected agent's handle, owned by its stream.
@@ -229,31 +259,47 @@ impl Fleet {
 
     /// An agent said hello: record it and hand back its session.
     ///
-    /// The new session is registered in memory first, ending the previous
-    /// connection's, then recorded with its number; the older connection's
+    /// A server already connected keeps its connection unless it has
+    /// missed its heartbeats: a second connection with the same identity
+    /// is refused until then. The new session is registered in memory
+    /// first, then recorded with its number; the older connection's
     /// writes, conditioned on its own number, can no longer change the row.
     pub async fn connect(
         &self,
         hello: &ServerHello,
+        certificate: Option<AgentCertificate>,
         shutdown: &CancellationToken,
-    ) -> sqlx::Result<Session> {
+    ) -> Result<Session, ConnectError> {
         let now = Utc::now();
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let kicked = shutdown.child_token();
         let (commands_tx, commands) = mpsc::channel(16);
-        let previous = self.live().insert(
-            hello.id.clone(),
-            Live {
-                session: id,
-                last_seen: now,
-                last_seen_at: Instant::now(),
-                dirty: false,
-                kick: kicked.clone(),
-                commands: commands_tx,
-            },
-        );
+        let entry = Live {
+            session: id,
+            last_seen: now,
+            last_seen_at: Instant::now(),
+            dirty: false,
+            kick: kicked.clone(),
+            commands: commands_tx,
+            certificate,
+            peer: hello.peer_address.clone().unwrap_or_default(),
+        };
+        let previous = {
+            let mut live = self.live();
+            if let Some(existing) = live.get(&hello.id) {
+                let silent = existing.last_seen_at.elapsed();
+                if silent < self.heartbeats.interval * 2 {
+                    return Err(ConnectError::AlreadyConnected {
+                        server: hello.id.clone(),
+                        from: existing.peer.clone(),
+                        silent_ms: silent.as_millis(),
+                    });
+                }
+            }
+            live.insert(hello.id.clone(), entry)
+        };
         if let Some(previous) = &previous {
-            tracing::warn!(server = %hello.id, "a new connection replaces the previous one from the same server id");
+            tracing::warn!(server = %hello.id, from = %previous.peer, "a new connection replaces the previous one from the same server, silent for {:?}", previous.last_seen_at.elapsed());
             previous.kick.cancel();
         }
         let session = Session {
@@ -277,9 +323,27 @@ impl Fleet {
                     self.go_offline(&hello.id, previous.session, previous.last_seen, reason)
                         .await;
                 }
-                Err(e)
+                Err(e.into())
             }
         }
+    }
+
+    /// The certificate a connected server proved itself with.
+    pub fn certificate_of(&self, server: &ServerId) -> Option<AgentCertificate> {
+        self.live().get(server).and_then(|l| l.certificate.clone())
+    }
+
+    /// Ends a server's connection, if it has one, and records it offline
+    /// for `reason`. Whether it was connected.
+    pub async fn end_connection(&self, server: &ServerId, reason: &str) -> bool {
+        let entry = self.live().remove(server);
+        let Some(entry) = entry else {
+            return false;
+        };
+        entry.kick.cancel();
+        self.go_offline(server, entry.session, entry.last_seen, reason)
+            .await;
+        true
     }
 
     /// Removes the session from the connected agents if it is still the
@@ -377,13 +441,11 @@ impl Fleet {
         Ok(())
     }
 
-    /// A new command id, unique on this controller.
+    /// A new command id: unique, and unpredictable, so that nobody can
+    /// answer a command they were not sent.
     pub fn command_id(&self, server: &str, module: &str) -> String {
-        format!(
-            "{server}-{module}-{}-{}",
-            Utc::now().timestamp_millis(),
-            self.next_session.fetch_add(1, Ordering::Relaxed)
-        )
+        let random = flotilla_proto::web::random_secret();
+        format!("{server}-{module}-{}", &random[..32])
     }
 
     /// Orders a connected agent to install or restore a module, and waits
@@ -407,16 +469,29 @@ impl Fleet {
         order: Order,
         command_id: String,
     ) -> Result<(String, String), OrderError> {
-        let sender = ServerId::parse(server)
+        let (id, sender, session) = ServerId::parse(server)
             .ok()
-            .and_then(|id| self.live().get(&id).map(|l| l.commands.clone()))
+            .and_then(|id| {
+                let found = self
+                    .live()
+                    .get(&id)
+                    .map(|l| (l.commands.clone(), l.session));
+                found.map(|(sender, session)| (id, sender, session))
+            })
             .ok_or_else(|| OrderError::Offline(server.to_owned()))?;
         let patience = order.patience();
         let (answer_tx, answer) = oneshot::channel();
         self.awaiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(command_id.clone(), answer_tx);
+            .insert(
+                command_id.clone(),
+                Awaiting {
+                    server: id,
+                    session,
+                    answer: answer_tx,
+                },
+            );
         let command = match order {
             Order::Install {
                 package,
@@ -559,15 +634,24 @@ impl Fleet {
         }
     }
 
-    /// An agent answered a command.
-    pub fn command_outcome(&self, command_id: &str, ok: bool, message: String) {
-        if let Some(waiting) = self
-            .awaiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(command_id)
-        {
-            let _ = waiting.send((ok, message));
+    /// An agent answered a command: taken only from the connection the
+    /// command was sent to.
+    pub fn command_outcome(&self, session: &Session, command_id: &str, ok: bool, message: String) {
+        let waiting = {
+            let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+            match awaiting.get(command_id) {
+                Some(w) if w.server == session.server && w.session == session.id => {
+                    awaiting.remove(command_id)
+                }
+                Some(w) => {
+                    tracing::warn!(server = %session.server, command = command_id, sent_to = %w.server, "ignored an answer to a command sent to another connection");
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(waiting) = waiting {
+            let _ = waiting.answer.send((ok, message));
         }
     }
 

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
+use flotilla_proto::tls::AgentCertificate;
 use flotilla_proto::v1::agent_link_server::AgentLink;
 use flotilla_proto::v1::{
     AgentMessage, AvailablePackage, AvailablePackages, Command, ControllerMessage, DatabaseReview,
-    DatabaseScript, Hold, InstallModule, RollbackModule, Welcome, agent_message, command,
-    controller_message,
+    DatabaseScript, Hold, InstallModule, RenewReply, RenewRequest, RollbackModule, Welcome,
+    agent_message, command, controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
 use tokio::sync::mpsc;
@@ -21,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::db::{InstallProgressIn, InstallResultIn, ServerHello};
-use crate::fleet::{Fleet, FleetCommand, Session};
+use crate::enrollment::Enrollment;
+use crate::fleet::{ConnectError, Fleet, FleetCommand, Session};
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,13 +32,49 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AgentLinkService {
     fleet: Arc<Fleet>,
+    /// Agents' certificates; `None` in plain text, where agents say who
+    /// they are.
+    enrollment: Option<Arc<Enrollment>>,
     /// Cancelled at shutdown: ends every agent stream so the server can stop.
     shutdown: CancellationToken,
 }
 
 impl AgentLinkService {
-    pub fn new(fleet: Arc<Fleet>, shutdown: CancellationToken) -> Self {
-        Self { fleet, shutdown }
+    pub fn new(
+        fleet: Arc<Fleet>,
+        enrollment: Option<Arc<Enrollment>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            fleet,
+            enrollment,
+            shutdown,
+        }
+    }
+
+    /// The agent a request's client certificate proves; `Ok(None)` in
+    /// plain text. A refusal is logged with its reason.
+    fn certificate<T>(&self, request: &Request<T>) -> Result<Option<AgentCertificate>, Status> {
+        let Some(enrollment) = &self.enrollment else {
+            return Ok(None);
+        };
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let certificates = request.peer_certs();
+        let Some(der) = certificates.as_ref().and_then(|c| c.first()) else {
+            tracing::warn!(%peer, "refused an agent: no client certificate");
+            return Err(Status::unauthenticated(
+                "no client certificate: enroll this agent (flotilla-agent enroll)",
+            ));
+        };
+        match enrollment.admit(der.as_ref()) {
+            Ok(certificate) => Ok(Some(certificate)),
+            Err(refusal) => {
+                tracing::warn!(%peer, "refused an agent: {refusal}");
+                Err(Status::permission_denied(refusal.to_string()))
+            }
+        }
     }
 }
 
@@ -50,6 +88,7 @@ impl AgentLink for AgentLinkService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Outbound>, Status> {
+        let certificate = self.certificate(&request)?;
         let peer = request.remote_addr().map(|addr| addr.to_string());
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
@@ -93,21 +132,43 @@ impl AgentLink for AgentLinkService {
             os: hello.os,
             agent_version: hello.agent_version,
             protocol_version: hello.protocol_version,
-            peer_address: peer,
+            peer_address: peer.clone(),
             agent_started_at: (hello.started_at_unix_ms > 0)
                 .then(|| chrono::DateTime::from_timestamp_millis(hello.started_at_unix_ms))
                 .flatten(),
         };
-        let session = self
+        if let Some(certificate) = &certificate
+            && (certificate.identity.server != hello.id || certificate.identity.site != hello.site)
+        {
+            tracing::warn!(
+                peer = peer.as_deref().unwrap_or("unknown"),
+                "refused an agent: its certificate is for {}, its Hello claimed server {} of site {}",
+                certificate.identity,
+                hello.id,
+                hello.site
+            );
+            return Err(Status::permission_denied(format!(
+                "this agent's certificate is for {}, but its Hello claimed server {} of site {}",
+                certificate.identity, hello.id, hello.site
+            )));
+        }
+        let session = match self
             .fleet
-            .connect(&hello, &self.shutdown)
+            .connect(&hello, certificate, &self.shutdown)
             .await
-            .map_err(|e| {
+        {
+            Ok(session) => session,
+            Err(e @ ConnectError::AlreadyConnected { .. }) => {
+                tracing::warn!(server = %hello.id, peer = peer.as_deref().unwrap_or("unknown"), "refused a second connection: {e}");
+                return Err(Status::already_exists(e.to_string()));
+            }
+            Err(ConnectError::Store(e)) => {
                 tracing::error!(server = %hello.id, "cannot record the connection: {e}");
-                Status::unavailable(
+                return Err(Status::unavailable(
                     "the controller cannot record this connection right now; retry later",
-                )
-            })?;
+                ));
+            }
+        };
         tracing::info!(server = %hello.id, site = %hello.site, agent = %hello.agent_version, "agent connected");
 
         let (outbound, outbound_rx) = mpsc::channel::<Result<ControllerMessage, Status>>(16);
@@ -145,6 +206,31 @@ impl AgentLink for AgentLinkService {
             outbound,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+    }
+
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<RenewReply>, Status> {
+        let Some(certificate) = self.certificate(&request)? else {
+            return Err(Status::failed_precondition(
+                "the controller runs in plain text: there is no certificate to renew",
+            ));
+        };
+        let Some(enrollment) = &self.enrollment else {
+            return Err(Status::failed_precondition("no certificates in plain text"));
+        };
+        let issued = enrollment
+            .renew(
+                &self.fleet.db,
+                &certificate.identity,
+                &request.get_ref().csr_pem,
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(server = %certificate.identity.server, "cannot renew the certificate: {e}");
+                Status::invalid_argument(e.to_string())
+            })?;
+        Ok(Response::new(RenewReply {
+            certificate_pem: issued.chain_pem,
+        }))
     }
 }
 
@@ -217,7 +303,7 @@ async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Resu
         Some(agent_message::Body::Heartbeat(_)) => Ok(()),
         Some(agent_message::Body::CommandOutcome(outcome)) => {
             tracing::info!(server = %session.server, command = %outcome.command_id, ok = outcome.ok, "{}", outcome.message);
-            fleet.command_outcome(&outcome.command_id, outcome.ok, outcome.message);
+            fleet.command_outcome(session, &outcome.command_id, outcome.ok, outcome.message);
             Ok(())
         }
         Some(agent_message::Body::InstallProgress(p)) => {

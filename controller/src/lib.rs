@@ -28,6 +28,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod db;
 pub mod demo;
+pub mod enrollment;
 pub mod fleet;
 pub mod grpc;
 pub mod operators;
@@ -67,6 +68,12 @@ pub struct Settings {
     /// The hosts packages published by URL may be fetched from (HTTPS
     /// only), besides the public URL's.
     pub package_hosts: Vec<String>,
+    /// The CA that issues agents' certificates (the controller's own, in
+    /// its TLS folder); `None` only with `--insecure-plaintext`.
+    pub agent_ca: Option<Arc<tls::AgentCa>>,
+    /// How long an agent's certificate is valid; agents renew it when a
+    /// third of that is left.
+    pub agent_certificate_lifetime: Duration,
 }
 
 /// Serves the agents' gRPC endpoint on `grpc` and the dashboard and REST API
@@ -87,6 +94,8 @@ pub async fn run(
         tls,
         mut names,
         mut package_hosts,
+        agent_ca,
+        agent_certificate_lifetime,
     } = settings;
     let offline = db.mark_all_offline("the controller restarted").await?;
     if offline > 0 {
@@ -121,15 +130,38 @@ pub async fn run(
 
     let (rollouts, rollout_engine) = rollouts::Rollouts::start(fleet.clone(), stop.clone());
 
-    let service = grpc::AgentLinkService::new(fleet.clone(), stop.clone());
-    let mut grpc_builder = tonic::transport::Server::builder();
-    if let Some(identity) = &tls {
-        grpc_builder = grpc_builder.tls_config(identity.grpc())?;
-    }
-    let grpc_server = grpc_builder
+    let (enrollment, grpc_tls) = match (&tls, agent_ca) {
+        (Some(identity), Some(ca)) => {
+            let config = ca.grpc_config(identity)?;
+            let enrollment = enrollment::Enrollment::new(
+                &fleet.db,
+                ca,
+                identity.ca_pem.clone(),
+                identity.ca_fingerprint.clone(),
+                agent_certificate_lifetime,
+            )
+            .await?;
+            (Some(Arc::new(enrollment)), Some(config))
+        }
+        (Some(_), None) => anyhow::bail!("TLS needs the CA that issues agents' certificates"),
+        (None, _) => (None, None),
+    };
+    let service = grpc::AgentLinkService::new(fleet.clone(), enrollment.clone(), stop.clone());
+    let grpc_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .add_service(AgentLinkServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
+        .add_service(AgentLinkServer::new(service));
+    let grpc_server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match grpc_tls {
+        Some(config) => Box::pin(grpc_router.serve_with_incoming_shutdown(
+            tls::grpc_incoming(grpc, config, stop.clone()),
+            stop.clone().cancelled_owned(),
+        )),
+        None => Box::pin(grpc_router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc),
+            stop.clone().cancelled_owned(),
+        )),
+    };
 
     let app = dashboard::router()
         .merge(api::router(api::ApiState {
@@ -139,6 +171,7 @@ pub async fn run(
             shutdown: stop.clone(),
             tls: tls.is_some(),
             package_hosts: Arc::new(package_hosts),
+            enrollment,
         }))
         .route("/api/{*rest}", axum::routing::any(api::not_found))
         .layer(axum::middleware::from_fn_with_state(

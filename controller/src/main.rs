@@ -188,6 +188,31 @@ struct TlsArgs {
     /// network can then read and change what they say: for a lab only.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_dir"])]
     insecure_plaintext: bool,
+    /// How long an agent's certificate is valid: a number and a unit, s, m,
+    /// h or d (`30d`). Agents renew theirs when a third of it is left.
+    #[arg(long, env = "FLOTILLA_AGENT_CERTIFICATE_LIFETIME", default_value = "30d", value_parser = parse_lifetime)]
+    agent_certificate_lifetime: std::time::Duration,
+}
+
+/// `90s`, `15m`, `12h`, `30d`.
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let unit = text.chars().last().unwrap_or(' ');
+    let seconds: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("\"{text}\": a number then s, m, h or d, like 30d")),
+    };
+    let number: u64 = text[..text.len() - 1]
+        .parse()
+        .map_err(|_| format!("\"{text}\": a number then s, m, h or d, like 30d"))?;
+    match number.checked_mul(seconds) {
+        Some(total) if (10..=3650 * 86_400).contains(&total) => {
+            Ok(std::time::Duration::from_secs(total))
+        }
+        _ => Err(format!("\"{text}\": from 10 seconds to 3650 days")),
+    }
 }
 
 impl TlsArgs {
@@ -207,20 +232,28 @@ impl TlsArgs {
         names
     }
 
-    /// The identity to serve, or `None` in plain text.
-    fn identity(&self, db: &std::path::Path) -> anyhow::Result<Option<tls::Identity>> {
+    /// The identity to serve and the CA of agents' certificates, or `None`
+    /// in plain text.
+    fn identity(
+        &self,
+        db: &std::path::Path,
+    ) -> anyhow::Result<Option<(tls::Identity, std::sync::Arc<tls::AgentCa>)>> {
         if self.insecure_plaintext {
             return Ok(None);
-        }
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            return Ok(Some(tls::Identity::from_files(cert, key)?));
         }
         let dir = self.tls_dir.clone().unwrap_or_else(|| {
             db.parent()
                 .map(|p| p.join("tls"))
                 .unwrap_or_else(|| PathBuf::from("tls"))
         });
-        Ok(Some(tls::Identity::own(&dir, &self.names())?))
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => tls::Identity::from_files(cert, key)?,
+            _ => tls::Identity::own(&dir, &self.names())?,
+        };
+        Ok(Some((
+            identity,
+            std::sync::Arc::new(tls::AgentCa::own(&dir)?),
+        )))
     }
 }
 
@@ -415,7 +448,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(args.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} for the dashboard", args.http_listen))?;
-    let tls = args.tls.identity(&args.db)?;
+    let (tls, agent_ca) = args.tls.identity(&args.db)?.unzip();
     if let Some(password) = flotilla_controller::auth::first_admin(&db).await? {
         println!(
             "flotilla-controller first start: account \"admin\", password {password} (shown this once: keep it, then make each operator an account)"
@@ -450,6 +483,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         names: args.tls.names(),
         package_hosts: args.package_hosts,
+        agent_ca,
+        agent_certificate_lifetime: args.tls.agent_certificate_lifetime,
     };
     flotilla_controller::run(db, packages, settings, grpc, http, shutdown_signal()).await
 }

@@ -7,6 +7,10 @@
 //! browsers use. Agents trust `ca.pem`, whose fingerprint the controller
 //! prints. An operator may instead give the server certificate chain and key
 //! as PEM files. Plain text is only ever served behind `--insecure-plaintext`.
+//!
+//! The same CA issues agents their client certificates ([`AgentCa`]), whose
+//! subject alternative name states the agent's site and server id; the gRPC
+//! endpoint accepts only agents holding one ([`grpc_incoming`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike, Utc};
-use flotilla_proto::tls::{PemError, fingerprint, read_certificates};
+use flotilla_proto::tls::{AgentIdentity, PemError, fingerprint, read_certificates};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -54,6 +58,197 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("the server certificate and key cannot be used together: {0}")]
     Config(#[from] rustls::Error),
+    #[error("the certificate authority cannot check agents' certificates: {0}")]
+    Verifier(String),
+}
+
+/// Why a certificate request was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("csr: not a PEM certificate signing request the controller can read: {0}")]
+    Request(String),
+    #[error("cannot sign the certificate: {0}")]
+    Sign(#[from] rcgen::Error),
+}
+
+/// The controller's CA as the issuer of agents' client certificates.
+pub struct AgentCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+impl std::fmt::Debug for AgentCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCa").finish_non_exhaustive()
+    }
+}
+
+/// A certificate issued to an agent.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The agent's certificate, then the CA's, PEM.
+    pub chain_pem: String,
+    /// Lowercase hex, as [`AgentCertificate::serial`] reads it back.
+    pub serial: String,
+    pub not_after: chrono::DateTime<Utc>,
+}
+
+impl AgentCa {
+    /// The controller's own CA in `dir`, created at first start.
+    pub fn own(dir: &Path) -> Result<AgentCa, TlsError> {
+        let (ca_pem, key) = own_ca(dir)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            let certificate = certificate.map_err(|e| TlsError::Read {
+                path: dir.join(CA_FILE),
+                message: e.to_string(),
+            })?;
+            roots.add(certificate)?;
+        }
+        Ok(AgentCa {
+            issuer,
+            ca_pem,
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// Signs the agent's request (its key never leaves the agent) with the
+    /// identity the controller decided, valid for `lifetime` from now. What
+    /// the request itself asks for, beyond its public key, is ignored.
+    pub fn issue(
+        &self,
+        csr_pem: &str,
+        identity: &AgentIdentity,
+        lifetime: Duration,
+    ) -> Result<Issued, IssueError> {
+        let mut request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| IssueError::Request(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, identity.server.as_str());
+        name.push(DnType::OrganizationalUnitName, identity.site.as_str());
+        params.distinguished_name = name;
+        let uri = rcgen::string::Ia5String::try_from(identity.uri())
+            .map_err(|e| IssueError::Request(e.to_string()))?;
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let serial: [u8; 16] = rand_serial();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let now = time::OffsetDateTime::now_utc();
+        // A few minutes back, for agents whose clock runs a little behind.
+        params.not_before = now - time::Duration::minutes(5);
+        let lifetime = time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(30));
+        params.not_after = now + lifetime;
+        request.params = params;
+        let certificate = request.signed_by(&self.issuer)?;
+        let not_after =
+            Utc::now() + chrono::Duration::from_std(lifetime.unsigned_abs()).unwrap_or_default();
+        Ok(Issued {
+            chain_pem: format!("{}{}", certificate.pem(), self.ca_pem),
+            serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+            not_after,
+        })
+    }
+
+    /// The gRPC endpoint's TLS configuration: `identity`'s certificate, and
+    /// a client certificate from this CA required of every agent.
+    pub fn grpc_config(&self, identity: &Identity) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let (chain, key) = identity.certificate_and_key()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+/// A random certificate serial number: 16 bytes, positive.
+fn rand_serial() -> [u8; 16] {
+    let mut serial = flotilla_proto::web::random_bytes::<16>();
+    // Positive, and not starting with a zero byte (DER would drop it).
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    serial
+}
+
+/// The agents' connections on `listener`, each through the TLS handshake
+/// of `config` (which requires a client certificate); a handshake that
+/// fails is logged with its reason and the peer, and goes no further.
+pub fn grpc_incoming(
+    listener: TcpListener,
+    config: rustls::ServerConfig,
+    shutdown: CancellationToken,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (sender, receiver) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!("cannot accept an agent's connection: {e}");
+                        // Out of file descriptors, say: let some close.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = sender.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, "refused an agent's connection: {}", handshake_reason(&e));
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "refused an agent's connection: the TLS handshake did not finish within {HANDSHAKE_TIMEOUT:?}");
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+/// A failed handshake's reason, in an operator's words.
+fn handshake_reason(error: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    let rustls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>());
+    match rustls {
+        Some(Error::NoCertificatesPresented) => {
+            "no client certificate: the agent is not enrolled (flotilla-agent enroll)".to_owned()
+        }
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "its client certificate was not issued by this controller's CA".to_owned()
+        }
+        Some(Error::InvalidCertificate(CertificateError::Expired))
+        | Some(Error::InvalidCertificate(CertificateError::ExpiredContext { .. })) => {
+            "its client certificate has expired: enroll the agent again".to_owned()
+        }
+        Some(other) => format!("TLS: {other}"),
+        None => format!("TLS: {error}"),
+    }
 }
 
 /// The certificate the controller serves, and the CA that vouches for it.
@@ -219,21 +414,22 @@ impl Identity {
         Ok(identity)
     }
 
-    /// The gRPC endpoint's identity.
-    pub fn grpc(&self) -> tonic::transport::ServerTlsConfig {
-        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
-            &self.chain_pem,
-            &self.key_pem,
-        ))
-    }
-
-    /// The HTTPS server's configuration (HTTP/2 and HTTP/1.1).
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+    /// The certificate chain and its key, parsed.
+    #[allow(clippy::type_complexity)]
+    fn certificate_and_key(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
         let chain = CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
             .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+        Ok((chain, key))
+    }
+
+    /// The HTTPS server's configuration (HTTP/2 and HTTP/1.1).
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let (chain, key) = self.certificate_and_key()?;
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

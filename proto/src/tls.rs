@@ -1,12 +1,15 @@
 //! What both sides need of TLS: the one crypto provider (rustls with ring),
 //! reading PEM certificates with a clear error, and certificate fingerprints
-//! as operators compare them (`sha256:` and the hex of the DER).
+//! as operators compare them (`sha256:` and the hex of the DER), and an
+//! agent's identity as its certificate states it.
 
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
+
+use crate::domain::{ServerId, SiteName};
 
 /// Installs rustls' ring provider as the process default, once; every
 /// binary calls it before its first TLS connection (reqwest needs it).
@@ -50,6 +53,97 @@ pub fn fingerprint(certificate: &CertificateDer<'_>) -> String {
     format!("sha256:{hex}")
 }
 
+/// The prefix of the URI (subject alternative name) that states an agent's
+/// site and server id in its certificate: `urn:flotilla:agent:<site>:<server>`.
+pub const AGENT_URI_PREFIX: &str = "urn:flotilla:agent:";
+
+/// Which server of which site an agent is: what the controller reads from
+/// the agent's certificate, never from what the agent says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentIdentity {
+    pub site: SiteName,
+    pub server: ServerId,
+}
+
+impl AgentIdentity {
+    /// The URI a certificate carries for this identity.
+    pub fn uri(&self) -> String {
+        format!("{AGENT_URI_PREFIX}{}:{}", self.site, self.server)
+    }
+
+    /// Reads an identity from its URI.
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        let (site, server) = uri.strip_prefix(AGENT_URI_PREFIX)?.split_once(':')?;
+        Some(AgentIdentity {
+            site: SiteName::parse(site).ok()?,
+            server: ServerId::parse(server).ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for AgentIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server {} of site {}", self.server, self.site)
+    }
+}
+
+/// What matters of an agent's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCertificate {
+    pub identity: AgentIdentity,
+    /// The serial number, lowercase hex.
+    pub serial: String,
+    /// The end of its validity, in Unix seconds.
+    pub not_after: i64,
+    /// The start of its validity, in Unix seconds.
+    pub not_before: i64,
+}
+
+impl AgentCertificate {
+    /// Reads an agent certificate (DER). Says what is wrong with one that is
+    /// not an agent's.
+    pub fn parse(der: &[u8]) -> Result<Self, String> {
+        let (_, certificate) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("not a readable certificate: {e}"))?;
+        let names = certificate
+            .subject_alternative_name()
+            .map_err(|e| format!("unreadable subject alternative names: {e}"))?;
+        let identity = names
+            .iter()
+            .flat_map(|names| names.value.general_names.iter())
+            .find_map(|name| match name {
+                x509_parser::extensions::GeneralName::URI(uri) => AgentIdentity::from_uri(uri),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "the certificate states no agent identity ({AGENT_URI_PREFIX}<site>:<server>)"
+                )
+            })?;
+        let serial: String = certificate
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let validity = certificate.validity();
+        Ok(AgentCertificate {
+            identity,
+            serial,
+            not_after: validity.not_after.timestamp(),
+            not_before: validity.not_before.timestamp(),
+        })
+    }
+
+    /// Reads the first certificate of a PEM text.
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .ok_or("no PEM certificate")?
+            .map_err(|e| e.to_string())?;
+        Self::parse(der.as_ref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +169,28 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(missing.contains("missing.pem"), "{missing}");
+    }
+
+    #[test]
+    fn an_identity_round_trips_through_its_uri_and_nothing_else_parses() {
+        let identity = AgentIdentity {
+            site: SiteName::parse("acme-paris").unwrap_or_else(|e| panic!("{e}")),
+            server: ServerId::parse("acme-web-01.corp").unwrap_or_else(|e| panic!("{e}")),
+        };
+        assert_eq!(
+            identity.uri(),
+            "urn:flotilla:agent:acme-paris:acme-web-01.corp"
+        );
+        assert_eq!(AgentIdentity::from_uri(&identity.uri()), Some(identity));
+        for bad in [
+            "urn:flotilla:agent:acme-paris",
+            "urn:flotilla:agent::web",
+            "urn:flotilla:agent:acme:web:extra",
+            "urn:flotilla:agent:acme/../x:web",
+            "https://acme:web",
+        ] {
+            assert_eq!(AgentIdentity::from_uri(bad), None, "{bad}");
+        }
     }
 
     #[test]

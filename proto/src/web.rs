@@ -17,10 +17,18 @@ pub const SECURITY_HEADERS: [(&str, &str); 4] = [
 /// 32 random bytes from the operating system, as hex: tokens, session
 /// cookies, CSRF tokens, generated passwords.
 pub fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
+    random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `N` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     // Without the system's generator nothing secure can be made.
     getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no random numbers: {e}"));
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
 }
 
 /// The name part of a `Host` header (`[::1]:8080` → `::1`,

@@ -526,12 +526,16 @@ impl Agent {
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::write(config_dir.join("applicationspath.config"), applications_xml).unwrap();
         let config = data.join("agent.toml");
-        // Test controllers serve TLS from the test CA.
+        // Test controllers serve TLS from the test CA, and the agent holds
+        // a certificate from it, as enrollment leaves it.
         let trust = match controller_url.starts_with("https://") {
-            true => format!(
-                "controller_ca = {:?}\n",
-                tls::ca().file().display().to_string()
-            ),
+            true => {
+                tls::ca().enroll_on_disk(&data, site, id);
+                format!(
+                    "controller_ca = {:?}\n",
+                    tls::ca().file().display().to_string()
+                )
+            }
             false => String::new(),
         };
         std::fs::write(

@@ -59,8 +59,34 @@ fn module(site: &str, id: &str, (name, kind, version): &ModuleSpec<'_>) -> Modul
 
 impl SimulatedAgent {
     /// Connects as server `id` of `site` hosting `modules`; returns once the
-    /// controller has welcomed it (its connection is recorded).
+    /// controller has welcomed it (its connection is recorded). While the
+    /// controller still holds an earlier connection of the same server (it
+    /// has not yet seen it end), it retries, as a real agent does.
     pub async fn connect(
+        grpc_url: &str,
+        site: &str,
+        id: &str,
+        modules: &[ModuleSpec<'_>],
+    ) -> anyhow::Result<SimulatedAgent> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(10);
+        loop {
+            match Self::try_connect(grpc_url, site, id, modules).await {
+                Err(e)
+                    if started.elapsed() < crate::PATIENCE
+                        && e.downcast_ref::<tonic::Status>()
+                            .is_some_and(|s| s.code() == tonic::Code::AlreadyExists) =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                }
+                connected => return connected,
+            }
+        }
+    }
+
+    /// One try of [`SimulatedAgent::connect`].
+    pub async fn try_connect(
         grpc_url: &str,
         site: &str,
         id: &str,
@@ -68,7 +94,7 @@ impl SimulatedAgent {
     ) -> anyhow::Result<SimulatedAgent> {
         let mut endpoint = tonic::transport::Endpoint::from_shared(grpc_url.to_owned())?;
         if grpc_url.starts_with("https://") {
-            endpoint = endpoint.tls_config(crate::tls::ca().grpc())?;
+            endpoint = endpoint.tls_config(crate::tls::ca().grpc_as(site, id))?;
         }
         let channel = endpoint.connect().await?;
         let mut client = AgentLinkClient::new(channel.clone());

@@ -97,10 +97,84 @@ impl TestCa {
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 
-    /// The gRPC client TLS that trusts test controllers.
+    /// The gRPC client TLS that trusts test controllers, without a client
+    /// certificate: what an agent that is not enrolled has.
     pub fn grpc(&self) -> tonic::transport::ClientTlsConfig {
         tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(&self.pem))
+    }
+
+    /// The gRPC client TLS of an agent enrolled as `server` of `site`.
+    pub fn grpc_as(&self, site: &str, server: &str) -> tonic::transport::ClientTlsConfig {
+        let (certificate, key) = self.agent_certificate(site, server);
+        self.grpc()
+            .identity(tonic::transport::Identity::from_pem(certificate, key))
+    }
+
+    /// A certificate from this CA for `server` of `site` (and its key, PEM),
+    /// valid for a day, as a test controller would issue at enrollment. One
+    /// per identity in this process.
+    pub fn agent_certificate(&self, site: &str, server: &str) -> (String, String) {
+        static ISSUED: OnceLock<
+            std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+        > = OnceLock::new();
+        let issued = ISSUED.get_or_init(Default::default);
+        let key = format!("{site}:{server}");
+        if let Some(found) = issued.lock().unwrap().get(&key) {
+            return found.clone();
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let made = self.agent_certificate_valid(
+            site,
+            server,
+            now - time::Duration::minutes(5),
+            now + time::Duration::days(1),
+        );
+        issued.lock().unwrap().insert(key, made.clone());
+        made
+    }
+
+    /// A certificate for `server` of `site` valid between the two times
+    /// (an expired one, say), with its key, PEM.
+    pub fn agent_certificate_valid(
+        &self,
+        site: &str,
+        server: &str,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> (String, String) {
+        let issuer =
+            Issuer::from_ca_cert_pem(&self.pem, KeyPair::from_pem(&self.key_pem).unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        let identity = flotilla_proto::tls::AgentIdentity {
+            site: flotilla_proto::domain::SiteName::parse(site).unwrap(),
+            server: flotilla_proto::domain::ServerId::parse(server).unwrap(),
+        };
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(identity.uri()).unwrap(),
+        )];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let mut serial = flotilla_proto::web::random_bytes::<16>();
+        serial[0] = (serial[0] & 0x7f) | 0x40;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let certificate = params.signed_by(&key, &issuer).unwrap();
+        (
+            format!("{}{}", certificate.pem(), self.pem),
+            key.serialize_pem(),
+        )
+    }
+
+    /// Writes the identity of an enrolled agent into its data folder, as
+    /// `flotilla-agent enroll` would.
+    pub fn enroll_on_disk(&self, data: &Path, site: &str, server: &str) {
+        let (certificate, key) = self.agent_certificate(site, server);
+        let dir = data.join("identity");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("agent.pem"), format!("{certificate}{key}")).unwrap();
+        std::fs::write(dir.join("controller-ca.pem"), &self.pem).unwrap();
     }
 }
 
@@ -126,11 +200,12 @@ pub fn ca_file() -> String {
     ca().file().display().to_string()
 }
 
-/// A gRPC channel to a test controller, as agents open it.
-pub async fn grpc_channel(url: &str) -> tonic::transport::Channel {
+/// A gRPC channel to a test controller, as an agent enrolled as `server`
+/// of `site` opens it.
+pub async fn grpc_channel(url: &str, site: &str, server: &str) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(url.to_owned())
         .unwrap()
-        .tls_config(ca().grpc())
+        .tls_config(ca().grpc_as(site, server))
         .unwrap()
         .connect()
         .await

@@ -519,8 +519,9 @@ async fn an_agent_speaking_another_protocol_version_is_refused_with_the_supporte
 
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(dir.path()).await;
-    let mut client =
-        AgentLinkClient::new(flotilla_tests::tls::grpc_channel(&controller.grpc_url).await);
+    let mut client = AgentLinkClient::new(
+        flotilla_tests::tls::grpc_channel(&controller.grpc_url, "acme-paris", "future-01").await,
+    );
     let hello = AgentMessage {
         body: Some(Body::Hello(Hello {
             protocol_version: 99,

@@ -115,18 +115,43 @@ async fn the_controller_makes_its_own_ca_once_and_agents_that_trust_it_connect()
         "an agent that does not trust the controller is not recorded"
     );
 
+    // Enrolled with this controller, as an operator does it: a token, then
+    // `flotilla-agent enroll` pinning the CA's fingerprint; the agent then
+    // trusts the CA enrollment wrote (no controller_ca line).
+    let created: serde_json::Value = own_client
+        .post(format!("{}/api/v1/enrollments", controller.http_url))
+        .json(&serde_json::json!({"server": "acme-web-01", "site": "acme-paris"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["ca_fingerprint"], printed.as_str(), "{created}");
     let config = web.data.join("agent.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    let own = tls_dir.join("ca.pem").display().to_string();
     let text = text
         .lines()
-        .map(|line| match line.starts_with("controller_ca") {
-            true => format!("controller_ca = {own:?}"),
-            false => line.to_owned(),
-        })
+        .filter(|line| !line.starts_with("controller_ca"))
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&config, text).unwrap();
+    let enrolled = tokio::process::Command::new(binary("flotilla-agent"))
+        .arg("--config")
+        .arg(&config)
+        .args(["enroll", "--controller", &controller.http_url])
+        .args(["--token", created["token"].as_str().unwrap()])
+        .args(["--ca-fingerprint", &printed])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&enrolled.stdout);
+    assert!(
+        enrolled.status.success()
+            && said.contains("enrolled as server acme-web-01 of site acme-paris"),
+        "{said}{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
     web.relaunch("flotilla-agent", &[]).await;
     let online = async |controller: &Controller| {
         let client = own_client.clone();

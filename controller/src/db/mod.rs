@@ -13,12 +13,14 @@ use sqlx::sqlite::{
 };
 
 mod audit;
+mod enrollments;
 mod installs;
 mod operators;
 mod releases;
 mod rollouts;
 mod servers;
 pub use audit::{AuditFilter, AuditRecord};
+pub use enrollments::{CertificateRecord, EnrollmentRecord, Revocations, TokenRefusal};
 pub use installs::{InstallEventRecord, InstallProgressIn, InstallRecord, InstallResultIn};
 pub use operators::{AccountRecord, Bearer, TokenRecord};
 pub use releases::{PackageRecord, PublishConflict, ReleaseRecord};

@@ -250,7 +250,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
                     renewal = Some(match renew(&mut client, file).await {
                         Ok(renewed) => {
                             tracing::info!(not_after = renewed.certificate.not_after, "renewed this agent's certificate");
-                            tokio::time::Instant::now() + renewed.until_renewal()
+                            tokio::time::Instant::now() + renewed.until_renewal().max(RENEWAL_RETRY / 4)
                         }
                         Err(e) => {
                             tracing::warn!("cannot renew this agent's certificate yet: {e}");
@@ -278,7 +278,8 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
     }
 }
 
-/// How long after a failed renewal the agent tries again.
+/// How long after a failed renewal the agent tries again (and, a quarter
+/// of it, the least time between two renewals).
 const RENEWAL_RETRY: Duration = Duration::from_secs(60);
 
 /// Sleeps until `at`, or forever.

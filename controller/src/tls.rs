@@ -139,9 +139,10 @@ impl AgentCa {
         let serial: [u8; 16] = rand_serial();
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let now = time::OffsetDateTime::now_utc();
-        // A few minutes back, for agents whose clock runs a little behind.
-        params.not_before = now - time::Duration::minutes(5);
         let lifetime = time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(30));
+        // A little back, for agents whose clock runs behind: five minutes,
+        // or a tenth of a short lifetime.
+        params.not_before = now - (lifetime / 10_i32).min(time::Duration::minutes(5));
         params.not_after = now + lifetime;
         request.params = params;
         let certificate = request.signed_by(&self.issuer)?;

@@ -179,8 +179,8 @@ impl Controller {
         Self::start_program(&program, dir, grpc, http, heartbeat_ms, timeout_ms, &[]).await
     }
 
-    /// Starts a controller with more arguments (`--insecure-plaintext`,
-    /// `--tls-dir …`); its TLS folder is then not given the test CA.
+    /// Starts a controller with more arguments; with `--insecure-plaintext`,
+    /// `--tls-dir …` or `--tls-cert …` its TLS folder is not given the test CA.
     pub async fn start_with_args(dir: &Path, args: &[&str]) -> Controller {
         let program = binary("flotilla-controller");
         Self::start_program(
@@ -208,7 +208,10 @@ impl Controller {
         let db = dir.join("controller.db");
         let log = dir.join("controller.log");
         // The controller's TLS folder defaults to `tls` beside its database.
-        if args.is_empty() {
+        if !args
+            .iter()
+            .any(|a| a.starts_with("--tls") || *a == "--insecure-plaintext")
+        {
             tls::ca().seed(&dir.join("tls"));
         }
         let mut child = Command::new(program)

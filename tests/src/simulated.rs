@@ -164,6 +164,12 @@ impl SimulatedAgent {
         })
     }
 
+    /// Stops its heartbeats but keeps its connection open: an agent that
+    /// hangs, or whose network went away without a word.
+    pub fn go_silent(&self) {
+        self.tasks[1].abort();
+    }
+
     /// The names of the modules it hosts.
     pub fn modules(&self) -> impl Iterator<Item = &str> {
         self.modules.iter().map(|m| m.name.as_str())

@@ -311,3 +311,106 @@ async fn the_audit_trail_is_append_only() {
     assert_eq!(trail.len(), 1);
     assert_eq!(trail[0].actor, "admin");
 }
+
+/// Enrolls with `hash` at `at`, issuing a certificate with a fresh serial.
+async fn enroll_at(
+    db: &Database,
+    hash: &str,
+    at: chrono::DateTime<Utc>,
+) -> Result<String, super::TokenRefusal> {
+    let serial = flotilla_proto::web::random_secret();
+    db.enroll(hash, "192.0.2.1:4000", at, |server, site| {
+        Ok::<_, String>((
+            format!("{server}@{site}"),
+            serial.clone(),
+            at + Duration::days(30),
+        ))
+    })
+    .await
+    .unwrap()
+    .map(|issued| issued.unwrap())
+}
+
+#[tokio::test]
+async fn an_enrollment_token_is_taken_once_and_only_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let now = Utc::now();
+    db.create_enrollment(
+        "h1",
+        "web-01",
+        "acme",
+        "admin",
+        now,
+        now + Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    db.create_enrollment(
+        "h2",
+        "web-02",
+        "acme",
+        "admin",
+        now,
+        now + Duration::hours(1),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        enroll_at(&db, "unknown", now).await,
+        Err(super::TokenRefusal::Unknown)
+    );
+    // After its expiry, refused, and still unused.
+    let later = now + Duration::hours(2);
+    assert_eq!(
+        enroll_at(&db, "h1", later).await,
+        Err(super::TokenRefusal::Expired(now + Duration::hours(1)))
+    );
+    // Two agents racing for one token: exactly one gets it.
+    let (a, b) = tokio::join!(enroll_at(&db, "h2", now), enroll_at(&db, "h2", now));
+    assert_eq!(
+        [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    assert_eq!(a.or(b).unwrap(), "web-02@acme");
+    assert_eq!(
+        enroll_at(&db, "h2", now).await,
+        Err(super::TokenRefusal::Used(now))
+    );
+    // A certificate that cannot be issued leaves the token usable.
+    let failed = db
+        .enroll("h1", "x", now, |_, _| {
+            Err::<(String, String, _), _>("bad csr")
+        })
+        .await
+        .unwrap();
+    assert!(matches!(failed, Ok(Err("bad csr"))), "{failed:?}");
+    assert_eq!(enroll_at(&db, "h1", now).await.unwrap(), "web-01@acme");
+
+    // Revoking a server revokes its certificates, and a new enrollment
+    // lifts the server's revocation but not its old certificates'.
+    db.revoke_server("web-01", None, "admin", now)
+        .await
+        .unwrap();
+    let revoked = db.revocations().await.unwrap();
+    assert!(revoked.servers.contains("web-01"));
+    let old = db.certificates_of("web-01").await.unwrap();
+    assert!(old.iter().all(|c| revoked.serials.contains(&c.serial)));
+    db.create_enrollment(
+        "h3",
+        "web-01",
+        "acme",
+        "admin",
+        now,
+        now + Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    enroll_at(&db, "h3", now).await.unwrap();
+    let revoked = db.revocations().await.unwrap();
+    assert!(!revoked.servers.contains("web-01"));
+    assert!(old.iter().all(|c| revoked.serials.contains(&c.serial)));
+    assert_eq!(db.certificates_of("web-01").await.unwrap().len(), 2);
+}

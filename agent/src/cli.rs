@@ -2,6 +2,7 @@
 //! agent, through its local portal's API, to install or restore a module, and
 //! follow it to the end. The agent service stays the only one that installs.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -10,8 +11,49 @@ use serde_json::{Value, json};
 /// What to ask the agent.
 #[derive(Debug, Clone)]
 pub enum Request {
-    Install { package: Option<(String, String)> },
-    Rollback { to: Option<String> },
+    /// The pending package, or one of the agent's packages by its sha256.
+    Install {
+        sha256: Option<String>,
+    },
+    Rollback {
+        to: Option<String>,
+    },
+}
+
+/// Puts a package file into the agent's packages folder, with its checksum
+/// and, if one lies beside it (`<file>.sig`), its signature; returns its
+/// sha256. The agent installs it only if that signature is trusted (or
+/// unsigned packages are allowed), as any other package.
+pub fn stage(packages: &Path, file: &Path) -> anyhow::Result<String> {
+    let manifest = flotilla_proto::package::read_manifest(file)
+        .with_context(|| format!("{} is not a package", file.display()))?;
+    let sha256 = flotilla_proto::package::sha256_file(file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    std::fs::create_dir_all(packages)
+        .with_context(|| format!("cannot create {}", packages.display()))?;
+    let target = packages.join(format!("{}-{}.zip", manifest.module, manifest.version));
+    let sidecar =
+        |path: &Path, extension: &str| PathBuf::from(format!("{}.{extension}", path.display()));
+    if let Ok(existing) = std::fs::read_to_string(sidecar(&target, "sha256"))
+        && existing.trim() != sha256
+    {
+        bail!(
+            "another package of {} {} is already waiting in {}: remove it first",
+            manifest.module,
+            manifest.version,
+            packages.display()
+        );
+    }
+    std::fs::copy(file, &target)
+        .with_context(|| format!("cannot copy {} into {}", file.display(), packages.display()))?;
+    match std::fs::read_to_string(sidecar(file, "sig")) {
+        Ok(signature) => std::fs::write(sidecar(&target, "sig"), signature)?,
+        Err(_) => {
+            let _ = std::fs::remove_file(sidecar(&target, "sig"));
+        }
+    }
+    std::fs::write(sidecar(&target, "sha256"), format!("{sha256}\n"))?;
+    Ok(sha256)
 }
 
 /// Starts the install or rollback of `module` on the agent whose portal is
@@ -21,13 +63,10 @@ pub async fn run(portal: &str, module: &str, request: Request) -> anyhow::Result
     let client = reqwest::Client::new();
     let base = format!("{}/api/modules/{module}", portal.trim_end_matches('/'));
     let (url, body) = match request {
-        Request::Install { package: None } => (format!("{base}/install"), json!({})),
+        Request::Install { sha256: None } => (format!("{base}/install"), json!({})),
         Request::Install {
-            package: Some((package, sha256)),
-        } => (
-            format!("{base}/install"),
-            json!({"package": package, "sha256": sha256}),
-        ),
+            sha256: Some(sha256),
+        } => (format!("{base}/install"), json!({"sha256": sha256})),
         Request::Rollback { to } => (format!("{base}/rollback"), json!({"to": to})),
     };
     let response = client

@@ -79,6 +79,10 @@ struct File {
     /// Publisher public keys (hex) whose signatures this agent accepts.
     #[serde(default)]
     trusted_keys: Vec<String>,
+    /// Installs unsigned packages dropped in the packages folder by hand
+    /// (never ahead of a signed one).
+    #[serde(default)]
+    allow_unsigned_local_packages: bool,
     /// How many packages download at once.
     #[serde(default = "default_download_concurrency")]
     download_concurrency: usize,
@@ -162,6 +166,8 @@ pub struct Settings {
     pub install: InstallSettings,
     /// Publisher keys whose signatures are accepted (several during a key rotation).
     pub trusted_keys: Vec<flotilla_proto::signing::PublicKey>,
+    /// Whether unsigned packages dropped by hand may be installed.
+    pub allow_unsigned_local_packages: bool,
     pub download_concurrency: usize,
     pub download_limit_bytes_per_second: Option<u64>,
     /// The databases of database modules, by module name.
@@ -377,6 +383,7 @@ impl Settings {
             server_id,
             install,
             trusted_keys,
+            allow_unsigned_local_packages: file.allow_unsigned_local_packages,
             download_concurrency: file.download_concurrency.max(1),
             download_limit_bytes_per_second: file.download_limit_kbps.map(|k| k.max(1) * 1000),
             layout,

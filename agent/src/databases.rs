@@ -511,9 +511,12 @@ pub async fn before_install(
         ));
         return Ok(None);
     }
-    let installed = crate::inventory::scan(&agent.settings.layout)
-        .module(&module)
-        .and_then(|m| m.installed_version.clone());
+    let installed = crate::inventory::scan(
+        &agent.settings.layout,
+        &crate::installs::PackageTrust::of(&agent.settings),
+    )
+    .module(&module)
+    .and_then(|m| m.installed_version.clone());
     if installed.as_ref() != Some(&upgrade.from) {
         return Err(format!(
             "the package upgrades the database from {} but {module} {} is installed",

@@ -260,7 +260,8 @@ fn wanted(agent: &Agent) -> Vec<Offer> {
 fn prune(agent: &Agent) {
     let inventory = agent.inventory.borrow().clone();
     let dir = agent.settings.layout.packages_dir();
-    for pending in crate::installs::packages_in(&dir) {
+    let trust = crate::installs::PackageTrust::of(&agent.settings);
+    for pending in crate::installs::packages_in(&dir, &trust) {
         let Some(module) = inventory.module(&pending.module) else {
             continue;
         };

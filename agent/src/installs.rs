@@ -21,6 +21,94 @@ pub struct Pending {
     pub version: Version,
     pub package: PathBuf,
     pub sha256: String,
+    /// How its signature (`<name>.zip.sig`) stands.
+    pub trust: Trust,
+}
+
+/// How a package's signature stands with this agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Signed by a trusted publisher key: its id.
+    Signed(String),
+    /// No signature: installed only where the configuration allows
+    /// unsigned local packages, and never ahead of a signed one.
+    Unsigned,
+    /// A signature that no trusted key verifies: never installed.
+    Untrusted(String),
+}
+
+/// Which packages this agent installs: those signed by a trusted publisher
+/// key, and unsigned ones only when `allow_unsigned_local_packages` says so.
+#[derive(Debug, Clone, Default)]
+pub struct PackageTrust {
+    pub keys: Vec<flotilla_proto::signing::PublicKey>,
+    pub allow_unsigned: bool,
+}
+
+impl PackageTrust {
+    pub fn of(settings: &crate::config::Settings) -> Self {
+        PackageTrust {
+            keys: settings.trusted_keys.clone(),
+            allow_unsigned: settings.allow_unsigned_local_packages,
+        }
+    }
+
+    /// How a package whose sha256 is `sha256` and signature `signature`
+    /// stands.
+    pub fn check(&self, sha256: &str, signature: Option<&str>) -> Trust {
+        match signature {
+            None => Trust::Unsigned,
+            Some(signature) => {
+                match flotilla_proto::signing::verify_package(&self.keys, sha256, signature) {
+                    Ok(key) => Trust::Signed(key),
+                    Err(e) => Trust::Untrusted(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Whether a package of this standing may be installed.
+    pub fn accepts(&self, trust: &Trust) -> bool {
+        match trust {
+            Trust::Signed(_) => true,
+            Trust::Unsigned => self.allow_unsigned,
+            Trust::Untrusted(_) => false,
+        }
+    }
+
+    /// Why a package of this standing is not installed, if it is not.
+    pub fn refusal(&self, trust: &Trust) -> Option<String> {
+        match trust {
+            Trust::Signed(_) => None,
+            Trust::Unsigned if self.allow_unsigned => None,
+            Trust::Unsigned => Some(
+                "it is not signed, and this agent installs unsigned packages only with allow_unsigned_local_packages = true".to_owned(),
+            ),
+            Trust::Untrusted(why) => Some(format!("its signature is not trusted: {why}")),
+        }
+    }
+}
+
+/// Of `candidates` for one module, the one to install over `installed`:
+/// the newest signed one newer than `installed`; an unsigned one only if
+/// none is signed and the configuration allows it.
+pub fn best<'a>(
+    candidates: impl Iterator<Item = &'a Pending>,
+    installed: Option<&Version>,
+    trust: &PackageTrust,
+) -> Option<&'a Pending> {
+    let eligible: Vec<&Pending> = candidates
+        .filter(|p| installed.is_none_or(|v| p.version > *v))
+        .filter(|p| trust.accepts(&p.trust))
+        .collect();
+    let newest = |signed: bool| {
+        eligible
+            .iter()
+            .filter(|p| matches!(p.trust, Trust::Signed(_)) == signed)
+            .max_by(|a, b| a.version.cmp(&b.version))
+            .copied()
+    };
+    newest(true).or_else(|| newest(false))
 }
 
 /// One module's latest install, as shown on the portal.
@@ -91,6 +179,16 @@ pub enum StartError {
         module: String,
         version: Option<String>,
     },
+    #[error(
+        "no package of {module} with sha256 {sha256} is in this agent's packages folder (packages are named by their sha256, never by a path)"
+    )]
+    NoSuchPackage { module: String, sha256: String },
+    #[error("the package {version} of {module} is not installed: {why}")]
+    NotTrusted {
+        module: String,
+        version: String,
+        why: String,
+    },
 }
 
 impl Installs {
@@ -138,38 +236,35 @@ impl Installs {
     }
 }
 
-/// The packages pending for this server's modules: the newest package per
-/// module whose version is above the installed one.
+/// The packages pending for this server's modules: per module, the
+/// package [`best`] chooses.
 pub fn pending(agent: &Agent) -> Vec<Pending> {
     // What is on disk now, not the last scan: right after an install the
     // scan may still show the version that was briefly in place.
-    let inventory = crate::inventory::scan(&agent.settings.layout);
-    let mut best: HashMap<String, Pending> = HashMap::new();
-    for candidate in packages_in(&agent.settings.layout.packages_dir()) {
-        let Some(module) = inventory.module(&candidate.module) else {
-            continue;
-        };
-        if module
-            .installed_version
-            .as_ref()
-            .is_some_and(|v| v >= &candidate.version)
-        {
-            continue;
-        }
-        match best.get(&candidate.module) {
-            Some(current) if current.version >= candidate.version => {}
-            _ => {
-                best.insert(candidate.module.clone(), candidate);
-            }
-        }
-    }
-    let mut pending: Vec<Pending> = best.into_values().collect();
+    let trust = PackageTrust::of(&agent.settings);
+    let inventory = crate::inventory::scan(&agent.settings.layout, &trust);
+    let candidates = packages_in(&agent.settings.layout.packages_dir(), &trust);
+    let mut pending: Vec<Pending> = inventory
+        .modules
+        .iter()
+        .filter_map(|module| {
+            best(
+                candidates
+                    .iter()
+                    .filter(|p| p.module == module.name.as_str()),
+                module.installed_version.as_ref(),
+                &trust,
+            )
+            .cloned()
+        })
+        .collect();
     pending.sort_by(|a, b| a.module.cmp(&b.module));
     pending
 }
 
-/// Every `<name>.zip` with a `<name>.zip.sha256` beside it and a readable manifest.
-pub fn packages_in(dir: &Path) -> Vec<Pending> {
+/// Every `<name>.zip` with a `<name>.zip.sha256` beside it and a readable
+/// manifest, with how its signature (`<name>.zip.sig`) stands.
+pub fn packages_in(dir: &Path, trust: &PackageTrust) -> Vec<Pending> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -178,16 +273,18 @@ pub fn packages_in(dir: &Path) -> Vec<Pending> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "zip"))
         .filter_map(|path| {
-            let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
-            let sha256 = std::fs::read_to_string(sidecar)
-                .ok()?
-                .split_whitespace()
-                .next()?
-                .to_owned();
+            let sidecar = |extension: &str| {
+                std::fs::read_to_string(format!("{}.{extension}", path.display()))
+                    .ok()
+                    .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+            };
+            let sha256 = sidecar("sha256")?;
+            let signature = sidecar("sig");
             let manifest = package::read_manifest(&path).ok()?;
             Some(Pending {
                 module: manifest.module.to_string(),
                 version: manifest.version,
+                trust: trust.check(&sha256, signature.as_deref()),
                 package: path,
                 sha256,
             })
@@ -226,10 +323,10 @@ pub fn declaration(agent: &Agent, module: &str) -> Option<ModuleDeclaration> {
 pub enum Source {
     /// The module's pending package.
     Pending,
-    /// A package file and its sha256; older than the installed version only
-    /// when `allow_downgrade`.
+    /// One of the packages in `<data>/bin/updates/packages/`, named by its
+    /// sha256 (never by a path), whose signature this agent accepts; older
+    /// than the installed version only when `allow_downgrade`.
     Package {
-        path: PathBuf,
         sha256: String,
         allow_downgrade: bool,
     },
@@ -296,17 +393,30 @@ pub fn start(
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
     let (resolved, to) = match source {
         Source::Package {
-            path,
             sha256,
             allow_downgrade,
         } => {
-            let to = package::read_manifest(&path)
-                .map(|m| m.version.to_string())
-                .unwrap_or_else(|_| "?".into());
+            let trust = PackageTrust::of(&agent.settings);
+            let wanted = sha256.trim().to_ascii_lowercase();
+            let found = packages_in(&agent.settings.layout.packages_dir(), &trust)
+                .into_iter()
+                .find(|p| p.module == module && p.sha256.eq_ignore_ascii_case(&wanted))
+                .ok_or_else(|| StartError::NoSuchPackage {
+                    module: module.to_owned(),
+                    sha256: wanted.chars().take(64).collect(),
+                })?;
+            if let Some(why) = trust.refusal(&found.trust) {
+                return Err(StartError::NotTrusted {
+                    module: module.to_owned(),
+                    version: found.version.to_string(),
+                    why,
+                });
+            }
+            let to = found.version.to_string();
             (
                 Resolved::Package {
-                    path,
-                    sha256,
+                    path: found.package,
+                    sha256: found.sha256,
                     allow_downgrade,
                 },
                 to,
@@ -465,6 +575,37 @@ async fn run(
         })
     };
     let restoring = matches!(resolved, Resolved::Backup(_));
+    // Every package but the agent's own backups carries a trusted
+    // signature, checked again here, or is an unsigned one the
+    // configuration allows.
+    if let Resolved::Package { path, sha256, .. } = &resolved {
+        let trust = PackageTrust::of(&agent.settings);
+        let signature = std::fs::read_to_string(format!("{}.sig", path.display())).ok();
+        let standing = trust.check(sha256, signature.as_deref().map(str::trim));
+        if let Some(why) = trust.refusal(&standing) {
+            return Err(refused(
+                &module,
+                format!("the package is not installed: {why}"),
+            ));
+        }
+        let (kind, text) = match standing {
+            Trust::Signed(key) => (
+                crate::install::EventKind::Step,
+                format!("signature verified: publisher key {key}"),
+            ),
+            _ => (
+                crate::install::EventKind::Warning,
+                "unsigned package, installed because allow_unsigned_local_packages = true"
+                    .to_owned(),
+            ),
+        };
+        progress(Event {
+            at: Utc::now(),
+            phase: None,
+            kind,
+            text,
+        });
+    }
     let opened = {
         let (name, kind) = (declaration.name.clone(), declaration.kind);
         tokio::task::spawn_blocking(move || match resolved {

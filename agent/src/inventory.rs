@@ -65,8 +65,9 @@ impl Inventory {
     }
 }
 
-/// Reads `applicationspath.config` and every module it declares.
-pub fn scan(layout: &DataLayout) -> Inventory {
+/// Reads `applicationspath.config` and every module it declares, with the
+/// package each would install (as `trust` chooses it).
+pub fn scan(layout: &DataLayout, trust: &crate::installs::PackageTrust) -> Inventory {
     let declarations = applications::load(&layout.applications_config());
     let mut modules: Vec<ModuleReport> = declarations
         .modules
@@ -74,20 +75,14 @@ pub fn scan(layout: &DataLayout) -> Inventory {
         .map(|declaration| inspect(declaration, layout.root()))
         .collect();
     modules.sort_by(|a, b| a.name.cmp(&b.name));
-    let packages = crate::installs::packages_in(&layout.packages_dir());
+    let packages = crate::installs::packages_in(&layout.packages_dir(), trust);
     for module in &mut modules {
-        module.pending_version = packages
-            .iter()
-            .filter(|p| p.module == module.name.as_str())
-            .map(|p| &p.version)
-            .filter(|v| {
-                module
-                    .installed_version
-                    .as_ref()
-                    .is_none_or(|installed| *v > installed)
-            })
-            .max()
-            .cloned();
+        module.pending_version = crate::installs::best(
+            packages.iter().filter(|p| p.module == module.name.as_str()),
+            module.installed_version.as_ref(),
+            trust,
+        )
+        .map(|p| p.version.clone());
     }
     Inventory {
         modules,
@@ -171,7 +166,7 @@ mod tests {
             ("integration", "service", Some("not a version")),
         ]);
         fs::write(dir.path().join("modules/ecommerce/app_offline.htm"), "down").expect("write");
-        let inventory = scan(&layout);
+        let inventory = scan(&layout, &crate::installs::PackageTrust::default());
         let summary: Vec<String> = inventory
             .modules
             .iter()
@@ -204,10 +199,10 @@ mod tests {
             ("ecommerce", "web", Some("2.3.0")),
             ("integration", "service", Some("1.0")),
         ]);
-        let before = scan(&layout);
+        let before = scan(&layout, &crate::installs::PackageTrust::default());
         assert!(before.change_to(&before).is_empty());
         fs::write(dir.path().join("modules/ecommerce/version.txt"), "2.4.0").expect("write");
-        let after = scan(&layout);
+        let after = scan(&layout, &crate::installs::PackageTrust::default());
         let change = before.change_to(&after);
         assert_eq!(change.upserted.len(), 1);
         assert_eq!(

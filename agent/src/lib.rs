@@ -164,13 +164,15 @@ async fn scanner(agent: Arc<Agent>, stop: CancellationToken) {
 /// changed since `previous`.
 async fn scan_once(agent: &Arc<Agent>, previous: &mut Option<Inventory>) {
     let layout = agent.settings.layout.clone();
-    let mut scanned = match tokio::task::spawn_blocking(move || inventory::scan(&layout)).await {
-        Ok(scanned) => scanned,
-        Err(e) => {
-            tracing::error!("module scan failed: {e}");
-            return;
-        }
-    };
+    let trust = installs::PackageTrust::of(&agent.settings);
+    let mut scanned =
+        match tokio::task::spawn_blocking(move || inventory::scan(&layout, &trust)).await {
+            Ok(scanned) => scanned,
+            Err(e) => {
+                tracing::error!("module scan failed: {e}");
+                return;
+            }
+        };
     let downloads = agent.downloads.states();
     for module in &mut scanned.modules {
         module.download = downloads

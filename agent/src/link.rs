@@ -356,11 +356,10 @@ fn handle(
             return Some(message(Body::Inventory(full_inventory(current))));
         }
         Some(command::Kind::InstallModule(order)) => {
-            let source = if order.package.is_empty() {
+            let source = if order.sha256.is_empty() {
                 installs::Source::Pending
             } else {
                 installs::Source::Package {
-                    path: order.package.into(),
                     sha256: order.sha256,
                     allow_downgrade: order.allow_downgrade,
                 }

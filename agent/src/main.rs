@@ -27,11 +27,13 @@ enum Command {
     /// the given one; prints the progress.
     Install {
         module: String,
-        /// A package zip on this server, instead of the pending one.
-        #[arg(long, requires = "sha256")]
+        /// A package zip on this server, instead of the pending one: copied
+        /// into the agent's packages folder (with `<zip>.sig` if present)
+        /// and installed only if its signature is trusted.
+        #[arg(long, conflicts_with = "sha256")]
         package: Option<PathBuf>,
-        /// The package's sha256.
-        #[arg(long, requires = "package")]
+        /// One of the agent's packages, by its sha256.
+        #[arg(long)]
         sha256: Option<String>,
         /// The agent's portal, when not the configured address.
         #[arg(long)]
@@ -129,10 +131,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             sha256,
             portal,
         }) => {
-            let package = package
-                .zip(sha256)
-                .map(|(p, s)| (p.display().to_string(), s));
-            (module, portal_of(portal), cli::Request::Install { package })
+            let sha256 = match package {
+                Some(file) => Some(cli::stage(&settings.layout.packages_dir(), &file)?),
+                None => sha256,
+            };
+            (module, portal_of(portal), cli::Request::Install { sha256 })
         }
         Some(Command::Rollback { module, to, portal }) => {
             (module, portal_of(portal), cli::Request::Rollback { to })

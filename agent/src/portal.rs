@@ -252,7 +252,9 @@ fn status_of(error: &StartError) -> StatusCode {
         }
         StartError::UnknownModule(_)
         | StartError::NothingPending(_)
-        | StartError::NoBackup { .. } => StatusCode::NOT_FOUND,
+        | StartError::NoBackup { .. }
+        | StartError::NoSuchPackage { .. } => StatusCode::NOT_FOUND,
+        StartError::NotTrusted { .. } => StatusCode::FORBIDDEN,
     }
 }
 
@@ -367,10 +369,11 @@ async fn rollback_api(
 }
 
 /// `POST /api/modules/{module}/install`: an optional package to install
-/// instead of the pending one.
+/// instead of the pending one: a package in the packages folder, named by
+/// its sha256 (never by a path).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InstallRequest {
-    package: Option<std::path::PathBuf>,
     sha256: Option<String>,
 }
 
@@ -380,20 +383,8 @@ async fn install_api(
     body: Option<Json<InstallRequest>>,
 ) -> Response {
     let request = body.map(|Json(r)| r).unwrap_or_default();
-    let package = match (request.package, request.sha256) {
-        (Some(path), Some(sha256)) => Some((path, sha256)),
-        (None, None) => None,
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": "bad_request", "message": "give both package and sha256, or neither to install the pending package"})),
-            )
-                .into_response();
-        }
-    };
-    let source = match package {
-        Some((path, sha256)) => installs::Source::Package {
-            path,
+    let source = match request.sha256 {
+        Some(sha256) => installs::Source::Package {
             sha256,
             allow_downgrade: false,
         },

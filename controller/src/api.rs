@@ -350,10 +350,10 @@ impl From<InstallRecord> for Install {
 
 /// What to install; empty for the module's pending package.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InstallOrder {
-    /// A package path on the server.
-    pub package: Option<String>,
-    /// The package's sha256, required with `package`.
+    /// One of the server's packages, by its sha256 (never a path); it must
+    /// carry a signature the agent trusts.
     pub sha256: Option<String>,
     /// Allow installing an older version than the installed one.
     #[serde(default)]
@@ -489,8 +489,8 @@ async fn get_server(
     }
 }
 
-/// Order a connected server to install a module: its pending package, or a
-/// given package path on the server.
+/// Order a connected server to install a module: its pending package, or
+/// one of its packages by sha256.
 #[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/install", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "installs",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The module")),
     request_body(content = Option<InstallOrder>, description = "Empty for the pending package"),
@@ -512,14 +512,16 @@ async fn order_install(
     }
     not_held(&state, &id)?;
     let order = body.map(|Json(order)| order).unwrap_or_default();
-    let package = match (order.package, order.sha256) {
-        (Some(package), Some(sha256)) => Some((package, sha256)),
-        (None, None) => None,
-        _ => {
+    let sha256 = match order.sha256 {
+        Some(sha) if sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Some(sha.to_ascii_lowercase())
+        }
+        Some(_) => {
             return Err(ApiError::BadRequest(
-                "give both package and sha256, or neither to install the pending package".into(),
+                "sha256: 64 hexadecimal digits, naming one of the server's packages".into(),
             ));
         }
+        None => None,
     };
     let allow_downgrade = order.allow_downgrade;
     ordered(
@@ -529,7 +531,7 @@ async fn order_install(
                 &id,
                 &module,
                 Order::Install {
-                    package,
+                    sha256,
                     allow_downgrade,
                     version: None,
                     planned_end: None,

@@ -40,11 +40,12 @@ pub enum FleetEvent {
 /// What the controller asks of a connected agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FleetCommand {
-    /// Install a module: its pending package, or the given package path and sha256.
+    /// Install a module: its pending package, or one of the agent's
+    /// packages by its sha256.
     Install {
         command_id: String,
         module: String,
-        package: Option<(String, String)>,
+        sha256: Option<String>,
         allow_downgrade: bool,
         /// The version the pending package must be.
         version: Option<String>,
@@ -92,7 +93,8 @@ pub struct Available {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Order {
     Install {
-        package: Option<(String, String)>,
+        /// One of the agent's packages by its sha256; `None` for the pending one.
+        sha256: Option<String>,
         allow_downgrade: bool,
         /// The version the pending package must be (a rollout's).
         version: Option<String>,
@@ -494,14 +496,14 @@ impl Fleet {
             );
         let command = match order {
             Order::Install {
-                package,
+                sha256,
                 allow_downgrade,
                 version,
                 planned_end,
             } => FleetCommand::Install {
                 command_id: command_id.clone(),
                 module: module.to_owned(),
-                package,
+                sha256,
                 allow_downgrade,
                 version,
                 planned_end,

@@ -366,24 +366,20 @@ fn command_message(command: FleetCommand) -> ControllerMessage {
         FleetCommand::Install {
             command_id,
             module,
-            package,
+            sha256,
             allow_downgrade,
             version,
             planned_end,
-        } => {
-            let (package, sha256) = package.unwrap_or_default();
-            (
-                command_id,
-                command::Kind::InstallModule(InstallModule {
-                    module,
-                    package,
-                    sha256,
-                    allow_downgrade,
-                    version: version.unwrap_or_default(),
-                    planned_end_unix_ms: planned_end.map_or(0, |t| t.timestamp_millis()),
-                }),
-            )
-        }
+        } => (
+            command_id,
+            command::Kind::InstallModule(InstallModule {
+                module,
+                sha256: sha256.unwrap_or_default(),
+                allow_downgrade,
+                version: version.unwrap_or_default(),
+                planned_end_unix_ms: planned_end.map_or(0, |t| t.timestamp_millis()),
+            }),
+        ),
         FleetCommand::DatabaseReview { command_id, module } => (
             command_id,
             command::Kind::DatabaseReview(DatabaseReview { module }),

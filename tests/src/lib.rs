@@ -508,7 +508,8 @@ impl Agent {
             controller_url,
             applications_xml,
             scan_interval_ms,
-            "",
+            // Hand-made packages are signed by the test publisher.
+            &trusted_publisher(),
         )
         .await
     }
@@ -659,4 +660,31 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// The process's test publisher key: what tests sign hand-made packages
+/// with, and what [`trusted_publisher`] tells agents to trust.
+pub fn publisher() -> &'static flotilla_proto::signing::SecretKey {
+    static KEY: std::sync::OnceLock<flotilla_proto::signing::SecretKey> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(|| flotilla_proto::signing::SecretKey::generate().unwrap())
+}
+
+/// The `trusted_keys` line of an agent that trusts [`publisher`].
+pub fn trusted_publisher() -> String {
+    format!("trusted_keys = [\"{}\"]", publisher().public().to_hex())
+}
+
+/// Writes a package's checksum (`<zip>.sha256`) and [`publisher`]'s
+/// signature (`<zip>.sig`) beside it, as a download leaves them; returns the
+/// sha256.
+pub fn sign_beside(package: &Path) -> String {
+    let sha256 = flotilla_proto::package::sha256_file(package).unwrap();
+    std::fs::write(format!("{}.sha256", package.display()), &sha256).unwrap();
+    std::fs::write(
+        format!("{}.sig", package.display()),
+        publisher().sign_package(&sha256),
+    )
+    .unwrap();
+    sha256
 }

@@ -122,7 +122,7 @@ async fn the_dashboard_shows_the_fleet_and_follows_it_live() {
 
 #[tokio::test]
 async fn an_install_started_from_the_dashboard_is_followed_to_its_result() {
-    use flotilla_agent::install::package::{build, sha256_file};
+    use flotilla_agent::install::package::build;
 
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(dir.path()).await;
@@ -143,11 +143,7 @@ async fn an_install_started_from_the_dashboard_is_followed_to_its_result() {
         &[("index.html", b"v5.9")],
     )
     .unwrap();
-    std::fs::write(
-        format!("{}.sha256", package.display()),
-        sha256_file(&package).unwrap(),
-    )
-    .unwrap();
+    flotilla_tests::sign_beside(&package);
 
     let browser = Browser::start().await;
     browser.sign_in(&controller).await;

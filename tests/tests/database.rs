@@ -521,7 +521,6 @@ async fn sqlite_databases_are_fingerprinted_upgraded_locked_and_backed_up() {
 mod agent {
     use std::path::{Path, PathBuf};
 
-    use flotilla_proto::package::sha256_file;
     use flotilla_tests::postgres::Postgres;
     use flotilla_tests::{Agent, controller_cli, wait_until};
     use serde_json::{Value, json};
@@ -597,13 +596,10 @@ mod agent {
         std::fs::create_dir_all(&packages).unwrap();
         let pending = packages.join("database-2.0.0.zip");
         std::fs::copy(package, &pending).unwrap();
-        std::fs::write(
-            format!("{}.sha256", pending.display()),
-            sha256_file(&pending).unwrap(),
-        )
-        .unwrap();
+        flotilla_tests::sign_beside(&pending);
         let config = format!(
-            "[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npg_bin_dir = {:?}\n",
+            "{}\n[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npg_bin_dir = {:?}\n",
+            flotilla_tests::trusted_publisher(),
             server.url(name),
             server.bin.display().to_string()
         );

@@ -67,8 +67,17 @@ async fn server_of(
         "<applications>\n  <application name=\"ecommerce\" kind=\"web\" path=\"{}\" {extra_attributes}/>\n</applications>\n",
         module.display()
     );
-    let agent =
-        Agent::launch_with(dir, "acme", "web-01", controller_url, &xml, 100, extra_toml).await;
+    let extra_toml = format!("{}\n{extra_toml}", flotilla_tests::trusted_publisher());
+    let agent = Agent::launch_with(
+        dir,
+        "acme",
+        "web-01",
+        controller_url,
+        &xml,
+        100,
+        &extra_toml,
+    )
+    .await;
     let trace = dir.join("trace.txt");
     Server {
         agent,
@@ -91,11 +100,7 @@ async fn finished(client: &reqwest::Client, url: &str) -> Value {
 }
 
 fn write_sidecar(package: &Path) {
-    std::fs::write(
-        format!("{}.sha256", package.display()),
-        sha256_file(package).unwrap(),
-    )
-    .unwrap();
+    flotilla_tests::sign_beside(package);
 }
 
 impl Server {
@@ -139,6 +144,28 @@ impl Server {
             response.text().await.unwrap()
         );
         finished(&client, &url).await
+    }
+
+    /// Puts a package file in the agent's packages folder, signed by the
+    /// test publisher; the request that names it (by its sha256).
+    fn staged(&self, package: &Path) -> Value {
+        let name = package.file_name().unwrap().to_string_lossy().into_owned();
+        let target = self
+            .agent
+            .data
+            .join("bin/updates/packages")
+            .join(format!("staged-{name}"));
+        std::fs::copy(package, &target).unwrap();
+        json!({"sha256": flotilla_tests::sign_beside(&target)})
+    }
+
+    /// Asks for an install the agent refuses before it starts: its answer.
+    async fn refused(&self, body: Value) -> (u16, String) {
+        let client = flotilla_tests::http();
+        let url = format!("{}/api/modules/ecommerce/install", self.agent.portal_base());
+        let response = client.post(&url).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
     }
 
     fn leftovers(&self) -> Vec<String> {
@@ -393,12 +420,15 @@ async fn bad_packages_are_refused_before_anything_changes() {
         .agent
         .data
         .join("bin/updates/packages/ecommerce-2.0.0.zip");
-    let wrong_checksum = json!({"package": good, "sha256": "0".repeat(64)});
 
+    // Refused before an install starts, with nothing revealed of any file
+    // the caller did not give: a path instead of a sha256, a sha256 the
+    // agent has no package for (a truncated package, or another module's,
+    // is no package of this module), an unsigned package, one signed by a
+    // key the agent does not trust.
     let truncated = bad.join("truncated.zip");
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-
     let other_module = bad.join("other.zip");
     build::from_entries(
         &other_module,
@@ -406,6 +436,74 @@ async fn bad_packages_are_refused_before_anything_changes() {
         &[("a.txt", b"a")],
     )
     .unwrap();
+    let packages = server.agent.data.join("bin/updates/packages");
+    let unsigned = packages.join("ecommerce-2.1.0.zip");
+    build::from_entries(
+        &unsigned,
+        "module = \"ecommerce\"\nversion = \"2.1.0\"\nkind = \"web\"\n",
+        &[("a.txt", b"a")],
+    )
+    .unwrap();
+    let unsigned_sha = sha256_file(&unsigned).unwrap();
+    std::fs::write(format!("{}.sha256", unsigned.display()), &unsigned_sha).unwrap();
+    let stranger = packages.join("ecommerce-2.2.0.zip");
+    build::from_entries(
+        &stranger,
+        "module = \"ecommerce\"\nversion = \"2.2.0\"\nkind = \"web\"\n",
+        &[("a.txt", b"b")],
+    )
+    .unwrap();
+    let stranger_sha = sha256_file(&stranger).unwrap();
+    std::fs::write(format!("{}.sha256", stranger.display()), &stranger_sha).unwrap();
+    let attacker = flotilla_proto::signing::SecretKey::generate().unwrap();
+    std::fs::write(
+        format!("{}.sig", stranger.display()),
+        attacker.sign_package(&stranger_sha),
+    )
+    .unwrap();
+    let hostname_sha = sha256_file(Path::new("/etc/hostname")).unwrap_or_default();
+    let truncated_request = server.staged(&truncated);
+    let other_request = server.staged(&other_module);
+    for (request, status, says) in [
+        (
+            json!({"package": "../../../../etc/hostname", "sha256": "0".repeat(64)}),
+            422,
+            "unknown field `package`",
+        ),
+        (
+            json!({"sha256": "0".repeat(64)}),
+            404,
+            "no package of ecommerce with sha256 0000",
+        ),
+        (
+            truncated_request,
+            404,
+            "no package of ecommerce with sha256",
+        ),
+        (other_request, 404, "no package of ecommerce with sha256"),
+        (
+            json!({"sha256": unsigned_sha}),
+            403,
+            "it is not signed, and this agent installs unsigned packages only with allow_unsigned_local_packages = true",
+        ),
+        (
+            json!({"sha256": stranger_sha}),
+            403,
+            "its signature is not trusted",
+        ),
+    ] {
+        let (got, body) = server.refused(request.clone()).await;
+        assert_eq!(got, status, "{request}: {body}");
+        assert!(body.contains(says), "{request}: {body}");
+        assert!(
+            hostname_sha.is_empty() || !body.contains(&hostname_sha),
+            "{body}"
+        );
+        assert_eq!(tree(&server.module), before);
+    }
+    // Neither of them outranks the signed 2.0.0 as the pending package.
+    let page = server.agent.portal().await;
+    assert!(page.contains("2.0.0"), "{page}");
 
     let other_kind = bad.join("kind.zip");
     build::from_entries(
@@ -423,18 +521,12 @@ async fn bad_packages_are_refused_before_anything_changes() {
     build::from_entries_at_level(&bomb, MANIFEST_V2, &[("zeros.bin", &zeros)], 9).unwrap();
 
     let cases = [
-        (wrong_checksum, "expected 0000"),
-        (package(&truncated), "is not a readable zip"),
         (
-            package(&other_module),
-            "is for module phygitalapi, not ecommerce",
-        ),
-        (
-            package(&other_kind),
+            server.staged(&other_kind),
             "is a service package but module ecommerce is a web module",
         ),
-        (package(&slip), "escaping the package"),
-        (package(&bomb), "zip bomb"),
+        (server.staged(&slip), "escaping the package"),
+        (server.staged(&bomb), "zip bomb"),
     ];
     for (request, says) in cases {
         let status = server.install_with(request.clone()).await;
@@ -460,10 +552,6 @@ async fn bad_packages_are_refused_before_anything_changes() {
         !dir.path().join("escaped.txt").exists()
             && !server.module.parent().unwrap().join("escaped.txt").exists()
     );
-}
-
-fn package(path: &Path) -> Value {
-    json!({"package": path, "sha256": sha256_file(path).unwrap()})
 }
 
 #[tokio::test]
@@ -686,9 +774,12 @@ async fn the_controller_orders_an_install_and_sees_its_progress_and_result() {
         "{}",
         response.text().await.unwrap()
     );
+    // Failed, and rolled back to 1.0.0 (a scan during the install may have
+    // caught the module mid-swap; the rescan after it shows the result).
     let failed = controller
-        .wait_for_server("web-01", "the failed install", |s| {
-            module(s, "ecommerce")["last_install"]["state"] == "failed"
+        .wait_for_server("web-01", "the failed install, rolled back", |s| {
+            let m = module(s, "ecommerce");
+            m["last_install"]["state"] == "failed" && m["installed_version"] == "1.0.0"
         })
         .await;
     let install = &module(&failed, "ecommerce")["last_install"];
@@ -937,8 +1028,16 @@ async fn a_service_module_is_stopped_for_the_swap_and_started_again() {
         module.display(),
         t = trace.display()
     );
-    let agent =
-        Agent::launch_with(dir.path(), "acme", "app-01", NO_CONTROLLER, &xml, 100, "").await;
+    let agent = Agent::launch_with(
+        dir.path(),
+        "acme",
+        "app-01",
+        NO_CONTROLLER,
+        &xml,
+        100,
+        &flotilla_tests::trusted_publisher(),
+    )
+    .await;
     let client = flotilla_tests::http();
     let url = format!("{}/api/modules/integration/install", agent.portal_base());
     assert_eq!(
@@ -994,7 +1093,7 @@ async fn a_failed_health_check_rolls_back() {
         &[("index.html", b"<h1>broken</h1>")],
     )
     .unwrap();
-    let result = server.install_with(package(&unhealthy)).await["result"].clone();
+    let result = server.install_with(server.staged(&unhealthy)).await["result"].clone();
     assert_eq!(result["ok"], false);
     let message = result["message"].as_str().unwrap();
     assert!(
@@ -1197,7 +1296,7 @@ async fn an_older_package_is_refused_as_a_downgrade() {
         &[("index.html", b"old")],
     )
     .unwrap();
-    let result = server.install_with(package(&older)).await["result"].clone();
+    let result = server.install_with(server.staged(&older)).await["result"].clone();
     let message = result["message"].as_str().unwrap();
     assert!(
         message.contains("ecommerce 0.9.0 is older than the installed 1.0.0: downgrade refused"),
@@ -1229,7 +1328,7 @@ async fn a_downgrade_goes_through_only_when_explicitly_allowed() {
         controller.http_url
     );
     let client = flotilla_tests::http();
-    let mut body = package(&older);
+    let mut body = server.staged(&older);
 
     assert_eq!(
         client
@@ -1363,4 +1462,93 @@ async fn the_portal_obeys_only_its_own_pages() {
         .await
         .unwrap();
     assert_eq!(local.status(), 200);
+}
+
+#[tokio::test]
+async fn unsigned_packages_install_only_when_allowed_and_never_ahead_of_a_signed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller_dir = dir.path().join("controller");
+    std::fs::create_dir_all(&controller_dir).unwrap();
+    let controller = Controller::start(&controller_dir).await;
+    let server = server_of(
+        dir.path(),
+        &controller.grpc_url,
+        "",
+        "allow_unsigned_local_packages = true",
+    )
+    .await;
+    // An unsigned 3.0.0 dropped by hand, beside the signed 2.0.0.
+    let unsigned = server
+        .agent
+        .data
+        .join("bin/updates/packages/ecommerce-3.0.0.zip");
+    build::from_entries(
+        &unsigned,
+        "module = \"ecommerce\"\nversion = \"3.0.0\"\nkind = \"web\"\n",
+        &[
+            ("index.html", b"<h1>shop v3, unsigned</h1>"),
+            ("version.txt", b"3.0.0\n"),
+        ],
+    )
+    .unwrap();
+    std::fs::write(
+        format!("{}.sha256", unsigned.display()),
+        sha256_file(&unsigned).unwrap(),
+    )
+    .unwrap();
+    controller
+        .wait_for_server("web-01", "the signed 2.0.0 pending", |s| {
+            module(s, "ecommerce")["pending_version"] == "2.0.0"
+        })
+        .await;
+    let first = server.install().await;
+    assert_eq!(first["result"]["ok"], true, "{first}");
+    assert_eq!(first["result"]["to"], "2.0.0", "{first}");
+    assert!(
+        event_texts(&first)
+            .iter()
+            .any(|t| t.starts_with("signature verified: publisher key ")),
+        "{first}"
+    );
+
+    // With no signed package newer, the unsigned one is next, allowed by
+    // the configuration, and its install says so.
+    controller
+        .wait_for_server("web-01", "the unsigned 3.0.0 pending", |s| {
+            module(s, "ecommerce")["pending_version"] == "3.0.0"
+        })
+        .await;
+    let second = server.install().await;
+    assert_eq!(second["result"]["ok"], true, "{second}");
+    let warning = second["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "warning")
+        .map(|e| e["text"].as_str().unwrap().to_owned());
+    assert_eq!(
+        warning.as_deref(),
+        Some("unsigned package, installed because allow_unsigned_local_packages = true"),
+        "{second}"
+    );
+
+    // The controller names packages by sha256 only, never by a path.
+    let order = format!(
+        "{}/api/v1/servers/web-01/modules/ecommerce/install",
+        controller.http_url
+    );
+    for body in [
+        json!({"package": "../../../../etc/hostname", "sha256": "0".repeat(64)}),
+        json!({"sha256": "../../etc/hostname"}),
+    ] {
+        let status = flotilla_tests::http()
+            .post(&order)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!((400..500).contains(&status), "{body}: {status}");
+    }
 }

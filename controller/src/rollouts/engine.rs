@@ -1595,7 +1595,7 @@ impl<'a> Pass<'a> {
                 module: step.module.clone(),
                 command_id,
                 order: Order::Install {
-                    package: None,
+                    sha256: None,
                     allow_downgrade: false,
                     version: Some(step.to_version.clone()),
                     planned_end,

@@ -15,6 +15,8 @@ const STYLE: &str = include_str!("../../web/style.css");
 const COMMON_SCRIPT: &str = include_str!("../../web/common.js");
 const LOGIN: &str = include_str!("../../web/login.html");
 const AUDIT: &str = include_str!("../../web/audit.html");
+const AGENTS: &str = include_str!("../../web/agents.html");
+const AGENTS_SCRIPT: &str = include_str!("../../web/agents.js");
 const AUDIT_SCRIPT: &str = include_str!("../../web/audit.js");
 const LOGIN_SCRIPT: &str = include_str!("../../web/login.js");
 const RELEASES: &str = include_str!("../../web/releases.html");
@@ -38,6 +40,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
         .route("/login", get(|| async { Html(LOGIN) }))
         .route("/audit", get(|| async { Html(AUDIT) }))
+        .route("/agents", get(|| async { Html(AGENTS) }))
+        .route(
+            "/agents.js",
+            get(|| async { asset("text/javascript", AGENTS_SCRIPT) }),
+        )
         .route(
             "/audit.js",
             get(|| async { asset("text/javascript", AUDIT_SCRIPT) }),

@@ -486,3 +486,118 @@ async fn an_agent_renews_its_certificate_before_it_expires_and_keeps_connecting(
         })
         .await;
 }
+
+#[tokio::test]
+async fn an_admin_enrolls_and_revokes_a_server_from_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let browser = flotilla_tests::browser::Browser::start().await;
+    browser.sign_in(&controller).await;
+    browser
+        .goto(&format!("{}/agents", controller.http_url))
+        .await;
+    browser
+        .eval(
+            "document.getElementById('server').value = 'acme-web-01'; \
+             document.getElementById('site').value = 'acme-paris'; \
+             document.getElementById('enroll').requestSubmit(); return true;",
+        )
+        .await;
+    let command = wait_until("the enrollment command on the page", async || {
+        let text = browser
+            .eval("return document.getElementById('command').textContent")
+            .await;
+        match text.as_str() {
+            Some(command) if command.starts_with("flotilla-agent enroll ") => {
+                Ok(command.to_owned())
+            }
+            _ => Err(text.to_string()),
+        }
+    })
+    .await;
+    let shown = browser
+        .eval("return document.getElementById('fingerprint').textContent")
+        .await;
+    assert_eq!(shown, controller.ca_fingerprint.clone().unwrap().as_str());
+
+    // The command, as shown, run on the server.
+    let data = dir.path().join("acme-web-01");
+    std::fs::create_dir_all(data.join("bin").join("config")).unwrap();
+    std::fs::write(
+        data.join("bin/config/applicationspath.config"),
+        "<applications/>",
+    )
+    .unwrap();
+    let config = data.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\ncontroller_url = \"{}\"\nportal_listen = \"127.0.0.1:0\"\n",
+            data.display().to_string(),
+            controller.grpc_url
+        ),
+    )
+    .unwrap();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let enrolled = tokio::process::Command::new(binary("flotilla-agent"))
+        .arg("--config")
+        .arg(&config)
+        .args(&words[1..])
+        .output()
+        .await
+        .unwrap();
+    assert!(enrolled.status.success(), "{}", said(&enrolled));
+    let _agent = tokio::process::Command::new(binary("flotilla-agent"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    controller
+        .wait_for_server("acme-web-01", "online", |s| s["online"] == true)
+        .await;
+
+    // Revoked with two clicks on its row.
+    browser
+        .goto(&format!("{}/agents", controller.http_url))
+        .await;
+    let button = "document.querySelector('[data-revoke=\"acme-web-01\"]')";
+    for _ in 0..2 {
+        wait_until("the Revoke button", async || {
+            let clicked = browser
+                .eval(&format!(
+                    "const b = {button}; if (!b) return false; b.click(); return true;"
+                ))
+                .await;
+            if clicked == true {
+                Ok(())
+            } else {
+                Err(clicked.to_string())
+            }
+        })
+        .await;
+    }
+    let server = controller
+        .wait_for_server("acme-web-01", "revoked", |s| s["online"] == false)
+        .await;
+    assert!(
+        server["offline_reason"]
+            .as_str()
+            .unwrap()
+            .contains("revoked by admin"),
+        "{server}"
+    );
+    wait_until("the token shown as used", async || {
+        let text = browser
+            .eval("const r = document.querySelector('#tokens tbody tr'); return r && r.textContent")
+            .await;
+        match text.as_str() {
+            Some(row) if row.contains(" from ") => Ok(()),
+            _ => Err(text.to_string()),
+        }
+    })
+    .await;
+    browser.quit().await;
+}

@@ -40,7 +40,12 @@ async function load() {
   container.innerHTML = releases.map((release) => `
     <section class="card release" data-release="${escapeHtml(release.version)}">
       <div class="site-head"><h2>${escapeHtml(release.version)}</h2>
-        <span class="muted small">published ${escapeHtml(new Date(release.created_at).toLocaleString())}</span></div>
+        <span class="muted small">published ${escapeHtml(new Date(release.created_at).toLocaleString())}</span>
+        ${release.withdrawn
+          ? `<span class="withdrawn" data-withdrawn="${escapeHtml(release.version)}">withdrawn by ${escapeHtml(release.withdrawn.by)}, ${escapeHtml(new Date(release.withdrawn.at).toLocaleString())}: ${escapeHtml(release.withdrawn.reason)}</span>`
+          : `<form class="withdraw" data-withdraw="${escapeHtml(release.version)}"><input name="reason" placeholder="why withdraw it" required>
+             <button type="submit">Withdraw</button></form>`}</div>
+      <p class="problem" role="alert" hidden></p>
       <div class="notes">${markdown(release.notes || "") || '<p class="muted">No notes.</p>'}</div>
       <table><thead><tr><th>Module</th><th>Version</th><th>Kind</th><th>Size</th><th>sha256</th></tr></thead><tbody>
       ${release.packages.map((p) => `<tr data-package="${escapeHtml(p.module)}"><td class="name">${escapeHtml(p.module)}</td>
@@ -48,6 +53,25 @@ async function load() {
         <td><code title="${escapeHtml(p.sha256)}">${escapeHtml(p.sha256.slice(0, 16))}…</code></td></tr>`).join("")}
       </tbody></table>
     </section>`).join("");
+  for (const form of container.querySelectorAll("form.withdraw")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const version = form.dataset.withdraw;
+      const response = await api(`/api/v1/releases/${encodeURIComponent(version)}/withdraw`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ reason: form.reason.value }),
+      });
+      if (!response.ok) {
+        const body = await response.json().catch(() => null);
+        const problem = form.closest("section").querySelector(".problem");
+        problem.textContent = (body && body.message) || `${response.status} ${response.statusText}`;
+        problem.hidden = false;
+        return;
+      }
+      load();
+    });
+  }
 }
 
 load().catch((e) => {

@@ -513,7 +513,7 @@ pub async fn before_install(
     }
     let installed = crate::inventory::scan(
         &agent.settings.layout,
-        &crate::installs::PackageTrust::of(&agent.settings),
+        &crate::installs::PackageTrust::of(agent),
     )
     .module(&module)
     .and_then(|m| m.installed_version.clone());

@@ -103,19 +103,37 @@ pub struct Downloads {
     states: Mutex<HashMap<String, DownloadState>>,
     /// Wakes the downloader when offers or the inventory change.
     wake: Notify,
+    /// The sha256 of packages whose release was withdrawn.
+    withdrawn: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Downloads {
-    /// Adds packages pushed by the controller (newer releases last).
-    pub fn offer(&self, offers: Vec<Offer>) {
+    /// Adds packages pushed by the controller (newer releases last), and
+    /// forgets those whose release was withdrawn (the downloader then drops
+    /// them from the packages folder).
+    pub fn offer(&self, offers: Vec<Offer>, withdrawn: Vec<String>) {
+        let withdrawn = {
+            let mut all = self.withdrawn.lock().unwrap_or_else(|p| p.into_inner());
+            all.extend(withdrawn.into_iter().map(|sha| sha.to_ascii_lowercase()));
+            all.clone()
+        };
         {
             let mut known = self.offers.lock().unwrap_or_else(|p| p.into_inner());
             for offer in offers {
                 known.retain(|o| o.sha256 != offer.sha256);
                 known.push(offer);
             }
+            known.retain(|o| !withdrawn.contains(&o.sha256.to_ascii_lowercase()));
         }
         self.wake.notify_one();
+    }
+
+    /// The sha256 of packages whose release was withdrawn.
+    pub fn withdrawn(&self) -> std::collections::HashSet<String> {
+        self.withdrawn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn states(&self) -> HashMap<String, DownloadState> {
@@ -260,15 +278,17 @@ fn wanted(agent: &Agent) -> Vec<Offer> {
 fn prune(agent: &Agent) {
     let inventory = agent.inventory.borrow().clone();
     let dir = agent.settings.layout.packages_dir();
-    let trust = crate::installs::PackageTrust::of(&agent.settings);
+    let trust = crate::installs::PackageTrust::of(agent);
     for pending in crate::installs::packages_in(&dir, &trust) {
         let Some(module) = inventory.module(&pending.module) else {
             continue;
         };
-        if module
-            .installed_version
-            .as_ref()
-            .is_some_and(|installed| pending.version <= *installed)
+        let withdrawn = pending.trust == crate::installs::Trust::Withdrawn;
+        if withdrawn
+            || module
+                .installed_version
+                .as_ref()
+                .is_some_and(|installed| pending.version <= *installed)
         {
             for path in [
                 pending.package.clone(),
@@ -278,7 +298,11 @@ fn prune(agent: &Agent) {
             ] {
                 let _ = std::fs::remove_file(path);
             }
-            tracing::info!(module = %pending.module, version = %pending.version, "removed a package already installed or superseded");
+            if withdrawn {
+                tracing::warn!(module = %pending.module, version = %pending.version, "removed a package whose release was withdrawn");
+            } else {
+                tracing::info!(module = %pending.module, version = %pending.version, "removed a package already installed or superseded");
+            }
         }
     }
 }

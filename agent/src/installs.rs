@@ -35,6 +35,8 @@ pub enum Trust {
     Unsigned,
     /// A signature that no trusted key verifies: never installed.
     Untrusted(String),
+    /// Its release was withdrawn: never installed, and dropped.
+    Withdrawn,
 }
 
 /// Which packages this agent installs: those signed by a trusted publisher
@@ -43,19 +45,25 @@ pub enum Trust {
 pub struct PackageTrust {
     pub keys: Vec<flotilla_proto::signing::PublicKey>,
     pub allow_unsigned: bool,
+    /// The sha256 of packages whose release was withdrawn.
+    pub withdrawn: std::collections::HashSet<String>,
 }
 
 impl PackageTrust {
-    pub fn of(settings: &crate::config::Settings) -> Self {
+    pub fn of(agent: &Agent) -> Self {
         PackageTrust {
-            keys: settings.trusted_keys.clone(),
-            allow_unsigned: settings.allow_unsigned_local_packages,
+            keys: agent.settings.trusted_keys.clone(),
+            allow_unsigned: agent.settings.allow_unsigned_local_packages,
+            withdrawn: agent.downloads.withdrawn(),
         }
     }
 
     /// How a package whose sha256 is `sha256` and signature `signature`
     /// stands.
     pub fn check(&self, sha256: &str, signature: Option<&str>) -> Trust {
+        if self.withdrawn.contains(&sha256.to_ascii_lowercase()) {
+            return Trust::Withdrawn;
+        }
         match signature {
             None => Trust::Unsigned,
             Some(signature) => {
@@ -72,7 +80,7 @@ impl PackageTrust {
         match trust {
             Trust::Signed(_) => true,
             Trust::Unsigned => self.allow_unsigned,
-            Trust::Untrusted(_) => false,
+            Trust::Untrusted(_) | Trust::Withdrawn => false,
         }
     }
 
@@ -85,6 +93,7 @@ impl PackageTrust {
                 "it is not signed, and this agent installs unsigned packages only with allow_unsigned_local_packages = true".to_owned(),
             ),
             Trust::Untrusted(why) => Some(format!("its signature is not trusted: {why}")),
+            Trust::Withdrawn => Some("its release was withdrawn".to_owned()),
         }
     }
 }
@@ -241,7 +250,7 @@ impl Installs {
 pub fn pending(agent: &Agent) -> Vec<Pending> {
     // What is on disk now, not the last scan: right after an install the
     // scan may still show the version that was briefly in place.
-    let trust = PackageTrust::of(&agent.settings);
+    let trust = PackageTrust::of(agent);
     let inventory = crate::inventory::scan(&agent.settings.layout, &trust);
     let candidates = packages_in(&agent.settings.layout.packages_dir(), &trust);
     let mut pending: Vec<Pending> = inventory
@@ -396,7 +405,7 @@ pub fn start(
             sha256,
             allow_downgrade,
         } => {
-            let trust = PackageTrust::of(&agent.settings);
+            let trust = PackageTrust::of(agent);
             let wanted = sha256.trim().to_ascii_lowercase();
             let found = packages_in(&agent.settings.layout.packages_dir(), &trust)
                 .into_iter()
@@ -579,7 +588,7 @@ async fn run(
     // signature, checked again here, or is an unsigned one the
     // configuration allows.
     if let Resolved::Package { path, sha256, .. } = &resolved {
-        let trust = PackageTrust::of(&agent.settings);
+        let trust = PackageTrust::of(agent);
         let signature = std::fs::read_to_string(format!("{}.sig", path.display())).ok();
         let standing = trust.check(sha256, signature.as_deref().map(str::trim));
         if let Some(why) = trust.refusal(&standing) {

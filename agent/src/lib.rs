@@ -164,7 +164,7 @@ async fn scanner(agent: Arc<Agent>, stop: CancellationToken) {
 /// changed since `previous`.
 async fn scan_once(agent: &Arc<Agent>, previous: &mut Option<Inventory>) {
     let layout = agent.settings.layout.clone();
-    let trust = installs::PackageTrust::of(&agent.settings);
+    let trust = installs::PackageTrust::of(agent);
     let mut scanned =
         match tokio::task::spawn_blocking(move || inventory::scan(&layout, &trust)).await {
             Ok(scanned) => scanned,

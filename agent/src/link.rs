@@ -344,7 +344,8 @@ fn handle(
                     })
                 })
                 .collect();
-            agent.downloads.offer(offers);
+            agent.downloads.offer(offers, available.withdrawn_sha256);
+            agent.rescan.notify_one();
             return None;
         }
         _ => return None,

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub tls: bool,
     /// The hosts packages published by URL may be fetched from.
     pub package_hosts: Arc<Vec<String>>,
+    /// The hosts rollout notices may be posted to (HTTPS only).
+    pub webhook_hosts: Arc<Vec<String>>,
     /// Agents' enrollment and certificates; `None` in plain text.
     pub enrollment: Option<Arc<crate::enrollment::Enrollment>>,
 }
@@ -104,6 +106,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(crate::releases::download))
         .routes(routes!(crate::releases::publish, crate::releases::list))
         .routes(routes!(crate::releases::get))
+        .routes(routes!(crate::releases::withdraw))
         .routes(routes!(database_review))
         .routes(routes!(run_database_script))
         .routes(routes!(mark_database_script))

@@ -118,6 +118,7 @@ pub async fn run(
         tls: Some(identity),
         names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
         package_hosts: Vec::new(),
+        webhook_hosts: Vec::new(),
         agent_ca: Some(std::sync::Arc::new(crate::tls::AgentCa::own(
             &args.dir.join("tls"),
         )?)),

@@ -58,8 +58,12 @@ pub enum FleetCommand {
         module: String,
         to: Option<String>,
     },
-    /// Tell the agent about published packages.
-    Announce(Vec<Available>),
+    /// Tell the agent about published packages, and withdrawn ones.
+    Announce {
+        packages: Vec<Available>,
+        /// The sha256 of packages only withdrawn releases hold.
+        withdrawn: Vec<String>,
+    },
     /// Hold the server for a rollout (refusing local installs), or release it.
     Hold(Option<String>),
     /// The review of a module's pending database upgrade.
@@ -555,7 +559,14 @@ impl Fleet {
     pub async fn available(&self) -> sqlx::Result<Vec<Available>> {
         let mut available = Vec::new();
         // Oldest release first: a package in several releases keeps the newest's notes.
-        for release in self.db.releases().await?.into_iter().rev() {
+        for release in self
+            .db
+            .releases()
+            .await?
+            .into_iter()
+            .rev()
+            .filter(|r| r.withdrawn.is_none())
+        {
             for package in release.packages {
                 let url = package.url.clone().unwrap_or_else(|| {
                     format!(
@@ -583,13 +594,31 @@ impl Fleet {
         Ok(available)
     }
 
-    /// Pushes packages to every connected agent at once.
-    pub async fn push_packages(&self, packages: Vec<Available>) {
+    /// What agents are told at connection and after a withdrawal: every
+    /// package published and not withdrawn, and the withdrawn ones.
+    pub async fn announcement(&self) -> sqlx::Result<FleetCommand> {
+        Ok(FleetCommand::Announce {
+            packages: self.available().await?,
+            withdrawn: self.db.withdrawn_packages().await?,
+        })
+    }
+
+    /// Pushes `announcement` to every connected agent.
+    pub async fn push(&self, announcement: FleetCommand) {
         let senders: Vec<mpsc::Sender<FleetCommand>> =
             self.live().values().map(|l| l.commands.clone()).collect();
         for sender in senders {
-            let _ = sender.send(FleetCommand::Announce(packages.clone())).await;
+            let _ = sender.send(announcement.clone()).await;
         }
+    }
+
+    /// Pushes newly published packages to every connected agent.
+    pub async fn push_packages(&self, packages: Vec<Available>) {
+        self.push(FleetCommand::Announce {
+            packages,
+            withdrawn: Vec::new(),
+        })
+        .await;
     }
 
     /// Tells live views that a rollout changed.

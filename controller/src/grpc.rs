@@ -189,11 +189,9 @@ impl AgentLink for AgentLinkService {
             .send(Ok(command_message(FleetCommand::Hold(hold))))
             .await;
         // Everything published so far: the agent works out what it lacks.
-        match self.fleet.available().await {
-            Ok(available) => {
-                let _ = outbound
-                    .send(Ok(command_message(FleetCommand::Announce(available))))
-                    .await;
+        match self.fleet.announcement().await {
+            Ok(announcement) => {
+                let _ = outbound.send(Ok(command_message(announcement))).await;
             }
             Err(e) => {
                 tracing::error!(server = %hello.id, "cannot list the published packages: {e}")
@@ -406,10 +404,14 @@ fn command_message(command: FleetCommand) -> ControllerMessage {
                 })),
             };
         }
-        FleetCommand::Announce(packages) => {
+        FleetCommand::Announce {
+            packages,
+            withdrawn,
+        } => {
             return ControllerMessage {
                 body: Some(controller_message::Body::AvailablePackages(
                     AvailablePackages {
+                        withdrawn_sha256: withdrawn,
                         packages: packages
                             .into_iter()
                             .map(|p| AvailablePackage {

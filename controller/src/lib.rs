@@ -68,6 +68,8 @@ pub struct Settings {
     /// The hosts packages published by URL may be fetched from (HTTPS
     /// only), besides the public URL's.
     pub package_hosts: Vec<String>,
+    /// The hosts rollouts' notice webhooks may be posted to (HTTPS only).
+    pub webhook_hosts: Vec<String>,
     /// The CA that issues agents' certificates (the controller's own, in
     /// its TLS folder); `None` only with `--insecure-plaintext`.
     pub agent_ca: Option<Arc<tls::AgentCa>>,
@@ -94,6 +96,7 @@ pub async fn run(
         tls,
         mut names,
         mut package_hosts,
+        webhook_hosts,
         agent_ca,
         agent_certificate_lifetime,
     } = settings;
@@ -128,7 +131,13 @@ pub async fn run(
         async move { fleet.housekeeping(stop).await }
     });
 
-    let (rollouts, rollout_engine) = rollouts::Rollouts::start(fleet.clone(), stop.clone());
+    // Webhook servers are trusted through the system's roots, or this
+    // controller's own CA.
+    let (rollouts, rollout_engine) = rollouts::Rollouts::start(
+        fleet.clone(),
+        tls.as_ref().map(|identity| identity.ca_pem.clone()),
+        stop.clone(),
+    );
 
     let (enrollment, grpc_tls) = match (&tls, agent_ca) {
         (Some(identity), Some(ca)) => {
@@ -171,6 +180,7 @@ pub async fn run(
             shutdown: stop.clone(),
             tls: tls.is_some(),
             package_hosts: Arc::new(package_hosts),
+            webhook_hosts: Arc::new(webhook_hosts),
             enrollment,
         }))
         .route("/api/{*rest}", axum::routing::any(api::not_found))

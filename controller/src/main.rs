@@ -162,6 +162,14 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     package_hosts: Vec<String>,
+    /// A host that rollouts' notice webhooks may be posted to, over HTTPS
+    /// (repeatable, or comma-separated); none by default.
+    #[arg(
+        long = "webhook-host",
+        env = "FLOTILLA_WEBHOOK_HOSTS",
+        value_delimiter = ','
+    )]
+    webhook_hosts: Vec<String>,
 }
 
 /// TLS: the controller's own CA by default, or the operator's certificate.
@@ -483,6 +491,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         names: args.tls.names(),
         package_hosts: args.package_hosts,
+        webhook_hosts: args.webhook_hosts,
         agent_ca,
         agent_certificate_lifetime: args.tls.agent_certificate_lifetime,
     };

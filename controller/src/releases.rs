@@ -100,6 +100,16 @@ pub struct Release {
     pub notes: String,
     pub created_at: DateTime<Utc>,
     pub packages: Vec<Package>,
+    /// Set when an admin withdrew it: its packages are no longer offered.
+    pub withdrawn: Option<Withdrawn>,
+}
+
+/// Who withdrew a release, when and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Withdrawn {
+    pub at: DateTime<Utc>,
+    pub by: String,
+    pub reason: String,
 }
 
 impl From<ReleaseRecord> for Release {
@@ -109,8 +119,82 @@ impl From<ReleaseRecord> for Release {
             notes: r.notes,
             created_at: r.created_at,
             packages: r.packages.into_iter().map(Package::from).collect(),
+            withdrawn: r.withdrawn.map(|w| Withdrawn {
+                at: w.at,
+                by: w.by,
+                reason: w.reason,
+            }),
         }
     }
+}
+
+/// Why a release is withdrawn.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Withdraw {
+    /// For the log, the audit trail and whoever looks at the release.
+    pub reason: String,
+}
+
+/// Withdraw a release: its packages are no longer offered, agents drop
+/// them and download the newest version still published, and no rollout of
+/// it can start. Final; withdrawing it again changes nothing.
+#[utoipa::path(post, path = "/api/v1/releases/{version}/withdraw", security(("token" = ["admin"]), ("session" = ["admin"])), tag = "releases",
+    params(("version" = String, Path, description = "The release version")),
+    request_body = Withdraw,
+    responses(
+        (status = OK, description = "Withdrawn (now or before)", body = Release),
+        (status = BAD_REQUEST, description = "No reason given", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such release", body = ErrorBody),
+        (status = CONFLICT, description = "A rollout of it is unfinished", body = ErrorBody),
+        (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody),
+    ))]
+pub async fn withdraw(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    UrlPath(version): UrlPath<String>,
+    body: Result<Json<Withdraw>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Release>, ApiError> {
+    let Json(withdraw) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let reason = withdraw.reason.trim();
+    if reason.is_empty() || reason.len() > 1000 {
+        return Err(ApiError::BadRequest(
+            "reason: say why, in 1 to 1000 characters".to_owned(),
+        ));
+    }
+    let db = &state.fleet.db;
+    if let Some(rollout) = db
+        .rollouts()
+        .await?
+        .into_iter()
+        .find(|r| r.release == version && matches!(r.state.as_str(), "running" | "paused"))
+    {
+        return Err(ApiError::Conflict(format!(
+            "rollout {} of release {version} is {}: cancel it first",
+            rollout.id, rollout.state
+        )));
+    }
+    let withdrawal = crate::db::Withdrawal {
+        at: Utc::now(),
+        by: caller.name.clone(),
+        reason: reason.to_owned(),
+    };
+    match db.withdraw_release(&version, &withdrawal).await? {
+        None => return Err(ApiError::NotFound(format!("no release {version}"))),
+        Some(false) => {}
+        Some(true) => {
+            tracing::warn!(by = %caller.name, release = %version, reason, "release withdrawn");
+            match state.fleet.announcement().await {
+                Ok(announcement) => state.fleet.push(announcement).await,
+                Err(e) => tracing::error!("cannot tell agents of the withdrawal of {version}: {e}"),
+            }
+        }
+    }
+    let release = db
+        .release(&version)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no release {version}")))?;
+    Ok(Json(release.into()))
 }
 
 /// What an upload stored.
@@ -298,6 +382,12 @@ pub async fn download(
 /// the allowlist (`--package-host`, and the controller's own), with no
 /// credentials in it.
 pub fn check_package_url(url: &str, hosts: &[String]) -> Result<(), String> {
+    check_url(url, hosts, "package hosts (--package-host)")
+}
+
+/// Whether the controller may call `url`: HTTPS only, from a host on the
+/// allowlist `hosts` (named `list` in the error), with no credentials in it.
+pub fn check_url(url: &str, hosts: &[String], list: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL: {e}"))?;
     if parsed.scheme() != "https" {
         return Err(format!(
@@ -312,8 +402,12 @@ pub fn check_package_url(url: &str, hosts: &[String]) -> Result<(), String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         return Err(format!(
-            "the host \"{host}\" is not on the allowlist of package hosts (--package-host): {}",
-            hosts.join(", ")
+            "the host \"{host}\" is not on the allowlist of {list}: {}",
+            if hosts.is_empty() {
+                "none".to_owned()
+            } else {
+                hosts.join(", ")
+            }
         ));
     }
     Ok(())

@@ -221,6 +221,8 @@ impl Controller {
             .args(["--heartbeat-timeout-ms", &timeout_ms.to_string()])
             .arg("--admin-token-file")
             .arg(tls::admin_token_file())
+            // Tests' webhook receivers listen on loopback.
+            .args(["--webhook-host", "127.0.0.1"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -221,6 +221,27 @@ async fn the_releases_page_shows_each_release_with_its_notes() {
         (shown == serde_json::json!(["2026.11", "Autumn", "faster", "5.9.0", 0])).then_some(()).ok_or(shown.to_string())
     })
     .await;
+
+    // Withdrawn from the page, with a reason; the page and the API say so.
+    browser
+        .eval(
+            "const f = document.querySelector('[data-withdraw=\"2026.11\"]'); \
+             f.reason.value = 'breaks checkout'; f.requestSubmit(); return true;",
+        )
+        .await;
+    let shown = wait_until("the release shown withdrawn", async || {
+        let text = browser
+            .eval("const w = document.querySelector('[data-withdrawn=\"2026.11\"]'); return w && w.textContent")
+            .await;
+        text.as_str().map(str::to_owned).ok_or(text.to_string())
+    })
+    .await;
+    assert!(
+        shown.contains("withdrawn by admin") && shown.contains("breaks checkout"),
+        "{shown}"
+    );
+    let (_, release) = controller.get("/api/v1/releases/2026.11").await;
+    assert_eq!(release["withdrawn"]["by"], "admin", "{release}");
     browser.quit().await;
 }
 

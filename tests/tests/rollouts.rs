@@ -611,11 +611,16 @@ async fn the_rest_round_trip_pause_resume_exclude_cancel() {
 async fn webhook() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/notice", listener.local_addr().unwrap());
+    // Over TLS, with a certificate from the test CA (the controller's own).
+    let url = format!("https://{}/notice", listener.local_addr().unwrap());
+    let acceptor = flotilla_tests::tls::ca().acceptor();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut socket) = acceptor.accept(tcp).await else {
+                continue;
+            };
             let mut request = Vec::new();
             let mut buffer = [0u8; 4096];
             loop {
@@ -722,6 +727,30 @@ async fn a_closed_window_starts_nothing_until_it_opens_and_users_are_warned() {
         ),
     );
     let (url, mut notices) = webhook().await;
+    // Webhooks are HTTPS only, to hosts on the allowlist (--webhook-host).
+    for (bad, says) in [
+        (
+            url.replace("https://", "http://"),
+            "only https:// URLs are accepted",
+        ),
+        (
+            "https://hooks.example.com/notice".to_owned(),
+            "the host \"hooks.example.com\" is not on the allowlist of webhook hosts (--webhook-host)",
+        ),
+    ] {
+        let (status, refused) = post(
+            c,
+            "/api/v1/rollouts",
+            &json!({"release": "2026.12", "strategy": {"notice": {"webhook_url": bad, "lead_seconds": 4}}}),
+            "alice",
+        )
+        .await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused["message"].as_str().unwrap().contains(says),
+            "{refused}"
+        );
+    }
     let strategy = json!({
         "notice": {"webhook_url": url, "lead_seconds": 4},
         "default_install_seconds": 30,
@@ -1302,5 +1331,125 @@ async fn an_agent_killed_mid_install_recovers_and_the_rollout_tries_again() {
     assert_eq!(
         interrupted[0]["message"],
         "the agent restarted during the install and rolled it back at start"
+    );
+}
+
+#[tokio::test]
+async fn a_withdrawn_release_is_dropped_by_agents_and_the_next_newest_rolls_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(&dir.path().join("controller")).await;
+    let publisher = Publisher::default();
+    let agent = launch_server(
+        dir.path(),
+        &controller,
+        &publisher,
+        "acme",
+        ServerSpec {
+            id: "acme-web-01",
+            modules: &["ecommerce"],
+        },
+    )
+    .await;
+    let packages = dir.path().join("built");
+    std::fs::create_dir_all(&packages).unwrap();
+    publisher
+        .publish(&controller, &packages, "2026.11", "2.0.0", &["ecommerce"])
+        .await;
+    publisher
+        .publish(&controller, &packages, "2026.12", "3.0.0", &["ecommerce"])
+        .await;
+    wait_for_downloads(&controller, &[(&agent, &["ecommerce"])], "3.0.0").await;
+    let (status, refused) = post(
+        &controller,
+        "/api/v1/rollouts",
+        &json!({"release": "2026.11"}),
+        "olga",
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+
+    // Only an admin withdraws, and says why.
+    let url = format!("{}/api/v1/releases/2026.12/withdraw", controller.http_url);
+    let operator = controller.token_for("olga", "operator").await;
+    let forbidden = flotilla_tests::anonymous()
+        .post(&url)
+        .bearer_auth(&operator)
+        .json(&json!({"reason": "breaks checkout"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    let no_reason = flotilla_tests::http()
+        .post(&url)
+        .json(&json!({"reason": " "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_reason.status(), 400);
+    let withdrawn: Value = flotilla_tests::http()
+        .post(&url)
+        .json(&json!({"reason": "breaks checkout"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(withdrawn["withdrawn"]["by"], "bootstrap", "{withdrawn}");
+    assert_eq!(withdrawn["withdrawn"]["reason"], "breaks checkout");
+
+    // The agent drops 3.0.0 and fetches the newest version still published.
+    wait_for_downloads(&controller, &[(&agent, &["ecommerce"])], "2.0.0").await;
+    let dropped = agent.data.join("bin/updates/packages/ecommerce-3.0.0.zip");
+    wait_until("the withdrawn package gone from the agent", async || {
+        if dropped.exists() {
+            Err(dropped.display().to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    assert!(
+        agent
+            .log()
+            .contains("removed a package whose release was withdrawn"),
+        "{}",
+        agent.log()
+    );
+
+    // No rollout of the withdrawn release; the next newest rolls out.
+    let (status, refused) = post(
+        &controller,
+        "/api/v1/rollouts",
+        &json!({"release": "2026.12"}),
+        "olga",
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("was withdrawn by bootstrap"),
+        "{refused}"
+    );
+    let (status, created) = post(
+        &controller,
+        "/api/v1/rollouts",
+        &json!({"release": "2026.11"}),
+        "olga",
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    wait_for_rollout(&controller, id, "succeeded", |r| r["state"] == "succeeded").await;
+    let server = controller.server("acme-web-01").await.unwrap();
+    assert_eq!(module(&server, "ecommerce")["installed_version"], "2.0.0");
+    let (_, trail) = controller.get("/api/v1/audit?actor=bootstrap").await;
+    assert!(
+        trail.as_array().unwrap().iter().any(|e| e["action"]
+            == "POST /api/v1/releases/{version}/withdraw"
+            && e["outcome"] == 200),
+        "{trail}"
     );
 }

@@ -23,7 +23,7 @@ pub use audit::{AuditFilter, AuditRecord};
 pub use enrollments::{CertificateRecord, EnrollmentRecord, Revocations, TokenRefusal};
 pub use installs::{InstallEventRecord, InstallProgressIn, InstallRecord, InstallResultIn};
 pub use operators::{AccountRecord, Bearer, TokenRecord};
-pub use releases::{PackageRecord, PublishConflict, ReleaseRecord};
+pub use releases::{PackageRecord, PublishConflict, ReleaseRecord, Withdrawal};
 pub use rollouts::{
     CommandInstall, Estimate, RolloutChanges, RolloutLogRecord, RolloutRecord, RolloutSiteRecord,
     RolloutState, RolloutStepRecord, ScheduleRecord,

@@ -25,6 +25,15 @@ pub struct ReleaseRecord {
     pub notes: String,
     pub created_at: DateTime<Utc>,
     pub packages: Vec<PackageRecord>,
+    pub withdrawn: Option<Withdrawal>,
+}
+
+/// Who withdrew a release, when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub at: DateTime<Utc>,
+    pub by: String,
+    pub reason: String,
 }
 
 #[derive(FromRow)]
@@ -32,6 +41,19 @@ struct ReleaseRow {
     version: String,
     notes: String,
     created_at: DateTime<Utc>,
+    withdrawn_at: Option<DateTime<Utc>>,
+    withdrawn_by: Option<String>,
+    withdrawn_reason: Option<String>,
+}
+
+/// `SELECT` of [`ReleaseRow`]s, followed by `$tail`.
+macro_rules! select_releases {
+    ($tail:literal) => {
+        concat!(
+            "SELECT version, notes, created_at, withdrawn_at, withdrawn_by, withdrawn_reason FROM releases ",
+            $tail
+        )
+    };
 }
 
 /// Why a publish was refused.
@@ -89,11 +111,10 @@ impl Database {
                 }));
             }
         }
-        let existing: Option<ReleaseRow> =
-            sqlx::query_as("SELECT version, notes, created_at FROM releases WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing: Option<ReleaseRow> = sqlx::query_as(select_releases!("WHERE version = ?"))
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(existing) = existing {
             let shas: Vec<(String,)> = sqlx::query_as(
                 "SELECT sha256 FROM release_packages WHERE release = ? ORDER BY sha256",
@@ -150,7 +171,7 @@ impl Database {
     /// Every release, newest first, with its packages.
     pub async fn releases(&self) -> sqlx::Result<Vec<ReleaseRecord>> {
         let rows: Vec<ReleaseRow> =
-            sqlx::query_as("SELECT version, notes, created_at FROM releases ORDER BY created_at DESC, version DESC")
+            sqlx::query_as(select_releases!("ORDER BY created_at DESC, version DESC"))
                 .fetch_all(&self.pool)
                 .await?;
         let mut releases = Vec::with_capacity(rows.len());
@@ -161,11 +182,10 @@ impl Database {
     }
 
     pub async fn release(&self, version: &str) -> sqlx::Result<Option<ReleaseRecord>> {
-        let row: Option<ReleaseRow> =
-            sqlx::query_as("SELECT version, notes, created_at FROM releases WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<ReleaseRow> = sqlx::query_as(select_releases!("WHERE version = ?"))
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(row) => Ok(Some(self.with_packages(row).await?)),
             None => Ok(None),
@@ -180,11 +200,58 @@ impl Database {
         .bind(&row.version)
         .fetch_all(&self.pool)
         .await?;
+        let withdrawn = row.withdrawn_at.map(|at| Withdrawal {
+            at,
+            by: row.withdrawn_by.unwrap_or_default(),
+            reason: row.withdrawn_reason.unwrap_or_default(),
+        });
         Ok(ReleaseRecord {
             version: row.version,
             notes: row.notes,
             created_at: row.created_at,
             packages,
+            withdrawn,
         })
+    }
+
+    /// Withdraws a release; `None` if there is no such release, `Some(false)`
+    /// if it was withdrawn already (the first withdrawal stands).
+    pub async fn withdraw_release(
+        &self,
+        version: &str,
+        withdrawal: &Withdrawal,
+    ) -> sqlx::Result<Option<bool>> {
+        let done = sqlx::query(
+            "UPDATE releases SET withdrawn_at = ?, withdrawn_by = ?, withdrawn_reason = ? \
+             WHERE version = ? AND withdrawn_at IS NULL",
+        )
+        .bind(withdrawal.at)
+        .bind(&withdrawal.by)
+        .bind(&withdrawal.reason)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(Some(true));
+        }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM releases WHERE version = ?")
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(exists.map(|_| false))
+    }
+
+    /// The sha256 of every package that only withdrawn releases hold:
+    /// agents must not keep or install them.
+    pub async fn withdrawn_packages(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT rp.sha256 FROM release_packages rp JOIN releases r ON r.version = rp.release \
+             WHERE r.withdrawn_at IS NOT NULL AND NOT EXISTS ( \
+               SELECT 1 FROM release_packages other JOIN releases live ON live.version = other.release \
+               WHERE other.sha256 = rp.sha256 AND live.withdrawn_at IS NULL) \
+             ORDER BY rp.sha256",
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 }

@@ -82,14 +82,34 @@ pub async fn create(
     new.strategy
         .validate()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(notice) = &new.strategy.notice {
+        crate::releases::check_url(
+            &notice.webhook_url,
+            &state.webhook_hosts,
+            "webhook hosts (--webhook-host)",
+        )
+        .map_err(|e| ApiError::BadRequest(format!("strategy.notice.webhook_url: {e}")))?;
+    }
     let mut seen = std::collections::HashSet::new();
     new.target.sites.retain(|s| seen.insert(s.clone()));
     let db = &state.fleet.db;
     let release = db.release(&new.release).await?.ok_or_else(|| {
         ApiError::NotFound(format!("no release \"{}\" is published", new.release))
     })?;
-    // Agents pre-download only the newest published version of a module.
-    for newer in db.releases().await? {
+    if let Some(withdrawn) = &release.withdrawn {
+        return Err(ApiError::Conflict(format!(
+            "release {} was withdrawn by {} at {}: {}",
+            release.version, withdrawn.by, withdrawn.at, withdrawn.reason
+        )));
+    }
+    // Agents pre-download only the newest published version of a module
+    // (of the releases not withdrawn).
+    for newer in db
+        .releases()
+        .await?
+        .into_iter()
+        .filter(|r| r.withdrawn.is_none())
+    {
         for theirs in &newer.packages {
             let ours = release.packages.iter().find(|p| p.module == theirs.module);
             if let Some(ours) = ours

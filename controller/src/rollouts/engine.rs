@@ -131,18 +131,26 @@ impl Rollouts {
     /// Starts the engine; it runs until `stop` is cancelled.
     pub fn start(
         fleet: Arc<Fleet>,
+        ca_pem: Option<String>,
         stop: CancellationToken,
     ) -> (Rollouts, tokio::task::JoinHandle<()>) {
+        let mut http = reqwest::Client::builder()
+            .timeout(StdDuration::from_secs(10))
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(certificates) = ca_pem
+            .as_deref()
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(pem.as_bytes()).ok())
+        {
+            http = http.tls_certs_merge(certificates);
+        }
         let (inbox, requests) = mpsc::channel(256);
         let engine = Engine {
             fleet: fleet.clone(),
             inbox: inbox.clone(),
             in_flight: HashSet::new(),
             active: true,
-            http: reqwest::Client::builder()
-                .timeout(StdDuration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: http.build().unwrap_or_default(),
         };
         let task = tokio::spawn(engine.run(requests, stop));
         (Rollouts { fleet, inbox }, task)

@@ -138,7 +138,9 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         _ = stop.cancelled() => return Ok(SessionEnd::Shutdown),
         channel = endpoint.connect() => channel.map_err(|e| unreachable(&error_chain(&e)))?,
     };
-    let mut client = AgentLinkClient::new(channel);
+    let mut client = AgentLinkClient::new(channel)
+        .max_decoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES);
     // When to renew the certificate; checked again after each try.
     let mut renewal = identity
         .as_ref()

@@ -158,7 +158,11 @@ pub async fn run(
     let service = grpc::AgentLinkService::new(fleet.clone(), enrollment.clone(), stop.clone());
     let grpc_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .add_service(AgentLinkServer::new(service));
+        .add_service(
+            AgentLinkServer::new(service)
+                .max_decoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES),
+        );
     let grpc_server: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match grpc_tls {

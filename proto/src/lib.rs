@@ -28,6 +28,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The protocol versions a controller of this build accepts from agents.
 pub const SUPPORTED_PROTOCOL_VERSIONS: &[u32] = &[1];
 
+/// The largest message either side accepts on the link: a message above it
+/// ends the stream (`OUT_OF_RANGE`, "decoded message length too large")
+/// before it is read into memory.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Whether a peer speaking `version` can talk to this build.
 pub fn is_supported(version: u32) -> bool {
     SUPPORTED_PROTOCOL_VERSIONS.contains(&version)

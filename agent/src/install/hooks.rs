@@ -53,15 +53,16 @@ impl fmt::Display for Phase {
     }
 }
 
-/// The hooks for a phase and module, `_` before `-`, then by name.
+/// The hooks for a phase and module, `_` before `-`, then by name: regular
+/// files of the scripts folder itself, never a link to elsewhere.
 pub fn find(scripts: &Path, phase: Phase, module: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(scripts) else {
         return Vec::new();
     };
     let mut found: Vec<PathBuf> = entries
         .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
         .map(|entry| entry.path())
-        .filter(|path| path.is_file())
         .filter(|path| {
             let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
                 return false;
@@ -287,6 +288,38 @@ mod tests {
             found,
             ["PREINSTALL_ecommerce.ps1", "PREINSTALL-ecommerce.sh"]
         );
+    }
+
+    #[test]
+    fn names_with_path_tricks_or_metacharacters_are_not_hooks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("evil.sh"), "echo evil").expect("write");
+        for name in [
+            "PREINSTALL_ecommerce.sh.bak",
+            "PREINSTALL_ecommerce .sh",
+            "PREINSTALL_ecommerce;rm -rf ~.sh",
+            "PREINSTALL_ecommerce$(id).sh",
+            ".PREINSTALL_ecommerce.sh",
+            "PREINSTALL__ecommerce.sh",
+            "PREINSTALL_..%2fecommerce.sh",
+        ] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        // A folder named like a hook, and a link to a script elsewhere.
+        std::fs::create_dir(dir.path().join("PREINSTALL_ecommerce.ps1")).expect("dir");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(
+            outside.path().join("evil.sh"),
+            dir.path().join("PREINSTALL-ecommerce.sh"),
+        )
+        .expect("symlink");
+        std::fs::write(dir.path().join("PREINSTALL_ecommerce.sh"), "").expect("write");
+        let found: Vec<String> = find(dir.path(), Phase::PreInstall, "ecommerce")
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(found, ["PREINSTALL_ecommerce.sh"]);
     }
 
     #[cfg(unix)]

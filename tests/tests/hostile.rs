@@ -1,0 +1,163 @@
+//! Hostile input on every door: gRPC messages too large or not what they
+//! claim to be, and names and versions carrying shell or SQL
+//! metacharacters. Each is refused with a clear error, changes nothing, and
+//! leaves the controller serving everyone else.
+
+#![allow(clippy::unwrap_used)]
+
+use flotilla_proto::v1::agent_link_client::AgentLinkClient;
+use flotilla_proto::v1::{AgentMessage, ControllerMessage, Heartbeat, Hello, agent_message::Body};
+use flotilla_tests::simulated::SimulatedAgent;
+use flotilla_tests::{Controller, wait_until};
+use serde_json::{Value, json};
+
+const WEB: &[(&str, &str, &str)] = &[("ecommerce", "web", "5.8.0")];
+
+#[tokio::test]
+async fn oversized_and_malformed_grpc_messages_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let url = &controller.grpc_url;
+
+    // A Hello of 5 MB, above the 4 MB limit.
+    let channel = flotilla_tests::tls::grpc_channel(url, "acme-paris", "acme-web-01").await;
+    let huge = AgentMessage {
+        body: Some(Body::Hello(Hello {
+            protocol_version: flotilla_proto::PROTOCOL_VERSION,
+            server_id: "acme-web-01".into(),
+            hostname: "x".repeat(5 * 1024 * 1024),
+            site: "acme-paris".into(),
+            ..Hello::default()
+        })),
+    };
+    let refused = AgentLinkClient::new(channel.clone())
+        .session(tokio_stream::iter(vec![huge]))
+        .await
+        .expect_err("a 5 MB message must be refused");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(
+        refused.message().contains("the limit is: 4194304 bytes"),
+        "{refused:?}"
+    );
+
+    // Bytes that are not an AgentMessage: a Heartbeat where the stream
+    // expects AgentMessages (field 1 is a number, not a Hello).
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec: tonic_prost::ProstCodec<Heartbeat, ControllerMessage> =
+        tonic_prost::ProstCodec::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/flotilla.v1.AgentLink/Session");
+    let malformed = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(vec![Heartbeat {
+                sent_at_unix_ms: 42,
+            }])),
+            path,
+            codec,
+        )
+        .await
+        .expect_err("a malformed message must be refused");
+    assert!(
+        matches!(
+            malformed.code(),
+            tonic::Code::Internal | tonic::Code::InvalidArgument
+        ),
+        "{malformed:?}"
+    );
+    assert!(
+        controller.server("acme-web-01").await.is_none(),
+        "nothing is recorded"
+    );
+
+    // The controller serves everyone else as before.
+    let _agent = SimulatedAgent::connect(url, "acme-paris", "acme-web-02", WEB)
+        .await
+        .unwrap();
+    controller
+        .wait_for_server("acme-web-02", "online", |s| s["online"] == true)
+        .await;
+}
+
+#[tokio::test]
+async fn names_and_versions_with_shell_or_sql_metacharacters_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let http = flotilla_tests::http();
+    let post = async |path: &str, body: Value| -> (u16, Value) {
+        let response = http
+            .post(format!("{}{path}", controller.http_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    };
+    let tricks = [
+        "acme'; DROP TABLE servers;--",
+        "$(reboot)",
+        "`id`",
+        "a && rm -rf /",
+        "../../etc/passwd",
+        "acme\nweb",
+        "acme%00",
+    ];
+    for trick in tricks {
+        let (status, body) = post(
+            "/api/v1/enrollments",
+            json!({"server": trick, "site": "acme-paris"}),
+        )
+        .await;
+        assert_eq!(status, 400, "{trick}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with("server: "),
+            "{body}"
+        );
+        let (status, body) = post(
+            "/api/v1/enrollments",
+            json!({"server": "acme-web-01", "site": trick}),
+        )
+        .await;
+        assert_eq!(status, 400, "{trick}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with("site: "),
+            "{body}"
+        );
+        let (status, body) = post(
+            "/api/v1/releases",
+            json!({"version": trick, "notes": "", "packages": []}),
+        )
+        .await;
+        assert_eq!(status, 400, "{trick}: {body}");
+        let (status, body) = post(
+            "/api/v1/rollouts",
+            json!({"release": "2026.12", "target": {"sites": [trick]}}),
+        )
+        .await;
+        assert!((400..500).contains(&status), "{trick}: {status} {body}");
+        let encoded: String = trick.bytes().map(|b| format!("%{b:02X}")).collect();
+        let (status, body) = controller.get(&format!("/api/v1/servers/{encoded}")).await;
+        assert_eq!(status, 404, "{trick}: {body}");
+    }
+
+    // Nothing was created, and every table still answers.
+    for path in [
+        "/api/v1/servers",
+        "/api/v1/releases",
+        "/api/v1/rollouts",
+        "/api/v1/enrollments",
+    ] {
+        let (status, body) = controller.get(path).await;
+        assert_eq!((status, body.clone()), (200, json!([])), "{path}");
+    }
+    wait_until("the controller still serves", async || {
+        let (status, _) = controller.get("/api/v1/sites").await;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
+}

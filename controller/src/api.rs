@@ -92,6 +92,100 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
+/// Every refusal is JSON ([`ErrorBody`]), including those axum's extractors
+/// make in plain text (a path that is not a number, a body that is not
+/// JSON, or not of the expected shape, which is a 400 like every other
+/// invalid body).
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !status.is_client_error() || !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let (status, error) = match status {
+        StatusCode::UNPROCESSABLE_ENTITY => (StatusCode::BAD_REQUEST, "bad_request"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, "unsupported_media_type"),
+        StatusCode::PAYLOAD_TOO_LARGE => (status, "too_large"),
+        StatusCode::METHOD_NOT_ALLOWED => (status, "method_not_allowed"),
+        StatusCode::NOT_FOUND => (status, "not_found"),
+        _ => (status, "bad_request"),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut rewritten = (
+        status,
+        Json(ErrorBody {
+            error,
+            message: text,
+        }),
+    )
+        .into_response();
+    for (name, value) in parts.headers.iter() {
+        rewritten.headers_mut().entry(name).or_insert(value.clone());
+    }
+    rewritten
+}
+
+/// Documents what every operation may answer besides its own responses:
+/// 400 for a request it cannot use (a malformed path, query or body), 401
+/// and 403 when it needs a role, 415 when it takes a JSON body sent as
+/// something else; each with the [`ErrorBody`].
+fn with_common_responses(mut document: serde_json::Value) -> serde_json::Value {
+    let error = serde_json::json!({
+        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+    });
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return document;
+    };
+    for item in paths.values_mut() {
+        for method in ["get", "put", "post", "delete", "patch"] {
+            let Some(operation) = item.get_mut(method).and_then(|o| o.as_object_mut()) else {
+                continue;
+            };
+            let secured = operation
+                .get("security")
+                .and_then(|s| s.as_array())
+                .is_some_and(|s| {
+                    s.iter()
+                        .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+                });
+            let has_body = operation.contains_key("requestBody");
+            let mut common = vec![("400", "The request cannot be used; the message says why")];
+            if secured {
+                common.push(("401", "No valid credentials"));
+                common.push((
+                    "403",
+                    "The caller's role does not allow it, or a browser change lacks its CSRF token",
+                ));
+            }
+            if has_body {
+                common.push(("415", "The body is not sent as application/json"));
+            }
+            let responses = operation
+                .entry("responses")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(responses) = responses.as_object_mut() {
+                for (status, description) in common {
+                    responses.entry(status).or_insert_with(|| {
+                        serde_json::json!({"description": description, "content": error.clone()})
+                    });
+                }
+            }
+        }
+    }
+    document
+}
+
 /// The `/api/v1` routes, and the OpenAPI document describing them.
 pub fn router(state: ApiState) -> axum::Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -145,11 +239,11 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(crate::audit::trail))
         .routes(routes!(crate::audit::export))
         .split_for_parts();
-    let document = serde_json::to_value(&openapi).unwrap_or_default();
+    let document = with_common_responses(serde_json::to_value(&openapi).unwrap_or_default());
     let access = Access::from_openapi(&document)
         .with(Method::GET, "/api/v1/openapi.json", Need::Public)
         .with(Method::GET, "/api/v1/events", Need::Role(Role::Viewer));
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(document);
     router
         .route(
             "/api/v1/openapi.json",
@@ -163,6 +257,7 @@ pub fn router(state: ApiState) -> axum::Router {
             (state.clone(), access),
             crate::auth::gate,
         ))
+        .route_layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
 
@@ -452,6 +547,7 @@ async fn list_sites(State(state): State<ApiState>) -> Result<Json<Vec<Site>>, Ap
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ServersQuery {
     /// Only the servers of this site.
     site: Option<String>,

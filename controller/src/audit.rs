@@ -46,6 +46,7 @@ impl From<AuditRecord> for AuditEntry {
 
 /// Which entries to read.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only this account or token.
     actor: Option<String>,
@@ -55,7 +56,8 @@ pub struct AuditQuery {
     since: Option<DateTime<Utc>>,
     /// Up to this time (RFC 3339).
     until: Option<DateTime<Utc>>,
-    /// At most this many, newest first (1 to 10000; 200 by default).
+    /// At most this many, newest first (1 to 100000; 200 by default).
+    #[param(minimum = 1, maximum = 100_000)]
     limit: Option<i64>,
 }
 

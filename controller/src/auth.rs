@@ -119,17 +119,27 @@ pub enum Need {
 /// The access table, read from the OpenAPI document: method and path
 /// template to what the operation needs.
 #[derive(Debug, Clone, Default)]
-pub struct Access(Arc<HashMap<(Method, String), Need>>);
+pub struct Access {
+    needs: Arc<HashMap<(Method, String), Need>>,
+    /// The methods each documented path has, with or without a role.
+    methods: Arc<HashMap<String, Vec<Method>>>,
+}
 
 impl Access {
     /// Reads every operation's `security`: an empty requirement is public;
     /// otherwise the first scope of its first requirement names the role.
     pub fn from_openapi(document: &serde_json::Value) -> Access {
         let mut table = HashMap::new();
+        let mut methods: HashMap<String, Vec<Method>> = HashMap::new();
         let paths = document["paths"].as_object().cloned().unwrap_or_default();
         for (path, item) in paths {
             for method in ["get", "put", "post", "delete", "patch"] {
                 let operation = &item[method];
+                if operation.is_object()
+                    && let Ok(parsed) = method.to_uppercase().parse::<Method>()
+                {
+                    methods.entry(path.clone()).or_default().push(parsed);
+                }
                 let Some(requirements) = operation["security"].as_array() else {
                     continue;
                 };
@@ -148,17 +158,32 @@ impl Access {
                 }
             }
         }
-        Access(Arc::new(table))
+        Access {
+            needs: Arc::new(table),
+            methods: Arc::new(methods),
+        }
     }
 
     /// Adds a route the document does not describe.
     pub fn with(mut self, method: Method, path: &str, need: Need) -> Access {
-        Arc::make_mut(&mut self.0).insert((method, path.to_owned()), need);
+        Arc::make_mut(&mut self.methods)
+            .entry(path.to_owned())
+            .or_default()
+            .push(method.clone());
+        Arc::make_mut(&mut self.needs).insert((method, path.to_owned()), need);
         self
     }
 
     pub fn need(&self, method: &Method, path: &str) -> Option<Need> {
-        self.0.get(&(method.clone(), path.to_owned())).copied()
+        self.needs.get(&(method.clone(), path.to_owned())).copied()
+    }
+
+    /// The methods `path` answers to, when it answers to some but not `method`.
+    fn allowed_instead(&self, method: &Method, path: &str) -> Option<Vec<Method>> {
+        self.methods
+            .get(path)
+            .filter(|methods| !methods.contains(method))
+            .cloned()
     }
 }
 
@@ -226,6 +251,22 @@ async fn admit(
     mut request: Request,
     next: Next,
 ) -> (Option<Caller>, Response) {
+    if let Some(allowed) = access.allowed_instead(method, path) {
+        let allow = allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut refusal = refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} answers only to {allow}"),
+        );
+        if let Ok(value) = HeaderValue::from_str(&allow) {
+            refusal.headers_mut().insert(header::ALLOW, value);
+        }
+        return (None, refusal);
+    }
     let Some(need) = access.need(method, path) else {
         let refusal = refuse(
             StatusCode::FORBIDDEN,

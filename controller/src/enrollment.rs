@@ -146,10 +146,13 @@ fn enrollment_of(state: &ApiState) -> Result<&Arc<Enrollment>, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct NewEnrollment {
     /// The server id the agent will have.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub server: String,
     /// Its customer site.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub site: String,
     /// How long the token may be used: 1 to 10080 minutes (a week); 60 by default.
+    #[schema(minimum = 1, maximum = 10080)]
     pub expires_in_minutes: Option<i64>,
 }
 

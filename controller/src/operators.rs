@@ -145,9 +145,11 @@ pub struct Account {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewAccount {
     /// Letters, digits, `.`, `-`, `_`, `@`; at most 100.
+    #[schema(pattern = "^[A-Za-z0-9.@_-]{1,100}$")]
     pub name: String,
     pub role: Role,
     /// At least 12 characters.
+    #[schema(min_length = 12)]
     pub password: String,
 }
 
@@ -246,9 +248,12 @@ pub struct Token {
 /// A new API token.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewToken {
+    /// Letters, digits, `.`, `-`, `_`, `@`; at most 100.
+    #[schema(pattern = "^[A-Za-z0-9.@_-]{1,100}$")]
     pub name: String,
     pub role: Role,
     /// Days until it expires (1 to 3650); never when absent.
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<i64>,
 }
 

@@ -133,6 +133,7 @@ impl From<ReleaseRecord> for Release {
 #[serde(deny_unknown_fields)]
 pub struct Withdraw {
     /// For the log, the audit trail and whoever looks at the release.
+    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub reason: String,
 }
 
@@ -211,7 +212,7 @@ pub struct Uploaded {
 
 /// Upload a package's bytes, addressed by their sha256 (streamed to disk).
 #[utoipa::path(put, path = "/api/v1/packages/{sha256}", security(("token" = ["publisher"]), ("session" = ["publisher"])), tag = "releases",
-    params(("sha256" = String, Path, description = "The sha256 of the bytes sent")),
+    params(("sha256" = String, Path, description = "The sha256 of the bytes sent", pattern = "^[0-9a-fA-F]{64}$")),
     request_body(content = Vec<u8>, content_type = "application/zip"),
     responses(
         (status = CREATED, description = "Stored", body = Uploaded),
@@ -325,7 +326,7 @@ async fn read_manifest(path: &Path) -> Result<flotilla_proto::package::Manifest,
 
 /// Download a stored package; resumable with `Range`.
 #[utoipa::path(get, path = "/api/v1/packages/{sha256}/file", security(()), tag = "releases",
-    params(("sha256" = String, Path, description = "The package's sha256")),
+    params(("sha256" = String, Path, description = "The package's sha256", pattern = "^[0-9a-fA-F]{64}$")),
     responses(
         (status = OK, description = "The whole package", content_type = "application/zip"),
         (status = PARTIAL_CONTENT, description = "The requested range"),

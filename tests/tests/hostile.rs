@@ -132,7 +132,7 @@ async fn names_and_versions_with_shell_or_sql_metacharacters_are_refused_naming_
         assert_eq!(status, 400, "{trick}: {body}");
         let (status, body) = post(
             "/api/v1/rollouts",
-            json!({"release": "2026.12", "target": {"sites": [trick]}}),
+            json!({"release": "2026.12", "sites": [trick]}),
         )
         .await;
         assert!((400..500).contains(&status), "{trick}: {status} {body}");
@@ -140,6 +140,22 @@ async fn names_and_versions_with_shell_or_sql_metacharacters_are_refused_naming_
         let (status, body) = controller.get(&format!("/api/v1/servers/{encoded}")).await;
         assert_eq!(status, 404, "{trick}: {body}");
     }
+
+    // A method a path does not have is 405 with what it has; a path that
+    // does not parse is a JSON 400 like every other refusal.
+    let traced = http
+        .request(
+            reqwest::Method::from_bytes(b"TRACE").unwrap(),
+            format!("{}/api/v1/session", controller.http_url),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 405);
+    assert_eq!(traced.headers()["allow"], "GET, POST, DELETE");
+    let (status, body) = controller.get("/api/v1/rollouts/not-a-number").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "bad_request", "{body}");
 
     // Nothing was created, and every table still answers.
     for path in [

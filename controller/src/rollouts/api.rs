@@ -23,13 +23,19 @@ use crate::db::{RolloutRecord, RolloutSiteRecord, RolloutStepRecord};
 pub struct NewRollout {
     /// The release to bring.
     pub release: String,
-    #[serde(flatten)]
-    pub target: Target,
+    /// These sites. With neither this nor `site_pattern`: every site that
+    /// hosts a module of the release.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Or the sites whose name matches, `*` standing for any characters
+    /// (`acme-*`).
+    pub site_pattern: Option<String>,
     #[serde(default)]
     pub strategy: Strategy,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
     /// Only compute and return the plan; nothing starts.
     #[serde(default)]
@@ -91,7 +97,11 @@ pub async fn create(
         .map_err(|e| ApiError::BadRequest(format!("strategy.notice.webhook_url: {e}")))?;
     }
     let mut seen = std::collections::HashSet::new();
-    new.target.sites.retain(|s| seen.insert(s.clone()));
+    new.sites.retain(|s| seen.insert(s.clone()));
+    let target = Target {
+        sites: new.sites.clone(),
+        site_pattern: new.site_pattern.clone(),
+    };
     let db = &state.fleet.db;
     let release = db.release(&new.release).await?.ok_or_else(|| {
         ApiError::NotFound(format!("no release \"{}\" is published", new.release))
@@ -131,7 +141,7 @@ pub async fn create(
     let now = Utc::now();
     let plan = plan::plan(
         &new.strategy,
-        &new.target,
+        &target,
         &release,
         &servers,
         &calendars(&state).await?,

@@ -399,6 +399,7 @@ fn find_cycle(
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// An IANA time zone, e.g. `Europe/Paris`.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")]
     pub time_zone: String,
     /// When installs may run. None: any time.
     #[serde(default)]
@@ -411,10 +412,13 @@ pub struct Schedule {
 pub struct Window {
     /// The days it opens (`mon` ... `sun`); every day when empty.
     #[serde(default)]
+    #[schema(value_type = Vec<String>, pattern = "^(mon|tue|wed|thu|fri|sat|sun)$")]
     pub days: Vec<String>,
     /// Opens at, `HH:MM` or `HH:MM:SS`.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]
     pub start: String,
     /// Closes at; at or before `start` means the next day.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]
     pub end: String,
 }
 

@@ -300,7 +300,14 @@ async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Resu
         }
         Some(agent_message::Body::Heartbeat(_)) => Ok(()),
         Some(agent_message::Body::CommandOutcome(outcome)) => {
-            tracing::info!(server = %session.server, command = %outcome.command_id, ok = outcome.ok, "{}", outcome.message);
+            // A review answers with a whole report: the log keeps its start.
+            let said: String = outcome.message.chars().take(300).collect();
+            let more = if said.len() < outcome.message.len() {
+                "…"
+            } else {
+                ""
+            };
+            tracing::info!(server = %session.server, command = %outcome.command_id, ok = outcome.ok, "{said}{more}");
             fleet.command_outcome(session, &outcome.command_id, outcome.ok, outcome.message);
             Ok(())
         }

@@ -57,8 +57,40 @@ pub fn bin_dir() -> PathBuf {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(false)
+    }
+
+    /// A server that also takes TLS connections, with a certificate for
+    /// 127.0.0.1 from the test CA ([`crate::tls::ca`]).
+    pub fn start_tls() -> Postgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
+        let mut ssl_args: Vec<String> = Vec::new();
+        if tls {
+            let (certificate, key) = crate::tls::ca().server_certificate();
+            let (cert_file, key_file) =
+                (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&cert_file, certificate).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }
+            ssl_args = vec![
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", cert_file.display()),
+                "-c".into(),
+                format!("ssl_key_file={}", key_file.display()),
+            ];
+        }
         if is_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -107,6 +139,7 @@ impl Postgres {
                 "-c",
                 "full_page_writes=off",
             ])
+            .args(&ssl_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("postgres.log")).unwrap())
             .spawn()

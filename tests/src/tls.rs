@@ -97,6 +97,18 @@ impl TestCa {
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 
+    /// A server certificate for 127.0.0.1 and localhost from this CA, and
+    /// its key, PEM.
+    pub fn server_certificate(&self) -> (String, String) {
+        let issuer =
+            Issuer::from_ca_cert_pem(&self.pem, KeyPair::from_pem(&self.key_pem).unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let certificate = params.signed_by(&key, &issuer).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    }
+
     /// The gRPC client TLS that trusts test controllers, without a client
     /// certificate: what an agent that is not enrolled has.
     pub fn grpc(&self) -> tonic::transport::ClientTlsConfig {

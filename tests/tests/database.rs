@@ -515,6 +515,46 @@ async fn sqlite_databases_are_fingerprinted_upgraded_locked_and_backed_up() {
     );
 }
 
+#[tokio::test]
+async fn a_postgres_url_asking_for_tls_gets_verified_tls() {
+    let server = Postgres::start_tls();
+    let url = server.create_database("shop");
+    let ca = flotilla_tests::ca_file();
+    let verified = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let db = Database::connect(&pg(&verified)).await.unwrap();
+    db.fingerprint().await.unwrap();
+    // The server sees the connection encrypted.
+    let encrypted = server.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.datname = 'shop'",
+    );
+    assert_ne!(encrypted, "0", "no encrypted connection to shop");
+    db.close().await;
+
+    // A CA that did not issue the server's certificate is refused.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("other.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other_ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    let refused = Database::connect(&pg(&format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        other_ca.display()
+    )))
+    .await;
+    let error = match refused {
+        Ok(db) => db.fingerprint().await.err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.to_lowercase().contains("certificate")),
+        "{error:?}"
+    );
+}
+
 // --- On a real agent: the package builder, the automatic upgrade at
 // install, the refusal and the guided upgrade of a customized database.
 
@@ -1175,5 +1215,267 @@ mod agent {
             };
             assert!(log.contains(note), "{point}: {log}");
         }
+    }
+
+    /// The whole path of secrets, end to end: the admin's password and
+    /// token, a browser session and its CSRF token, an API token for the
+    /// pipeline, the publisher's key, an enrollment token, the agent's own
+    /// key, and a database password file. After a full scenario (sign-in,
+    /// tokens, enrollment, publish, a rollout that upgrades the database),
+    /// none of them is in any log, API response, dashboard or portal page.
+    #[tokio::test]
+    async fn no_secret_reaches_a_log_an_api_response_or_a_page() {
+        use flotilla_tests::{Controller, Session, anonymous, binary, ca_file, module};
+
+        let server = Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        server.create_database("shop");
+        server.psql("shop", STANDARD_PG);
+        let controller = Controller::start(&dir.path().join("controller")).await;
+        let mut secrets: Vec<(&str, String)> = vec![
+            ("the admin token", flotilla_tests::admin_token().to_owned()),
+            (
+                "the admin password",
+                controller.admin_password.clone().unwrap(),
+            ),
+        ];
+
+        // A person signs in and makes the pipeline's token.
+        let session = Session::sign_in(
+            &anonymous(),
+            &controller.http_url,
+            "admin",
+            &controller.admin_password.clone().unwrap(),
+        )
+        .await;
+        let cookie = session.cookie.split_once('=').unwrap().1.to_owned();
+        secrets.push(("the session cookie", cookie));
+        secrets.push(("the CSRF token", session.csrf.clone()));
+        let created: Value = anonymous()
+            .post(format!("{}/api/v1/tokens", controller.http_url))
+            .headers(session.headers())
+            .json(&json!({"name": "pipeline", "role": "publisher"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pipeline = created["secret"].as_str().unwrap().to_owned();
+        secrets.push(("the pipeline's token", pipeline.clone()));
+
+        // The publisher's key signs the database package.
+        let key = dir.path().join("publisher");
+        let (ok, out) = controller_cli(&["keygen", "--out", s(&key)]).await;
+        assert!(ok, "{out}");
+        let secret_key = std::fs::read_to_string(key.with_extension("key")).unwrap();
+        secrets.push(("the publisher's key", secret_key.trim().to_owned()));
+        let public_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let package = build_package(dir.path(), &server).await;
+        let (ok, out) = controller_cli(&[
+            "package",
+            "sign",
+            "--key",
+            s(&key.with_extension("key")),
+            s(&package),
+        ])
+        .await;
+        assert!(ok, "{out}");
+
+        // The server's agent, with a database password file, enrolled with
+        // a one-time token.
+        let password = flotilla_proto::web::random_secret();
+        secrets.push(("the database password", password.clone()));
+        let password_file = dir.path().join("db-password");
+        std::fs::write(&password_file, &password).unwrap();
+        let folder = dir.path().join("shop").join("apps").join("database");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("version.txt"), "1.0.0\n").unwrap();
+        let xml = format!(
+            "<applications><application name=\"database\" kind=\"database\" path=\"{}\"/></applications>",
+            folder.display()
+        );
+        let config = format!(
+            "trusted_keys = [\"{}\"]\n[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = {:?}\npg_bin_dir = {:?}\n",
+            public_key.trim(),
+            server.url("shop"),
+            password_file.display().to_string(),
+            server.bin.display().to_string()
+        );
+        let mut agent = Agent::launch_with(
+            dir.path(),
+            "acme",
+            "shop",
+            &controller.grpc_url,
+            &xml,
+            100,
+            &config,
+        )
+        .await;
+        agent.child.kill().await.unwrap();
+        let enrollment: Value = flotilla_tests::http()
+            .post(format!("{}/api/v1/enrollments", controller.http_url))
+            .json(&json!({"server": "shop", "site": "acme"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = enrollment["token"].as_str().unwrap().to_owned();
+        secrets.push(("the enrollment token", token.clone()));
+        let enrolled = tokio::process::Command::new(binary("flotilla-agent"))
+            .arg("--config")
+            .arg(agent.data.join("agent.toml"))
+            .args([
+                "enroll",
+                "--controller",
+                &controller.http_url,
+                "--token",
+                &token,
+            ])
+            .args([
+                "--ca-fingerprint",
+                enrollment["ca_fingerprint"].as_str().unwrap(),
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(enrolled.status.success());
+        let identity = std::fs::read_to_string(agent.data.join("identity/agent.pem")).unwrap();
+        let agent_key: String = identity
+            .split("-----BEGIN PRIVATE KEY-----")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .find(|l| l.len() > 40)
+            .unwrap()
+            .to_owned();
+        secrets.push(("the agent's private key", agent_key));
+        agent.relaunch("flotilla-agent", &[]).await;
+
+        // Published by the pipeline, rolled out by an operator.
+        let (ok, published) = controller_cli(&[
+            "release",
+            "publish",
+            "--server",
+            &controller.http_url,
+            "--ca",
+            &ca_file(),
+            "--token",
+            &pipeline,
+            "--version",
+            "2026.12",
+            s(&package),
+        ])
+        .await;
+        assert!(ok, "{published}");
+        controller
+            .wait_for_server("shop", "2.0.0 pending", |s| {
+                module(s, "database")["pending_version"] == "2.0.0"
+            })
+            .await;
+        let (status, review) = controller
+            .get("/api/v1/servers/shop/modules/database/database")
+            .await;
+        assert_eq!(status, 200, "{review}");
+        let operator = controller.token_for("olga", "operator").await;
+        secrets.push(("the operator's token", operator.clone()));
+        let rollout: Value = anonymous()
+            .post(format!("{}/api/v1/rollouts", controller.http_url))
+            .bearer_auth(&operator)
+            .json(&json!({"release": "2026.12"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = rollout["id"].as_i64().unwrap();
+        let done = flotilla_tests::sites::wait_for_rollout(&controller, id, "succeeded", |r| {
+            r["state"] == "succeeded"
+        })
+        .await;
+        assert_eq!(done["state"], "succeeded");
+        assert_eq!(
+            server.psql("shop", "SELECT count(*) FROM flotilla_schema_history"),
+            "3"
+        );
+
+        // Everything a person or a program could read.
+        let mut seen: Vec<(String, String)> = vec![
+            (
+                "the controller's log".into(),
+                std::fs::read_to_string(&controller.log).unwrap(),
+            ),
+            ("the agent's log".into(), agent.log()),
+            ("the agent's status.xml".into(), agent.status_xml()),
+            ("the agent's portal".into(), agent.portal().await),
+            (
+                "flotilla-agent enroll".into(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&enrolled.stdout),
+                    String::from_utf8_lossy(&enrolled.stderr)
+                ),
+            ),
+            ("release publish".into(), published),
+        ];
+        for path in [
+            "/api/v1/sites",
+            "/api/v1/servers",
+            "/api/v1/servers/shop",
+            "/api/v1/servers/shop/installs",
+            "/api/v1/servers/shop/modules/database/database",
+            "/api/v1/releases",
+            "/api/v1/rollouts",
+            &format!("/api/v1/rollouts/{id}"),
+            "/api/v1/enrollments",
+            "/api/v1/tokens",
+            "/api/v1/accounts",
+            "/api/v1/session",
+            "/api/v1/audit?limit=100000",
+            "/api/v1/audit/export",
+            "/api/v1/openapi.json",
+            "/",
+            "/releases",
+            "/rollouts",
+            "/agents",
+            "/audit",
+            "/database",
+            "/login",
+        ] {
+            let text = flotilla_tests::http()
+                .get(format!("{}{path}", controller.http_url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            seen.push((path.to_owned(), text));
+        }
+        // The search reads real text: what is not secret is found.
+        for (where_, text) in &seen {
+            assert!(text.len() > 30, "{where_} is nearly empty: {text}");
+        }
+        assert!(
+            seen[0].1.contains("agent enrolled") && seen[0].1.contains("rollout started"),
+            "{}",
+            seen[0].1
+        );
+        let mut leaks = Vec::new();
+        for (secret_name, secret) in &secrets {
+            assert!(
+                secret.len() >= 16,
+                "{secret_name} is too short to search for"
+            );
+            for (where_, text) in &seen {
+                if text.contains(secret.as_str()) {
+                    leaks.push(format!("{secret_name} in {where_}"));
+                }
+            }
+        }
+        assert!(leaks.is_empty(), "secrets found: {leaks:?}");
     }
 }

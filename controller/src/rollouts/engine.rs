@@ -1872,11 +1872,14 @@ impl<'a> Pass<'a> {
     }
 }
 
-/// A command id for a rollout's order: unique per server, module and attempt.
+/// A command id for a rollout's order: unique per server, module and
+/// attempt, and unpredictable.
 fn self_command_id(server: &str, module: &str, now: DateTime<Utc>, attempts: i64) -> String {
+    let random = flotilla_proto::web::random_secret();
     format!(
-        "rollout-{server}-{module}-{}-{attempts}",
-        now.timestamp_millis()
+        "rollout-{server}-{module}-{}-{attempts}-{}",
+        now.timestamp_millis(),
+        &random[..16]
     )
 }
 

@@ -105,6 +105,8 @@ pub struct Downloads {
     wake: Notify,
     /// The sha256 of packages whose release was withdrawn.
     withdrawn: Mutex<std::collections::HashSet<String>>,
+    /// The controller's download base and this connection's token.
+    credentials: Mutex<Option<(String, String)>>,
 }
 
 impl Downloads {
@@ -126,6 +128,23 @@ impl Downloads {
             known.retain(|o| !withdrawn.contains(&o.sha256.to_ascii_lowercase()));
         }
         self.wake.notify_one();
+    }
+
+    /// What the controller's Welcome said to download with: the token is
+    /// sent only to URLs under `base`, the controller's own.
+    pub fn set_credentials(&self, base: String, token: String) {
+        *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) =
+            (!base.is_empty() && !token.is_empty()).then_some((base, token));
+    }
+
+    /// The token to send for `url`, if it is the controller's.
+    fn token_for(&self, url: &str) -> Option<String> {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(base, _)| url.starts_with(&format!("{}/", base.trim_end_matches('/'))))
+            .map(|(_, token)| token.clone())
     }
 
     /// The sha256 of packages whose release was withdrawn.
@@ -430,6 +449,9 @@ async fn fetch(agent: &Agent, offer: &Offer, part: &Path) -> Result<(), String> 
             .map(|m| m.len())
             .unwrap_or(0);
         let mut request = client.get(&offer.url);
+        if let Some(token) = agent.downloads.token_for(&offer.url) {
+            request = request.bearer_auth(token);
+        }
         if have > 0 {
             tracing::info!(module = %offer.module, version = %offer.version, "resuming the download at byte {have}");
             request = request

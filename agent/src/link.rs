@@ -175,6 +175,10 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         }
     };
     let heartbeat_every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
+    agent.downloads.set_credentials(
+        welcome.download_base.clone(),
+        welcome.download_token.clone(),
+    );
     tracing::info!(
         controller = %settings.controller_url,
         controller_version = %welcome.controller_version,

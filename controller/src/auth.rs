@@ -123,6 +123,9 @@ pub struct Access {
     needs: Arc<HashMap<(Method, String), Need>>,
     /// The methods each documented path has, with or without a role.
     methods: Arc<HashMap<String, Vec<Method>>>,
+    /// Operations a connected agent may call with its download token
+    /// (security scheme `agent`).
+    agents: Arc<std::collections::HashSet<(Method, String)>>,
 }
 
 impl Access {
@@ -131,6 +134,7 @@ impl Access {
     pub fn from_openapi(document: &serde_json::Value) -> Access {
         let mut table = HashMap::new();
         let mut methods: HashMap<String, Vec<Method>> = HashMap::new();
+        let mut agents = std::collections::HashSet::new();
         let paths = document["paths"].as_object().cloned().unwrap_or_default();
         for (path, item) in paths {
             for method in ["get", "put", "post", "delete", "patch"] {
@@ -143,6 +147,13 @@ impl Access {
                 let Some(requirements) = operation["security"].as_array() else {
                     continue;
                 };
+                if requirements
+                    .iter()
+                    .any(|r| r.as_object().is_some_and(|r| r.contains_key("agent")))
+                    && let Ok(parsed) = method.to_uppercase().parse::<Method>()
+                {
+                    agents.insert((parsed, path.clone()));
+                }
                 let need = match requirements.first().and_then(|r| r.as_object()) {
                     Some(requirement) if requirement.is_empty() => Some(Need::Public),
                     Some(requirement) => requirement
@@ -161,6 +172,7 @@ impl Access {
         Access {
             needs: Arc::new(table),
             methods: Arc::new(methods),
+            agents: Arc::new(agents),
         }
     }
 
@@ -275,7 +287,27 @@ async fn admit(
         );
         return (None, refusal);
     };
-    let caller = match authenticate(&state.fleet.db, request.headers(), method).await {
+    // A connected agent, with the download token of its connection.
+    let agent = access
+        .agents
+        .contains(&(method.clone(), path.to_owned()))
+        .then(|| {
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|token| state.fleet.downloader(token.trim()))
+        })
+        .flatten();
+    let authenticated = match agent {
+        Some(server) => Ok(Some(Caller {
+            name: format!("agent {server}"),
+            role: Role::Viewer,
+        })),
+        None => authenticate(&state.fleet.db, request.headers(), method).await,
+    };
+    let caller = match authenticated {
         Ok(caller) => caller,
         Err(_) if need == Need::Public => None,
         Err(refusal) => return (None, refusal),

@@ -166,6 +166,8 @@ struct Live {
     certificate: Option<AgentCertificate>,
     /// Where it connects from.
     peer: String,
+    /// What it downloads packages with, for this connection only.
+    download_token: String,
 }
 
 /// The connected agents, the database, and the event channel.
@@ -223,6 +225,8 @@ pub struct Session {
     pub kicked: CancellationToken,
     /// Commands to forward to the agent.
     pub commands: mpsc::Receiver<FleetCommand>,
+    /// The secret the agent downloads packages with on this connection.
+    pub download_token: String,
     /// When the agent process started, if it says.
     agent_started_at: Option<DateTime<Utc>>,
 }
@@ -280,6 +284,7 @@ impl Fleet {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let kicked = shutdown.child_token();
         let (commands_tx, commands) = mpsc::channel(16);
+        let download_token = flotilla_proto::web::random_secret();
         let entry = Live {
             session: id,
             last_seen: now,
@@ -289,6 +294,7 @@ impl Fleet {
             commands: commands_tx,
             certificate,
             peer: hello.peer_address.clone().unwrap_or_default(),
+            download_token: download_token.clone(),
         };
         let previous = {
             let mut live = self.live();
@@ -313,6 +319,7 @@ impl Fleet {
             id,
             kicked,
             commands,
+            download_token,
             agent_started_at: hello.agent_started_at,
         };
         match self.db.server_connected(hello, id, now).await {
@@ -332,6 +339,17 @@ impl Fleet {
                 Err(e.into())
             }
         }
+    }
+
+    /// The connected server whose download token `token` is.
+    pub fn downloader(&self, token: &str) -> Option<ServerId> {
+        if token.len() != 64 {
+            return None;
+        }
+        self.live()
+            .iter()
+            .find(|(_, l)| l.download_token.as_bytes() == token.as_bytes())
+            .map(|(id, _)| id.clone())
     }
 
     /// The certificate a connected server proved itself with.

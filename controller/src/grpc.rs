@@ -178,6 +178,8 @@ impl AgentLink for AgentLinkService {
                 controller_version: env!("CARGO_PKG_VERSION").to_owned(),
                 heartbeat_interval_ms: u32::try_from(self.fleet.heartbeats.interval.as_millis())
                     .unwrap_or(u32::MAX),
+                download_token: session.download_token.clone(),
+                download_base: self.fleet.public_url.clone(),
             })),
         };
         // Cannot fail: the receiver is right here and the buffer is empty.

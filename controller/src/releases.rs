@@ -325,7 +325,7 @@ async fn read_manifest(path: &Path) -> Result<flotilla_proto::package::Manifest,
 }
 
 /// Download a stored package; resumable with `Range`.
-#[utoipa::path(get, path = "/api/v1/packages/{sha256}/file", security(()), tag = "releases",
+#[utoipa::path(get, path = "/api/v1/packages/{sha256}/file", security(("token" = ["viewer"]), ("session" = ["viewer"]), ("agent" = [])), tag = "releases",
     params(("sha256" = String, Path, description = "The package's sha256", pattern = "^[0-9a-fA-F]{64}$")),
     responses(
         (status = OK, description = "The whole package", content_type = "application/zip"),

@@ -294,6 +294,15 @@ async fn downloads_resume_with_range_and_honour_the_etag() {
     );
 
     let url = format!("{}/api/v1/packages/{sha}/file", controller.http_url);
+    // Packages go to connected agents (their connection's download token)
+    // and signed-in operators, not to anyone who asks.
+    for token in [None, Some("0".repeat(64))] {
+        let mut anonymous = flotilla_tests::anonymous().get(&url);
+        if let Some(token) = token {
+            anonymous = anonymous.bearer_auth(token);
+        }
+        assert_eq!(anonymous.send().await.unwrap().status(), 401);
+    }
     let etag = format!("\"{sha}\"");
     let cut = bytes.len() / 3;
     let first = client

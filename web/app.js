@@ -184,11 +184,6 @@ async function reload() {
   render();
 }
 
-function setLive(text, cls) {
-  const live = document.getElementById("live");
-  live.textContent = text;
-  live.className = `link ${cls}`;
-}
 
 function follow() {
   const events = new EventSource("/api/v1/events");

@@ -5,6 +5,18 @@
 
 let sessionInfo = null;
 
+// Text made safe to put in HTML.
+function escapeHtml(text) {
+  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+// The header's live indicator: what the event stream is doing.
+function setLive(text, cls) {
+  const live = document.getElementById("live");
+  live.textContent = text;
+  live.className = `link ${cls}`;
+}
+
 async function session() {
   if (!sessionInfo) {
     const response = await fetch("/api/v1/session", { credentials: "same-origin" });

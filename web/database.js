@@ -12,9 +12,6 @@ const base = `/api/v1/servers/${encodeURIComponent(server)}/modules/${encodeURIC
 let busy = false; // a run or mark request is in flight
 let serverKey = null; // what of the server, seen on the event stream, the review depends on
 
-function escapeHtml(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-}
 
 const $ = (id) => document.getElementById(id);
 const clock = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
@@ -173,11 +170,6 @@ $("scripts").addEventListener("click", (event) => {
 
 // ---- live ------------------------------------------------------------------
 
-function setLive(text, cls) {
-  const live = $("live");
-  live.textContent = text;
-  live.className = `link ${cls}`;
-}
 
 // Re-reads the review when the server comes or goes or the module changes,
 // not on every heartbeat (each review reads the database through the agent).

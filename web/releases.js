@@ -1,9 +1,6 @@
 // The releases page: every published release with its notes and packages.
 "use strict";
 
-function escapeHtml(text) {
-  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-}
 
 // A small, safe Markdown subset: headings, lists, paragraphs, **bold**, `code`.
 function markdown(source) {

@@ -9,9 +9,6 @@ let shownId = null; // the rollout in #rollout, as a string
 let detail = null; // its last fetched JSON
 const outputs = new Map(); // "server/module" -> { install_id, lines: [] }
 
-function escapeHtml(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-}
 
 const $ = (id) => document.getElementById(id);
 const clock = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
@@ -305,11 +302,6 @@ function appendOutput(line) {
   if (phase && line.phase) phase.textContent = line.phase;
 }
 
-function setLive(text, cls) {
-  const live = $("live");
-  live.textContent = text;
-  live.className = `link ${cls}`;
-}
 
 function reloadAll() {
   refreshList();

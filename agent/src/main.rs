@@ -170,33 +170,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.server_id
     );
     let no_crash_points = std::sync::Arc::new(flotilla_agent::install::NoCrashPoints);
-    flotilla_agent::run(settings, listener, no_crash_points, shutdown_signal()).await
-}
-
-/// Resolves on Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
+    flotilla_agent::run(
+        settings,
+        listener,
+        no_crash_points,
+        flotilla_proto::process::shutdown_signal(),
+    )
+    .await
 }

@@ -295,6 +295,19 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// An order an agent could not carry out: offline or refused is a
+/// conflict with the fleet's state, no answer a timeout.
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::Offline(_) | OrderError::Refused { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            OrderError::NoAnswer(_) => ApiError::Timeout(e.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::Internal(e.to_string())
@@ -676,10 +689,7 @@ fn ordered(
                 message,
             }),
         )),
-        Err(e @ (OrderError::Offline(_) | OrderError::Refused { .. })) => {
-            Err(ApiError::Conflict(e.to_string()))
-        }
-        Err(e @ OrderError::NoAnswer(_)) => Err(ApiError::Timeout(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -792,10 +802,7 @@ fn proxied(result: Result<(String, String), OrderError>) -> Result<Response, Api
                 .unwrap_or(StatusCode::BAD_GATEWAY);
             Ok((status, Json(answer["body"].clone())).into_response())
         }
-        Err(e @ (OrderError::Offline(_) | OrderError::Refused { .. })) => {
-            Err(ApiError::Conflict(e.to_string()))
-        }
-        Err(e @ OrderError::NoAnswer(_)) => Err(ApiError::Timeout(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -303,7 +303,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Some(Command::Demo(args)) => flotilla_controller::demo::run(args, shutdown_signal()).await,
+        Some(Command::Demo(args)) => {
+            flotilla_controller::demo::run(args, flotilla_proto::process::shutdown_signal()).await
+        }
         Some(Command::Keygen { out }) => publisher::keygen(&out).map(|id| {
             println!(
                 "key {id}: {}.key (secret) and {}.pub",
@@ -495,29 +497,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_ca,
         agent_certificate_lifetime: args.tls.agent_certificate_lifetime,
     };
-    flotilla_controller::run(db, packages, settings, grpc, http, shutdown_signal()).await
-}
-
-/// Resolves on Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
+    flotilla_controller::run(
+        db,
+        packages,
+        settings,
+        grpc,
+        http,
+        flotilla_proto::process::shutdown_signal(),
+    )
+    .await
 }

@@ -10,6 +10,8 @@ mod convert;
 pub mod database;
 pub mod domain;
 pub mod package;
+#[cfg(feature = "runtime")]
+pub mod process;
 pub mod signing;
 pub mod tls;
 pub mod web;

@@ -183,6 +183,18 @@ pub enum ReviewError {
     Failed(String),
 }
 
+impl ReviewError {
+    /// The HTTP status and error code it answers with, on the portal and,
+    /// through the link, on the controller's API.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            ReviewError::NotFound(_) => (404, "not_found"),
+            ReviewError::Conflict(_) => (409, "conflict"),
+            ReviewError::Failed(_) => (502, "database"),
+        }
+    }
+}
+
 fn upgrade_of(agent: &Agent, module: &str) -> Result<Upgrade, ReviewError> {
     if !agent.settings.databases.contains_key(module) {
         return Err(ReviewError::NotFound(format!(

@@ -451,15 +451,10 @@ fn database_answer(
     command_id: String,
     answer: Result<serde_json::Value, crate::databases::ReviewError>,
 ) -> CommandOutcome {
-    use crate::databases::ReviewError;
     let (status, body) = match answer {
         Ok(body) => (200, body),
         Err(e) => {
-            let (status, code) = match &e {
-                ReviewError::NotFound(_) => (404, "not_found"),
-                ReviewError::Conflict(_) => (409, "conflict"),
-                ReviewError::Failed(_) => (502, "database"),
-            };
+            let (status, code) = e.status();
             (
                 status,
                 serde_json::json!({"error": code, "message": e.to_string()}),

@@ -498,12 +498,8 @@ fn actor(body: Option<Json<Actor>>) -> String {
 }
 
 fn review_error(e: &crate::databases::ReviewError) -> Response {
-    use crate::databases::ReviewError;
-    let (status, code) = match e {
-        ReviewError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-        ReviewError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-        ReviewError::Failed(_) => (StatusCode::BAD_GATEWAY, "database"),
-    };
+    let (status, code) = e.status();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     (
         status,
         Json(json!({"error": code, "message": e.to_string()})),

@@ -414,3 +414,54 @@ async fn an_enrollment_token_is_taken_once_and_only_before_it_expires() {
     assert!(old.iter().all(|c| revoked.serials.contains(&c.serial)));
     assert_eq!(db.certificates_of("web-01").await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_token_is_checked_with_a_read_and_its_use_noted_to_the_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let now = Utc::now();
+    assert!(
+        db.create_token(
+            "pipeline",
+            "publisher",
+            "h",
+            "admin",
+            now,
+            Some(now + Duration::days(1))
+        )
+        .await
+        .unwrap()
+    );
+    let last_used = async || db.tokens().await.unwrap()[0].last_used_at;
+    assert_eq!(
+        db.token_bearer("h", now).await.unwrap().unwrap().name,
+        "pipeline"
+    );
+    assert_eq!(last_used().await, Some(now));
+    // Within the minute: no write.
+    db.token_bearer("h", now + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last_used().await, Some(now));
+    db.token_bearer("h", now + Duration::seconds(61))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last_used().await, Some(now + Duration::seconds(61)));
+    // Unknown, expired and revoked tokens stand for nobody.
+    assert!(db.token_bearer("other", now).await.unwrap().is_none());
+    assert!(
+        db.token_bearer("h", now + Duration::days(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    db.revoke_token("pipeline", now).await.unwrap();
+    assert!(
+        db.token_bearer("h", now + Duration::seconds(90))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -7,11 +7,10 @@
 //! that a key and a certificate that do not match are never on disk. The
 //! controller's CA is beside it, in `controller-ca.pem`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flotilla_proto::tls::{AgentCertificate, fingerprint};
+use flotilla_proto::tls::{AgentCertificate, fingerprint, write_pem_file};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -128,29 +127,12 @@ fn with_newline(text: &str) -> String {
     }
 }
 
-/// Writes through a temporary file and a rename; owner-only when `secret`.
+/// [`write_pem_file`], naming the file in the error.
 fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), IdentityError> {
-    let error = |e: std::io::Error| IdentityError::Write {
+    write_pem_file(path, contents, secret).map_err(|e| IdentityError::Write {
         path: path.to_path_buf(),
         message: e.to_string(),
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(error)?;
-    }
-    let temporary = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
-    let mut file = options.open(&temporary).map_err(error)?;
-    file.write_all(contents.as_bytes()).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&temporary, path).map_err(error)
+    })
 }
 
 /// A new key and a certificate request for it: the controller decides the
@@ -221,7 +203,7 @@ pub async fn enroll(
         .json(&serde_json::json!({"token": token, "csr": csr}))
         .send()
         .await
-        .map_err(|e| failed(error_chain(&e)))?;
+        .map_err(|e| failed(crate::link::error_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         let body: serde_json::Value = response.json().await.unwrap_or_default();
@@ -257,17 +239,6 @@ pub async fn enroll(
         )));
     }
     Ok(identity)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Trusts a server whose chain verifies against the CA certificate, among

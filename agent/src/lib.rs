@@ -28,6 +28,7 @@ pub mod install;
 pub mod installs;
 pub mod inventory;
 pub mod link;
+pub mod package_trust;
 pub mod portal;
 pub mod portal_guard;
 pub mod status_file;

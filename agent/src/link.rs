@@ -572,7 +572,7 @@ fn status_error(status: Status) -> SessionError {
 }
 
 /// A transport error with its causes, e.g. "transport error: Connection refused".
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -45,64 +45,6 @@ pub struct ApiState {
     pub enrollment: Option<Arc<crate::enrollment::Enrollment>>,
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Flotilla controller API",
-        description = "The fleet of customer sites, their servers and the modules each server hosts."
-    ),
-    tags(
-        (name = "fleet", description = "Sites, servers and modules"),
-        (name = "installs", description = "Installing modules on servers, and what happened"),
-        (name = "releases", description = "Publishing signed module packages, grouped in releases"),
-        (name = "databases", description = "Database modules: drift reports and guided, script-by-script upgrades"),
-        (name = "rollouts", description = "Bringing a release to sites: plan, start, pause, resume, cancel, retry; maintenance windows"),
-        (name = "operators", description = "Signing in, accounts and API tokens. Every operation says the role it needs: viewer (reads), operator (installs, rollouts, schedules, database scripts), publisher (packages and releases), admin (everything)")
-    ),
-    modifiers(&SecuritySchemes)
-)]
-struct ApiDoc;
-
-/// The two ways to prove who you are: an API token, or a signed-in
-/// browser's session cookie (whose changes carry `X-CSRF-Token`).
-struct SecuritySchemes;
-
-impl utoipa::Modify for SecuritySchemes {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{
-            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
-        };
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "token",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API token: Authorization: Bearer <token>"))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "agent",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "A connected agent's download token, from its connection's Welcome",
-                    ))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::auth::SESSION_COOKIE,
-                "A signed-in browser's session; changes also carry X-CSRF-Token",
-            ))),
-        );
-    }
-}
-
 /// Every refusal is JSON ([`ErrorBody`]), including those axum's extractors
 /// make in plain text (a path that is not a number, a body that is not
 /// JSON, or not of the expected shape, which is a 400 like every other
@@ -147,59 +89,9 @@ async fn json_errors(request: axum::extract::Request, next: axum::middleware::Ne
     rewritten
 }
 
-/// Documents what every operation may answer besides its own responses:
-/// 400 for a request it cannot use (a malformed path, query or body), 401
-/// and 403 when it needs a role, 415 when it takes a JSON body sent as
-/// something else; each with the [`ErrorBody`].
-fn with_common_responses(mut document: serde_json::Value) -> serde_json::Value {
-    let error = serde_json::json!({
-        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
-    });
-    let Some(paths) = document["paths"].as_object_mut() else {
-        return document;
-    };
-    for item in paths.values_mut() {
-        for method in ["get", "put", "post", "delete", "patch"] {
-            let Some(operation) = item.get_mut(method).and_then(|o| o.as_object_mut()) else {
-                continue;
-            };
-            let secured = operation
-                .get("security")
-                .and_then(|s| s.as_array())
-                .is_some_and(|s| {
-                    s.iter()
-                        .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
-                });
-            let has_body = operation.contains_key("requestBody");
-            let mut common = vec![("400", "The request cannot be used; the message says why")];
-            if secured {
-                common.push(("401", "No valid credentials"));
-                common.push((
-                    "403",
-                    "The caller's role does not allow it, or a browser change lacks its CSRF token",
-                ));
-            }
-            if has_body {
-                common.push(("415", "The body is not sent as application/json"));
-            }
-            let responses = operation
-                .entry("responses")
-                .or_insert_with(|| serde_json::json!({}));
-            if let Some(responses) = responses.as_object_mut() {
-                for (status, description) in common {
-                    responses.entry(status).or_insert_with(|| {
-                        serde_json::json!({"description": description, "content": error.clone()})
-                    });
-                }
-            }
-        }
-    }
-    document
-}
-
 /// The `/api/v1` routes, and the OpenAPI document describing them.
 pub fn router(state: ApiState) -> axum::Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, openapi) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .routes(routes!(list_sites))
         .routes(routes!(list_servers))
         .routes(routes!(get_server))
@@ -250,7 +142,8 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(crate::audit::trail))
         .routes(routes!(crate::audit::export))
         .split_for_parts();
-    let document = with_common_responses(serde_json::to_value(&openapi).unwrap_or_default());
+    let document =
+        crate::openapi::with_common_responses(serde_json::to_value(&openapi).unwrap_or_default());
     let access = Access::from_openapi(&document)
         .with(Method::GET, "/api/v1/openapi.json", Need::Public)
         .with(Method::GET, "/api/v1/events", Need::Role(Role::Viewer));

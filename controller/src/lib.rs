@@ -31,6 +31,7 @@ pub mod demo;
 pub mod enrollment;
 pub mod fleet;
 pub mod grpc;
+pub mod openapi;
 pub mod operators;
 pub mod publisher;
 pub mod releases;

@@ -12,13 +12,14 @@
 //! subject alternative name states the agent's site and server id; the gRPC
 //! endpoint accepts only agents holding one ([`grpc_incoming`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike, Utc};
-use flotilla_proto::tls::{AgentIdentity, PemError, fingerprint, read_certificates};
+use flotilla_proto::tls::{
+    AgentIdentity, PemError, fingerprint, read_certificates, write_pem_file,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -288,27 +289,12 @@ fn valid_for(params: &mut CertificateParams, days: i64) {
     params.not_after = date(days);
 }
 
-/// Writes `contents` to `path` through a temporary file, readable by the
-/// owner only when `secret`.
+/// [`write_pem_file`], naming the file in the error.
 fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
-    let error = |e: std::io::Error| TlsError::Write {
+    write_pem_file(path, contents, secret).map_err(|e| TlsError::Write {
         path: path.to_path_buf(),
         message: e.to_string(),
-    };
-    let temporary = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
-    let mut file = options.open(&temporary).map_err(error)?;
-    file.write_all(contents.as_bytes()).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&temporary, path).map_err(error)
+    })
 }
 
 fn read_file(path: &Path) -> Result<String, TlsError> {

@@ -27,6 +27,30 @@ pub enum PemError {
     Empty { path: PathBuf },
 }
 
+/// Writes a PEM file (a certificate, or a key when `secret`: readable by
+/// its owner only) through a temporary file and a rename, so that a reader
+/// never sees half of it; creates its folder.
+pub fn write_pem_file(path: &Path, contents: &str, secret: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let mut file = options.open(&temporary)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
 /// The certificates of a PEM file, in order.
 pub fn read_certificates(path: &Path) -> Result<(String, Vec<CertificateDer<'static>>), PemError> {
     let read = |message: String| PemError::Read {

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use flotilla_proto::v1::agent_link_client::AgentLinkClient;
@@ -14,6 +14,29 @@ use flotilla_tests::{Agent, Controller, binary, wait_until};
 use serde_json::{Value, json};
 
 const WEB: &[(&str, &str, &str)] = &[("ecommerce", "web", "5.8.0")];
+
+/// The data folder and configuration of server `acme-web-01`'s agent
+/// before enrollment: no site, no server id, no certificate.
+fn unenrolled_agent(dir: &Path, controller: &Controller) -> (PathBuf, PathBuf) {
+    let data = dir.join("acme-web-01");
+    std::fs::create_dir_all(data.join("bin").join("config")).unwrap();
+    std::fs::write(
+        data.join("bin/config/applicationspath.config"),
+        "<applications/>",
+    )
+    .unwrap();
+    let config = data.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\ncontroller_url = \"{}\"\nportal_listen = \"127.0.0.1:0\"\n",
+            data.display().to_string(),
+            controller.grpc_url
+        ),
+    )
+    .unwrap();
+    (data, config)
+}
 
 /// An enrollment token for `server` of `site`, as an admin creates it.
 async fn token_for(controller: &Controller, server: &str, site: &str) -> Value {
@@ -101,23 +124,7 @@ async fn an_enrolled_agent_connects_as_the_token_said_and_a_token_works_once() {
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(dir.path()).await;
     let fingerprint = controller.ca_fingerprint.clone().unwrap();
-    let data = dir.path().join("acme-web-01");
-    std::fs::create_dir_all(data.join("bin").join("config")).unwrap();
-    std::fs::write(
-        data.join("bin/config/applicationspath.config"),
-        "<applications/>",
-    )
-    .unwrap();
-    let config = data.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\ncontroller_url = \"{}\"\nportal_listen = \"127.0.0.1:0\"\n",
-            data.display().to_string(),
-            controller.grpc_url
-        ),
-    )
-    .unwrap();
+    let (data, config) = unenrolled_agent(dir.path(), &controller);
 
     // Not enrolled yet: the agent does not start, and says how to enroll.
     let unenrolled = tokio::process::Command::new(binary("flotilla-agent"))
@@ -521,23 +528,7 @@ async fn an_admin_enrolls_and_revokes_a_server_from_the_dashboard() {
     assert_eq!(shown, controller.ca_fingerprint.clone().unwrap().as_str());
 
     // The command, as shown, run on the server.
-    let data = dir.path().join("acme-web-01");
-    std::fs::create_dir_all(data.join("bin").join("config")).unwrap();
-    std::fs::write(
-        data.join("bin/config/applicationspath.config"),
-        "<applications/>",
-    )
-    .unwrap();
-    let config = data.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\ncontroller_url = \"{}\"\nportal_listen = \"127.0.0.1:0\"\n",
-            data.display().to_string(),
-            controller.grpc_url
-        ),
-    )
-    .unwrap();
+    let (_, config) = unenrolled_agent(dir.path(), &controller);
     let words: Vec<&str> = command.split_whitespace().collect();
     let enrolled = tokio::process::Command::new(binary("flotilla-agent"))
         .arg("--config")

@@ -3,8 +3,9 @@
 "use strict";
 
 const OUTPUT_LINES = 200;
-const RUNNING_STEP = ["starting", "running", "rolling_back"];
-const RETRYABLE_SITE = ["failed", "rolled_back", "rollback_failed"];
+// Rollouts', sites' and steps' states, their labels and what they allow,
+// as the controller defines them (GET /api/v1/rollouts/states).
+let states = { rollout: new Map(), site: new Map(), step: new Map() };
 let shownId = null; // the rollout in #rollout, as a string
 let detail = null; // its last fetched JSON
 const outputs = new Map(); // "server/module" -> { install_id, lines: [] }
@@ -15,6 +16,16 @@ const clock = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
 const seconds = (ms) => `${Math.round((ms || 0) / 1000)} s`;
 const versions = (from, to) => `${escapeHtml(from || "none")} → ${escapeHtml(to)}`;
 const layers = (ls) => ls.map((l) => l.map(escapeHtml).join(", ")).join(" → ");
+
+const stateOf = (kind, name) => states[kind].get(name) || { name, label: name, allows: [], under_way: false };
+const allows = (kind, name, action) => stateOf(kind, name).allows.includes(action);
+const pill = (kind, name, attributes = "") =>
+  `<span ${attributes} class="${kind}-state pill state-${escapeHtml(name)}" data-state="${escapeHtml(name)}">${escapeHtml(stateOf(kind, name).label)}</span>`;
+
+async function loadStates() {
+  const all = await request("GET", "/api/v1/rollouts/states");
+  states = Object.fromEntries(Object.entries(all).map(([kind, list]) => [kind, new Map(list.map((s) => [s.name, s]))]));
+}
 
 // Runs `task`, at most once at a time; calls made meanwhile run it once more after.
 function coalesce(task) {
@@ -141,8 +152,8 @@ const refreshList = coalesce(async () => {
   container.innerHTML = `<table class="rollout-list"><thead><tr><th>#</th><th>Release</th><th>State</th><th>Sites</th><th>By</th><th>Started</th><th>Finished</th></tr></thead><tbody>
     ${rollouts.map((r) => `<tr class="clickable ${String(r.id) === shownId ? "current" : ""}" data-rollout="${r.id}">
       <td><a href="#${r.id}">${r.id}</a></td><td class="version">${escapeHtml(r.release)}</td>
-      <td><span class="pill state-${escapeHtml(r.state)}">${escapeHtml(r.state)}</span>${r.reason ? `<div class="muted small">${escapeHtml(r.reason)}</div>` : ""}</td>
-      <td class="small">${Object.entries(r.sites).map(([state, n]) => `${n} ${escapeHtml(state)}`).join(", ")}</td>
+      <td>${pill("rollout", r.state)}${r.reason ? `<div class="muted small">${escapeHtml(r.reason)}</div>` : ""}</td>
+      <td class="small">${Object.entries(r.sites).map(([state, n]) => `${n} ${escapeHtml(stateOf("site", state).label)}`).join(", ")}</td>
       <td>${escapeHtml(r.created_by)}</td><td class="small">${clock(r.created_at)}</td><td class="small">${clock(r.finished_at)}</td></tr>`).join("")}
     </tbody></table>`;
 });
@@ -156,7 +167,7 @@ function outputOf(server, module) {
 }
 
 function stepRow(rollout, server, step) {
-  const running = RUNNING_STEP.includes(step.state);
+  const running = stateOf("step", step.state).under_way;
   const install = step.install;
   const output = outputs.get(`${server.server}/${step.module}`);
   const details = [
@@ -169,12 +180,12 @@ function stepRow(rollout, server, step) {
     ? `<tr class="output-row"><td colspan="4"><pre class="output" data-server="${escapeHtml(server.server)}" data-module="${escapeHtml(step.module)}">${escapeHtml(output ? output.lines.join("\n") : "")}</pre></td></tr>` : "";
   return `<tr class="step" data-server="${escapeHtml(server.server)}" data-module="${escapeHtml(step.module)}">
     <td class="name">${escapeHtml(step.module)}</td><td class="version">${versions(step.from_version, step.to_version)}</td>
-    <td><span class="step-state pill state-${escapeHtml(step.state)}" data-state="${escapeHtml(step.state)}">${escapeHtml(step.state)}</span></td>
+    <td>${pill("step", step.state)}</td>
     <td class="small">${running ? `<span class="phase">${escapeHtml((install && install.phase) || "")}</span> ` : ""}${details}</td></tr>${pre}`;
 }
 
 function serverBlock(rollout, server) {
-  const excludable = ["running", "paused"].includes(rollout.state) && server.steps.some((s) => s.state === "pending");
+  const excludable = allows("rollout", rollout.state, "exclude") && server.steps.some((s) => allows("step", s.state, "exclude"));
   return `<div class="rollout-server" data-server="${escapeHtml(server.server)}">
     <div class="server-head"><span class="dot ${server.online ? "online" : "offline"}"></span><strong>${escapeHtml(server.server)}</strong>
       ${excludable ? `<button type="button" class="small-button exclude" data-exclude="${escapeHtml(server.server)}">Exclude</button>` : ""}</div>
@@ -185,11 +196,11 @@ function serverBlock(rollout, server) {
 function siteCard(rollout, site) {
   const slot = site.planned_start_local
     ? `${escapeHtml(site.planned_start_local)} → ${escapeHtml(site.planned_end_local || "?")}` : "not scheduled yet";
-  const rollback = ["failed", "cancelled"].includes(site.state)
+  const rollback = allows("site", site.state, "rollback")
     ? `<button type="button" class="small-button" data-rollback="${escapeHtml(site.site)}">Roll back site</button>` : "";
   return `<section class="card rollout-site" data-site="${escapeHtml(site.site)}">
     <div class="site-head"><h2>${escapeHtml(site.site)}</h2>
-      <span class="site-state pill state-${escapeHtml(site.state)}" data-state="${escapeHtml(site.state)}">${escapeHtml(site.state)}</span>
+      ${pill("site", site.state)}
       <span class="muted small">wave ${site.wave}</span>${rollback}</div>
     ${site.message ? `<p class="site-message small">${escapeHtml(site.message)}</p>` : ""}
     <p class="small muted">slot: ${slot} (${escapeHtml(site.time_zone)}) · notice: ${escapeHtml(site.notice_result || "none")}
@@ -201,18 +212,18 @@ function siteCard(rollout, site) {
 function renderDetail(r) {
   const section = $("rollout");
   const scrolled = new Map([...section.querySelectorAll("pre.output")].map((p) => [`${p.dataset.server}/${p.dataset.module}`, p.scrollTop + p.clientHeight >= p.scrollHeight - 4 ? null : p.scrollTop]));
-  const live = ["running", "paused"].includes(r.state);
+  const may = (action) => allows("rollout", r.state, action);
   const buttons = [
-    r.state === "running" ? '<button type="button" id="pause">Pause</button>' : "",
-    r.state === "paused" ? '<button type="button" id="resume">Resume</button>' : "",
-    live ? '<button type="button" id="cancel" class="danger">Cancel</button>' : "",
-    (live || r.state === "failed") && r.sites.some((s) => RETRYABLE_SITE.includes(s.state)) ? '<button type="button" id="retry">Retry failed</button>' : "",
+    may("pause") ? '<button type="button" id="pause">Pause</button>' : "",
+    may("resume") ? '<button type="button" id="resume">Resume</button>' : "",
+    may("cancel") ? '<button type="button" id="cancel" class="danger">Cancel</button>' : "",
+    may("retry") && r.sites.some((s) => allows("site", s.state, "retry")) ? '<button type="button" id="retry">Retry failed</button>' : "",
   ].join(" ");
   section.dataset.rollout = r.id;
   section.hidden = false;
   section.innerHTML = `
     <div class="site-head"><h2>Rollout ${r.id} · ${escapeHtml(r.release)}</h2>
-      <span id="rollout-state" class="pill state-${escapeHtml(r.state)}">${escapeHtml(r.state)}</span>
+      ${pill("rollout", r.state, 'id="rollout-state"')}
       <span class="muted small">by ${escapeHtml(r.created_by)}, ${clock(r.created_at)}${r.finished_at ? ` · finished ${clock(r.finished_at)}` : ""} · wave ${r.opened_wave} open</span></div>
     <p id="rollout-reason" class="small">${escapeHtml(r.reason || "")}</p>
     <div class="actions">${buttons}</div>
@@ -317,7 +328,7 @@ function follow() {
     refreshList();
   });
   events.addEventListener("install", (event) => appendOutput(JSON.parse(event.data)));
-  events.addEventListener("server", () => { if (detail && ["running", "paused"].includes(detail.state)) refreshDetail(); });
+  events.addEventListener("server", () => { if (detail && stateOf("rollout", detail.state).under_way) refreshDetail(); });
   events.addEventListener("resync", reloadAll);
   events.addEventListener("error", () => setLive("reconnecting…", "warn"));
 }
@@ -329,6 +340,6 @@ $("new-rollout").addEventListener("submit", (event) => { event.preventDefault();
 for (const type of ["input", "change"]) $("new-rollout").addEventListener(type, () => { $("start").disabled = true; });
 window.addEventListener("hashchange", fromHash);
 
-fromHash();
-reloadAll();
-follow();
+loadStates()
+  .catch((e) => showError("form-error", `Cannot load the rollouts' states: ${e.message}`))
+  .finally(() => { fromHash(); reloadAll(); follow(); });

@@ -111,6 +111,7 @@ pub fn router(state: ApiState) -> axum::Router {
             crate::rollouts::api::create,
             crate::rollouts::api::list
         ))
+        .routes(routes!(crate::rollouts::api::states))
         .routes(routes!(crate::rollouts::api::get))
         .routes(routes!(crate::rollouts::api::pause))
         .routes(routes!(crate::rollouts::api::resume))
@@ -197,6 +198,18 @@ impl From<OrderError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             OrderError::NoAnswer(_) => ApiError::Timeout(e.to_string()),
+        }
+    }
+}
+
+/// A rollout's action or creation the engine refused.
+impl From<crate::rollouts::engine::ActionError> for ApiError {
+    fn from(e: crate::rollouts::engine::ActionError) -> Self {
+        use crate::rollouts::engine::ActionError;
+        match e {
+            ActionError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ActionError::Conflict(m) => ApiError::Conflict(m),
+            ActionError::Database(e) => e.into(),
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod operators;
 pub mod publisher;
 pub mod releases;
 pub mod rollouts;
+pub mod states;
 pub mod tls;
 
 use std::future::Future;

@@ -168,7 +168,7 @@ pub async fn withdraw(
         .rollouts()
         .await?
         .into_iter()
-        .find(|r| r.release == version && matches!(r.state.as_str(), "running" | "paused"))
+        .find(|r| r.release == version && r.state.is_live())
     {
         return Err(ApiError::Conflict(format!(
             "rollout {} of release {version} is {}: cancel it first",

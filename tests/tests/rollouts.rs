@@ -1453,3 +1453,56 @@ async fn a_withdrawn_release_is_dropped_by_agents_and_the_next_newest_rolls_out(
         "{trail}"
     );
 }
+
+/// Operators starting rollouts of the same servers at the same moment: one
+/// starts, the others are refused naming the servers the first holds, and
+/// no server is ever in two unfinished rollouts.
+#[tokio::test]
+async fn rollouts_of_the_same_servers_started_at_once_start_only_one() {
+    let fleet = Fleet::start(&[("alpha", ALPHA), ("bravo", BRAVO)]).await;
+    let c = &fleet.controller;
+    // The gate keeps bravo waiting, so the first rollout holds its servers
+    // for as long as the test looks.
+    let body =
+        json!({"release": "2026.12", "strategy": {"waves": {"batch_size": 1, "gate": "manual"}}});
+    let mut tokens = Vec::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        tokens.push(c.token_for(name, "operator").await);
+    }
+    let http = flotilla_tests::http();
+    let create = async |token: &str| {
+        let response = http
+            .post(format!("{}/api/v1/rollouts", c.http_url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (a, b, d, e) = tokio::join!(
+        create(&tokens[0]),
+        create(&tokens[1]),
+        create(&tokens[2]),
+        create(&tokens[3])
+    );
+    let answers = [a, b, d, e];
+    let started: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 201)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(started.len(), 1, "{answers:?}");
+    let id = started[0]["id"].as_i64().unwrap();
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 201) {
+        assert_eq!(*status, 409, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("bravo-app (rollout {id}, release 2026.12)")),
+            "{message}"
+        );
+    }
+    let (_, rollouts) = c.get("/api/v1/rollouts").await;
+    assert_eq!(rollouts.as_array().unwrap().len(), 1, "{rollouts}");
+}

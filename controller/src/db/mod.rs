@@ -25,8 +25,8 @@ pub use installs::{InstallEventRecord, InstallProgressIn, InstallRecord, Install
 pub use operators::{AccountRecord, Bearer, TokenRecord};
 pub use releases::{PackageRecord, PublishConflict, ReleaseRecord, Withdrawal};
 pub use rollouts::{
-    CommandInstall, Estimate, RolloutChanges, RolloutLogRecord, RolloutRecord, RolloutSiteRecord,
-    RolloutState, RolloutStepRecord, ScheduleRecord,
+    CommandInstall, Estimate, RolloutChanges, RolloutLogRecord, RolloutRecord, RolloutRows,
+    RolloutSiteRecord, RolloutStepRecord, ScheduleRecord,
 };
 pub use servers::{ModuleRecord, ServerHello, ServerRecord, SiteRecord};
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::Database;
+use crate::states::{RolloutState, SiteState, StepState};
 
 /// A rollout as stored.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -13,8 +14,7 @@ pub struct RolloutRecord {
     pub release: String,
     /// The strategy, JSON.
     pub strategy: String,
-    /// `running`, `paused`, `cancelled`, `succeeded` or `failed`.
-    pub state: String,
+    pub state: RolloutState,
     pub reason: Option<String>,
     /// Waves up to this one may start.
     pub opened_wave: i64,
@@ -33,7 +33,7 @@ pub struct RolloutSiteRecord {
     pub rollout_id: i64,
     pub site: String,
     pub wave: i64,
-    pub state: String,
+    pub state: SiteState,
     pub message: Option<String>,
     pub planned_start: Option<DateTime<Utc>>,
     pub planned_end: Option<DateTime<Utc>>,
@@ -53,7 +53,7 @@ pub struct RolloutStepRecord {
     pub layer: i64,
     pub from_version: Option<String>,
     pub to_version: String,
-    pub state: String,
+    pub state: StepState,
     pub attempts: i64,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub command_id: Option<String>,
@@ -93,7 +93,7 @@ pub struct CommandInstall {
 }
 
 /// A rollout's row with its sites and steps, as read in one snapshot.
-pub type RolloutState = (
+pub type RolloutRows = (
     RolloutRecord,
     Vec<RolloutSiteRecord>,
     Vec<RolloutStepRecord>,
@@ -137,21 +137,35 @@ impl RolloutChanges {
 
 impl Database {
     /// Stores a new rollout with its sites and steps; returns its id.
+    ///
+    /// A server belongs to one unfinished rollout at a time: when any of
+    /// `steps`' servers has work in another, nothing is written and the
+    /// clashes come back as `Err((server, rollout id, release))`. The check
+    /// and the writes are one immediate transaction, so two creations
+    /// cannot both pass the check.
     pub async fn create_rollout(
         &self,
-        rollout: &RolloutRecord,
-        sites: &[RolloutSiteRecord],
-        steps: &[RolloutStepRecord],
+        (rollout, sites, steps): &RolloutRows,
         detail: &str,
-    ) -> sqlx::Result<i64> {
-        let mut tx = self.pool.begin().await?;
+    ) -> sqlx::Result<Result<i64, Vec<(String, i64, String)>>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let wanted: std::collections::BTreeSet<&str> =
+            steps.iter().map(|s| s.server_id.as_str()).collect();
+        let clashes: Vec<(String, i64, String)> = servers_in_active_rollouts(&mut tx)
+            .await?
+            .into_iter()
+            .filter(|(server, _, _)| wanted.contains(server.as_str()))
+            .collect();
+        if !clashes.is_empty() {
+            return Ok(Err(clashes));
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO rollouts (release, strategy, state, reason, opened_wave, created_by, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&rollout.release)
         .bind(&rollout.strategy)
-        .bind(&rollout.state)
+        .bind(rollout.state)
         .bind(&rollout.reason)
         .bind(rollout.opened_wave)
         .bind(&rollout.created_by)
@@ -163,7 +177,7 @@ impl Database {
                 .bind(id)
                 .bind(&site.site)
                 .bind(site.wave)
-                .bind(&site.state)
+                .bind(site.state)
                 .bind(&site.message)
                 .execute(&mut *tx)
                 .await?;
@@ -180,7 +194,7 @@ impl Database {
             .bind(step.layer)
             .bind(&step.from_version)
             .bind(&step.to_version)
-            .bind(&step.state)
+            .bind(step.state)
             .bind(&step.message)
             .execute(&mut *tx)
             .await?;
@@ -195,7 +209,7 @@ impl Database {
         )
         .await?;
         tx.commit().await?;
-        Ok(id)
+        Ok(Ok(id))
     }
 
     /// Every rollout, newest first.
@@ -242,7 +256,7 @@ impl Database {
 
     /// A rollout with its sites (by wave, then name) and steps: what the
     /// engine decides from, without the log; one snapshot.
-    pub async fn rollout_state(&self, id: i64) -> sqlx::Result<Option<RolloutState>> {
+    pub async fn rollout_state(&self, id: i64) -> sqlx::Result<Option<RolloutRows>> {
         let mut tx = self.pool.begin().await?;
         let state = read_rollout(&mut tx, id).await?;
         tx.commit().await?;
@@ -262,7 +276,7 @@ impl Database {
                 "UPDATE rollouts SET state = ?, reason = ?, opened_wave = ?, wave_ready_at = ?, \
                  acknowledged_failures = ?, finished_at = ? WHERE id = ?",
             )
-            .bind(&r.state)
+            .bind(r.state)
             .bind(&r.reason)
             .bind(r.opened_wave)
             .bind(r.wave_ready_at)
@@ -278,7 +292,7 @@ impl Database {
                  notice_sent_at = ?, notice_result = ?, started_at = ?, finished_at = ? \
                  WHERE rollout_id = ? AND site = ?",
             )
-            .bind(&s.state)
+            .bind(s.state)
             .bind(&s.message)
             .bind(s.planned_start)
             .bind(s.planned_end)
@@ -297,7 +311,7 @@ impl Database {
                  rollback_command_id = ?, ordered_at = ?, message = ?, started_at = ?, finished_at = ? \
                  WHERE rollout_id = ? AND server_id = ? AND module = ?",
             )
-            .bind(&s.state)
+            .bind(s.state)
             .bind(s.attempts)
             .bind(s.next_attempt_at)
             .bind(&s.command_id)
@@ -316,20 +330,6 @@ impl Database {
             log(&mut tx, id, at, actor, action, detail).await?;
         }
         tx.commit().await
-    }
-
-    /// Servers with work in an unfinished rollout (a site not settled, a
-    /// step not excluded): `(server, rollout id, release)`.
-    pub async fn servers_in_active_rollouts(&self) -> sqlx::Result<Vec<(String, i64, String)>> {
-        sqlx::query_as(
-            "SELECT DISTINCT st.server_id, r.id, r.release FROM rollout_steps st \
-             JOIN rollouts r ON r.id = st.rollout_id \
-             JOIN rollout_sites si ON si.rollout_id = st.rollout_id AND si.site = st.site \
-             WHERE r.finished_at IS NULL AND st.state <> 'excluded' \
-               AND si.state NOT IN ('succeeded', 'failed', 'rolled_back', 'rollback_failed', 'cancelled')",
-        )
-        .fetch_all(&self.pool)
-        .await
     }
 
     /// The installs a rollout's commands started (installs and rollbacks).
@@ -434,11 +434,35 @@ impl Database {
     }
 }
 
+/// Servers with work in an unfinished rollout (a site not settled, a step
+/// not excluded): `(server, rollout id, release)`.
+async fn servers_in_active_rollouts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+) -> sqlx::Result<Vec<(String, i64, String)>> {
+    let settled: Vec<SiteState> = SiteState::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.is_settled())
+        .collect();
+    let sql = format!(
+        "SELECT DISTINCT st.server_id, r.id, r.release FROM rollout_steps st \
+         JOIN rollouts r ON r.id = st.rollout_id \
+         JOIN rollout_sites si ON si.rollout_id = st.rollout_id AND si.site = st.site \
+         WHERE r.finished_at IS NULL AND st.state <> ? AND si.state NOT IN ({})",
+        vec!["?"; settled.len()].join(", ")
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(StepState::Excluded);
+    for state in settled {
+        query = query.bind(state);
+    }
+    query.fetch_all(&mut **tx).await
+}
+
 /// A rollout's row, sites and steps, inside `tx`.
 async fn read_rollout(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     id: i64,
-) -> sqlx::Result<Option<RolloutState>> {
+) -> sqlx::Result<Option<RolloutRows>> {
     let Some(rollout) = sqlx::query_as("SELECT * FROM rollouts WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut **tx)

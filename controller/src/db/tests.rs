@@ -465,3 +465,102 @@ async fn a_token_is_checked_with_a_read_and_its_use_noted_to_the_minute() {
             .is_none()
     );
 }
+
+/// A rollout with a site and a step, in the given states.
+async fn insert_rollout(
+    pool: &sqlx::SqlitePool,
+    rollout: &str,
+    site: &str,
+    step: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO releases (version, notes, created_at) VALUES ('2.0.0', '', '2026-12-01T00:00:00Z')")
+        .execute(pool)
+        .await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO rollouts (release, strategy, state, created_by, created_at) \
+         VALUES ('2.0.0', '{}', ?, 'ops', '2026-12-01T00:00:00Z') RETURNING id",
+    )
+    .bind(rollout)
+    .fetch_one(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO rollout_sites (rollout_id, site, wave, state) VALUES (?, 'acme', 1, ?)",
+    )
+    .bind(id)
+    .bind(site)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, to_version, state) \
+         VALUES (?, 'acme', 'acme-web', 'ecommerce', 0, '2.0.0', ?)",
+    )
+    .bind(id)
+    .bind(step)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_schema_refuses_a_state_that_does_not_exist_and_keeps_the_rollouts_it_had() {
+    use crate::states::{RolloutState, SiteState, StepState};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("controller.db");
+    // A database from before states were checked, with a rollout under way.
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        super::MIGRATOR.run_to(20261201000010, &pool).await.unwrap();
+        insert_rollout(&pool, "running", "rolling_back", "rollback_failed")
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let db = Database::open(&path).await.unwrap();
+    let (rollout, sites, steps) = db.rollout_state(1).await.unwrap().unwrap();
+    assert_eq!(rollout.state, RolloutState::Running);
+    assert_eq!(sites[0].state, SiteState::RollingBack);
+    assert_eq!(steps[0].state, StepState::RollbackFailed);
+
+    // Every state the controller knows is stored; any other is refused.
+    for (i, state) in StepState::ALL.iter().enumerate() {
+        let rollout = RolloutState::ALL[i % RolloutState::ALL.len()];
+        let site = SiteState::ALL[i % SiteState::ALL.len()];
+        insert_rollout(&db.pool, rollout.as_str(), site.as_str(), state.as_str())
+            .await
+            .unwrap();
+    }
+    for (rollout, site, step) in [
+        ("finished", "waiting", "pending"),
+        ("running", "done", "pending"),
+        ("running", "waiting", "installing"),
+    ] {
+        let e = insert_rollout(&db.pool, rollout, site, step)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("CHECK constraint failed"),
+            "{rollout}/{site}/{step}: {e}"
+        );
+    }
+    // The rebuilt tables still cascade and still check their references.
+    let orphan = sqlx::query(
+        "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, to_version, state) \
+         VALUES (999, 'nowhere', 'x', 'y', 0, '1.0.0', 'pending')",
+    )
+    .execute(&db.pool)
+    .await;
+    assert!(orphan.is_err(), "a step of no site is refused");
+    sqlx::query("DELETE FROM rollouts WHERE id = 1")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollout_steps WHERE rollout_id = 1")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

@@ -10,12 +10,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::engine::{Action, ActionError};
+use super::engine::Action;
 use super::plan::{self, Estimates, Plan, Target};
 use super::strategy::{Calendar, Schedule, Strategy};
 use crate::api::{ApiError, ApiState, ErrorBody};
 use crate::auth::Caller;
-use crate::db::{RolloutRecord, RolloutSiteRecord, RolloutStepRecord};
+use crate::states::{RolloutState, SiteState, States, StepState};
 
 /// A rollout to plan or start.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -152,106 +152,31 @@ pub async fn create(
     if query.dry_run {
         return Ok((StatusCode::OK, Json(plan).into_response()));
     }
-    // A server belongs to one rollout at a time.
-    let busy = db.servers_in_active_rollouts().await?;
-    let clash: Vec<String> = plan
-        .sites
-        .iter()
-        .flat_map(|s| s.steps.iter())
-        .filter_map(|step| {
-            busy.iter()
-                .find(|(server, _, _)| server == &step.server)
-                .map(|(server, id, release)| format!("{server} (rollout {id}, release {release})"))
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if !clash.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "servers already part of an unfinished rollout: {}; wait for it, cancel it or exclude them",
-            clash.join(", ")
-        )));
-    }
-    let who = caller.name.clone();
-    let sites: Vec<RolloutSiteRecord> = plan
-        .sites
-        .iter()
-        .map(|s| RolloutSiteRecord {
-            rollout_id: 0,
-            site: s.site.clone(),
-            wave: i64::from(s.wave),
-            state: "waiting".into(),
-            message: None,
-            planned_start: None,
-            planned_end: None,
-            notice_sent_at: None,
-            notice_result: None,
-            started_at: None,
-            finished_at: None,
-        })
-        .collect();
-    let steps: Vec<RolloutStepRecord> = plan
-        .sites
-        .iter()
-        .flat_map(|s| {
-            s.steps.iter().map(|step| RolloutStepRecord {
-                rollout_id: 0,
-                site: s.site.clone(),
-                server_id: step.server.clone(),
-                module: step.module.clone(),
-                layer: i64::from(step.layer),
-                from_version: step.from_version.clone(),
-                to_version: step.to_version.clone(),
-                state: if step.action == "skip" {
-                    "skipped"
-                } else {
-                    "pending"
-                }
-                .into(),
-                attempts: 0,
-                next_attempt_at: None,
-                command_id: None,
-                rollback_command_id: None,
-                ordered_at: None,
-                message: (step.action == "skip").then(|| {
-                    format!(
-                        "{} already installed",
-                        step.from_version.as_deref().unwrap_or("?")
-                    )
-                }),
-                started_at: None,
-                finished_at: None,
-            })
-        })
-        .collect();
-    let rollout = RolloutRecord {
-        id: 0,
-        release: release.version.clone(),
-        strategy: serde_json::to_string(&new.strategy)
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-        state: "running".into(),
-        reason: None,
-        opened_wave: 1,
-        wave_ready_at: None,
-        acknowledged_failures: 0,
-        created_by: who,
-        created_at: now,
-        finished_at: None,
-    };
+    let strategy =
+        serde_json::to_string(&new.strategy).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rows = plan.rows(strategy, &caller.name, now);
     let detail = format!(
         "release {} to {} sites in {} waves",
         release.version,
         plan.sites.len(),
         plan.waves.len()
     );
-    let id = db.create_rollout(&rollout, &sites, &steps, &detail).await?;
-    tracing::info!(rollout = id, release = %release.version, "rollout started by {}", rollout.created_by);
-    state.rollouts.wake().await;
-    state.fleet.rollout_changed(id);
+    // The engine checks that no server is in another unfinished rollout
+    // and writes the rows in one transaction.
+    let id = state.rollouts.create(rows, detail).await?;
     Ok((
         StatusCode::CREATED,
         Json(Created { id, plan }).into_response(),
     ))
+}
+
+/// Every state a rollout, a site and a step can be in: its name, its
+/// label, and what an operator may ask in it. The dashboard reads them here
+/// rather than keeping a copy.
+#[utoipa::path(get, path = "/api/v1/rollouts/states", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "rollouts",
+    responses((status = OK, body = States)))]
+pub async fn states() -> Json<States> {
+    Json(States::all())
 }
 
 /// A rollout in the list.
@@ -259,13 +184,12 @@ pub async fn create(
 pub struct RolloutSummary {
     pub id: i64,
     pub release: String,
-    /// `running`, `paused`, `cancelled`, `succeeded` or `failed`.
-    pub state: String,
+    pub state: RolloutState,
     pub reason: Option<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// How many sites are in each state.
+    /// How many sites are in each state, by name.
     pub sites: HashMap<String, usize>,
 }
 
@@ -278,7 +202,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<RolloutSumma
         let mut sites = HashMap::new();
         if let Some((_, site_rows, _)) = state.fleet.db.rollout_state(r.id).await? {
             for s in site_rows {
-                *sites.entry(s.state).or_insert(0) += 1;
+                *sites.entry(s.state.as_str().to_owned()).or_insert(0) += 1;
             }
         }
         out.push(RolloutSummary {
@@ -300,7 +224,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<RolloutSumma
 pub struct RolloutDetail {
     pub id: i64,
     pub release: String,
-    pub state: String,
+    pub state: RolloutState,
     pub reason: Option<String>,
     /// Waves up to this one may start.
     pub opened_wave: i64,
@@ -317,9 +241,7 @@ pub struct RolloutDetail {
 pub struct RolloutSite {
     pub site: String,
     pub wave: i64,
-    /// `waiting`, `scheduled`, `running`, `succeeded`, `failed`,
-    /// `rolling_back`, `rolled_back`, `rollback_failed`, `cancelled`.
-    pub state: String,
+    pub state: SiteState,
     pub message: Option<String>,
     pub time_zone: String,
     pub planned_start: Option<DateTime<Utc>>,
@@ -348,9 +270,7 @@ pub struct RolloutStep {
     pub layer: i64,
     pub from_version: Option<String>,
     pub to_version: String,
-    /// `pending`, `starting`, `running`, `succeeded`, `skipped`, `failed`,
-    /// `excluded`, `cancelled`, `rolling_back`, `rolled_back`, `rollback_failed`.
-    pub state: String,
+    pub state: StepState,
     pub attempts: i64,
     pub message: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
@@ -425,12 +345,15 @@ pub async fn get(
             let mut by_server: Vec<RolloutServer> = Vec::new();
             let mut downtime_ms = 0;
             for step in steps.iter().filter(|s| s.site == site.site) {
-                let command =
-                    if step.rollback_command_id.is_some() && step.state.starts_with("roll") {
-                        &step.rollback_command_id
-                    } else {
-                        &step.command_id
-                    };
+                let command = if step.rollback_command_id.is_some()
+                    && matches!(
+                        step.state,
+                        StepState::RollingBack | StepState::RolledBack | StepState::RollbackFailed
+                    ) {
+                    &step.rollback_command_id
+                } else {
+                    &step.command_id
+                };
                 let install = command.as_ref().and_then(|c| installs.get(c));
                 if let Some(i) = step.command_id.as_ref().and_then(|c| installs.get(c)) {
                     downtime_ms += i.downtime_ms.unwrap_or(0);
@@ -463,7 +386,7 @@ pub async fn get(
                     layer: step.layer,
                     from_version: step.from_version.clone(),
                     to_version: step.to_version.clone(),
-                    state: step.state.clone(),
+                    state: step.state,
                     attempts: step.attempts,
                     message: step.message.clone(),
                     started_at: step.started_at,
@@ -527,15 +450,7 @@ async fn act(
     action: Action,
     caller: &Caller,
 ) -> Result<Json<RolloutDetail>, ApiError> {
-    state
-        .rollouts
-        .act(id, action, &caller.name)
-        .await
-        .map_err(|e| match e {
-            ActionError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            ActionError::Conflict(m) => ApiError::Conflict(m),
-            ActionError::Database(e) => ApiError::Internal(e.to_string()),
-        })?;
+    state.rollouts.act(id, action, &caller.name).await?;
     get(State(state.clone()), Path(id)).await
 }
 

@@ -5,11 +5,15 @@
 //!   failure policy, users' notice) and sites' maintenance windows, with the
 //!   calendar arithmetic. Pure.
 //! - [`plan`]: the plan shown before anything starts. Pure.
+//! - [`decide`]: what happens next to a rollout, given its rows, the fleet
+//!   and the time. Pure, and tested by tables.
 //! - [`engine`]: the task that moves rollouts forward from their rows in
-//!   SQLite, the only writer of those rows.
+//!   SQLite, the only writer of those rows: it reads, calls [`decide`],
+//!   writes, then orders.
 //! - [`api`]: the REST endpoints.
 
 pub mod api;
+pub mod decide;
 pub mod engine;
 pub mod plan;
 pub mod strategy;

@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::strategy::{Calendar, Invalid, Strategy};
-use crate::db::{Estimate, ReleaseRecord, ServerRecord};
+use crate::db::{
+    Estimate, ReleaseRecord, RolloutRecord, RolloutRows, RolloutSiteRecord, RolloutStepRecord,
+    ServerRecord,
+};
+use crate::states::{RolloutState, SiteState, StepState};
 
 /// Which sites a rollout brings the release to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -130,6 +134,79 @@ pub struct StepPlan {
     pub to_version: String,
     /// `install`, or `skip` when the server already has this version or a newer one.
     pub action: String,
+}
+
+impl Plan {
+    /// A new rollout's rows for this plan: running, its sites waiting for
+    /// their wave, its steps pending (or skipped when already installed).
+    pub fn rows(&self, strategy: String, actor: &str, now: DateTime<Utc>) -> RolloutRows {
+        let sites = self
+            .sites
+            .iter()
+            .map(|s| RolloutSiteRecord {
+                rollout_id: 0,
+                site: s.site.clone(),
+                wave: i64::from(s.wave),
+                state: SiteState::Waiting,
+                message: None,
+                planned_start: None,
+                planned_end: None,
+                notice_sent_at: None,
+                notice_result: None,
+                started_at: None,
+                finished_at: None,
+            })
+            .collect();
+        let steps = self
+            .sites
+            .iter()
+            .flat_map(|s| s.steps.iter().map(|step| (s.site.clone(), step)))
+            .map(|(site, step)| {
+                let skip = step.action == "skip";
+                RolloutStepRecord {
+                    rollout_id: 0,
+                    site,
+                    server_id: step.server.clone(),
+                    module: step.module.clone(),
+                    layer: i64::from(step.layer),
+                    from_version: step.from_version.clone(),
+                    to_version: step.to_version.clone(),
+                    state: if skip {
+                        StepState::Skipped
+                    } else {
+                        StepState::Pending
+                    },
+                    attempts: 0,
+                    next_attempt_at: None,
+                    command_id: None,
+                    rollback_command_id: None,
+                    ordered_at: None,
+                    message: skip.then(|| {
+                        format!(
+                            "{} already installed",
+                            step.from_version.as_deref().unwrap_or("?")
+                        )
+                    }),
+                    started_at: None,
+                    finished_at: None,
+                }
+            })
+            .collect();
+        let rollout = RolloutRecord {
+            id: 0,
+            release: self.release.clone(),
+            strategy,
+            state: RolloutState::Running,
+            reason: None,
+            opened_wave: 1,
+            wave_ready_at: None,
+            acknowledged_failures: 0,
+            created_by: actor.to_owned(),
+            created_at: now,
+            finished_at: None,
+        };
+        (rollout, sites, steps)
+    }
 }
 
 /// Computes the plan. Errors name the field at fault.

@@ -1,0 +1,307 @@
+//! The states a rollout, its sites and its steps can be in: one enum each,
+//! stored by name (the schema's `CHECK` constraints refuse any other), shown
+//! by label, and asked what they allow (the engine refuses with the same
+//! answers the dashboard reads from `GET /api/v1/rollouts/states`).
+//!
+//! Adding a state is a compiler error everywhere a `match` must decide
+//! about it, and a migration to widen the `CHECK`.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Declares a state enum with its stored name and its label, in one list.
+macro_rules! states {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal, $label:literal;)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema, sqlx::Type)]
+        #[serde(rename_all = "snake_case")]
+        #[sqlx(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every state, in the order of the lifecycle.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored name (`snake_case`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// What an operator reads.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+states! {
+    /// A rollout's state.
+    RolloutState {
+        Running = "running", "running";
+        /// No new site starts: an operator paused it, a gate waits, or too
+        /// many sites failed.
+        Paused = "paused", "paused";
+        Cancelled = "cancelled", "cancelled";
+        Succeeded = "succeeded", "succeeded";
+        Failed = "failed", "failed";
+    }
+}
+
+states! {
+    /// A site's state within a rollout.
+    SiteState {
+        /// Its wave has not come.
+        Waiting = "waiting", "waiting for its wave";
+        /// Its wave has come; waiting for its users' notice or its window.
+        Scheduled = "scheduled", "scheduled";
+        Running = "running", "running";
+        Succeeded = "succeeded", "succeeded";
+        /// Stopped for an operator.
+        Failed = "failed", "failed";
+        RollingBack = "rolling_back", "rolling back";
+        RolledBack = "rolled_back", "rolled back";
+        RollbackFailed = "rollback_failed", "rollback failed";
+        Cancelled = "cancelled", "cancelled";
+    }
+}
+
+states! {
+    /// One module on one server within a rollout.
+    StepState {
+        Pending = "pending", "pending";
+        /// Ordered; the agent has not accepted yet.
+        Starting = "starting", "starting";
+        Running = "running", "running";
+        Succeeded = "succeeded", "succeeded";
+        /// Already at (or beyond) the release's version.
+        Skipped = "skipped", "skipped";
+        Failed = "failed", "failed";
+        /// An operator left it out.
+        Excluded = "excluded", "excluded";
+        Cancelled = "cancelled", "cancelled";
+        RollingBack = "rolling_back", "rolling back";
+        RolledBack = "rolled_back", "rolled back";
+        RollbackFailed = "rollback_failed", "rollback failed";
+        /// A customized database waits for its guided upgrade.
+        Review = "review", "waiting for a database review";
+    }
+}
+
+/// What an operator can ask of a rollout, a site or a server in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Allowed {
+    Pause,
+    Resume,
+    Cancel,
+    /// Failed sites try again.
+    Retry,
+    /// A server's modules not yet started are left out.
+    Exclude,
+    /// A site goes back to the versions it had.
+    Rollback,
+}
+
+impl RolloutState {
+    /// Still moving: sites may start, and operators may steer it.
+    pub fn is_live(self) -> bool {
+        matches!(self, RolloutState::Running | RolloutState::Paused)
+    }
+
+    /// What an operator may ask of a rollout in this state.
+    pub fn allows(self) -> &'static [Allowed] {
+        match self {
+            RolloutState::Running => &[
+                Allowed::Pause,
+                Allowed::Cancel,
+                Allowed::Retry,
+                Allowed::Exclude,
+            ],
+            RolloutState::Paused => &[
+                Allowed::Resume,
+                Allowed::Cancel,
+                Allowed::Retry,
+                Allowed::Exclude,
+            ],
+            RolloutState::Failed => &[Allowed::Retry],
+            RolloutState::Cancelled | RolloutState::Succeeded => &[],
+        }
+    }
+}
+
+impl SiteState {
+    /// Nothing more happens to it unless an operator acts.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            SiteState::Succeeded
+                | SiteState::Failed
+                | SiteState::RolledBack
+                | SiteState::RollbackFailed
+                | SiteState::Cancelled
+        )
+    }
+
+    /// Counts against the rollout's failure threshold.
+    pub fn is_failed(self) -> bool {
+        matches!(
+            self,
+            SiteState::Failed
+                | SiteState::RollingBack
+                | SiteState::RolledBack
+                | SiteState::RollbackFailed
+        )
+    }
+
+    /// Its wave or its window has not come.
+    pub fn is_not_started(self) -> bool {
+        matches!(self, SiteState::Waiting | SiteState::Scheduled)
+    }
+
+    /// What an operator may ask of a site in this state.
+    pub fn allows(self) -> &'static [Allowed] {
+        match self {
+            SiteState::Failed => &[Allowed::Retry, Allowed::Rollback],
+            SiteState::RolledBack | SiteState::RollbackFailed => &[Allowed::Retry],
+            SiteState::Cancelled | SiteState::Succeeded => &[Allowed::Rollback],
+            SiteState::Waiting
+            | SiteState::Scheduled
+            | SiteState::Running
+            | SiteState::RollingBack => &[],
+        }
+    }
+}
+
+impl StepState {
+    /// The module is where the rollout wants it (or left out).
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded | StepState::Skipped | StepState::Excluded
+        )
+    }
+
+    /// Not started yet: it may still be ordered, cancelled or excluded.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, StepState::Pending | StepState::Review)
+    }
+
+    /// An install is ordered or running (a restore is told by its command).
+    pub fn is_installing(self) -> bool {
+        matches!(self, StepState::Starting | StepState::Running)
+    }
+
+    /// Something happens on the server now: its output is worth showing.
+    pub fn is_under_way(self) -> bool {
+        self.is_installing() || self == StepState::RollingBack
+    }
+
+    /// What an operator may ask of a step in this state (through its server).
+    pub fn allows(self) -> &'static [Allowed] {
+        if self.is_waiting() {
+            &[Allowed::Exclude]
+        } else {
+            &[]
+        }
+    }
+}
+
+/// A state as the dashboard reads it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateInfo {
+    /// The stored name.
+    pub name: &'static str,
+    pub label: &'static str,
+    /// What an operator may ask in this state.
+    pub allows: &'static [Allowed],
+    /// Whether something still happens: a rollout still moves, a site is
+    /// not settled, a step's install or restore runs (its output is shown).
+    pub under_way: bool,
+}
+
+/// Every state of rollouts, sites and steps, with labels and what they allow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct States {
+    pub rollout: Vec<StateInfo>,
+    pub site: Vec<StateInfo>,
+    pub step: Vec<StateInfo>,
+}
+
+impl States {
+    pub fn all() -> States {
+        States {
+            rollout: RolloutState::ALL
+                .iter()
+                .map(|&s| StateInfo {
+                    name: s.as_str(),
+                    label: s.label(),
+                    allows: s.allows(),
+                    under_way: s.is_live(),
+                })
+                .collect(),
+            site: SiteState::ALL
+                .iter()
+                .map(|&s| StateInfo {
+                    name: s.as_str(),
+                    label: s.label(),
+                    allows: s.allows(),
+                    under_way: !s.is_settled(),
+                })
+                .collect(),
+            step: StepState::ALL
+                .iter()
+                .map(|&s| StateInfo {
+                    name: s.as_str(),
+                    label: s.label(),
+                    allows: s.allows(),
+                    under_way: s.is_under_way(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_are_the_serialized_names_and_every_state_has_a_label() {
+        let names = |v: serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        };
+        let stored = |all: Vec<&str>| all.into_iter().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            names(serde_json::json!(RolloutState::ALL)),
+            stored(RolloutState::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            names(serde_json::json!(SiteState::ALL)),
+            stored(SiteState::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            names(serde_json::json!(StepState::ALL)),
+            stored(StepState::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        let all = States::all();
+        assert_eq!(all.step.len(), StepState::ALL.len());
+        assert!(all.step.iter().all(|s| !s.label.is_empty()));
+    }
+}

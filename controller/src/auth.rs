@@ -7,20 +7,16 @@
 //!
 //! Every operation of the API declares the role it needs in the OpenAPI
 //! document (its `security` requirement's scope); [`Access`] is read from
-//! that document, so the document *is* the table the gate enforces. An
-//! `/api/` route that declares nothing is refused to everyone.
+//! that document, so the document *is* the table the gate
+//! ([`crate::api::gate`]) enforces. An `/api/` route that declares nothing
+//! is refused to everyone.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use axum::Json;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,8 +24,7 @@ use utoipa::ToSchema;
 
 pub use flotilla_proto::web::random_secret;
 
-use crate::api::{ApiState, ErrorBody};
-use crate::db::{AuditRecord, Database};
+use crate::db::Database;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "flotilla_session";
@@ -125,7 +120,7 @@ pub struct Access {
     methods: Arc<HashMap<String, Vec<Method>>>,
     /// Operations a connected agent may call with its download token
     /// (security scheme `agent`).
-    agents: Arc<std::collections::HashSet<(Method, String)>>,
+    pub(crate) agents: Arc<std::collections::HashSet<(Method, String)>>,
 }
 
 impl Access {
@@ -191,239 +186,12 @@ impl Access {
     }
 
     /// The methods `path` answers to, when it answers to some but not `method`.
-    fn allowed_instead(&self, method: &Method, path: &str) -> Option<Vec<Method>> {
+    pub(crate) fn allowed_instead(&self, method: &Method, path: &str) -> Option<Vec<Method>> {
         self.methods
             .get(path)
             .filter(|methods| !methods.contains(method))
             .cloned()
     }
-}
-
-/// The gate in front of every API route: authenticates, checks the CSRF
-/// token of a signed-in browser's changes, checks the role, and hands the
-/// handler the [`Caller`]. Every change, and every refusal, goes to the
-/// audit trail.
-pub async fn gate(
-    State((state, access)): State<(ApiState, Access)>,
-    matched: Option<MatchedPath>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let method = request.method().clone();
-    let target = request.uri().path().to_owned();
-    let path = matched
-        .as_ref()
-        .map_or_else(|| target.clone(), |m| m.as_str().to_owned());
-    let source = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(
-            || "unknown".to_owned(),
-            |ConnectInfo(peer)| peer.to_string(),
-        );
-    let (caller, response) = admit(&state, &access, &method, &path, request, next).await;
-    let change = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let refused = matches!(
-        response.status(),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    );
-    if change || refused {
-        let actor = response
-            .extensions()
-            .get::<AuditActor>()
-            .map(|a| a.0.clone())
-            .or(caller.map(|c| c.name))
-            .unwrap_or_else(|| "anonymous".to_owned());
-        let entry = AuditRecord {
-            seq: 0,
-            at: Utc::now(),
-            actor,
-            action: format!("{method} {path}"),
-            target,
-            outcome: i64::from(response.status().as_u16()),
-            source,
-        };
-        if let Err(e) = state.fleet.db.audit(&entry).await {
-            tracing::error!("cannot append to the audit trail: {e}");
-        }
-    }
-    response
-}
-
-/// Who a response says acted, when the gate could not know (signing in).
-#[derive(Debug, Clone)]
-pub struct AuditActor(pub String);
-
-/// Authenticates and authorizes; the caller (if any) and the response.
-async fn admit(
-    state: &ApiState,
-    access: &Access,
-    method: &Method,
-    path: &str,
-    mut request: Request,
-    next: Next,
-) -> (Option<Caller>, Response) {
-    if let Some(allowed) = access.allowed_instead(method, path) {
-        let allow = allowed
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut refusal = refuse(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{path} answers only to {allow}"),
-        );
-        if let Ok(value) = HeaderValue::from_str(&allow) {
-            refusal.headers_mut().insert(header::ALLOW, value);
-        }
-        return (None, refusal);
-    }
-    let Some(need) = access.need(method, path) else {
-        let refusal = refuse(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{method} {path} declares no role, so nobody may call it"),
-        );
-        return (None, refusal);
-    };
-    // A connected agent, with the download token of its connection.
-    let agent = access
-        .agents
-        .contains(&(method.clone(), path.to_owned()))
-        .then(|| {
-            request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .and_then(|token| state.fleet.downloader(token.trim()))
-        })
-        .flatten();
-    let authenticated = match agent {
-        Some(server) => Ok(Some(Caller {
-            name: format!("agent {server}"),
-            role: Role::Viewer,
-        })),
-        None => authenticate(&state.fleet.db, request.headers(), method).await,
-    };
-    let caller = match authenticated {
-        Ok(caller) => caller,
-        Err(_) if need == Need::Public => None,
-        Err(refusal) => return (None, refusal),
-    };
-    match (need, caller) {
-        (Need::Role(_), None) => (None, unauthorized()),
-        (Need::Role(role), Some(caller)) if !caller.role.grants(role) => {
-            let refusal = refuse(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "{} (role {}) may not {method} {path}: it needs the {} role",
-                    caller.name,
-                    caller.role.as_str(),
-                    role.as_str()
-                ),
-            );
-            (Some(caller), refusal)
-        }
-        (_, caller) => {
-            if let Some(caller) = &caller {
-                request.extensions_mut().insert(caller.clone());
-            }
-            (caller, next.run(request).await)
-        }
-    }
-}
-
-/// Who sent the request: `Ok(None)` when no credentials came; an error
-/// response when credentials came and are not valid.
-async fn authenticate(
-    db: &Database,
-    headers: &HeaderMap,
-    method: &Method,
-) -> Result<Option<Caller>, Response> {
-    let now = Utc::now();
-    let lookup_failed = |e: sqlx::Error| {
-        tracing::error!("cannot check credentials: {e}");
-        refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the controller cannot check credentials now; see its log".to_owned(),
-        )
-    };
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or_default();
-        let bearer = db
-            .token_bearer(&digest(token), now)
-            .await
-            .map_err(lookup_failed)?;
-        return match bearer.and_then(|b| Role::parse(&b.role).map(|role| (b.name, role))) {
-            Some((name, role)) => Ok(Some(Caller { name, role })),
-            None => {
-                tracing::warn!("refused an unknown, expired or revoked API token");
-                Err(unauthorized())
-            }
-        };
-    }
-    let Some(cookie) = session_cookie(headers) else {
-        return Ok(None);
-    };
-    let bearer = db
-        .session_bearer(&digest(&cookie), now)
-        .await
-        .map_err(lookup_failed)?;
-    let Some(bearer) = bearer else {
-        return Err(unauthorized());
-    };
-    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    if !safe && sent != bearer.csrf.as_deref() {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "csrf",
-            format!("a change from a signed-in browser must carry its {CSRF_HEADER} header"),
-        ));
-    }
-    match Role::parse(&bearer.role) {
-        Some(role) => Ok(Some(Caller {
-            name: bearer.name,
-            role,
-        })),
-        None => Err(unauthorized()),
-    }
-}
-
-pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
-}
-
-pub(crate) fn refuse(status: StatusCode, error: &'static str, message: String) -> Response {
-    (status, Json(ErrorBody { error, message })).into_response()
-}
-
-fn unauthorized() -> Response {
-    let mut response = refuse(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "sign in, or send an API token: Authorization: Bearer <token>".to_owned(),
-    );
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }
 
 /// Creates the first admin account when there is none: returns its

@@ -124,7 +124,14 @@ pub async fn run(
         )?)),
         agent_certificate_lifetime: Duration::from_secs(30 * 86_400),
     };
-    let controller = tokio::spawn(crate::run(db, packages, settings, grpc, http, async move {
+    let serves = crate::Controller {
+        db,
+        packages,
+        settings,
+        grpc,
+        http,
+    };
+    let controller = tokio::spawn(crate::run(serves, async move {
         let _ = controller_stopped.await;
     }));
 

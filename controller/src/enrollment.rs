@@ -1,6 +1,6 @@
 //! Agents' identities: enrollment tokens, the certificates the controller
-//! issues to agents, their renewal and revocation, and the REST endpoints
-//! for them.
+//! issues to agents, their renewal and revocation. Their REST endpoints are
+//! [`crate::api::enrollment`].
 //!
 //! An admin creates a one-time, expiring token for one server id and site.
 //! The agent (`flotilla-agent enroll`) makes its key, sends a certificate
@@ -8,34 +8,24 @@
 //! server and site. From then on the gRPC endpoint knows the agent by that
 //! certificate alone.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use flotilla_proto::domain::{ServerId, SiteName};
+use chrono::Utc;
 use flotilla_proto::tls::{AgentCertificate, AgentIdentity};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use crate::api::{ApiError, ApiState, ErrorBody};
-use crate::auth::{AuditActor, Caller, digest, random_secret, refuse};
-use crate::db::{Database, Revocations, TokenRefusal};
+use crate::db::{Database, Revocations};
 use crate::tls::{AgentCa, IssueError, Issued};
 
 /// How long an enrollment token lasts unless its creator says otherwise.
-const DEFAULT_TOKEN_MINUTES: i64 = 60;
+pub const DEFAULT_TOKEN_MINUTES: i64 = 60;
 /// The longest an enrollment token may last: a week.
-const MAX_TOKEN_MINUTES: i64 = 7 * 24 * 60;
+pub const MAX_TOKEN_MINUTES: i64 = 7 * 24 * 60;
 
 /// The controller's side of agents' identities.
 #[derive(Debug)]
 pub struct Enrollment {
-    ca: Arc<AgentCa>,
+    pub(crate) ca: Arc<AgentCa>,
     /// The CA an agent must trust for the controller's own certificate,
     /// and its fingerprint, which the operator gives `flotilla-agent enroll`.
     pub server_ca_pem: String,
@@ -77,7 +67,7 @@ impl Enrollment {
         })
     }
 
-    fn revoked(&self) -> std::sync::MutexGuard<'_, Revocations> {
+    pub(crate) fn revoked(&self) -> std::sync::MutexGuard<'_, Revocations> {
         self.revoked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -130,308 +120,4 @@ pub enum RenewError {
     Issue(#[from] IssueError),
     #[error("cannot record the certificate: {0}")]
     Store(#[from] sqlx::Error),
-}
-
-fn enrollment_of(state: &ApiState) -> Result<&Arc<Enrollment>, ApiError> {
-    state.enrollment.as_ref().ok_or_else(|| {
-        ApiError::Conflict(
-            "the controller runs with --insecure-plaintext: agents are not enrolled, they say who they are"
-                .to_owned(),
-        )
-    })
-}
-
-/// A request for an enrollment token.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewEnrollment {
-    /// The server id the agent will have.
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-    pub server: String,
-    /// Its customer site.
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-    pub site: String,
-    /// How long the token may be used: 1 to 10080 minutes (a week); 60 by default.
-    #[schema(minimum = 1, maximum = 10080)]
-    pub expires_in_minutes: Option<i64>,
-}
-
-/// An enrollment token, as listed (never with its secret).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EnrollmentToken {
-    pub id: i64,
-    pub server: String,
-    pub site: String,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    /// When an agent used it; a token is used once.
-    pub used_at: Option<DateTime<Utc>>,
-    /// From which address.
-    pub used_from: Option<String>,
-}
-
-/// A new enrollment token: its secret, shown once, and what to run.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedEnrollment {
-    #[serde(flatten)]
-    pub enrollment: EnrollmentToken,
-    /// The one-time secret.
-    pub token: String,
-    /// The fingerprint of the CA the agent must trust, to give
-    /// `flotilla-agent enroll --ca-fingerprint`.
-    pub ca_fingerprint: String,
-    /// The command to run on the server.
-    pub command: String,
-}
-
-/// Create a one-time enrollment token for one server of one site.
-#[utoipa::path(post, path = "/api/v1/enrollments", tag = "fleet", request_body = NewEnrollment,
-    security(("token" = ["admin"]), ("session" = ["admin"])),
-    responses(
-        (status = CREATED, body = CreatedEnrollment),
-        (status = BAD_REQUEST, description = "Names the field at fault", body = ErrorBody),
-        (status = CONFLICT, description = "The controller runs in plain text", body = ErrorBody),
-        (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
-pub async fn create(
-    State(state): State<ApiState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    body: Result<Json<NewEnrollment>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<CreatedEnrollment>), ApiError> {
-    let Json(new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let enrollment = enrollment_of(&state)?;
-    let server =
-        ServerId::parse(&new.server).map_err(|e| ApiError::BadRequest(format!("server: {e}")))?;
-    let site =
-        SiteName::parse(&new.site).map_err(|e| ApiError::BadRequest(format!("site: {e}")))?;
-    let minutes = new.expires_in_minutes.unwrap_or(DEFAULT_TOKEN_MINUTES);
-    if !(1..=MAX_TOKEN_MINUTES).contains(&minutes) {
-        return Err(ApiError::BadRequest(format!(
-            "expires_in_minutes: from 1 to {MAX_TOKEN_MINUTES}"
-        )));
-    }
-    let token = random_secret();
-    let now = Utc::now();
-    let expires_at = now + chrono::Duration::minutes(minutes);
-    let id = state
-        .fleet
-        .db
-        .create_enrollment(
-            &digest(&token),
-            server.as_str(),
-            site.as_str(),
-            &caller.name,
-            now,
-            expires_at,
-        )
-        .await?;
-    tracing::info!(by = %caller.name, %server, %site, %expires_at, "enrollment token created");
-    let command = format!(
-        "flotilla-agent enroll --controller {} --token {token} --ca-fingerprint {}",
-        state.fleet.public_url, enrollment.server_ca_fingerprint
-    );
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedEnrollment {
-            enrollment: EnrollmentToken {
-                id,
-                server: server.to_string(),
-                site: site.to_string(),
-                created_by: caller.name,
-                created_at: now,
-                expires_at,
-                used_at: None,
-                used_from: None,
-            },
-            token,
-            ca_fingerprint: enrollment.server_ca_fingerprint.clone(),
-            command,
-        }),
-    ))
-}
-
-/// The enrollment tokens, newest first (never their secrets).
-#[utoipa::path(get, path = "/api/v1/enrollments", tag = "fleet",
-    security(("token" = ["admin"]), ("session" = ["admin"])),
-    responses((status = OK, body = [EnrollmentToken]), (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
-pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<EnrollmentToken>>, ApiError> {
-    Ok(Json(
-        state
-            .fleet
-            .db
-            .enrollments()
-            .await?
-            .into_iter()
-            .map(|e| EnrollmentToken {
-                id: e.id,
-                server: e.server_id,
-                site: e.site,
-                created_by: e.created_by,
-                created_at: e.created_at,
-                expires_at: e.expires_at,
-                used_at: e.used_at,
-                used_from: e.used_from,
-            })
-            .collect(),
-    ))
-}
-
-/// What an agent sends to enroll.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollRequest {
-    /// The one-time token an admin created.
-    pub token: String,
-    /// A PKCS#10 certificate signing request for the agent's key, PEM.
-    pub csr: String,
-}
-
-/// The agent's certificate.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Enrolled {
-    pub server: String,
-    pub site: String,
-    /// The agent's certificate, then the CA's, PEM.
-    pub certificate: String,
-    /// The CA that vouches for the controller's own certificate, PEM.
-    pub controller_ca: String,
-    pub not_after: DateTime<Utc>,
-}
-
-/// Enroll an agent: its certificate request, with a one-time token, gets a
-/// certificate for the token's server and site. The token is the
-/// credential: no account is needed.
-#[utoipa::path(post, path = "/api/v1/enroll", tag = "fleet", request_body = EnrollRequest,
-    security(()),
-    responses(
-        (status = OK, body = Enrolled),
-        (status = BAD_REQUEST, description = "The request or its CSR cannot be read", body = ErrorBody),
-        (status = FORBIDDEN, description = "The token is unknown, used or expired", body = ErrorBody),
-        (status = CONFLICT, description = "The controller runs in plain text", body = ErrorBody)))]
-pub async fn enroll(
-    State(state): State<ApiState>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    body: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let enrollment = enrollment_of(&state)?;
-    let from = peer.map_or_else(
-        || "unknown".to_owned(),
-        |axum::Extension(ConnectInfo(p))| p.to_string(),
-    );
-    let now = Utc::now();
-    let issued = state
-        .fleet
-        .db
-        .enroll(&digest(&request.token), &from, now, |server, site| {
-            let identity = AgentIdentity {
-                server: ServerId::parse(server).map_err(|e| IssueError::Request(e.to_string()))?,
-                site: SiteName::parse(site).map_err(|e| IssueError::Request(e.to_string()))?,
-            };
-            let issued = enrollment
-                .ca
-                .issue(&request.csr, &identity, enrollment.lifetime)?;
-            let (serial, not_after) = (issued.serial.clone(), issued.not_after);
-            Ok::<_, IssueError>(((identity, issued), serial, not_after))
-        })
-        .await?;
-    let (identity, issued) = match issued {
-        Ok(Ok(issued)) => issued,
-        Ok(Err(e)) => return Err(ApiError::BadRequest(e.to_string())),
-        Err(refusal) => {
-            let message = match refusal {
-                TokenRefusal::Unknown => "this enrollment token is unknown".to_owned(),
-                TokenRefusal::Used(at) => {
-                    format!("this enrollment token was used at {at}: ask an admin for a new one")
-                }
-                TokenRefusal::Expired(at) => {
-                    format!("this enrollment token expired at {at}: ask an admin for a new one")
-                }
-            };
-            tracing::warn!(%from, "enrollment refused: {message}");
-            let mut response = refuse(StatusCode::FORBIDDEN, "enrollment_refused", message);
-            response
-                .extensions_mut()
-                .insert(AuditActor(format!("agent at {from}")));
-            return Ok(response);
-        }
-    };
-    enrollment
-        .revoked()
-        .servers
-        .remove(identity.server.as_str());
-    tracing::info!(server = %identity.server, site = %identity.site, %from, serial = %issued.serial, not_after = %issued.not_after, "agent enrolled");
-    let mut response = Json(Enrolled {
-        server: identity.server.to_string(),
-        site: identity.site.to_string(),
-        certificate: issued.chain_pem,
-        controller_ca: enrollment.server_ca_pem.clone(),
-        not_after: issued.not_after,
-    })
-    .into_response();
-    response
-        .extensions_mut()
-        .insert(AuditActor(format!("agent {}", identity.server)));
-    Ok(response)
-}
-
-/// What revoking a server did.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Revoked {
-    pub server: String,
-    /// Whether its agent was connected, and was disconnected.
-    pub disconnected: bool,
-}
-
-/// Revoke a server: its certificates are refused from now on and its
-/// connection is closed. It comes back only through a new enrollment.
-#[utoipa::path(post, path = "/api/v1/servers/{id}/revoke", tag = "fleet",
-    params(("id" = String, Path, description = "The server id")),
-    security(("token" = ["admin"]), ("session" = ["admin"])),
-    responses(
-        (status = OK, body = Revoked),
-        (status = NOT_FOUND, description = "No such server", body = ErrorBody),
-        (status = CONFLICT, description = "The controller runs in plain text", body = ErrorBody),
-        (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
-pub async fn revoke(
-    State(state): State<ApiState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<Json<Revoked>, ApiError> {
-    let enrollment = enrollment_of(&state)?;
-    let db = &state.fleet.db;
-    let known = db.server(&id).await?.is_some() || !db.certificates_of(&id).await?.is_empty();
-    let server = match ServerId::parse(&id) {
-        Ok(server) if known => server,
-        _ => return Err(ApiError::NotFound(format!("no server {id}"))),
-    };
-    let live = state.fleet.certificate_of(&server);
-    let recorded = db.certificates_of(server.as_str()).await?;
-    db.revoke_server(
-        server.as_str(),
-        live.as_ref()
-            .map(|c| (c.serial.as_str(), c.identity.site.as_str())),
-        &caller.name,
-        Utc::now(),
-    )
-    .await?;
-    {
-        let mut revoked = enrollment.revoked();
-        revoked.servers.insert(server.to_string());
-        revoked
-            .serials
-            .extend(recorded.into_iter().map(|c| c.serial));
-        if let Some(certificate) = &live {
-            revoked.serials.insert(certificate.serial.clone());
-        }
-    }
-    let disconnected = state
-        .fleet
-        .end_connection(&server, &format!("revoked by {}", caller.name))
-        .await;
-    tracing::warn!(by = %caller.name, %server, disconnected, "server revoked");
-    Ok(Json(Revoked {
-        server: server.to_string(),
-        disconnected,
-    }))
 }

@@ -23,7 +23,6 @@
 //! and binds.
 
 pub mod api;
-pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod db;
@@ -32,7 +31,6 @@ pub mod enrollment;
 pub mod fleet;
 pub mod grpc;
 pub mod openapi;
-pub mod operators;
 pub mod publisher;
 pub mod releases;
 pub mod rollouts;
@@ -80,18 +78,33 @@ pub struct Settings {
     pub agent_certificate_lifetime: Duration,
 }
 
-/// Serves the agents' gRPC endpoint on `grpc` and the dashboard and REST API
-/// on `http` until `shutdown` resolves: over TLS, unless `settings.tls` is
-/// `None`.
+/// Everything a controller serves from: its database, its package store,
+/// its settings, and its two bound listeners.
+#[derive(Debug)]
+pub struct Controller {
+    pub db: Database,
+    pub packages: releases::PackageStore,
+    pub settings: Settings,
+    /// The agents' gRPC endpoint.
+    pub grpc: TcpListener,
+    /// The dashboard and the REST API.
+    pub http: TcpListener,
+}
+
+/// Serves the agents' gRPC endpoint and the dashboard and REST API until
+/// `shutdown` resolves: over TLS, unless `settings.tls` is `None`.
 pub async fn run(
-    db: Database,
-    packages: releases::PackageStore,
-    settings: Settings,
-    grpc: TcpListener,
-    http: TcpListener,
+    controller: Controller,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     flotilla_proto::tls::install_crypto_provider();
+    let Controller {
+        db,
+        packages,
+        settings,
+        grpc,
+        http,
+    } = controller;
     let Settings {
         heartbeats,
         public_url,
@@ -141,42 +154,29 @@ pub async fn run(
         stop.clone(),
     );
 
-    let (enrollment, grpc_tls) = match (&tls, agent_ca) {
-        (Some(identity), Some(ca)) => {
-            let config = ca.grpc_config(identity)?;
-            let enrollment = enrollment::Enrollment::new(
-                &fleet.db,
-                ca,
-                identity.ca_pem.clone(),
-                identity.ca_fingerprint.clone(),
-                agent_certificate_lifetime,
-            )
-            .await?;
-            (Some(Arc::new(enrollment)), Some(config))
-        }
+    let enrollment = match (&tls, agent_ca) {
+        (Some(identity), Some(ca)) => Some((
+            Arc::new(
+                enrollment::Enrollment::new(
+                    &fleet.db,
+                    ca.clone(),
+                    identity.ca_pem.clone(),
+                    identity.ca_fingerprint.clone(),
+                    agent_certificate_lifetime,
+                )
+                .await?,
+            ),
+            ca.grpc_config(identity)?,
+        )),
         (Some(_), None) => anyhow::bail!("TLS needs the CA that issues agents' certificates"),
-        (None, _) => (None, None),
+        (None, _) => None,
     };
-    let service = grpc::AgentLinkService::new(fleet.clone(), enrollment.clone(), stop.clone());
-    let grpc_router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .add_service(
-            AgentLinkServer::new(service)
-                .max_decoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES),
-        );
-    let grpc_server: std::pin::Pin<
-        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    > = match grpc_tls {
-        Some(config) => Box::pin(grpc_router.serve_with_incoming_shutdown(
-            tls::grpc_incoming(grpc, config, stop.clone()),
-            stop.clone().cancelled_owned(),
-        )),
-        None => Box::pin(grpc_router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc),
-            stop.clone().cancelled_owned(),
-        )),
-    };
+    let grpc_task = tokio::spawn(serve_grpc(
+        grpc,
+        fleet.clone(),
+        enrollment.clone(),
+        stop.clone(),
+    ));
 
     let app = dashboard::router()
         .merge(api::router(api::ApiState {
@@ -187,30 +187,14 @@ pub async fn run(
             tls: tls.is_some(),
             package_hosts: Arc::new(package_hosts),
             webhook_hosts: Arc::new(webhook_hosts),
-            enrollment,
+            enrollment: enrollment.map(|(enrollment, _)| enrollment),
         }))
         .route("/api/{*rest}", axum::routing::any(api::not_found))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(names),
             dashboard::guard,
         ));
-    let grpc_task = tokio::spawn(grpc_server);
-    let http_task = match &tls {
-        Some(identity) => {
-            let config = identity.server_config()?;
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                tls::serve_https(http, app, config, stop).await;
-                Ok(())
-            })
-        }
-        None => {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let http_server =
-                axum::serve(http, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-            tokio::spawn(async move { http_server.await })
-        }
-    };
+    let http_task = serve_http(http, app, tls.as_ref(), stop.clone())?;
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -232,4 +216,64 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// The agents' endpoint until `stop`: mutual TLS with the enrollment's
+/// CA, or plain text when there is none.
+async fn serve_grpc(
+    listener: TcpListener,
+    fleet: Arc<Fleet>,
+    enrollment: Option<(Arc<enrollment::Enrollment>, rustls::ServerConfig)>,
+    stop: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (enrollment, config) = enrollment.unzip();
+    let service = grpc::AgentLinkService::new(fleet, enrollment, stop.clone());
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(
+            AgentLinkServer::new(service)
+                .max_decoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES),
+        );
+    match config {
+        Some(config) => {
+            router
+                .serve_with_incoming_shutdown(
+                    tls::grpc_incoming(listener, config, stop.clone()),
+                    stop.cancelled_owned(),
+                )
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
+                .await
+        }
+    }
+}
+
+/// The dashboard and the API until `stop`, over TLS with `tls`.
+fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<&tls::Identity>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    Ok(match tls {
+        Some(identity) => {
+            let config = identity.server_config()?;
+            tokio::spawn(async move {
+                tls::serve_https(listener, app, config, stop).await;
+                Ok(())
+            })
+        }
+        None => {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            tokio::spawn(async move { server.await })
+        }
+    })
 }

@@ -497,13 +497,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_ca,
         agent_certificate_lifetime: args.tls.agent_certificate_lifetime,
     };
-    flotilla_controller::run(
+    let controller = flotilla_controller::Controller {
         db,
         packages,
         settings,
         grpc,
         http,
-        flotilla_proto::process::shutdown_signal(),
-    )
-    .await
+    };
+    flotilla_controller::run(controller, flotilla_proto::process::shutdown_signal()).await
 }

@@ -10,9 +10,7 @@
 //! - [`engine`]: the task that moves rollouts forward from their rows in
 //!   SQLite, the only writer of those rows: it reads, calls [`decide`],
 //!   writes, then orders.
-//! - [`api`]: the REST endpoints.
 
-pub mod api;
 pub mod decide;
 pub mod engine;
 pub mod plan;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiError, ApiState, ErrorBody};
+use super::{ApiError, ApiState, ErrorBody};
 use crate::db::{AuditFilter, AuditRecord};
 
 /// One recorded action.

@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::engine::Action;
-use super::plan::{self, Estimates, Plan, Target};
-use super::strategy::{Calendar, Schedule, Strategy};
-use crate::api::{ApiError, ApiState, ErrorBody};
+use super::{ApiError, ApiState, ErrorBody};
 use crate::auth::Caller;
+use crate::rollouts::engine::Action;
+use crate::rollouts::plan::{self, Estimates, Plan, Target};
+use crate::rollouts::strategy::{Calendar, Schedule, Strategy};
 use crate::states::{RolloutState, SiteState, States, StepState};
 
 /// A rollout to plan or start.
@@ -136,7 +136,7 @@ pub async fn create(
     let servers = db.servers(None).await?;
     let estimates = Estimates::new(
         &db.estimates().await?,
-        super::strategy::seconds(new.strategy.default_install_seconds),
+        crate::rollouts::strategy::seconds(new.strategy.default_install_seconds),
     );
     let now = Utc::now();
     let plan = plan::plan(

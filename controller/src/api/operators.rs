@@ -9,10 +9,11 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::{ApiError, ApiState, ErrorBody};
+use super::gate::{AuditActor, refuse, session_cookie};
+use super::{ApiError, ApiState, ErrorBody};
 use crate::auth::{
-    AuditActor, Caller, Role, SESSION_COOKIE, SESSION_HOURS, digest, hash_password,
-    password_matches, random_secret, refuse, session_cookie,
+    Caller, Role, SESSION_COOKIE, SESSION_HOURS, digest, hash_password, password_matches,
+    random_secret,
 };
 
 /// Signing in.

@@ -14,8 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use flotilla_proto::database::{self, Database, Drift, Fingerprint, History, Script, ScriptRun};
+use flotilla_proto::database::{
+    self, Database, Fingerprint, History, Review, Script, ScriptRun, ScriptView,
+};
 use flotilla_proto::domain::Version;
+use flotilla_proto::link::{AgentCommand, DatabaseAnswer};
 use serde::Serialize;
 
 use crate::Agent;
@@ -92,42 +95,6 @@ pub async fn connect(agent: &Agent, module: &str) -> Result<Database, String> {
         format!("module {module} has no database configured ([databases.{module}] in agent.toml)")
     })?;
     Database::connect(settings).await.map_err(|e| e.to_string())
-}
-
-/// A script as the review shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScriptView {
-    pub name: String,
-    pub sql: String,
-    pub checksum: String,
-    pub transactional: bool,
-    /// `pending`, `succeeded`, `failed` (may be run again), `marked applied`.
-    pub state: String,
-    pub message: Option<String>,
-    pub by: Option<String>,
-    pub at: Option<chrono::DateTime<Utc>>,
-}
-
-/// What an operator needs to review a database upgrade.
-#[derive(Debug, Clone, Serialize)]
-pub struct Review {
-    pub module: String,
-    pub engine: String,
-    pub from_version: String,
-    pub to_version: String,
-    pub installed_version: Option<String>,
-    /// Whether the database is the standard schema of `from_version`: then
-    /// the upgrade runs by itself at install.
-    pub standard: bool,
-    /// What differs from the standard of `from_version`.
-    pub drift: Drift,
-    /// One line per difference.
-    pub summary: Vec<String>,
-    pub scripts: Vec<ScriptView>,
-    /// Every script run or marked applied: installing the module now
-    /// installs its files only.
-    pub done: bool,
-    pub history: Vec<History>,
 }
 
 /// Each script's state for `module` `to`, from the history (the latest row
@@ -307,6 +274,48 @@ async fn on_next_script<T>(
     drop(lock);
     db.close().await;
     result
+}
+
+/// The answer to the controller's database command: the review, a
+/// script's run or its marking, or the refusal with the portal's status.
+pub async fn answer(agent: &Arc<Agent>, command: AgentCommand) -> DatabaseAnswer {
+    let answered = match command {
+        AgentCommand::DatabaseReview { module } => review(agent, &module)
+            .await
+            .map(|review| DatabaseAnswer::Review(Box::new(review))),
+        AgentCommand::DatabaseScript {
+            module,
+            script,
+            by,
+            mark_applied,
+        } => {
+            let by = if by.is_empty() {
+                "controller"
+            } else {
+                by.as_str()
+            };
+            if mark_applied {
+                self::mark_applied(agent, &module, &script, by)
+                    .await
+                    .map(|()| DatabaseAnswer::Marked { script })
+            } else {
+                run_script(agent, &module, &script, by)
+                    .await
+                    .map(DatabaseAnswer::Run)
+            }
+        }
+        other => Err(ReviewError::Conflict(format!(
+            "not a database command: {other:?}"
+        ))),
+    };
+    answered.unwrap_or_else(|e| {
+        let (status, code) = e.status();
+        DatabaseAnswer::Refused {
+            status,
+            code: code.to_owned(),
+            message: e.to_string(),
+        }
+    })
 }
 
 /// Runs one script of the guided upgrade, in its own transaction.

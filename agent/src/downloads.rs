@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_proto::domain::Version;
+use flotilla_proto::link::PackageOffer;
 use flotilla_proto::package::{read_manifest, sha256_file};
 use flotilla_proto::signing::verify_package;
 use tokio::io::AsyncWriteExt;
@@ -21,20 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Agent;
 use crate::config::ControllerTrust;
-
-/// A package the controller says is published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Offer {
-    pub module: String,
-    pub version: Version,
-    pub kind: String,
-    pub sha256: String,
-    pub signature: String,
-    pub url: String,
-    pub size: u64,
-    pub release_version: String,
-    pub release_notes: String,
-}
 
 /// Where a module's download stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +84,7 @@ pub fn report(state: &DownloadState) -> Option<flotilla_proto::domain::DownloadR
 #[derive(Debug, Default)]
 pub struct Downloads {
     /// The published packages, as last pushed.
-    offers: Mutex<Vec<Offer>>,
+    offers: Mutex<Vec<PackageOffer>>,
     /// Per module.
     states: Mutex<HashMap<String, DownloadState>>,
     /// Wakes the downloader when offers or the inventory change.
@@ -113,7 +99,7 @@ impl Downloads {
     /// Adds packages pushed by the controller (newer releases last), and
     /// forgets those whose release was withdrawn (the downloader then drops
     /// them from the packages folder).
-    pub fn offer(&self, offers: Vec<Offer>, withdrawn: Vec<String>) {
+    pub fn offer(&self, offers: Vec<PackageOffer>, withdrawn: Vec<String>) {
         let withdrawn = {
             let mut all = self.withdrawn.lock().unwrap_or_else(|p| p.into_inner());
             all.extend(withdrawn.into_iter().map(|sha| sha.to_ascii_lowercase()));
@@ -250,7 +236,7 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
 /// than the installed one and not yet in the packages folder. Older versions
 /// are never fetched on the agent's own initiative: going back is an explicit
 /// rollback or rollout, never a pre-download.
-fn wanted(agent: &Agent) -> Vec<Offer> {
+fn wanted(agent: &Agent) -> Vec<PackageOffer> {
     let inventory = agent.inventory.borrow().clone();
     let offers = agent
         .downloads
@@ -326,7 +312,7 @@ fn prune(agent: &Agent) {
     }
 }
 
-fn file_name(offer: &Offer) -> String {
+fn file_name(offer: &PackageOffer) -> String {
     format!("{}-{}.zip", offer.module, offer.version)
 }
 
@@ -347,7 +333,7 @@ impl From<String> for Failure {
 
 /// Downloads one package, resuming a `.part` left by a cut or a restart, then
 /// verifies and files it.
-async fn download(agent: &Agent, offer: &Offer) -> Result<(), Failure> {
+async fn download(agent: &Agent, offer: &PackageOffer) -> Result<(), Failure> {
     let settings = &agent.settings;
     if settings.trusted_keys.is_empty() {
         return Err(Failure::Refused(
@@ -437,7 +423,7 @@ fn download_client(trust: &ControllerTrust) -> Result<reqwest::Client, String> {
 }
 
 /// Fetches `offer.url` into `part`, resuming from what `part` holds.
-async fn fetch(agent: &Agent, offer: &Offer, part: &Path) -> Result<(), String> {
+async fn fetch(agent: &Agent, offer: &PackageOffer, part: &Path) -> Result<(), String> {
     let client = download_client(&agent.settings.controller_trust)?;
     let limit = agent.settings.download_limit_bytes_per_second;
     let etag = format!("\"{}\"", offer.sha256);
@@ -528,7 +514,7 @@ async fn fetch(agent: &Agent, offer: &Offer, part: &Path) -> Result<(), String> 
 /// The checks a downloaded package must pass.
 fn verify(
     part: &Path,
-    offer: &Offer,
+    offer: &PackageOffer,
     keys: &[flotilla_proto::signing::PublicKey],
 ) -> Result<(), String> {
     let actual = sha256_file(part).map_err(|e| format!("{}: {e}", part.display()))?;

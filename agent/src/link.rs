@@ -13,9 +13,10 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use flotilla_proto::PROTOCOL_VERSION;
+use flotilla_proto::link::{self, AgentCommand, ToAgent};
 use flotilla_proto::v1::{
-    self, AgentMessage, CommandOutcome, ControllerMessage, Heartbeat, Hello,
-    agent_link_client::AgentLinkClient, agent_message::Body, command, controller_message,
+    self, AgentMessage, ControllerMessage, Heartbeat, Hello, agent_link_client::AgentLinkClient,
+    agent_message::Body, controller_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -205,7 +206,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
     // before the link dropped): the controller then waits for its result.
     for view in agent.installs.views() {
         let report = if view.result.is_some() {
-            message(Body::InstallResult(install_result(&view)))
+            message(Body::InstallResult(install_result(&view).into()))
         } else {
             install_message(InstallNotice::Progress {
                 install_id: view.install_id.clone(),
@@ -225,7 +226,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         }
     }
     // Answers that take a while (a database review) come back here.
-    let (late_tx, mut late_rx) = mpsc::channel::<CommandOutcome>(16);
+    let (late_tx, mut late_rx) = mpsc::channel::<AgentMessage>(16);
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -244,7 +245,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
                 }
                 message(Body::InventoryChange(inventory_change(&change, &sent)))
             }
-            Some(outcome) = late_rx.recv() => message(Body::CommandOutcome(outcome)),
+            Some(answer) = late_rx.recv() => answer,
             notice = installs_rx.recv() => match notice {
                 Ok(notice) => install_message(notice),
                 // Progress lines lost to a slow link; the result follows anyway.
@@ -316,12 +317,10 @@ fn handle(
     agent: &Arc<Agent>,
     received: ControllerMessage,
     current: &Inventory,
-    late: &mpsc::Sender<CommandOutcome>,
+    late: &mpsc::Sender<AgentMessage>,
 ) -> Option<AgentMessage> {
-    let command = match received.body {
-        Some(controller_message::Body::Command(command)) => command,
-        Some(controller_message::Body::Hold(hold)) => {
-            let rollout = Some(hold.rollout).filter(|r| !r.is_empty());
+    let (id, command) = match ToAgent::try_from(received).ok()? {
+        ToAgent::Hold(rollout) => {
             match &rollout {
                 Some(rollout) => {
                     tracing::info!("held by {rollout}: local installs are refused until it ends")
@@ -331,141 +330,90 @@ fn handle(
             agent.installs.set_hold(rollout);
             return None;
         }
-        Some(controller_message::Body::AvailablePackages(available)) => {
-            let offers = available
-                .packages
-                .into_iter()
-                .filter_map(|p| {
-                    let version = flotilla_proto::domain::Version::parse(&p.version).ok()?;
-                    Some(crate::downloads::Offer {
-                        module: p.module,
-                        version,
-                        kind: p.kind,
-                        sha256: p.sha256,
-                        signature: p.signature,
-                        url: p.url,
-                        size: p.size,
-                        release_version: p.release_version,
-                        release_notes: p.release_notes,
-                    })
-                })
-                .collect();
-            agent.downloads.offer(offers, available.withdrawn_sha256);
+        ToAgent::Announce {
+            packages,
+            withdrawn,
+        } => {
+            agent.downloads.offer(packages, withdrawn);
             agent.rescan.notify_one();
             return None;
         }
-        _ => return None,
+        ToAgent::Command { id, command } => (id, command),
     };
-    let (ok, text) = match command.kind {
-        Some(command::Kind::RefreshInventory(_)) => {
+    let Some(command) = command else {
+        let message = format!(
+            "this agent (version {}) does not know this command; upgrade the agent",
+            env!("CARGO_PKG_VERSION")
+        );
+        return Some(outcome(id, false, message));
+    };
+    let (ok, text) = match command {
+        AgentCommand::RefreshInventory => {
             agent.rescan.notify_one();
             // The full picture now; whatever the rescan finds follows as changes.
             return Some(message(Body::Inventory(full_inventory(current))));
         }
-        Some(command::Kind::InstallModule(order)) => {
-            let source = if order.sha256.is_empty() {
-                installs::Source::Pending
-            } else {
-                installs::Source::Package {
-                    sha256: order.sha256,
-                    allow_downgrade: order.allow_downgrade,
-                }
+        AgentCommand::Install {
+            module,
+            sha256,
+            allow_downgrade,
+            version,
+            planned_end,
+        } => {
+            let source = match sha256 {
+                None => installs::Source::Pending,
+                Some(sha256) => installs::Source::Package {
+                    sha256,
+                    allow_downgrade,
+                },
             };
             let origin = installs::Origin::Controller {
-                command_id: command.command_id.clone(),
-                expected_version: Some(order.version).filter(|v| !v.is_empty()),
-                planned_end: (order.planned_end_unix_ms > 0)
-                    .then(|| chrono::DateTime::from_timestamp_millis(order.planned_end_unix_ms))
-                    .flatten(),
+                command_id: id.clone(),
+                expected_version: version,
+                planned_end,
             };
-            match installs::start(agent, &order.module, source, origin) {
-                Ok(to) => (true, format!("install of {} {to} started", order.module)),
+            match installs::start(agent, &module, source, origin) {
+                Ok(to) => (true, format!("install of {module} {to} started")),
                 Err(e) => (false, e.to_string()),
             }
         }
-        Some(command::Kind::RollbackModule(order)) => {
-            let version = Some(order.to_version).filter(|v| !v.is_empty());
+        AgentCommand::Rollback { module, to } => {
+            let origin = installs::Origin::Controller {
+                command_id: id.clone(),
+                expected_version: None,
+                planned_end: None,
+            };
             match installs::start(
                 agent,
-                &order.module,
-                installs::Source::Backup { version },
-                installs::Origin::Controller {
-                    command_id: command.command_id.clone(),
-                    expected_version: None,
-                    planned_end: None,
-                },
+                &module,
+                installs::Source::Backup { version: to },
+                origin,
             ) {
-                Ok(to) => (true, format!("restore of {} {to} started", order.module)),
+                Ok(to) => (true, format!("restore of {module} {to} started")),
                 Err(e) => (false, e.to_string()),
             }
         }
-        Some(command::Kind::DatabaseReview(order)) => {
-            let (agent, late, id) = (agent.clone(), late.clone(), command.command_id.clone());
+        command @ (AgentCommand::DatabaseReview { .. } | AgentCommand::DatabaseScript { .. }) => {
+            let (agent, late) = (agent.clone(), late.clone());
             tokio::spawn(async move {
-                let answer = crate::databases::review(&agent, &order.module)
-                    .await
-                    .map(|review| serde_json::to_value(review).unwrap_or_default());
-                let _ = late.send(database_answer(id, answer)).await;
+                let answer = crate::databases::answer(&agent, command).await;
+                let wire = v1::DatabaseAnswer::from((id, answer));
+                let _ = late.send(message(Body::DatabaseAnswer(wire))).await;
             });
             return None;
         }
-        Some(command::Kind::DatabaseScript(order)) => {
-            let (agent, late, id) = (agent.clone(), late.clone(), command.command_id.clone());
-            tokio::spawn(async move {
-                let by = if order.by.is_empty() {
-                    "controller"
-                } else {
-                    order.by.as_str()
-                };
-                let answer = if order.mark_applied {
-                    crate::databases::mark_applied(&agent, &order.module, &order.script, by)
-                        .await
-                        .map(|()| serde_json::json!({"script": order.script, "state": "marked applied"}))
-                } else {
-                    crate::databases::run_script(&agent, &order.module, &order.script, by)
-                        .await
-                        .map(|run| serde_json::to_value(run).unwrap_or_default())
-                };
-                let _ = late.send(database_answer(id, answer)).await;
-            });
-            return None;
-        }
-        None => (
-            false,
-            format!(
-                "this agent (version {}) does not know this command; upgrade the agent",
-                env!("CARGO_PKG_VERSION")
-            ),
-        ),
     };
-    Some(message(Body::CommandOutcome(CommandOutcome {
-        command_id: command.command_id,
-        ok,
-        message: text,
-    })))
+    Some(outcome(id, ok, text))
 }
 
-/// A database command's answer: JSON with the status the portal's API
-/// would give and its body.
-fn database_answer(
-    command_id: String,
-    answer: Result<serde_json::Value, crate::databases::ReviewError>,
-) -> CommandOutcome {
-    let (status, body) = match answer {
-        Ok(body) => (200, body),
-        Err(e) => {
-            let (status, code) = e.status();
-            (
-                status,
-                serde_json::json!({"error": code, "message": e.to_string()}),
-            )
-        }
-    };
-    CommandOutcome {
+/// A command's outcome, for the controller.
+fn outcome(command_id: String, ok: bool, message: String) -> AgentMessage {
+    let outcome = link::CommandOutcome {
         command_id,
-        ok: true,
-        message: serde_json::json!({"status": status, "body": body}).to_string(),
-    }
+        ok,
+        message,
+    };
+    self::message(Body::CommandOutcome(outcome.into()))
 }
 
 /// An install's progress or end, for the controller.
@@ -477,47 +425,51 @@ fn install_message(notice: InstallNotice) -> AgentMessage {
             module,
             to,
             event,
-        } => message(Body::InstallProgress(v1::InstallProgress {
-            install_id,
-            module,
-            to_version: to,
-            phase: event
-                .phase
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default(),
-            kind: match event.kind {
-                EventKind::Phase => "phase",
-                EventKind::Step => "step",
-                EventKind::Hook(Stream::Stdout) => "stdout",
-                EventKind::Hook(Stream::Stderr) => "stderr",
-                EventKind::Warning => "warning",
-            }
-            .to_owned(),
-            text: event.text,
-            at_unix_ms: event.at.timestamp_millis(),
-            command_id: command_id.unwrap_or_default(),
-        })),
-        InstallNotice::Finished(view) => message(Body::InstallResult(install_result(&view))),
+        } => {
+            let progress = link::InstallProgress {
+                install_id,
+                module,
+                to_version: to,
+                command_id,
+                phase: event.phase.map(|p| p.as_str().to_owned()),
+                kind: match event.kind {
+                    EventKind::Phase => "phase",
+                    EventKind::Step => "step",
+                    EventKind::Hook(Stream::Stdout) => "stdout",
+                    EventKind::Hook(Stream::Stderr) => "stderr",
+                    EventKind::Warning => "warning",
+                }
+                .to_owned(),
+                text: event.text,
+                at: event.at,
+            };
+            message(Body::InstallProgress(progress.into()))
+        }
+        InstallNotice::Finished(view) => message(Body::InstallResult(install_result(&view).into())),
     }
 }
 
-fn install_result(view: &InstallView) -> v1::InstallResult {
-    let mut result = v1::InstallResult {
+fn install_result(view: &InstallView) -> link::InstallResult {
+    let mut result = link::InstallResult {
         install_id: view.install_id.clone(),
         module: view.module.clone(),
+        from_version: None,
         to_version: view.to.clone(),
-        started_at_unix_ms: view.started_at.timestamp_millis(),
-        finished_at_unix_ms: view
-            .finished_at
-            .map(|t| t.timestamp_millis())
-            .unwrap_or_default(),
-        command_id: view.command_id.clone().unwrap_or_default(),
-        ..Default::default()
+        command_id: view.command_id.clone(),
+        ok: false,
+        downtime_ms: 0,
+        message: String::new(),
+        phase: None,
+        hook_output: Vec::new(),
+        rolled_back: false,
+        rollback_error: None,
+        started_at: view.started_at,
+        finished_at: view.finished_at.unwrap_or(view.started_at),
     };
     match &view.result {
         Some(Ok(outcome)) => {
             result.ok = true;
-            result.from_version = outcome.from.clone().unwrap_or_default();
+            result.from_version = outcome.from.clone();
             result.downtime_ms = u64::try_from(outcome.downtime.as_millis()).unwrap_or(u64::MAX);
             result.message = format!(
                 "installed {} {} with {} ms out of service",
@@ -528,13 +480,10 @@ fn install_result(view: &InstallView) -> v1::InstallResult {
         }
         Some(Err(failure)) => {
             result.message = failure.to_string();
-            result.phase = failure
-                .phase
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
+            result.phase = failure.phase.map(|p| p.as_str().to_owned());
             result.hook_output = failure.hook_output.clone();
             result.rolled_back = failure.rolled_back;
-            result.rollback_error = failure.rollback_error.clone().unwrap_or_default();
+            result.rollback_error = failure.rollback_error.clone();
         }
         None => {}
     }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
+use flotilla_proto::link::{
+    CommandOutcome, DatabaseAnswer, InstallProgress, InstallResult, ToAgent,
+};
 use flotilla_proto::tls::AgentCertificate;
 use flotilla_proto::v1::agent_link_server::AgentLink;
 use flotilla_proto::v1::{
-    AgentMessage, AvailablePackage, AvailablePackages, Command, ControllerMessage, DatabaseReview,
-    DatabaseScript, Hold, InstallModule, RenewReply, RenewRequest, RollbackModule, Welcome,
-    agent_message, command, controller_message,
+    AgentMessage, ControllerMessage, RenewReply, RenewRequest, Welcome, agent_message,
+    controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
 use tokio::sync::mpsc;
@@ -21,9 +23,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::db::{InstallProgressIn, InstallResultIn, ServerHello};
+use crate::db::ServerHello;
 use crate::enrollment::Enrollment;
-use crate::fleet::{ConnectError, Fleet, FleetCommand, Session};
+use crate::fleet::{ConnectError, Fleet, Reply, Session};
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,12 +190,14 @@ impl AgentLink for AgentLinkService {
         // it was away.
         let hold = self.fleet.hold_of(&hello.id);
         let _ = outbound
-            .send(Ok(command_message(FleetCommand::Hold(hold))))
+            .send(Ok(ControllerMessage::from(ToAgent::Hold(hold))))
             .await;
         // Everything published so far: the agent works out what it lacks.
         match self.fleet.announcement().await {
             Ok(announcement) => {
-                let _ = outbound.send(Ok(command_message(announcement))).await;
+                let _ = outbound
+                    .send(Ok(ControllerMessage::from(announcement)))
+                    .await;
             }
             Err(e) => {
                 tracing::error!(server = %hello.id, "cannot list the published packages: {e}")
@@ -248,7 +252,7 @@ async fn serve_session(
                 break None;
             }
             Some(command) = session.commands.recv() => {
-                if outbound.send(Ok(command_message(command))).await.is_err() {
+                if outbound.send(Ok(ControllerMessage::from(command))).await.is_err() {
                     break Some("the connection closed".to_owned());
                 }
                 continue;
@@ -302,50 +306,43 @@ async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Resu
         }
         Some(agent_message::Body::Heartbeat(_)) => Ok(()),
         Some(agent_message::Body::CommandOutcome(outcome)) => {
-            // A review answers with a whole report: the log keeps its start.
-            let said: String = outcome.message.chars().take(300).collect();
-            let more = if said.len() < outcome.message.len() {
-                "…"
-            } else {
-                ""
+            let outcome = CommandOutcome::from(outcome);
+            tracing::info!(server = %session.server, command = %outcome.command_id, ok = outcome.ok, "{}", outcome.message);
+            let reply = Reply::Outcome {
+                ok: outcome.ok,
+                message: outcome.message,
             };
-            tracing::info!(server = %session.server, command = %outcome.command_id, ok = outcome.ok, "{said}{more}");
-            fleet.command_outcome(session, &outcome.command_id, outcome.ok, outcome.message);
+            fleet.answered(session, &outcome.command_id, reply);
             Ok(())
         }
-        Some(agent_message::Body::InstallProgress(p)) => {
-            let progress = InstallProgressIn {
-                install_id: p.install_id,
-                module: p.module,
-                to_version: p.to_version,
-                command_id: non_empty(p.command_id),
-                phase: non_empty(p.phase),
-                kind: p.kind,
-                text: p.text,
-                at: from_unix_ms(p.at_unix_ms),
+        Some(agent_message::Body::DatabaseAnswer(answer)) => {
+            let (command_id, answer) = <(String, DatabaseAnswer)>::try_from(answer)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let said = match &answer {
+                DatabaseAnswer::Review(review) => format!(
+                    "review of {} {} -> {}: {} differences, done: {}",
+                    review.module,
+                    review.from_version,
+                    review.to_version,
+                    review.summary.len(),
+                    review.done
+                ),
+                DatabaseAnswer::Run(run) => format!("{}: ok {}", run.script, run.ok),
+                DatabaseAnswer::Marked { script } => format!("{script} marked applied"),
+                DatabaseAnswer::Refused {
+                    status, message, ..
+                } => format!("refused ({status}): {message}"),
             };
-            fleet
-                .install_progress(session, &progress)
-                .await
-                .map_err(store_error)
+            tracing::info!(server = %session.server, command = %command_id, "{said}");
+            fleet.answered(session, &command_id, Reply::Database(answer));
+            Ok(())
         }
+        Some(agent_message::Body::InstallProgress(p)) => fleet
+            .install_progress(session, &InstallProgress::from(p))
+            .await
+            .map_err(store_error),
         Some(agent_message::Body::InstallResult(r)) => {
-            let result = InstallResultIn {
-                install_id: r.install_id,
-                module: r.module,
-                from_version: non_empty(r.from_version),
-                to_version: r.to_version,
-                command_id: non_empty(r.command_id),
-                ok: r.ok,
-                downtime_ms: r.downtime_ms,
-                message: r.message,
-                phase: non_empty(r.phase),
-                hook_output: r.hook_output,
-                rolled_back: r.rolled_back,
-                rollback_error: non_empty(r.rollback_error),
-                started_at: from_unix_ms(r.started_at_unix_ms),
-                finished_at: from_unix_ms(r.finished_at_unix_ms),
-            };
+            let result = InstallResult::from(r);
             tracing::info!(server = %session.server, module = %result.module, ok = result.ok, "install ended: {}", result.message);
             fleet
                 .install_result(session, &result)
@@ -356,106 +353,6 @@ async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Resu
             Err(Status::invalid_argument("hello sent twice on one stream"))
         }
         None => Ok(()),
-    }
-}
-
-fn non_empty(text: String) -> Option<String> {
-    Some(text).filter(|t| !t.is_empty())
-}
-
-fn from_unix_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now)
-}
-
-/// A fleet command as the agent receives it.
-fn command_message(command: FleetCommand) -> ControllerMessage {
-    let (command_id, kind) = match command {
-        FleetCommand::Install {
-            command_id,
-            module,
-            sha256,
-            allow_downgrade,
-            version,
-            planned_end,
-        } => (
-            command_id,
-            command::Kind::InstallModule(InstallModule {
-                module,
-                sha256: sha256.unwrap_or_default(),
-                allow_downgrade,
-                version: version.unwrap_or_default(),
-                planned_end_unix_ms: planned_end.map_or(0, |t| t.timestamp_millis()),
-            }),
-        ),
-        FleetCommand::DatabaseReview { command_id, module } => (
-            command_id,
-            command::Kind::DatabaseReview(DatabaseReview { module }),
-        ),
-        FleetCommand::DatabaseScript {
-            command_id,
-            module,
-            script,
-            by,
-            mark_applied,
-        } => (
-            command_id,
-            command::Kind::DatabaseScript(DatabaseScript {
-                module,
-                script,
-                by,
-                mark_applied,
-            }),
-        ),
-        FleetCommand::Hold(rollout) => {
-            return ControllerMessage {
-                body: Some(controller_message::Body::Hold(Hold {
-                    rollout: rollout.unwrap_or_default(),
-                })),
-            };
-        }
-        FleetCommand::Announce {
-            packages,
-            withdrawn,
-        } => {
-            return ControllerMessage {
-                body: Some(controller_message::Body::AvailablePackages(
-                    AvailablePackages {
-                        withdrawn_sha256: withdrawn,
-                        packages: packages
-                            .into_iter()
-                            .map(|p| AvailablePackage {
-                                module: p.module,
-                                version: p.version,
-                                kind: p.kind,
-                                sha256: p.sha256,
-                                signature: p.signature,
-                                url: p.url,
-                                size: p.size,
-                                release_version: p.release_version,
-                                release_notes: p.release_notes,
-                            })
-                            .collect(),
-                    },
-                )),
-            };
-        }
-        FleetCommand::Rollback {
-            command_id,
-            module,
-            to,
-        } => (
-            command_id,
-            command::Kind::RollbackModule(RollbackModule {
-                module,
-                to_version: to.unwrap_or_default(),
-            }),
-        ),
-    };
-    ControllerMessage {
-        body: Some(controller_message::Body::Command(Command {
-            command_id,
-            kind: Some(kind),
-        })),
     }
 }
 

@@ -9,6 +9,7 @@ mod convert;
 #[cfg(feature = "database")]
 pub mod database;
 pub mod domain;
+pub mod link;
 pub mod package;
 #[cfg(feature = "runtime")]
 pub mod process;
@@ -25,10 +26,15 @@ pub mod v1 {
 
 /// The protocol version this build speaks. Bump it for any change an older
 /// peer cannot safely ignore; additive fields and variants need no bump.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// - 1: the link as first shipped.
+/// - 2: database commands are answered with a `DatabaseAnswer` (typed),
+///   not with JSON in a `CommandOutcome`'s message. No fleet ran protocol 1
+///   outside this repository's tests and demo, so it is not accepted.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The protocol versions a controller of this build accepts from agents.
-pub const SUPPORTED_PROTOCOL_VERSIONS: &[u32] = &[1];
+pub const SUPPORTED_PROTOCOL_VERSIONS: &[u32] = &[2];
 
 /// The largest message either side accepts on the link: a message above it
 /// ends the stream (`OUT_OF_RANGE`, "decoded message length too large")

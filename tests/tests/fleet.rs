@@ -522,28 +522,34 @@ async fn an_agent_speaking_another_protocol_version_is_refused_with_the_supporte
     let mut client = AgentLinkClient::new(
         flotilla_tests::tls::grpc_channel(&controller.grpc_url, "acme-paris", "future-01").await,
     );
-    let hello = AgentMessage {
-        body: Some(Body::Hello(Hello {
-            protocol_version: 99,
-            server_id: "future-01".into(),
-            hostname: "future".into(),
-            os: "linux x86_64".into(),
-            agent_version: "9.0.0".into(),
-            site: "acme-paris".into(),
-            ..Hello::default()
-        })),
-    };
-    let refused = client
-        .session(tokio_stream::iter(vec![hello]))
-        .await
-        .expect_err("an unsupported protocol version must be refused");
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("speaks protocol version 99")
-            && refused.message().contains("supports protocol versions 1"),
-        "{}",
-        refused.message()
-    );
+    // A future agent, and one of the first protocol (whose database
+    // answers were JSON in a string).
+    for version in [99, 1] {
+        let hello = AgentMessage {
+            body: Some(Body::Hello(Hello {
+                protocol_version: version,
+                server_id: "future-01".into(),
+                hostname: "future".into(),
+                os: "linux x86_64".into(),
+                agent_version: "9.0.0".into(),
+                site: "acme-paris".into(),
+                ..Hello::default()
+            })),
+        };
+        let refused = client
+            .session(tokio_stream::iter(vec![hello]))
+            .await
+            .expect_err("an unsupported protocol version must be refused");
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused
+                .message()
+                .contains(&format!("speaks protocol version {version}"))
+                && refused.message().contains("supports protocol versions 2"),
+            "{}",
+            refused.message()
+        );
+    }
     assert!(
         controller.server("future-01").await.is_none(),
         "nothing recorded"

@@ -1,29 +1,204 @@
-//! A database module's guided upgrade on one server, through its agent.
+//! A database module's guided upgrade on one server, through its agent:
+//! the review (drift, scripts, history), running the next script, marking
+//! it applied by hand. The agent answers with typed reports; these are
+//! their REST shapes.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use flotilla_proto::database::{self, Review};
+use flotilla_proto::link::DatabaseAnswer;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ApiError, ApiState, ErrorBody};
 use crate::auth::Caller;
-use crate::fleet::{Order, OrderError};
+use crate::fleet::Order;
 
-/// The agent's JSON answer to a database command, with its status.
-fn proxied(result: Result<(String, String), OrderError>) -> Result<Response, ApiError> {
-    match result {
-        Ok((_, message)) => {
-            let answer: serde_json::Value =
-                serde_json::from_str(&message).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let status = answer["status"]
-                .as_u64()
-                .and_then(|s| u16::try_from(s).ok())
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::BAD_GATEWAY);
-            Ok((status, Json(answer["body"].clone())).into_response())
-        }
-        Err(e) => Err(e.into()),
+/// A module's pending database upgrade as an operator reviews it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatabaseReview {
+    pub module: String,
+    /// `postgres` or `sqlite`.
+    pub engine: String,
+    pub from_version: String,
+    pub to_version: String,
+    pub installed_version: Option<String>,
+    /// The database is the standard schema of `from_version`: the upgrade
+    /// runs by itself at install.
+    pub standard: bool,
+    /// What differs from the standard of `from_version`.
+    pub drift: Drift,
+    /// One line per difference.
+    pub summary: Vec<String>,
+    pub scripts: Vec<Script>,
+    /// Every script run or marked applied: installing the module now
+    /// installs its files only.
+    pub done: bool,
+    pub history: Vec<HistoryLine>,
+}
+
+/// How a database differs from the standard schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Drift {
+    /// In the standard, not in the database.
+    pub missing: Vec<SchemaObject>,
+    /// In the database, not in the standard.
+    pub added: Vec<SchemaObject>,
+    /// In both, defined differently.
+    pub modified: Vec<ModifiedObject>,
+}
+
+/// A table, index, view, function, procedure or trigger.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchemaObject {
+    pub kind: String,
+    /// Qualified where the engine has schemas: `public.customers`.
+    pub name: String,
+    pub definition: String,
+    /// sha256 of the definition, hex.
+    pub hash: String,
+}
+
+/// An object defined differently from the standard, with both definitions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModifiedObject {
+    pub kind: String,
+    pub name: String,
+    pub standard: String,
+    pub actual: String,
+}
+
+/// A script of the upgrade, with its state from the history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Script {
+    pub name: String,
+    pub sql: String,
+    pub checksum: String,
+    /// Whether it runs in a transaction (rolled back whole if it fails).
+    pub transactional: bool,
+    /// `pending`, `succeeded`, `failed` (may be run again), `marked applied`.
+    pub state: String,
+    pub message: Option<String>,
+    pub by: Option<String>,
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// A row of the database's history table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryLine {
+    pub module: String,
+    /// The version the script upgrades to.
+    pub version: String,
+    pub script: String,
+    pub checksum: String,
+    /// `flotilla (automatic)`, or the operator.
+    pub applied_by: String,
+    pub applied_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    /// `succeeded`, `failed`, `marked applied`, `restored`.
+    pub outcome: String,
+    pub message: String,
+}
+
+/// What running a script did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptRun {
+    pub script: String,
+    pub ok: bool,
+    pub duration_ms: i64,
+    /// Rows affected, or the error with its line.
+    pub message: String,
+}
+
+/// A script marked applied by hand.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptMarked {
+    pub script: String,
+    /// `marked applied`.
+    pub state: String,
+}
+
+fn object(o: database::Object) -> SchemaObject {
+    SchemaObject {
+        kind: o.kind,
+        name: o.name,
+        definition: o.definition,
+        hash: o.hash,
     }
+}
+
+impl From<Review> for DatabaseReview {
+    fn from(r: Review) -> Self {
+        DatabaseReview {
+            module: r.module,
+            engine: r.engine,
+            from_version: r.from_version,
+            to_version: r.to_version,
+            installed_version: r.installed_version,
+            standard: r.standard,
+            drift: Drift {
+                missing: r.drift.missing.into_iter().map(object).collect(),
+                added: r.drift.added.into_iter().map(object).collect(),
+                modified: r
+                    .drift
+                    .modified
+                    .into_iter()
+                    .map(|m| ModifiedObject {
+                        kind: m.kind,
+                        name: m.name,
+                        standard: m.standard,
+                        actual: m.actual,
+                    })
+                    .collect(),
+            },
+            summary: r.summary,
+            scripts: r
+                .scripts
+                .into_iter()
+                .map(|s| Script {
+                    name: s.name,
+                    sql: s.sql,
+                    checksum: s.checksum,
+                    transactional: s.transactional,
+                    state: s.state,
+                    message: s.message,
+                    by: s.by,
+                    at: s.at,
+                })
+                .collect(),
+            done: r.done,
+            history: r
+                .history
+                .into_iter()
+                .map(|h| HistoryLine {
+                    module: h.module,
+                    version: h.version,
+                    script: h.script,
+                    checksum: h.checksum,
+                    applied_by: h.applied_by,
+                    applied_at: h.applied_at,
+                    duration_ms: h.duration_ms,
+                    outcome: h.outcome,
+                    message: h.message,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An agent's refusal, with the status its portal answers with.
+fn refused(status: u16, message: String) -> ApiError {
+    match status {
+        404 => ApiError::NotFound(message),
+        409 => ApiError::Conflict(message),
+        _ => ApiError::Database(message),
+    }
+}
+
+/// An answer that is not what the command asks for.
+fn unexpected(answer: &DatabaseAnswer) -> ApiError {
+    ApiError::Internal(format!("the agent answered something else: {answer:?}"))
 }
 
 /// The pending database upgrade of a module, as its server sees it now: the
@@ -32,7 +207,7 @@ fn proxied(result: Result<(String, String), OrderError>) -> Result<Response, Api
 #[utoipa::path(get, path = "/api/v1/servers/{id}/modules/{module}/database", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "databases",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module")),
     responses(
-        (status = OK, description = "The review: standard, drift, summary, scripts, done, history"),
+        (status = OK, description = "The review: standard, drift, summary, scripts, done, history", body = DatabaseReview),
         (status = NOT_FOUND, description = "No database configured, or no database package pending", body = ErrorBody),
         (status = CONFLICT, description = "The server is offline", body = ErrorBody),
         (status = BAD_GATEWAY, description = "The agent cannot read the database", body = ErrorBody),
@@ -40,8 +215,18 @@ fn proxied(result: Result<(String, String), OrderError>) -> Result<Response, Api
 pub async fn database_review(
     State(state): State<ApiState>,
     Path((id, module)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    proxied(state.fleet.order(&id, &module, Order::DatabaseReview).await)
+) -> Result<Json<DatabaseReview>, ApiError> {
+    match state
+        .fleet
+        .ask_database(&id, &module, Order::DatabaseReview)
+        .await?
+    {
+        DatabaseAnswer::Review(review) => Ok(Json((*review).into())),
+        DatabaseAnswer::Refused {
+            status, message, ..
+        } => Err(refused(status, message)),
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// Run the next script of a guided upgrade on the server, in its own
@@ -50,58 +235,62 @@ pub async fn database_review(
 #[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/scripts/{script}/run", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "databases",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module"), ("script" = String, Path, description = "The script's file name")),
     responses(
-        (status = OK, description = "The run: ok, duration_ms, message"),
+        (status = OK, description = "The run: ok, duration_ms, message", body = ScriptRun),
         (status = NOT_FOUND, description = "No such script or nothing pending", body = ErrorBody),
         (status = CONFLICT, description = "Out of order, already done, locked, or the server is offline", body = ErrorBody),
+        (status = BAD_GATEWAY, description = "The agent cannot reach the database", body = ErrorBody),
     ))]
 pub async fn run_database_script(
     State(state): State<ApiState>,
     Path((id, module, script)): Path<(String, String, String)>,
     axum::Extension(caller): axum::Extension<Caller>,
-) -> Result<Response, ApiError> {
-    let by = caller.name;
-    proxied(
-        state
-            .fleet
-            .order(
-                &id,
-                &module,
-                Order::DatabaseScript {
-                    script,
-                    by,
-                    mark_applied: false,
-                },
-            )
-            .await,
-    )
+) -> Result<Json<ScriptRun>, ApiError> {
+    let order = Order::DatabaseScript {
+        script,
+        by: caller.name,
+        mark_applied: false,
+    };
+    match state.fleet.ask_database(&id, &module, order).await? {
+        DatabaseAnswer::Run(run) => Ok(Json(ScriptRun {
+            script: run.script,
+            ok: run.ok,
+            duration_ms: run.duration_ms,
+            message: run.message,
+        })),
+        DatabaseAnswer::Refused {
+            status, message, ..
+        } => Err(refused(status, message)),
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// Record that the next script of a guided upgrade was applied by hand.
 #[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/scripts/{script}/mark-applied", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "databases",
     params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module"), ("script" = String, Path, description = "The script's file name")),
     responses(
-        (status = OK, description = "Marked"),
+        (status = OK, description = "Marked", body = ScriptMarked),
         (status = NOT_FOUND, description = "No such script or nothing pending", body = ErrorBody),
         (status = CONFLICT, description = "Out of order, already done, locked, or the server is offline", body = ErrorBody),
+        (status = BAD_GATEWAY, description = "The agent cannot reach the database", body = ErrorBody),
     ))]
 pub async fn mark_database_script(
     State(state): State<ApiState>,
     Path((id, module, script)): Path<(String, String, String)>,
     axum::Extension(caller): axum::Extension<Caller>,
-) -> Result<Response, ApiError> {
-    let by = caller.name;
-    proxied(
-        state
-            .fleet
-            .order(
-                &id,
-                &module,
-                Order::DatabaseScript {
-                    script,
-                    by,
-                    mark_applied: true,
-                },
-            )
-            .await,
-    )
+) -> Result<Json<ScriptMarked>, ApiError> {
+    let order = Order::DatabaseScript {
+        script,
+        by: caller.name,
+        mark_applied: true,
+    };
+    match state.fleet.ask_database(&id, &module, order).await? {
+        DatabaseAnswer::Marked { script } => Ok(Json(ScriptMarked {
+            script,
+            state: "marked applied".to_owned(),
+        })),
+        DatabaseAnswer::Refused {
+            status, message, ..
+        } => Err(refused(status, message)),
+        other => Err(unexpected(&other)),
+    }
 }

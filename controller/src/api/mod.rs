@@ -177,6 +177,8 @@ pub enum ApiError {
     Conflict(String),
     /// An agent did not answer in time.
     Timeout(String),
+    /// The database behind an agent could not be read or changed.
+    Database(String),
     Internal(String),
 }
 
@@ -184,7 +186,7 @@ pub enum ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable machine-readable code: `not_found`, `bad_request`, `conflict`,
-    /// `agent_timeout`, `internal`.
+    /// `agent_timeout`, `database`, `internal`.
     pub error: &'static str,
     /// What went wrong, for a person.
     pub message: String,
@@ -228,6 +230,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
             ApiError::Timeout(message) => (StatusCode::GATEWAY_TIMEOUT, "agent_timeout", message),
+            ApiError::Database(message) => (StatusCode::BAD_GATEWAY, "database", message),
             ApiError::Internal(cause) => {
                 tracing::error!("API request failed: {cause}");
                 (

@@ -486,7 +486,11 @@ pub async fn publish(
                     .into_iter()
                     .filter(|a| release.packages.iter().any(|p| p.sha256 == a.sha256))
                     .collect();
-                state.fleet.push_packages(new).await;
+                let announcement = flotilla_proto::link::ToAgent::Announce {
+                    packages: new,
+                    withdrawn: Vec::new(),
+                };
+                state.fleet.push(announcement).await;
             }
             Err(e) => tracing::error!("cannot announce release {version}: {e}"),
         }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use flotilla_proto::domain::ServerId;
+use flotilla_proto::link::{InstallProgress, InstallResult};
 use sqlx::FromRow;
 
 use super::Database;
@@ -51,44 +52,12 @@ pub struct InstallEventRecord {
     pub text: String,
 }
 
-/// A progress line from an agent.
-#[derive(Debug, Clone)]
-pub struct InstallProgressIn {
-    pub install_id: String,
-    pub module: String,
-    pub to_version: String,
-    pub command_id: Option<String>,
-    pub phase: Option<String>,
-    pub kind: String,
-    pub text: String,
-    pub at: DateTime<Utc>,
-}
-
-/// How an install ended, from an agent.
-#[derive(Debug, Clone)]
-pub struct InstallResultIn {
-    pub install_id: String,
-    pub module: String,
-    pub from_version: Option<String>,
-    pub to_version: String,
-    pub command_id: Option<String>,
-    pub ok: bool,
-    pub downtime_ms: u64,
-    pub message: String,
-    pub phase: Option<String>,
-    pub hook_output: Vec<String>,
-    pub rolled_back: bool,
-    pub rollback_error: Option<String>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-}
-
 impl Database {
     /// Records a progress line, creating the install when it is the first.
     pub async fn install_progress(
         &self,
         server: &ServerId,
-        p: &InstallProgressIn,
+        p: &InstallProgress,
     ) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -125,7 +94,7 @@ impl Database {
     }
 
     /// Records how an install ended (again is harmless).
-    pub async fn install_result(&self, server: &ServerId, r: &InstallResultIn) -> sqlx::Result<()> {
+    pub async fn install_result(&self, server: &ServerId, r: &InstallResult) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO installs (server_id, install_id, module, from_version, to_version, command_id, state, phase, \
                                    message, downtime_ms, hook_output, rolled_back, rollback_error, started_at, finished_at) \

@@ -21,7 +21,7 @@ mod rollouts;
 mod servers;
 pub use audit::{AuditFilter, AuditRecord};
 pub use enrollments::{CertificateRecord, EnrollmentRecord, Revocations, TokenRefusal};
-pub use installs::{InstallEventRecord, InstallProgressIn, InstallRecord, InstallResultIn};
+pub use installs::{InstallEventRecord, InstallRecord};
 pub use operators::{AccountRecord, Bearer, TokenRecord};
 pub use releases::{PackageRecord, PublishConflict, ReleaseRecord, Withdrawal};
 pub use rollouts::{

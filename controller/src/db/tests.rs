@@ -194,7 +194,7 @@ async fn estimates_of_some_modules_are_the_same_as_from_every_install() {
     for n in 0..30i64 {
         for (module, seconds) in [("ecommerce", 10 + n), ("phygitalapi", 100 + n)] {
             let started_at = start + Duration::seconds(n * 60);
-            let result = super::InstallResultIn {
+            let result = flotilla_proto::link::InstallResult {
                 install_id: format!("{module}-{n}"),
                 module: module.to_owned(),
                 from_version: None,

@@ -17,7 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use flotilla_proto::tls::AgentCertificate;
 
-use crate::db::{Database, InstallProgressIn, InstallResultIn, ServerHello};
+use flotilla_proto::link::{
+    AgentCommand, DatabaseAnswer, InstallProgress, InstallResult, PackageOffer, ToAgent,
+};
+
+use crate::db::{Database, ServerHello};
 
 /// Something a watcher of the fleet (the dashboard) should know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,62 +39,6 @@ pub enum FleetEvent {
     },
     /// A rollout changed: re-read it.
     RolloutChanged(i64),
-}
-
-/// What the controller asks of a connected agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FleetCommand {
-    /// Install a module: its pending package, or one of the agent's
-    /// packages by its sha256.
-    Install {
-        command_id: String,
-        module: String,
-        sha256: Option<String>,
-        allow_downgrade: bool,
-        /// The version the pending package must be.
-        version: Option<String>,
-        /// When the site's planned maintenance ends.
-        planned_end: Option<DateTime<Utc>>,
-    },
-    /// Restore a kept backup: of this version, or the newest earlier one.
-    Rollback {
-        command_id: String,
-        module: String,
-        to: Option<String>,
-    },
-    /// Tell the agent about published packages, and withdrawn ones.
-    Announce {
-        packages: Vec<Available>,
-        /// The sha256 of packages only withdrawn releases hold.
-        withdrawn: Vec<String>,
-    },
-    /// Hold the server for a rollout (refusing local installs), or release it.
-    Hold(Option<String>),
-    /// The review of a module's pending database upgrade.
-    DatabaseReview { command_id: String, module: String },
-    /// Run one script of a guided database upgrade, or mark it applied.
-    DatabaseScript {
-        command_id: String,
-        module: String,
-        script: String,
-        by: String,
-        mark_applied: bool,
-    },
-}
-
-/// A published package as agents are told of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Available {
-    pub module: String,
-    pub version: String,
-    pub kind: String,
-    pub sha256: String,
-    pub signature: String,
-    /// Absolute.
-    pub url: String,
-    pub size: u64,
-    pub release_version: String,
-    pub release_notes: String,
 }
 
 /// What an operator asks a server to do with a module.
@@ -119,6 +67,37 @@ pub enum Order {
 }
 
 impl Order {
+    /// The command that carries this order out on `module`.
+    fn command(self, module: &str) -> AgentCommand {
+        let module = module.to_owned();
+        match self {
+            Order::Install {
+                sha256,
+                allow_downgrade,
+                version,
+                planned_end,
+            } => AgentCommand::Install {
+                module,
+                sha256,
+                allow_downgrade,
+                version,
+                planned_end,
+            },
+            Order::Rollback { to } => AgentCommand::Rollback { module, to },
+            Order::DatabaseReview => AgentCommand::DatabaseReview { module },
+            Order::DatabaseScript {
+                script,
+                by,
+                mark_applied,
+            } => AgentCommand::DatabaseScript {
+                module,
+                script,
+                by,
+                mark_applied,
+            },
+        }
+    }
+
     /// How long the agent may take to answer.
     fn patience(&self) -> Duration {
         match self {
@@ -161,7 +140,7 @@ struct Live {
     /// Cancelled to end this connection's stream.
     kick: CancellationToken,
     /// Commands for this connection's agent.
-    commands: mpsc::Sender<FleetCommand>,
+    commands: mpsc::Sender<ToAgent>,
     /// The certificate it proved itself with; `None` in plain text.
     certificate: Option<AgentCertificate>,
     /// Where it connects from.
@@ -197,7 +176,16 @@ pub struct Fleet {
 struct Awaiting {
     server: ServerId,
     session: u64,
-    answer: oneshot::Sender<(bool, String)>,
+    answer: oneshot::Sender<Reply>,
+}
+
+/// How an agent answered a command.
+#[derive(Debug)]
+pub enum Reply {
+    /// Accepted (or done), or refused, in words.
+    Outcome { ok: bool, message: String },
+    /// A database command's typed answer.
+    Database(DatabaseAnswer),
 }
 
 /// Why a connection was not taken.
@@ -224,7 +212,7 @@ pub struct Session {
     /// replaced by a newer connection, shutdown).
     pub kicked: CancellationToken,
     /// Commands to forward to the agent.
-    pub commands: mpsc::Receiver<FleetCommand>,
+    pub commands: mpsc::Receiver<ToAgent>,
     /// The secret the agent downloads packages with on this connection.
     pub download_token: String,
     /// When the agent process started, if it says.
@@ -440,7 +428,7 @@ impl Fleet {
     pub async fn install_progress(
         &self,
         session: &Session,
-        progress: &InstallProgressIn,
+        progress: &InstallProgress,
     ) -> sqlx::Result<()> {
         self.db.install_progress(&session.server, progress).await?;
         let _ = self.events.send(FleetEvent::InstallProgress {
@@ -458,7 +446,7 @@ impl Fleet {
     pub async fn install_result(
         &self,
         session: &Session,
-        result: &InstallResultIn,
+        result: &InstallResult,
     ) -> sqlx::Result<()> {
         self.db.install_result(&session.server, result).await?;
         self.announce(&session.server);
@@ -493,6 +481,44 @@ impl Fleet {
         order: Order,
         command_id: String,
     ) -> Result<(String, String), OrderError> {
+        match self.ask(server, module, order, &command_id).await? {
+            Reply::Outcome { ok: true, message } => Ok((command_id, message)),
+            Reply::Outcome { ok: false, message } => Err(OrderError::Refused {
+                server: server.to_owned(),
+                message,
+            }),
+            Reply::Database(_) => Ok((command_id, "answered".to_owned())),
+        }
+    }
+
+    /// Asks a connected agent a database command (a review, a script to
+    /// run or mark) and waits for its typed answer.
+    pub async fn ask_database(
+        &self,
+        server: &str,
+        module: &str,
+        order: Order,
+    ) -> Result<DatabaseAnswer, OrderError> {
+        let command_id = self.command_id(server, module);
+        match self.ask(server, module, order, &command_id).await? {
+            Reply::Database(answer) => Ok(answer),
+            // An agent that does not know the command says so.
+            Reply::Outcome { message, .. } => Err(OrderError::Refused {
+                server: server.to_owned(),
+                message,
+            }),
+        }
+    }
+
+    /// Sends `order` to the server's current connection under `command_id`
+    /// and waits, as long as the order deserves, for that connection's reply.
+    async fn ask(
+        &self,
+        server: &str,
+        module: &str,
+        order: Order,
+        command_id: &str,
+    ) -> Result<Reply, OrderError> {
         let (id, sender, session) = ServerId::parse(server)
             .ok()
             .and_then(|id| {
@@ -505,76 +531,41 @@ impl Fleet {
             .ok_or_else(|| OrderError::Offline(server.to_owned()))?;
         let patience = order.patience();
         let (answer_tx, answer) = oneshot::channel();
+        let forget = || {
+            self.awaiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(command_id);
+        };
         self.awaiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
-                command_id.clone(),
+                command_id.to_owned(),
                 Awaiting {
                     server: id,
                     session,
                     answer: answer_tx,
                 },
             );
-        let command = match order {
-            Order::Install {
-                sha256,
-                allow_downgrade,
-                version,
-                planned_end,
-            } => FleetCommand::Install {
-                command_id: command_id.clone(),
-                module: module.to_owned(),
-                sha256,
-                allow_downgrade,
-                version,
-                planned_end,
-            },
-            Order::Rollback { to } => FleetCommand::Rollback {
-                command_id: command_id.clone(),
-                module: module.to_owned(),
-                to,
-            },
-            Order::DatabaseReview => FleetCommand::DatabaseReview {
-                command_id: command_id.clone(),
-                module: module.to_owned(),
-            },
-            Order::DatabaseScript {
-                script,
-                by,
-                mark_applied,
-            } => FleetCommand::DatabaseScript {
-                command_id: command_id.clone(),
-                module: module.to_owned(),
-                script,
-                by,
-                mark_applied,
-            },
+        let command = ToAgent::Command {
+            id: command_id.to_owned(),
+            command: Some(order.command(module)),
         };
         if sender.send(command).await.is_err() {
-            self.awaiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&command_id);
+            forget();
             return Err(OrderError::Offline(server.to_owned()));
         }
         let answered = tokio::time::timeout(patience, answer).await;
-        self.awaiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&command_id);
+        forget();
         match answered {
-            Ok(Ok((true, message))) => Ok((command_id, message)),
-            Ok(Ok((false, message))) => Err(OrderError::Refused {
-                server: server.to_owned(),
-                message,
-            }),
+            Ok(Ok(reply)) => Ok(reply),
             _ => Err(OrderError::NoAnswer(server.to_owned())),
         }
     }
 
     /// Every published package, with absolute download URLs.
-    pub async fn available(&self) -> sqlx::Result<Vec<Available>> {
+    pub async fn available(&self) -> sqlx::Result<Vec<PackageOffer>> {
         let mut available = Vec::new();
         // Oldest release first: a package in several releases keeps the newest's notes.
         for release in self
@@ -592,10 +583,18 @@ impl Fleet {
                         self.public_url, package.sha256
                     )
                 });
-                available.retain(|a: &Available| a.sha256 != package.sha256);
-                available.push(Available {
+                let Ok(version) = flotilla_proto::domain::Version::parse(&package.version) else {
+                    tracing::error!(
+                        sha256 = package.sha256,
+                        "a stored package's version does not parse: {}",
+                        package.version
+                    );
+                    continue;
+                };
+                available.retain(|a: &PackageOffer| a.sha256 != package.sha256);
+                available.push(PackageOffer {
                     module: package.module,
-                    version: package.version,
+                    version,
                     kind: package.kind,
                     sha256: package.sha256,
                     signature: package.signature,
@@ -614,29 +613,20 @@ impl Fleet {
 
     /// What agents are told at connection and after a withdrawal: every
     /// package published and not withdrawn, and the withdrawn ones.
-    pub async fn announcement(&self) -> sqlx::Result<FleetCommand> {
-        Ok(FleetCommand::Announce {
+    pub async fn announcement(&self) -> sqlx::Result<ToAgent> {
+        Ok(ToAgent::Announce {
             packages: self.available().await?,
             withdrawn: self.db.withdrawn_packages().await?,
         })
     }
 
     /// Pushes `announcement` to every connected agent.
-    pub async fn push(&self, announcement: FleetCommand) {
-        let senders: Vec<mpsc::Sender<FleetCommand>> =
+    pub async fn push(&self, announcement: ToAgent) {
+        let senders: Vec<mpsc::Sender<ToAgent>> =
             self.live().values().map(|l| l.commands.clone()).collect();
         for sender in senders {
             let _ = sender.send(announcement.clone()).await;
         }
-    }
-
-    /// Pushes newly published packages to every connected agent.
-    pub async fn push_packages(&self, packages: Vec<Available>) {
-        self.push(FleetCommand::Announce {
-            packages,
-            withdrawn: Vec::new(),
-        })
-        .await;
     }
 
     /// Tells live views that a rollout changed.
@@ -676,7 +666,7 @@ impl Fleet {
             let sender = self.live().get(&server).map(|l| l.commands.clone());
             // Never wait on one slow agent; it gets its hold at its next connection.
             if let Some(sender) = sender
-                && sender.try_send(FleetCommand::Hold(hold)).is_err()
+                && sender.try_send(ToAgent::Hold(hold)).is_err()
             {
                 tracing::warn!(server = %server, "the agent's command queue is full; its hold follows at its next connection");
             }
@@ -685,7 +675,7 @@ impl Fleet {
 
     /// An agent answered a command: taken only from the connection the
     /// command was sent to.
-    pub fn command_outcome(&self, session: &Session, command_id: &str, ok: bool, message: String) {
+    pub fn answered(&self, session: &Session, command_id: &str, reply: Reply) {
         let waiting = {
             let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
             match awaiting.get(command_id) {
@@ -700,7 +690,7 @@ impl Fleet {
             }
         };
         if let Some(waiting) = waiting {
-            let _ = waiting.answer.send((ok, message));
+            let _ = waiting.answer.send(reply);
         }
     }
 

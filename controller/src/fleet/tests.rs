@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use flotilla_proto::domain::SiteName;
+use flotilla_proto::link::AgentCommand;
 
 use super::*;
 
@@ -55,12 +56,16 @@ async fn an_answer_counts_only_from_the_connection_the_command_went_to() {
     });
     let sent = real.commands.recv().await.unwrap();
     assert!(
-        matches!(&sent, FleetCommand::Rollback { command_id, .. } if *command_id == id),
+        matches!(&sent, ToAgent::Command { id: sent_id, command: Some(AgentCommand::Rollback { .. }) } if *sent_id == id),
         "{sent:?}"
     );
     // Another server's connection answers first: ignored.
-    fleet.command_outcome(&other, &id, true, "accepted by an impostor".to_owned());
-    fleet.command_outcome(&real, &id, false, "refused by the real agent".to_owned());
+    let reply = |ok, message: &str| Reply::Outcome {
+        ok,
+        message: message.to_owned(),
+    };
+    fleet.answered(&other, &id, reply(true, "accepted by an impostor"));
+    fleet.answered(&real, &id, reply(false, "refused by the real agent"));
     let answer = order.await.unwrap();
     assert!(
         matches!(&answer, Err(OrderError::Refused { message, .. }) if message == "refused by the real agent"),

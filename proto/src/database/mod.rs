@@ -14,6 +14,7 @@
 
 pub mod fingerprint;
 mod postgres;
+mod review;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use fingerprint::{Drift, Fingerprint, Modified, Object};
+pub use review::{Review, ScriptView};
 
 /// The name of the history table Flotilla keeps in the database; left out
 /// of fingerprints.

@@ -1,5 +1,11 @@
 //! Conversions between the shared domain types and the generated wire
-//! messages. The only place that knows both.
+//! messages. The only place that knows both: the inventory here, commands,
+//! offers and install reports in [`link`], database answers in
+//! [`database`].
+
+#[cfg(feature = "database")]
+mod database;
+mod link;
 
 use crate::domain::{
     DownloadReport, ModuleKind, ModuleName, ModuleReport, ModuleState, ParseError, Problem, Version,

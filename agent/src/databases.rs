@@ -21,8 +21,8 @@ use flotilla_proto::domain::Version;
 use flotilla_proto::link::{AgentCommand, DatabaseAnswer};
 use serde::Serialize;
 
-use crate::Agent;
 use crate::install::package::Package;
+use crate::state::Agent;
 
 /// Who the history names for automatic upgrades.
 pub const AUTOMATIC: &str = "flotilla (automatic upgrade)";
@@ -77,7 +77,7 @@ impl Upgrade {
 
     /// The pending package of `module`, if it is a database package.
     pub fn pending(agent: &Agent, module: &str) -> Result<Option<Upgrade>, String> {
-        let Some(pending) = crate::installs::pending(agent)
+        let Some(pending) = crate::inventory::pending(&agent.settings.layout, &agent.trust())
             .into_iter()
             .find(|p| p.module == module)
         else {
@@ -532,12 +532,9 @@ pub async fn before_install(
         ));
         return Ok(None);
     }
-    let installed = crate::inventory::scan(
-        &agent.settings.layout,
-        &crate::installs::PackageTrust::of(agent),
-    )
-    .module(&module)
-    .and_then(|m| m.installed_version.clone());
+    let installed = crate::inventory::scan(&agent.settings.layout, &agent.trust())
+        .module(&module)
+        .and_then(|m| m.installed_version.clone());
     if installed.as_ref() != Some(&upgrade.from) {
         return Err(format!(
             "the package upgrades the database from {} but {module} {} is installed",

@@ -9,41 +9,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_proto::link::PackageOffer;
 use flotilla_proto::package::{read_manifest, sha256_file};
 use flotilla_proto::signing::verify_package;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::Agent;
 use crate::config::ControllerTrust;
-
-/// Where a module's download stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DownloadState {
-    Downloading {
-        version: String,
-        received: u64,
-        total: u64,
-    },
-    /// Verified and waiting in the packages folder.
-    Ready {
-        version: String,
-    },
-    Failed {
-        version: String,
-        why: String,
-    },
-    /// Failed its checks (checksum, signature, manifest): not fetched again.
-    Refused {
-        version: String,
-        why: String,
-    },
-}
+use crate::state::{Agent, DownloadState};
 
 /// What the controller and the portal are told of a module's download.
 pub fn report(state: &DownloadState) -> Option<flotilla_proto::domain::DownloadReport> {
@@ -77,93 +54,6 @@ pub fn report(state: &DownloadState) -> Option<flotilla_proto::domain::DownloadR
             detail: why.clone(),
         }),
         DownloadState::Ready { .. } => None,
-    }
-}
-
-/// The agent's downloads.
-#[derive(Debug, Default)]
-pub struct Downloads {
-    /// The published packages, as last pushed.
-    offers: Mutex<Vec<PackageOffer>>,
-    /// Per module.
-    states: Mutex<HashMap<String, DownloadState>>,
-    /// Wakes the downloader when offers or the inventory change.
-    wake: Notify,
-    /// The sha256 of packages whose release was withdrawn.
-    withdrawn: Mutex<std::collections::HashSet<String>>,
-    /// The controller's download base and this connection's token.
-    credentials: Mutex<Option<(String, String)>>,
-}
-
-impl Downloads {
-    /// Adds packages pushed by the controller (newer releases last), and
-    /// forgets those whose release was withdrawn (the downloader then drops
-    /// them from the packages folder).
-    pub fn offer(&self, offers: Vec<PackageOffer>, withdrawn: Vec<String>) {
-        let withdrawn = {
-            let mut all = self.withdrawn.lock().unwrap_or_else(|p| p.into_inner());
-            all.extend(withdrawn.into_iter().map(|sha| sha.to_ascii_lowercase()));
-            all.clone()
-        };
-        {
-            let mut known = self.offers.lock().unwrap_or_else(|p| p.into_inner());
-            for offer in offers {
-                known.retain(|o| o.sha256 != offer.sha256);
-                known.push(offer);
-            }
-            known.retain(|o| !withdrawn.contains(&o.sha256.to_ascii_lowercase()));
-        }
-        self.wake.notify_one();
-    }
-
-    /// What the controller's Welcome said to download with: the token is
-    /// sent only to URLs under `base`, the controller's own.
-    pub fn set_credentials(&self, base: String, token: String) {
-        *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) =
-            (!base.is_empty() && !token.is_empty()).then_some((base, token));
-    }
-
-    /// The token to send for `url`, if it is the controller's.
-    fn token_for(&self, url: &str) -> Option<String> {
-        self.credentials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .filter(|(base, _)| url.starts_with(&format!("{}/", base.trim_end_matches('/'))))
-            .map(|(_, token)| token.clone())
-    }
-
-    /// The sha256 of packages whose release was withdrawn.
-    pub fn withdrawn(&self) -> std::collections::HashSet<String> {
-        self.withdrawn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn states(&self) -> HashMap<String, DownloadState> {
-        self.states
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set(&self, module: &str, state: DownloadState) {
-        self.states
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(module.to_owned(), state);
-    }
-
-    /// The release notes of the package `module` `version`, if pushed.
-    pub fn notes(&self, module: &str, version: &str) -> Option<(String, String)> {
-        self.offers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .rev()
-            .find(|o| o.module == module && o.version.as_str() == version)
-            .map(|o| (o.release_version.clone(), o.release_notes.clone()))
     }
 }
 
@@ -283,12 +173,12 @@ fn wanted(agent: &Agent) -> Vec<PackageOffer> {
 fn prune(agent: &Agent) {
     let inventory = agent.inventory.borrow().clone();
     let dir = agent.settings.layout.packages_dir();
-    let trust = crate::installs::PackageTrust::of(agent);
-    for pending in crate::installs::packages_in(&dir, &trust) {
+    let trust = agent.trust();
+    for pending in crate::pending::packages_in(&dir, &trust) {
         let Some(module) = inventory.module(&pending.module) else {
             continue;
         };
-        let withdrawn = pending.trust == crate::installs::Trust::Withdrawn;
+        let withdrawn = pending.trust == crate::pending::Trust::Withdrawn;
         if withdrawn
             || module
                 .installed_version

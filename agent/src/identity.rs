@@ -203,7 +203,7 @@ pub async fn enroll(
         .json(&serde_json::json!({"token": token, "csr": csr}))
         .send()
         .await
-        .map_err(|e| failed(crate::link::error_chain(&e)))?;
+        .map_err(|e| failed(flotilla_proto::process::error_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         let body: serde_json::Value = response.json().await.unwrap_or_default();

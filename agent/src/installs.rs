@@ -2,74 +2,18 @@
 //! modules, starting one install at a time (from the portal, the CLI or the
 //! controller), and keeping each module's last install for whoever watches.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use flotilla_proto::domain::Version;
 
-use crate::Agent;
 use crate::applications::{self, ModuleDeclaration};
-use crate::install::package::{self, Package};
-use crate::install::{CrashPoints, Event, Failure, Install, Outcome, Progress, maintenance};
-
-/// A package waiting in `<data>/bin/updates/packages/` for a module.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    pub module: String,
-    pub version: Version,
-    pub package: PathBuf,
-    pub sha256: String,
-    /// How its signature (`<name>.zip.sig`) stands.
-    pub trust: Trust,
-}
-
-pub use crate::package_trust::{PackageTrust, Trust, best};
-
-/// One module's latest install, as shown on the portal.
-#[derive(Debug, Clone)]
-pub struct InstallView {
-    /// Unique on this agent: `<module>-<start in Unix ms>`.
-    pub install_id: String,
-    /// The controller command that ordered it, if it did.
-    pub command_id: Option<String>,
-    pub module: String,
-    pub to: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub events: Vec<Event>,
-    /// `None` while it runs.
-    pub result: Option<Result<Outcome, Failure>>,
-}
-
-/// What watchers of installs (the controller link) are told.
-#[derive(Debug, Clone)]
-pub enum InstallNotice {
-    Progress {
-        install_id: String,
-        command_id: Option<String>,
-        module: String,
-        to: String,
-        event: Event,
-    },
-    Finished(Box<InstallView>),
-}
-
-/// Installs in progress and past, one at a time per agent.
-#[derive(Debug)]
-pub struct Installs {
-    /// Every install's events and ends, as they happen.
-    pub notices: tokio::sync::broadcast::Sender<InstallNotice>,
-    views: Mutex<HashMap<String, InstallView>>,
-    /// The module being installed now, if any.
-    running: Mutex<Option<String>>,
-    /// The controller's rollout this server is part of, if any: local
-    /// installs are refused while it runs.
-    hold: Mutex<Option<String>>,
-    /// The engine's crash points; none outside the test harness's binary.
-    crash_points: Arc<dyn CrashPoints>,
-}
+use crate::install::package::Package;
+use crate::install::{Event, Failure, Install, Outcome, Progress, maintenance};
+use crate::inventory::pending;
+use crate::pending::{Trust, packages_in};
+use crate::state::{Agent, InstallNotice, InstallView};
 
 /// Why an install could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,107 +49,6 @@ pub enum StartError {
         version: String,
         why: String,
     },
-}
-
-impl Installs {
-    pub fn new(crash_points: Arc<dyn CrashPoints>) -> Self {
-        Installs {
-            notices: tokio::sync::broadcast::Sender::new(1024),
-            views: Mutex::new(HashMap::new()),
-            running: Mutex::new(None),
-            hold: Mutex::new(None),
-            crash_points,
-        }
-    }
-
-    /// Holds the server for a controller's rollout (`Some`), or releases it.
-    pub fn set_hold(&self, rollout: Option<String>) {
-        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = rollout;
-    }
-
-    pub fn view(&self, module: &str) -> Option<InstallView> {
-        self.views
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(module)
-            .cloned()
-    }
-
-    /// Every module's latest install.
-    pub fn views(&self) -> Vec<InstallView> {
-        let mut views: Vec<InstallView> = self
-            .views
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        views.sort_by_key(|v| v.started_at);
-        views
-    }
-
-    pub fn running(&self) -> Option<String> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-/// The packages pending for this server's modules: per module, the
-/// package [`best`] chooses.
-pub fn pending(agent: &Agent) -> Vec<Pending> {
-    // What is on disk now, not the last scan: right after an install the
-    // scan may still show the version that was briefly in place.
-    let trust = PackageTrust::of(agent);
-    let inventory = crate::inventory::scan(&agent.settings.layout, &trust);
-    let candidates = packages_in(&agent.settings.layout.packages_dir(), &trust);
-    let mut pending: Vec<Pending> = inventory
-        .modules
-        .iter()
-        .filter_map(|module| {
-            best(
-                candidates
-                    .iter()
-                    .filter(|p| p.module == module.name.as_str()),
-                module.installed_version.as_ref(),
-                &trust,
-            )
-            .cloned()
-        })
-        .collect();
-    pending.sort_by(|a, b| a.module.cmp(&b.module));
-    pending
-}
-
-/// Every `<name>.zip` with a `<name>.zip.sha256` beside it and a readable
-/// manifest, with how its signature (`<name>.zip.sig`) stands.
-pub fn packages_in(dir: &Path, trust: &PackageTrust) -> Vec<Pending> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
-        .filter_map(|path| {
-            let sidecar = |extension: &str| {
-                std::fs::read_to_string(format!("{}.{extension}", path.display()))
-                    .ok()
-                    .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-            };
-            let sha256 = sidecar("sha256")?;
-            let signature = sidecar("sig");
-            let manifest = package::read_manifest(&path).ok()?;
-            Some(Pending {
-                module: manifest.module.to_string(),
-                version: manifest.version,
-                trust: trust.check(&sha256, signature.as_deref()),
-                package: path,
-                sha256,
-            })
-        })
-        .collect()
 }
 
 /// The kept backups of `module`, newest first, with their versions.
@@ -312,7 +155,7 @@ pub fn start(
             sha256,
             allow_downgrade,
         } => {
-            let trust = PackageTrust::of(agent);
+            let trust = agent.trust();
             let wanted = sha256.trim().to_ascii_lowercase();
             let found = packages_in(&agent.settings.layout.packages_dir(), &trust)
                 .into_iter()
@@ -339,7 +182,7 @@ pub fn start(
             )
         }
         Source::Pending => {
-            let pending = pending(agent)
+            let pending = pending(&agent.settings.layout, &agent.trust())
                 .into_iter()
                 .find(|p| p.module == module)
                 .ok_or_else(|| StartError::NothingPending(module.to_owned()))?;
@@ -495,7 +338,7 @@ async fn run(
     // signature, checked again here, or is an unsigned one the
     // configuration allows.
     if let Resolved::Package { path, sha256, .. } = &resolved {
-        let trust = PackageTrust::of(agent);
+        let trust = agent.trust();
         let signature = std::fs::read_to_string(format!("{}.sig", path.display())).ok();
         let standing = trust.check(sha256, signature.as_deref().map(str::trim));
         if let Some(why) = trust.refusal(&standing) {

@@ -11,6 +11,7 @@ use flotilla_proto::domain::{ModuleName, ModuleReport, ModuleState, Problem, Ver
 
 use crate::applications::{self, ModuleDeclaration};
 use crate::config::DataLayout;
+use crate::pending::{PackageTrust, Pending, best, packages_in};
 
 /// The maintenance page files of a web module, as the procedure names them.
 pub const MAINTENANCE_PAGES: [&str; 2] = ["app_offline.htm", "app_offline.html"];
@@ -65,9 +66,34 @@ impl Inventory {
     }
 }
 
+/// The packages pending for this server's modules: per module, the
+/// package [`best`] chooses.
+pub fn pending(layout: &DataLayout, trust: &PackageTrust) -> Vec<Pending> {
+    // What is on disk now, not the last scan: right after an install the
+    // scan may still show the version that was briefly in place.
+    let inventory = scan(layout, trust);
+    let candidates = packages_in(&layout.packages_dir(), trust);
+    let mut pending: Vec<Pending> = inventory
+        .modules
+        .iter()
+        .filter_map(|module| {
+            best(
+                candidates
+                    .iter()
+                    .filter(|p| p.module == module.name.as_str()),
+                module.installed_version.as_ref(),
+                trust,
+            )
+            .cloned()
+        })
+        .collect();
+    pending.sort_by(|a, b| a.module.cmp(&b.module));
+    pending
+}
+
 /// Reads `applicationspath.config` and every module it declares, with the
 /// package each would install (as `trust` chooses it).
-pub fn scan(layout: &DataLayout, trust: &crate::installs::PackageTrust) -> Inventory {
+pub fn scan(layout: &DataLayout, trust: &PackageTrust) -> Inventory {
     let declarations = applications::load(&layout.applications_config());
     let mut modules: Vec<ModuleReport> = declarations
         .modules
@@ -75,9 +101,9 @@ pub fn scan(layout: &DataLayout, trust: &crate::installs::PackageTrust) -> Inven
         .map(|declaration| inspect(declaration, layout.root()))
         .collect();
     modules.sort_by(|a, b| a.name.cmp(&b.name));
-    let packages = crate::installs::packages_in(&layout.packages_dir(), trust);
+    let packages = packages_in(&layout.packages_dir(), trust);
     for module in &mut modules {
-        module.pending_version = crate::installs::best(
+        module.pending_version = best(
             packages.iter().filter(|p| p.module == module.name.as_str()),
             module.installed_version.as_ref(),
             trust,
@@ -166,7 +192,7 @@ mod tests {
             ("integration", "service", Some("not a version")),
         ]);
         fs::write(dir.path().join("modules/ecommerce/app_offline.htm"), "down").expect("write");
-        let inventory = scan(&layout, &crate::installs::PackageTrust::default());
+        let inventory = scan(&layout, &PackageTrust::default());
         let summary: Vec<String> = inventory
             .modules
             .iter()
@@ -199,10 +225,10 @@ mod tests {
             ("ecommerce", "web", Some("2.3.0")),
             ("integration", "service", Some("1.0")),
         ]);
-        let before = scan(&layout, &crate::installs::PackageTrust::default());
+        let before = scan(&layout, &PackageTrust::default());
         assert!(before.change_to(&before).is_empty());
         fs::write(dir.path().join("modules/ecommerce/version.txt"), "2.4.0").expect("write");
-        let after = scan(&layout, &crate::installs::PackageTrust::default());
+        let after = scan(&layout, &PackageTrust::default());
         let change = before.change_to(&after);
         assert_eq!(change.upserted.len(), 1);
         assert_eq!(

@@ -28,66 +28,24 @@ pub mod install;
 pub mod installs;
 pub mod inventory;
 pub mod link;
-pub mod package_trust;
+pub mod pending;
 pub mod portal;
 pub mod portal_guard;
+pub mod state;
 pub mod status_file;
+
+pub use state::{Agent, LinkStatus};
 
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::inventory::Inventory;
-
-/// How the link to the controller stands, for the portal and the logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkStatus {
-    /// Dialling for the first time.
-    Connecting,
-    Connected {
-        since: DateTime<Utc>,
-    },
-    /// The controller is away; the agent keeps retrying with backoff.
-    Disconnected {
-        since: DateTime<Utc>,
-        error: String,
-    },
-    /// The controller refused this agent (incompatible protocol, ...).
-    Refused {
-        since: DateTime<Utc>,
-        message: String,
-    },
-}
-
-/// What the agent's tasks share.
-#[derive(Debug)]
-pub struct Agent {
-    pub settings: Settings,
-    /// The latest scan; the link sends its changes, the portal shows it.
-    pub inventory: watch::Sender<Inventory>,
-    /// When the latest scan that changed something ran.
-    pub last_check: watch::Sender<DateTime<Utc>>,
-    /// The controller link's state, shown on the portal.
-    pub link: watch::Sender<LinkStatus>,
-    /// Wakes the scanner before its interval, e.g. on the controller's request.
-    pub rescan: Notify,
-    /// Installs running and done.
-    pub installs: installs::Installs,
-    /// Published packages pushed by the controller, and their downloads.
-    pub downloads: downloads::Downloads,
-    /// What the agent repaired or recovered at start, shown on the portal.
-    pub notices: std::sync::Mutex<Vec<String>>,
-    /// When this process started.
-    pub started_at: DateTime<Utc>,
-    /// The token the portal's own forms carry, new at each start: a form
-    /// posted from any other page lacks it.
-    pub portal_token: String,
-}
 
 /// Runs the agent until `shutdown` resolves.
 /// `crash_points` is [`install::NoCrashPoints`] in the agent binary.
@@ -104,8 +62,8 @@ pub async fn run(
         last_check: watch::Sender::new(Utc::now()),
         link: watch::Sender::new(LinkStatus::Connecting),
         rescan: Notify::new(),
-        installs: installs::Installs::new(crash_points),
-        downloads: downloads::Downloads::default(),
+        installs: state::Installs::new(crash_points),
+        downloads: state::Downloads::default(),
         notices: std::sync::Mutex::new(Vec::new()),
         started_at: Utc::now(),
         portal_token: flotilla_proto::web::random_secret(),
@@ -165,7 +123,7 @@ async fn scanner(agent: Arc<Agent>, stop: CancellationToken) {
 /// changed since `previous`.
 async fn scan_once(agent: &Arc<Agent>, previous: &mut Option<Inventory>) {
     let layout = agent.settings.layout.clone();
-    let trust = installs::PackageTrust::of(agent);
+    let trust = agent.trust();
     let mut scanned =
         match tokio::task::spawn_blocking(move || inventory::scan(&layout, &trust)).await {
             Ok(scanned) => scanned,

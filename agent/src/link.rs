@@ -14,6 +14,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use flotilla_proto::PROTOCOL_VERSION;
 use flotilla_proto::link::{self, AgentCommand, ToAgent};
+use flotilla_proto::process::error_chain;
 use flotilla_proto::v1::{
     self, AgentMessage, ControllerMessage, Heartbeat, Hello, agent_link_client::AgentLinkClient,
     agent_message::Body, controller_message,
@@ -29,9 +30,10 @@ use tonic::{Code, Status};
 
 use crate::install::EventKind;
 use crate::install::hooks::Stream;
-use crate::installs::{self, InstallNotice, InstallView};
+use crate::installs;
 use crate::inventory::{Inventory, InventoryChange};
-use crate::{Agent, LinkStatus};
+use crate::state::{Agent, LinkStatus};
+use crate::state::{InstallNotice, InstallView};
 
 /// How a session with the controller ended.
 #[derive(Debug)]
@@ -518,16 +520,4 @@ fn status_error(status: Status) -> SessionError {
         }
         _ => SessionError::Unreachable(format!("{}: {}", status.code(), status.message())),
     }
-}
-
-/// A transport error with its causes, e.g. "transport error: Connection refused".
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -21,9 +21,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::install::{EventKind, hooks::Stream};
-use crate::installs::{self, InstallView, StartError};
+use crate::installs::{self, StartError};
 use crate::portal_guard::{self, token_field};
-use crate::{Agent, LinkStatus};
+use crate::state::InstallView;
+use crate::state::{Agent, LinkStatus};
 
 const PAGE: &str = include_str!("../../web/portal/index.html");
 const STYLE: &str = include_str!("../../web/style.css");
@@ -123,7 +124,7 @@ pub fn render(agent: &Agent) -> String {
             "<section class=\"problems\" id=\"problems\"><h2>Needs attention</h2><ul>{items}</ul></section>"
         )
     };
-    let pending = installs::pending(agent);
+    let pending = crate::inventory::pending(&agent.settings.layout, &agent.trust());
     let running = agent.installs.running();
     let (headline, headline_class) = if inventory.modules.is_empty() {
         ("No module is declared on this server".to_owned(), "warn")

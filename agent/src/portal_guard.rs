@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use flotilla_proto::web::{SECURITY_HEADERS, host_name};
 use serde_json::json;
 
-use crate::Agent;
+use crate::state::Agent;
 
 /// The hidden field every form of the portal carries.
 pub fn token_field(agent: &Agent) -> String {

@@ -1,4 +1,5 @@
-//! What both binaries need of their process.
+//! What both binaries need of their process: the signal they stop on,
+//! and errors told with their causes.
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix: when a service should stop.
 pub async fn shutdown_signal() {
@@ -26,4 +27,16 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
+}
+
+/// An error with its causes, e.g. "transport error: Connection refused".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

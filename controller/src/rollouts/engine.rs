@@ -499,13 +499,7 @@ fn strategy_of(rows: &RolloutRows) -> Option<Strategy> {
 
 /// A reqwest error and its causes, without the URL, which may carry a token.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
+    let mut text = flotilla_proto::process::error_chain(e);
     if let Some(url) = e.url() {
         text = text.replace(url.as_str(), "<webhook>");
     }

@@ -1,12 +1,55 @@
-//! Which packages this agent installs: those whose signature a trusted
-//! publisher key made, unsigned ones only when the configuration allows
-//! them, never a withdrawn one; and of a module's packages, which one is
-//! its pending update.
+//! The packages waiting in `<data>/bin/updates/packages/` (named by
+//! sha256, never by a path), and which of them this agent installs: those
+//! whose signature a trusted publisher key made, unsigned ones only when
+//! the configuration allows them, never a withdrawn one; and of a module's
+//! packages, which one is its pending update.
+
+use std::path::{Path, PathBuf};
 
 use flotilla_proto::domain::Version;
 
-use crate::Agent;
-use crate::installs::Pending;
+use crate::install::package;
+
+/// A package waiting in `<data>/bin/updates/packages/` for a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub module: String,
+    pub version: Version,
+    pub package: PathBuf,
+    pub sha256: String,
+    /// How its signature (`<name>.zip.sig`) stands.
+    pub trust: Trust,
+}
+
+/// Every `<name>.zip` with a `<name>.zip.sha256` beside it and a readable
+/// manifest, with how its signature (`<name>.zip.sig`) stands.
+pub fn packages_in(dir: &Path, trust: &PackageTrust) -> Vec<Pending> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+        .filter_map(|path| {
+            let sidecar = |extension: &str| {
+                std::fs::read_to_string(format!("{}.{extension}", path.display()))
+                    .ok()
+                    .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+            };
+            let sha256 = sidecar("sha256")?;
+            let signature = sidecar("sig");
+            let manifest = package::read_manifest(&path).ok()?;
+            Some(Pending {
+                module: manifest.module.to_string(),
+                version: manifest.version,
+                trust: trust.check(&sha256, signature.as_deref()),
+                package: path,
+                sha256,
+            })
+        })
+        .collect()
+}
 
 /// How a package's signature stands with this agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,14 +76,6 @@ pub struct PackageTrust {
 }
 
 impl PackageTrust {
-    pub fn of(agent: &Agent) -> Self {
-        PackageTrust {
-            keys: agent.settings.trusted_keys.clone(),
-            allow_unsigned: agent.settings.allow_unsigned_local_packages,
-            withdrawn: agent.downloads.withdrawn(),
-        }
-    }
-
     /// How a package whose sha256 is `sha256` and signature `signature`
     /// stands.
     pub fn check(&self, sha256: &str, signature: Option<&str>) -> Trust {

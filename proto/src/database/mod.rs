@@ -16,6 +16,7 @@ pub mod fingerprint;
 mod postgres;
 mod review;
 mod sqlite;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -273,8 +274,12 @@ impl Database {
             let single = std::slice::from_ref(script);
             let suffix = "; its transaction was rolled back";
             let mut runs = match self {
-                Database::Postgres(db) => db.upgrade(module, version, single, who, suffix).await?,
-                Database::Sqlite(db) => db.upgrade(module, version, single, who, suffix).await?,
+                Database::Postgres(db) => {
+                    upgrade::upgrade(db.as_ref(), module, version, single, who, suffix).await?
+                }
+                Database::Sqlite(db) => {
+                    upgrade::upgrade(db, module, version, single, who, suffix).await?
+                }
             };
             return runs
                 .pop()
@@ -305,8 +310,12 @@ impl Database {
         self.ensure_history().await?;
         let suffix = "; the upgrade's transaction was rolled back";
         match self {
-            Database::Postgres(db) => db.upgrade(module, version, scripts, who, suffix).await,
-            Database::Sqlite(db) => db.upgrade(module, version, scripts, who, suffix).await,
+            Database::Postgres(db) => {
+                upgrade::upgrade(db.as_ref(), module, version, scripts, who, suffix).await
+            }
+            Database::Sqlite(db) => {
+                upgrade::upgrade(db, module, version, scripts, who, suffix).await
+            }
         }
     }
 

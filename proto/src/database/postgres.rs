@@ -8,8 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Acquire, AssertSqlSafe, Row};
 
 use super::{
-    CONNECT_TIMEOUT, Cleanup, Error, HISTORY_TABLE, History, Object, Scratch, Script, ScriptRun,
-    Settings, history_of, run_of,
+    CONNECT_TIMEOUT, Cleanup, Error, HISTORY_TABLE, History, Object, Scratch, Script, Settings,
 };
 
 /// The advisory lock key: "flotilla" in ASCII, as a number.
@@ -350,60 +349,6 @@ impl Postgres {
         }
     }
 
-    pub async fn upgrade(
-        &self,
-        module: &str,
-        version: &str,
-        scripts: &[Script],
-        who: &str,
-        rolled_back: &str,
-    ) -> Result<Vec<ScriptRun>, Error> {
-        let mut runs = Vec::new();
-        let mut connection = self.dedicated().await?;
-        let mut tx = (&mut connection).begin().await?;
-        for script in scripts {
-            let started = std::time::Instant::now();
-            if !script.transactional() {
-                tx.commit().await?;
-                let result = self.execute(script, false).await;
-                let run = run_of(script, started, result, "");
-                insert_history(&self.pool, &history_of(module, version, who, script, &run)).await?;
-                let ok = run.ok;
-                runs.push(run);
-                if !ok {
-                    return Ok(runs);
-                }
-                tx = (&mut connection).begin().await?;
-                continue;
-            }
-            let result = {
-                let mut savepoint = (&mut tx).begin().await?;
-                match sqlx::raw_sql(AssertSqlSafe(script.sql.clone()))
-                    .execute(&mut *savepoint)
-                    .await
-                {
-                    Ok(done) => savepoint.commit().await.map(|_| done.rows_affected()),
-                    Err(e) => {
-                        savepoint.rollback().await?;
-                        Err(e)
-                    }
-                }
-            };
-            let run = run_of(script, started, result, rolled_back);
-            if !run.ok {
-                // All or nothing: what ran before it in this transaction goes too.
-                tx.rollback().await?;
-                insert_history(&self.pool, &history_of(module, version, who, script, &run)).await?;
-                runs.push(run);
-                return Ok(runs);
-            }
-            insert_history(&mut *tx, &history_of(module, version, who, script, &run)).await?;
-            runs.push(run);
-        }
-        tx.commit().await?;
-        Ok(runs)
-    }
-
     /// How `pg_dump` and `pg_restore` reach the database: the configured URL
     /// whole, else its parts; the password through the environment only.
     fn tool_command(&self, program: &Path) -> tokio::process::Command {
@@ -506,6 +451,39 @@ impl Postgres {
             )));
         }
         Ok(file)
+    }
+}
+
+impl super::upgrade::Engine for Postgres {
+    type Db = sqlx::Postgres;
+
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        self.dedicated().await
+    }
+
+    async fn run(
+        connection: &mut <sqlx::Postgres as sqlx::Database>::Connection,
+        sql: &str,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(connection)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn run_alone(&self, script: &Script) -> Result<u64, sqlx::Error> {
+        self.execute(script, false).await
+    }
+
+    async fn record_on(
+        connection: &mut <sqlx::Postgres as sqlx::Database>::Connection,
+        row: &History,
+    ) -> Result<(), Error> {
+        insert_history(connection, row).await
+    }
+
+    async fn record(&self, row: &History) -> Result<(), Error> {
+        insert_history(&self.pool, row).await
     }
 }
 

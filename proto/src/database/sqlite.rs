@@ -6,11 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{Acquire, AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{
-    CONNECT_TIMEOUT, Cleanup, Error, HISTORY_TABLE, History, Object, Scratch, Script, ScriptRun,
-    Settings, history_of, run_of,
+    CONNECT_TIMEOUT, Cleanup, Error, HISTORY_TABLE, History, Object, Scratch, Script, Settings,
 };
 
 #[derive(Debug)]
@@ -165,58 +164,6 @@ impl Sqlite {
         }
     }
 
-    pub async fn upgrade(
-        &self,
-        module: &str,
-        version: &str,
-        scripts: &[Script],
-        who: &str,
-        rolled_back: &str,
-    ) -> Result<Vec<ScriptRun>, Error> {
-        let mut runs = Vec::new();
-        let mut tx = self.pool.begin().await?;
-        for script in scripts {
-            let started = std::time::Instant::now();
-            if !script.transactional() {
-                tx.commit().await?;
-                let result = self.execute(script, false).await;
-                let run = run_of(script, started, result, "");
-                insert_history(&self.pool, &history_of(module, version, who, script, &run)).await?;
-                let ok = run.ok;
-                runs.push(run);
-                if !ok {
-                    return Ok(runs);
-                }
-                tx = self.pool.begin().await?;
-                continue;
-            }
-            let result = {
-                let mut savepoint = (&mut tx).begin().await?;
-                match sqlx::raw_sql(AssertSqlSafe(script.sql.clone()))
-                    .execute(&mut *savepoint)
-                    .await
-                {
-                    Ok(done) => savepoint.commit().await.map(|_| done.rows_affected()),
-                    Err(e) => {
-                        savepoint.rollback().await?;
-                        Err(e)
-                    }
-                }
-            };
-            let run = run_of(script, started, result, rolled_back);
-            if !run.ok {
-                tx.rollback().await?;
-                insert_history(&self.pool, &history_of(module, version, who, script, &run)).await?;
-                runs.push(run);
-                return Ok(runs);
-            }
-            insert_history(&mut *tx, &history_of(module, version, who, script, &run)).await?;
-            runs.push(run);
-        }
-        tx.commit().await?;
-        Ok(runs)
-    }
-
     pub async fn backup(&self, dir: &Path, name: &str) -> Result<PathBuf, Error> {
         let file = dir.join(format!("{name}.sqlite"));
         if file.exists() {
@@ -228,6 +175,39 @@ impl Sqlite {
             .await
             .map_err(|e| Error::Backup(super::describe(&e, None)))?;
         Ok(file)
+    }
+}
+
+impl super::upgrade::Engine for Sqlite {
+    type Db = sqlx::Sqlite;
+
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, sqlx::Error> {
+        self.pool.acquire().await
+    }
+
+    async fn run(
+        connection: &mut <sqlx::Sqlite as sqlx::Database>::Connection,
+        sql: &str,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(connection)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn run_alone(&self, script: &Script) -> Result<u64, sqlx::Error> {
+        self.execute(script, false).await
+    }
+
+    async fn record_on(
+        connection: &mut <sqlx::Sqlite as sqlx::Database>::Connection,
+        row: &History,
+    ) -> Result<(), Error> {
+        insert_history(connection, row).await
+    }
+
+    async fn record(&self, row: &History) -> Result<(), Error> {
+        insert_history(&self.pool, row).await
     }
 }
 

@@ -27,9 +27,9 @@ async function loadTokens() {
   document.querySelector("#tokens tbody").replaceChildren(...tokens.map((token) => {
     const row = document.createElement("tr");
     row.dataset.token = String(token.id);
-    const used = token.used_at ? `${new Date(token.used_at).toLocaleString()} from ${token.used_from}` : "not yet";
+    const used = token.used_at ? `${clock(token.used_at)} from ${token.used_from}` : "not yet";
     row.append(cell(token.server), cell(token.site), cell(token.created_by),
-      cell(new Date(token.expires_at).toLocaleString()), cell(used));
+      cell(clock(token.expires_at)), cell(used));
     return row;
   }));
 }

@@ -41,10 +41,6 @@ function ago(iso) {
   return `${Math.floor(hours / 24)} days ago`;
 }
 
-function clock(iso) {
-  return new Date(iso).toLocaleString();
-}
-
 function statusCell(server) {
   if (server.online) {
     return el("td", { class: "status" },
@@ -185,19 +181,13 @@ async function reload() {
 }
 
 
-function follow() {
-  const events = new EventSource("/api/v1/events");
-  events.addEventListener("open", () => {
-    setLive("live", "ok");
-    reload().catch((e) => setLive(`error: ${e.message}`, "bad"));
-  });
-  events.addEventListener("server", (event) => {
-    const server = JSON.parse(event.data);
+follow({
+  open: () => reload().catch((e) => setLive(`error: ${e.message}`, "bad")),
+  server: (server) => {
     servers.set(server.id, server);
     render();
-  });
-  events.addEventListener("install", (event) => {
-    const line = JSON.parse(event.data);
+  },
+  install: (line) => {
     liveInstalls.set(`${line.server}/${line.module}`, line);
     const server = servers.get(line.server);
     if (server) {
@@ -207,13 +197,11 @@ function follow() {
       }
       render();
     }
-  });
-  events.addEventListener("resync", () => reload().catch(() => {}));
-  events.addEventListener("error", () => setLive("reconnecting…", "warn"));
-}
+  },
+  resync: () => reload().catch(() => {}),
+});
 
 setInterval(() => {
   for (const node of document.querySelectorAll(".ago")) node.textContent = ago(node.dataset.at);
 }, 1000);
 
-follow();

@@ -10,6 +10,34 @@ function escapeHtml(text) {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+// An element of the page by its id.
+const $ = (id) => document.getElementById(id);
+
+// A time for a person, in their locale; "—" for none.
+function clock(iso) {
+  return iso ? new Date(iso).toLocaleString() : "—";
+}
+
+// Follows the live event stream (/api/v1/events). `on` maps an event's
+// name (server, install, rollout, resync) to its handler, given the event's
+// data: parsed for server and install, as sent for the others; `on.open`
+// runs at each (re)connection, when a page reloads what it shows. The
+// header's indicator says how the stream stands.
+function follow(on) {
+  const events = new EventSource("/api/v1/events");
+  events.addEventListener("open", () => {
+    setLive("live", "ok");
+    if (on.open) on.open();
+  });
+  events.addEventListener("error", () => setLive("reconnecting…", "warn"));
+  for (const [name, handler] of Object.entries(on)) {
+    if (name === "open") continue;
+    const parsed = name === "server" || name === "install";
+    events.addEventListener(name, (event) => handler(parsed ? JSON.parse(event.data) : event.data));
+  }
+  return events;
+}
+
 // The header's live indicator: what the event stream is doing.
 function setLive(text, cls) {
   const live = document.getElementById("live");

@@ -13,8 +13,7 @@ let busy = false; // a run or mark request is in flight
 let serverKey = null; // what of the server, seen on the event stream, the review depends on
 
 
-const $ = (id) => document.getElementById(id);
-const clock = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+
 
 // Runs `task`, at most once at a time; calls made meanwhile run it once more after.
 function coalesce(task) {
@@ -181,14 +180,6 @@ function onServer(s) {
   serverKey = key;
 }
 
-function follow() {
-  const events = new EventSource("/api/v1/events");
-  events.addEventListener("open", () => setLive("live", "ok"));
-  events.addEventListener("server", (event) => onServer(JSON.parse(event.data)));
-  events.addEventListener("resync", () => { if (!busy) load(); });
-  events.addEventListener("error", () => setLive("reconnecting…", "warn"));
-}
-
 if (!server || !module) {
   $("verdict").textContent = "";
   showError("This page needs ?server=<id>&module=<module> in its address.", "bad_request");
@@ -196,5 +187,5 @@ if (!server || !module) {
   document.title = `Flotilla · Database of ${module} on ${server}`;
   $("title").textContent = `Database of ${module} on ${server}`;
   load();
-  follow();
+  follow({ server: onServer, resync: () => { if (!busy) load(); } });
 }

@@ -37,9 +37,9 @@ async function load() {
   container.innerHTML = releases.map((release) => `
     <section class="card release" data-release="${escapeHtml(release.version)}">
       <div class="site-head"><h2>${escapeHtml(release.version)}</h2>
-        <span class="muted small">published ${escapeHtml(new Date(release.created_at).toLocaleString())}</span>
+        <span class="muted small">published ${escapeHtml(clock(release.created_at))}</span>
         ${release.withdrawn
-          ? `<span class="withdrawn" data-withdrawn="${escapeHtml(release.version)}">withdrawn by ${escapeHtml(release.withdrawn.by)}, ${escapeHtml(new Date(release.withdrawn.at).toLocaleString())}: ${escapeHtml(release.withdrawn.reason)}</span>`
+          ? `<span class="withdrawn" data-withdrawn="${escapeHtml(release.version)}">withdrawn by ${escapeHtml(release.withdrawn.by)}, ${escapeHtml(clock(release.withdrawn.at))}: ${escapeHtml(release.withdrawn.reason)}</span>`
           : `<form class="withdraw" data-withdraw="${escapeHtml(release.version)}"><input name="reason" placeholder="why withdraw it" required>
              <button type="submit">Withdraw</button></form>`}</div>
       <p class="problem" role="alert" hidden></p>

@@ -11,8 +11,7 @@ let detail = null; // its last fetched JSON
 const outputs = new Map(); // "server/module" -> { install_id, lines: [] }
 
 
-const $ = (id) => document.getElementById(id);
-const clock = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+
 const seconds = (ms) => `${Math.round((ms || 0) / 1000)} s`;
 const versions = (from, to) => `${escapeHtml(from || "none")} → ${escapeHtml(to)}`;
 const layers = (ls) => ls.map((l) => l.map(escapeHtml).join(", ")).join(" → ");
@@ -320,18 +319,6 @@ function reloadAll() {
   loadReleases().catch((e) => showError("form-error", `Cannot load the releases: ${e.message}`));
 }
 
-function follow() {
-  const events = new EventSource("/api/v1/events");
-  events.addEventListener("open", () => { setLive("live", "ok"); refreshList(); refreshDetail(); });
-  events.addEventListener("rollout", (event) => {
-    if (event.data.trim() === shownId) refreshDetail();
-    refreshList();
-  });
-  events.addEventListener("install", (event) => appendOutput(JSON.parse(event.data)));
-  events.addEventListener("server", () => { if (detail && stateOf("rollout", detail.state).under_way) refreshDetail(); });
-  events.addEventListener("resync", reloadAll);
-  events.addEventListener("error", () => setLive("reconnecting…", "warn"));
-}
 
 $("preview").addEventListener("click", preview);
 $("start").addEventListener("click", start);
@@ -342,4 +329,17 @@ window.addEventListener("hashchange", fromHash);
 
 loadStates()
   .catch((e) => showError("form-error", `Cannot load the rollouts' states: ${e.message}`))
-  .finally(() => { fromHash(); reloadAll(); follow(); });
+  .finally(() => {
+    fromHash();
+    reloadAll();
+    follow({
+      open: () => { refreshList(); refreshDetail(); },
+      rollout: (id) => {
+        if (id.trim() === shownId) refreshDetail();
+        refreshList();
+      },
+      install: appendOutput,
+      server: () => { if (detail && stateOf("rollout", detail.state).under_way) refreshDetail(); },
+      resync: reloadAll,
+    });
+  });

@@ -9,65 +9,150 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use flotilla_proto::web::{SECURITY_HEADERS, host_name};
 
-const INDEX: &str = include_str!("../../web/index.html");
-const SCRIPT: &str = include_str!("../../web/app.js");
+/// Every page's frame: `<head>`, the header with the navigation, the
+/// scripts. Each page gives its `<main>`.
+const SKELETON: &str = include_str!("../../web/page.html");
 const STYLE: &str = include_str!("../../web/style.css");
 const COMMON_SCRIPT: &str = include_str!("../../web/common.js");
-const LOGIN: &str = include_str!("../../web/login.html");
-const AUDIT: &str = include_str!("../../web/audit.html");
-const AGENTS: &str = include_str!("../../web/agents.html");
-const AGENTS_SCRIPT: &str = include_str!("../../web/agents.js");
-const AUDIT_SCRIPT: &str = include_str!("../../web/audit.js");
-const LOGIN_SCRIPT: &str = include_str!("../../web/login.js");
-const RELEASES: &str = include_str!("../../web/releases.html");
-const RELEASES_SCRIPT: &str = include_str!("../../web/releases.js");
-const ROLLOUTS: &str = include_str!("../../web/rollouts.html");
-const ROLLOUTS_SCRIPT: &str = include_str!("../../web/rollouts.js");
-const DATABASE: &str = include_str!("../../web/database.html");
-const DATABASE_SCRIPT: &str = include_str!("../../web/database.js");
+
+/// The navigation, in order: path and label.
+const NAV: [(&str, &str); 5] = [
+    ("/", "Fleet"),
+    ("/releases", "Releases"),
+    ("/rollouts", "Rollouts"),
+    ("/agents", "Agents"),
+    ("/audit", "Audit"),
+];
+
+/// A dashboard page.
+struct Page {
+    path: &'static str,
+    /// After "Flotilla ·" in the window's title.
+    title: &'static str,
+    /// Beside the brand in the header.
+    brand: &'static str,
+    /// Whether it follows the event stream (the header shows its state).
+    live: bool,
+    /// Whether it shows the navigation (not before signing in).
+    nav: bool,
+    /// Its `<main>`, from `web/<page>.html`.
+    main: &'static str,
+    /// Its script's name and text, from `web/`.
+    script: (&'static str, &'static str),
+}
+
+const PAGES: [Page; 7] = [
+    Page {
+        path: "/",
+        title: "Fleet",
+        brand: "fleet",
+        live: true,
+        nav: true,
+        main: include_str!("../../web/index.html"),
+        script: ("app.js", include_str!("../../web/app.js")),
+    },
+    Page {
+        path: "/login",
+        title: "Sign in",
+        brand: "sign in",
+        live: false,
+        nav: false,
+        main: include_str!("../../web/login.html"),
+        script: ("login.js", include_str!("../../web/login.js")),
+    },
+    Page {
+        path: "/releases",
+        title: "Releases",
+        brand: "releases",
+        live: false,
+        nav: true,
+        main: include_str!("../../web/releases.html"),
+        script: ("releases.js", include_str!("../../web/releases.js")),
+    },
+    Page {
+        path: "/rollouts",
+        title: "Rollouts",
+        brand: "rollouts",
+        live: true,
+        nav: true,
+        main: include_str!("../../web/rollouts.html"),
+        script: ("rollouts.js", include_str!("../../web/rollouts.js")),
+    },
+    Page {
+        path: "/database",
+        title: "Database",
+        brand: "database",
+        live: true,
+        nav: true,
+        main: include_str!("../../web/database.html"),
+        script: ("database.js", include_str!("../../web/database.js")),
+    },
+    Page {
+        path: "/agents",
+        title: "Agents",
+        brand: "agents",
+        live: false,
+        nav: true,
+        main: include_str!("../../web/agents.html"),
+        script: ("agents.js", include_str!("../../web/agents.js")),
+    },
+    Page {
+        path: "/audit",
+        title: "Audit",
+        brand: "audit",
+        live: false,
+        nav: true,
+        main: include_str!("../../web/audit.html"),
+        script: ("audit.js", include_str!("../../web/audit.js")),
+    },
+];
+
+/// A page in its frame, the current one marked in the navigation.
+fn render(page: &Page) -> String {
+    let nav = if page.nav {
+        let links: Vec<String> = NAV
+            .iter()
+            .map(|(path, label)| {
+                let current = if *path == page.path { " current" } else { "" };
+                format!("<a class=\"nav{current}\" href=\"{path}\">{label}</a>")
+            })
+            .collect();
+        format!("  <nav class=\"who\">{}</nav>\n", links.join(" · "))
+    } else {
+        String::new()
+    };
+    let live = if page.live {
+        "  <div class=\"link warn\" id=\"live\">connecting…</div>\n"
+    } else {
+        ""
+    };
+    SKELETON
+        .replace("{title}", page.title)
+        .replace("{brand}", page.brand)
+        .replace("{nav}", &nav)
+        .replace("{live}", live)
+        .replace("{script}", page.script.0)
+        .replace("{main}", page.main)
+}
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|| async { Html(INDEX) }))
-        .route(
-            "/app.js",
-            get(|| async { asset("text/javascript", SCRIPT) }),
-        )
+    let mut router = Router::new()
         .route("/style.css", get(|| async { asset("text/css", STYLE) }))
         .route(
             "/common.js",
             get(|| async { asset("text/javascript", COMMON_SCRIPT) }),
-        )
-        .route("/login", get(|| async { Html(LOGIN) }))
-        .route("/audit", get(|| async { Html(AUDIT) }))
-        .route("/agents", get(|| async { Html(AGENTS) }))
-        .route(
-            "/agents.js",
-            get(|| async { asset("text/javascript", AGENTS_SCRIPT) }),
-        )
-        .route(
-            "/audit.js",
-            get(|| async { asset("text/javascript", AUDIT_SCRIPT) }),
-        )
-        .route(
-            "/login.js",
-            get(|| async { asset("text/javascript", LOGIN_SCRIPT) }),
-        )
-        .route("/releases", get(|| async { Html(RELEASES) }))
-        .route(
-            "/releases.js",
-            get(|| async { asset("text/javascript", RELEASES_SCRIPT) }),
-        )
-        .route("/database", get(|| async { Html(DATABASE) }))
-        .route(
-            "/database.js",
-            get(|| async { asset("text/javascript", DATABASE_SCRIPT) }),
-        )
-        .route("/rollouts", get(|| async { Html(ROLLOUTS) }))
-        .route(
-            "/rollouts.js",
-            get(|| async { asset("text/javascript", ROLLOUTS_SCRIPT) }),
-        )
+        );
+    for page in &PAGES {
+        let html = render(page);
+        let (name, script) = page.script;
+        router = router
+            .route(page.path, get(move || async move { Html(html) }))
+            .route(
+                &format!("/{name}"),
+                get(move || async move { asset("text/javascript", script) }),
+            );
+    }
+    router
 }
 
 /// The dashboard and API answer only to their own host names (a request for

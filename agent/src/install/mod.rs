@@ -29,8 +29,12 @@ pub mod platform;
 
 pub mod backup;
 mod engine;
+mod files;
+mod recovery;
 
-pub use engine::{Failure, Install, Outcome, Recovered, pre_stage, recover, staging_folder};
+pub use engine::{Failure, Install, Outcome};
+pub use files::{pre_stage, staging_folder};
+pub use recovery::{Recovered, recover};
 
 use std::path::PathBuf;
 use std::sync::Arc;

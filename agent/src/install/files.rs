@@ -1,0 +1,302 @@
+//! What the engine does to files and folders: unpacking, space checks,
+//! staging ahead of the downtime, carrying over what the procedure keeps
+//! (`preserve`, `.bak`), restoring the old version, the backup zip, and the
+//! health check after the swap.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::journal::Plan;
+use super::package::Package;
+use super::{InstallSettings, backup, maintenance};
+
+pub(super) async fn unpack(
+    package: &Package,
+    staged: &Path,
+    limits: super::package::Limits,
+) -> Result<(u64, u64), String> {
+    let package = package.clone();
+    let staged = staged.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        // The file is checked again: it must still be what was verified.
+        let now = super::package::sha256_file(&package.path)
+            .map_err(|e| format!("{}: {e}", package.path.display()))?;
+        if now != package.sha256 {
+            return Err(format!(
+                "{} changed after it was verified; refused",
+                package.path.display()
+            ));
+        }
+        package.unpack(&staged, limits).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Refuses an install that would fill a volume: the staging folder needs the
+/// package's unpacked size beside the module, and the backup up to the old
+/// version's size, each plus the configured reserve.
+pub(super) async fn check_space(
+    package: &Package,
+    live: &Path,
+    settings: &InstallSettings,
+) -> Result<(), String> {
+    let (package, live, backup_dir, reserve) = (
+        package.clone(),
+        live.to_path_buf(),
+        settings.backup_dir.clone(),
+        settings.disk_reserve,
+    );
+    tokio::task::spawn_blocking(move || {
+        let mb = |bytes: u64| bytes / 1_000_000;
+        let staging = package.unpacked_size().map_err(|e| e.to_string())?;
+        let parent = live.parent().unwrap_or(&live);
+        let free = fs4::available_space(parent).map_err(|e| format!("cannot tell the free space of {}: {e}", parent.display()))?;
+        if free < staging.saturating_add(reserve) {
+            return Err(format!(
+                "not enough space beside {}: {} MB free, the new version needs {} MB plus the {} MB reserve; nothing was changed",
+                live.display(),
+                mb(free),
+                mb(staging),
+                mb(reserve)
+            ));
+        }
+        let old = folder_size(&live);
+        let free = fs4::available_space(&backup_dir)
+            .map_err(|e| format!("cannot tell the free space of {}: {e}", backup_dir.display()))?;
+        if free < old.saturating_add(reserve) {
+            return Err(format!(
+                "not enough space for the backup in {}: {} MB free, the old version takes up to {} MB plus the {} MB reserve; nothing was changed",
+                backup_dir.display(),
+                mb(free),
+                mb(old),
+                mb(reserve)
+            ));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+pub(super) fn folder_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => folder_size(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The file beside a staging folder that says which package it holds.
+pub(super) fn staged_marker(staged: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.sha256", staged.display()))
+}
+
+/// The staging folder for `module` `version`, beside the module's folder.
+pub fn staging_folder(live: &Path, module: &str, version: &str) -> Option<PathBuf> {
+    Some(
+        live.parent()?
+            .join(format!(".{module}.flotilla-staged-{version}")),
+    )
+}
+
+/// Unpacks a verified package into its staging folder ahead of any install,
+/// so that an install only has to swap. Nothing is touched when the folder
+/// already holds this package.
+pub fn pre_stage(
+    package: &Package,
+    live: &Path,
+    limits: super::package::Limits,
+) -> Result<PathBuf, String> {
+    let manifest = &package.manifest;
+    let staged = staging_folder(live, manifest.module.as_str(), manifest.version.as_str())
+        .ok_or_else(|| format!("{} has no parent folder", live.display()))?;
+    let marker = staged_marker(&staged);
+    if staged.is_dir()
+        && std::fs::read_to_string(&marker).is_ok_and(|sha| sha.trim() == package.sha256)
+    {
+        return Ok(staged);
+    }
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged).map_err(|e| format!("{}: {e}", staged.display()))?;
+    }
+    package.unpack(&staged, limits).map_err(|e| e.to_string())?;
+    std::fs::write(&marker, &package.sha256).map_err(|e| format!("{}: {e}", marker.display()))?;
+    Ok(staged)
+}
+
+/// Flushes a freshly unpacked tree once, rather than every file (Unix).
+pub(super) async fn sync_tree(dir: &Path) {
+    #[cfg(unix)]
+    {
+        let _ = tokio::process::Command::new("sync")
+            .arg("-f")
+            .arg(dir)
+            .status()
+            .await;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Copies preserved paths (files or folders) from the old version into the new.
+pub(super) fn carry_over(
+    old: &Path,
+    new: &Path,
+    preserve: &[String],
+    had_bak: bool,
+) -> io::Result<()> {
+    let mut paths: Vec<&str> = preserve.iter().map(String::as_str).collect();
+    if had_bak {
+        paths.push(maintenance::BAK);
+    }
+    for relative in paths {
+        let from = old.join(relative);
+        let to = new.join(relative);
+        if from.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if from.is_file() {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds nothing but a maintenance page: the shell an install
+/// puts in place of a web module while its old version is set aside.
+pub(super) fn is_shell(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        let names: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        !names.is_empty()
+            && names
+                .iter()
+                .all(|n| maintenance::PAGES.iter().any(|p| n == *p) || n == ".app_offline.htm.tmp")
+    })
+}
+
+/// Makes the live folder the old version again, whatever step was reached:
+/// idempotent, so recovery can call it after a crash at any point.
+pub(super) fn restore_old(plan: &Plan, web: bool, set_aside: bool) -> Result<(), String> {
+    let err = |what: &str, e: io::Error| format!("{what}: {e}");
+    if plan.aside.exists() {
+        if plan.live.exists() {
+            if plan.discard.exists() {
+                std::fs::remove_dir_all(&plan.discard)
+                    .map_err(|e| err(&format!("cannot remove {}", plan.discard.display()), e))?;
+            }
+            std::fs::rename(&plan.live, &plan.discard).map_err(|e| {
+                err(
+                    &format!("cannot move the new version out of {}", plan.live.display()),
+                    e,
+                )
+            })?;
+        }
+        std::fs::rename(&plan.aside, &plan.live).map_err(|e| {
+            err(
+                &format!(
+                    "cannot move the old version back from {}",
+                    plan.aside.display()
+                ),
+                e,
+            )
+        })?;
+    } else if set_aside {
+        return Err(format!(
+            "the old version set aside in {} is gone, so {} cannot be put back; restore a kept backup",
+            plan.aside.display(),
+            plan.live.display()
+        ));
+    } else if !plan.live.exists() {
+        return Err(format!(
+            "neither {} nor {} exists: restore the old version from a backup in its folder",
+            plan.live.display(),
+            plan.aside.display()
+        ));
+    }
+    if web {
+        maintenance::remove(&plan.live)
+            .map_err(|e| err("cannot remove the maintenance page", e))?;
+    }
+    for leftover in [&plan.staged, &plan.discard] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover)
+                .map_err(|e| err(&format!("cannot remove {}", leftover.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Compresses the set-aside old version, then removes it and prunes.
+pub(super) async fn write_backup(
+    plan: &Plan,
+    settings: &InstallSettings,
+) -> Result<(u64, Duration), String> {
+    if !plan.aside.exists() {
+        return Err("the old version is no longer set aside".into());
+    }
+    let (aside, zip, dir, module, keep) = (
+        plan.aside.clone(),
+        plan.backup_file.clone(),
+        settings.backup_dir.clone(),
+        plan.module.clone(),
+        settings.backups_to_keep,
+    );
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let bytes = backup::compress(&aside, &zip).map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed();
+        std::fs::remove_dir_all(&aside).map_err(|e| e.to_string())?;
+        backup::prune(&dir, &module, keep.max(1)).map_err(|e| e.to_string())?;
+        Ok((bytes, elapsed))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+pub(super) async fn health_check(url: &str, timeout: Duration) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < timeout {
+        match client.get(url).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => last = format!("answered {}", response.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!(
+        "health check {url} failed for {} s: {last}",
+        timeout.as_secs()
+    ))
+}

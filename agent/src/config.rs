@@ -239,86 +239,9 @@ impl Settings {
             .as_deref()
             .map(|id| ServerId::parse(id).map_err(|e| invalid(format!("server_id: {e}"))))
             .transpose()?;
-        let url = &file.controller_url;
-        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-        let (controller_trust, site, server_id) = match scheme {
-            Some("https") => {
-                if file.insecure_plaintext {
-                    return Err(invalid(format!(
-                        "insecure_plaintext is set but controller_url \"{url}\" is https://: remove one of them"
-                    )));
-                }
-                let identity_file = layout.identity_file();
-                if !identity_file.exists() {
-                    return Err(invalid(format!(
-                        "this agent is not enrolled ({} does not exist): run `flotilla-agent enroll --controller <the controller's https address> --token <token> --ca-fingerprint <sha256:…>` with a token an admin creates in the dashboard (Servers, Enroll a server) or with POST /api/v1/enrollments",
-                        identity_file.display()
-                    )));
-                }
-                let identity = crate::identity::Identity::load(&identity_file)
-                    .map_err(|e| invalid(e.to_string()))?;
-                let stated = identity.certificate.identity;
-                if let Some(site) = configured_site.as_ref().filter(|s| **s != stated.site) {
-                    return Err(invalid(format!(
-                        "site is \"{site}\" but this agent is enrolled as {stated} ({}): remove site, or enroll again",
-                        identity_file.display()
-                    )));
-                }
-                if let Some(id) = configured_server
-                    .as_ref()
-                    .filter(|id| **id != stated.server)
-                {
-                    return Err(invalid(format!(
-                        "server_id is \"{id}\" but this agent is enrolled as {stated} ({}): remove server_id, or enroll again",
-                        identity_file.display()
-                    )));
-                }
-                let ca = match &file.controller_ca {
-                    Some(ca) if ca.is_relative() => {
-                        path.parent().map_or_else(|| ca.clone(), |dir| dir.join(ca))
-                    }
-                    Some(ca) => ca.clone(),
-                    None => layout
-                        .identity_dir()
-                        .join(crate::identity::CONTROLLER_CA_FILE),
-                };
-                let (pem, _) = flotilla_proto::tls::read_certificates(&ca)
-                    .map_err(|e| invalid(format!("controller_ca: {e}")))?;
-                let trust = ControllerTrust::Ca {
-                    pem,
-                    path: ca,
-                    identity: identity_file,
-                };
-                (trust, stated.site, stated.server)
-            }
-            Some("http") if file.insecure_plaintext => {
-                let site = configured_site.ok_or_else(|| {
-                    invalid("site is needed when the agent is not enrolled (plain text)".to_owned())
-                })?;
-                let server_id = match configured_server {
-                    Some(id) => id,
-                    None => {
-                        let host = gethostname::gethostname().to_string_lossy().into_owned();
-                        ServerId::parse(&host).map_err(|e| {
-                            invalid(format!(
-                                "server_id is not set and the host name cannot serve as one: {e}"
-                            ))
-                        })?
-                    }
-                };
-                (ControllerTrust::Plaintext, site, server_id)
-            }
-            Some("http") => {
-                return Err(invalid(format!(
-                    "controller_url \"{url}\" is plain text: use https:// (and enroll the agent), or set insecure_plaintext = true to allow plain text explicitly"
-                )));
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "controller_url \"{url}\" must start with https:// (or http:// with insecure_plaintext = true)"
-                )));
-            }
-        };
+        let (controller_trust, site, server_id) =
+            controller(path, &file, &layout, configured_site, configured_server)
+                .map_err(invalid)?;
         if file.scan_interval_ms == 0 {
             return Err(invalid("scan_interval_ms must be greater than 0".into()));
         }
@@ -358,25 +281,7 @@ impl Settings {
                     .map_err(|e| invalid(format!("trusted_keys[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        for (module, db) in &file.databases {
-            use flotilla_proto::database::Engine;
-            let field = |f: &str| format!("databases.{module}.{f}");
-            match db.engine {
-                Engine::Postgres if db.url.is_none() => {
-                    return Err(invalid(format!("{} is needed for postgres", field("url"))));
-                }
-                Engine::Postgres if db.url.as_deref().is_some_and(has_password) => {
-                    return Err(invalid(format!(
-                        "{}: put the password in password_file, not in the URL",
-                        field("url")
-                    )));
-                }
-                Engine::Sqlite if db.path.is_none() => {
-                    return Err(invalid(format!("{} is needed for sqlite", field("path"))));
-                }
-                _ => {}
-            }
-        }
+        check_databases(&file.databases).map_err(invalid)?;
         Ok(Settings {
             databases: file.databases,
             site,
@@ -396,6 +301,129 @@ impl Settings {
             reconnect_max: Duration::from_millis(file.reconnect_max_ms),
         })
     }
+}
+
+/// How the agent trusts its controller, and the site and server it is:
+/// from its enrollment (its certificate) over TLS, or as configured in
+/// plain text, which must be asked for explicitly.
+fn controller(
+    path: &Path,
+    file: &File,
+    layout: &DataLayout,
+    configured_site: Option<SiteName>,
+    configured_server: Option<ServerId>,
+) -> Result<(ControllerTrust, SiteName, ServerId), String> {
+    let url = &file.controller_url;
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("https") => {
+            if file.insecure_plaintext {
+                return Err(format!(
+                    "insecure_plaintext is set but controller_url \"{url}\" is https://: remove one of them"
+                ));
+            }
+            enrolled(path, file, layout, configured_site, configured_server)
+        }
+        Some("http") if file.insecure_plaintext => {
+            let site = configured_site.ok_or_else(|| {
+                "site is needed when the agent is not enrolled (plain text)".to_owned()
+            })?;
+            let server_id = match configured_server {
+                Some(id) => id,
+                None => {
+                    let host = gethostname::gethostname().to_string_lossy().into_owned();
+                    ServerId::parse(&host).map_err(|e| {
+                        format!("server_id is not set and the host name cannot serve as one: {e}")
+                    })?
+                }
+            };
+            Ok((ControllerTrust::Plaintext, site, server_id))
+        }
+        Some("http") => Err(format!(
+            "controller_url \"{url}\" is plain text: use https:// (and enroll the agent), or set insecure_plaintext = true to allow plain text explicitly"
+        )),
+        _ => Err(format!(
+            "controller_url \"{url}\" must start with https:// (or http:// with insecure_plaintext = true)"
+        )),
+    }
+}
+
+/// An enrolled agent: its identity file, which says its site and server
+/// (a configured one must agree), and the controller's CA.
+fn enrolled(
+    path: &Path,
+    file: &File,
+    layout: &DataLayout,
+    configured_site: Option<SiteName>,
+    configured_server: Option<ServerId>,
+) -> Result<(ControllerTrust, SiteName, ServerId), String> {
+    let identity_file = layout.identity_file();
+    if !identity_file.exists() {
+        return Err(format!(
+            "this agent is not enrolled ({} does not exist): run `flotilla-agent enroll --controller <the controller's https address> --token <token> --ca-fingerprint <sha256:…>` with a token an admin creates in the dashboard (Servers, Enroll a server) or with POST /api/v1/enrollments",
+            identity_file.display()
+        ));
+    }
+    let identity = crate::identity::Identity::load(&identity_file).map_err(|e| e.to_string())?;
+    let stated = identity.certificate.identity;
+    if let Some(site) = configured_site.as_ref().filter(|s| **s != stated.site) {
+        return Err(format!(
+            "site is \"{site}\" but this agent is enrolled as {stated} ({}): remove site, or enroll again",
+            identity_file.display()
+        ));
+    }
+    if let Some(id) = configured_server
+        .as_ref()
+        .filter(|id| **id != stated.server)
+    {
+        return Err(format!(
+            "server_id is \"{id}\" but this agent is enrolled as {stated} ({}): remove server_id, or enroll again",
+            identity_file.display()
+        ));
+    }
+    let ca = match &file.controller_ca {
+        Some(ca) if ca.is_relative() => {
+            path.parent().map_or_else(|| ca.clone(), |dir| dir.join(ca))
+        }
+        Some(ca) => ca.clone(),
+        None => layout
+            .identity_dir()
+            .join(crate::identity::CONTROLLER_CA_FILE),
+    };
+    let (pem, _) =
+        flotilla_proto::tls::read_certificates(&ca).map_err(|e| format!("controller_ca: {e}"))?;
+    let trust = ControllerTrust::Ca {
+        pem,
+        path: ca,
+        identity: identity_file,
+    };
+    Ok((trust, stated.site, stated.server))
+}
+
+/// Each database module names how to reach its database, without a
+/// password in a URL.
+fn check_databases(
+    databases: &std::collections::BTreeMap<String, flotilla_proto::database::Settings>,
+) -> Result<(), String> {
+    for (module, db) in databases {
+        use flotilla_proto::database::Engine;
+        let field = |f: &str| format!("databases.{module}.{f}");
+        match db.engine {
+            Engine::Postgres if db.url.is_none() => {
+                return Err(format!("{} is needed for postgres", field("url")));
+            }
+            Engine::Postgres if db.url.as_deref().is_some_and(has_password) => {
+                return Err(format!(
+                    "{}: put the password in password_file, not in the URL",
+                    field("url")
+                ));
+            }
+            Engine::Sqlite if db.path.is_none() => {
+                return Err(format!("{} is needed for sqlite", field("path")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether a `postgres://user:password@host/db` URL carries a password.

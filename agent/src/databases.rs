@@ -522,18 +522,117 @@ pub async fn before_install(
         ));
     }
     let db = connect(agent, &module).await?;
-    let history = db.history().await.map_err(|e| e.to_string())?;
-    let views = states(&module, &upgrade.scripts, &history, &upgrade.to.to_string());
-    let guided = views.iter().any(|v| v.by.as_deref() != Some(AUTOMATIC));
-    if !views.is_empty() && all_done(&views) && guided {
+    if guided_upgrade_done(&db, &module, &upgrade).await? {
         say(format!(
             "the guided upgrade of the database to {} is complete: installing the module's files",
             upgrade.to
         ));
         return Ok(None);
     }
+    check_standard(agent, &db, &module, &upgrade).await?;
+    say(format!(
+        "the database is the standard schema of {}",
+        upgrade.from
+    ));
+    let lock = db.lock().await.map_err(|e| e.to_string())?;
+    let applied = back_up(agent, &db, &module, &upgrade).await?;
+    say(format!(
+        "database backed up to {}",
+        applied.backup.display()
+    ));
+    let runs = db
+        .upgrade(
+            &lock,
+            &module,
+            &upgrade.to.to_string(),
+            &upgrade.scripts,
+            AUTOMATIC,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for run in &runs {
+        say(format!(
+            "script {}: {} ({} ms)",
+            run.script,
+            if run.ok { "succeeded" } else { "failed" },
+            run.duration_ms
+        ));
+    }
+    let failed = runs.iter().find(|r| !r.ok);
+    if let Some(failed) = failed
+        && upgrade.scripts.iter().all(Script::transactional)
+    {
+        // All in one transaction: rolled back whole, nothing to restore.
+        applied.forget(agent);
+        return Err(format!(
+            "database script {} failed: {}; the database is as it was",
+            failed.script, failed.message
+        ));
+    }
+    let off = match failed {
+        Some(_) => None,
+        None => Some(
+            upgrade
+                .standard_to
+                .drift(&db.fingerprint().await.map_err(|e| e.to_string())?),
+        ),
+    };
+    drop(lock);
+    db.close().await;
+    let why = match (failed, off) {
+        (Some(failed), _) => format!(
+            "database script {} failed: {}",
+            failed.script, failed.message
+        ),
+        (None, Some(off)) if !off.is_empty() => format!(
+            "after its scripts the database is not the standard schema of {} ({})",
+            upgrade.to,
+            off.summary().join(", ")
+        ),
+        _ => {
+            say(format!(
+                "database upgraded to the standard schema of {}",
+                upgrade.to
+            ));
+            return Ok(Some(applied));
+        }
+    };
+    let restored = restore(agent, &module, &applied).await;
+    if restored.is_ok() {
+        applied.forget(agent);
+    }
+    Err(format!(
+        "{why}; {}",
+        match restored {
+            Ok(()) => "the database was restored from its backup".to_owned(),
+            Err(e) => format!("RESTORING IT FAILED: {e}"),
+        }
+    ))
+}
+
+/// Whether every script of the upgrade was run or marked applied by an
+/// operator (a guided upgrade): the files may then be installed.
+async fn guided_upgrade_done(
+    db: &Database,
+    module: &str,
+    upgrade: &Upgrade,
+) -> Result<bool, String> {
+    let history = db.history().await.map_err(|e| e.to_string())?;
+    let views = states(module, &upgrade.scripts, &history, &upgrade.to.to_string());
+    let guided = views.iter().any(|v| v.by.as_deref() != Some(AUTOMATIC));
+    Ok(!views.is_empty() && all_done(&views) && guided)
+}
+
+/// The module is at the version the upgrade starts from, and its database
+/// is that version's standard schema; a customized one is refused.
+async fn check_standard(
+    agent: &Agent,
+    db: &Database,
+    module: &str,
+    upgrade: &Upgrade,
+) -> Result<(), String> {
     let installed = crate::inventory::scan(&agent.settings.layout, &agent.trust())
-        .module(&module)
+        .module(module)
         .and_then(|m| m.installed_version.clone());
     if installed.as_ref() != Some(&upgrade.from) {
         return Err(format!(
@@ -553,11 +652,17 @@ pub async fn before_install(
             drift.summary().join(", ")
         ));
     }
-    say(format!(
-        "the database is the standard schema of {}",
-        upgrade.from
-    ));
-    let lock = db.lock().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Backs the database up before its upgrade, and marks the upgrade as
+/// under way (so a restarted agent knows what to keep or restore).
+async fn back_up(
+    agent: &Agent,
+    db: &Database,
+    module: &str,
+    upgrade: &Upgrade,
+) -> Result<Applied, String> {
     let backup = db
         .backup(
             &agent.settings.install.backup_dir.join("databases"),
@@ -569,9 +674,8 @@ pub async fn before_install(
         )
         .await
         .map_err(|e| e.to_string())?;
-    say(format!("database backed up to {}", backup.display()));
     let applied = Applied {
-        module: module.clone(),
+        module: module.to_owned(),
         to_version: upgrade.to.to_string(),
         backup,
         standard_from: upgrade.standard_from.clone(),
@@ -582,73 +686,7 @@ pub async fn before_install(
         format!("{}.json", applied.backup.display()),
         serde_json::to_vec(&applied).unwrap_or_default(),
     );
-    let runs = db
-        .upgrade(
-            &lock,
-            &module,
-            &upgrade.to.to_string(),
-            &upgrade.scripts,
-            AUTOMATIC,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    for run in &runs {
-        say(format!(
-            "script {}: {} ({} ms)",
-            run.script,
-            if run.ok { "succeeded" } else { "failed" },
-            run.duration_ms
-        ));
-    }
-    if let Some(failed) = runs.iter().find(|r| !r.ok) {
-        // All in one transaction: rolled back whole, nothing to restore.
-        if upgrade.scripts.iter().all(Script::transactional) {
-            applied.forget(agent);
-            return Err(format!(
-                "database script {} failed: {}; the database is as it was",
-                failed.script, failed.message
-            ));
-        }
-        drop(lock);
-        db.close().await;
-        let restored = restore(agent, &module, &applied).await;
-        if restored.is_ok() {
-            applied.forget(agent);
-        }
-        return Err(format!(
-            "database script {} failed: {}; {}",
-            failed.script,
-            failed.message,
-            match restored {
-                Ok(()) => "the database was restored from its backup".to_owned(),
-                Err(e) => format!("RESTORING IT FAILED: {e}"),
-            }
-        ));
-    }
-    let after = db.fingerprint().await.map_err(|e| e.to_string())?;
-    let off = upgrade.standard_to.drift(&after);
-    drop(lock);
-    db.close().await;
-    if !off.is_empty() {
-        let restored = restore(agent, &module, &applied).await;
-        if restored.is_ok() {
-            applied.forget(agent);
-        }
-        return Err(format!(
-            "after its scripts the database is not the standard schema of {} ({}); {}",
-            upgrade.to,
-            off.summary().join(", "),
-            match restored {
-                Ok(()) => "it was restored from its backup".to_owned(),
-                Err(e) => format!("RESTORING IT FAILED: {e}"),
-            }
-        ));
-    }
-    say(format!(
-        "database upgraded to the standard schema of {}",
-        upgrade.to
-    ));
-    Ok(Some(applied))
+    Ok(applied)
 }
 
 /// Before a kept backup of a database module's files is restored: the

@@ -2,7 +2,7 @@
 //! modules, starting one install at a time (from the portal, the CLI or the
 //! controller), and keeping each module's last install for whoever watches.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -150,79 +150,7 @@ pub fn start(
     };
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
-    let (resolved, to) = match source {
-        Source::Package {
-            sha256,
-            allow_downgrade,
-        } => {
-            let trust = agent.trust();
-            let wanted = sha256.trim().to_ascii_lowercase();
-            let found = packages_in(&agent.settings.layout.packages_dir(), &trust)
-                .into_iter()
-                .find(|p| p.module == module && p.sha256.eq_ignore_ascii_case(&wanted))
-                .ok_or_else(|| StartError::NoSuchPackage {
-                    module: module.to_owned(),
-                    sha256: wanted.chars().take(64).collect(),
-                })?;
-            if let Some(why) = trust.refusal(&found.trust) {
-                return Err(StartError::NotTrusted {
-                    module: module.to_owned(),
-                    version: found.version.to_string(),
-                    why,
-                });
-            }
-            let to = found.version.to_string();
-            (
-                Resolved::Package {
-                    path: found.package,
-                    sha256: found.sha256,
-                    allow_downgrade,
-                },
-                to,
-            )
-        }
-        Source::Pending => {
-            let pending = pending(&agent.settings.layout, &agent.trust())
-                .into_iter()
-                .find(|p| p.module == module)
-                .ok_or_else(|| StartError::NothingPending(module.to_owned()))?;
-            if let Some(expected) = expected_version
-                && Version::parse(&expected).ok().as_ref() != Some(&pending.version)
-            {
-                return Err(StartError::NotThatVersion {
-                    module: module.to_owned(),
-                    pending: pending.version.to_string(),
-                    expected,
-                });
-            }
-            (
-                Resolved::Package {
-                    path: pending.package,
-                    sha256: pending.sha256,
-                    allow_downgrade: false,
-                },
-                pending.version.to_string(),
-            )
-        }
-        Source::Backup { version } => {
-            let installed = agent
-                .inventory
-                .borrow()
-                .module(module)
-                .and_then(|m| m.installed_version.clone());
-            let (path, found) = backups(agent, module)
-                .into_iter()
-                .find(|(_, v)| match &version {
-                    Some(wanted) => Version::parse(wanted).is_ok_and(|w| &w == v),
-                    None => installed.as_ref() != Some(v),
-                })
-                .ok_or_else(|| StartError::NoBackup {
-                    module: module.to_owned(),
-                    version: version.clone(),
-                })?;
-            (Resolved::Backup(path), found.to_string())
-        }
-    };
+    let (resolved, to) = resolve(agent, module, source, expected_version)?;
     {
         let mut running = agent
             .installs
@@ -256,42 +184,127 @@ pub fn start(
     let agent = agent.clone();
     tokio::spawn(async move {
         let result = run(&agent, &declaration, resolved, planned_end).await;
-        match &result {
-            Ok(outcome) => {
-                tracing::info!(module = %declaration.name, to = %outcome.to, downtime_ms = outcome.downtime.as_millis(), "installed")
-            }
-            Err(failure) => tracing::error!(module = %declaration.name, "{failure}"),
-        }
-        let module = declaration.name.to_string();
-        let finished = {
-            let mut views = agent
-                .installs
-                .views
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            views.get_mut(&module).map(|view| {
-                view.result = Some(result);
-                view.finished_at = Some(Utc::now());
-                view.clone()
-            })
-        };
-        if let Some(view) = finished {
-            if let Some(Ok(outcome)) = &view.result {
-                record_downtime(&agent, &module, outcome.downtime);
-            }
-            let _ = agent
-                .installs
-                .notices
-                .send(InstallNotice::Finished(Box::new(view)));
-        }
-        *agent
-            .installs
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        agent.rescan.notify_one();
+        finished(&agent, &declaration.name.to_string(), result);
     });
     Ok(to)
+}
+
+/// What `source` names for `module`, checked: the package or backup, and
+/// the version it installs.
+fn resolve(
+    agent: &Agent,
+    module: &str,
+    source: Source,
+    expected_version: Option<String>,
+) -> Result<(Resolved, String), StartError> {
+    match source {
+        Source::Package {
+            sha256,
+            allow_downgrade,
+        } => {
+            let trust = agent.trust();
+            let wanted = sha256.trim().to_ascii_lowercase();
+            let found = packages_in(&agent.settings.layout.packages_dir(), &trust)
+                .into_iter()
+                .find(|p| p.module == module && p.sha256.eq_ignore_ascii_case(&wanted))
+                .ok_or_else(|| StartError::NoSuchPackage {
+                    module: module.to_owned(),
+                    sha256: wanted.chars().take(64).collect(),
+                })?;
+            if let Some(why) = trust.refusal(&found.trust) {
+                return Err(StartError::NotTrusted {
+                    module: module.to_owned(),
+                    version: found.version.to_string(),
+                    why,
+                });
+            }
+            let to = found.version.to_string();
+            let resolved = Resolved::Package {
+                path: found.package,
+                sha256: found.sha256,
+                allow_downgrade,
+            };
+            Ok((resolved, to))
+        }
+        Source::Pending => {
+            let pending = pending(&agent.settings.layout, &agent.trust())
+                .into_iter()
+                .find(|p| p.module == module)
+                .ok_or_else(|| StartError::NothingPending(module.to_owned()))?;
+            if let Some(expected) = expected_version
+                && Version::parse(&expected).ok().as_ref() != Some(&pending.version)
+            {
+                return Err(StartError::NotThatVersion {
+                    module: module.to_owned(),
+                    pending: pending.version.to_string(),
+                    expected,
+                });
+            }
+            let to = pending.version.to_string();
+            let resolved = Resolved::Package {
+                path: pending.package,
+                sha256: pending.sha256,
+                allow_downgrade: false,
+            };
+            Ok((resolved, to))
+        }
+        Source::Backup { version } => {
+            let installed = agent
+                .inventory
+                .borrow()
+                .module(module)
+                .and_then(|m| m.installed_version.clone());
+            let (path, found) = backups(agent, module)
+                .into_iter()
+                .find(|(_, v)| match &version {
+                    Some(wanted) => Version::parse(wanted).is_ok_and(|w| &w == v),
+                    None => installed.as_ref() != Some(v),
+                })
+                .ok_or_else(|| StartError::NoBackup {
+                    module: module.to_owned(),
+                    version: version.clone(),
+                })?;
+            Ok((Resolved::Backup(path), found.to_string()))
+        }
+    }
+}
+
+/// An install ended: its view says how, the link is told, the next one may
+/// start, and the modules are scanned again.
+fn finished(agent: &Agent, module: &str, result: Result<Outcome, Failure>) {
+    match &result {
+        Ok(outcome) => {
+            tracing::info!(module, to = %outcome.to, downtime_ms = outcome.downtime.as_millis(), "installed")
+        }
+        Err(failure) => tracing::error!(module, "{failure}"),
+    }
+    let view = {
+        let mut views = agent
+            .installs
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        views.get_mut(module).map(|view| {
+            view.result = Some(result);
+            view.finished_at = Some(Utc::now());
+            view.clone()
+        })
+    };
+    if let Some(view) = view {
+        if let Some(Ok(outcome)) = &view.result {
+            record_downtime(agent, module, outcome.downtime);
+        }
+        let _ = agent
+            .installs
+            .notices
+            .send(InstallNotice::Finished(Box::new(view)));
+    }
+    *agent
+        .installs
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = None;
+    agent.rescan.notify_one();
 }
 
 async fn run(
@@ -307,128 +320,13 @@ async fn run(
         } => *allow_downgrade,
     };
     let module = declaration.name.to_string();
-    let progress: Progress = {
-        let agent = agent.clone();
-        let module = module.clone();
-        Arc::new(move |event: Event| {
-            let notice = {
-                let mut views = agent
-                    .installs
-                    .views
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                views.get_mut(&module).map(|view| {
-                    view.events.push(event.clone());
-                    InstallNotice::Progress {
-                        install_id: view.install_id.clone(),
-                        command_id: view.command_id.clone(),
-                        module: view.module.clone(),
-                        to: view.to.clone(),
-                        event,
-                    }
-                })
-            };
-            if let Some(notice) = notice {
-                let _ = agent.installs.notices.send(notice);
-            }
-        })
-    };
+    let progress = progress_of(agent, &module);
     let restoring = matches!(resolved, Resolved::Backup(_));
-    // Every package but the agent's own backups carries a trusted
-    // signature, checked again here, or is an unsigned one the
-    // configuration allows.
     if let Resolved::Package { path, sha256, .. } = &resolved {
-        let trust = agent.trust();
-        let signature = std::fs::read_to_string(format!("{}.sig", path.display())).ok();
-        let standing = trust.check(sha256, signature.as_deref().map(str::trim));
-        if let Some(why) = trust.refusal(&standing) {
-            return Err(refused(
-                &module,
-                format!("the package is not installed: {why}"),
-            ));
-        }
-        let (kind, text) = match standing {
-            Trust::Signed(key) => (
-                crate::install::EventKind::Step,
-                format!("signature verified: publisher key {key}"),
-            ),
-            _ => (
-                crate::install::EventKind::Warning,
-                "unsigned package, installed because allow_unsigned_local_packages = true"
-                    .to_owned(),
-            ),
-        };
-        progress(Event {
-            at: Utc::now(),
-            phase: None,
-            kind,
-            text,
-        });
+        check_signature(agent, &module, path, sha256, &progress)?;
     }
-    let opened = {
-        let (name, kind) = (declaration.name.clone(), declaration.kind);
-        tokio::task::spawn_blocking(move || match resolved {
-            Resolved::Package { path, sha256, .. } => Package::open(&path, &sha256),
-            Resolved::Backup(path) => Package::from_backup(&path, &name, kind),
-        })
-        .await
-    };
-    let package = match opened {
-        Ok(Ok(package)) => package,
-        Ok(Err(e)) => return Err(refused(&module, e.to_string())),
-        Err(e) => return Err(refused(&module, e.to_string())),
-    };
-    // A database module's database goes first: checked, and upgraded when
-    // standard; a customized one stops the install before anything changes.
-    let say = {
-        let progress = progress.clone();
-        move |text: String| {
-            progress(crate::install::Event {
-                at: Utc::now(),
-                phase: None,
-                kind: crate::install::EventKind::Step,
-                text,
-            })
-        }
-    };
-    let database_module = declaration.kind == flotilla_proto::domain::ModuleKind::Database;
-    if restoring && database_module {
-        let version = package.manifest.version.to_string();
-        if let Err(cause) = crate::databases::before_restore(agent, &module, &version, &say).await {
-            return Err(Failure {
-                module: module.clone(),
-                to: version,
-                phase: None,
-                step: "restoring the database".into(),
-                cause,
-                hook_output: Vec::new(),
-                rolled_back: false,
-                rollback_error: None,
-            });
-        }
-    }
-    let database = if database_module && !restoring {
-        match crate::databases::before_install(agent, &package, &say).await {
-            Ok(applied) => {
-                agent.installs.crash_points.reached("database_upgraded");
-                applied
-            }
-            Err(cause) => {
-                return Err(Failure {
-                    module: module.clone(),
-                    to: package.manifest.version.to_string(),
-                    phase: None,
-                    step: "checking and upgrading the database".into(),
-                    cause,
-                    hook_output: Vec::new(),
-                    rolled_back: false,
-                    rollback_error: None,
-                });
-            }
-        }
-    } else {
-        None
-    };
+    let package = open(declaration, resolved).await?;
+    let database = database_first(agent, declaration, &package, restoring, &progress).await?;
     let from = agent
         .inventory
         .borrow()
@@ -449,29 +347,170 @@ async fn run(
         allow_downgrade,
     };
     let result = install.run(&package, progress).await;
-    match (result, database) {
-        (Ok(outcome), Some(applied)) => {
-            applied.forget(agent);
-            Ok(outcome)
-        }
-        (Err(mut failure), Some(applied)) => {
-            // The files went back: so does the database.
-            if let Err(e) = crate::databases::restore(agent, &module, &applied).await {
-                let e = format!(
-                    "the database could not be restored from {}: {e}",
-                    applied.backup.display()
-                );
-                failure.rollback_error = Some(match failure.rollback_error {
-                    Some(files) => format!("{files}; {e}"),
-                    None => e,
-                });
-            } else {
-                applied.forget(agent);
-            }
-            Err(failure)
-        }
-        (result, _) => result,
+    match database {
+        Some(applied) => database_after(agent, &module, result, applied).await,
+        None => result,
     }
+}
+
+/// Reports an install's events on its view and to the link's watchers.
+fn progress_of(agent: &Arc<Agent>, module: &str) -> Progress {
+    let agent = agent.clone();
+    let module = module.to_owned();
+    Arc::new(move |event: Event| {
+        let notice = {
+            let mut views = agent
+                .installs
+                .views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            views.get_mut(&module).map(|view| {
+                view.events.push(event.clone());
+                InstallNotice::Progress {
+                    install_id: view.install_id.clone(),
+                    command_id: view.command_id.clone(),
+                    module: view.module.clone(),
+                    to: view.to.clone(),
+                    event,
+                }
+            })
+        };
+        if let Some(notice) = notice {
+            let _ = agent.installs.notices.send(notice);
+        }
+    })
+}
+
+/// Every package but the agent's own backups carries a trusted signature,
+/// checked again here, or is an unsigned one the configuration allows.
+fn check_signature(
+    agent: &Agent,
+    module: &str,
+    path: &Path,
+    sha256: &str,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let trust = agent.trust();
+    let signature = std::fs::read_to_string(format!("{}.sig", path.display())).ok();
+    let standing = trust.check(sha256, signature.as_deref().map(str::trim));
+    if let Some(why) = trust.refusal(&standing) {
+        return Err(refused(
+            module,
+            format!("the package is not installed: {why}"),
+        ));
+    }
+    let (kind, text) = match standing {
+        Trust::Signed(key) => (
+            crate::install::EventKind::Step,
+            format!("signature verified: publisher key {key}"),
+        ),
+        _ => (
+            crate::install::EventKind::Warning,
+            "unsigned package, installed because allow_unsigned_local_packages = true".to_owned(),
+        ),
+    };
+    progress(Event {
+        at: Utc::now(),
+        phase: None,
+        kind,
+        text,
+    });
+    Ok(())
+}
+
+/// Opens the package, or the backup as one, off the async threads.
+async fn open(declaration: &ModuleDeclaration, resolved: Resolved) -> Result<Package, Failure> {
+    let module = declaration.name.to_string();
+    let (name, kind) = (declaration.name.clone(), declaration.kind);
+    let opened = tokio::task::spawn_blocking(move || match resolved {
+        Resolved::Package { path, sha256, .. } => Package::open(&path, &sha256),
+        Resolved::Backup(path) => Package::from_backup(&path, &name, kind),
+    })
+    .await;
+    match opened {
+        Ok(Ok(package)) => Ok(package),
+        Ok(Err(e)) => Err(refused(&module, e.to_string())),
+        Err(e) => Err(refused(&module, e.to_string())),
+    }
+}
+
+/// A database module's database goes first: checked, and upgraded when
+/// standard (what was applied, to undo if the files fail); a customized
+/// one stops the install before anything changes. A restore restores it.
+async fn database_first(
+    agent: &Arc<Agent>,
+    declaration: &ModuleDeclaration,
+    package: &Package,
+    restoring: bool,
+    progress: &Progress,
+) -> Result<Option<crate::databases::Applied>, Failure> {
+    if declaration.kind != flotilla_proto::domain::ModuleKind::Database {
+        return Ok(None);
+    }
+    let module = declaration.name.to_string();
+    let say = {
+        let progress = progress.clone();
+        move |text: String| {
+            progress(crate::install::Event {
+                at: Utc::now(),
+                phase: None,
+                kind: crate::install::EventKind::Step,
+                text,
+            })
+        }
+    };
+    let version = package.manifest.version.to_string();
+    let failed = |step: &str, cause: String| Failure {
+        module: module.clone(),
+        to: version.clone(),
+        phase: None,
+        step: step.into(),
+        cause,
+        hook_output: Vec::new(),
+        rolled_back: false,
+        rollback_error: None,
+    };
+    if restoring {
+        crate::databases::before_restore(agent, &module, &version, &say)
+            .await
+            .map_err(|cause| failed("restoring the database", cause))?;
+        return Ok(None);
+    }
+    let applied = crate::databases::before_install(agent, package, &say)
+        .await
+        .map_err(|cause| failed("checking and upgrading the database", cause))?;
+    agent.installs.crash_points.reached("database_upgraded");
+    Ok(applied)
+}
+
+/// After the files: the upgraded database stays when they reached the new
+/// version, and goes back with them when they did not.
+async fn database_after(
+    agent: &Agent,
+    module: &str,
+    result: Result<Outcome, Failure>,
+    applied: crate::databases::Applied,
+) -> Result<Outcome, Failure> {
+    let mut failure = match result {
+        Ok(outcome) => {
+            applied.forget(agent);
+            return Ok(outcome);
+        }
+        Err(failure) => failure,
+    };
+    if let Err(e) = crate::databases::restore(agent, module, &applied).await {
+        let e = format!(
+            "the database could not be restored from {}: {e}",
+            applied.backup.display()
+        );
+        failure.rollback_error = Some(match failure.rollback_error {
+            Some(files) => format!("{files}; {e}"),
+            None => e,
+        });
+    } else {
+        applied.forget(agent);
+    }
+    Err(failure)
 }
 
 fn refused(module: &str, cause: String) -> Failure {

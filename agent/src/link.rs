@@ -112,31 +112,7 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
 async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<SessionEnd, SessionError> {
     let settings = &agent.settings;
     let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
-    let mut endpoint =
-        Endpoint::from_shared(settings.controller_url.clone()).map_err(|e| unreachable(&e))?;
-    let mut identity = None;
-    if let ControllerTrust::Ca {
-        pem,
-        identity: identity_file,
-        ..
-    } = &settings.controller_trust
-    {
-        // Read at each connection: a renewal replaces the file.
-        let ours = Identity::load(identity_file).map_err(|e| unreachable(&e))?;
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(pem))
-            .identity(tonic::transport::Identity::from_pem(
-                &ours.certificate_pem,
-                &ours.key_pem,
-            ));
-        endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(&e))?;
-        identity = Some((identity_file.clone(), ours));
-    }
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+    let (endpoint, identity) = endpoint(settings)?;
     let channel = tokio::select! {
         _ = stop.cancelled() => return Ok(SessionEnd::Shutdown),
         channel = endpoint.connect() => channel.map_err(|e| unreachable(&error_chain(&e)))?,
@@ -144,22 +120,9 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
     let mut client = AgentLinkClient::new(channel)
         .max_decoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES);
-    // When to renew the certificate; checked again after each try.
-    let mut renewal = identity
-        .as_ref()
-        .map(|(_, ours)| tokio::time::Instant::now() + ours.until_renewal());
     let (outbound, outbound_rx) = mpsc::channel::<AgentMessage>(64);
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        server_id: settings.server_id.to_string(),
-        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        site: settings.site.to_string(),
-        started_at_unix_ms: agent.started_at.timestamp_millis(),
-    };
     outbound
-        .send(message(Body::Hello(hello)))
+        .send(message(Body::Hello(hello(agent))))
         .await
         .map_err(|e| unreachable(&e))?;
     let opened = tokio::select! {
@@ -191,23 +154,174 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
     agent
         .link
         .send_replace(LinkStatus::Connected { since: Utc::now() });
+    let link = Link {
+        agent,
+        stop,
+        client,
+        outbound,
+        identity,
+        heartbeat_every,
+    };
+    link.converse(inbound).await
+}
 
-    let mut inventory_rx = agent.inventory.subscribe();
-    let mut installs_rx = agent.installs.notices.subscribe();
-    let mut sent: Inventory = inventory_rx.borrow_and_update().clone();
-    let lost = |e: &dyn std::fmt::Display| SessionEnd::Lost(e.to_string());
-    if let Err(e) = outbound
-        .send(message(Body::Inventory(full_inventory(&sent))))
-        .await
+/// The controller's endpoint, over mutual TLS with this agent's identity
+/// (read at each connection: a renewal replaces the file) unless the
+/// configuration says plain text; with the identity's file.
+fn endpoint(
+    settings: &crate::config::Settings,
+) -> Result<(Endpoint, Option<(std::path::PathBuf, Identity)>), SessionError> {
+    let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
+    let mut endpoint =
+        Endpoint::from_shared(settings.controller_url.clone()).map_err(|e| unreachable(&e))?;
+    let mut identity = None;
+    if let ControllerTrust::Ca {
+        pem,
+        identity: identity_file,
+        ..
+    } = &settings.controller_trust
     {
-        return Ok(lost(&e));
+        let ours = Identity::load(identity_file).map_err(|e| unreachable(&e))?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &ours.certificate_pem,
+                &ours.key_pem,
+            ));
+        endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(&e))?;
+        identity = Some((identity_file.clone(), ours));
     }
-    // The latest install of each module, in case it ended while the
-    // controller was away; the controller ignores what it already has.
-    // An install still running says so (it may have been ordered just
-    // before the link dropped): the controller then waits for its result.
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    Ok((endpoint, identity))
+}
+
+/// Who this agent is, for the controller.
+fn hello(agent: &Agent) -> Hello {
+    let settings = &agent.settings;
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        server_id: settings.server_id.to_string(),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        site: settings.site.to_string(),
+        started_at_unix_ms: agent.started_at.timestamp_millis(),
+    }
+}
+
+/// A welcomed session, until it ends.
+struct Link<'a> {
+    agent: &'a Arc<Agent>,
+    stop: &'a CancellationToken,
+    client: AgentLinkClient<tonic::transport::Channel>,
+    outbound: mpsc::Sender<AgentMessage>,
+    /// The identity's file and the identity, to renew it.
+    identity: Option<(std::path::PathBuf, Identity)>,
+    heartbeat_every: Duration,
+}
+
+impl Link<'_> {
+    /// Sends the inventory and the latest installs, then the changes, the
+    /// installs' progress, heartbeats and answers, until the stream ends.
+    async fn converse(
+        mut self,
+        mut inbound: tonic::Streaming<ControllerMessage>,
+    ) -> Result<SessionEnd, SessionError> {
+        let agent = self.agent;
+        let mut inventory_rx = agent.inventory.subscribe();
+        let mut installs_rx = agent.installs.notices.subscribe();
+        let mut sent: Inventory = inventory_rx.borrow_and_update().clone();
+        let lost = |e: &dyn std::fmt::Display| SessionEnd::Lost(e.to_string());
+        for report in catch_up(agent, &sent) {
+            if let Err(e) = self.outbound.send(report).await {
+                return Ok(lost(&e));
+            }
+        }
+        // When to renew the certificate; checked again after each try.
+        let mut renewal = self
+            .identity
+            .as_ref()
+            .map(|(_, ours)| tokio::time::Instant::now() + ours.until_renewal());
+        // Answers that take a while (a database review) come back here.
+        let (late_tx, mut late_rx) = mpsc::channel::<AgentMessage>(16);
+        let mut heartbeat = tokio::time::interval(self.heartbeat_every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        loop {
+            let to_send = tokio::select! {
+                _ = self.stop.cancelled() => return Ok(SessionEnd::Shutdown),
+                changed = inventory_rx.changed() => {
+                    if changed.is_err() {
+                        return Ok(SessionEnd::Shutdown);
+                    }
+                    let now = inventory_rx.borrow_and_update().clone();
+                    let change = sent.change_to(&now);
+                    sent = now;
+                    if change.is_empty() {
+                        continue;
+                    }
+                    message(Body::InventoryChange(inventory_change(&change, &sent)))
+                }
+                Some(answer) = late_rx.recv() => answer,
+                notice = installs_rx.recv() => match notice {
+                    Ok(notice) => install_message(notice),
+                    // Progress lines lost to a slow link; the result follows anyway.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(SessionEnd::Shutdown),
+                },
+                _ = sleep_until(renewal) => {
+                    renewal = self.renew().await;
+                    continue;
+                }
+                _ = heartbeat.tick() => message(Body::Heartbeat(Heartbeat {
+                    sent_at_unix_ms: Utc::now().timestamp_millis(),
+                })),
+                received = inbound.message() => match received {
+                    Ok(Some(received)) => match handle(agent, received, &sent, &late_tx) {
+                        Some(reply) => reply,
+                        None => continue,
+                    },
+                    Ok(None) => return Ok(SessionEnd::Lost("the controller closed the stream".into())),
+                    Err(status) => return Ok(SessionEnd::Lost(status.message().to_owned())),
+                },
+            };
+            if let Err(e) = self.outbound.send(to_send).await {
+                return Ok(lost(&e));
+            }
+        }
+    }
+
+    /// Renews the certificate; when to try next.
+    async fn renew(&mut self) -> Option<tokio::time::Instant> {
+        let (file, _) = self.identity.as_ref()?;
+        Some(match renew(&mut self.client, file).await {
+            Ok(renewed) => {
+                tracing::info!(
+                    not_after = renewed.certificate.not_after,
+                    "renewed this agent's certificate"
+                );
+                tokio::time::Instant::now() + renewed.until_renewal().max(RENEWAL_RETRY / 4)
+            }
+            Err(e) => {
+                tracing::warn!("cannot renew this agent's certificate yet: {e}");
+                tokio::time::Instant::now() + RENEWAL_RETRY
+            }
+        })
+    }
+}
+
+/// What the controller may have missed while away: the whole inventory,
+/// and the latest install of each module (it ignores what it already has).
+/// An install still running says so (it may have been ordered just before
+/// the link dropped): the controller then waits for its result.
+fn catch_up(agent: &Agent, inventory: &Inventory) -> Vec<AgentMessage> {
+    let mut reports = vec![message(Body::Inventory(full_inventory(inventory)))];
     for view in agent.installs.views() {
-        let report = if view.result.is_some() {
+        reports.push(if view.result.is_some() {
             message(Body::InstallResult(install_result(&view).into()))
         } else {
             install_message(InstallNotice::Progress {
@@ -222,69 +336,9 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
                     text: "still running after the link to the controller came back".into(),
                 },
             })
-        };
-        if let Err(e) = outbound.send(report).await {
-            return Ok(lost(&e));
-        }
+        });
     }
-    // Answers that take a while (a database review) come back here.
-    let (late_tx, mut late_rx) = mpsc::channel::<AgentMessage>(16);
-    let mut heartbeat = tokio::time::interval(heartbeat_every);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
-    loop {
-        let to_send = tokio::select! {
-            _ = stop.cancelled() => return Ok(SessionEnd::Shutdown),
-            changed = inventory_rx.changed() => {
-                if changed.is_err() {
-                    return Ok(SessionEnd::Shutdown);
-                }
-                let now = inventory_rx.borrow_and_update().clone();
-                let change = sent.change_to(&now);
-                sent = now;
-                if change.is_empty() {
-                    continue;
-                }
-                message(Body::InventoryChange(inventory_change(&change, &sent)))
-            }
-            Some(answer) = late_rx.recv() => answer,
-            notice = installs_rx.recv() => match notice {
-                Ok(notice) => install_message(notice),
-                // Progress lines lost to a slow link; the result follows anyway.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(SessionEnd::Shutdown),
-            },
-            _ = sleep_until(renewal) => {
-                if let Some((file, _)) = &identity {
-                    renewal = Some(match renew(&mut client, file).await {
-                        Ok(renewed) => {
-                            tracing::info!(not_after = renewed.certificate.not_after, "renewed this agent's certificate");
-                            tokio::time::Instant::now() + renewed.until_renewal().max(RENEWAL_RETRY / 4)
-                        }
-                        Err(e) => {
-                            tracing::warn!("cannot renew this agent's certificate yet: {e}");
-                            tokio::time::Instant::now() + RENEWAL_RETRY
-                        }
-                    });
-                }
-                continue;
-            }
-            _ = heartbeat.tick() => message(Body::Heartbeat(Heartbeat {
-                sent_at_unix_ms: Utc::now().timestamp_millis(),
-            })),
-            received = inbound.message() => match received {
-                Ok(Some(received)) => match handle(agent, received, &sent, &late_tx) {
-                    Some(reply) => reply,
-                    None => continue,
-                },
-                Ok(None) => return Ok(SessionEnd::Lost("the controller closed the stream".into())),
-                Err(status) => return Ok(SessionEnd::Lost(status.message().to_owned())),
-            },
-        };
-        if let Err(e) = outbound.send(to_send).await {
-            return Ok(lost(&e));
-        }
-    }
+    reports
 }
 
 /// How long after a failed renewal the agent tries again (and, a quarter

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::install::{EventKind, hooks::Stream};
 use crate::installs::{self, StartError};
+use crate::inventory::Inventory;
+use crate::pending::Pending;
 use crate::portal_guard::{self, token_field};
 use crate::state::InstallView;
 use crate::state::{Agent, LinkStatus};
@@ -80,15 +82,52 @@ async fn page(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
 /// Renders the portal page for the agent's current state.
 pub fn render(agent: &Agent) -> String {
     let inventory = agent.inventory.borrow().clone();
-    let link = agent.link.borrow().clone();
     let last_check = agent
         .last_check
         .borrow()
         .to_rfc3339_opts(SecondsFormat::Secs, true);
     let settings = &agent.settings;
-    let token = token_field(agent);
+    let pending = crate::inventory::pending(&agent.settings.layout, &agent.trust());
+    let running = agent.installs.running();
+    let (headline, headline_class) = if inventory.modules.is_empty() {
+        ("No module is declared on this server".to_owned(), "warn")
+    } else if let Some(module) = &running {
+        (format!("Installing {module}…"), "warn")
+    } else if pending.is_empty() {
+        ("All up to date".to_owned(), "ok")
+    } else {
+        (format!("{} update(s) to install", pending.len()), "warn")
+    };
+    let sections = [
+        problems_section(&inventory),
+        updates_section(agent, &inventory, &pending),
+        backups_section(agent, &inventory),
+        notices_section(agent),
+    ]
+    .concat();
+    let (link_text, link_class) = link_line(&agent.link.borrow());
+    PAGE.replace("{{server}}", &escape(settings.server_id.as_str()))
+        .replace("{{site}}", &escape(settings.site.as_str()))
+        .replace("{{link_class}}", link_class)
+        .replace("{{link_text}}", &escape(&link_text))
+        .replace("{{headline_class}}", headline_class)
+        .replace("{{headline}}", &escape(&headline))
+        .replace("{{problems}}", &sections)
+        .replace("{{rows}}", &module_rows(&inventory))
+        .replace("{{last_check}}", &last_check)
+        .replace(
+            "{{status_file}}",
+            &escape(&settings.layout.status_file().display().to_string()),
+        )
+        .replace(
+            "{{applications_config}}",
+            &escape(&settings.layout.applications_config().display().to_string()),
+        )
+}
 
-    let rows: String = inventory
+/// One row per declared module.
+fn module_rows(inventory: &Inventory) -> String {
+    inventory
         .modules
         .iter()
         .map(|module| {
@@ -111,57 +150,62 @@ pub fn render(agent: &Agent) -> String {
                 path = escape(&module.install_path),
             )
         })
-        .collect();
-    let problems = if inventory.problems.is_empty() {
-        String::new()
-    } else {
-        let items: String = inventory
-            .problems
-            .iter()
-            .map(|p| format!("<li>{}</li>", escape(&p.to_string())))
-            .collect();
-        format!(
-            "<section class=\"problems\" id=\"problems\"><h2>Needs attention</h2><ul>{items}</ul></section>"
-        )
-    };
-    let pending = crate::inventory::pending(&agent.settings.layout, &agent.trust());
-    let running = agent.installs.running();
-    let (headline, headline_class) = if inventory.modules.is_empty() {
-        ("No module is declared on this server".to_owned(), "warn")
-    } else if let Some(module) = &running {
-        (format!("Installing {module}…"), "warn")
-    } else if pending.is_empty() {
-        ("All up to date".to_owned(), "ok")
-    } else {
-        (format!("{} update(s) to install", pending.len()), "warn")
-    };
-    let mut updates = String::new();
-    if !pending.is_empty() {
-        updates.push_str("<section class=\"card\" id=\"updates\"><h2>Updates to install</h2><p class=\"muted small\">Users of a module see its maintenance page for a few seconds while it is installed.</p><table><thead><tr><th>Module</th><th>Installed</th><th>New version</th><th></th></tr></thead><tbody>");
-        for update in &pending {
-            let installed = inventory
-                .module(&update.module)
-                .and_then(|m| m.installed_version.as_ref().map(|v| v.to_string()))
-                .unwrap_or_else(|| "—".into());
-            let notes = std::fs::read_to_string(format!("{}.notes.md", update.package.display()))
-                .unwrap_or_default();
-            let notes = if notes.trim().is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "<tr class=\"notes\"><td colspan=\"4\"><pre class=\"release-notes\">{}</pre></td></tr>",
-                    escape(notes.trim())
-                )
-            };
-            updates.push_str(&format!(
-                "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\">{token}<button type=\"submit\">Install</button></form></td></tr>{notes}",
-                m = escape(&update.module),
-                installed = escape(&installed),
-                v = escape(update.version.as_str()),
-            ));
-        }
-        updates.push_str("</tbody></table></section>");
+        .collect()
+}
+
+/// What the scan could not read, with the file and line.
+fn problems_section(inventory: &Inventory) -> String {
+    if inventory.problems.is_empty() {
+        return String::new();
     }
+    let items: String = inventory
+        .problems
+        .iter()
+        .map(|p| format!("<li>{}</li>", escape(&p.to_string())))
+        .collect();
+    format!(
+        "<section class=\"problems\" id=\"problems\"><h2>Needs attention</h2><ul>{items}</ul></section>"
+    )
+}
+
+/// The pending updates with their notes and Install buttons.
+fn updates_section(agent: &Agent, inventory: &Inventory, pending: &[Pending]) -> String {
+    if pending.is_empty() {
+        return String::new();
+    }
+    let token = token_field(agent);
+    let mut updates = String::from(
+        "<section class=\"card\" id=\"updates\"><h2>Updates to install</h2><p class=\"muted small\">Users of a module see its maintenance page for a few seconds while it is installed.</p><table><thead><tr><th>Module</th><th>Installed</th><th>New version</th><th></th></tr></thead><tbody>",
+    );
+    for update in pending {
+        let installed = inventory
+            .module(&update.module)
+            .and_then(|m| m.installed_version.as_ref().map(|v| v.to_string()))
+            .unwrap_or_else(|| "—".into());
+        let notes = std::fs::read_to_string(format!("{}.notes.md", update.package.display()))
+            .unwrap_or_default();
+        let notes = if notes.trim().is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<tr class=\"notes\"><td colspan=\"4\"><pre class=\"release-notes\">{}</pre></td></tr>",
+                escape(notes.trim())
+            )
+        };
+        updates.push_str(&format!(
+            "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\">{token}<button type=\"submit\">Install</button></form></td></tr>{notes}",
+            m = escape(&update.module),
+            installed = escape(&installed),
+            v = escape(update.version.as_str()),
+        ));
+    }
+    updates.push_str("</tbody></table></section>");
+    updates
+}
+
+/// The earlier versions kept, with Restore buttons.
+fn backups_section(agent: &Agent, inventory: &Inventory) -> String {
+    let token = token_field(agent);
     let mut kept = String::new();
     for module in &inventory.modules {
         let installed = module.installed_version.as_ref();
@@ -176,24 +220,36 @@ pub fn render(agent: &Agent) -> String {
             ));
         }
     }
-    if !kept.is_empty() {
-        updates.push_str(&format!(
-            "<section class=\"card\" id=\"backups\"><h2>Earlier versions kept</h2><table><thead><tr><th>Module</th><th>Version</th><th></th></tr></thead><tbody>{kept}</tbody></table></section>"
-        ));
+    if kept.is_empty() {
+        return String::new();
     }
+    format!(
+        "<section class=\"card\" id=\"backups\"><h2>Earlier versions kept</h2><table><thead><tr><th>Module</th><th>Version</th><th></th></tr></thead><tbody>{kept}</tbody></table></section>"
+    )
+}
+
+/// What the agent repaired or recovered at start.
+fn notices_section(agent: &Agent) -> String {
     let notices: Vec<String> = agent
         .notices
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    if !notices.is_empty() {
-        updates.push_str("<section class=\"card\" id=\"notices\"><h2>Repaired at start</h2><ul>");
-        for notice in notices {
-            updates.push_str(&format!("<li>{}</li>", escape(&notice)));
-        }
-        updates.push_str("</ul></section>");
+    if notices.is_empty() {
+        return String::new();
     }
-    let (link_text, link_class) = match link {
+    let items: String = notices
+        .iter()
+        .map(|notice| format!("<li>{}</li>", escape(notice)))
+        .collect();
+    format!(
+        "<section class=\"card\" id=\"notices\"><h2>Repaired at start</h2><ul>{items}</ul></section>"
+    )
+}
+
+/// How the link to the controller stands, in words, with its tone.
+fn link_line(link: &LinkStatus) -> (String, &'static str) {
+    match link {
         LinkStatus::Connecting => ("Connecting to the controller…".to_owned(), "warn"),
         LinkStatus::Connected { since } => (
             format!(
@@ -212,25 +268,7 @@ pub fn render(agent: &Agent) -> String {
         LinkStatus::Refused { message, .. } => {
             (format!("Refused by the controller: {message}"), "bad")
         }
-    };
-
-    PAGE.replace("{{server}}", &escape(settings.server_id.as_str()))
-        .replace("{{site}}", &escape(settings.site.as_str()))
-        .replace("{{link_class}}", link_class)
-        .replace("{{link_text}}", &escape(&link_text))
-        .replace("{{headline_class}}", headline_class)
-        .replace("{{headline}}", &escape(&headline))
-        .replace("{{problems}}", &(problems + &updates))
-        .replace("{{rows}}", &rows)
-        .replace("{{last_check}}", &last_check)
-        .replace(
-            "{{status_file}}",
-            &escape(&settings.layout.status_file().display().to_string()),
-        )
-        .replace(
-            "{{applications_config}}",
-            &escape(&settings.layout.applications_config().display().to_string()),
-        )
+    }
 }
 
 async fn install_form(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {

@@ -323,7 +323,7 @@ async fn run(
     let progress = progress_of(agent, &module);
     let restoring = matches!(resolved, Resolved::Backup(_));
     if let Resolved::Package { path, sha256, .. } = &resolved {
-        check_signature(agent, &module, path, sha256, &progress)?;
+        check_signature(agent, path, sha256, &progress).map_err(|why| refused(&module, why))?;
     }
     let package = open(declaration, resolved).await?;
     let database = database_first(agent, declaration, &package, restoring, &progress).await?;
@@ -382,22 +382,19 @@ fn progress_of(agent: &Arc<Agent>, module: &str) -> Progress {
 }
 
 /// Every package but the agent's own backups carries a trusted signature,
-/// checked again here, or is an unsigned one the configuration allows.
+/// checked again here, or is an unsigned one the configuration allows; why
+/// it is not installed otherwise.
 fn check_signature(
     agent: &Agent,
-    module: &str,
     path: &Path,
     sha256: &str,
     progress: &Progress,
-) -> Result<(), Failure> {
+) -> Result<(), String> {
     let trust = agent.trust();
     let signature = std::fs::read_to_string(format!("{}.sig", path.display())).ok();
     let standing = trust.check(sha256, signature.as_deref().map(str::trim));
     if let Some(why) = trust.refusal(&standing) {
-        return Err(refused(
-            module,
-            format!("the package is not installed: {why}"),
-        ));
+        return Err(format!("the package is not installed: {why}"));
     }
     let (kind, text) = match standing {
         Trust::Signed(key) => (

@@ -140,31 +140,17 @@ pub async fn run(
     let trusted = std::fs::read_to_string(key.with_extension("pub"))?
         .trim()
         .to_owned();
-    let mut agents: Vec<(String, Child)> = Vec::new();
-    let mut portals = Vec::new();
     let api = crate::publisher::client(Some(&ca))?;
-    for server in &SERVERS {
-        let config = lay_out(&args.dir, server, &grpc_url, &trusted)?;
-        enroll(&api, &dashboard, &token, &agent_binary, &config, server.id).await?;
-        let log = std::fs::File::create(args.dir.join("logs").join(format!("{}.log", server.id)))?;
-        let mut child = Command::new(&agent_binary)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", agent_binary.display()))?;
-        let portal = portal_url(&mut child).await.with_context(|| {
-            format!(
-                "agent {} did not start; see its log in {}",
-                server.id,
-                args.dir.join("logs").display()
-            )
-        })?;
-        portals.push((server.id, portal));
-        agents.push((server.id.to_owned(), child));
-    }
+    let started = Started {
+        dir: &args.dir,
+        api: &api,
+        dashboard: &dashboard,
+        token: &token,
+        agent_binary: &agent_binary,
+        grpc_url: &grpc_url,
+        trusted: &trusted,
+    };
+    let (mut agents, portals) = started.agents().await?;
 
     let packages = build_release(&args.dir, &key.with_extension("key")).await?;
     let target = crate::publisher::Target {
@@ -181,40 +167,13 @@ pub async fn run(
     .await
     .context("cannot publish the demo release")?;
 
-    println!(
-        "Flotilla demo: site {SITE}, one controller and three agents (data in {})",
-        args.dir.display()
-    );
-    println!();
-    println!("  Dashboard      {dashboard}");
-    println!(
-        "                 over TLS from the demo's own CA, {} ({fingerprint}):",
-        ca.display()
-    );
-    println!("                 trust it in your browser, or accept its warning once");
-    println!("  Sign in as     admin / {password}");
-    println!(
-        "  REST API       {dashboard}api/v1/servers   (OpenAPI: {dashboard}api/v1/openapi.json)"
-    );
-    for (id, portal) in &portals {
-        println!("  Agent portal   {portal}   ({id})");
-    }
-    println!();
-    println!(
-        "Release {RELEASE} (every module's next version) is published and downloading to the agents:"
-    );
-    println!("  plan and start its rollout at {dashboard}rollouts");
-    println!();
-    println!("Change a version on disk and watch the dashboard follow, for example:");
-    println!(
-        "  echo 5.9.0 > {}",
-        args.dir
-            .join("servers/acme-web-01/apps/ecommerce/version.txt")
-            .display()
-    );
-    println!(
-        "Agent logs are in {}. Press Ctrl-C to stop.",
-        args.dir.join("logs").display()
+    say_where(
+        &args.dir,
+        &dashboard,
+        &ca,
+        &fingerprint,
+        &password,
+        &portals,
     );
 
     shutdown.await;
@@ -228,6 +187,103 @@ pub async fn run(
     controller.await??;
     println!("Stopped.");
     Ok(())
+}
+
+/// What the demo's agents need to start.
+struct Started<'a> {
+    dir: &'a Path,
+    api: &'a reqwest::Client,
+    dashboard: &'a str,
+    token: &'a str,
+    agent_binary: &'a Path,
+    grpc_url: &'a str,
+    trusted: &'a str,
+}
+
+impl Started<'_> {
+    /// Lays out, enrolls and starts each server's agent: the processes,
+    /// and each agent's portal.
+    async fn agents(&self) -> anyhow::Result<(Vec<(String, Child)>, Vec<(&'static str, String)>)> {
+        let mut agents = Vec::new();
+        let mut portals = Vec::new();
+        for server in &SERVERS {
+            let config = lay_out(self.dir, server, self.grpc_url, self.trusted)?;
+            enroll(
+                self.api,
+                self.dashboard,
+                self.token,
+                self.agent_binary,
+                &config,
+                server.id,
+            )
+            .await?;
+            let logs = self.dir.join("logs");
+            let log = std::fs::File::create(logs.join(format!("{}.log", server.id)))?;
+            let mut child = Command::new(self.agent_binary)
+                .arg("--config")
+                .arg(&config)
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("cannot start {}", self.agent_binary.display()))?;
+            let portal = portal_url(&mut child).await.with_context(|| {
+                format!(
+                    "agent {} did not start; see its log in {}",
+                    server.id,
+                    logs.display()
+                )
+            })?;
+            portals.push((server.id, portal));
+            agents.push((server.id.to_owned(), child));
+        }
+        Ok((agents, portals))
+    }
+}
+
+/// Tells the person who started the demo where everything is.
+fn say_where(
+    dir: &Path,
+    dashboard: &str,
+    ca: &Path,
+    fingerprint: &str,
+    password: &str,
+    portals: &[(&str, String)],
+) {
+    println!(
+        "Flotilla demo: site {SITE}, one controller and three agents (data in {})",
+        dir.display()
+    );
+    println!();
+    println!("  Dashboard      {dashboard}");
+    println!(
+        "                 over TLS from the demo's own CA, {} ({fingerprint}):",
+        ca.display()
+    );
+    println!("                 trust it in your browser, or accept its warning once");
+    println!("  Sign in as     admin / {password}");
+    println!(
+        "  REST API       {dashboard}api/v1/servers   (OpenAPI: {dashboard}api/v1/openapi.json)"
+    );
+    for (id, portal) in portals {
+        println!("  Agent portal   {portal}   ({id})");
+    }
+    println!();
+    println!(
+        "Release {RELEASE} (every module's next version) is published and downloading to the agents:"
+    );
+    println!("  plan and start its rollout at {dashboard}rollouts");
+    println!();
+    println!("Change a version on disk and watch the dashboard follow, for example:");
+    println!(
+        "  echo 5.9.0 > {}",
+        dir.join("servers/acme-web-01/apps/ecommerce/version.txt")
+            .display()
+    );
+    println!(
+        "Agent logs are in {}. Press Ctrl-C to stop.",
+        dir.join("logs").display()
+    );
 }
 
 /// Enrolls a server's agent as an operator would: an enrollment token from

@@ -54,6 +54,32 @@ impl AgentLinkService {
         }
     }
 
+    /// What a new connection is told first: the welcome, the rollout that
+    /// holds the server (always: an empty hold releases a server whose
+    /// rollout ended while it was away), and everything published so far
+    /// (the agent works out what it lacks).
+    async fn greeting(&self, server: &ServerId, session: &Session) -> Vec<ControllerMessage> {
+        let welcome = ControllerMessage {
+            body: Some(controller_message::Body::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                controller_version: env!("CARGO_PKG_VERSION").to_owned(),
+                heartbeat_interval_ms: u32::try_from(self.fleet.heartbeats.interval.as_millis())
+                    .unwrap_or(u32::MAX),
+                download_token: session.download_token.clone(),
+                download_base: self.fleet.public_url.clone(),
+            })),
+        };
+        let hold = ControllerMessage::from(ToAgent::Hold(self.fleet.hold_of(server)));
+        let mut greeting = vec![welcome, hold];
+        match self.fleet.announcement().await {
+            Ok(announcement) => greeting.push(ControllerMessage::from(announcement)),
+            Err(e) => {
+                tracing::error!(server = %server, "cannot list the published packages: {e}")
+            }
+        }
+        greeting
+    }
+
     /// The agent a request's client certificate proves; `Ok(None)` in
     /// plain text. A refusal is logged with its reason.
     fn certificate<T>(&self, request: &Request<T>) -> Result<Option<AgentCertificate>, Status> {
@@ -106,54 +132,7 @@ impl AgentLink for AgentLinkService {
                 "the first message on the stream must be a Hello",
             ));
         };
-        if !is_supported(hello.protocol_version) {
-            tracing::warn!(
-                server = %hello.server_id,
-                version = hello.protocol_version,
-                "refused an agent speaking an unsupported protocol version"
-            );
-            return Err(Status::failed_precondition(format!(
-                "agent {} (version {}) speaks protocol version {}; this controller (version {}) supports protocol versions {}",
-                hello.server_id,
-                hello.agent_version,
-                hello.protocol_version,
-                env!("CARGO_PKG_VERSION"),
-                SUPPORTED_PROTOCOL_VERSIONS
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let hello = ServerHello {
-            id: ServerId::parse(&hello.server_id)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
-            site: SiteName::parse(&hello.site)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
-            hostname: hello.hostname,
-            os: hello.os,
-            agent_version: hello.agent_version,
-            protocol_version: hello.protocol_version,
-            peer_address: peer.clone(),
-            agent_started_at: (hello.started_at_unix_ms > 0)
-                .then(|| chrono::DateTime::from_timestamp_millis(hello.started_at_unix_ms))
-                .flatten(),
-        };
-        if let Some(certificate) = &certificate
-            && (certificate.identity.server != hello.id || certificate.identity.site != hello.site)
-        {
-            tracing::warn!(
-                peer = peer.as_deref().unwrap_or("unknown"),
-                "refused an agent: its certificate is for {}, its Hello claimed server {} of site {}",
-                certificate.identity,
-                hello.id,
-                hello.site
-            );
-            return Err(Status::permission_denied(format!(
-                "this agent's certificate is for {}, but its Hello claimed server {} of site {}",
-                certificate.identity, hello.id, hello.site
-            )));
-        }
+        let hello = accepted(hello, peer.clone(), certificate.as_ref())?;
         let session = match self
             .fleet
             .connect(&hello, certificate, &self.shutdown)
@@ -174,34 +153,9 @@ impl AgentLink for AgentLinkService {
         tracing::info!(server = %hello.id, site = %hello.site, agent = %hello.agent_version, "agent connected");
 
         let (outbound, outbound_rx) = mpsc::channel::<Result<ControllerMessage, Status>>(16);
-        let welcome = ControllerMessage {
-            body: Some(controller_message::Body::Welcome(Welcome {
-                protocol_version: PROTOCOL_VERSION,
-                controller_version: env!("CARGO_PKG_VERSION").to_owned(),
-                heartbeat_interval_ms: u32::try_from(self.fleet.heartbeats.interval.as_millis())
-                    .unwrap_or(u32::MAX),
-                download_token: session.download_token.clone(),
-                download_base: self.fleet.public_url.clone(),
-            })),
-        };
-        // Cannot fail: the receiver is right here and the buffer is empty.
-        let _ = outbound.send(Ok(welcome)).await;
-        // Always: an empty hold releases a server whose rollout ended while
-        // it was away.
-        let hold = self.fleet.hold_of(&hello.id);
-        let _ = outbound
-            .send(Ok(ControllerMessage::from(ToAgent::Hold(hold))))
-            .await;
-        // Everything published so far: the agent works out what it lacks.
-        match self.fleet.announcement().await {
-            Ok(announcement) => {
-                let _ = outbound
-                    .send(Ok(ControllerMessage::from(announcement)))
-                    .await;
-            }
-            Err(e) => {
-                tracing::error!(server = %hello.id, "cannot list the published packages: {e}")
-            }
+        for message in self.greeting(&hello.id, &session).await {
+            // Cannot fail: the receiver is right here and the buffer is large enough.
+            let _ = outbound.send(Ok(message)).await;
         }
         tokio::spawn(serve_session(
             self.fleet.clone(),
@@ -354,6 +308,64 @@ async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Resu
         }
         None => Ok(()),
     }
+}
+
+/// An agent's Hello, validated: a protocol version this controller speaks,
+/// a server id and a site, and (with TLS) the same identity as its
+/// certificate's.
+fn accepted(
+    hello: flotilla_proto::v1::Hello,
+    peer: Option<String>,
+    certificate: Option<&AgentCertificate>,
+) -> Result<ServerHello, Status> {
+    if !is_supported(hello.protocol_version) {
+        tracing::warn!(
+            server = %hello.server_id,
+            version = hello.protocol_version,
+            "refused an agent speaking an unsupported protocol version"
+        );
+        return Err(Status::failed_precondition(format!(
+            "agent {} (version {}) speaks protocol version {}; this controller (version {}) supports protocol versions {}",
+            hello.server_id,
+            hello.agent_version,
+            hello.protocol_version,
+            env!("CARGO_PKG_VERSION"),
+            SUPPORTED_PROTOCOL_VERSIONS
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let hello = ServerHello {
+        id: ServerId::parse(&hello.server_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        site: SiteName::parse(&hello.site).map_err(|e| Status::invalid_argument(e.to_string()))?,
+        hostname: hello.hostname,
+        os: hello.os,
+        agent_version: hello.agent_version,
+        protocol_version: hello.protocol_version,
+        peer_address: peer.clone(),
+        agent_started_at: (hello.started_at_unix_ms > 0)
+            .then(|| chrono::DateTime::from_timestamp_millis(hello.started_at_unix_ms))
+            .flatten(),
+    };
+    if let Some(certificate) = certificate
+        && (certificate.identity.server != hello.id || certificate.identity.site != hello.site)
+    {
+        tracing::warn!(
+            peer = peer.as_deref().unwrap_or("unknown"),
+            "refused an agent: its certificate is for {}, its Hello claimed server {} of site {}",
+            certificate.identity,
+            hello.id,
+            hello.site
+        );
+        return Err(Status::permission_denied(format!(
+            "this agent's certificate is for {}, but its Hello claimed server {} of site {}",
+            certificate.identity, hello.id, hello.site
+        )));
+    }
+    Ok(hello)
 }
 
 fn modules(wire: Vec<flotilla_proto::v1::Module>) -> Result<Vec<ModuleReport>, Status> {

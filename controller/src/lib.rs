@@ -119,16 +119,19 @@ pub async fn run(
     if offline > 0 {
         tracing::info!("{offline} servers marked offline until their agents reconnect");
     }
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = match public_url {
         Some(url) => url,
-        None => format!("{scheme}://{}", http.local_addr()?),
+        None => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", http.local_addr()?)
+        }
     };
     if tls.is_none() {
         tracing::warn!(
             "--insecure-plaintext: agents, the dashboard and the API are served in plain text; anyone on the network can read and change what they say"
         );
     }
+    // The public URL's host is one of ours, for the dashboard and packages.
     if let Some(host) = public_url
         .split_once("://")
         .and_then(|(_, rest)| rest.split(['/', ':']).next())
@@ -154,23 +157,7 @@ pub async fn run(
         stop.clone(),
     );
 
-    let enrollment = match (&tls, agent_ca) {
-        (Some(identity), Some(ca)) => Some((
-            Arc::new(
-                enrollment::Enrollment::new(
-                    &fleet.db,
-                    ca.clone(),
-                    identity.ca_pem.clone(),
-                    identity.ca_fingerprint.clone(),
-                    agent_certificate_lifetime,
-                )
-                .await?,
-            ),
-            ca.grpc_config(identity)?,
-        )),
-        (Some(_), None) => anyhow::bail!("TLS needs the CA that issues agents' certificates"),
-        (None, _) => None,
-    };
+    let enrollment = enrollment(&fleet, tls.as_ref(), agent_ca, agent_certificate_lifetime).await?;
     let grpc_task = tokio::spawn(serve_grpc(
         grpc,
         fleet.clone(),
@@ -178,17 +165,18 @@ pub async fn run(
         stop.clone(),
     ));
 
+    let api = api::ApiState {
+        fleet: fleet.clone(),
+        packages: Arc::new(packages),
+        rollouts,
+        shutdown: stop.clone(),
+        tls: tls.is_some(),
+        package_hosts: Arc::new(package_hosts),
+        webhook_hosts: Arc::new(webhook_hosts),
+        enrollment: enrollment.map(|(enrollment, _)| enrollment),
+    };
     let app = dashboard::router()
-        .merge(api::router(api::ApiState {
-            fleet: fleet.clone(),
-            packages: Arc::new(packages),
-            rollouts,
-            shutdown: stop.clone(),
-            tls: tls.is_some(),
-            package_hosts: Arc::new(package_hosts),
-            webhook_hosts: Arc::new(webhook_hosts),
-            enrollment: enrollment.map(|(enrollment, _)| enrollment),
-        }))
+        .merge(api::router(api))
         .route("/api/{*rest}", axum::routing::any(api::not_found))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(names),
@@ -199,7 +187,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     stop.cancel();
-    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+    let tasks = async {
         let (grpc, http, housekeeping, engine) =
             tokio::join!(grpc_task, http_task, housekeeping, rollout_engine);
         grpc??;
@@ -207,14 +195,40 @@ pub async fn run(
         housekeeping?;
         engine?;
         anyhow::Ok(())
-    })
-    .await;
-    match finished {
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, tasks).await {
         Ok(result) => result,
         Err(_) => {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
             Ok(())
         }
+    }
+}
+
+/// Agents' identities, with the gRPC endpoint's mutual TLS: over TLS,
+/// the CA that issues agents' certificates is required; in plain text
+/// there is none.
+async fn enrollment(
+    fleet: &Fleet,
+    tls: Option<&tls::Identity>,
+    agent_ca: Option<Arc<tls::AgentCa>>,
+    lifetime: Duration,
+) -> anyhow::Result<Option<(Arc<enrollment::Enrollment>, rustls::ServerConfig)>> {
+    match (tls, agent_ca) {
+        (Some(identity), Some(ca)) => {
+            let config = ca.grpc_config(identity)?;
+            let enrollment = enrollment::Enrollment::new(
+                &fleet.db,
+                ca,
+                identity.ca_pem.clone(),
+                identity.ca_fingerprint.clone(),
+                lifetime,
+            )
+            .await?;
+            Ok(Some((Arc::new(enrollment), config)))
+        }
+        (Some(_), None) => anyhow::bail!("TLS needs the CA that issues agents' certificates"),
+        (None, _) => Ok(None),
     }
 }
 

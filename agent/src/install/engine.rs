@@ -218,6 +218,18 @@ impl Install<'_> {
     }
 }
 
+/// An I/O error of a step, saying what failed.
+fn io_error(what: &str, e: io::Error) -> (String, Vec<String>) {
+    (format!("{what}: {e}"), Vec::new())
+}
+
+/// Journals a step before it is taken.
+fn record(journal: &mut Journal, step: Step) -> StepResult<()> {
+    journal
+        .record(step)
+        .map_err(|e| (format!("cannot write the install journal: {e}"), Vec::new()))
+}
+
 impl Run<'_, '_> {
     fn say(&self, kind: EventKind, text: String) {
         match kind {
@@ -244,30 +256,7 @@ impl Run<'_, '_> {
         let install = self.install;
         let settings = install.settings;
         let plain = |e: String| (e, Vec::new());
-        package
-            .check_target(&install.module, install.kind)
-            .map_err(|e| plain(e.to_string()))?;
-        let to = &package.manifest.version;
-        if let Some(from) = &install.from {
-            if from == to {
-                return Err(plain(format!(
-                    "{} {to} is already installed",
-                    install.module
-                )));
-            }
-            if to < from && !install.allow_downgrade {
-                return Err(plain(format!(
-                    "{} {to} is older than the installed {from}: downgrade refused (restore a kept backup to go back)",
-                    install.module
-                )));
-            }
-        }
-        if !install.live.is_dir() {
-            return Err(plain(format!(
-                "the module folder {} does not exist",
-                install.live.display()
-            )));
-        }
+        self.check(package).map_err(plain)?;
         self.step = "checking the backup folder";
         backup::check_writable(&settings.backup_dir).map_err(|e| {
             plain(format!(
@@ -285,14 +274,59 @@ impl Run<'_, '_> {
                 self.say(EventKind::Warning, repair.to_string());
             }
         }
+        let plan = self.plan(package).map_err(plain)?;
+        if plan.aside.exists() {
+            return Err(plain(format!(
+                "{} exists: a previous install left the old version there; recover it before installing",
+                plan.aside.display()
+            )));
+        }
+        self.stage(package, &plan).await.map_err(plain)?;
+        sync_tree(&plan.staged).await;
+        Ok(plan)
+    }
+
+    /// The package is for this module, a version to go to, and the module
+    /// folder is there.
+    fn check(&self, package: &Package) -> Result<(), String> {
+        let install = self.install;
+        package
+            .check_target(&install.module, install.kind)
+            .map_err(|e| e.to_string())?;
+        let to = &package.manifest.version;
+        if let Some(from) = &install.from {
+            if from == to {
+                return Err(format!("{} {to} is already installed", install.module));
+            }
+            if to < from && !install.allow_downgrade {
+                return Err(format!(
+                    "{} {to} is older than the installed {from}: downgrade refused (restore a kept backup to go back)",
+                    install.module
+                ));
+            }
+        }
+        if !install.live.is_dir() {
+            return Err(format!(
+                "the module folder {} does not exist",
+                install.live.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where everything goes: the staged new version, the old one set
+    /// aside, a failed one discarded, the backup zip.
+    fn plan(&self, package: &Package) -> Result<Plan, String> {
+        let install = self.install;
         let parent = install
             .live
             .parent()
-            .ok_or_else(|| plain(format!("{} has no parent folder", install.live.display())))?;
+            .ok_or_else(|| format!("{} has no parent folder", install.live.display()))?;
+        let to = &package.manifest.version;
         let from = install.from.as_ref().map(|v| v.to_string());
         let name = install.module.as_str();
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        let plan = Plan {
+        Ok(Plan {
             module: name.to_owned(),
             kind: install.kind.as_str().to_owned(),
             from_version: from.clone(),
@@ -301,18 +335,19 @@ impl Run<'_, '_> {
             staged: parent.join(format!(".{name}.flotilla-staged-{to}")),
             aside: parent.join(format!(".{name}.flotilla-previous")),
             discard: parent.join(format!(".{name}.flotilla-failed-{to}")),
-            backup_file: settings.backup_dir.join(format!(
+            backup_file: install.settings.backup_dir.join(format!(
                 "{name}_{}_{stamp}.zip",
                 from.as_deref().unwrap_or("unknown")
             )),
             had_bak: install.live.join(maintenance::BAK).exists(),
-        };
-        if plan.aside.exists() {
-            return Err(plain(format!(
-                "{} exists: a previous install left the old version there; recover it before installing",
-                plan.aside.display()
-            )));
-        }
+        })
+    }
+
+    /// The new version, unpacked beside the module (or as staged ahead of
+    /// time), with its version file saying the manifest's version.
+    async fn stage(&mut self, package: &Package, plan: &Plan) -> Result<(), String> {
+        let install = self.install;
+        let to = &package.manifest.version;
         let marker = staged_marker(&plan.staged);
         let prestaged = std::fs::read_to_string(&marker)
             .is_ok_and(|sha| sha.trim() == package.sha256)
@@ -320,7 +355,7 @@ impl Run<'_, '_> {
         for leftover in [&plan.staged, &plan.discard] {
             if leftover.exists() && !(prestaged && leftover == &plan.staged) {
                 std::fs::remove_dir_all(leftover)
-                    .map_err(|e| plain(format!("{}: {e}", leftover.display())))?;
+                    .map_err(|e| format!("{}: {e}", leftover.display()))?;
             }
         }
         let _ = std::fs::remove_file(&marker);
@@ -335,9 +370,7 @@ impl Run<'_, '_> {
         } else {
             self.step = "unpacking the package";
             let started = Instant::now();
-            let (bytes, files) = unpack(package, &plan.staged, settings.limits)
-                .await
-                .map_err(plain)?;
+            let (bytes, files) = unpack(package, &plan.staged, install.settings.limits).await?;
             self.say(
                 EventKind::Step,
                 format!(
@@ -357,23 +390,20 @@ impl Run<'_, '_> {
                     != Some(to) =>
             {
                 let _ = std::fs::remove_dir_all(&plan.staged);
-                return Err(plain(format!(
+                Err(format!(
                     "the package's {} says \"{}\" but its manifest says {to}",
                     install.version_file,
                     text.trim()
-                )));
+                ))
             }
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             Err(_) => {
                 if let Some(dir) = version_file.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| plain(e.to_string()))?;
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
                 }
-                std::fs::write(&version_file, format!("{to}\n"))
-                    .map_err(|e| plain(e.to_string()))?;
+                std::fs::write(&version_file, format!("{to}\n")).map_err(|e| e.to_string())
             }
         }
-        sync_tree(&plan.staged).await;
-        Ok(plan)
     }
 
     async fn hook(&mut self, phase: Phase, plan: &Plan) -> StepResult<()> {
@@ -426,102 +456,13 @@ impl Run<'_, '_> {
         journal: &mut Journal,
         package: &Package,
     ) -> StepResult<Duration> {
-        let install = self.install;
-        let web = install.kind == ModuleKind::Web;
-        let io = |what: &str, e: io::Error| (format!("{what}: {e}"), Vec::new());
-        let record = |journal: &mut Journal, step: Step| {
-            journal
-                .record(step)
-                .map_err(|e| (format!("cannot write the install journal: {e}"), Vec::new()))
-        };
-
         self.hook(Phase::StartUpdate, plan).await?;
-
-        self.phase = None;
-        self.step = "taking the module out of service";
-        record(journal, Step::OutOfService)?;
-        self.point("out_of_service");
-        let page = maintenance::render(
-            &install.settings.maintenance_template,
-            &plan.module,
-            &plan.to_version,
-            Utc::now()
-                + chrono::Duration::from_std(install.expected_downtime)
-                    .unwrap_or(chrono::Duration::seconds(60)),
-        );
-        self.reached.out_of_service = true;
-        let down_since = Instant::now();
-        if web {
-            maintenance::put(&plan.live, &page)
-                .map_err(|e| io("cannot put up the maintenance page", e))?;
-            self.say(
-                EventKind::Step,
-                format!("maintenance page up in {}", plan.live.display()),
-            );
-        } else if !install.control.is_none() {
-            self.say(
-                EventKind::Step,
-                format!("stopping {}", install.control.describe()),
-            );
-            install.control.stop().await.map_err(|e| (e, Vec::new()))?;
-            self.reached.control_stopped = true;
-        }
-        self.step = "waiting for processes holding files";
-        self.wait_for_holders(&plan.live).await?;
-
+        let (page, down_since) = self.out_of_service(plan, journal).await?;
         self.hook(Phase::PreBackup, plan).await?;
-        self.phase = None;
-        self.step = "setting the old version aside";
-        record(journal, Step::SetAside)?;
-        self.point("set_aside");
-        std::fs::rename(&plan.live, &plan.aside)
-            .map_err(|e| io(&format!("cannot rename {}", plan.live.display()), e))?;
-        self.reached.set_aside = true;
-        self.point("set_aside.renamed");
-        if web {
-            // The old version is kept exactly as it was before the install:
-            // without the page Flotilla put up.
-            maintenance::remove(&plan.aside)
-                .map_err(|e| io("cannot remove the maintenance page", e))?;
-            std::fs::create_dir(&plan.live)
-                .map_err(|e| io("cannot create the maintenance shell", e))?;
-            maintenance::put(&plan.live, &page)
-                .map_err(|e| io("cannot put up the maintenance page", e))?;
-        }
-        self.say(
-            EventKind::Step,
-            format!("old version set aside in {}", plan.aside.display()),
-        );
-        self.step = "carrying preserved files over";
-        carry_over(
-            &plan.aside,
-            &plan.staged,
-            &package.manifest.preserve,
-            plan.had_bak,
-        )
-        .map_err(|e| io("cannot carry preserved files over", e))?;
-        if web {
-            maintenance::put(&plan.staged, &page)
-                .map_err(|e| io("cannot put up the maintenance page", e))?;
-        }
+        self.set_aside(plan, journal, package, &page)?;
         self.hook(Phase::PostBackup, plan).await?;
         self.hook(Phase::PreInstall, plan).await?;
-
-        self.phase = None;
-        self.step = "putting the new version in place";
-        record(journal, Step::SwapIn)?;
-        self.point("swap_in");
-        if web {
-            std::fs::remove_dir_all(&plan.live)
-                .map_err(|e| io("cannot remove the maintenance shell", e))?;
-        }
-        self.point("swap_in.shell_removed");
-        std::fs::rename(&plan.staged, &plan.live)
-            .map_err(|e| io("cannot move the new version in place", e))?;
-        self.say(
-            EventKind::Step,
-            format!("new version in place in {}", plan.live.display()),
-        );
+        self.swap_in(plan, journal)?;
         self.hook(Phase::PostInstall, plan).await?;
 
         self.phase = None;
@@ -551,6 +492,118 @@ impl Run<'_, '_> {
         record(journal, Step::Commit)?;
         self.point("commit");
         Ok(downtime)
+    }
+
+    /// Takes the module out of service: the maintenance page for a web
+    /// module, its service or pool stopped otherwise; then waits for the
+    /// processes holding its files. Returns the page, and when the module
+    /// went out of service.
+    async fn out_of_service(
+        &mut self,
+        plan: &Plan,
+        journal: &mut Journal,
+    ) -> StepResult<(String, Instant)> {
+        let install = self.install;
+        self.phase = None;
+        self.step = "taking the module out of service";
+        record(journal, Step::OutOfService)?;
+        self.point("out_of_service");
+        let page = maintenance::render(
+            &install.settings.maintenance_template,
+            &plan.module,
+            &plan.to_version,
+            Utc::now()
+                + chrono::Duration::from_std(install.expected_downtime)
+                    .unwrap_or(chrono::Duration::seconds(60)),
+        );
+        self.reached.out_of_service = true;
+        let down_since = Instant::now();
+        if install.kind == ModuleKind::Web {
+            maintenance::put(&plan.live, &page)
+                .map_err(|e| io_error("cannot put up the maintenance page", e))?;
+            self.say(
+                EventKind::Step,
+                format!("maintenance page up in {}", plan.live.display()),
+            );
+        } else if !install.control.is_none() {
+            self.say(
+                EventKind::Step,
+                format!("stopping {}", install.control.describe()),
+            );
+            install.control.stop().await.map_err(|e| (e, Vec::new()))?;
+            self.reached.control_stopped = true;
+        }
+        self.step = "waiting for processes holding files";
+        self.wait_for_holders(&plan.live).await?;
+        Ok((page, down_since))
+    }
+
+    /// Sets the old version aside by a rename (a web module keeps its
+    /// maintenance page up in an empty shell meanwhile), and carries the
+    /// preserved files over to the new version.
+    fn set_aside(
+        &mut self,
+        plan: &Plan,
+        journal: &mut Journal,
+        package: &Package,
+        page: &str,
+    ) -> StepResult<()> {
+        let web = self.install.kind == ModuleKind::Web;
+        self.phase = None;
+        self.step = "setting the old version aside";
+        record(journal, Step::SetAside)?;
+        self.point("set_aside");
+        std::fs::rename(&plan.live, &plan.aside)
+            .map_err(|e| io_error(&format!("cannot rename {}", plan.live.display()), e))?;
+        self.reached.set_aside = true;
+        self.point("set_aside.renamed");
+        if web {
+            // The old version is kept exactly as it was before the install:
+            // without the page Flotilla put up.
+            maintenance::remove(&plan.aside)
+                .map_err(|e| io_error("cannot remove the maintenance page", e))?;
+            std::fs::create_dir(&plan.live)
+                .map_err(|e| io_error("cannot create the maintenance shell", e))?;
+            maintenance::put(&plan.live, page)
+                .map_err(|e| io_error("cannot put up the maintenance page", e))?;
+        }
+        self.say(
+            EventKind::Step,
+            format!("old version set aside in {}", plan.aside.display()),
+        );
+        self.step = "carrying preserved files over";
+        carry_over(
+            &plan.aside,
+            &plan.staged,
+            &package.manifest.preserve,
+            plan.had_bak,
+        )
+        .map_err(|e| io_error("cannot carry preserved files over", e))?;
+        if web {
+            maintenance::put(&plan.staged, page)
+                .map_err(|e| io_error("cannot put up the maintenance page", e))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the new version in place by a rename.
+    fn swap_in(&mut self, plan: &Plan, journal: &mut Journal) -> StepResult<()> {
+        self.phase = None;
+        self.step = "putting the new version in place";
+        record(journal, Step::SwapIn)?;
+        self.point("swap_in");
+        if self.install.kind == ModuleKind::Web {
+            std::fs::remove_dir_all(&plan.live)
+                .map_err(|e| io_error("cannot remove the maintenance shell", e))?;
+        }
+        self.point("swap_in.shell_removed");
+        std::fs::rename(&plan.staged, &plan.live)
+            .map_err(|e| io_error("cannot move the new version in place", e))?;
+        self.say(
+            EventKind::Step,
+            format!("new version in place in {}", plan.live.display()),
+        );
+        Ok(())
     }
 
     async fn back_in_service(&mut self, plan: &Plan) -> Result<(), String> {

@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiState, ErrorBody};
 use crate::auth::Caller;
+use crate::db::{RolloutSiteRecord, RolloutStepRecord};
 use crate::rollouts::engine::Action;
 use crate::rollouts::plan::{self, Estimates, Plan, Target};
 use crate::rollouts::strategy::{Calendar, Schedule, Strategy};
@@ -342,83 +343,9 @@ pub async fn get(
                 .get(&site.site)
                 .cloned()
                 .unwrap_or_else(Calendar::always);
-            let mut by_server: Vec<RolloutServer> = Vec::new();
-            let mut downtime_ms = 0;
-            for step in steps.iter().filter(|s| s.site == site.site) {
-                let command = if step.rollback_command_id.is_some()
-                    && matches!(
-                        step.state,
-                        StepState::RollingBack | StepState::RolledBack | StepState::RollbackFailed
-                    ) {
-                    &step.rollback_command_id
-                } else {
-                    &step.command_id
-                };
-                let install = command.as_ref().and_then(|c| installs.get(c));
-                if let Some(i) = step.command_id.as_ref().and_then(|c| installs.get(c)) {
-                    downtime_ms += i.downtime_ms.unwrap_or(0);
-                }
-                let server = servers.get(&step.server_id);
-                let download = server
-                    .and_then(|s| s.modules.iter().find(|m| m.name == step.module))
-                    .filter(|m| m.pending_version.as_deref() != Some(step.to_version.as_str()))
-                    .and_then(|m| match (&m.download_state, &m.download_detail) {
-                        (Some(state), Some(detail)) => Some(format!("{state}: {detail}")),
-                        (Some(state), None) => Some(state.clone()),
-                        _ => None,
-                    });
-                let entry = match by_server
-                    .iter_mut()
-                    .position(|s| s.server == step.server_id)
-                {
-                    Some(i) => &mut by_server[i],
-                    None => {
-                        by_server.push(RolloutServer {
-                            server: step.server_id.clone(),
-                            online: server.is_some_and(|s| s.online),
-                            steps: Vec::new(),
-                        });
-                        by_server.last_mut().expect("just pushed")
-                    }
-                };
-                entry.steps.push(RolloutStep {
-                    module: step.module.clone(),
-                    layer: step.layer,
-                    from_version: step.from_version.clone(),
-                    to_version: step.to_version.clone(),
-                    state: step.state,
-                    attempts: step.attempts,
-                    message: step.message.clone(),
-                    started_at: step.started_at,
-                    finished_at: step.finished_at,
-                    install: install.map(|i| StepInstall {
-                        install_id: i.install_id.clone(),
-                        state: i.state.clone(),
-                        phase: i.phase.clone(),
-                        downtime_ms: i.downtime_ms,
-                        started_at: i.started_at,
-                        finished_at: i.finished_at,
-                    }),
-                    download,
-                });
-            }
-            RolloutSite {
-                time_zone: calendar.time_zone().name().to_owned(),
-                planned_start_local: site.planned_start.map(|t| calendar.local(t)),
-                planned_end_local: site.planned_end.map(|t| calendar.local(t)),
-                site: site.site,
-                wave: site.wave,
-                state: site.state,
-                message: site.message,
-                planned_start: site.planned_start,
-                planned_end: site.planned_end,
-                notice_sent_at: site.notice_sent_at,
-                notice_result: site.notice_result,
-                started_at: site.started_at,
-                finished_at: site.finished_at,
-                downtime_ms,
-                servers: by_server,
-            }
+            let steps: Vec<&RolloutStepRecord> =
+                steps.iter().filter(|s| s.site == site.site).collect();
+            site_detail(site, &calendar, &steps, &installs, &servers)
         })
         .collect();
     Ok(Json(RolloutDetail {
@@ -442,6 +369,102 @@ pub async fn get(
             })
             .collect(),
     }))
+}
+
+/// A site of a rollout with its servers' steps, as the API shows it.
+fn site_detail(
+    site: RolloutSiteRecord,
+    calendar: &Calendar,
+    steps: &[&RolloutStepRecord],
+    installs: &HashMap<String, crate::db::CommandInstall>,
+    servers: &HashMap<String, crate::db::ServerRecord>,
+) -> RolloutSite {
+    let mut by_server: Vec<RolloutServer> = Vec::new();
+    let mut downtime_ms = 0;
+    for step in steps {
+        if let Some(i) = step.command_id.as_ref().and_then(|c| installs.get(c)) {
+            downtime_ms += i.downtime_ms.unwrap_or(0);
+        }
+        let server = servers.get(&step.server_id);
+        let entry = match by_server
+            .iter_mut()
+            .position(|s| s.server == step.server_id)
+        {
+            Some(i) => &mut by_server[i],
+            None => {
+                by_server.push(RolloutServer {
+                    server: step.server_id.clone(),
+                    online: server.is_some_and(|s| s.online),
+                    steps: Vec::new(),
+                });
+                by_server.last_mut().expect("just pushed")
+            }
+        };
+        entry.steps.push(step_detail(step, installs, server));
+    }
+    RolloutSite {
+        time_zone: calendar.time_zone().name().to_owned(),
+        planned_start_local: site.planned_start.map(|t| calendar.local(t)),
+        planned_end_local: site.planned_end.map(|t| calendar.local(t)),
+        site: site.site,
+        wave: site.wave,
+        state: site.state,
+        message: site.message,
+        planned_start: site.planned_start,
+        planned_end: site.planned_end,
+        notice_sent_at: site.notice_sent_at,
+        notice_result: site.notice_result,
+        started_at: site.started_at,
+        finished_at: site.finished_at,
+        downtime_ms,
+        servers: by_server,
+    }
+}
+
+/// A step with its latest install (or restore) and its package's download.
+fn step_detail(
+    step: &RolloutStepRecord,
+    installs: &HashMap<String, crate::db::CommandInstall>,
+    server: Option<&crate::db::ServerRecord>,
+) -> RolloutStep {
+    let restoring = matches!(
+        step.state,
+        StepState::RollingBack | StepState::RolledBack | StepState::RollbackFailed
+    );
+    let command = if step.rollback_command_id.is_some() && restoring {
+        &step.rollback_command_id
+    } else {
+        &step.command_id
+    };
+    let install = command.as_ref().and_then(|c| installs.get(c));
+    let download = server
+        .and_then(|s| s.modules.iter().find(|m| m.name == step.module))
+        .filter(|m| m.pending_version.as_deref() != Some(step.to_version.as_str()))
+        .and_then(|m| match (&m.download_state, &m.download_detail) {
+            (Some(state), Some(detail)) => Some(format!("{state}: {detail}")),
+            (Some(state), None) => Some(state.clone()),
+            _ => None,
+        });
+    RolloutStep {
+        module: step.module.clone(),
+        layer: step.layer,
+        from_version: step.from_version.clone(),
+        to_version: step.to_version.clone(),
+        state: step.state,
+        attempts: step.attempts,
+        message: step.message.clone(),
+        started_at: step.started_at,
+        finished_at: step.finished_at,
+        install: install.map(|i| StepInstall {
+            install_id: i.install_id.clone(),
+            state: i.state.clone(),
+            phase: i.phase.clone(),
+            downtime_ms: i.downtime_ms,
+            started_at: i.started_at,
+            finished_at: i.finished_at,
+        }),
+        download,
+    }
 }
 
 async fn act(

@@ -225,6 +225,62 @@ pub fn plan(
         .iter()
         .map(|p| (p.module.as_str(), p.version.as_str()))
         .collect();
+    let mut warnings = Vec::new();
+    let sites = sites(target, release, servers, &packages, &mut warnings)?;
+    let waves = strategy.waves(&sites)?;
+    let modules: BTreeSet<String> = packages.keys().map(|m| (*m).to_owned()).collect();
+    let layer_of = strategy.layers(&modules);
+
+    let mut plans = Vec::new();
+    let mut wave_start = now;
+    for (w, wave) in waves.iter().enumerate() {
+        let mut longest = Duration::zero();
+        for site in wave {
+            let steps = steps(site, servers, &packages, &layer_of, &mut warnings);
+            let layers = layers(&steps);
+            let (duration, downtime) = estimates.site(layers.iter().map(Vec::as_slice));
+            let always = Calendar::always();
+            let calendar = calendars.get(site).unwrap_or(&always);
+            let slot = calendar.slot(wave_start, duration);
+            longest = longest.max(duration);
+            if slot.is_none() {
+                warnings.push(format!(
+                    "site {site}: no maintenance window in the next eight days is long enough for its estimated {} s",
+                    duration.num_seconds()
+                ));
+            }
+            plans.push(SitePlan {
+                site: site.clone(),
+                wave: u32::try_from(w + 1).unwrap_or(u32::MAX),
+                time_zone: calendar.time_zone().name().to_owned(),
+                layers,
+                steps,
+                estimated_seconds: duration.num_seconds(),
+                expected_downtime_ms: downtime.num_milliseconds(),
+                planned_start: slot.map(|s| s.start),
+                planned_end: slot.map(|s| s.start + duration),
+                planned_start_local: slot.map(|s| calendar.local(s.start)),
+            });
+        }
+        wave_start += longest;
+    }
+    Ok(Plan {
+        release: release.version.clone(),
+        waves,
+        sites: plans,
+        warnings,
+    })
+}
+
+/// The sites the target names (or matches) that host a module of the
+/// release; a named site that hosts none is left out with a warning.
+fn sites(
+    target: &Target,
+    release: &ReleaseRecord,
+    servers: &[ServerRecord],
+    packages: &BTreeMap<&str, &str>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, Invalid> {
     let hosts = |site: &str| {
         servers.iter().any(|s| {
             s.site == site
@@ -234,7 +290,6 @@ pub fn plan(
         })
     };
     let known: BTreeSet<&str> = servers.iter().map(|s| s.site.as_str()).collect();
-    let mut warnings = Vec::new();
     let sites: Vec<String> = if !target.sites.is_empty() {
         for site in &target.sites {
             if !known.contains(site.as_str()) {
@@ -275,92 +330,68 @@ pub fn plan(
             ),
         });
     }
-    let waves = strategy.waves(&sites)?;
-    let modules: BTreeSet<String> = packages.keys().map(|m| (*m).to_owned()).collect();
-    let layer_of = strategy.layers(&modules);
+    Ok(sites)
+}
 
-    let mut plans = Vec::new();
-    let mut wave_start = now;
-    for (w, wave) in waves.iter().enumerate() {
-        let mut longest = Duration::zero();
-        for site in wave {
-            let mut steps = Vec::new();
-            for server in servers.iter().filter(|s| &s.site == site) {
-                if !server.online {
-                    warnings.push(format!(
-                        "server {} of site {site} is offline: its installs wait for it to reconnect",
-                        server.id
-                    ));
-                }
-                for module in &server.modules {
-                    let Some(to) = packages.get(module.name.as_str()) else {
-                        continue;
-                    };
-                    let installed = module
-                        .installed_version
-                        .as_deref()
-                        .and_then(|v| Version::parse(v).ok());
-                    let newer_or_same = match (installed, Version::parse(to).ok()) {
-                        (Some(have), Some(want)) => have >= want,
-                        _ => false,
-                    };
-                    steps.push(StepPlan {
-                        server: server.id.clone(),
-                        module: module.name.clone(),
-                        layer: layer_of.get(&module.name).copied().unwrap_or(0),
-                        from_version: module.installed_version.clone(),
-                        to_version: (*to).to_owned(),
-                        action: if newer_or_same { "skip" } else { "install" }.into(),
-                    });
-                }
-            }
-            steps.sort_by(|a, b| {
-                (a.layer, &a.server, &a.module).cmp(&(b.layer, &b.server, &b.module))
-            });
-            let mut layers: Vec<Vec<String>> = Vec::new();
-            for step in steps.iter().filter(|s| s.action == "install") {
-                let l = usize::try_from(step.layer).unwrap_or(0);
-                while layers.len() <= l {
-                    layers.push(Vec::new());
-                }
-                if !layers[l].contains(&step.module) {
-                    layers[l].push(step.module.clone());
-                }
-            }
-            layers.retain(|l| !l.is_empty());
-            let (duration, downtime) = estimates.site(layers.iter().map(Vec::as_slice));
-            let calendar = calendars.get(site);
-            let always = Calendar::always();
-            let calendar = calendar.unwrap_or(&always);
-            let slot = calendar.slot(wave_start, duration);
-            longest = longest.max(duration);
-            plans.push(SitePlan {
-                site: site.clone(),
-                wave: u32::try_from(w + 1).unwrap_or(u32::MAX),
-                time_zone: calendar.time_zone().name().to_owned(),
-                layers,
-                steps,
-                estimated_seconds: duration.num_seconds(),
-                expected_downtime_ms: downtime.num_milliseconds(),
-                planned_start: slot.map(|s| s.start),
-                planned_end: slot.map(|s| s.start + duration),
-                planned_start_local: slot.map(|s| calendar.local(s.start)),
-            });
-            if slot.is_none() {
-                warnings.push(format!(
-                    "site {site}: no maintenance window in the next eight days is long enough for its estimated {} s",
-                    duration.num_seconds()
-                ));
-            }
+/// A site's steps: every module of the release on every server of the
+/// site, to install or to skip (already at that version or newer), in
+/// layer order. An offline server is warned of.
+fn steps(
+    site: &str,
+    servers: &[ServerRecord],
+    packages: &BTreeMap<&str, &str>,
+    layer_of: &BTreeMap<String, u32>,
+    warnings: &mut Vec<String>,
+) -> Vec<StepPlan> {
+    let mut steps = Vec::new();
+    for server in servers.iter().filter(|s| s.site == site) {
+        if !server.online {
+            warnings.push(format!(
+                "server {} of site {site} is offline: its installs wait for it to reconnect",
+                server.id
+            ));
         }
-        wave_start += longest;
+        for module in &server.modules {
+            let Some(to) = packages.get(module.name.as_str()) else {
+                continue;
+            };
+            let installed = module
+                .installed_version
+                .as_deref()
+                .and_then(|v| Version::parse(v).ok());
+            let newer_or_same = match (installed, Version::parse(to).ok()) {
+                (Some(have), Some(want)) => have >= want,
+                _ => false,
+            };
+            steps.push(StepPlan {
+                server: server.id.clone(),
+                module: module.name.clone(),
+                layer: layer_of.get(&module.name).copied().unwrap_or(0),
+                from_version: module.installed_version.clone(),
+                to_version: (*to).to_owned(),
+                action: if newer_or_same { "skip" } else { "install" }.into(),
+            });
+        }
     }
-    Ok(Plan {
-        release: release.version.clone(),
-        waves,
-        sites: plans,
-        warnings,
-    })
+    steps.sort_by(|a, b| (a.layer, &a.server, &a.module).cmp(&(b.layer, &b.server, &b.module)));
+    steps
+}
+
+/// The modules a site installs, layer by layer (those of a layer go side
+/// by side).
+fn layers(steps: &[StepPlan]) -> Vec<Vec<String>> {
+    let mut layers: Vec<Vec<String>> = Vec::new();
+    for step in steps.iter().filter(|s| s.action == "install") {
+        let l = usize::try_from(step.layer).unwrap_or(0);
+        while layers.len() <= l {
+            layers.push(Vec::new());
+        }
+        if !layers[l].contains(&step.module) {
+            layers[l].push(step.module.clone());
+        }
+    }
+    layers.retain(|l| !l.is_empty());
+    layers
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any characters.

@@ -152,98 +152,7 @@ impl Postgres {
                 .join("\n");
             objects.push(Object::new("table", &name, &definition));
         }
-        let simple = [
-            (
-                "index",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(i.relname), pg_get_indexdef(x.indexrelid) \
-                     FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
-                     JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = i.relnamespace \
-                     WHERE {SYSTEM} AND t.relname <> '{HISTORY_TABLE}'"
-                ),
-            ),
-            (
-                "view",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_viewdef(c.oid, true) \
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relkind = 'v' AND {SYSTEM} AND {NOT_EXTENSION}"
-                ),
-            ),
-            (
-                "materialized_view",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_viewdef(c.oid, true) \
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relkind = 'm' AND {SYSTEM} AND {NOT_EXTENSION}"
-                ),
-            ),
-            (
-                "function",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
-                            pg_get_functiondef(p.oid) \
-                     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                     WHERE p.prokind = 'f' AND {SYSTEM} \
-                       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
-                ),
-            ),
-            (
-                "procedure",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
-                            pg_get_functiondef(p.oid) \
-                     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                     WHERE p.prokind = 'p' AND {SYSTEM} \
-                       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
-                ),
-            ),
-            (
-                "type",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.typname), \
-                            'ENUM (' || string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder) || ')' \
-                     FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid \
-                     JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {SYSTEM} \
-                     GROUP BY n.nspname, t.typname"
-                ),
-            ),
-            (
-                "domain",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.typname), \
-                            format_type(t.typbasetype, t.typtypmod) \
-                            || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END \
-                            || COALESCE(' DEFAULT ' || t.typdefault, '') \
-                            || COALESCE((SELECT E'\\n' || string_agg(pg_get_constraintdef(k.oid), E'\\n' ORDER BY k.conname) \
-                                         FROM pg_constraint k WHERE k.contypid = t.oid), '') \
-                     FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
-                     WHERE t.typtype = 'd' AND {SYSTEM}"
-                ),
-            ),
-            (
-                "sequence",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-                            format_type(s.seqtypid, NULL) || ' INCREMENT ' || s.seqincrement \
-                            || ' MINVALUE ' || s.seqmin || ' MAXVALUE ' || s.seqmax || ' START ' || s.seqstart \
-                            || CASE WHEN s.seqcycle THEN ' CYCLE' ELSE '' END \
-                     FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid \
-                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SYSTEM} AND {NOT_EXTENSION} \
-                       AND c.relname NOT LIKE '{HISTORY_TABLE}%'"
-                ),
-            ),
-            (
-                "trigger",
-                format!(
-                    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(t.tgname), pg_get_triggerdef(t.oid, true) \
-                     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
-                     JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE NOT t.tgisinternal AND {SYSTEM}"
-                ),
-            ),
-        ];
-        for (kind, query) in simple {
+        for (kind, query) in catalog_queries() {
             let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(query))
                 .fetch_all(&mut *connection)
                 .await?;
@@ -485,6 +394,102 @@ impl super::upgrade::Engine for Postgres {
     async fn record(&self, row: &History) -> Result<(), Error> {
         insert_history(&self.pool, row).await
     }
+}
+
+/// For each kind of object but tables: the query of its names and
+/// definitions, read with `search_path` pinned to `pg_catalog`.
+fn catalog_queries() -> [(&'static str, String); 9] {
+    [
+        (
+            "index",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(i.relname), pg_get_indexdef(x.indexrelid) \
+                 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+                 JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = i.relnamespace \
+                 WHERE {SYSTEM} AND t.relname <> '{HISTORY_TABLE}'"
+            ),
+        ),
+        (
+            "view",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_viewdef(c.oid, true) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'v' AND {SYSTEM} AND {NOT_EXTENSION}"
+            ),
+        ),
+        (
+            "materialized_view",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_viewdef(c.oid, true) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'm' AND {SYSTEM} AND {NOT_EXTENSION}"
+            ),
+        ),
+        (
+            "function",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
+                        pg_get_functiondef(p.oid) \
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE p.prokind = 'f' AND {SYSTEM} \
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
+            ),
+        ),
+        (
+            "procedure",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
+                        pg_get_functiondef(p.oid) \
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE p.prokind = 'p' AND {SYSTEM} \
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
+            ),
+        ),
+        (
+            "type",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.typname), \
+                        'ENUM (' || string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder) || ')' \
+                 FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid \
+                 JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {SYSTEM} \
+                 GROUP BY n.nspname, t.typname"
+            ),
+        ),
+        (
+            "domain",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.typname), \
+                        format_type(t.typbasetype, t.typtypmod) \
+                        || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END \
+                        || COALESCE(' DEFAULT ' || t.typdefault, '') \
+                        || COALESCE((SELECT E'\\n' || string_agg(pg_get_constraintdef(k.oid), E'\\n' ORDER BY k.conname) \
+                                     FROM pg_constraint k WHERE k.contypid = t.oid), '') \
+                 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE t.typtype = 'd' AND {SYSTEM}"
+            ),
+        ),
+        (
+            "sequence",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                        format_type(s.seqtypid, NULL) || ' INCREMENT ' || s.seqincrement \
+                        || ' MINVALUE ' || s.seqmin || ' MAXVALUE ' || s.seqmax || ' START ' || s.seqstart \
+                        || CASE WHEN s.seqcycle THEN ' CYCLE' ELSE '' END \
+                 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SYSTEM} AND {NOT_EXTENSION} \
+                   AND c.relname NOT LIKE '{HISTORY_TABLE}%'"
+            ),
+        ),
+        (
+            "trigger",
+            format!(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(t.tgname), pg_get_triggerdef(t.oid, true) \
+                 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE NOT t.tgisinternal AND {SYSTEM}"
+            ),
+        ),
+    ]
 }
 
 async fn insert_history<'e>(

@@ -3,15 +3,18 @@
 //! Layout:
 //! - [`config`]: the TOML settings and the data folder's layout.
 //! - [`applications`]: `applicationspath.config`, which modules live here.
-//! - [`inventory`]: scanning modules on disk, and the difference between scans.
+//! - [`state`]: what the tasks share ([`Agent`]).
+//! - [`inventory`]: scanning modules on disk, the difference between scans,
+//!   each module's pending package; [`pending`]: the packages waiting and
+//!   which of them this agent trusts.
 //! - [`status_file`]: `status.xml`, what the last check found.
 //! - [`downloads`]: pre-downloading the packages the controller pushes,
 //!   resumable, verified (sha256, trusted signature), downgrades refused.
 //! - [`link`]: the one long-lived gRPC stream to the controller, with
 //!   reconnection; the only module that sees wire types.
 //! - [`install`]: the install engine (packages, hooks, maintenance page,
-//!   journal, rollback, recovery); [`installs`]: which packages are pending
-//!   and the one install running at a time.
+//!   journal, rollback, recovery); [`installs`]: the one install running at
+//!   a time; [`databases`]: database modules' upgrades.
 //! - [`portal`]: the local web portal on `127.0.0.1:8080`.
 //! - [`cli`]: `flotilla-agent install|rollback`, clients of the portal's API.
 //!

@@ -1,6 +1,6 @@
 //! Who is asking, and whether they may.
 //!
-//! Operators sign in (see [`crate::operators`]) with a local account
+//! Operators sign in (see [`crate::api::operators`]) with a local account
 //! (argon2 password hash) and get a session cookie (`Secure` over TLS, `HttpOnly`, `SameSite=Strict`) whose
 //! state-changing requests must carry its CSRF token; automation sends an
 //! API token (`Authorization: Bearer …`). Both are stored only as hashes.

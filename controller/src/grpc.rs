@@ -11,15 +11,16 @@ use flotilla_proto::link::{
     CommandOutcome, DatabaseAnswer, InstallProgress, InstallResult, ToAgent,
 };
 use flotilla_proto::tls::AgentCertificate;
-use flotilla_proto::v1::agent_link_server::AgentLink;
+use flotilla_proto::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use flotilla_proto::v1::{
     AgentMessage, ControllerMessage, RenewReply, RenewRequest, Welcome, agent_message,
     controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -29,6 +30,43 @@ use crate::fleet::{ConnectError, Fleet, Reply, Session};
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agents' endpoint until `stop`: mutual TLS with the enrollment's
+/// CA, or plain text when there is none.
+pub async fn serve(
+    listener: TcpListener,
+    fleet: Arc<Fleet>,
+    enrollment: Option<(Arc<Enrollment>, rustls::ServerConfig)>,
+    stop: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (enrollment, config) = enrollment.unzip();
+    let service = AgentLinkService::new(fleet, enrollment, stop.clone());
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(
+            AgentLinkServer::new(service)
+                .max_decoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES),
+        );
+    match config {
+        Some(config) => {
+            router
+                .serve_with_incoming_shutdown(
+                    crate::tls::grpc_incoming(listener, config, stop.clone()),
+                    stop.cancelled_owned(),
+                )
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
+                .await
+        }
+    }
+}
 
 /// The `AgentLink` service.
 #[derive(Debug, Clone)]

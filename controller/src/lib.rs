@@ -7,18 +7,18 @@
 //!   change events that feed live views.
 //! - [`grpc`]: the agents' endpoint, one bidirectional stream per agent; the
 //!   only module that sees wire types.
-//! - [`api`]: the REST API under `/api/v1`, its OpenAPI document, the event
-//!   stream.
-//! - [`releases`]: the content-addressed package store, publishing and
-//!   serving releases (resumable downloads).
-//! - [`rollouts`]: a release brought to sites with a strategy; the engine
-//!   that runs them from their state in SQLite.
+//! - [`api`]: the REST API under `/api/v1`, one file per area, its OpenAPI
+//!   document, the gate in front of it, the event stream.
+//! - [`states`]: the states of rollouts, sites and steps.
+//! - [`releases`]: the content-addressed package store.
+//! - [`rollouts`]: a release brought to sites with a strategy; its pure
+//!   decisions, and the engine that runs them from their state in SQLite.
 //! - [`dashboard`]: the web pages from `web/`, embedded.
 //! - [`demo`]: the README's one-command demo (a controller and three agents).
 //! - [`tls`]: the controller's TLS identity (its own CA, or the operator's
 //!   certificates) and the HTTPS server.
 //!
-//! [`run`] serves both endpoints on already-bound listeners until the
+//! [`run`] serves both endpoints on the [`Controller`]'s already-bound listeners until the
 //! shutdown future resolves; `main` only parses arguments, opens the database
 //! and binds.
 
@@ -41,9 +41,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_proto::v1::agent_link_server::AgentLinkServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Database;
@@ -158,7 +156,7 @@ pub async fn run(
     );
 
     let enrollment = enrollment(&fleet, tls.as_ref(), agent_ca, agent_certificate_lifetime).await?;
-    let grpc_task = tokio::spawn(serve_grpc(
+    let grpc_task = tokio::spawn(grpc::serve(
         grpc,
         fleet.clone(),
         enrollment.clone(),
@@ -229,43 +227,6 @@ async fn enrollment(
         }
         (Some(_), None) => anyhow::bail!("TLS needs the CA that issues agents' certificates"),
         (None, _) => Ok(None),
-    }
-}
-
-/// The agents' endpoint until `stop`: mutual TLS with the enrollment's
-/// CA, or plain text when there is none.
-async fn serve_grpc(
-    listener: TcpListener,
-    fleet: Arc<Fleet>,
-    enrollment: Option<(Arc<enrollment::Enrollment>, rustls::ServerConfig)>,
-    stop: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let (enrollment, config) = enrollment.unzip();
-    let service = grpc::AgentLinkService::new(fleet, enrollment, stop.clone());
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .add_service(
-            AgentLinkServer::new(service)
-                .max_decoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(flotilla_proto::MAX_MESSAGE_BYTES),
-        );
-    match config {
-        Some(config) => {
-            router
-                .serve_with_incoming_shutdown(
-                    tls::grpc_incoming(listener, config, stop.clone()),
-                    stop.cancelled_owned(),
-                )
-                .await
-        }
-        None => {
-            router
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                )
-                .await
-        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The audit trail over REST: read it with filters, or export it as JSON
-//! lines. It is written by the gate in [`crate::auth`]; nothing here, or
+//! lines. It is written by the gate in [`crate::api::gate`]; nothing here, or
 //! anywhere, edits or deletes it.
 
 use axum::Json;

@@ -39,6 +39,7 @@ pub fn ca() -> &'static TestCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         let certificate = params.self_signed(&key).unwrap();
+        sweep_old_cas();
         let dir = tempfile::Builder::new()
             .prefix("flotilla-test-ca-")
             .tempdir()
@@ -52,6 +53,30 @@ pub fn ca() -> &'static TestCa {
         std::fs::write(ca.file(), &ca.pem).unwrap();
         ca
     })
+}
+
+/// Each test process keeps its CA's folder for as long as it runs (a
+/// static is never dropped); those of processes long gone are removed here,
+/// so test runs do not fill the temporary folder.
+fn sweep_old_cas() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at < hour_ago);
+        if old
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("flotilla-test-ca-")
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 impl TestCa {

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{DATABASE_REVIEW, Pass, RECONNECT_GRACE, REVIEW_RECHECK, retry_or_fail};
+use super::{
+    ALREADY_INSTALLED, DATABASE_REVIEW, Pass, RECONNECT_GRACE, REVIEW_RECHECK, retry_or_fail,
+};
 use crate::db::{CommandInstall, RolloutStepRecord};
 use crate::rollouts::strategy;
 use crate::states::StepState;
@@ -76,6 +78,23 @@ impl Pass<'_> {
     fn restore_failed(&mut self, i: usize, install: &CommandInstall) {
         let cause = failure(install);
         let step = &mut self.steps[i];
+        // Already at the version it had (the server went back by itself,
+        // or its inventory lagged when the restore was ordered): done.
+        if install
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(ALREADY_INSTALLED))
+        {
+            step.state = StepState::RolledBack;
+            step.finished_at = Some(self.ctx.now);
+            step.message = Some(format!(
+                "{} was already at {} on {}",
+                step.module,
+                step.from_version.as_deref().unwrap_or("the version it had"),
+                step.server_id
+            ));
+            return;
+        }
         step.state = StepState::RollbackFailed;
         step.finished_at = Some(self.ctx.now);
         step.message = Some(cause.clone());

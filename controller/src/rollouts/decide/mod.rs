@@ -40,6 +40,10 @@ const RECONNECT_GRACE: Duration = Duration::seconds(5);
 /// What an agent's refusal to upgrade a customized database says.
 const DATABASE_REVIEW: &str = "is customized";
 
+/// What an agent says of an install (or restore) of the version already
+/// there: it refused before touching anything.
+const ALREADY_INSTALLED: &str = "is already installed";
+
 /// How often a step waiting for a database review asks the server again
 /// whether the guided upgrade is done.
 const REVIEW_RECHECK: Duration = Duration::seconds(10);

@@ -379,6 +379,20 @@ fn a_site_is_rolled_back_when_its_restores_succeed_and_needs_an_operator_when_on
             log flotilla failed: 1 of 1 sites did not update
         "#]],
     );
+    // Already back at the version it had: restored, nothing to do.
+    check(
+        rolling_back().install("r1", "failed", None, "database 1.0.0 is already installed"),
+        expect![[r#"
+            rollout: failed, wave 1 open, finished
+              reason: 1 of 1 sites did not update
+            site acme: rolled_back, finished
+              every server is back at the versions it had
+            step acme-web/database: rolled_back, attempt 1, finished
+              database was already at 1.0.0 on acme-web
+            log flotilla site_rolled_back: site acme
+            log flotilla failed: 1 of 1 sites did not update
+        "#]],
+    );
     // Offline: the restore waits for the server.
     check(
         rolling_back()

@@ -1,4 +1,5 @@
-//! The states a rollout, its sites and its steps can be in: one enum each,
+//! The states a rollout, its sites and its steps can be in, and an
+//! install's as agents report it: one enum each,
 //! stored by name (the schema's `CHECK` constraints refuse any other), shown
 //! by label, and asked what they allow (the engine refuses with the same
 //! answers the dashboard reads from `GET /api/v1/rollouts/states`).
@@ -97,6 +98,15 @@ states! {
         RollbackFailed = "rollback_failed", "rollback failed";
         /// A customized database waits for its guided upgrade.
         Review = "review", "waiting for a database review";
+    }
+}
+
+states! {
+    /// An install (or restore) on a server, as its agent reports it.
+    InstallState {
+        Running = "running", "running";
+        Succeeded = "succeeded", "succeeded";
+        Failed = "failed", "failed";
     }
 }
 

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::{ApiError, ApiState, ErrorBody};
 use crate::db::InstallRecord;
 use crate::fleet::{Order, OrderError};
+use crate::states::InstallState;
 
 /// An install of a module on a server, whoever started it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -18,8 +19,7 @@ pub struct Install {
     pub module: String,
     pub from_version: Option<String>,
     pub to_version: String,
-    /// `running`, `succeeded` or `failed`.
-    pub state: String,
+    pub state: InstallState,
     /// The phase under way, or the phase that failed.
     pub phase: Option<String>,
     /// The result for a person: what failed, where, the rollback.

@@ -16,7 +16,7 @@ use crate::db::{RolloutSiteRecord, RolloutStepRecord};
 use crate::rollouts::engine::Action;
 use crate::rollouts::plan::{self, Estimates, Plan, Target};
 use crate::rollouts::strategy::{Calendar, Schedule, Strategy};
-use crate::states::{RolloutState, SiteState, States, StepState};
+use crate::states::{InstallState, RolloutState, SiteState, States, StepState};
 
 /// A rollout to plan or start.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -285,7 +285,7 @@ pub struct RolloutStep {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StepInstall {
     pub install_id: String,
-    pub state: String,
+    pub state: InstallState,
     pub phase: Option<String>,
     pub downtime_ms: Option<i64>,
     pub started_at: DateTime<Utc>,
@@ -457,7 +457,7 @@ fn step_detail(
         finished_at: step.finished_at,
         install: install.map(|i| StepInstall {
             install_id: i.install_id.clone(),
-            state: i.state.clone(),
+            state: i.state,
             phase: i.phase.clone(),
             downtime_ms: i.downtime_ms,
             started_at: i.started_at,

@@ -6,6 +6,7 @@ use flotilla_proto::link::{InstallProgress, InstallResult};
 use sqlx::FromRow;
 
 use super::Database;
+use crate::states::InstallState;
 
 /// `SELECT` of install rows (`i`), followed by the `$tail` pieces.
 macro_rules! select_installs {
@@ -29,8 +30,7 @@ pub struct InstallRecord {
     pub from_version: Option<String>,
     pub to_version: String,
     pub command_id: Option<String>,
-    /// `running`, `succeeded` or `failed`.
-    pub state: String,
+    pub state: InstallState,
     pub phase: Option<String>,
     pub message: Option<String>,
     pub downtime_ms: Option<i64>,
@@ -111,7 +111,11 @@ impl Database {
         .bind(&r.from_version)
         .bind(&r.to_version)
         .bind(&r.command_id)
-        .bind(if r.ok { "succeeded" } else { "failed" })
+        .bind(if r.ok {
+            InstallState::Succeeded
+        } else {
+            InstallState::Failed
+        })
         .bind(&r.phase)
         .bind(&r.message)
         .bind(i64::try_from(r.downtime_ms).unwrap_or(i64::MAX))

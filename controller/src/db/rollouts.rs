@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::Database;
-use crate::states::{RolloutState, SiteState, StepState};
+use crate::states::{InstallState, RolloutState, SiteState, StepState};
 
 /// A rollout as stored.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -81,7 +81,7 @@ pub struct CommandInstall {
     pub server_id: String,
     pub command_id: String,
     pub install_id: String,
-    pub state: String,
+    pub state: InstallState,
     pub phase: Option<String>,
     pub message: Option<String>,
     pub downtime_ms: Option<i64>,

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::db::{CommandInstall, RolloutStepRecord};
 use crate::rollouts::strategy;
-use crate::states::StepState;
+use crate::states::{InstallState, StepState};
 
 impl Pass<'_> {
     /// Reads what became of the installs and restores this rollout ordered.
@@ -27,10 +27,10 @@ impl Pass<'_> {
                 continue;
             }
             match self.installs.get(&command).cloned() {
-                Some(install) if install.state == "running" => {
+                Some(install) if install.state == InstallState::Running => {
                     self.install_running(i, rollback, &install)
                 }
-                Some(install) if install.state == "succeeded" => {
+                Some(install) if install.state == InstallState::Succeeded => {
                     install_succeeded(&mut self.steps[i], rollback, &install, self.ctx.now)
                 }
                 Some(install) if rollback => self.restore_failed(i, &install),

@@ -19,7 +19,7 @@ use crate::db::{
     RolloutStepRecord, ServerRecord,
 };
 use crate::fleet::Order;
-use crate::states::StepState;
+use crate::states::{InstallState, StepState};
 
 mod follow;
 mod operator;
@@ -95,7 +95,7 @@ fn active_step(step: &RolloutStepRecord) -> bool {
 fn still_running(installs: &HashMap<String, CommandInstall>, command: Option<&String>) -> bool {
     command
         .and_then(|c| installs.get(c))
-        .is_some_and(|i| i.state == "running")
+        .is_some_and(|i| i.state == InstallState::Running)
 }
 
 fn failed_sites(sites: &[RolloutSiteRecord]) -> i64 {

@@ -8,7 +8,7 @@ use flotilla_proto::domain::Version;
 
 use super::{Job, Pass, command_id, retry_or_fail};
 use crate::fleet::Order;
-use crate::states::{SiteState, StepState};
+use crate::states::{InstallState, SiteState, StepState};
 
 impl Pass<'_> {
     /// Orders the installs whose modules' dependencies are done on every
@@ -254,7 +254,7 @@ impl Pass<'_> {
                 .command_id
                 .as_ref()
                 .and_then(|c| self.installs.get(c))
-                .is_some_and(|i| i.state == "succeeded");
+                .is_some_and(|i| i.state == InstallState::Succeeded);
             let updated = match step.state {
                 StepState::Succeeded => installed.is_none() || installed != step.from_version,
                 _ => finished_late || installed.as_ref() == Some(&step.to_version),

@@ -26,7 +26,7 @@ mod steps;
 use crate::db::{ModuleRecord, RolloutSiteRecord, RolloutStepRecord, ServerRecord};
 use crate::fleet::OrderError;
 use crate::rollouts::strategy::Schedule;
-use crate::states::{RolloutState, SiteState};
+use crate::states::{InstallState, RolloutState, SiteState};
 
 /// Tuesday 1 December 2026, 10:00 UTC.
 fn now() -> DateTime<Utc> {
@@ -187,18 +187,24 @@ impl World {
     }
 
     /// What the agent reported of the install ordered as `command`.
-    fn install(mut self, command: &str, state: &str, phase: Option<&str>, message: &str) -> World {
+    fn install(
+        mut self,
+        command: &str,
+        state: InstallState,
+        phase: Option<&str>,
+        message: &str,
+    ) -> World {
         self.installs.push(CommandInstall {
             server_id: String::new(),
             command_id: command.into(),
             install_id: format!("install-{command}"),
-            state: state.into(),
+            state,
             phase: phase.map(str::to_owned),
             message: (!message.is_empty()).then(|| message.to_owned()),
-            downtime_ms: (state == "succeeded").then_some(120),
+            downtime_ms: (state == InstallState::Succeeded).then_some(120),
             rollback_error: None,
             started_at: now() - Duration::seconds(60),
-            finished_at: (state != "running").then(|| now() - Duration::seconds(5)),
+            finished_at: (state != InstallState::Running).then(|| now() - Duration::seconds(5)),
             last_event_at: Some(now() - Duration::seconds(10)),
         });
         self
@@ -403,7 +409,12 @@ fn half_updated(strategy: serde_json::Value) -> World {
         .with_server("acme-web", |s| {
             s.modules[0].installed_version = Some("2.0.0".into())
         })
-        .install("c1", "failed", Some("POSTINSTALL"), "exit code 1")
+        .install(
+            "c1",
+            InstallState::Failed,
+            Some("POSTINSTALL"),
+            "exit code 1",
+        )
 }
 
 fn rolling_back() -> World {

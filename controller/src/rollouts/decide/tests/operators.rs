@@ -83,7 +83,7 @@ fn retry_starts_failed_sites_again_once_nothing_of_theirs_runs() {
         "#]],
     );
     check_act(
-        failed().install("c1", "running", Some("POSTINSTALL"), ""),
+        failed().install("c1", InstallState::Running, Some("POSTINSTALL"), ""),
         Action::Retry,
         expect![[r#"
             refused: ecommerce on acme-web still running; retry once it has ended

@@ -111,7 +111,7 @@ fn too_many_failed_sites_pause_the_rollout_beyond_those_acknowledged() {
             .step("bravo", "bravo-web/ecommerce", 0, StepState::Running)
             .step("charlie", "charlie-web/ecommerce", 0, StepState::Pending)
             .with_step("bravo-web/ecommerce", |s| s.command_id = Some("c2".into()))
-            .install("c2", "running", Some("UPDATE"), "")
+            .install("c2", InstallState::Running, Some("UPDATE"), "")
             .server(
                 "charlie-web",
                 true,
@@ -336,7 +336,7 @@ fn a_failed_site_stops_for_an_operator_or_rolls_back_the_last_layer_first() {
         half_updated(json!({}))
             .step("acme", "acme-app/integration", 0, StepState::Running)
             .with_step("acme-app/integration", |s| s.command_id = Some("c9".into()))
-            .install("c9", "running", Some("UPDATE"), ""),
+            .install("c9", InstallState::Running, Some("UPDATE"), ""),
         expect![[r#"
             site acme: running
               ecommerce on acme-web: failed in phase POSTINSTALL: exit code 1; waiting for the running installs to end before rolling back
@@ -350,7 +350,7 @@ fn a_failed_site_stops_for_an_operator_or_rolls_back_the_last_layer_first() {
 fn a_site_is_rolled_back_when_its_restores_succeed_and_needs_an_operator_when_one_fails() {
     check(
         rolling_back()
-            .install("r1", "succeeded", None, "")
+            .install("r1", InstallState::Succeeded, None, "")
             .with_server("acme-web", |s| {
                 s.modules[0].installed_version = Some("1.0.0".into())
             }),
@@ -366,7 +366,7 @@ fn a_site_is_rolled_back_when_its_restores_succeed_and_needs_an_operator_when_on
         "#]],
     );
     check(
-        rolling_back().install("r1", "failed", Some("UPDATE"), "file locked"),
+        rolling_back().install("r1", InstallState::Failed, Some("UPDATE"), "file locked"),
         expect![[r#"
             rollout: failed, wave 1 open, finished
               reason: 1 of 1 sites did not update
@@ -381,7 +381,12 @@ fn a_site_is_rolled_back_when_its_restores_succeed_and_needs_an_operator_when_on
     );
     // Already back at the version it had: restored, nothing to do.
     check(
-        rolling_back().install("r1", "failed", None, "database 1.0.0 is already installed"),
+        rolling_back().install(
+            "r1",
+            InstallState::Failed,
+            None,
+            "database 1.0.0 is already installed",
+        ),
         expect![[r#"
             rollout: failed, wave 1 open, finished
               reason: 1 of 1 sites did not update
@@ -410,7 +415,7 @@ fn a_site_whose_last_step_succeeds_succeeds() {
     check(
         ordered_step(StepState::Running)
             .with_step("acme-web/ecommerce", |s| s.state = StepState::Succeeded)
-            .install("c1", "succeeded", None, ""),
+            .install("c1", InstallState::Succeeded, None, ""),
         expect![[r#"
             rollout: succeeded, wave 1 open, finished
             site acme: succeeded, finished

@@ -131,7 +131,7 @@ fn one_install_at_a_time_per_server_in_its_window_and_after_its_backoff() {
 #[test]
 fn a_running_install_shows_its_phase_and_one_without_progress_is_stuck() {
     check(
-        ordered_step(StepState::Starting).install("c1", "running", Some("BACKUP"), ""),
+        ordered_step(StepState::Starting).install("c1", InstallState::Running, Some("BACKUP"), ""),
         expect![[r#"
             step acme-web/database: running, attempt 1
               BACKUP
@@ -141,15 +141,19 @@ fn a_running_install_shows_its_phase_and_one_without_progress_is_stuck() {
     );
     check(
         ordered_step(StepState::Running)
-            .install("c1", "running", Some("BACKUP"), "")
+            .install("c1", InstallState::Running, Some("BACKUP"), "")
             .with_step("acme-web/database", |s| s.message = Some("BACKUP".into())),
         expect![[r#"
             step acme-web/ecommerce: pending
               waits for database
         "#]],
     );
-    let mut stuck =
-        ordered_step(StepState::Running).install("c1", "running", Some("POSTINSTALL"), "");
+    let mut stuck = ordered_step(StepState::Running).install(
+        "c1",
+        InstallState::Running,
+        Some("POSTINSTALL"),
+        "",
+    );
     stuck.strategy.failure.stuck_after_seconds = 5;
     check(
         stuck,
@@ -167,7 +171,7 @@ fn a_running_install_shows_its_phase_and_one_without_progress_is_stuck() {
 fn a_succeeded_install_lets_the_next_layer_start() {
     check(
         ordered_step(StepState::Running)
-            .install("c1", "succeeded", None, "")
+            .install("c1", InstallState::Succeeded, None, "")
             .with_server("acme-web", |s| {
                 s.modules[0].installed_version = Some("2.0.0".into())
             }),
@@ -184,7 +188,12 @@ fn a_succeeded_install_lets_the_next_layer_start() {
 #[test]
 fn a_failed_install_is_tried_again_after_its_backoff_then_fails_for_good() {
     check(
-        ordered_step(StepState::Running).install("c1", "failed", Some("PREINSTALL"), "exit code 2"),
+        ordered_step(StepState::Running).install(
+            "c1",
+            InstallState::Failed,
+            Some("PREINSTALL"),
+            "exit code 2",
+        ),
         expect![[r#"
             step acme-web/database: pending, attempt 1, next at +30s
               attempt 1 failed: failed in phase PREINSTALL: exit code 2; trying again in 30 s
@@ -196,7 +205,12 @@ fn a_failed_install_is_tried_again_after_its_backoff_then_fails_for_good() {
     check(
         ordered_step(StepState::Running)
             .with_step("acme-web/database", |s| s.attempts = 2)
-            .install("c1", "failed", Some("PREINSTALL"), "exit code 2"),
+            .install(
+                "c1",
+                InstallState::Failed,
+                Some("PREINSTALL"),
+                "exit code 2",
+            ),
         expect![[r#"
             rollout: failed, wave 1 open, finished
               reason: 1 of 1 sites did not update
@@ -219,7 +233,7 @@ fn a_customized_database_waits_for_its_review_and_asks_again() {
     check(
         ordered_step(StepState::Starting).install(
             "c1",
-            "failed",
+            InstallState::Failed,
             Some("PREINSTALL"),
             "the database is customized; review it",
         ),

@@ -120,7 +120,8 @@ fn stderr_tail(lines: &[String]) -> String {
 /// A path as hooks see it: ending with the separator.
 pub fn with_separator(path: &Path) -> String {
     let mut text = path.display().to_string();
-    if !text.ends_with(MAIN_SEPARATOR) {
+    // Either separator counts on Windows: `C:/Sites/x/` already ends with one.
+    if !text.ends_with(std::path::is_separator) {
         text.push(MAIN_SEPARATOR);
     }
     text
@@ -205,28 +206,36 @@ pub async fn run(
     let mut child = command
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}"), Vec::new()))?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    // Raw bytes up to each newline: what a hook prints never stops the
+    // reading (a code-page "é" is not UTF-8), so its pipes never fill.
+    let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
     let mut stderr_seen: Vec<String> = Vec::new();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let (mut out_open, mut err_open) = (true, true);
     while out_open || err_open {
         tokio::select! {
-            line = stdout.next_line(), if out_open => match line {
-                Ok(Some(line)) => on_line(Stream::Stdout, line),
-                _ => out_open = false,
-            },
-            line = stderr.next_line(), if err_open => match line {
-                Ok(Some(line)) => {
+            // A read cut short by the other branch keeps its bytes in the
+            // buffer: at the end, what is left there is the last line.
+            read = stdout.read_until(b'\n', &mut out_line), if out_open => {
+                out_open = matches!(read, Ok(n) if n > 0);
+                if !out_line.is_empty() {
+                    on_line(Stream::Stdout, take_line(&mut out_line));
+                }
+            }
+            read = stderr.read_until(b'\n', &mut err_line), if err_open => {
+                err_open = matches!(read, Ok(n) if n > 0);
+                if !err_line.is_empty() {
+                    let line = take_line(&mut err_line);
                     stderr_seen.push(line.clone());
                     if stderr_seen.len() > 20 {
                         stderr_seen.remove(0);
                     }
                     on_line(Stream::Stderr, line);
                 }
-                _ => err_open = false,
-            },
+            }
             _ = &mut deadline => {
                 stop(&mut child).await;
                 return Err(fail(format!("timed out after {} s and was stopped", timeout.as_secs()), stderr_seen));
@@ -248,6 +257,18 @@ pub async fn run(
             .map_or_else(|| "a signal".to_owned(), |c| c.to_string());
         Err(fail(format!("exited with {code}"), stderr_seen))
     }
+}
+
+/// A line read as bytes, as text without its line ending; the buffer is
+/// emptied for the next line.
+fn take_line(buffer: &mut Vec<u8>) -> String {
+    let mut end = buffer.len();
+    while end > 0 && matches!(buffer[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    let line = super::platform::decode_output(&buffer[..end]);
+    buffer.clear();
+    line
 }
 
 /// Stops a hook and, on Unix, every process of its group.
@@ -356,14 +377,74 @@ mod tests {
         );
     }
 
-    #[test]
-    fn paths_end_with_the_separator() {
-        assert!(with_separator(Path::new("/srv/ecommerce")).ends_with(MAIN_SEPARATOR));
-        assert_eq!(
-            with_separator(Path::new("/srv/ecommerce/"))
-                .matches(MAIN_SEPARATOR)
-                .count(),
-            3
+    /// A hook in `dir` named for PREINSTALL of module x, with `body`.
+    fn hook_env(dir: &Path) -> HookEnv {
+        HookEnv {
+            module: "x".into(),
+            module_path: dir.into(),
+            backup_path: dir.into(),
+            from_version: "1".into(),
+            to_version: "2".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hook_printing_bytes_that_are_not_utf8_is_read_to_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // "café" in a code page, then far more than a pipe holds, then a
+        // last line without a newline.
+        #[cfg(unix)]
+        let (script, body): (&str, &[u8]) = (
+            "PREINSTALL_x.sh",
+            b"printf 'caf\\351\\n'\ni=0\nwhile [ $i -lt 3000 ]; do echo \"line $i of a hook that prints a lot\"; i=$((i+1)); done\nprintf 'the end'\n",
         );
+        #[cfg(windows)]
+        let (script, body): (&str, &[u8]) = (
+            "PREINSTALL_x.cmd",
+            b"@echo off\r\necho caf\xe9\r\nfor /L %%i in (1,1,3000) do echo line %%i of a hook that prints a lot\r\necho the end\r\n",
+        );
+        let script = dir.path().join(script);
+        std::fs::write(&script, body).expect("write");
+        let mut lines = Vec::new();
+        run(
+            &script,
+            Phase::PreInstall,
+            &hook_env(dir.path()),
+            Duration::from_secs(60),
+            |_, line| lines.push(line),
+        )
+        .await
+        .expect("the hook runs to its end");
+        assert_eq!(lines.len(), 3002, "{:?}", lines.last());
+        assert!(
+            lines[0].starts_with("caf") && lines[0].chars().count() == 4,
+            "{:?}",
+            lines[0]
+        );
+        // Decoded through the console's code page on Windows, not replaced.
+        #[cfg(windows)]
+        assert!(!lines[0].contains('\u{FFFD}'), "{:?}", lines[0]);
+        assert_eq!(lines[3001].trim_end(), "the end");
+    }
+
+    #[test]
+    fn paths_end_with_one_separator() {
+        // No separator: the platform's is added.
+        assert_eq!(
+            with_separator(Path::new("/srv/ecommerce")),
+            format!("/srv/ecommerce{MAIN_SEPARATOR}")
+        );
+        // One already there, of either kind where both count: kept as is.
+        assert_eq!(
+            with_separator(Path::new("/srv/ecommerce/")),
+            "/srv/ecommerce/"
+        );
+        let native = format!("ecommerce{MAIN_SEPARATOR}");
+        assert_eq!(with_separator(Path::new(&native)), native);
+        #[cfg(windows)]
+        {
+            assert_eq!(with_separator(Path::new(r"C:\Sites\x")), r"C:\Sites\x\");
+            assert_eq!(with_separator(Path::new("C:/Sites/x/")), "C:/Sites/x/");
+        }
     }
 }

@@ -148,6 +148,66 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>, limit: usize) {
     }
 }
 
+/// What a program printed, as text: UTF-8 when it is; on Windows, else the
+/// OEM code page `cmd.exe` and console programs write through a pipe (a
+/// French server's "é"); else UTF-8 with replacement characters. Never an
+/// error: a hook's output is shown, whatever its bytes.
+pub fn decode_output(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.to_owned();
+    }
+    #[cfg(windows)]
+    if let Some(text) = code_page::oem_to_string(bytes) {
+        return text;
+    }
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The OEM code page's conversion to Unicode.
+#[cfg(windows)]
+#[allow(unsafe_code)] // FFI to kernel32's MultiByteToWideChar; see the module comment
+mod code_page {
+    use windows_sys::Win32::Globalization::{GetOEMCP, MultiByteToWideChar};
+
+    /// `bytes` in the OEM code page, as text; `None` when the conversion fails.
+    pub fn oem_to_string(bytes: &[u8]) -> Option<String> {
+        let length = i32::try_from(bytes.len()).ok()?;
+        if length == 0 {
+            return Some(String::new());
+        }
+        // SAFETY: takes no argument and only reads the system's setting.
+        let code_page = unsafe { GetOEMCP() };
+        // SAFETY: `bytes` is valid for `length` bytes; a null output with
+        // size 0 asks only for the size needed.
+        let needed = unsafe {
+            MultiByteToWideChar(
+                code_page,
+                0,
+                bytes.as_ptr(),
+                length,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        let size = usize::try_from(needed).ok().filter(|&n| n > 0)?;
+        let mut wide = vec![0u16; size];
+        // SAFETY: `wide` has room for `needed` UTF-16 units, as the first
+        // call said; `bytes` is valid for `length` bytes.
+        let written = unsafe {
+            MultiByteToWideChar(
+                code_page,
+                0,
+                bytes.as_ptr(),
+                length,
+                wide.as_mut_ptr(),
+                needed,
+            )
+        };
+        let written = usize::try_from(written).ok().filter(|&n| n > 0)?;
+        Some(String::from_utf16_lossy(&wide[..written]))
+    }
+}
+
 /// The Restart Manager's C API. The only unsafe code in Flotilla: FFI calls
 /// whose buffers are sized and owned here, and whose session is always ended.
 #[cfg(windows)]

@@ -384,7 +384,20 @@ impl Control {
                 )
             })?
             .map_err(|e| format!("could not {verb} {}: {e}", self.describe()))?;
-        if output.status.success() {
+        // Already as asked is done, as systemctl has it. sc.exe refuses to
+        // stop a stopped service (1062) or start a running one (1056); Wine's
+        // says only 1: the service's state decides.
+        #[cfg(windows)]
+        let already = match self {
+            Control::Service(name) if !output.status.success() => {
+                service_state(name).await.as_deref()
+                    == Some(if start { "RUNNING" } else { "STOPPED" })
+            }
+            _ => false,
+        };
+        #[cfg(not(windows))]
+        let already = false;
+        if output.status.success() || already {
             #[cfg(windows)]
             if let Control::Service(name) = self {
                 return wait_for_service_state(name, if start { "RUNNING" } else { "STOPPED" })
@@ -392,12 +405,18 @@ impl Control {
             }
             Ok(())
         } else {
+            // sc.exe and appcmd.exe say why on stdout, others on stderr.
+            let said: Vec<String> = [&output.stderr, &output.stdout]
+                .iter()
+                .map(|bytes| decode_output(bytes).trim().to_owned())
+                .filter(|text| !text.is_empty())
+                .collect();
             Err(format!(
                 "could not {verb} {}: {}{}",
                 self.describe(),
                 output.status,
-                match String::from_utf8_lossy(&output.stderr).trim() {
-                    "" => String::new(),
+                match said.join(" ") {
+                    text if text.is_empty() => String::new(),
                     text => format!(": {text}"),
                 }
             ))
@@ -405,12 +424,19 @@ impl Control {
     }
 }
 
+/// A module's own command line, run by the shell as written.
 fn shell(line: &str) -> Command {
-    if cfg!(windows) {
+    #[cfg(windows)]
+    {
+        // cmd.exe does not read the `\"` Rust escapes quotes as: the line
+        // goes as is, and /S takes the outer quotes off and keeps the rest
+        // (a quoted path with spaces, `&`, `%`).
         let mut command = Command::new("cmd.exe");
-        command.arg("/C").arg(line);
+        command.raw_arg(format!("/D /S /C \"{line}\""));
         command
-    } else {
+    }
+    #[cfg(not(windows))]
+    {
         let mut command = Command::new("sh");
         command.arg("-c").arg(line);
         command
@@ -444,22 +470,96 @@ fn app_pool_command(name: &str, verb: &str) -> Result<Command, String> {
     Ok(command)
 }
 
+/// A service's state as `sc.exe query` says it (`RUNNING`, `STOPPED`,
+/// `START_PENDING`, …); `None` when it cannot be read.
+#[cfg(windows)]
+async fn service_state(name: &str) -> Option<String> {
+    let output = Command::new("sc.exe")
+        .arg("query")
+        .arg(name)
+        .output()
+        .await
+        .ok()?;
+    let text = decode_output(&output.stdout);
+    // "        STATE              : 4  RUNNING"
+    text.lines()
+        .find(|line| line.trim_start().starts_with("STATE"))
+        .and_then(|line| line.split_whitespace().last())
+        .map(str::to_owned)
+}
+
 /// `sc.exe stop` returns before the service has stopped: poll its state.
 #[cfg(windows)]
 async fn wait_for_service_state(name: &str, state: &str) -> Result<(), String> {
     for _ in 0..240 {
-        let output = Command::new("sc.exe")
-            .arg("query")
-            .arg(name)
-            .output()
-            .await
-            .map_err(|e| format!("could not query service {name}: {e}"))?;
-        if String::from_utf8_lossy(&output.stdout).contains(state) {
+        if service_state(name).await.as_deref() == Some(state) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(format!("service {name} did not reach {state} within 120 s"))
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    /// A `.cmd` that writes its first argument to the file its second names.
+    fn tool(dir: &Path) -> PathBuf {
+        let tool = dir.join("stop svc.cmd");
+        std::fs::write(&tool, "@echo off\r\necho %~1> %2\r\n").expect("write");
+        tool
+    }
+
+    #[tokio::test]
+    async fn a_command_with_spaces_quotes_ampersands_and_percents_runs_as_written() {
+        for folder in ["Program Files", "R&D tools", "100% sure"] {
+            let base = tempfile::tempdir().expect("tempdir");
+            let dir = base.path().join(folder);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let tool = tool(&dir);
+            // Outside the folder: a second `%` would pair with the first,
+            // and cmd.exe expands `%…%` in a line, as typed at its prompt.
+            let (said, second) = (base.path().join("said.txt"), base.path().join("second.txt"));
+            let control = Control::Commands {
+                stop: format!(
+                    "\"{}\" now \"{}\" & echo second> \"{}\"",
+                    tool.display(),
+                    said.display(),
+                    second.display()
+                ),
+                start: String::new(),
+            };
+            let ran = control.stop().await;
+            let said = std::fs::read_to_string(said);
+            assert!(
+                said.as_deref().is_ok_and(|s| s.trim() == "now"),
+                "{folder}: {ran:?}, said.txt: {said:?}"
+            );
+            let second = std::fs::read_to_string(second).expect("second.txt");
+            assert_eq!(second.trim(), "second", "{folder}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_command_says_what_it_printed() {
+        let control = Control::Commands {
+            stop: "echo the pool is locked & exit /b 3".into(),
+            start: String::new(),
+        };
+        let e = control.stop().await.expect_err("exit 3");
+        assert!(e.contains("the pool is locked"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_service_already_stopped_or_already_running_is_as_asked() {
+        // Wine's service manager has a Spooler, as Windows does.
+        let spooler = Control::Service("Spooler".into());
+        spooler.stop().await.expect("stop");
+        spooler.stop().await.expect("stop a stopped service");
+        spooler.start().await.expect("start");
+        spooler.start().await.expect("start a running service");
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -206,6 +206,9 @@ pub async fn run(
     let mut child = command
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}"), Vec::new()))?;
+    // On Windows, the hook's tree in a job, so a timeout ends all of it.
+    #[cfg(windows)]
+    let tree = super::platform::ProcessTree::holding(&child);
     let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
     let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
     // Raw bytes up to each newline: what a hook prints never stops the
@@ -237,6 +240,10 @@ pub async fn run(
                 }
             }
             _ = &mut deadline => {
+                #[cfg(windows)]
+                if let Some(tree) = &tree {
+                    tree.kill();
+                }
                 stop(&mut child).await;
                 return Err(fail(format!("timed out after {} s and was stopped", timeout.as_secs()), stderr_seen));
             }
@@ -245,10 +252,18 @@ pub async fn run(
     let status = tokio::select! {
         status = child.wait() => status.map_err(|e| fail(e.to_string(), stderr_seen.clone()))?,
         _ = &mut deadline => {
+            #[cfg(windows)]
+            if let Some(tree) = &tree {
+                tree.kill();
+            }
             stop(&mut child).await;
             return Err(fail(format!("timed out after {} s and was stopped", timeout.as_secs()), stderr_seen));
         }
     };
+    #[cfg(windows)]
+    if let Some(tree) = tree {
+        tree.release();
+    }
     if status.success() {
         Ok(())
     } else {
@@ -425,6 +440,40 @@ mod tests {
         #[cfg(windows)]
         assert!(!lines[0].contains('\u{FFFD}'), "{:?}", lines[0]);
         assert_eq!(lines[3001].trim_end(), "the end");
+    }
+
+    #[cfg(windows)]
+    #[tokio::test]
+    async fn a_timed_out_hook_ends_with_everything_it_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tick = dir.path().join("tick.txt");
+        let script = dir.path().join("PREINSTALL_x.cmd");
+        // A child that appends to tick.txt for ever, and a hook that waits.
+        let body = format!(
+            "@echo off\r\nstart \"\" /b cmd /c \"for /L %%i in (1,0,2) do @echo x>>\"{}\"\"\r\nfor /L %%i in (1,0,2) do @rem\r\n",
+            tick.display()
+        );
+        std::fs::write(&script, body).expect("write");
+        let err = run(
+            &script,
+            Phase::PreInstall,
+            &hook_env(dir.path()),
+            Duration::from_secs(3),
+            |_, _| {},
+        )
+        .await
+        .expect_err("timeout");
+        assert!(err.why.contains("timed out"), "{err}");
+        let size = || std::fs::metadata(&tick).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        assert!(before > 0, "the child ran before the timeout");
+        // Nothing to wait for: the check is that nothing happens any more.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            size(),
+            before,
+            "the hook's child still writes after the timeout"
+        );
     }
 
     #[test]

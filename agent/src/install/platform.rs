@@ -163,6 +163,143 @@ pub fn decode_output(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A hook's whole process tree on Windows: a Job Object the hook is put in
+/// as soon as it starts, which every process it starts joins. On a timeout
+/// [`ProcessTree::kill`] ends them all, as the process group does on Linux;
+/// if the agent itself dies, closing the job ends them too
+/// (kill-on-close). A hook that ends by itself leaves what it started
+/// running, as on Linux.
+#[cfg(windows)]
+#[derive(Debug)]
+pub struct ProcessTree(job::Job);
+
+#[cfg(windows)]
+impl ProcessTree {
+    /// Puts `child` in a new job; `None` (logged) when Windows refuses.
+    pub fn holding(child: &tokio::process::Child) -> Option<ProcessTree> {
+        let process = child.raw_handle()?;
+        match job::Job::new().and_then(|job| job.assign(process).map(|()| job)) {
+            Ok(job) => Some(ProcessTree(job)),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot put a hook in a job object; a timeout ends only the hook itself: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Ends every process of the tree.
+    pub fn kill(&self) {
+        self.0.terminate();
+    }
+
+    /// The hook ended by itself: what it started keeps running.
+    pub fn release(self) {
+        self.0.keep_on_close();
+    }
+}
+
+/// The Job Object calls.
+#[cfg(windows)]
+#[allow(unsafe_code)] // FFI to kernel32's job objects; see the module comment
+mod job {
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+    use windows_sys::Win32::System::JobObjects::{
+        AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+        JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation,
+        SetInformationJobObject, TerminateJobObject,
+    };
+
+    /// A job's handle, closed when dropped. Kept as an address so the
+    /// hook's future stays `Send`; only this module turns it into a handle.
+    #[derive(Debug)]
+    pub struct Job(usize);
+
+    impl Job {
+        fn handle(&self) -> HANDLE {
+            self.0 as HANDLE
+        }
+
+        /// A new, unnamed job whose processes end when it is closed.
+        pub fn new() -> Result<Job, String> {
+            // SAFETY: null attributes and name are allowed: an unnamed job
+            // with the default security.
+            let handle = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+            if handle.is_null() {
+                return Err(format!(
+                    "CreateJobObject failed: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let job = Job(handle as usize);
+            job.limit(JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE)?;
+            Ok(job)
+        }
+
+        fn limit(&self, flags: u32) -> Result<(), String> {
+            // SAFETY: all-zero is a valid value of this plain C struct.
+            let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+            info.BasicLimitInformation.LimitFlags = flags;
+            let size = u32::try_from(std::mem::size_of_val(&info)).unwrap_or(u32::MAX);
+            // SAFETY: the handle is open; `info` is valid for `size` bytes
+            // and of the class named.
+            let set = unsafe {
+                SetInformationJobObject(
+                    self.handle(),
+                    JobObjectExtendedLimitInformation,
+                    std::ptr::from_ref(&info).cast(),
+                    size,
+                )
+            };
+            if set == 0 {
+                return Err(format!(
+                    "SetInformationJobObject failed: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(())
+        }
+
+        /// Puts a process in the job.
+        pub fn assign(&self, process: std::os::windows::io::RawHandle) -> Result<(), String> {
+            // SAFETY: both handles are open: the job's is ours, the
+            // process's belongs to a child not yet waited for.
+            let assigned = unsafe { AssignProcessToJobObject(self.handle(), process as HANDLE) };
+            if assigned == 0 {
+                return Err(format!(
+                    "AssignProcessToJobObject failed: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(())
+        }
+
+        /// Ends every process in the job.
+        pub fn terminate(&self) {
+            // SAFETY: the handle is open.
+            unsafe {
+                TerminateJobObject(self.handle(), 1);
+            }
+        }
+
+        /// Closing the job no longer ends its processes.
+        pub fn keep_on_close(&self) {
+            let _ = self.limit(0);
+        }
+    }
+
+    impl Drop for Job {
+        fn drop(&mut self) {
+            // SAFETY: the handle came from CreateJobObjectW and is closed
+            // exactly once.
+            unsafe {
+                CloseHandle(self.handle());
+            }
+        }
+    }
+}
+
 /// The OEM code page's conversion to Unicode.
 #[cfg(windows)]
 #[allow(unsafe_code)] // FFI to kernel32's MultiByteToWideChar; see the module comment

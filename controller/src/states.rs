@@ -253,35 +253,36 @@ pub struct States {
 impl States {
     pub fn all() -> States {
         States {
-            rollout: RolloutState::ALL
-                .iter()
-                .map(|&s| StateInfo {
-                    name: s.as_str(),
-                    label: s.label(),
-                    allows: s.allows(),
-                    under_way: s.is_live(),
-                })
-                .collect(),
-            site: SiteState::ALL
-                .iter()
-                .map(|&s| StateInfo {
-                    name: s.as_str(),
-                    label: s.label(),
-                    allows: s.allows(),
-                    under_way: !s.is_settled(),
-                })
-                .collect(),
-            step: StepState::ALL
-                .iter()
-                .map(|&s| StateInfo {
-                    name: s.as_str(),
-                    label: s.label(),
-                    allows: s.allows(),
-                    under_way: s.is_under_way(),
-                })
-                .collect(),
+            rollout: infos(RolloutState::ALL, |s| {
+                (s.as_str(), s.label(), s.allows(), s.is_live())
+            }),
+            site: infos(SiteState::ALL, |s| {
+                (s.as_str(), s.label(), s.allows(), !s.is_settled())
+            }),
+            step: infos(StepState::ALL, |s| {
+                (s.as_str(), s.label(), s.allows(), s.is_under_way())
+            }),
         }
     }
+}
+
+/// One [`StateInfo`] per state, from its name, label, allowed actions and
+/// whether it is under way.
+fn infos<S: Copy>(
+    all: &[S],
+    describe: impl Fn(S) -> (&'static str, &'static str, &'static [Allowed], bool),
+) -> Vec<StateInfo> {
+    all.iter()
+        .map(|&s| {
+            let (name, label, allows, under_way) = describe(s);
+            StateInfo {
+                name,
+                label,
+                allows,
+                under_way,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

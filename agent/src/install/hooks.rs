@@ -392,7 +392,7 @@ mod tests {
         );
     }
 
-    /// A hook in `dir` named for PREINSTALL of module x, with `body`.
+    /// The environment of module x's hooks, every path in `dir`.
     fn hook_env(dir: &Path) -> HookEnv {
         HookEnv {
             module: "x".into(),

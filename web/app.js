@@ -64,6 +64,10 @@ function installLine(server, module) {
     return el("div", { class: "install running small", "data-install": "running" }, "⟳ ", text);
   }
   if (!install) return null;
+  if (install.state === "succeeded" && install.warnings.length) {
+    return el("div", { class: "install warned small", "data-install": "succeeded-with-warnings", title: install.warnings.join("\n") },
+      `⚠ ${install.to_version} · ${install.downtime_ms} ms down · ${install.warnings[0]}`);
+  }
   if (install.state === "succeeded") {
     return el("div", { class: "install ok small", "data-install": "succeeded", title: install.message || "" },
       `✓ ${install.to_version} · ${install.downtime_ms} ms down`);

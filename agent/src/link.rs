@@ -519,6 +519,7 @@ fn install_result(view: &InstallView) -> link::InstallResult {
         hook_output: Vec::new(),
         rolled_back: false,
         rollback_error: None,
+        warnings: Vec::new(),
         started_at: view.started_at,
         finished_at: view.finished_at.unwrap_or(view.started_at),
     };
@@ -533,6 +534,10 @@ fn install_result(view: &InstallView) -> link::InstallResult {
                 outcome.to,
                 outcome.downtime.as_millis()
             );
+            for warning in &outcome.warnings {
+                result.message.push_str(&format!("; warning: {warning}"));
+            }
+            result.warnings = outcome.warnings.clone();
         }
         Some(Err(failure)) => {
             result.message = failure.to_string();

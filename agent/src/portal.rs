@@ -484,7 +484,7 @@ async fn install_status(State(agent): State<Arc<Agent>>, Path(module): Path<Stri
     let result = match &view.result {
         None => serde_json::Value::Null,
         Some(Ok(o)) => {
-            json!({"ok": true, "from": o.from, "to": o.to, "downtime_ms": o.downtime.as_millis() as u64, "backup": o.backup})
+            json!({"ok": true, "from": o.from, "to": o.to, "downtime_ms": o.downtime.as_millis() as u64, "backup": o.backup, "warnings": o.warnings})
         }
         Some(Err(f)) => json!({
             "ok": false, "message": f.to_string(), "phase": f.phase.map(|p| p.as_str()), "step": f.step,

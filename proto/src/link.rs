@@ -119,6 +119,9 @@ pub struct InstallResult {
     pub hook_output: Vec<String>,
     pub rolled_back: bool,
     pub rollback_error: Option<String>,
+    /// What went wrong after the new version was in place, for a person: a
+    /// backup that could not be written, and where the old version is.
+    pub warnings: Vec<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }

@@ -581,6 +581,110 @@ async fn an_unwritable_backup_folder_stops_the_install_before_it_touches_the_mod
 }
 
 #[tokio::test]
+async fn a_backup_that_cannot_be_written_is_a_warning_that_leaves_nothing_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller_dir = dir.path().join("controller");
+    std::fs::create_dir_all(&controller_dir).unwrap();
+    let controller = Controller::start(&controller_dir).await;
+    let server = server_of(dir.path(), &controller.grpc_url, "", "").await;
+    let backups = server.agent.data.join("bin/updates/backups");
+    let moved = server.agent.data.join("bin/updates/backups-moved");
+    // After the new version is in place, the backup folder becomes a file:
+    // the zip cannot be written, as with a sharing violation on Windows.
+    std::fs::write(
+        server.scripts().join("ENDUPDATE_ecommerce.sh"),
+        format!(
+            "mv \"${{E_BACKUP_PATH%/}}\" {moved:?} && echo 'not a folder' > \"${{E_BACKUP_PATH%/}}\"\n"
+        ),
+    )
+    .unwrap();
+    let old = tree(&server.module);
+    controller
+        .wait_for_server("web-01", "2.0.0 pending", |s| {
+            module(s, "ecommerce")["pending_version"] == "2.0.0"
+        })
+        .await;
+
+    let status = server.install().await;
+    let result = &status["result"];
+    assert_eq!(result["ok"], true, "the new version is in place: {status}");
+    assert!(result["backup"].is_null(), "{status}");
+    let warnings = result["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{status}");
+    let warning = warnings[0].as_str().unwrap();
+    let leftovers = server.leftovers();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    let kept = server.module.with_file_name(&leftovers[0]);
+    assert!(
+        leftovers[0].starts_with(".ecommerce_1.0.0_")
+            && leftovers[0].ends_with(".flotilla-unsaved"),
+        "the old version is kept, out of the next install's way: {leftovers:?}"
+    );
+    assert!(
+        warning.starts_with("no backup of ecommerce 1.0.0 was written to ")
+            && warning.contains(&format!(
+                "the old version is kept in {}, and the next install of ecommerce backs it up",
+                kept.display()
+            )),
+        "{warning}"
+    );
+    assert_eq!(tree(&kept), old, "nothing of the old version is lost");
+    assert_eq!(std::fs::read_dir(&moved).unwrap().count(), 0, "no .zip.tmp");
+    // The controller and its dashboard see the warning.
+    let done = controller
+        .wait_for_server("web-01", "2.0.0 installed with a warning", |s| {
+            let m = module(s, "ecommerce");
+            m["installed_version"] == "2.0.0" && m["last_install"]["state"] == "succeeded"
+        })
+        .await;
+    let install = &module(&done, "ecommerce")["last_install"];
+    assert_eq!(install["warnings"], json!([warning]), "{install}");
+    assert!(
+        install["message"].as_str().unwrap().contains(warning),
+        "{install}"
+    );
+
+    // Once the folder is back, the next install goes through and backs up
+    // both old versions.
+    std::fs::remove_file(server.scripts().join("ENDUPDATE_ecommerce.sh")).unwrap();
+    std::fs::remove_file(&backups).unwrap();
+    std::fs::rename(&moved, &backups).unwrap();
+    let v3 = dir.path().join("ecommerce-3.0.0.zip");
+    build::from_entries(
+        &v3,
+        "module = \"ecommerce\"\nversion = \"3.0.0\"\nkind = \"web\"\n",
+        &[
+            ("index.html", b"<h1>shop v3</h1>"),
+            ("version.txt", b"3.0.0\n"),
+        ],
+    )
+    .unwrap();
+    let status = server.install_with(server.staged(&v3)).await;
+    assert_eq!(status["result"]["ok"], true, "{status}");
+    assert_eq!(status["result"]["warnings"], json!([]), "{status}");
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    let mut zips: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    zips.sort();
+    assert_eq!(zips.len(), 2, "{zips:?}");
+    assert!(
+        zips[0].starts_with("ecommerce_1.0.0_") && zips[1].starts_with("ecommerce_2.0.0_"),
+        "{zips:?}"
+    );
+    let unzipped = dir.path().join("unzipped");
+    let unzip = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(backups.join(&zips[0]))
+        .arg(&unzipped)
+        .status()
+        .unwrap();
+    assert!(unzip.success());
+    assert_eq!(tree(&unzipped), old, "the late backup is the old version");
+}
+
+#[tokio::test]
 async fn leftover_maintenance_pages_are_repaired_at_start_by_the_procedures_rule() {
     for with_bak in [false, true] {
         let dir = tempfile::tempdir().unwrap();

@@ -14,9 +14,18 @@ use zip::write::SimpleFileOptions;
 
 /// Compresses `folder` into `zip_path` (written beside it, then renamed);
 /// returns the bytes read.
+/// On failure nothing is left behind: the partial zip is removed.
 pub fn compress(folder: &Path, zip_path: &Path) -> io::Result<u64> {
     let temporary = zip_path.with_extension("zip.tmp");
-    let file = File::create(&temporary)?;
+    let written = write_zip(folder, &temporary, zip_path);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+fn write_zip(folder: &Path, temporary: &Path, zip_path: &Path) -> io::Result<u64> {
+    let file = File::create(temporary)?;
     let mut zip = zip::ZipWriter::new(BufWriter::with_capacity(1 << 20, file));
     let options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)
@@ -29,7 +38,7 @@ pub fn compress(folder: &Path, zip_path: &Path) -> io::Result<u64> {
         .into_inner()
         .map_err(|e| e.into_error())?
         .sync_all()?;
-    std::fs::rename(&temporary, zip_path)?;
+    std::fs::rename(temporary, zip_path)?;
     if let Some(dir) = zip_path.parent() {
         super::journal::sync_dir(dir);
     }
@@ -86,6 +95,40 @@ fn taken_at(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Where the old version goes when its backup cannot be written: beside the
+/// module (a rename, same volume), named for the zip it should have become
+/// (`.<module>_<version>_<time>.flotilla-unsaved`), so that a later install
+/// backs it up under that name.
+pub fn unsaved_folder(live: &Path, zip_path: &Path) -> PathBuf {
+    let stem = zip_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    live.with_file_name(format!(".{stem}{UNSAVED}"))
+}
+
+const UNSAVED: &str = ".flotilla-unsaved";
+
+/// The old versions of `module` kept beside `live` because their backup
+/// could not be written, each with the zip it should become in `dir`.
+pub fn unsaved(live: &Path, module: &str, dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let prefix = format!(".{module}_");
+    let Some(Ok(entries)) = live.parent().map(std::fs::read_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.to_owned();
+            let stem = name.strip_prefix('.')?.strip_suffix(UNSAVED)?;
+            (name.starts_with(&prefix) && entry.path().is_dir())
+                .then(|| (entry.path(), dir.join(format!("{stem}.zip"))))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// Checks that a backup can be written to `dir` before anything is touched.
 pub fn check_writable(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -97,6 +140,82 @@ pub fn check_writable(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zip_that_cannot_be_written_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("ecommerce");
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        std::fs::write(folder.join("index.html"), "v1").expect("write");
+        // The zip's name is taken by a folder: the final rename fails.
+        let zip_path = dir
+            .path()
+            .join("backups")
+            .join("ecommerce_1.0.0_20261201T100000Z.zip");
+        std::fs::create_dir_all(zip_path.join("in-the-way")).expect("mkdir");
+        assert!(compress(&folder, &zip_path).is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
+            .expect("read")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["ecommerce_1.0.0_20261201T100000Z.zip"],
+            "no .zip.tmp left"
+        );
+    }
+
+    /// The case found on Windows: a file of the old version is held open
+    /// without sharing (an antivirus, a process that did not let go).
+    #[cfg(windows)]
+    #[test]
+    fn a_file_held_without_sharing_fails_the_zip_and_leaves_nothing_behind() {
+        use std::os::windows::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("ecommerce");
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        std::fs::write(folder.join("shop.dll"), "v1").expect("write");
+        let _held = std::fs::OpenOptions::new()
+            .read(true)
+            .share_mode(0)
+            .open(folder.join("shop.dll"))
+            .expect("open without sharing");
+        let backups = dir.path().join("backups");
+        std::fs::create_dir_all(&backups).expect("mkdir");
+        let error = compress(
+            &folder,
+            &backups.join("ecommerce_1.0.0_20261201T100000Z.zip"),
+        )
+        .expect_err("a sharing violation");
+        assert_eq!(error.raw_os_error(), Some(32), "{error}");
+        assert_eq!(
+            std::fs::read_dir(&backups).expect("read").count(),
+            0,
+            "no .zip.tmp left"
+        );
+    }
+
+    #[test]
+    fn unsaved_old_versions_are_found_with_the_zip_they_become() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("sites").join("ecommerce");
+        std::fs::create_dir_all(&live).expect("mkdir");
+        let backups = dir.path().join("backups");
+        let zip = backups.join("ecommerce_1.0.0_20261201T100000.000Z.zip");
+        let kept = unsaved_folder(&live, &zip);
+        assert_eq!(
+            kept.file_name().expect("name"),
+            ".ecommerce_1.0.0_20261201T100000.000Z.flotilla-unsaved"
+        );
+        std::fs::create_dir_all(&kept).expect("mkdir");
+        std::fs::create_dir_all(live.with_file_name(".ecommerce.flotilla-previous"))
+            .expect("mkdir");
+        std::fs::create_dir_all(
+            live.with_file_name(".phygitalapi_2.0.0_20261201T100000.000Z.flotilla-unsaved"),
+        )
+        .expect("mkdir");
+        assert_eq!(unsaved(&live, "ecommerce", &backups), [(kept, zip)]);
+    }
 
     #[test]
     fn newest_first_by_time_not_by_version() {

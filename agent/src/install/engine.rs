@@ -48,6 +48,9 @@ pub struct Outcome {
     pub downtime: Duration,
     /// The old version's backup zip.
     pub backup: Option<PathBuf>,
+    /// What went wrong after the new version was in place, for a person:
+    /// a backup that could not be written, and where the old version is.
+    pub warnings: Vec<String>,
 }
 
 /// A failed install: where, why, what the hook said, and how the rollback went.
@@ -159,7 +162,7 @@ impl Install<'_> {
         };
         match run.execute(&plan, &mut journal, package).await {
             Ok(downtime) => {
-                let backup = run.finish(&plan, journal).await;
+                let (backup, warnings) = run.finish(&plan, journal).await;
                 run.say(
                     EventKind::Step,
                     format!(
@@ -173,6 +176,7 @@ impl Install<'_> {
                     to,
                     downtime,
                     backup,
+                    warnings,
                 })
             }
             Err(e) => {
@@ -274,10 +278,11 @@ impl Run<'_, '_> {
                 self.say(EventKind::Warning, repair.to_string());
             }
         }
+        self.step = "checking for an earlier install's leftovers";
         let plan = self.plan(package).map_err(plain)?;
         if plan.aside.exists() {
             return Err(plain(format!(
-                "{} exists: a previous install left the old version there; recover it before installing",
+                "{} exists: an earlier install left an old version there; move it away or delete it before installing",
                 plan.aside.display()
             )));
         }
@@ -719,34 +724,37 @@ impl Run<'_, '_> {
     }
 
     /// After the commit: compress the old version, keep the last N backups.
-    async fn finish(&mut self, plan: &Plan, mut journal: Journal) -> Option<PathBuf> {
-        let settings = self.install.settings;
-        let backup = write_backup(plan, settings).await;
-        match &backup {
-            Ok((bytes, elapsed)) => {
+    /// Returns the backup and what went wrong with it.
+    async fn finish(
+        &mut self,
+        plan: &Plan,
+        mut journal: Journal,
+    ) -> (Option<PathBuf>, Vec<String>) {
+        self.step = "writing the backup";
+        let backups = write_backup(plan, self.install.settings).await;
+        let mut backup = None;
+        for written in &backups.written {
+            if written.zip == plan.backup_file {
                 let _ = journal.record(Step::BackupWritten);
-                self.say(
-                    EventKind::Step,
-                    format!(
-                        "backup {} written ({} MB in {} ms)",
-                        plan.backup_file.display(),
-                        bytes / 1_000_000,
-                        elapsed.as_millis()
-                    ),
-                );
+                backup = Some(written.zip.clone());
             }
-            Err(e) => self.say(
-                EventKind::Warning,
+            self.say(
+                EventKind::Step,
                 format!(
-                    "backup not written, the old version stays in {}: {e}",
-                    plan.aside.display()
+                    "backup {} written ({} MB in {} ms)",
+                    written.zip.display(),
+                    written.bytes / 1_000_000,
+                    written.elapsed.as_millis()
                 ),
-            ),
+            );
+        }
+        for problem in &backups.problems {
+            self.say(EventKind::Warning, problem.clone());
         }
         let _ = journal.record(Step::Done {
             outcome: "installed".into(),
         });
         let _ = journal.close();
-        backup.ok().map(|_| plan.backup_file.clone())
+        (backup, backups.problems)
     }
 }

@@ -253,31 +253,124 @@ pub(super) fn restore_old(plan: &Plan, web: bool, set_aside: bool) -> Result<(),
     Ok(())
 }
 
-/// Compresses the set-aside old version, then removes it and prunes.
-pub(super) async fn write_backup(
-    plan: &Plan,
-    settings: &InstallSettings,
-) -> Result<(u64, Duration), String> {
-    if !plan.aside.exists() {
-        return Err("the old version is no longer set aside".into());
-    }
-    let (aside, zip, dir, module, keep) = (
-        plan.aside.clone(),
-        plan.backup_file.clone(),
+/// After the commit: the old version set aside becomes its backup zip (or,
+/// when that cannot be written, is kept beside the module, out of the next
+/// install's way), old versions kept so by earlier installs are backed up,
+/// and the newest backups are kept.
+pub(super) async fn write_backup(plan: &Plan, settings: &InstallSettings) -> Backups {
+    let (plan, dir, keep) = (
+        plan.clone(),
         settings.backup_dir.clone(),
-        plan.module.clone(),
         settings.backups_to_keep,
     );
     tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let bytes = backup::compress(&aside, &zip).map_err(|e| e.to_string())?;
-        let elapsed = started.elapsed();
-        std::fs::remove_dir_all(&aside).map_err(|e| e.to_string())?;
-        backup::prune(&dir, &module, keep.max(1)).map_err(|e| e.to_string())?;
-        Ok((bytes, elapsed))
+        let mut done = Backups::default();
+        let mut just_kept = None;
+        if plan.aside.exists() {
+            match save(&plan.aside, &plan.backup_file) {
+                Ok((written, left)) => {
+                    done.written.push(written);
+                    done.problems.extend(left);
+                }
+                Err(e) => {
+                    let from = plan.from_version.as_deref().unwrap_or("(unknown version)");
+                    let kept = backup::unsaved_folder(&plan.live, &plan.backup_file);
+                    let place = match std::fs::rename(&plan.aside, &kept) {
+                        Ok(()) => {
+                            just_kept = Some(kept.clone());
+                            format!(
+                                "the old version is kept in {}, and the next install of {} backs it up",
+                                kept.display(),
+                                plan.module
+                            )
+                        }
+                        Err(moved) => format!(
+                            "the old version stays in {} (it could not be moved aside: {moved})",
+                            plan.aside.display()
+                        ),
+                    };
+                    done.problems.push(format!(
+                        "no backup of {} {from} was written to {}: {e}; {place}",
+                        plan.module,
+                        plan.backup_file.display()
+                    ));
+                }
+            }
+        } else {
+            done.problems.push(format!(
+                "no backup was written: the old version is no longer in {}",
+                plan.aside.display()
+            ));
+        }
+        // Old versions earlier installs could not back up.
+        for (folder, zip) in backup::unsaved(&plan.live, &plan.module, &dir) {
+            if Some(&folder) == just_kept.as_ref() {
+                continue;
+            }
+            match save(&folder, &zip) {
+                Ok((written, left)) => {
+                    done.written.push(written);
+                    done.problems.extend(left);
+                }
+                Err(e) => done.problems.push(format!(
+                    "the old version kept in {} still cannot be backed up: {e}",
+                    folder.display()
+                )),
+            }
+        }
+        if !done.written.is_empty()
+            && let Err(e) = backup::prune(&dir, &plan.module, keep.max(1))
+        {
+            done.problems.push(format!(
+                "old backups of {} in {} could not be pruned: {e}",
+                plan.module,
+                dir.display()
+            ));
+        }
+        done
     })
     .await
-    .map_err(|e| e.to_string())?
+    .unwrap_or_else(|e| Backups {
+        written: Vec::new(),
+        problems: vec![format!("the backup stopped: {e}")],
+    })
+}
+
+/// What became of the old versions once an install was committed.
+#[derive(Debug, Default)]
+pub(super) struct Backups {
+    pub written: Vec<Written>,
+    /// What could not be done, for a person: each says where the old
+    /// version is.
+    pub problems: Vec<String>,
+}
+
+/// A backup zip written: where, the bytes read, how long it took.
+#[derive(Debug)]
+pub(super) struct Written {
+    pub zip: PathBuf,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Compresses `folder` into `zip`, then removes it; says so when it
+/// cannot be removed.
+fn save(folder: &Path, zip: &Path) -> Result<(Written, Option<String>), String> {
+    let started = Instant::now();
+    let bytes = backup::compress(folder, zip).map_err(|e| e.to_string())?;
+    let written = Written {
+        zip: zip.to_path_buf(),
+        bytes,
+        elapsed: started.elapsed(),
+    };
+    let left = std::fs::remove_dir_all(folder).err().map(|e| {
+        format!(
+            "{} is backed up in {} but could not be removed: {e}; delete it by hand",
+            folder.display(),
+            zip.display()
+        )
+    });
+    Ok((written, left))
 }
 
 pub(super) async fn health_check(url: &str, timeout: Duration) -> Result<(), String> {

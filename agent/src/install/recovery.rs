@@ -58,11 +58,12 @@ pub async fn recover(
             if let Err(e) = control.start().await {
                 report.problem = Some(e);
             }
-            match write_backup(&plan, settings).await {
-                Ok(_) => {
-                    let _ = journal.record(Step::BackupWritten);
-                }
-                Err(e) => tracing::warn!(module = %plan.module, "backup after recovery: {e}"),
+            let backups = write_backup(&plan, settings).await;
+            if backups.written.iter().any(|w| w.zip == plan.backup_file) {
+                let _ = journal.record(Step::BackupWritten);
+            }
+            for problem in backups.problems {
+                tracing::warn!(module = %plan.module, "backup after recovery: {problem}");
             }
         } else {
             report.outcome = "rolled back".into();

@@ -31,6 +31,9 @@ pub struct Install {
     pub rolled_back: bool,
     /// Set when the rollback failed: the module is out of service.
     pub rollback_error: Option<String>,
+    /// What went wrong after the new version was in place: a backup that
+    /// could not be written, and where the old version is.
+    pub warnings: Vec<String>,
     /// Whether the controller ordered it (otherwise it was started on the server).
     pub ordered_by_controller: bool,
     pub started_at: DateTime<Utc>,
@@ -66,17 +69,21 @@ impl From<InstallRecord> for Install {
             phase: r.phase,
             message: r.message,
             downtime_ms: r.downtime_ms,
-            hook_output: r
-                .hook_output
-                .map(|text| text.lines().map(str::to_owned).collect())
-                .unwrap_or_default(),
+            hook_output: lines(r.hook_output),
             rolled_back: r.rolled_back,
             rollback_error: r.rollback_error,
+            warnings: lines(r.warnings),
             ordered_by_controller: r.command_id.is_some(),
             started_at: r.started_at,
             finished_at: r.finished_at,
         }
     }
+}
+
+/// A stored column of lines, one per line.
+fn lines(text: Option<String>) -> Vec<String> {
+    text.map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// What to install; empty for the module's pending package.

@@ -13,7 +13,7 @@ macro_rules! select_installs {
     ($($tail:literal),+) => {
         concat!(
             "SELECT i.server_id, i.install_id, i.module, i.from_version, i.to_version, i.command_id, i.state, ",
-            "i.phase, i.message, i.downtime_ms, i.hook_output, i.rolled_back, i.rollback_error, i.started_at, ",
+            "i.phase, i.message, i.downtime_ms, i.hook_output, i.rolled_back, i.rollback_error, i.warnings, i.started_at, ",
             "i.finished_at FROM installs i ",
             $($tail),+
         )
@@ -38,6 +38,8 @@ pub struct InstallRecord {
     pub hook_output: Option<String>,
     pub rolled_back: bool,
     pub rollback_error: Option<String>,
+    /// What went wrong after the new version was in place, one per line.
+    pub warnings: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -97,13 +99,13 @@ impl Database {
     pub async fn install_result(&self, server: &ServerId, r: &InstallResult) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO installs (server_id, install_id, module, from_version, to_version, command_id, state, phase, \
-                                   message, downtime_ms, hook_output, rolled_back, rollback_error, started_at, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                                   message, downtime_ms, hook_output, rolled_back, rollback_error, warnings, started_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (server_id, install_id) DO UPDATE SET from_version = excluded.from_version, \
                 state = excluded.state, phase = excluded.phase, message = excluded.message, \
                 downtime_ms = excluded.downtime_ms, hook_output = excluded.hook_output, \
                 rolled_back = excluded.rolled_back, rollback_error = excluded.rollback_error, \
-                finished_at = excluded.finished_at",
+                warnings = excluded.warnings, finished_at = excluded.finished_at",
         )
         .bind(server.as_str())
         .bind(&r.install_id)
@@ -122,6 +124,7 @@ impl Database {
         .bind((!r.hook_output.is_empty()).then(|| r.hook_output.join("\n")))
         .bind(r.rolled_back)
         .bind(&r.rollback_error)
+        .bind((!r.warnings.is_empty()).then(|| r.warnings.join("\n")))
         .bind(r.started_at)
         .bind(r.finished_at)
         .execute(&self.pool)

@@ -208,6 +208,7 @@ async fn estimates_of_some_modules_are_the_same_as_from_every_install() {
                 hook_output: Vec::new(),
                 rolled_back: false,
                 rollback_error: None,
+                warnings: Vec::new(),
                 started_at,
                 finished_at: started_at + Duration::seconds(seconds),
             };

@@ -252,6 +252,7 @@ impl From<InstallResult> for v1::InstallResult {
             hook_output: r.hook_output,
             rolled_back: r.rolled_back,
             rollback_error: r.rollback_error.unwrap_or_default(),
+            warnings: r.warnings,
             started_at_unix_ms: r.started_at.timestamp_millis(),
             finished_at_unix_ms: r.finished_at.timestamp_millis(),
             command_id: r.command_id.unwrap_or_default(),
@@ -274,6 +275,7 @@ impl From<v1::InstallResult> for InstallResult {
             hook_output: r.hook_output,
             rolled_back: r.rolled_back,
             rollback_error: non_empty(r.rollback_error),
+            warnings: r.warnings,
             started_at: time_or_now(r.started_at_unix_ms),
             finished_at: time_or_now(r.finished_at_unix_ms),
         }
@@ -396,6 +398,7 @@ mod tests {
             hook_output: vec!["exit 2".into()],
             rolled_back: true,
             rollback_error: None,
+            warnings: vec!["no backup".into()],
             started_at: at,
             finished_at: at,
         };

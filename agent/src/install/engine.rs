@@ -8,8 +8,8 @@ use chrono::Utc;
 use flotilla_proto::domain::{ModuleKind, ModuleName, Version};
 
 use super::files::{
-    carry_over, check_space, health_check, restore_old, staged_marker, sync_tree, unpack,
-    write_backup,
+    carry_over, check_space, health_check, is_held, rename_held, restore_old, staged_marker,
+    sync_tree, unpack, write_backup,
 };
 use super::hooks::{self, HookEnv, HookError, Phase};
 use super::journal::{Journal, Plan, Step};
@@ -464,7 +464,7 @@ impl Run<'_, '_> {
         self.hook(Phase::StartUpdate, plan).await?;
         let (page, down_since) = self.out_of_service(plan, journal).await?;
         self.hook(Phase::PreBackup, plan).await?;
-        self.set_aside(plan, journal, package, &page)?;
+        self.set_aside(plan, journal, package, &page).await?;
         self.hook(Phase::PostBackup, plan).await?;
         self.hook(Phase::PreInstall, plan).await?;
         self.swap_in(plan, journal)?;
@@ -546,7 +546,7 @@ impl Run<'_, '_> {
     /// Sets the old version aside by a rename (a web module keeps its
     /// maintenance page up in an empty shell meanwhile), and carries the
     /// preserved files over to the new version.
-    fn set_aside(
+    async fn set_aside(
         &mut self,
         plan: &Plan,
         journal: &mut Journal,
@@ -558,8 +558,24 @@ impl Run<'_, '_> {
         self.step = "setting the old version aside";
         record(journal, Step::SetAside)?;
         self.point("set_aside");
-        std::fs::rename(&plan.live, &plan.aside)
-            .map_err(|e| io_error(&format!("cannot rename {}", plan.live.display()), e))?;
+        let mut refused = None;
+        let renamed = rename_held(
+            &plan.live,
+            &plan.aside,
+            self.install.settings.lock_budget,
+            |e| refused = Some(e.to_string()),
+        )
+        .await;
+        if let Some(e) = refused {
+            self.say(
+                EventKind::Warning,
+                format!(
+                    "{} cannot be renamed yet ({e}): something holds the folder; trying again",
+                    plan.live.display()
+                ),
+            );
+        }
+        renamed.map_err(|e| (self.not_renamed(&plan.live, &e), Vec::new()))?;
         self.reached.set_aside = true;
         self.point("set_aside.renamed");
         if web {
@@ -589,6 +605,28 @@ impl Run<'_, '_> {
                 .map_err(|e| io_error("cannot put up the maintenance page", e))?;
         }
         Ok(())
+    }
+
+    /// Why the module folder could not be set aside, with what is known of
+    /// who holds it.
+    fn not_renamed(&self, live: &Path, e: &io::Error) -> String {
+        let mut text = format!("cannot rename {}: {e}", live.display());
+        if !is_held(e) {
+            return text;
+        }
+        match platform::holders(live) {
+            Ok(holders) if !holders.is_empty() => {
+                let names: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+                text.push_str(&format!("; still held: {}", names.join("; ")));
+            }
+            Ok(_) => text.push_str(
+                "; no process holds a file there, so something holds the folder itself or a folder in it: \
+                 a process whose working directory is there (a console, a service started from it), \
+                 an Explorer window or an antivirus scan (the Restart Manager names only the holders of files)",
+            ),
+            Err(why) => text.push_str(&format!("; the holders are unknown: {why}")),
+        }
+        text
     }
 
     /// Puts the new version in place by a rename.

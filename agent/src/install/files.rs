@@ -80,6 +80,41 @@ pub(super) async fn check_space(
     .map_err(|e| e.to_string())?
 }
 
+/// Renames `from` to `to`, trying again while the folder is held (Windows
+/// refuses to rename a folder that is a process's working directory, is
+/// open in Explorer or is being scanned, and a file held without
+/// `FILE_SHARE_DELETE` inside it) until `budget` would be overshot. Calls
+/// `waiting` once, with the first refusal, when it waits.
+pub(super) async fn rename_held(
+    from: &Path,
+    to: &Path,
+    budget: Duration,
+    mut waiting: impl FnMut(&io::Error),
+) -> io::Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    let mut first = true;
+    loop {
+        match std::fs::rename(from, to) {
+            Ok(()) => return Ok(()),
+            Err(e) if is_held(&e) && started.elapsed() + delay <= budget => {
+                if std::mem::take(&mut first) {
+                    waiting(&e);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a rename failed because something holds what it renames.
+pub(super) fn is_held(e: &io::Error) -> bool {
+    // ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION.
+    cfg!(windows) && matches!(e.raw_os_error(), Some(5 | 32 | 33))
+}
+
 pub(super) fn folder_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -392,4 +427,67 @@ pub(super) async fn health_check(url: &str, timeout: Duration) -> Result<(), Str
         "health check {url} failed for {} s: {last}",
         timeout.as_secs()
     ))
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use std::os::windows::fs::OpenOptionsExt;
+
+    use super::*;
+
+    /// What a process whose working directory is `dir` holds: the folder,
+    /// open without `FILE_SHARE_DELETE`.
+    fn hold_folder(dir: &Path) -> std::fs::File {
+        const FILE_SHARE_READ_WRITE: u32 = 0x1 | 0x2;
+        const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .share_mode(FILE_SHARE_READ_WRITE)
+            .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+            .open(dir)
+            .expect("open the folder")
+    }
+
+    #[tokio::test]
+    async fn a_held_folder_is_renamed_once_it_is_let_go_within_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("ecommerce");
+        std::fs::create_dir_all(live.join("bin")).expect("mkdir");
+        // (Real Windows refuses too when a folder inside is held; Wine
+        // refuses only for the folder itself.)
+        let held = hold_folder(&live);
+        let refused = std::fs::rename(&live, dir.path().join("probe"));
+        assert!(
+            refused.as_ref().is_err_and(is_held),
+            "a held folder cannot be renamed: {refused:?}"
+        );
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let mut waited = Vec::new();
+        let aside = dir.path().join(".ecommerce.flotilla-previous");
+        rename_held(&live, &aside, Duration::from_secs(10), |e| {
+            waited.push(e.to_string())
+        })
+        .await
+        .expect("renamed once let go");
+        letting_go.join().expect("join");
+        assert_eq!(waited.len(), 1, "{waited:?}");
+        assert!(aside.join("bin").is_dir() && !live.exists());
+    }
+
+    #[tokio::test]
+    async fn a_folder_held_past_the_budget_is_not_renamed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("ecommerce");
+        std::fs::create_dir_all(&live).expect("mkdir");
+        let _held = hold_folder(&live);
+        let aside = dir.path().join(".ecommerce.flotilla-previous");
+        let error = rename_held(&live, &aside, Duration::from_millis(400), |_| {})
+            .await
+            .expect_err("still held");
+        assert!(is_held(&error), "{error}");
+        assert!(live.is_dir() && !aside.exists());
+    }
 }

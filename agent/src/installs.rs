@@ -20,6 +20,8 @@ use crate::state::{Agent, InstallNotice, InstallView};
 pub enum StartError {
     #[error("an install of {0} is already running on this server; wait for it to finish")]
     Busy(String),
+    #[error("the agent is stopping; install again once it has started")]
+    Stopping,
     #[error("no module named {0} is declared on this server")]
     UnknownModule(String),
     #[error("no package is pending for {0}")]
@@ -151,16 +153,24 @@ pub fn start(
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
     let (resolved, to) = resolve(agent, module, source, expected_version)?;
-    {
-        let mut running = agent
+    let mut refused = None;
+    agent.installs.running.send_if_modified(|running| {
+        refused = if agent
             .installs
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(other) = running.as_ref() {
-            return Err(StartError::Busy(other.clone()));
+            .closing
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            Some(StartError::Stopping)
+        } else {
+            running.clone().map(StartError::Busy)
+        };
+        if refused.is_none() {
+            *running = Some(module.to_owned());
         }
-        *running = Some(module.to_owned());
+        refused.is_none()
+    });
+    if let Some(refused) = refused {
+        return Err(refused);
     }
     let started_at = Utc::now();
     agent
@@ -299,11 +309,7 @@ fn finished(agent: &Agent, module: &str, result: Result<Outcome, Failure>) {
             .notices
             .send(InstallNotice::Finished(Box::new(view)));
     }
-    *agent
-        .installs
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = None;
+    agent.installs.running.send_replace(None);
     agent.rescan.notify_one();
 }
 

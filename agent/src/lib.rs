@@ -100,6 +100,11 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
+    // A running install is never cut: it finishes or rolls back, and its
+    // result reaches the controller, before anything stops.
+    if let Some(module) = agent.installs.close().await {
+        tracing::info!(module, "the install of {module} ended; stopping");
+    }
     stop.cancel();
     let (scanner, link, portal, downloader) = tokio::join!(scanner, link, portal, downloader);
     downloader?;

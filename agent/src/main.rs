@@ -1,11 +1,12 @@
 //! `flotilla-agent`: reads its configuration, binds the portal, runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use flotilla_agent::cli;
 use flotilla_agent::config::{Settings, default_config_path};
+use flotilla_proto::{logging, service};
 
 /// The Flotilla agent: reports this server's modules to the controller,
 /// installs them, and serves the local update portal.
@@ -55,6 +56,16 @@ enum Command {
         #[arg(long)]
         ca_fingerprint: String,
     },
+    /// Manage the agent's service: on Windows with the service control
+    /// manager (Automatic (Delayed Start), restarted after a failure), on
+    /// Linux as a systemd unit.
+    Service {
+        #[command(subcommand)]
+        action: ServiceCommand,
+        /// Linux: where `install` writes the systemd unit.
+        #[arg(long, global = true, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
     /// Restore a kept backup of a module through the running agent: the
     /// newest earlier version, or `--to`.
     Rollback {
@@ -67,24 +78,129 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+#[derive(Debug, Clone, clap::Subcommand)]
+enum ServiceCommand {
+    #[command(flatten)]
+    Manage(service::Action),
+    /// Run as the service (what the service control manager starts; in a
+    /// console, use `run`).
+    #[command(hide = true)]
+    Run,
+}
+
+/// The service's stable name, for `sc.exe` and `systemctl`.
+const SERVICE_NAME: &str = "flotilla-agent";
+
+fn main() -> ExitCode {
     flotilla_proto::tls::install_crypto_provider();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
-    match run(args).await {
+    let result = match args.command {
+        Some(Command::Service {
+            action: ServiceCommand::Run,
+            ..
+        }) => run_as_service(args.config),
+        Some(Command::Service {
+            action: ServiceCommand::Manage(action),
+            unit_dir,
+        }) => manage_service(&args.config, unit_dir, action),
+        _ => {
+            logging::to_stderr("info");
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(run(args)))
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flotilla-agent: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `service install | uninstall | start | stop | status`.
+fn manage_service(config: &Path, unit_dir: PathBuf, action: service::Action) -> anyhow::Result<()> {
+    let config = std::path::absolute(config)?;
+    if action == service::Action::Install {
+        // Registered only with a configuration that loads.
+        Settings::load(&config)?;
+    }
+    let arguments = if cfg!(windows) {
+        vec![
+            "service".into(),
+            "run".into(),
+            "--config".into(),
+            config.into(),
+        ]
+    } else {
+        vec!["run".into(), "--config".into(), config.into()]
+    };
+    let spec = service::Spec {
+        name: SERVICE_NAME,
+        display_name: "Flotilla agent",
+        description: "Reports this server's modules to the Flotilla controller and installs their updates.",
+        executable: std::env::current_exe()?,
+        arguments,
+        unit_extra: UNIT_HARDENING.to_owned(),
+        unit_dir,
+    };
+    println!("{}", service::control(&spec, action)?);
+    Ok(())
+}
+
+/// The agent's unit hardening: only what leaves hooks able to do their work.
+const UNIT_HARDENING: &str = "\
+# A running install finishes or rolls back before the agent stops; its hooks
+# each have their own timeout.
+TimeoutStopSec=30min
+LimitNOFILE=65536
+UMask=0027
+# Hardening that leaves hooks their work: they run with the agent's rights
+# and may edit configuration under /etc, stop services and call sudo, so the
+# file system stays writable and privileges may still be gained.
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictRealtime=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+";
+
+/// Under the Windows service control manager: logs go to rolling files in
+/// the data folder, START_PENDING until the portal listens, then RUNNING;
+/// a stop lets a running install end first.
+#[cfg(windows)]
+fn run_as_service(config: PathBuf) -> anyhow::Result<()> {
+    service::windows::run(SERVICE_NAME, move |scm| {
+        let layout = flotilla_agent::config::data_layout_of(&config).map_err(|e| e.to_string())?;
+        let _flush = logging::to_files(&layout.root().join("logs"), SERVICE_NAME);
+        let outcome = tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| {
+                runtime.block_on(async {
+                    let settings = Settings::load(&config)?;
+                    let ready = scm.clone();
+                    serve(settings, scm.stopping(), move || ready.running()).await
+                })
+            });
+        outcome.map_err(|e| {
+            tracing::error!("{e:#}");
+            format!("{e:#}")
+        })
+    })?;
+    Ok(())
+}
+
+#[cfg(not(windows))]
+fn run_as_service(_config: PathBuf) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "`service run` is for the Windows service control manager; systemd runs `flotilla-agent run`"
+    )
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -123,8 +239,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
     };
     let (module, portal, request) = match args.command {
-        None | Some(Command::Run) => return serve(settings).await,
-        Some(Command::Enroll { .. }) => unreachable!("handled above"),
+        None | Some(Command::Run) => {
+            return serve(settings, flotilla_proto::process::shutdown_signal(), || {}).await;
+        }
+        Some(Command::Enroll { .. }) | Some(Command::Service { .. }) => {
+            unreachable!("handled before")
+        }
         Some(Command::Install {
             module,
             package,
@@ -148,7 +268,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+/// Runs the agent until `shutdown`; `ready` once its portal listens.
+async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.portal_listen)
         .await
         .map_err(|e| {
@@ -169,12 +294,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "flotilla-agent {} portal: http://{portal}/",
         settings.server_id
     );
+    ready();
     let no_crash_points = std::sync::Arc::new(flotilla_agent::install::NoCrashPoints);
-    flotilla_agent::run(
-        settings,
-        listener,
-        no_crash_points,
-        flotilla_proto::process::shutdown_signal(),
-    )
-    .await
+    flotilla_agent::run(settings, listener, no_crash_points, shutdown).await
 }

@@ -286,9 +286,10 @@ async fn install_form(State(agent): State<Arc<Agent>>, Path(module): Path<String
 
 fn status_of(error: &StartError) -> StatusCode {
     match error {
-        StartError::Busy(_) | StartError::Held(_) | StartError::NotThatVersion { .. } => {
-            StatusCode::CONFLICT
-        }
+        StartError::Busy(_)
+        | StartError::Stopping
+        | StartError::Held(_)
+        | StartError::NotThatVersion { .. } => StatusCode::CONFLICT,
         StartError::UnknownModule(_)
         | StartError::NothingPending(_)
         | StartError::NoBackup { .. }

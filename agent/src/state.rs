@@ -107,7 +107,9 @@ pub struct Installs {
     pub notices: tokio::sync::broadcast::Sender<InstallNotice>,
     pub(crate) views: Mutex<HashMap<String, InstallView>>,
     /// The module being installed now, if any.
-    pub(crate) running: Mutex<Option<String>>,
+    pub(crate) running: tokio::sync::watch::Sender<Option<String>>,
+    /// Set when the agent stops: no install starts any more.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
     /// The controller's rollout this server is part of, if any: local
     /// installs are refused while it runs.
     pub(crate) hold: Mutex<Option<String>>,
@@ -120,7 +122,8 @@ impl Installs {
         Installs {
             notices: tokio::sync::broadcast::Sender::new(1024),
             views: Mutex::new(HashMap::new()),
-            running: Mutex::new(None),
+            running: tokio::sync::watch::Sender::new(None),
+            closing: std::sync::atomic::AtomicBool::new(false),
             hold: Mutex::new(None),
             crash_points,
         }
@@ -153,10 +156,23 @@ impl Installs {
     }
 
     pub fn running(&self) -> Option<String> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.running.borrow().clone()
+    }
+
+    /// Refuses new installs, then waits until the running one, if any, has
+    /// finished or rolled back; returns the module it waited for.
+    pub async fn close(&self) -> Option<String> {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let waited = self.running();
+        if let Some(module) = &waited {
+            tracing::info!(
+                module,
+                "waiting for the install of {module} to finish before stopping"
+            );
+        }
+        let _ = self.running.subscribe().wait_for(Option::is_none).await;
+        waited
     }
 }
 

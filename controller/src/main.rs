@@ -1,7 +1,7 @@
 //! `flotilla-controller`: parses arguments, opens the database, binds, runs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use flotilla_controller::db::Database;
 use flotilla_controller::fleet::Heartbeats;
 use flotilla_controller::{publisher, tls};
+use flotilla_proto::service;
 use tokio::net::TcpListener;
 
 /// The Flotilla controller: the agents' endpoint, the fleet database, the
@@ -26,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a demo: a controller on a fresh SQLite file and three agents
     /// laid out like a customer site. Ctrl-C stops everything.
     Demo(flotilla_controller::demo::DemoArgs),
@@ -41,7 +42,29 @@ enum Command {
     /// Publish releases.
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Manage the controller's service: a systemd unit on Linux, a service
+    /// on Windows. `flotilla-controller [serve options] service install`
+    /// registers it to run `serve` with those options.
+    Service {
+        #[command(subcommand)]
+        action: ServiceCommand,
+        /// Linux: where `install` writes the systemd unit.
+        #[arg(long, global = true, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
 }
+
+#[derive(Debug, Clone, Subcommand)]
+enum ServiceCommand {
+    #[command(flatten)]
+    Manage(service::Action),
+    /// Run as the service (what the Windows service control manager starts).
+    #[command(hide = true)]
+    Run,
+}
+
+/// The service's stable name, for `sc.exe` and `systemctl`.
+const SERVICE_NAME: &str = "flotilla-controller";
 
 #[derive(Debug, Subcommand)]
 enum PackageCommand {
@@ -287,22 +310,38 @@ fn default_database() -> PathBuf {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     flotilla_proto::tls::install_crypto_provider();
     let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Service {
+            action: ServiceCommand::Run,
+            ..
+        }) => run_as_service(cli.serve),
+        Some(Command::Service {
+            action: ServiceCommand::Manage(action),
+            unit_dir,
+        }) => manage_service(&cli.serve, unit_dir, action),
+        _ => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(run(cli))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flotilla-controller: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let default_filter = match cli.command {
         None | Some(Command::Serve(_)) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
+    flotilla_proto::logging::to_stderr(default_filter);
+    match cli.command {
         Some(Command::Demo(args)) => {
             flotilla_controller::demo::run(args, flotilla_proto::process::shutdown_signal()).await
         }
@@ -329,16 +368,123 @@ async fn main() -> ExitCode {
             };
             release(&target, &version, notes.as_deref(), &packages).await
         }
-        Some(Command::Serve(args)) => serve(args).await,
-        None => serve(cli.serve).await,
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("flotilla-controller: {e:#}");
-            ExitCode::FAILURE
+        Some(Command::Serve(args)) => {
+            serve(*args, flotilla_proto::process::shutdown_signal(), || {}).await
         }
+        None => serve(cli.serve, flotilla_proto::process::shutdown_signal(), || {}).await,
+        Some(Command::Service { .. }) => unreachable!("handled before"),
     }
+}
+
+/// `[serve options] service install | uninstall | start | stop | status`:
+/// the service runs `serve` with the options given before `service`.
+fn manage_service(
+    serve: &ServeArgs,
+    unit_dir: PathBuf,
+    action: service::Action,
+) -> anyhow::Result<()> {
+    let options: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .take_while(|arg| arg != "service")
+        .collect();
+    let mut writable = vec![serve.db.parent().map(Path::to_path_buf).unwrap_or_default()];
+    writable.extend(serve.packages.clone());
+    writable.extend(serve.tls.tls_dir.clone());
+    if action == service::Action::Install
+        && let Some(relative) = writable.iter().find(|p| !p.is_absolute())
+    {
+        anyhow::bail!(
+            "{} is relative: give the service absolute paths (--db, --packages, --tls-dir); it does not start in this folder",
+            relative.display()
+        );
+    }
+    let mut arguments = if cfg!(windows) {
+        options.clone()
+    } else {
+        vec!["serve".into()]
+    };
+    if cfg!(windows) {
+        arguments.extend(["service".into(), "run".into()]);
+    } else {
+        arguments.extend(options);
+    }
+    let spec = service::Spec {
+        name: SERVICE_NAME,
+        display_name: "Flotilla controller",
+        description: "The Flotilla fleet controller: the agents' endpoint, the fleet database, the dashboard and the REST API.",
+        executable: std::env::current_exe()?,
+        arguments,
+        unit_extra: unit_hardening(&writable),
+        unit_dir,
+    };
+    println!("{}", service::control(&spec, action)?);
+    Ok(())
+}
+
+/// The controller's unit: it writes only its database, packages and TLS
+/// folders, and needs nothing else of the machine.
+fn unit_hardening(writable: &[PathBuf]) -> String {
+    let paths: Vec<String> = writable
+        .iter()
+        .map(|p| format!("-{}", p.display()))
+        .collect();
+    format!(
+        "TimeoutStopSec=60s
+# Each agent holds a connection: raise the open-files limit with the fleet.
+LimitNOFILE=262144
+UMask=0077
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={}
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+",
+        paths.join(" ")
+    )
+}
+
+/// Under the Windows service control manager: logs in a `logs` folder
+/// beside the database, RUNNING once it listens, stopped cleanly on a stop. (Its first start's admin password is printed
+/// to a console only: start it once with `serve` in a console, or give
+/// --admin-token-file.)
+#[cfg(windows)]
+fn run_as_service(args: ServeArgs) -> anyhow::Result<()> {
+    service::windows::run(SERVICE_NAME, move |scm| {
+        let logs = args.db.parent().unwrap_or(Path::new(".")).join("logs");
+        let _flush = flotilla_proto::logging::to_files(&logs, SERVICE_NAME);
+        let ready = scm.clone();
+        tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| {
+                runtime.block_on(serve(args, scm.stopping(), move || ready.running()))
+            })
+            .map_err(|e| {
+                tracing::error!("{e:#}");
+                format!("{e:#}")
+            })
+    })?;
+    Ok(())
+}
+
+#[cfg(not(windows))]
+fn run_as_service(_args: ServeArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "`service run` is for the Windows service control manager; systemd runs `flotilla-controller serve`"
+    )
 }
 
 async fn package(command: PackageCommand) -> anyhow::Result<()> {
@@ -432,7 +578,12 @@ async fn release(
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Runs the controller until `shutdown`; `ready` once it listens.
+async fn serve(
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let heartbeats = Heartbeats {
         interval: Duration::from_millis(args.heartbeat_interval_ms),
         timeout: Duration::from_millis(args.heartbeat_timeout_ms),
@@ -504,5 +655,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         grpc,
         http,
     };
-    flotilla_controller::run(controller, flotilla_proto::process::shutdown_signal()).await
+    ready();
+    flotilla_controller::run(controller, shutdown).await
 }

@@ -10,9 +10,13 @@ mod convert;
 pub mod database;
 pub mod domain;
 pub mod link;
+#[cfg(feature = "runtime")]
+pub mod logging;
 pub mod package;
 #[cfg(feature = "runtime")]
 pub mod process;
+#[cfg(feature = "runtime")]
+pub mod service;
 pub mod signing;
 pub mod tls;
 pub mod web;

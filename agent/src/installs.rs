@@ -132,6 +132,15 @@ pub fn start(
     source: Source,
     origin: Origin,
 ) -> Result<String, StartError> {
+    let closing = || {
+        agent
+            .installs
+            .closing
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    if closing() {
+        return Err(StartError::Stopping);
+    }
     if origin == Origin::Local
         && let Some(rollout) = agent
             .installs
@@ -155,11 +164,7 @@ pub fn start(
     let (resolved, to) = resolve(agent, module, source, expected_version)?;
     let mut refused = None;
     agent.installs.running.send_if_modified(|running| {
-        refused = if agent
-            .installs
-            .closing
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        refused = if closing() {
             Some(StartError::Stopping)
         } else {
             running.clone().map(StartError::Busy)

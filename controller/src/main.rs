@@ -1,7 +1,7 @@
 //! `flotilla-controller`: parses arguments, opens the database, binds, runs.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -387,11 +387,11 @@ fn manage_service(
         .skip(1)
         .take_while(|arg| arg != "service")
         .collect();
-    let mut writable = vec![serve.db.parent().map(Path::to_path_buf).unwrap_or_default()];
-    writable.extend(serve.packages.clone());
-    writable.extend(serve.tls.tls_dir.clone());
+    let mut paths = vec![serve.db.clone()];
+    paths.extend(serve.packages.clone());
+    paths.extend(serve.tls.tls_dir.clone());
     if action == service::Action::Install
-        && let Some(relative) = writable.iter().find(|p| !p.is_absolute())
+        && let Some(relative) = paths.iter().find(|p| !p.is_absolute())
     {
         anyhow::bail!(
             "{} is relative: give the service absolute paths (--db, --packages, --tls-dir); it does not start in this folder",
@@ -414,7 +414,18 @@ fn manage_service(
         description: "The Flotilla fleet controller: the agents' endpoint, the fleet database, the dashboard and the REST API.",
         executable: std::env::current_exe()?,
         arguments,
-        unit_extra: unit_hardening(&writable),
+        // The database's folder holds its journal, and by default the
+        // packages and TLS folders.
+        unit_extra: unit_hardening(
+            &paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| match (i, p.parent()) {
+                    (0, Some(folder)) => folder.to_path_buf(),
+                    _ => p.clone(),
+                })
+                .collect::<Vec<_>>(),
+        ),
         unit_dir,
     };
     println!("{}", service::control(&spec, action)?);
@@ -464,7 +475,11 @@ SystemCallArchitectures=native
 #[cfg(windows)]
 fn run_as_service(args: ServeArgs) -> anyhow::Result<()> {
     service::windows::run(SERVICE_NAME, move |scm| {
-        let logs = args.db.parent().unwrap_or(Path::new(".")).join("logs");
+        let logs = args
+            .db
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("logs");
         let _flush = flotilla_proto::logging::to_files(&logs, SERVICE_NAME);
         let ready = scm.clone();
         tokio::runtime::Runtime::new()

@@ -685,6 +685,80 @@ async fn a_backup_that_cannot_be_written_is_a_warning_that_leaves_nothing_in_the
 }
 
 #[tokio::test]
+async fn stopping_the_agent_lets_a_running_install_finish_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = server(dir.path(), "", "").await;
+    let started = dir.path().join("postinstall-started");
+    let go = dir.path().join("go");
+    // POSTINSTALL holds the install until the test lets it go.
+    std::fs::write(
+        server.scripts().join("POSTINSTALL_ecommerce.sh"),
+        format!("touch {started:?}\nwhile [ ! -f {go:?} ]; do sleep 0.05; done\necho let go\n"),
+    )
+    .unwrap();
+    let client = flotilla_tests::http();
+    let url = format!(
+        "{}/api/modules/ecommerce/install",
+        server.agent.portal_base()
+    );
+    let response = client.post(&url).json(&json!({})).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    wait_until("POSTINSTALL to run", async || {
+        started.exists().then_some(()).ok_or(String::new())
+    })
+    .await;
+
+    // Asked to stop (systemd's SIGTERM; the SCM's stop on Windows), the
+    // agent waits for the install and starts no other.
+    flotilla_tests::signal(&server.agent.child, "TERM").await;
+    wait_until("the agent to say it waits", async || {
+        let log = server.agent.log();
+        log.contains("waiting for the install of ecommerce to finish before stopping")
+            .then_some(())
+            .ok_or(log)
+    })
+    .await;
+    assert!(
+        server.agent.child.try_wait().unwrap().is_none(),
+        "still running"
+    );
+    let refused = client.post(&url).json(&json!({})).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 409);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("the agent is stopping"),
+        "a new install is refused while it stops"
+    );
+
+    std::fs::write(&go, "").unwrap();
+    let status = server.agent.child.wait().await.unwrap();
+    assert!(status.success(), "a clean stop: {status}");
+    let files = tree(&server.module);
+    assert_eq!(
+        files["index.html"], b"<h1>shop v2</h1>",
+        "the install finished"
+    );
+    assert!(!files.contains_key("app_offline.htm"));
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    assert!(
+        !server
+            .agent
+            .data
+            .join("bin/updates/journal/ecommerce.journal")
+            .exists(),
+        "nothing left for recovery"
+    );
+    let log = server.agent.log();
+    assert!(
+        log.contains("the install of ecommerce ended; stopping"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn leftover_maintenance_pages_are_repaired_at_start_by_the_procedures_rule() {
     for with_bak in [false, true] {
         let dir = tempfile::tempdir().unwrap();

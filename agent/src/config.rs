@@ -62,6 +62,9 @@ struct File {
     /// How long one hook script may run.
     #[serde(default = "default_hook_timeout_seconds")]
     hook_timeout_seconds: u64,
+    /// The PowerShell `.ps1` hooks run with (e.g. `pwsh.exe`); by default
+    /// Windows PowerShell on Windows, `pwsh` elsewhere.
+    powershell: Option<PathBuf>,
     /// How long an install waits for processes holding files before
     /// stopping the module's pool or service (the procedure's "two or three
     /// minutes").
@@ -266,6 +269,7 @@ impl Settings {
                 .unwrap_or_else(|| layout.updates_dir().join("backups")),
             journal_dir: layout.updates_dir().join("journal"),
             hook_timeout: Duration::from_secs(file.hook_timeout_seconds.max(1)),
+            powershell: file.powershell,
             lock_budget: Duration::from_millis(file.lock_budget_ms),
             backups_to_keep: file.backups_to_keep,
             disk_reserve: file.disk_reserve_mb.saturating_mul(1_000_000),

@@ -423,6 +423,7 @@ impl Run<'_, '_> {
             backup_path: settings.backup_dir.clone(),
             from_version: plan.from_version.clone().unwrap_or_default(),
             to_version: plan.to_version.clone(),
+            powershell: settings.powershell.clone(),
         };
         for script in hooks::find(&settings.scripts_dir, phase, &plan.module) {
             self.say(EventKind::Step, format!("running {}", script.display()));

@@ -90,7 +90,20 @@ pub struct HookEnv {
     pub backup_path: PathBuf,
     pub from_version: String,
     pub to_version: String,
+    /// The PowerShell `.ps1` hooks run with; by default Windows PowerShell
+    /// (`powershell.exe`) on Windows, `pwsh` elsewhere.
+    pub powershell: Option<PathBuf>,
 }
+
+/// How a `.ps1` hook is run: no profile, never waiting for input, whatever
+/// the machine's execution policy; the script's exit code is PowerShell's.
+pub const POWERSHELL_ARGS: [&str; 5] = [
+    "-NoProfile",
+    "-NonInteractive",
+    "-ExecutionPolicy",
+    "Bypass",
+    "-File",
+];
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +141,7 @@ pub fn with_separator(path: &Path) -> String {
 }
 
 /// How to run a script, from its extension.
-fn command_for(script: &Path) -> Result<Command, String> {
+fn command_for(script: &Path, powershell: Option<&Path>) -> Result<Command, String> {
     let extension = script
         .extension()
         .and_then(|e| e.to_str())
@@ -136,20 +149,19 @@ fn command_for(script: &Path) -> Result<Command, String> {
         .to_ascii_lowercase();
     match extension.as_str() {
         "ps1" => {
-            let shell = if cfg!(windows) {
-                "powershell.exe"
-            } else if find_in_path("pwsh") {
-                "pwsh"
-            } else {
-                return Err(
-                    "is a PowerShell script but PowerShell (pwsh) is not installed on this server"
-                        .into(),
-                );
+            let shell = match powershell {
+                Some(configured) => configured,
+                None if cfg!(windows) => Path::new("powershell.exe"),
+                None if find_in_path("pwsh") => Path::new("pwsh"),
+                None => {
+                    return Err(
+                        "is a PowerShell script but PowerShell (pwsh) is not installed on this server (or set `powershell` in the agent's configuration)"
+                            .into(),
+                    );
+                }
             };
             let mut command = Command::new(shell);
-            command
-                .args(["-NoProfile", "-ExecutionPolicy", "Bypass", "-File"])
-                .arg(script);
+            command.args(POWERSHELL_ARGS).arg(script);
             Ok(command)
         }
         "sh" if cfg!(unix) => {
@@ -187,7 +199,8 @@ pub async fn run(
         why,
         stderr,
     };
-    let mut command = command_for(script).map_err(|why| fail(why, Vec::new()))?;
+    let mut command =
+        command_for(script, env.powershell.as_deref()).map_err(|why| fail(why, Vec::new()))?;
     command
         .env("E_MODULE_PATH", with_separator(&env.module_path))
         .env("E_BACKUP_PATH", with_separator(&env.backup_path))
@@ -358,6 +371,46 @@ mod tests {
         assert_eq!(found, ["PREINSTALL_ecommerce.sh"]);
     }
 
+    /// The configured PowerShell is run with the procedure's flags and the
+    /// script, and its exit code is the hook's. (A stand-in records what it
+    /// was given: neither Linux nor Wine has a PowerShell that runs scripts.)
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_powershell_hook_runs_non_interactive_with_the_configured_powershell() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("PREINSTALL_x.ps1");
+        std::fs::write(&script, "exit 7\n").expect("write");
+        let powershell = dir.path().join("pwsh");
+        std::fs::write(&powershell, "#!/bin/sh\necho \"$@\"\nexit 7\n").expect("write");
+        std::fs::set_permissions(
+            &powershell,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let env = HookEnv {
+            powershell: Some(powershell),
+            ..hook_env(dir.path())
+        };
+        let mut lines = Vec::new();
+        let error = run(
+            &script,
+            Phase::PreInstall,
+            &env,
+            Duration::from_secs(30),
+            |_, line| lines.push(line),
+        )
+        .await
+        .expect_err("exit 7");
+        assert_eq!(
+            lines,
+            [format!(
+                "-NoProfile -NonInteractive -ExecutionPolicy Bypass -File {}",
+                script.display()
+            )]
+        );
+        assert!(error.why.contains('7'), "{}", error.why);
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn a_timed_out_hook_is_stopped_with_what_it_started() {
@@ -370,6 +423,7 @@ mod tests {
             backup_path: dir.path().into(),
             from_version: "1".into(),
             to_version: "2".into(),
+            powershell: None,
         };
         let err = run(
             &script,
@@ -400,6 +454,7 @@ mod tests {
             backup_path: dir.into(),
             from_version: "1".into(),
             to_version: "2".into(),
+            powershell: None,
         }
     }
 

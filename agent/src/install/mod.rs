@@ -54,6 +54,8 @@ pub struct InstallSettings {
     /// Where journals of installs in progress live.
     pub journal_dir: PathBuf,
     pub hook_timeout: Duration,
+    /// The PowerShell `.ps1` hooks run with, when not the platform's default.
+    pub powershell: Option<PathBuf>,
     /// How long to wait for processes holding files before escalating.
     pub lock_budget: Duration,
     /// How many backups to keep per module.

@@ -13,10 +13,13 @@ fn filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 
-/// Logs to stderr, at `default` level unless `RUST_LOG` says otherwise.
+/// Logs to stderr, at `default` level unless `RUST_LOG` says otherwise;
+/// colours only on a terminal, not in a file or the journal.
 pub fn to_stderr(default: &str) {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter(default))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -581,6 +581,77 @@ async fn an_unwritable_backup_folder_stops_the_install_before_it_touches_the_mod
 }
 
 #[tokio::test]
+async fn postbackup_finds_the_finished_backup_of_the_version_taken_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "").await;
+    let copy = dir.path().join("copied-by-postbackup.zip");
+    // The running application writes between the early compression and the
+    // downtime (STARTUPDATE runs while the module is still in service).
+    std::fs::write(
+        server.scripts().join("STARTUPDATE_ecommerce.sh"),
+        "printf ' and an order' >> \"${E_MODULE_PATH}index.html\"\n",
+    )
+    .unwrap();
+    // A customer's hook copies the backup to another disk.
+    std::fs::write(
+        server.scripts().join("POSTBACKUP_ecommerce.sh"),
+        format!("cp \"$(ls -t \"$E_BACKUP_PATH\"*.zip | head -1)\" {copy:?}\n"),
+    )
+    .unwrap();
+    let mut old = tree(&server.module);
+    old.get_mut("index.html")
+        .unwrap()
+        .extend_from_slice(b" and an order");
+
+    let status = server.install().await;
+    assert_eq!(status["result"]["ok"], true, "{status}");
+    let texts = event_texts(&status);
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("old version compressed while in service")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("3 files compressed while in service, 1 since")),
+        "only the changed file was compressed in the downtime: {texts:?}"
+    );
+    let unzipped = dir.path().join("unzipped");
+    let unzip = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&copy)
+        .arg(&unzipped)
+        .status()
+        .unwrap();
+    assert!(unzip.success(), "POSTBACKUP found a complete zip");
+    assert_eq!(
+        tree(&unzipped),
+        old,
+        "the old version exactly as it was taken down"
+    );
+    // The backup kept is that same zip, and nothing else is left.
+    let backups: Vec<String> = std::fs::read_dir(server.agent.data.join("bin/updates/backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(
+        std::fs::read(
+            server
+                .agent
+                .data
+                .join("bin/updates/backups")
+                .join(&backups[0])
+        )
+        .unwrap(),
+        std::fs::read(&copy).unwrap()
+    );
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+}
+
+#[tokio::test]
 async fn a_backup_that_cannot_be_written_is_a_warning_that_leaves_nothing_in_the_way() {
     let dir = tempfile::tempdir().unwrap();
     let controller_dir = dir.path().join("controller");
@@ -589,10 +660,10 @@ async fn a_backup_that_cannot_be_written_is_a_warning_that_leaves_nothing_in_the
     let server = server_of(dir.path(), &controller.grpc_url, "", "").await;
     let backups = server.agent.data.join("bin/updates/backups");
     let moved = server.agent.data.join("bin/updates/backups-moved");
-    // After the new version is in place, the backup folder becomes a file:
+    // Once the module is out of service, the backup folder becomes a file:
     // the zip cannot be written, as with a sharing violation on Windows.
     std::fs::write(
-        server.scripts().join("ENDUPDATE_ecommerce.sh"),
+        server.scripts().join("PREBACKUP_ecommerce.sh"),
         format!(
             "mv \"${{E_BACKUP_PATH%/}}\" {moved:?} && echo 'not a folder' > \"${{E_BACKUP_PATH%/}}\"\n"
         ),
@@ -629,7 +700,12 @@ async fn a_backup_that_cannot_be_written_is_a_warning_that_leaves_nothing_in_the
         "{warning}"
     );
     assert_eq!(tree(&kept), old, "nothing of the old version is lost");
-    assert_eq!(std::fs::read_dir(&moved).unwrap().count(), 0, "no .zip.tmp");
+    let tmp: Vec<_> = std::fs::read_dir(&moved)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "no .zip.tmp: {tmp:?}");
     // The controller and its dashboard see the warning.
     let done = controller
         .wait_for_server("web-01", "2.0.0 installed with a warning", |s| {
@@ -646,7 +722,7 @@ async fn a_backup_that_cannot_be_written_is_a_warning_that_leaves_nothing_in_the
 
     // Once the folder is back, the next install goes through and backs up
     // both old versions.
-    std::fs::remove_file(server.scripts().join("ENDUPDATE_ecommerce.sh")).unwrap();
+    std::fs::remove_file(server.scripts().join("PREBACKUP_ecommerce.sh")).unwrap();
     std::fs::remove_file(&backups).unwrap();
     std::fs::rename(&moved, &backups).unwrap();
     let v3 = dir.path().join("ecommerce-3.0.0.zip");
@@ -844,7 +920,7 @@ async fn processes_holding_files_are_named_and_the_lock_policy_escalates() {
 #[tokio::test]
 async fn a_holder_that_never_lets_go_fails_the_install_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server(dir.path(), "", "lock_budget_ms = 500").await;
+    let server = server(dir.path(), "", "lock_budget_ms = 1500").await;
     let before = tree(&server.module);
     let _holder = tokio::process::Command::new("sleep")
         .arg("7778")
@@ -861,6 +937,16 @@ async fn a_holder_that_never_lets_go_fails_the_install_naming_it() {
         "{message}"
     );
     assert!(message.contains("rolled back"), "{message}");
+    // The whole budget was waited out, and the message says how long.
+    let waited: f64 = message
+        .split_once("attempts over ")
+        .and_then(|(_, rest)| rest.split_once(" s:"))
+        .map(|(seconds, _)| seconds.parse().unwrap())
+        .unwrap_or_else(|| panic!("no measured time in {message}"));
+    assert!(
+        waited >= 1.5,
+        "gave up after {waited} s of a 1.5 s budget: {message}"
+    );
     assert_eq!(tree(&server.module), before);
 }
 

@@ -62,12 +62,14 @@ pub(super) async fn check_space(
                 mb(reserve)
             ));
         }
-        let old = folder_size(&live);
+        // The zip made while in service and the final one, each up to the
+        // old version's size.
+        let old = folder_size(&live).saturating_mul(2);
         let free = fs4::available_space(&backup_dir)
             .map_err(|e| format!("cannot tell the free space of {}: {e}", backup_dir.display()))?;
         if free < old.saturating_add(reserve) {
             return Err(format!(
-                "not enough space for the backup in {}: {} MB free, the old version takes up to {} MB plus the {} MB reserve; nothing was changed",
+                "not enough space for the backup in {}: {} MB free, its two zips take up to {} MB plus the {} MB reserve; nothing was changed",
                 backup_dir.display(),
                 mb(free),
                 mb(old),
@@ -288,10 +290,11 @@ pub(super) fn restore_old(plan: &Plan, web: bool, set_aside: bool) -> Result<(),
     Ok(())
 }
 
-/// After the commit: the old version set aside becomes its backup zip (or,
-/// when that cannot be written, is kept beside the module, out of the next
-/// install's way), old versions kept so by earlier installs are backed up,
-/// and the newest backups are kept.
+/// After the commit: the old version set aside goes when its backup zip was
+/// written before `POSTBACKUP`, or becomes it now (or, when that cannot be
+/// written, is kept beside the module, out of the next install's way); old
+/// versions kept so by earlier installs are backed up, and the newest
+/// backups are kept.
 pub(super) async fn write_backup(plan: &Plan, settings: &InstallSettings) -> Backups {
     let (plan, dir, keep) = (
         plan.clone(),
@@ -301,7 +304,16 @@ pub(super) async fn write_backup(plan: &Plan, settings: &InstallSettings) -> Bac
     tokio::task::spawn_blocking(move || {
         let mut done = Backups::default();
         let mut just_kept = None;
-        if plan.aside.exists() {
+        if plan.aside.exists() && plan.backup_file.exists() {
+            // Backed up before POSTBACKUP: the folder set aside goes.
+            if let Err(e) = std::fs::remove_dir_all(&plan.aside) {
+                done.problems.push(format!(
+                    "{} is backed up in {} but could not be removed: {e}; delete it by hand",
+                    plan.aside.display(),
+                    plan.backup_file.display()
+                ));
+            }
+        } else if plan.aside.exists() {
             match save(&plan.aside, &plan.backup_file) {
                 Ok((written, left)) => {
                     done.written.push(written);

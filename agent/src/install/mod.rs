@@ -3,18 +3,21 @@
 //! For module M from version A to version B:
 //!
 //! 1. Before any downtime: verify the package, unpack B into a staging
-//!    folder beside M (same volume), check the backup folder is writable.
+//!    folder beside M (same volume), check the backup folder is writable,
+//!    compress A while it is still in service.
 //! 2. `STARTUPDATE` hook; M is still live.
 //! 3. Take M out of service: `app_offline.htm` for a web module, stop the
 //!    service for a service module. Processes still holding files in M are
 //!    named, waited for, and if need be its pool or service is stopped.
 //! 4. `PREBACKUP` hook; A is renamed aside (instant, same volume) and a web
 //!    module's folder is replaced by a shell holding only the maintenance
-//!    page; `POSTBACKUP` hook.
+//!    page; A's backup zip is finished from the zip taken in step 1 and the
+//!    files changed since; `POSTBACKUP` hook, which finds it.
 //! 5. `PREINSTALL` hook; the shell is replaced by B (a rename, preserved
 //!    files already carried over); `POSTINSTALL` hook, page still up.
 //! 6. Back in service, health check; `ENDUPDATE` hook; commit.
-//! 7. Only then is A compressed into the backup zip, outside the downtime.
+//! 7. The folder A was set aside in is removed; backups beyond the ones
+//!    kept are pruned.
 //!
 //! Every step is journaled (fsync) before it is taken; a failure anywhere
 //! rolls back to A, and [`recover`] finishes or rolls back an install that a

@@ -77,6 +77,12 @@ pub async fn recover(
             let set_aside = steps.iter().any(|s| matches!(s, Step::SwapIn)) || is_shell(&plan.live);
             match restore_old(&plan, web, set_aside) {
                 Ok(()) => {
+                    // The old version is live again: this install's backup
+                    // of it goes, as when the install rolls back itself.
+                    let _ = std::fs::remove_file(super::backup::early_path(&plan.backup_file));
+                    if steps.iter().any(|s| matches!(s, Step::BackupWritten)) {
+                        let _ = std::fs::remove_file(&plan.backup_file);
+                    }
                     if took_out && let Err(e) = control.start().await {
                         report.problem = Some(e);
                     }

@@ -86,6 +86,8 @@ pub struct CommandInstall {
     pub message: Option<String>,
     pub downtime_ms: Option<i64>,
     pub rollback_error: Option<String>,
+    /// What the failing hook wrote to stderr, one line per line.
+    pub hook_output: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// The latest progress line, if any.
@@ -336,7 +338,7 @@ impl Database {
     pub async fn rollout_installs(&self, id: i64) -> sqlx::Result<Vec<CommandInstall>> {
         sqlx::query_as(
             "SELECT i.server_id, i.command_id, i.install_id, i.state, i.phase, i.message, i.downtime_ms, \
-                    i.rollback_error, i.started_at, i.finished_at, \
+                    i.rollback_error, i.hook_output, i.started_at, i.finished_at, \
                     (SELECT MAX(e.at) FROM install_events e WHERE e.server_id = i.server_id AND e.install_id = i.install_id) \
                         AS last_event_at \
              FROM installs i JOIN rollout_steps r ON r.server_id = i.server_id \

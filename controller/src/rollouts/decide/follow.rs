@@ -216,7 +216,7 @@ fn install_succeeded(
 
 /// "failed in phase P: message" of an install that failed.
 fn failure(install: &CommandInstall) -> String {
-    format!(
+    let mut text = format!(
         "failed{}: {}",
         install
             .phase
@@ -224,5 +224,34 @@ fn failure(install: &CommandInstall) -> String {
             .map(|p| format!(" in phase {p}"))
             .unwrap_or_default(),
         install.message.as_deref().unwrap_or("no message")
-    )
+    );
+    // The last words of the failing hook, so the log tells the story
+    // without opening the install.
+    let stderr: Vec<&str> = install
+        .hook_output
+        .as_deref()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    if !stderr.is_empty() {
+        let last: Vec<String> = stderr[stderr.len().saturating_sub(STDERR_LINES)..]
+            .iter()
+            .map(|line| shorten(line, 200))
+            .collect();
+        text.push_str(&format!("; its stderr ended: {}", last.join(" | ")));
+    }
+    text
+}
+
+/// How many of a failing hook's last stderr lines the log repeats.
+const STDERR_LINES: usize = 5;
+
+/// `line`, cut to `max` characters with an ellipsis.
+fn shorten(line: &str, max: usize) -> String {
+    match line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
 }

@@ -203,10 +203,23 @@ impl World {
             message: (!message.is_empty()).then(|| message.to_owned()),
             downtime_ms: (state == InstallState::Succeeded).then_some(120),
             rollback_error: None,
+            hook_output: None,
             started_at: now() - Duration::seconds(60),
             finished_at: (state != InstallState::Running).then(|| now() - Duration::seconds(5)),
             last_event_at: Some(now() - Duration::seconds(10)),
         });
+        self
+    }
+
+    /// What the failing hook of the install ordered as `command` wrote to
+    /// stderr.
+    fn stderr(mut self, command: &str, lines: &[&str]) -> World {
+        let install = self
+            .installs
+            .iter_mut()
+            .find(|i| i.command_id == command)
+            .unwrap();
+        install.hook_output = Some(lines.join("\n"));
         self
     }
 

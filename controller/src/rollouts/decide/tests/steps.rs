@@ -229,6 +229,48 @@ fn a_failed_install_is_tried_again_after_its_backoff_then_fails_for_good() {
 }
 
 #[test]
+fn the_log_of_a_failed_install_ends_with_its_hooks_last_stderr_lines() {
+    let long = "x".repeat(300);
+    check(
+        ordered_step(StepState::Running)
+            .with_step("acme-web/database", |s| s.attempts = 2)
+            .install(
+                "c1",
+                InstallState::Failed,
+                Some("PREINSTALL"),
+                "hook PREINSTALL_database.cmd exited with code 3",
+            )
+            .stderr(
+                "c1",
+                &[
+                    "first",
+                    "second",
+                    "",
+                    "third",
+                    "fourth",
+                    "fifth",
+                    &long,
+                    "ERROR: relation \"customer\" already exists",
+                ],
+            ),
+        expect![[r#"
+            rollout: failed, wave 1 open, finished
+              reason: 1 of 1 sites did not update
+            site acme: rolled_back, finished
+              every server is back at the versions it had
+            step acme-web/database: failed, attempt 2, finished
+              failed after 2 attempts: failed in phase PREINSTALL: hook PREINSTALL_database.cmd exited with code 3; its stderr ended: third | fourth | fifth | xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… | ERROR: relation "customer" already exists
+            step acme-web/ecommerce: cancelled
+            log flotilla install_failed: database on acme-web: failed in phase PREINSTALL: hook PREINSTALL_database.cmd exited with code 3; its stderr ended: third | fourth | fifth | xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… | ERROR: relation "customer" already exists
+            log flotilla site_failed: site acme: database on acme-web: failed after 2 attempts: failed in phase PREINSTALL: hook PREINSTALL_database.cmd exited with code 3; its stderr ended: third | fourth | fifth | xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… | ERROR: relation "customer" already exists; rolling every server back
+            log flotilla site_rolled_back: site acme
+            log flotilla paused: 1 of 1 sites failed, past the threshold (any failed site); no new site starts. Resume to go on, retry the failed sites, or cancel
+            log flotilla failed: 1 of 1 sites did not update
+        "#]],
+    );
+}
+
+#[test]
 fn a_customized_database_waits_for_its_review_and_asks_again() {
     check(
         ordered_step(StepState::Starting).install(

@@ -1,20 +1,23 @@
 //! The install state machine, its rollback, and crash recovery.
 
+mod backups;
+mod locks;
+
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use flotilla_proto::domain::{ModuleKind, ModuleName, Version};
 
 use super::files::{
-    carry_over, check_space, health_check, is_held, rename_held, restore_old, staged_marker,
-    sync_tree, unpack, write_backup,
+    carry_over, check_space, health_check, rename_held, restore_old, staged_marker, sync_tree,
+    unpack,
 };
 use super::hooks::{self, HookEnv, HookError, Phase};
 use super::journal::{Journal, Plan, Step};
 use super::package::Package;
-use super::platform::{self, Control};
+use super::platform::Control;
 use super::{CrashPoints, Event, EventKind, InstallSettings, Progress, backup, maintenance};
 
 /// One install of one module.
@@ -101,6 +104,8 @@ struct Reached {
     set_aside: bool,
     control_stopped: bool,
     back_in_service: bool,
+    /// This install wrote the old version's backup zip.
+    backup_written: bool,
 }
 
 /// The engine's state while it runs.
@@ -110,6 +115,8 @@ struct Run<'a, 'b> {
     phase: Option<Phase>,
     step: &'static str,
     reached: Reached,
+    /// The old version compressed while it was live.
+    early: Option<backup::Early>,
 }
 
 type StepResult<T> = Result<T, (String, Vec<String>)>;
@@ -124,6 +131,7 @@ impl Install<'_> {
             phase: None,
             step: "checking the package",
             reached: Reached::default(),
+            early: None,
         };
         let fail = |(phase, step): (Option<Phase>, &str),
                     (cause, hook_output): (String, Vec<String>),
@@ -148,6 +156,7 @@ impl Install<'_> {
             Ok(journal) => journal,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&plan.staged);
+                let _ = std::fs::remove_file(backup::early_path(&plan.backup_file));
                 let cause = format!(
                     "cannot start the install journal in {}: {e}",
                     self.settings.journal_dir.display()
@@ -288,6 +297,7 @@ impl Run<'_, '_> {
         }
         self.stage(package, &plan).await.map_err(plain)?;
         sync_tree(&plan.staged).await;
+        self.compress_early(&plan).await;
         Ok(plan)
     }
 
@@ -593,6 +603,7 @@ impl Run<'_, '_> {
             EventKind::Step,
             format!("old version set aside in {}", plan.aside.display()),
         );
+        self.back_up_aside(plan, journal).await;
         self.step = "carrying preserved files over";
         carry_over(
             &plan.aside,
@@ -606,28 +617,6 @@ impl Run<'_, '_> {
                 .map_err(|e| io_error("cannot put up the maintenance page", e))?;
         }
         Ok(())
-    }
-
-    /// Why the module folder could not be set aside, with what is known of
-    /// who holds it.
-    fn not_renamed(&self, live: &Path, e: &io::Error) -> String {
-        let mut text = format!("cannot rename {}: {e}", live.display());
-        if !is_held(e) {
-            return text;
-        }
-        match platform::holders(live) {
-            Ok(holders) if !holders.is_empty() => {
-                let names: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
-                text.push_str(&format!("; still held: {}", names.join("; ")));
-            }
-            Ok(_) => text.push_str(
-                "; no process holds a file there, so something holds the folder itself or a folder in it: \
-                 a process whose working directory is there (a console, a service started from it), \
-                 an Explorer window or an antivirus scan (the Restart Manager names only the holders of files)",
-            ),
-            Err(why) => text.push_str(&format!("; the holders are unknown: {why}")),
-        }
-        text
     }
 
     /// Puts the new version in place by a rename.
@@ -664,84 +653,6 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    /// Names the processes holding files; waits with backoff within the
-    /// budget, then stops the module's pool or service if it has one, then
-    /// gives up naming them.
-    async fn wait_for_holders(&mut self, live: &Path) -> StepResult<()> {
-        let budget = self.install.settings.lock_budget;
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(250);
-        let mut attempt = 0u32;
-        let mut escalated = false;
-        loop {
-            attempt += 1;
-            let holders = match platform::holders(live) {
-                Ok(holders) => holders,
-                Err(e) => {
-                    self.say(
-                        EventKind::Warning,
-                        format!("cannot tell which processes hold files: {e}"),
-                    );
-                    return Ok(());
-                }
-            };
-            if holders.is_empty() {
-                if attempt > 1 {
-                    self.say(
-                        EventKind::Step,
-                        format!("files released after {attempt} attempts"),
-                    );
-                }
-                return Ok(());
-            }
-            let names: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
-            self.say(
-                EventKind::Warning,
-                format!(
-                    "attempt {attempt}: {} process(es) hold files in {}: {}",
-                    holders.len(),
-                    live.display(),
-                    names.join("; ")
-                ),
-            );
-            if started.elapsed() + delay <= budget {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-                continue;
-            }
-            let control = &self.install.control;
-            if !escalated && !control.is_none() && !self.reached.control_stopped {
-                escalated = true;
-                self.say(
-                    EventKind::Step,
-                    format!(
-                        "still held after {} s: stopping {}",
-                        budget.as_secs(),
-                        control.describe()
-                    ),
-                );
-                control.stop().await.map_err(|e| (e, Vec::new()))?;
-                self.reached.control_stopped = true;
-                delay = Duration::from_millis(250);
-                continue;
-            }
-            if escalated && attempt < 1000 && started.elapsed() < budget + Duration::from_secs(10) {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-                continue;
-            }
-            return Err((
-                format!(
-                    "files in {} are still held after {attempt} attempts over {} s: {}",
-                    live.display(),
-                    started.elapsed().as_secs(),
-                    names.join("; ")
-                ),
-                Vec::new(),
-            ));
-        }
-    }
-
     /// Puts the old version back and the module back in service.
     async fn roll_back(&mut self, plan: &Plan) -> Result<(), String> {
         self.phase = None;
@@ -756,44 +667,15 @@ impl Run<'_, '_> {
             install.kind == ModuleKind::Web,
             self.reached.set_aside,
         )?;
+        // The old version is live again: the backup this install made of it
+        // goes, as if the install had not happened.
+        let _ = std::fs::remove_file(backup::early_path(&plan.backup_file));
+        if self.reached.backup_written {
+            let _ = std::fs::remove_file(&plan.backup_file);
+        }
         if self.reached.control_stopped {
             install.control.start().await?;
         }
         Ok(())
-    }
-
-    /// After the commit: compress the old version, keep the last N backups.
-    /// Returns the backup and what went wrong with it.
-    async fn finish(
-        &mut self,
-        plan: &Plan,
-        mut journal: Journal,
-    ) -> (Option<PathBuf>, Vec<String>) {
-        self.step = "writing the backup";
-        let backups = write_backup(plan, self.install.settings).await;
-        let mut backup = None;
-        for written in &backups.written {
-            if written.zip == plan.backup_file {
-                let _ = journal.record(Step::BackupWritten);
-                backup = Some(written.zip.clone());
-            }
-            self.say(
-                EventKind::Step,
-                format!(
-                    "backup {} written ({} MB in {} ms)",
-                    written.zip.display(),
-                    written.bytes / 1_000_000,
-                    written.elapsed.as_millis()
-                ),
-            );
-        }
-        for problem in &backups.problems {
-            self.say(EventKind::Warning, problem.clone());
-        }
-        let _ = journal.record(Step::Done {
-            outcome: "installed".into(),
-        });
-        let _ = journal.close();
-        (backup, backups.problems)
     }
 }

@@ -169,6 +169,7 @@ pub async fn build_package(request: &BuildRequest) -> anyhow::Result<String> {
                 .iter()
                 .map(|name| Ok((name.clone(), std::fs::read(dir.join(name))?)))
                 .collect::<std::io::Result<Vec<_>>>()?;
+            check_scripts(dir, &scripts)?;
             // A top-level key: before any [table] of the manifest.
             manifest = format!("upgrade_scripts = {names:?}\n{manifest}");
             let mut standard = Vec::new();
@@ -319,4 +320,30 @@ pub async fn publish(
         );
     }
     Ok(json!({"created": status == reqwest::StatusCode::CREATED, "release": answer}))
+}
+
+/// Refuses, before anything is written, a script that would break the
+/// all-or-nothing upgrade: not UTF-8, committing or rolling back itself, or
+/// a `no-transaction` script of several statements. Names the file and line.
+fn check_scripts(dir: &Path, scripts: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    for (name, bytes) in scripts {
+        let path = dir.join(name);
+        let sql = std::str::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not UTF-8 ({e}); no package was written",
+                path.display()
+            )
+        })?;
+        let script = flotilla_proto::database::Script {
+            name: name.clone(),
+            sql: sql.to_owned(),
+        };
+        if let Some((line, why)) = script.problem() {
+            bail!(
+                "{}, line {line}: {why}; no package was written",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }

@@ -987,6 +987,51 @@ async fn a_download_survives_an_agent_restart() {
 }
 
 #[tokio::test]
+async fn a_script_that_would_break_the_all_or_nothing_upgrade_is_refused_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, sql, said) in [
+        (
+            "002_orders.sql",
+            "-- orders\nCREATE TABLE orders (id int);\nCOMMIT;\nCREATE INDEX o ON orders (id);\n",
+            "002_orders.sql, line 3: COMMIT ends or starts a transaction itself",
+        ),
+        (
+            "003_indexes.sql",
+            "-- flotilla: no-transaction\nCREATE INDEX CONCURRENTLY a ON t (a);\n\nCREATE INDEX CONCURRENTLY b ON t (b);\n",
+            "003_indexes.sql, line 4: a `-- flotilla: no-transaction` script runs one statement, and this is its second of 2",
+        ),
+    ] {
+        let scripts = dir.path().join(format!("scripts-{name}"));
+        std::fs::create_dir_all(&scripts).unwrap();
+        // A good script first, and one whose COMMIT is in a function body.
+        std::fs::write(scripts.join("001_create.sql"), "CREATE TABLE t (a INT);\nCREATE FUNCTION f() RETURNS void AS $$ BEGIN COMMIT; END $$ LANGUAGE plpgsql;\n").unwrap();
+        std::fs::write(scripts.join(name), sql).unwrap();
+        let package = dir.path().join(format!("database-{name}.zip"));
+        let (ok, out) = cli(&[
+            "package",
+            "build",
+            "--module",
+            "database",
+            "--version",
+            "5.9.0",
+            "--kind",
+            "database",
+            "--from",
+            s(&dist(dir.path(), "db")),
+            "--scripts",
+            s(&scripts),
+            "--out",
+            s(&package),
+        ])
+        .await;
+        assert!(!ok, "{out}");
+        assert!(out.contains(said), "{out}");
+        assert!(out.contains("no package was written"), "{out}");
+        assert!(!package.exists());
+    }
+}
+
+#[tokio::test]
 async fn a_database_package_carries_its_upgrade_scripts_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let scripts = dir.path().join("scripts");

@@ -16,6 +16,7 @@ pub mod fingerprint;
 mod postgres;
 mod review;
 mod sqlite;
+mod statements;
 mod upgrade;
 
 use std::path::{Path, PathBuf};
@@ -136,6 +137,13 @@ impl Script {
 
     pub fn checksum(&self) -> String {
         fingerprint::checksum(&self.sql)
+    }
+
+    /// Why it cannot take part in an all-or-nothing upgrade, with the line:
+    /// it commits or rolls back itself, or, run outside a transaction, it
+    /// holds more than one statement. Checked when a package is built.
+    pub fn problem(&self) -> Option<(usize, String)> {
+        statements::problem(&self.sql, self.transactional())
     }
 }
 

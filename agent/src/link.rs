@@ -428,10 +428,21 @@ fn handle(
                 expected_version: version,
                 planned_end,
             };
-            match installs::start(agent, &module, source, origin) {
-                Ok(to) => (true, format!("install of {module} {to} started")),
-                Err(e) => (false, e.to_string()),
+            if agent.settings.databases.contains_key(&module) {
+                // A customized database is refused before anything starts:
+                // the answer waits for the check.
+                let (agent, late) = (agent.clone(), late.clone());
+                tokio::spawn(async move {
+                    let (ok, text) =
+                        match crate::databases::refuse_customized(&agent, &module).await {
+                            Err(why) => (false, why),
+                            Ok(()) => start_install(&agent, &module, source, origin),
+                        };
+                    let _ = late.send(outcome(id, ok, text)).await;
+                });
+                return None;
             }
+            start_install(agent, &module, source, origin)
         }
         AgentCommand::Rollback { module, to } => {
             let origin = installs::Origin::Controller {
@@ -460,6 +471,19 @@ fn handle(
         }
     };
     Some(outcome(id, ok, text))
+}
+
+/// Starts an install the controller ordered; the outcome in words.
+fn start_install(
+    agent: &Arc<Agent>,
+    module: &str,
+    source: installs::Source,
+    origin: installs::Origin,
+) -> (bool, String) {
+    match installs::start(agent, module, source, origin) {
+        Ok(to) => (true, format!("install of {module} {to} started")),
+        Err(e) => (false, e.to_string()),
+    }
 }
 
 /// A command's outcome, for the controller.

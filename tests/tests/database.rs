@@ -816,6 +816,27 @@ mod agent {
             controller.http_url
         );
 
+        // Ordered through the controller, it is refused at order time, with
+        // where to review it, and no install is recorded.
+        let response = flotilla_tests::http()
+            .post(format!(
+                "{}/api/v1/servers/custom/modules/database/install",
+                controller.http_url
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 409);
+        let body: Value = response.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("is customized")
+                && message.contains("/database.html?server=custom&module=database"),
+            "{message}"
+        );
+        let (_, installs) = controller.get("/api/v1/servers/custom/installs").await;
+        assert_eq!(installs, json!([]), "nothing started");
+
         // The install refuses before changing anything.
         let refused = install(&agent).await;
         assert_eq!(refused["result"]["ok"], false, "{refused}");
@@ -1108,6 +1129,12 @@ mod agent {
             "the shop waits for its database: {web}"
         );
         assert!(web["install"].is_null());
+        let (_, installs) = controller.get("/api/v1/servers/db-01/installs").await;
+        assert_eq!(
+            installs,
+            json!([]),
+            "the order is refused before any install starts: none is recorded as failed"
+        );
 
         // The review, through the controller, and the scripts one by one.
         let base = format!(

@@ -141,21 +141,29 @@ pub async fn order_install(
         None => None,
     };
     let allow_downgrade = order.allow_downgrade;
-    ordered(
-        state
-            .fleet
-            .order(
-                &id,
-                &module,
-                Order::Install {
-                    sha256,
-                    allow_downgrade,
-                    version: None,
-                    planned_end: None,
-                },
-            )
-            .await,
-    )
+    let result = state
+        .fleet
+        .order(
+            &id,
+            &module,
+            Order::Install {
+                sha256,
+                allow_downgrade,
+                version: None,
+                planned_end: None,
+            },
+        )
+        .await;
+    // A customized database: refused before anything starts, with where
+    // to review it.
+    if let Err(e @ OrderError::Refused { message, .. }) = &result
+        && message.contains("is customized")
+    {
+        return Err(ApiError::Conflict(format!(
+            "{e}; review it: /database.html?server={id}&module={module} (GET /api/v1/servers/{id}/modules/{module}/database)"
+        )));
+    }
+    ordered(result)
 }
 
 /// Refuses a one-off order on a server a rollout holds: the rollout owns

@@ -106,20 +106,7 @@ impl Pass<'_> {
         let now = self.ctx.now;
         let refusal = install.message.as_deref().unwrap_or_default();
         if refusal.contains(DATABASE_REVIEW) {
-            // A customized database: nothing runs by itself. The step
-            // waits for the guided upgrade and asks again.
-            let step = &mut self.steps[i];
-            let first = step.state != StepState::Review;
-            let detail = format!(
-                "{} on {}: the database is customized; waiting for a database review",
-                step.module, step.server_id
-            );
-            step.state = StepState::Review;
-            step.command_id = None;
-            step.attempts = (step.attempts - 1).max(0);
-            step.next_attempt_at = Some(now + REVIEW_RECHECK);
-            step.message = Some(format!("waiting for a database review: {refusal}"));
-            if first {
+            if let Some(detail) = wait_for_review(&mut self.steps[i], refusal, now) {
                 self.say("database_review", detail);
             }
             return;
@@ -215,6 +202,28 @@ fn install_succeeded(
 }
 
 /// "failed in phase P: message" of an install that failed.
+/// A customized database: nothing runs by itself. The step waits for the
+/// guided upgrade and asks again (the agent refuses the order before any
+/// install starts while it is customized). The log line, the first time.
+pub(super) fn wait_for_review(
+    step: &mut RolloutStepRecord,
+    refusal: &str,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let first = step.state != StepState::Review;
+    step.state = StepState::Review;
+    step.command_id = None;
+    step.attempts = (step.attempts - 1).max(0);
+    step.next_attempt_at = Some(now + REVIEW_RECHECK);
+    step.message = Some(format!("waiting for a database review: {refusal}"));
+    first.then(|| {
+        format!(
+            "{} on {}: the database is customized; waiting for a database review",
+            step.module, step.server_id
+        )
+    })
+}
+
 fn failure(install: &CommandInstall) -> String {
     let mut text = format!(
         "failed{}: {}",

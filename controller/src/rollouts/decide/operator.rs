@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Context, ENGINE, active_step, changes, failed_sites, retry_or_fail, still_running};
+use super::{
+    Context, DATABASE_REVIEW, ENGINE, active_step, changes, failed_sites, retry_or_fail,
+    still_running,
+};
 use crate::db::{
     CommandInstall, RolloutChanges, RolloutRecord, RolloutRows, RolloutSiteRecord,
     RolloutStepRecord,
@@ -330,6 +333,11 @@ pub fn ordered(
                 step.message = Some(
                     "the agent did not answer the order; waiting for word of the install".into(),
                 )
+            }
+            Err(OrderError::Refused { message, .. }) if message.contains(DATABASE_REVIEW) => {
+                if let Some(detail) = super::follow::wait_for_review(&mut step, message, now) {
+                    log.push((ENGINE.into(), "database_review".into(), detail));
+                }
             }
             Err(e) => {
                 let cause = e.to_string();

@@ -206,6 +206,22 @@ fn an_agents_answer_moves_its_step_and_a_stale_one_is_ignored() {
             log flotilla retry: database on acme-web: attempt 1 failed: server acme-web is not connected; an install can only be ordered from a connected agent
         "#]],
     );
+    // A customized database is refused before any install starts: the
+    // step waits for its review, with no failed install recorded.
+    check_answer(
+        ordered_step(StepState::Starting),
+        "acme-web/database",
+        false,
+        Err(OrderError::Refused {
+            server: "acme-web".into(),
+            message: "the database of database is customized (2 differences from the standard 1.0.0: column added)".into(),
+        }),
+        expect![[r#"
+            step acme-web/database: review, next at +10s
+              waiting for a database review: the database of database is customized (2 differences from the standard 1.0.0: column added)
+            log flotilla database_review: database on acme-web: the database is customized; waiting for a database review
+        "#]],
+    );
     check_answer(
         ordered_step(StepState::Running),
         "acme-web/database",

@@ -85,10 +85,14 @@ function renderDrift(r) {
   if (r.standard) { section.innerHTML = ""; return; }
   const open = new Set([...section.querySelectorAll("details[open]")].map((d) => `${d.dataset.change} ${d.dataset.kind} ${d.dataset.name}`));
   const d = r.drift;
+  const changes = (o) => (o.changes || []).length
+    ? `<ul class="table-changes">${o.changes.map((c) => `<li data-change="${escapeHtml(c.change)}">${escapeHtml(c.text)}</li>`).join("")}</ul>`
+    : "";
   section.innerHTML = `<h2>Differences from the standard schema</h2>
+    ${d.note ? `<p class="drift-note">${escapeHtml(d.note)}</p>` : ""}
     ${d.missing.map((o) => driftItem("missing", o, labelled("standard", "standard", o.definition))).join("")}
     ${d.added.map((o) => driftItem("added", o, labelled("this database", "actual", o.definition))).join("")}
-    ${d.modified.map((o) => driftItem("modified", o, `<div class="drift-compare">${labelled("standard", "standard", o.standard)}${labelled("this database", "actual", o.actual)}</div>`)).join("")}`;
+    ${d.modified.map((o) => driftItem("modified", o, `${changes(o)}<div class="drift-compare">${labelled("standard", "standard", o.standard)}${labelled("this database", "actual", o.actual)}</div>`)).join("")}`;
   for (const details of section.querySelectorAll("details")) {
     if (open.has(`${details.dataset.change} ${details.dataset.kind} ${details.dataset.name}`)) details.open = true;
   }

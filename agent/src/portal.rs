@@ -608,6 +608,9 @@ async fn database_page(State(agent): State<Arc<Agent>>, Path(module): Path<Strin
         html.push_str(
             "<section class=\"problems\" id=\"drift\"><h2>Differences from the standard</h2>",
         );
+        if let Some(note) = &review.drift.note {
+            html.push_str(&format!("<p class=\"drift-note\">{}</p>", escape(note)));
+        }
         for o in &review.drift.missing {
             html.push_str(&format!(
                 "<details><summary>missing {} {}</summary><h3>standard</h3><pre>{}</pre></details>",
@@ -623,8 +626,19 @@ async fn database_page(State(agent): State<Arc<Agent>>, Path(module): Path<Strin
             ));
         }
         for o in &review.drift.modified {
+            // A table's columns and constraints, one line each.
+            let changes: String = o
+                .changes
+                .iter()
+                .map(|c| format!("<li>{}</li>", escape(&c.line())))
+                .collect();
+            let changes = if changes.is_empty() {
+                String::new()
+            } else {
+                format!("<ul class=\"table-changes\">{changes}</ul>")
+            };
             html.push_str(&format!(
-                "<details><summary>modified {} {}</summary><h3>standard</h3><pre>{}</pre><h3>this database</h3><pre>{}</pre></details>",
+                "<details><summary>modified {} {}</summary>{changes}<h3>standard</h3><pre>{}</pre><h3>this database</h3><pre>{}</pre></details>",
                 escape(&o.kind), escape(&o.name), escape(&o.standard), escape(&o.actual)
             ));
         }

@@ -100,6 +100,9 @@ async fn standards(server: &Postgres) -> (Fingerprint, Fingerprint) {
 async fn an_untouched_standard_database_shows_no_drift_run_after_run() {
     let server = Postgres::start();
     let (from, _) = standards(&server).await;
+    // Tagged with the major version of the server that printed it.
+    let major = from.major_version.clone().unwrap();
+    assert!(major.parse::<u32>().unwrap() >= 10, "{major}");
     let kinds: Vec<&str> = from.objects.iter().map(|o| o.kind.as_str()).collect();
     for kind in [
         "table",
@@ -162,8 +165,28 @@ async fn each_customization_is_detected_and_named() {
         ),
         (
             "extra_column",
-            "ALTER TABLE orders ADD COLUMN gift_wrap boolean",
-            "modified table public.orders",
+            "ALTER TABLE customers ADD COLUMN loyalty_code text",
+            "column public.customers.loyalty_code added (text)",
+        ),
+        (
+            "changed_type",
+            "ALTER TABLE customers ALTER COLUMN email TYPE varchar(320)",
+            "column public.customers.email type text → character varying(320)",
+        ),
+        (
+            "dropped_not_null",
+            "ALTER TABLE customers ALTER COLUMN name DROP NOT NULL",
+            "column public.customers.name is nullable (standard: NOT NULL)",
+        ),
+        (
+            "changed_default",
+            "ALTER TABLE orders ALTER COLUMN total SET DEFAULT 5",
+            "column public.orders.total default 0 → 5",
+        ),
+        (
+            "extra_constraint",
+            "ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0)",
+            "constraint public.orders.orders_total_positive added (CHECK ((total >= (0)::numeric)))",
         ),
         (
             "dropped_index",

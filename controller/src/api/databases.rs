@@ -47,6 +47,9 @@ pub struct Drift {
     pub added: Vec<SchemaObject>,
     /// In both, defined differently.
     pub modified: Vec<ModifiedObject>,
+    /// Said when the standard and the database were read from different
+    /// major versions of the engine.
+    pub note: Option<String>,
 }
 
 /// A table, index, view, function, procedure or trigger.
@@ -67,6 +70,25 @@ pub struct ModifiedObject {
     pub name: String,
     pub standard: String,
     pub actual: String,
+    /// A table's differences one by one: each column and constraint.
+    pub changes: Vec<TableChange>,
+}
+
+/// One difference inside a table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableChange {
+    /// `column` or `constraint`.
+    pub kind: String,
+    /// Qualified: `public.customer.loyalty_code`.
+    pub name: String,
+    /// `added`, `missing`, `type`, `nullability`, `default` or `definition`.
+    pub change: String,
+    /// What the standard has; none when added.
+    pub standard: Option<String>,
+    /// What this database has; none when missing.
+    pub actual: Option<String>,
+    /// The difference as one line: `column public.customer.loyalty_code added (text)`.
+    pub text: String,
 }
 
 /// A script of the upgrade, with its state from the history.
@@ -149,8 +171,21 @@ impl From<Review> for DatabaseReview {
                         name: m.name,
                         standard: m.standard,
                         actual: m.actual,
+                        changes: m
+                            .changes
+                            .into_iter()
+                            .map(|c| TableChange {
+                                text: c.line(),
+                                kind: c.kind,
+                                name: c.name,
+                                change: c.change,
+                                standard: c.standard,
+                                actual: c.actual,
+                            })
+                            .collect(),
                     })
                     .collect(),
+                note: r.drift.note,
             },
             summary: r.summary,
             scripts: r

@@ -2,7 +2,7 @@
 //! script marked applied, a refusal) to and from its wire message.
 
 use super::link::{non_empty, time};
-use crate::database::{Drift, History, Modified, Object, Review, ScriptRun, ScriptView};
+use crate::database::{Change, Drift, History, Modified, Object, Review, ScriptRun, ScriptView};
 use crate::domain::ParseError;
 use crate::link::DatabaseAnswer;
 use crate::v1::{self, database_answer};
@@ -95,8 +95,20 @@ impl From<Review> for v1::DatabaseReviewReport {
                         name: m.name,
                         standard: m.standard,
                         actual: m.actual,
+                        changes: m
+                            .changes
+                            .into_iter()
+                            .map(|c| v1::DatabaseTableChange {
+                                kind: c.kind,
+                                name: c.name,
+                                change: c.change,
+                                standard: c.standard.unwrap_or_default(),
+                                actual: c.actual.unwrap_or_default(),
+                            })
+                            .collect(),
                     })
                     .collect(),
+                note: r.drift.note.unwrap_or_default(),
             }),
             summary: r.summary,
             scripts: r
@@ -172,8 +184,20 @@ impl From<v1::DatabaseReviewReport> for Review {
                         name: m.name,
                         standard: m.standard,
                         actual: m.actual,
+                        changes: m
+                            .changes
+                            .into_iter()
+                            .map(|c| Change {
+                                kind: c.kind,
+                                name: c.name,
+                                change: c.change,
+                                standard: non_empty(c.standard),
+                                actual: non_empty(c.actual),
+                            })
+                            .collect(),
                     })
                     .collect(),
+                note: non_empty(drift.note),
             },
             summary: r.summary,
             scripts: r
@@ -231,12 +255,29 @@ mod tests {
                     "CREATE INDEX …",
                 )],
                 added: vec![Object::new("table", "public.loyalty", "CREATE TABLE …")],
-                modified: vec![Modified {
-                    kind: "view".into(),
-                    name: "public.v_orders".into(),
-                    standard: "SELECT 1".into(),
-                    actual: "SELECT 2".into(),
-                }],
+                modified: vec![
+                    Modified {
+                        kind: "view".into(),
+                        name: "public.v_orders".into(),
+                        standard: "SELECT 1".into(),
+                        actual: "SELECT 2".into(),
+                        changes: Vec::new(),
+                    },
+                    Modified {
+                        kind: "table".into(),
+                        name: "public.customer".into(),
+                        standard: "id integer".into(),
+                        actual: "id integer\nloyalty_code text".into(),
+                        changes: vec![Change {
+                            kind: "column".into(),
+                            name: "public.customer.loyalty_code".into(),
+                            change: "added".into(),
+                            standard: None,
+                            actual: Some("text".into()),
+                        }],
+                    },
+                ],
+                note: Some("the standard was read from PostgreSQL 16".into()),
             },
             summary: vec!["added table public.loyalty".into()],
             scripts: vec![

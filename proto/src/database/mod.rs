@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use fingerprint::{Drift, Fingerprint, Modified, Object};
+pub use fingerprint::{Change, Drift, Fingerprint, Modified, Object};
 pub use review::{Review, ScriptView};
 
 /// The name of the history table Flotilla keeps in the database; left out
@@ -209,11 +209,13 @@ impl Database {
 
     /// The schema as it is now.
     pub async fn fingerprint(&self) -> Result<Fingerprint, Error> {
-        let objects = match self {
-            Database::Postgres(db) => db.objects().await?,
-            Database::Sqlite(db) => db.objects().await?,
+        let (objects, major) = match self {
+            Database::Postgres(db) => (db.objects().await?, Some(db.major_version().await?)),
+            // The definitions are the statements as written: no version
+            // prints them.
+            Database::Sqlite(db) => (db.objects().await?, None),
         };
-        Ok(Fingerprint::new(self.engine().as_str(), objects))
+        Ok(Fingerprint::new(self.engine().as_str(), objects).with_major_version(major))
     }
 
     /// Takes the upgrade lock, or says who holds it.

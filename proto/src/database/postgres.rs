@@ -117,6 +117,18 @@ impl Postgres {
         Ok(connection)
     }
 
+    /// The server's major version (`15`), which prints the definitions.
+    pub async fn major_version(&self) -> Result<String, Error> {
+        let number: String = sqlx::query_scalar("SHOW server_version_num")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(number
+            .trim()
+            .parse::<u32>()
+            .map(|n| (n / 10_000).to_string())
+            .unwrap_or(number))
+    }
+
     pub async fn objects(&self) -> Result<Vec<Object>, Error> {
         let mut objects = Vec::new();
         // Definitions name every object with its schema, whatever the

@@ -47,6 +47,7 @@ pub async fn serve(
         )
         .route("/api/modules/{module}/rollback", post(rollback_api))
         .route("/api/modules/{module}/database", get(database_api))
+        .route("/api/modules/{module}/database/discard", get(discard_api))
         .route(
             "/api/modules/{module}/database/scripts/{script}/run",
             post(run_script_api),
@@ -554,6 +555,25 @@ async fn database_api(State(agent): State<Arc<Agent>>, Path(module): Path<String
         Ok(review) => Json(review).into_response(),
         Err(e) => review_error(&e),
     }
+}
+
+/// `GET /api/modules/{module}/database/discard?version=1.0.0`: what
+/// restoring the database backup taken when `version` was upgraded would
+/// throw away (the time since, and rows written per table on PostgreSQL).
+async fn discard_api(
+    State(agent): State<Arc<Agent>>,
+    Path(module): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<DiscardQuery>,
+) -> Response {
+    match crate::databases::discard(&agent, &module, &query.version).await {
+        Ok(discard) => Json(discard).into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, Json(json!({"message": e}))).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DiscardQuery {
+    version: String,
 }
 
 /// `POST /api/modules/{module}/database/scripts/{script}/run`: runs one

@@ -763,6 +763,47 @@ mod agent {
             "{backups:?}"
         );
 
+        // What restoring that backup would throw away: the application's
+        // writes since, table by table (PostgreSQL's counters; each psql
+        // session flushes its own when it ends).
+        let discard_url = format!(
+            "{}/api/modules/database/database/discard?version=1.0.0",
+            agent.portal_base()
+        );
+        server.psql(
+            "shop",
+            "INSERT INTO customers (name) VALUES ('Hedy'), ('Radia'); UPDATE customers SET email = name || '@example.com'; DELETE FROM customers WHERE name = 'Radia';",
+        );
+        let discard = wait_until("the writes to be counted", async || {
+            let (status, discard) = call(reqwest::Method::GET, discard_url.clone(), None).await;
+            let customers = discard["tables"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["table"] == "public.customers").cloned());
+            match customers {
+                Some(c) if status == 200 && c["inserted"] == 2 && c["deleted"] == 1 => {
+                    Ok((discard, c))
+                }
+                _ => Err(format!("{status} {discard}")),
+            }
+        })
+        .await;
+        let (discard, customers) = discard;
+        assert!(customers["updated"].as_i64().unwrap() >= 3, "{discard}");
+        assert_eq!(discard["counted"], true);
+        assert_eq!(discard["counters_reset"], false);
+        assert!(discard["taken_at"].is_string(), "{discard}");
+        assert!(
+            discard["backup"].as_str().unwrap().ends_with(".dump"),
+            "{discard}"
+        );
+        let (status, _) = call(
+            reqwest::Method::GET,
+            discard_url.replace("1.0.0", "0.9.0"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "no backup of 0.9.0");
+
         // Going back to 1.0.0 takes the database back too.
         let url = format!("{}/api/modules/database/rollback", agent.portal_base());
         let (status, body) = call(reqwest::Method::POST, url, Some(json!({"to": "1.0.0"}))).await;

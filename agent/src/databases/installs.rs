@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use flotilla_proto::database::{self, Database, Fingerprint, History, Script};
+use flotilla_proto::database::{
+    self, Database, Discard, Fingerprint, History, Script, WriteCounts,
+};
 use serde::Serialize;
 
 use super::{AUTOMATIC, Upgrade, all_done, connect, states};
@@ -25,6 +27,13 @@ pub struct Applied {
     pub to_version: String,
     pub backup: PathBuf,
     pub standard_from: Fingerprint,
+    /// When the backup was taken.
+    #[serde(default)]
+    pub taken_at: Option<chrono::DateTime<Utc>>,
+    /// The engine's write counts per table then (PostgreSQL), to tell what
+    /// a restore would throw away.
+    #[serde(default)]
+    pub counts: Option<WriteCounts>,
 }
 
 fn marker(agent: &Agent, module: &str) -> PathBuf {
@@ -338,6 +347,11 @@ async fn back_up(
     module: &str,
     upgrade: &Upgrade,
 ) -> Result<Applied, String> {
+    // What has been written so far, to tell later what a restore of this
+    // backup would throw away (read first: a write in between is counted
+    // as lost, never the other way round).
+    let counts = db.write_counts().await.ok().flatten();
+    let taken_at = Utc::now();
     let backup = db
         .backup(
             &agent.settings.install.backup_dir.join("databases"),
@@ -354,6 +368,8 @@ async fn back_up(
         to_version: upgrade.to.to_string(),
         backup,
         standard_from: upgrade.standard_from.clone(),
+        taken_at: Some(taken_at),
+        counts,
     };
     applied.write(agent)?;
     // Kept beside the backup, for restoring this version later.
@@ -376,6 +392,23 @@ pub async fn before_restore(
     if !agent.settings.databases.contains_key(module) {
         return Ok(());
     }
+    let Some(applied) = kept_backup(agent, module, version)? else {
+        say(format!(
+            "no database backup of {module} {version} is kept: the database is left as it is"
+        ));
+        return Ok(());
+    };
+    restore(agent, module, &applied).await?;
+    say(format!(
+        "database restored to {version} from {} (what was written since that backup is not kept)",
+        applied.backup.display()
+    ));
+    Ok(())
+}
+
+/// The newest database backup kept of `module` at `version` (taken when an
+/// install upgraded it from there).
+fn kept_backup(agent: &Agent, module: &str, version: &str) -> Result<Option<Applied>, String> {
     let dir = agent.settings.install.backup_dir.join("databases");
     let prefix = format!("{module}_{version}_");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -392,21 +425,30 @@ pub async fn before_restore(
         .collect();
     found.sort();
     let Some(newest) = found.pop() else {
-        say(format!(
-            "no database backup of {module} {version} is kept: the database is left as it is"
-        ));
-        return Ok(());
+        return Ok(None);
     };
-    let applied: Applied = std::fs::read(&newest)
+    std::fs::read(&newest)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| format!("{} cannot be read", newest.display()))?;
-    restore(agent, module, &applied).await?;
-    say(format!(
-        "database restored to {version} from {} (what was written since that backup is not kept)",
-        applied.backup.display()
-    ));
-    Ok(())
+        .map(Some)
+        .ok_or_else(|| format!("{} cannot be read", newest.display()))
+}
+
+/// What restoring the database backup of `module` at `version` would
+/// throw away: the time since it was taken and, on PostgreSQL, the rows
+/// inserted, updated and deleted since, table by table.
+pub async fn discard(agent: &Agent, module: &str, version: &str) -> Result<Discard, String> {
+    let applied = kept_backup(agent, module, version)?
+        .ok_or_else(|| format!("no database backup of {module} {version} is kept"))?;
+    let db = connect(agent, module).await?;
+    let now = db.write_counts().await.map_err(|e| e.to_string())?;
+    db.close().await;
+    Ok(Discard::between(
+        applied.backup.display().to_string(),
+        applied.taken_at,
+        applied.counts.as_ref(),
+        now.as_ref(),
+    ))
 }
 
 /// Puts the database back as the backup holds it, and checks it is the

@@ -24,7 +24,9 @@ use crate::state::Agent;
 
 mod installs;
 
-pub use installs::{Applied, before_install, before_restore, recover, refuse_customized, restore};
+pub use installs::{
+    Applied, before_install, before_restore, discard, recover, refuse_customized, restore,
+};
 
 /// Who the history names for automatic upgrades.
 pub const AUTOMATIC: &str = "flotilla (automatic upgrade)";

@@ -120,6 +120,75 @@ fn describe(e: &sqlx::Error, script: Option<&str>) -> String {
     }
 }
 
+/// Rows inserted, updated and deleted, by qualified table name.
+pub type WriteCounts = std::collections::BTreeMap<String, [i64; 3]>;
+
+/// What restoring a database backup would throw away: the writes made
+/// since it was taken, table by table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discard {
+    /// The backup a restore would use.
+    pub backup: String,
+    /// When it was taken; writes since then would be lost.
+    pub taken_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Tables written since, with the rows inserted, updated and deleted;
+    /// empty where the engine keeps no counts (then `counted` is false).
+    pub tables: Vec<TableWrites>,
+    /// Whether the engine counts writes (PostgreSQL does, SQLite does not).
+    pub counted: bool,
+    /// The server's statistics were reset since the backup: the counts are
+    /// a floor, not the whole.
+    pub counters_reset: bool,
+}
+
+/// One table's writes since a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableWrites {
+    pub table: String,
+    pub inserted: i64,
+    pub updated: i64,
+    pub deleted: i64,
+}
+
+impl Discard {
+    /// The writes between `then` (at the backup) and `now`, table by table;
+    /// a count that went down means the statistics were reset.
+    pub fn between(
+        backup: String,
+        taken_at: Option<chrono::DateTime<chrono::Utc>>,
+        then: Option<&WriteCounts>,
+        now: Option<&WriteCounts>,
+    ) -> Discard {
+        let mut discard = Discard {
+            backup,
+            taken_at,
+            tables: Vec::new(),
+            counted: then.is_some() && now.is_some(),
+            counters_reset: false,
+        };
+        let (Some(then), Some(now)) = (then, now) else {
+            return discard;
+        };
+        for (table, counts) in now {
+            let before = then.get(table).copied().unwrap_or([0; 3]);
+            let delta: Vec<i64> = (0..3).map(|i| counts[i] - before[i]).collect();
+            if delta.iter().any(|d| *d < 0) {
+                discard.counters_reset = true;
+            }
+            let [inserted, updated, deleted] = [delta[0].max(0), delta[1].max(0), delta[2].max(0)];
+            if inserted + updated + deleted > 0 {
+                discard.tables.push(TableWrites {
+                    table: table.clone(),
+                    inserted,
+                    updated,
+                    deleted,
+                });
+            }
+        }
+        discard
+    }
+}
+
 /// An upgrade script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
@@ -329,6 +398,16 @@ impl Database {
         }
     }
 
+    /// Rows inserted, updated and deleted per table so far (PostgreSQL's
+    /// cumulative statistics); `None` where the engine keeps no such count
+    /// (SQLite).
+    pub async fn write_counts(&self) -> Result<Option<WriteCounts>, Error> {
+        match self {
+            Database::Postgres(db) => db.write_counts().await.map(Some),
+            Database::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// Writes a backup with the engine's own tool into `dir`; returns the file.
     pub async fn backup(&self, dir: &Path, name: &str) -> Result<PathBuf, Error> {
         std::fs::create_dir_all(dir)
@@ -480,3 +559,50 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The value of a script run's history outcome for an automatic upgrade.
 pub const AUTOMATIC: &str = "flotilla (automatic upgrade)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_discard_counts_the_writes_since_the_backup_and_notices_a_reset() {
+        let counts = |rows: &[(&str, [i64; 3])]| -> WriteCounts {
+            rows.iter().map(|(t, c)| ((*t).to_owned(), *c)).collect()
+        };
+        let then = counts(&[
+            ("public.orders", [10, 5, 1]),
+            ("public.customers", [3, 0, 0]),
+        ]);
+        let now = counts(&[
+            ("public.orders", [12, 9, 1]),
+            ("public.customers", [3, 0, 0]),
+            ("public.loyalty", [4, 0, 0]),
+        ]);
+        let discard = Discard::between("b.dump".into(), None, Some(&then), Some(&now));
+        assert!(discard.counted && !discard.counters_reset);
+        assert_eq!(
+            discard.tables,
+            [
+                TableWrites {
+                    table: "public.loyalty".into(),
+                    inserted: 4,
+                    updated: 0,
+                    deleted: 0
+                },
+                TableWrites {
+                    table: "public.orders".into(),
+                    inserted: 2,
+                    updated: 4,
+                    deleted: 0
+                },
+            ]
+        );
+        // Statistics reset since: the counts are a floor, and it is said.
+        let reset = counts(&[("public.orders", [1, 0, 0])]);
+        let discard = Discard::between("b.dump".into(), None, Some(&then), Some(&reset));
+        assert!(discard.counters_reset);
+        assert!(discard.tables.is_empty());
+        // SQLite keeps no counts.
+        assert!(!Discard::between("b.db".into(), None, None, None).counted);
+    }
+}

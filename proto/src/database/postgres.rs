@@ -9,6 +9,7 @@ use sqlx::{Acquire, AssertSqlSafe, Row};
 
 use super::{
     CONNECT_TIMEOUT, Cleanup, Error, HISTORY_TABLE, History, Object, Scratch, Script, Settings,
+    WriteCounts,
 };
 
 /// The advisory lock key: "flotilla" in ASCII, as a number.
@@ -115,6 +116,21 @@ impl Postgres {
         let mut connection = self.pool.acquire().await?;
         connection.close_on_drop();
         Ok(connection)
+    }
+
+    /// Rows inserted, updated and deleted per table so far, from the
+    /// server's cumulative statistics (`pg_stat_user_tables`).
+    pub async fn write_counts(&self) -> Result<WriteCounts, Error> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(relname), n_tup_ins, n_tup_upd, n_tup_del \
+             FROM pg_stat_user_tables WHERE relname <> '{HISTORY_TABLE}'"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(table, inserted, updated, deleted)| (table, [inserted, updated, deleted]))
+            .collect())
     }
 
     /// The server's major version (`15`), which prints the definitions.

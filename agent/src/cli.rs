@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone)]
 pub enum Request {
     /// The pending package, or one of the agent's packages by its sha256.
-    Install {
-        sha256: Option<String>,
-    },
+    Install { sha256: Option<String> },
     Rollback {
         to: Option<String>,
+        /// A database module: its files only, the database left as it is.
+        keep_database: bool,
     },
 }
 
@@ -67,7 +67,10 @@ pub async fn run(portal: &str, module: &str, request: Request) -> anyhow::Result
         Request::Install {
             sha256: Some(sha256),
         } => (format!("{base}/install"), json!({"sha256": sha256})),
-        Request::Rollback { to } => (format!("{base}/rollback"), json!({"to": to})),
+        Request::Rollback { to, keep_database } => (
+            format!("{base}/rollback"),
+            json!({"to": to, "database": if keep_database { "keep" } else { "restore" }}),
+        ),
     };
     let response = client
         .post(&url)

@@ -92,8 +92,17 @@ pub enum Source {
         allow_downgrade: bool,
     },
     /// A kept backup: of `version`, or the newest of another version than
-    /// the installed one.
-    Backup { version: Option<String> },
+    /// the installed one. `keep_database`: a database module's files only.
+    Backup {
+        version: Option<String>,
+        keep_database: bool,
+    },
+}
+
+/// A restore of a kept backup, and what it does to a database.
+#[derive(Debug, Clone, Copy)]
+struct Restoring {
+    keep_database: bool,
 }
 
 /// Where the bytes come from, once resolved.
@@ -104,7 +113,10 @@ enum Resolved {
         sha256: String,
         allow_downgrade: bool,
     },
-    Backup(PathBuf),
+    Backup {
+        path: PathBuf,
+        keep_database: bool,
+    },
 }
 
 /// Who asked for an install.
@@ -263,7 +275,10 @@ fn resolve(
             };
             Ok((resolved, to))
         }
-        Source::Backup { version } => {
+        Source::Backup {
+            version,
+            keep_database,
+        } => {
             let installed = agent
                 .inventory
                 .borrow()
@@ -279,7 +294,13 @@ fn resolve(
                     module: module.to_owned(),
                     version: version.clone(),
                 })?;
-            Ok((Resolved::Backup(path), found.to_string()))
+            Ok((
+                Resolved::Backup {
+                    path,
+                    keep_database,
+                },
+                found.to_string(),
+            ))
         }
     }
 }
@@ -325,14 +346,19 @@ async fn run(
     planned_end: Option<DateTime<Utc>>,
 ) -> Result<Outcome, Failure> {
     let allow_downgrade = match &resolved {
-        Resolved::Backup(_) => true,
+        Resolved::Backup { .. } => true,
         Resolved::Package {
             allow_downgrade, ..
         } => *allow_downgrade,
     };
     let module = declaration.name.to_string();
     let progress = progress_of(agent, &module);
-    let restoring = matches!(resolved, Resolved::Backup(_));
+    let restoring = match &resolved {
+        Resolved::Backup { keep_database, .. } => Some(Restoring {
+            keep_database: *keep_database,
+        }),
+        Resolved::Package { .. } => None,
+    };
     if let Resolved::Package { path, sha256, .. } = &resolved {
         check_signature(agent, path, sha256, &progress).map_err(|why| refused(&module, why))?;
     }
@@ -432,7 +458,7 @@ async fn open(declaration: &ModuleDeclaration, resolved: Resolved) -> Result<Pac
     let (name, kind) = (declaration.name.clone(), declaration.kind);
     let opened = tokio::task::spawn_blocking(move || match resolved {
         Resolved::Package { path, sha256, .. } => Package::open(&path, &sha256),
-        Resolved::Backup(path) => Package::from_backup(&path, &name, kind),
+        Resolved::Backup { path, .. } => Package::from_backup(&path, &name, kind),
     })
     .await;
     match opened {
@@ -449,7 +475,7 @@ async fn database_first(
     agent: &Arc<Agent>,
     declaration: &ModuleDeclaration,
     package: &Package,
-    restoring: bool,
+    restoring: Option<Restoring>,
     progress: &Progress,
 ) -> Result<Option<crate::databases::Applied>, Failure> {
     if declaration.kind != flotilla_proto::domain::ModuleKind::Database {
@@ -478,10 +504,16 @@ async fn database_first(
         rolled_back: false,
         rollback_error: None,
     };
-    if restoring {
-        crate::databases::before_restore(agent, &module, &version, &say)
-            .await
-            .map_err(|cause| failed("restoring the database", cause))?;
+    if let Some(restoring) = restoring {
+        if restoring.keep_database {
+            say(format!(
+                "the database of {module} is left as it is (kept at its version): only the files go back to {version}"
+            ));
+        } else {
+            crate::databases::before_restore(agent, &module, &version, &say)
+                .await
+                .map_err(|cause| failed("restoring the database", cause))?;
+        }
         return Ok(None);
     }
     let applied = crate::databases::before_install(agent, package, &say)

@@ -444,7 +444,11 @@ fn handle(
             }
             start_install(agent, &module, source, origin)
         }
-        AgentCommand::Rollback { module, to } => {
+        AgentCommand::Rollback {
+            module,
+            to,
+            keep_database,
+        } => {
             let origin = installs::Origin::Controller {
                 command_id: id.clone(),
                 expected_version: None,
@@ -453,7 +457,10 @@ fn handle(
             match installs::start(
                 agent,
                 &module,
-                installs::Source::Backup { version: to },
+                installs::Source::Backup {
+                    version: to,
+                    keep_database,
+                },
                 origin,
             ) {
                 Ok(to) => (true, format!("restore of {module} {to} started")),

@@ -72,6 +72,10 @@ enum Command {
         module: String,
         #[arg(long)]
         to: Option<String>,
+        /// A database module: restore its files only and leave its database
+        /// as it is (by default the database goes back to its backup too).
+        #[arg(long)]
+        keep_database: bool,
         /// The agent's portal, when not the configured address.
         #[arg(long)]
         portal: Option<String>,
@@ -257,9 +261,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             (module, portal_of(portal), cli::Request::Install { sha256 })
         }
-        Some(Command::Rollback { module, to, portal }) => {
-            (module, portal_of(portal), cli::Request::Rollback { to })
-        }
+        Some(Command::Rollback {
+            module,
+            to,
+            keep_database,
+            portal,
+        }) => (
+            module,
+            portal_of(portal),
+            cli::Request::Rollback { to, keep_database },
+        ),
     };
     if cli::run(&portal, &module, request).await? {
         Ok(())

@@ -377,6 +377,19 @@ fn render_install(view: &InstallView) -> String {
 #[derive(Debug, Default, Deserialize)]
 struct RollbackRequest {
     to: Option<String>,
+    /// A database module: `keep` restores its files only and leaves the
+    /// database as it is; `restore` (the default) puts it back too.
+    #[serde(default)]
+    database: DatabaseChoice,
+}
+
+/// What a restore does to a database module's database.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DatabaseChoice {
+    #[default]
+    Restore,
+    Keep,
 }
 
 async fn rollback_form(
@@ -386,6 +399,7 @@ async fn rollback_form(
 ) -> Response {
     let source = installs::Source::Backup {
         version: request.to,
+        keep_database: request.database == DatabaseChoice::Keep,
     };
     started_page(
         &module,
@@ -402,6 +416,7 @@ async fn rollback_api(
     let request = body.map(|Json(r)| r).unwrap_or_default();
     let source = installs::Source::Backup {
         version: request.to,
+        keep_database: request.database == DatabaseChoice::Keep,
     };
     started(
         &module,

@@ -46,7 +46,13 @@ pub enum AgentCommand {
         planned_end: Option<DateTime<Utc>>,
     },
     /// Restore a kept backup: of this version, or the newest of another.
-    Rollback { module: String, to: Option<String> },
+    /// `keep_database`: a database module's files only; its database stays
+    /// as it is.
+    Rollback {
+        module: String,
+        to: Option<String>,
+        keep_database: bool,
+    },
     /// The review of a module's pending database upgrade.
     DatabaseReview { module: String },
     /// Run one script of a guided database upgrade, or mark it applied.

@@ -851,6 +851,79 @@ mod agent {
     }
 
     #[tokio::test]
+    async fn a_restore_of_the_files_only_keeps_the_databases_writes() {
+        let server = Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let package = build_package(dir.path(), &server).await;
+        server.create_database("kept");
+        server.psql("kept", STANDARD_PG);
+        let agent = agent_with(dir.path(), &server, "kept", &package, NO_CONTROLLER).await;
+        let done = install(&agent).await;
+        assert_eq!(done["result"]["ok"], true, "{done}");
+        // The application writes after the upgrade.
+        server.psql("kept", "INSERT INTO customers (name) VALUES ('Hedy')");
+
+        let url = format!("{}/api/modules/database/rollback", agent.portal_base());
+        let (status, body) = call(
+            reqwest::Method::POST,
+            url.clone(),
+            Some(json!({"to": "1.0.0", "database": "discard everything"})),
+        )
+        .await;
+        assert!(
+            (400..500).contains(&status),
+            "an unknown choice is refused: {status} {body}"
+        );
+
+        let (status, body) = call(
+            reqwest::Method::POST,
+            url,
+            Some(json!({"to": "1.0.0", "database": "keep"})),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let status_url = format!("{}/api/modules/database/install", agent.portal_base());
+        let back = wait_until("the restore to finish", async || {
+            let (_, status) = call(reqwest::Method::GET, status_url.clone(), None).await;
+            if status["running"] == false && status["to"] == "1.0.0" {
+                Ok(status)
+            } else {
+                Err(status.to_string())
+            }
+        })
+        .await;
+        assert_eq!(back["result"]["ok"], true, "{back}");
+        let texts: Vec<&str> = back["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["text"].as_str())
+            .collect();
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("the database of database is left as it is")),
+            "{texts:?}"
+        );
+        let version =
+            std::fs::read_to_string(agent.data.join("apps/database/version.txt")).unwrap();
+        assert_eq!(version.trim(), "1.0.0", "the files went back");
+        assert_eq!(
+            server.psql("kept", "SELECT count(*) FROM customers WHERE name = 'Hedy'"),
+            "1",
+            "the row written after the upgrade is kept"
+        );
+        assert_eq!(
+            server.psql(
+                "kept",
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'loyalty_points'"
+            ),
+            "1",
+            "the database stays at 2.0.0"
+        );
+    }
+
+    #[tokio::test]
     async fn a_customized_database_is_refused_and_upgraded_script_by_script() {
         let server = Postgres::start();
         let dir = tempfile::tempdir().unwrap();

@@ -200,6 +200,20 @@ fn ordered(
 pub struct RollbackOrder {
     /// The version; the newest kept version other than the installed one when absent.
     pub to: Option<String>,
+    /// A database module: `restore` (the default) puts its database back as
+    /// the backup taken when that version was upgraded; `keep` restores the
+    /// files only and leaves the database at its version.
+    #[serde(default)]
+    pub database: DatabaseChoice,
+}
+
+/// What a restore does to a database module's database.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseChoice {
+    #[default]
+    Restore,
+    Keep,
 }
 
 /// Order a connected server to restore a kept backup of a module. It runs
@@ -224,11 +238,18 @@ pub async fn order_rollback(
         )));
     }
     not_held(&state, &id)?;
-    let to = body.and_then(|Json(order)| order.to);
+    let order = body.map(|Json(order)| order).unwrap_or_default();
     ordered(
         state
             .fleet
-            .order(&id, &module, Order::Rollback { to })
+            .order(
+                &id,
+                &module,
+                Order::Rollback {
+                    to: order.to,
+                    keep_database: order.database == DatabaseChoice::Keep,
+                },
+            )
             .await,
     )
 }

@@ -26,6 +26,8 @@ pub enum Order {
     },
     Rollback {
         to: Option<String>,
+        /// A database module: its files only, the database left as it is.
+        keep_database: bool,
     },
     /// The review of the module's pending database upgrade.
     DatabaseReview,
@@ -54,7 +56,11 @@ impl Order {
                 version,
                 planned_end,
             },
-            Order::Rollback { to } => AgentCommand::Rollback { module, to },
+            Order::Rollback { to, keep_database } => AgentCommand::Rollback {
+                module,
+                to,
+                keep_database,
+            },
             Order::DatabaseReview => AgentCommand::DatabaseReview { module },
             Order::DatabaseScript {
                 script,

@@ -50,7 +50,15 @@ async fn an_answer_counts_only_from_the_connection_the_command_went_to() {
         let id = id.clone();
         async move {
             fleet
-                .order_as("web-01", "ecommerce", Order::Rollback { to: None }, id)
+                .order_as(
+                    "web-01",
+                    "ecommerce",
+                    Order::Rollback {
+                        to: None,
+                        keep_database: false,
+                    },
+                    id,
+                )
                 .await
         }
     });

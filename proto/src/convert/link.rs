@@ -70,12 +70,15 @@ impl From<AgentCommand> for command::Kind {
                 version: version.unwrap_or_default(),
                 planned_end_unix_ms: planned_end.map_or(0, |t| t.timestamp_millis()),
             }),
-            AgentCommand::Rollback { module, to } => {
-                command::Kind::RollbackModule(v1::RollbackModule {
-                    module,
-                    to_version: to.unwrap_or_default(),
-                })
-            }
+            AgentCommand::Rollback {
+                module,
+                to,
+                keep_database,
+            } => command::Kind::RollbackModule(v1::RollbackModule {
+                module,
+                to_version: to.unwrap_or_default(),
+                keep_database,
+            }),
             AgentCommand::DatabaseReview { module } => {
                 command::Kind::DatabaseReview(v1::DatabaseReview { module })
             }
@@ -108,6 +111,7 @@ impl From<command::Kind> for AgentCommand {
             command::Kind::RollbackModule(order) => AgentCommand::Rollback {
                 module: order.module,
                 to: non_empty(order.to_version),
+                keep_database: order.keep_database,
             },
             command::Kind::DatabaseReview(order) => AgentCommand::DatabaseReview {
                 module: order.module,
@@ -312,6 +316,7 @@ mod tests {
             AgentCommand::Rollback {
                 module: "ecommerce".into(),
                 to: Some("1.0.0".into()),
+                keep_database: true,
             },
             AgentCommand::DatabaseReview {
                 module: "database".into(),

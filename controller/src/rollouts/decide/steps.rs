@@ -310,7 +310,12 @@ impl Pass<'_> {
             server: step.server_id.clone(),
             module: step.module.clone(),
             command_id: id,
-            order: Order::Rollback { to: Some(to) },
+            // Today a site rollback restores a database with its files;
+            // issue 14 makes it wait for an operator's choice.
+            order: Order::Rollback {
+                to: Some(to),
+                keep_database: false,
+            },
         });
         true
     }

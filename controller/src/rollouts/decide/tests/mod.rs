@@ -307,7 +307,7 @@ fn render(decisions: &Decisions) -> String {
                 version.as_deref().unwrap_or("pending"),
                 job.server
             ),
-            Order::Rollback { to } => writeln!(
+            Order::Rollback { to, .. } => writeln!(
                 text,
                 "order restore {} {} on {}",
                 job.module,

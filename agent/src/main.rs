@@ -61,7 +61,7 @@ enum Command {
     /// Linux as a systemd unit.
     Service {
         #[command(subcommand)]
-        action: ServiceCommand,
+        action: service::Command,
         /// Linux: where `install` writes the systemd unit.
         #[arg(long, global = true, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
@@ -82,16 +82,6 @@ enum Command {
     },
 }
 
-#[derive(Debug, Clone, clap::Subcommand)]
-enum ServiceCommand {
-    #[command(flatten)]
-    Manage(service::Action),
-    /// Run as the service (what the service control manager starts; in a
-    /// console, use `run`).
-    #[command(hide = true)]
-    Run,
-}
-
 /// The service's stable name, for `sc.exe` and `systemctl`.
 const SERVICE_NAME: &str = "flotilla-agent";
 
@@ -100,11 +90,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Some(Command::Service {
-            action: ServiceCommand::Run,
+            action: service::Command::Run,
             ..
         }) => run_as_service(args.config),
         Some(Command::Service {
-            action: ServiceCommand::Manage(action),
+            action: service::Command::Manage(action),
             unit_dir,
         }) => manage_service(&args.config, unit_dir, action),
         _ => {

@@ -47,20 +47,11 @@ enum Command {
     /// registers it to run `serve` with those options.
     Service {
         #[command(subcommand)]
-        action: ServiceCommand,
+        action: service::Command,
         /// Linux: where `install` writes the systemd unit.
         #[arg(long, global = true, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
     },
-}
-
-#[derive(Debug, Clone, Subcommand)]
-enum ServiceCommand {
-    #[command(flatten)]
-    Manage(service::Action),
-    /// Run as the service (what the Windows service control manager starts).
-    #[command(hide = true)]
-    Run,
 }
 
 /// The service's stable name, for `sc.exe` and `systemctl`.
@@ -315,11 +306,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Service {
-            action: ServiceCommand::Run,
+            action: service::Command::Run,
             ..
         }) => run_as_service(cli.serve),
         Some(Command::Service {
-            action: ServiceCommand::Manage(action),
+            action: service::Command::Manage(action),
             unit_dir,
         }) => manage_service(&cli.serve, unit_dir, action),
         _ => tokio::runtime::Runtime::new()

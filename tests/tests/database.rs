@@ -695,6 +695,20 @@ mod agent {
         .await
     }
 
+    /// Waits for the restore of the database module to `version` to end.
+    async fn restored(agent: &Agent, version: &str) -> Value {
+        let url = format!("{}/api/modules/database/install", agent.portal_base());
+        wait_until("the restore to finish", async || {
+            let (_, status) = call(reqwest::Method::GET, url.clone(), None).await;
+            if status["running"] == false && status["to"] == version {
+                Ok(status)
+            } else {
+                Err(status.to_string())
+            }
+        })
+        .await
+    }
+
     #[tokio::test]
     async fn a_standard_database_is_upgraded_by_the_install_with_its_history() {
         let server = Postgres::start();
@@ -808,16 +822,7 @@ mod agent {
         let url = format!("{}/api/modules/database/rollback", agent.portal_base());
         let (status, body) = call(reqwest::Method::POST, url, Some(json!({"to": "1.0.0"}))).await;
         assert_eq!(status, 202, "{body}");
-        let status_url = format!("{}/api/modules/database/install", agent.portal_base());
-        let back = wait_until("the restore to finish", async || {
-            let (_, status) = call(reqwest::Method::GET, status_url.clone(), None).await;
-            if status["running"] == false && status["to"] == "1.0.0" {
-                Ok(status)
-            } else {
-                Err(status.to_string())
-            }
-        })
-        .await;
+        let back = restored(&agent, "1.0.0").await;
         assert_eq!(back["result"]["ok"], true, "{back}");
         let steps: Vec<&str> = back["events"]
             .as_array()
@@ -882,16 +887,7 @@ mod agent {
         )
         .await;
         assert_eq!(status, 202, "{body}");
-        let status_url = format!("{}/api/modules/database/install", agent.portal_base());
-        let back = wait_until("the restore to finish", async || {
-            let (_, status) = call(reqwest::Method::GET, status_url.clone(), None).await;
-            if status["running"] == false && status["to"] == "1.0.0" {
-                Ok(status)
-            } else {
-                Err(status.to_string())
-            }
-        })
-        .await;
+        let back = restored(&agent, "1.0.0").await;
         assert_eq!(back["result"]["ok"], true, "{back}");
         let texts: Vec<&str> = back["events"]
             .as_array()

@@ -48,6 +48,17 @@ pub enum Action {
     Status,
 }
 
+/// The `service` subcommand of both binaries.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Manage(Action),
+    /// Run as the service (what the Windows service control manager
+    /// starts; in a console, use `run` or `serve`).
+    #[command(hide = true)]
+    Run,
+}
+
 /// A service manager refused or failed; says which service and what it said.
 #[derive(Debug, thiserror::Error)]
 #[error("service {service}: {message}")]

@@ -467,7 +467,9 @@ fn handle(
                 Err(e) => (false, e.to_string()),
             }
         }
-        command @ (AgentCommand::DatabaseReview { .. } | AgentCommand::DatabaseScript { .. }) => {
+        command @ (AgentCommand::DatabaseReview { .. }
+        | AgentCommand::DatabaseScript { .. }
+        | AgentCommand::DatabaseDiscard { .. }) => {
             let (agent, late) = (agent.clone(), late.clone());
             tokio::spawn(async move {
                 let answer = crate::databases::answer(&agent, command).await;

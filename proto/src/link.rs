@@ -63,6 +63,9 @@ pub enum AgentCommand {
         by: String,
         mark_applied: bool,
     },
+    /// What restoring the database backup of `module` at `version` would
+    /// throw away.
+    DatabaseDiscard { module: String, version: String },
 }
 
 /// A published package an agent may download.
@@ -142,6 +145,8 @@ pub enum DatabaseAnswer {
     Run(crate::database::ScriptRun),
     /// The script was marked applied by hand.
     Marked { script: String },
+    /// What a restore of a database backup would throw away.
+    Discard(crate::database::Discard),
     /// Refused, with the HTTP status and error code the portal's API
     /// answers with: not found (404), out of order or locked (409), the
     /// database could not be read (502).

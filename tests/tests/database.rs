@@ -862,11 +862,40 @@ mod agent {
         let package = build_package(dir.path(), &server).await;
         server.create_database("kept");
         server.psql("kept", STANDARD_PG);
-        let agent = agent_with(dir.path(), &server, "kept", &package, NO_CONTROLLER).await;
+        let controller = flotilla_tests::Controller::start(dir.path()).await;
+        let agent = agent_with(dir.path(), &server, "kept", &package, &controller.grpc_url).await;
         let done = install(&agent).await;
         assert_eq!(done["result"]["ok"], true, "{done}");
         // The application writes after the upgrade.
         server.psql("kept", "INSERT INTO customers (name) VALUES ('Hedy')");
+        // Before choosing, the operator reads what a restore would discard,
+        // through the controller.
+        let discard = wait_until("the write to be counted", async || {
+            let (status, discard) = controller
+                .get("/api/v1/servers/kept/modules/database/database/discard?version=1.0.0")
+                .await;
+            let inserted = discard["tables"].as_array().and_then(|t| {
+                t.iter()
+                    .find(|t| t["table"] == "public.customers")
+                    .map(|t| t["inserted"].clone())
+            });
+            (status == 200 && inserted == Some(json!(1)))
+                .then_some(discard.clone())
+                .ok_or(format!("{status} {discard}"))
+        })
+        .await;
+        assert!(
+            discard["taken_at"].is_string() && discard["counted"] == true,
+            "{discard}"
+        );
+        let (status, _) = controller
+            .get("/api/v1/servers/kept/modules/database/database/discard?version=0.1.0")
+            .await;
+        assert_eq!(status, 404, "no backup of 0.1.0");
+        let (status, _) = controller
+            .get("/api/v1/servers/kept/modules/database/database/discard")
+            .await;
+        assert_eq!(status, 400, "the version is needed");
 
         let url = format!("{}/api/modules/database/rollback", agent.portal_base());
         let (status, body) = call(

@@ -287,6 +287,10 @@ pub async fn answer(agent: &Arc<Agent>, command: AgentCommand) -> DatabaseAnswer
         AgentCommand::DatabaseReview { module } => review(agent, &module)
             .await
             .map(|review| DatabaseAnswer::Review(Box::new(review))),
+        AgentCommand::DatabaseDiscard { module, version } => discard(agent, &module, &version)
+            .await
+            .map(DatabaseAnswer::Discard)
+            .map_err(ReviewError::NotFound),
         AgentCommand::DatabaseScript {
             module,
             script,

@@ -1,15 +1,15 @@
 //! A database module's guided upgrade on one server, through its agent:
 //! the review (drift, scripts, history), running the next script, marking
-//! it applied by hand. The agent answers with typed reports; these are
+//! it applied by hand, and what restoring a backup would discard. The agent answers with typed reports; these are
 //! their REST shapes.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use flotilla_proto::database::{self, Review};
 use flotilla_proto::link::DatabaseAnswer;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiState, ErrorBody};
 use crate::auth::Caller;
@@ -257,6 +257,86 @@ pub async fn database_review(
         .await?
     {
         DatabaseAnswer::Review(review) => Ok(Json((*review).into())),
+        DatabaseAnswer::Refused {
+            status, message, ..
+        } => Err(refused(status, message)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Which backup a restore would use: the one taken when the module's
+/// database was upgraded from `version`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiscardQuery {
+    /// The version the database was upgraded from (`1.0.0`).
+    version: String,
+}
+
+/// What restoring a database backup would throw away.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatabaseDiscard {
+    /// The backup a restore would use.
+    pub backup: String,
+    /// When it was taken: what was written since would be lost.
+    pub taken_at: Option<DateTime<Utc>>,
+    /// Tables written since, with the rows inserted, updated and deleted.
+    pub tables: Vec<TableWrites>,
+    /// Whether the engine counts writes (PostgreSQL does, SQLite does not).
+    pub counted: bool,
+    /// The server's statistics were reset since: the counts are a floor.
+    pub counters_reset: bool,
+}
+
+/// One table's writes since a backup.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableWrites {
+    /// Qualified: `public.customers`.
+    pub table: String,
+    pub inserted: i64,
+    pub updated: i64,
+    pub deleted: i64,
+}
+
+/// What restoring the database backup taken when the module's database was
+/// upgraded from `version` would throw away: when it was taken and, on
+/// PostgreSQL, the rows inserted, updated and deleted per table since.
+/// Read before choosing to restore a database.
+#[utoipa::path(get, path = "/api/v1/servers/{id}/modules/{module}/database/discard", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "databases",
+    params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module"), DiscardQuery),
+    responses(
+        (status = OK, description = "The writes a restore would discard", body = DatabaseDiscard),
+        (status = BAD_REQUEST, description = "No version given", body = ErrorBody),
+        (status = NOT_FOUND, description = "No backup of that version is kept, or no database configured", body = ErrorBody),
+        (status = CONFLICT, description = "The server is offline", body = ErrorBody),
+        (status = GATEWAY_TIMEOUT, description = "The agent did not answer", body = ErrorBody),
+    ))]
+pub async fn database_discard(
+    State(state): State<ApiState>,
+    Path((id, module)): Path<(String, String)>,
+    query: Result<Query<DiscardQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DatabaseDiscard>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let order = Order::DatabaseDiscard {
+        version: query.version,
+    };
+    match state.fleet.ask_database(&id, &module, order).await? {
+        DatabaseAnswer::Discard(d) => Ok(Json(DatabaseDiscard {
+            backup: d.backup,
+            taken_at: d.taken_at,
+            tables: d
+                .tables
+                .into_iter()
+                .map(|t| TableWrites {
+                    table: t.table,
+                    inserted: t.inserted,
+                    updated: t.updated,
+                    deleted: t.deleted,
+                })
+                .collect(),
+            counted: d.counted,
+            counters_reset: d.counters_reset,
+        })),
         DatabaseAnswer::Refused {
             status, message, ..
         } => Err(refused(status, message)),

@@ -31,6 +31,8 @@ pub enum Order {
     },
     /// The review of the module's pending database upgrade.
     DatabaseReview,
+    /// What restoring the database backup at `version` would throw away.
+    DatabaseDiscard { version: String },
     /// Run one script of a guided database upgrade, or mark it applied.
     DatabaseScript {
         script: String,
@@ -62,6 +64,7 @@ impl Order {
                 keep_database,
             },
             Order::DatabaseReview => AgentCommand::DatabaseReview { module },
+            Order::DatabaseDiscard { version } => AgentCommand::DatabaseDiscard { module, version },
             Order::DatabaseScript {
                 script,
                 by,
@@ -78,7 +81,7 @@ impl Order {
     /// How long the agent may take to answer.
     fn patience(&self) -> Duration {
         match self {
-            Order::DatabaseReview => Duration::from_secs(60),
+            Order::DatabaseReview | Order::DatabaseDiscard { .. } => Duration::from_secs(60),
             // A script may run for a while; the answer says how it ended.
             Order::DatabaseScript { .. } => Duration::from_secs(600),
             _ => Duration::from_secs(15),

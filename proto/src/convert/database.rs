@@ -2,7 +2,9 @@
 //! script marked applied, a refusal) to and from its wire message.
 
 use super::link::{non_empty, time};
-use crate::database::{Change, Drift, History, Modified, Object, Review, ScriptRun, ScriptView};
+use crate::database::{
+    Change, Discard, Drift, History, Modified, Object, Review, ScriptRun, ScriptView, TableWrites,
+};
 use crate::domain::ParseError;
 use crate::link::DatabaseAnswer;
 use crate::v1::{self, database_answer};
@@ -18,6 +20,24 @@ impl From<(String, DatabaseAnswer)> for v1::DatabaseAnswer {
                 message: run.message,
             }),
             DatabaseAnswer::Marked { script } => database_answer::Body::Marked(script),
+            DatabaseAnswer::Discard(d) => {
+                database_answer::Body::Discard(v1::DatabaseDiscardReport {
+                    backup: d.backup,
+                    taken_at_unix_ms: d.taken_at.map_or(0, |t| t.timestamp_millis()),
+                    tables: d
+                        .tables
+                        .into_iter()
+                        .map(|t| v1::DatabaseTableWrites {
+                            table: t.table,
+                            inserted: t.inserted,
+                            updated: t.updated,
+                            deleted: t.deleted,
+                        })
+                        .collect(),
+                    counted: d.counted,
+                    counters_reset: d.counters_reset,
+                })
+            }
             DatabaseAnswer::Refused {
                 status,
                 code,
@@ -50,6 +70,22 @@ impl TryFrom<v1::DatabaseAnswer> for (String, DatabaseAnswer) {
                 message: run.message,
             }),
             Some(database_answer::Body::Marked(script)) => DatabaseAnswer::Marked { script },
+            Some(database_answer::Body::Discard(d)) => DatabaseAnswer::Discard(Discard {
+                backup: d.backup,
+                taken_at: time(d.taken_at_unix_ms),
+                tables: d
+                    .tables
+                    .into_iter()
+                    .map(|t| TableWrites {
+                        table: t.table,
+                        inserted: t.inserted,
+                        updated: t.updated,
+                        deleted: t.deleted,
+                    })
+                    .collect(),
+                counted: d.counted,
+                counters_reset: d.counters_reset,
+            }),
             Some(database_answer::Body::Refusal(refusal)) => DatabaseAnswer::Refused {
                 status: u16::try_from(refusal.status)
                     .ok()

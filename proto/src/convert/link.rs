@@ -79,6 +79,9 @@ impl From<AgentCommand> for command::Kind {
                 to_version: to.unwrap_or_default(),
                 keep_database,
             }),
+            AgentCommand::DatabaseDiscard { module, version } => {
+                command::Kind::DatabaseDiscard(v1::DatabaseDiscard { module, version })
+            }
             AgentCommand::DatabaseReview { module } => {
                 command::Kind::DatabaseReview(v1::DatabaseReview { module })
             }
@@ -112,6 +115,10 @@ impl From<command::Kind> for AgentCommand {
                 module: order.module,
                 to: non_empty(order.to_version),
                 keep_database: order.keep_database,
+            },
+            command::Kind::DatabaseDiscard(order) => AgentCommand::DatabaseDiscard {
+                module: order.module,
+                version: order.version,
             },
             command::Kind::DatabaseReview(order) => AgentCommand::DatabaseReview {
                 module: order.module,
@@ -320,6 +327,10 @@ mod tests {
             },
             AgentCommand::DatabaseReview {
                 module: "database".into(),
+            },
+            AgentCommand::DatabaseDiscard {
+                module: "database".into(),
+                version: "1.0.0".into(),
             },
             AgentCommand::DatabaseScript {
                 module: "database".into(),

@@ -469,7 +469,8 @@ fn handle(
         }
         command @ (AgentCommand::DatabaseReview { .. }
         | AgentCommand::DatabaseScript { .. }
-        | AgentCommand::DatabaseDiscard { .. }) => {
+        | AgentCommand::DatabaseDiscard { .. }
+        | AgentCommand::DatabaseRestore { .. }) => {
             let (agent, late) = (agent.clone(), late.clone());
             tokio::spawn(async move {
                 let answer = crate::databases::answer(&agent, command).await;

@@ -321,6 +321,11 @@ async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Resu
                 ),
                 DatabaseAnswer::Run(run) => format!("{}: ok {}", run.script, run.ok),
                 DatabaseAnswer::Marked { script } => format!("{script} marked applied"),
+                DatabaseAnswer::Restored(d) => format!(
+                    "database restored from {}; writes to {} table(s) discarded",
+                    d.backup,
+                    d.tables.len()
+                ),
                 DatabaseAnswer::Discard(d) => format!(
                     "a restore of {} would discard writes to {} table(s)",
                     d.backup,

@@ -66,6 +66,13 @@ pub enum AgentCommand {
     /// What restoring the database backup of `module` at `version` would
     /// throw away.
     DatabaseDiscard { module: String, version: String },
+    /// Restore `module`'s database alone from the backup taken when it was
+    /// upgraded from `version`; `by` decided it.
+    DatabaseRestore {
+        module: String,
+        version: String,
+        by: String,
+    },
 }
 
 /// A published package an agent may download.
@@ -147,6 +154,8 @@ pub enum DatabaseAnswer {
     Marked { script: String },
     /// What a restore of a database backup would throw away.
     Discard(crate::database::Discard),
+    /// The database was restored; what the restore threw away.
+    Restored(crate::database::Discard),
     /// Refused, with the HTTP status and error code the portal's API
     /// answers with: not found (404), out of order or locked (409), the
     /// database could not be read (502).

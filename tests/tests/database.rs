@@ -946,6 +946,56 @@ mod agent {
             "1",
             "the database stays at 2.0.0"
         );
+
+        // Then an operator decides to restore the database after all: the
+        // answer says what was thrown away, and the audit trail who did it.
+        let alice = controller.token_for("alice", "operator").await;
+        let restore_url = format!(
+            "{}/api/v1/servers/kept/modules/database/database/restore",
+            controller.http_url
+        );
+        let response = flotilla_tests::http()
+            .post(&restore_url)
+            .bearer_auth(&alice)
+            .json(&json!({"version": "1.0.0"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let discarded: Value = response.json().await.unwrap();
+        let customers = discarded["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == "public.customers")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(customers["inserted"], 1, "{discarded}");
+        assert_eq!(
+            server.psql("kept", "SELECT count(*) FROM customers WHERE name = 'Hedy'"),
+            "0",
+            "the row written after the upgrade is gone, as the answer said"
+        );
+        assert_eq!(
+            server.psql(
+                "kept",
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'loyalty_points'"
+            ),
+            "0",
+            "the database is back at 1.0.0"
+        );
+        let (_, audit) = controller
+            .get("/api/v1/audit?action=database/restore")
+            .await;
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["actor"] == "alice"
+                    && e["action"].as_str().unwrap().contains("database/restore")),
+            "{audit}"
+        );
     }
 
     #[tokio::test]

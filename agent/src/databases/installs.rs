@@ -451,6 +451,57 @@ pub async fn discard(agent: &Agent, module: &str, version: &str) -> Result<Disca
     ))
 }
 
+/// Restores `module`'s database alone from the backup taken when it was
+/// upgraded from `version`, as `by` decided, once its files are back at
+/// that version; returns what the restore threw away (read just before).
+pub async fn restore_alone(
+    agent: &Agent,
+    module: &str,
+    version: &str,
+    by: &str,
+) -> Result<Discard, super::ReviewError> {
+    use super::ReviewError;
+    if let Some(running) = agent.installs.running() {
+        return Err(ReviewError::Conflict(format!(
+            "an install of {running} is running; restore the database once it has ended"
+        )));
+    }
+    let installed = crate::inventory::scan(&agent.settings.layout, &agent.trust())
+        .module(module)
+        .and_then(|m| m.installed_version.clone())
+        .map(|v| v.to_string());
+    if installed.as_deref() != Some(version) {
+        return Err(ReviewError::Conflict(format!(
+            "the files of {module} are at {}, not {version}: restore them first (its database goes with them to the version they run)",
+            installed.as_deref().unwrap_or("no version")
+        )));
+    }
+    let applied = kept_backup(agent, module, version)
+        .map_err(ReviewError::Failed)?
+        .ok_or_else(|| {
+            ReviewError::NotFound(format!("no database backup of {module} {version} is kept"))
+        })?;
+    let discarded = discard(agent, module, version)
+        .await
+        .map_err(ReviewError::Failed)?;
+    restore(agent, module, &applied)
+        .await
+        .map_err(ReviewError::Failed)?;
+    tracing::warn!(
+        module,
+        version,
+        by,
+        "database restored from {}; discarded writes to {} table(s) since {}",
+        applied.backup.display(),
+        discarded.tables.len(),
+        discarded
+            .taken_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "the backup".into())
+    );
+    Ok(discarded)
+}
+
 /// Puts the database back as the backup holds it, and checks it is the
 /// standard schema it was.
 pub async fn restore(agent: &Agent, module: &str, applied: &Applied) -> Result<(), String> {

@@ -26,6 +26,7 @@ mod installs;
 
 pub use installs::{
     Applied, before_install, before_restore, discard, recover, refuse_customized, restore,
+    restore_alone,
 };
 
 /// Who the history names for automatic upgrades.
@@ -291,6 +292,13 @@ pub async fn answer(agent: &Arc<Agent>, command: AgentCommand) -> DatabaseAnswer
             .await
             .map(DatabaseAnswer::Discard)
             .map_err(ReviewError::NotFound),
+        AgentCommand::DatabaseRestore {
+            module,
+            version,
+            by,
+        } => restore_alone(agent, &module, &version, &by)
+            .await
+            .map(DatabaseAnswer::Restored),
         AgentCommand::DatabaseScript {
             module,
             script,

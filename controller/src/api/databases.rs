@@ -288,6 +288,27 @@ pub struct DatabaseDiscard {
     pub counters_reset: bool,
 }
 
+impl From<database::Discard> for DatabaseDiscard {
+    fn from(d: database::Discard) -> Self {
+        DatabaseDiscard {
+            backup: d.backup,
+            taken_at: d.taken_at,
+            tables: d
+                .tables
+                .into_iter()
+                .map(|t| TableWrites {
+                    table: t.table,
+                    inserted: t.inserted,
+                    updated: t.updated,
+                    deleted: t.deleted,
+                })
+                .collect(),
+            counted: d.counted,
+            counters_reset: d.counters_reset,
+        }
+    }
+}
+
 /// One table's writes since a backup.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TableWrites {
@@ -321,22 +342,52 @@ pub async fn database_discard(
         version: query.version,
     };
     match state.fleet.ask_database(&id, &module, order).await? {
-        DatabaseAnswer::Discard(d) => Ok(Json(DatabaseDiscard {
-            backup: d.backup,
-            taken_at: d.taken_at,
-            tables: d
-                .tables
-                .into_iter()
-                .map(|t| TableWrites {
-                    table: t.table,
-                    inserted: t.inserted,
-                    updated: t.updated,
-                    deleted: t.deleted,
-                })
-                .collect(),
-            counted: d.counted,
-            counters_reset: d.counters_reset,
-        })),
+        DatabaseAnswer::Discard(d) => Ok(Json(d.into())),
+        DatabaseAnswer::Refused {
+            status, message, ..
+        } => Err(refused(status, message)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Which backup to restore a database from.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseRestoreOrder {
+    /// The version the database was upgraded from (`1.0.0`); the module's
+    /// files must already be back at it.
+    pub version: String,
+}
+
+/// Restore a module's database alone from the backup taken when it was
+/// upgraded from `version` (its files already back at that version, say
+/// after a restore that kept the database). What was written since is
+/// lost: the answer says what was discarded, table by table, and the
+/// decision is in the audit trail under the caller's name.
+#[utoipa::path(post, path = "/api/v1/servers/{id}/modules/{module}/database/restore", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "databases",
+    params(("id" = String, Path, description = "The server id"), ("module" = String, Path, description = "The database module")),
+    request_body = DatabaseRestoreOrder,
+    responses(
+        (status = OK, description = "Restored; what the restore discarded", body = DatabaseDiscard),
+        (status = BAD_REQUEST, description = "No version given", body = ErrorBody),
+        (status = NOT_FOUND, description = "No backup of that version is kept", body = ErrorBody),
+        (status = CONFLICT, description = "The files are not at that version, an install runs, or the server is offline", body = ErrorBody),
+        (status = BAD_GATEWAY, description = "The restore failed", body = ErrorBody),
+        (status = GATEWAY_TIMEOUT, description = "The agent did not answer", body = ErrorBody),
+    ))]
+pub async fn restore_database(
+    State(state): State<ApiState>,
+    Path((id, module)): Path<(String, String)>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Json<DatabaseRestoreOrder>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<DatabaseDiscard>, ApiError> {
+    let Json(order) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let order = Order::DatabaseRestore {
+        version: order.version,
+        by: caller.name,
+    };
+    match state.fleet.ask_database(&id, &module, order).await? {
+        DatabaseAnswer::Restored(d) => Ok(Json(d.into())),
         DatabaseAnswer::Refused {
             status, message, ..
         } => Err(refused(status, message)),

@@ -119,6 +119,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(releases::withdraw))
         .routes(routes!(databases::database_review))
         .routes(routes!(databases::database_discard))
+        .routes(routes!(databases::restore_database))
         .routes(routes!(databases::run_database_script))
         .routes(routes!(databases::mark_database_script))
         .routes(routes!(rollouts::create, rollouts::list))

@@ -33,6 +33,8 @@ pub enum Order {
     DatabaseReview,
     /// What restoring the database backup at `version` would throw away.
     DatabaseDiscard { version: String },
+    /// Restore the database alone from its backup at `version`.
+    DatabaseRestore { version: String, by: String },
     /// Run one script of a guided database upgrade, or mark it applied.
     DatabaseScript {
         script: String,
@@ -65,6 +67,11 @@ impl Order {
             },
             Order::DatabaseReview => AgentCommand::DatabaseReview { module },
             Order::DatabaseDiscard { version } => AgentCommand::DatabaseDiscard { module, version },
+            Order::DatabaseRestore { version, by } => AgentCommand::DatabaseRestore {
+                module,
+                version,
+                by,
+            },
             Order::DatabaseScript {
                 script,
                 by,
@@ -83,7 +90,9 @@ impl Order {
         match self {
             Order::DatabaseReview | Order::DatabaseDiscard { .. } => Duration::from_secs(60),
             // A script may run for a while; the answer says how it ended.
-            Order::DatabaseScript { .. } => Duration::from_secs(600),
+            Order::DatabaseScript { .. } | Order::DatabaseRestore { .. } => {
+                Duration::from_secs(600)
+            }
             _ => Duration::from_secs(15),
         }
     }

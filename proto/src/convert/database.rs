@@ -20,24 +20,8 @@ impl From<(String, DatabaseAnswer)> for v1::DatabaseAnswer {
                 message: run.message,
             }),
             DatabaseAnswer::Marked { script } => database_answer::Body::Marked(script),
-            DatabaseAnswer::Discard(d) => {
-                database_answer::Body::Discard(v1::DatabaseDiscardReport {
-                    backup: d.backup,
-                    taken_at_unix_ms: d.taken_at.map_or(0, |t| t.timestamp_millis()),
-                    tables: d
-                        .tables
-                        .into_iter()
-                        .map(|t| v1::DatabaseTableWrites {
-                            table: t.table,
-                            inserted: t.inserted,
-                            updated: t.updated,
-                            deleted: t.deleted,
-                        })
-                        .collect(),
-                    counted: d.counted,
-                    counters_reset: d.counters_reset,
-                })
-            }
+            DatabaseAnswer::Discard(d) => database_answer::Body::Discard(discard_report(d)),
+            DatabaseAnswer::Restored(d) => database_answer::Body::Restored(discard_report(d)),
             DatabaseAnswer::Refused {
                 status,
                 code,
@@ -70,22 +54,8 @@ impl TryFrom<v1::DatabaseAnswer> for (String, DatabaseAnswer) {
                 message: run.message,
             }),
             Some(database_answer::Body::Marked(script)) => DatabaseAnswer::Marked { script },
-            Some(database_answer::Body::Discard(d)) => DatabaseAnswer::Discard(Discard {
-                backup: d.backup,
-                taken_at: time(d.taken_at_unix_ms),
-                tables: d
-                    .tables
-                    .into_iter()
-                    .map(|t| TableWrites {
-                        table: t.table,
-                        inserted: t.inserted,
-                        updated: t.updated,
-                        deleted: t.deleted,
-                    })
-                    .collect(),
-                counted: d.counted,
-                counters_reset: d.counters_reset,
-            }),
+            Some(database_answer::Body::Discard(d)) => DatabaseAnswer::Discard(from_report(d)),
+            Some(database_answer::Body::Restored(d)) => DatabaseAnswer::Restored(from_report(d)),
             Some(database_answer::Body::Refusal(refusal)) => DatabaseAnswer::Refused {
                 status: u16::try_from(refusal.status)
                     .ok()
@@ -178,6 +148,44 @@ impl From<Review> for v1::DatabaseReviewReport {
                 })
                 .collect(),
         }
+    }
+}
+
+fn discard_report(d: Discard) -> v1::DatabaseDiscardReport {
+    v1::DatabaseDiscardReport {
+        backup: d.backup,
+        taken_at_unix_ms: d.taken_at.map_or(0, |t| t.timestamp_millis()),
+        tables: d
+            .tables
+            .into_iter()
+            .map(|t| v1::DatabaseTableWrites {
+                table: t.table,
+                inserted: t.inserted,
+                updated: t.updated,
+                deleted: t.deleted,
+            })
+            .collect(),
+        counted: d.counted,
+        counters_reset: d.counters_reset,
+    }
+}
+
+fn from_report(d: v1::DatabaseDiscardReport) -> Discard {
+    Discard {
+        backup: d.backup,
+        taken_at: time(d.taken_at_unix_ms),
+        tables: d
+            .tables
+            .into_iter()
+            .map(|t| TableWrites {
+                table: t.table,
+                inserted: t.inserted,
+                updated: t.updated,
+                deleted: t.deleted,
+            })
+            .collect(),
+        counted: d.counted,
+        counters_reset: d.counters_reset,
     }
 }
 

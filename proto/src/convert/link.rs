@@ -82,6 +82,15 @@ impl From<AgentCommand> for command::Kind {
             AgentCommand::DatabaseDiscard { module, version } => {
                 command::Kind::DatabaseDiscard(v1::DatabaseDiscard { module, version })
             }
+            AgentCommand::DatabaseRestore {
+                module,
+                version,
+                by,
+            } => command::Kind::DatabaseRestore(v1::DatabaseRestore {
+                module,
+                version,
+                by,
+            }),
             AgentCommand::DatabaseReview { module } => {
                 command::Kind::DatabaseReview(v1::DatabaseReview { module })
             }
@@ -119,6 +128,11 @@ impl From<command::Kind> for AgentCommand {
             command::Kind::DatabaseDiscard(order) => AgentCommand::DatabaseDiscard {
                 module: order.module,
                 version: order.version,
+            },
+            command::Kind::DatabaseRestore(order) => AgentCommand::DatabaseRestore {
+                module: order.module,
+                version: order.version,
+                by: order.by,
             },
             command::Kind::DatabaseReview(order) => AgentCommand::DatabaseReview {
                 module: order.module,
@@ -331,6 +345,11 @@ mod tests {
             AgentCommand::DatabaseDiscard {
                 module: "database".into(),
                 version: "1.0.0".into(),
+            },
+            AgentCommand::DatabaseRestore {
+                module: "database".into(),
+                version: "1.0.0".into(),
+                by: "alice".into(),
             },
             AgentCommand::DatabaseScript {
                 module: "database".into(),

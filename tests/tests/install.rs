@@ -652,6 +652,31 @@ async fn postbackup_finds_the_finished_backup_of_the_version_taken_down() {
 }
 
 #[tokio::test]
+async fn only_the_newest_backups_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "", "backups_to_keep = 1").await;
+    assert_eq!(server.install().await["result"]["ok"], true);
+    let v3 = dir.path().join("ecommerce-3.0.0.zip");
+    build::from_entries(
+        &v3,
+        "module = \"ecommerce\"\nversion = \"3.0.0\"\nkind = \"web\"\n",
+        &[
+            ("index.html", b"<h1>shop v3</h1>"),
+            ("version.txt", b"3.0.0\n"),
+        ],
+    )
+    .unwrap();
+    let status = server.install_with(server.staged(&v3)).await;
+    assert_eq!(status["result"]["ok"], true, "{status}");
+    let backups: Vec<String> = std::fs::read_dir(server.agent.data.join("bin/updates/backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(backups[0].starts_with("ecommerce_2.0.0_"), "{backups:?}");
+}
+
+#[tokio::test]
 async fn a_backup_that_cannot_be_written_is_a_warning_that_leaves_nothing_in_the_way() {
     let dir = tempfile::tempdir().unwrap();
     let controller_dir = dir.path().join("controller");

@@ -304,6 +304,8 @@ pub(super) async fn write_backup(plan: &Plan, settings: &InstallSettings) -> Bac
     tokio::task::spawn_blocking(move || {
         let mut done = Backups::default();
         let mut just_kept = None;
+        // Written before POSTBACKUP, the zip counts among those kept.
+        let mut prune = plan.backup_file.exists();
         if plan.aside.exists() && plan.backup_file.exists() {
             // Backed up before POSTBACKUP: the folder set aside goes.
             if let Err(e) = std::fs::remove_dir_all(&plan.aside) {
@@ -365,9 +367,8 @@ pub(super) async fn write_backup(plan: &Plan, settings: &InstallSettings) -> Bac
                 )),
             }
         }
-        if !done.written.is_empty()
-            && let Err(e) = backup::prune(&dir, &plan.module, keep.max(1))
-        {
+        prune |= !done.written.is_empty();
+        if prune && let Err(e) = backup::prune(&dir, &plan.module, keep.max(1)) {
             done.problems.push(format!(
                 "old backups of {} in {} could not be pruned: {e}",
                 plan.module,

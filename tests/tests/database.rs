@@ -732,12 +732,7 @@ mod agent {
 
         let done = install(&agent).await;
         assert_eq!(done["result"]["ok"], true, "{done}");
-        let steps: Vec<&str> = done["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["text"].as_str())
-            .collect();
+        let steps = flotilla_tests::event_texts(&done);
         for expected in [
             "the database is the standard schema of 1.0.0",
             "database upgraded to the standard schema of 2.0.0",
@@ -824,12 +819,7 @@ mod agent {
         assert_eq!(status, 202, "{body}");
         let back = restored(&agent, "1.0.0").await;
         assert_eq!(back["result"]["ok"], true, "{back}");
-        let steps: Vec<&str> = back["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["text"].as_str())
-            .collect();
+        let steps = flotilla_tests::event_texts(&back);
         assert!(
             steps
                 .iter()
@@ -918,12 +908,7 @@ mod agent {
         assert_eq!(status, 202, "{body}");
         let back = restored(&agent, "1.0.0").await;
         assert_eq!(back["result"]["ok"], true, "{back}");
-        let texts: Vec<&str> = back["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["text"].as_str())
-            .collect();
+        let texts = flotilla_tests::event_texts(&back);
         assert!(
             texts
                 .iter()

@@ -168,6 +168,30 @@ impl Server {
         (status, response.text().await.unwrap())
     }
 
+    /// Installs a package of `ecommerce` 3.0.0 (built in `dir`, staged and
+    /// signed) and waits for the result.
+    async fn install_v3(&self, dir: &Path) -> Value {
+        let v3 = dir.join("ecommerce-3.0.0.zip");
+        build::from_entries(
+            &v3,
+            "module = \"ecommerce\"\nversion = \"3.0.0\"\nkind = \"web\"\n",
+            &[
+                ("index.html", b"<h1>shop v3</h1>"),
+                ("version.txt", b"3.0.0\n"),
+            ],
+        )
+        .unwrap();
+        self.install_with(self.staged(&v3)).await
+    }
+
+    /// The file names in the backup folder.
+    fn backups(&self) -> Vec<String> {
+        std::fs::read_dir(self.agent.data.join("bin/updates/backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     fn leftovers(&self) -> Vec<String> {
         let parent = self.module.parent().unwrap();
         std::fs::read_dir(parent)
@@ -269,10 +293,7 @@ async fn an_install_runs_the_six_phases_in_order_with_the_procedures_environment
     assert!(!files.contains_key("app_offline.htm"));
     assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
 
-    let backups: Vec<_> = std::fs::read_dir(server.agent.data.join("bin/updates/backups"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let backups = server.backups();
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert!(backups[0].starts_with("ecommerce_1.0.0_") && backups[0].ends_with(".zip"));
 
@@ -632,10 +653,7 @@ async fn postbackup_finds_the_finished_backup_of_the_version_taken_down() {
         "the old version exactly as it was taken down"
     );
     // The backup kept is that same zip, and nothing else is left.
-    let backups: Vec<String> = std::fs::read_dir(server.agent.data.join("bin/updates/backups"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let backups = server.backups();
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert_eq!(
         std::fs::read(
@@ -656,22 +674,9 @@ async fn only_the_newest_backups_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path(), "", "backups_to_keep = 1").await;
     assert_eq!(server.install().await["result"]["ok"], true);
-    let v3 = dir.path().join("ecommerce-3.0.0.zip");
-    build::from_entries(
-        &v3,
-        "module = \"ecommerce\"\nversion = \"3.0.0\"\nkind = \"web\"\n",
-        &[
-            ("index.html", b"<h1>shop v3</h1>"),
-            ("version.txt", b"3.0.0\n"),
-        ],
-    )
-    .unwrap();
-    let status = server.install_with(server.staged(&v3)).await;
+    let status = server.install_v3(dir.path()).await;
     assert_eq!(status["result"]["ok"], true, "{status}");
-    let backups: Vec<String> = std::fs::read_dir(server.agent.data.join("bin/updates/backups"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let backups = server.backups();
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert!(backups[0].starts_with("ecommerce_2.0.0_"), "{backups:?}");
 }
@@ -750,17 +755,7 @@ async fn a_backup_that_cannot_be_written_is_a_warning_that_leaves_nothing_in_the
     std::fs::remove_file(server.scripts().join("PREBACKUP_ecommerce.sh")).unwrap();
     std::fs::remove_file(&backups).unwrap();
     std::fs::rename(&moved, &backups).unwrap();
-    let v3 = dir.path().join("ecommerce-3.0.0.zip");
-    build::from_entries(
-        &v3,
-        "module = \"ecommerce\"\nversion = \"3.0.0\"\nkind = \"web\"\n",
-        &[
-            ("index.html", b"<h1>shop v3</h1>"),
-            ("version.txt", b"3.0.0\n"),
-        ],
-    )
-    .unwrap();
-    let status = server.install_with(server.staged(&v3)).await;
+    let status = server.install_v3(dir.path()).await;
     assert_eq!(status["result"]["ok"], true, "{status}");
     assert_eq!(status["result"]["warnings"], json!([]), "{status}");
     assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());

@@ -73,7 +73,9 @@ pub fn with_common_responses(mut document: serde_json::Value) -> serde_json::Val
     let Some(paths) = document["paths"].as_object_mut() else {
         return document;
     };
-    for item in paths.values_mut() {
+    for (path, item) in paths.iter_mut() {
+        // The package upload streams to disk: no limit on its size.
+        let streamed = path == "/api/v1/packages/{sha256}";
         for method in ["get", "put", "post", "delete", "patch"] {
             let Some(operation) = item.get_mut(method).and_then(|o| o.as_object_mut()) else {
                 continue;
@@ -95,6 +97,9 @@ pub fn with_common_responses(mut document: serde_json::Value) -> serde_json::Val
                 ));
             }
             if has_body {
+                if !streamed {
+                    common.push(("413", "The body is over 2 MiB"));
+                }
                 common.push(("415", "The body is not sent as application/json"));
             }
             let responses = operation

@@ -177,3 +177,58 @@ async fn names_and_versions_with_shell_or_sql_metacharacters_are_refused_naming_
     })
     .await;
 }
+
+/// A refusal sent before the handler reads the body (a wrong content type,
+/// a query that does not parse, no credentials) still reaches the client
+/// whole, however much body it was still sending, and a body over the
+/// limit is refused with 413 rather than a cut connection.
+#[tokio::test]
+async fn refusals_reach_a_client_still_sending_its_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let big = "x".repeat(1536 * 1024);
+    let cases = [
+        (
+            flotilla_tests::http(),
+            "/api/v1/releases",
+            "text/plain",
+            415,
+        ),
+        (
+            flotilla_tests::http(),
+            "/api/v1/rollouts?dry_run=maybe",
+            "application/json",
+            400,
+        ),
+        (
+            flotilla_tests::anonymous(),
+            "/api/v1/rollouts",
+            "application/json",
+            401,
+        ),
+    ];
+    for round in 0..5 {
+        for (client, path, content_type, want) in &cases {
+            let response = client
+                .post(format!("{}{path}", controller.http_url))
+                .header("content-type", *content_type)
+                .body(big.clone())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {path}: the connection was cut: {e:?}"));
+            assert_eq!(response.status().as_u16(), *want, "{path}");
+            let body: Value = response.json().await.unwrap();
+            assert!(body["message"].is_string(), "{body}");
+        }
+    }
+    let too_large = flotilla_tests::http()
+        .post(format!("{}/api/v1/releases", controller.http_url))
+        .header("content-type", "application/json")
+        .body("x".repeat(3 * 1024 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 413);
+    let body: Value = too_large.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large", "{body}");
+}

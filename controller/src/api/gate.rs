@@ -39,7 +39,10 @@ pub async fn gate(
             || "unknown".to_owned(),
             |ConnectInfo(peer)| peer.to_string(),
         );
-    let (caller, response) = admit(&state, &access, &method, &path, request, next).await;
+    let (caller, response) = match read_whole(request, &path).await {
+        Ok(request) => admit(&state, &access, &method, &path, request, next).await,
+        Err(refusal) => (None, refusal),
+    };
     let change = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let refused = matches!(
         response.status(),
@@ -66,6 +69,60 @@ pub async fn gate(
         }
     }
     response
+}
+
+/// The largest request body read (axum's own limit for `Json`); a package
+/// upload, streamed to disk, is the one exception.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// A body over the limit but under this is read (and dropped) before the
+/// refusal, so that the client hears it; a larger one is cut off.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// The package upload: its body streams to disk, however large.
+const STREAMED: &str = "/api/v1/packages/{sha256}";
+
+/// Reads the request's body whole before anything answers. A refusal sent
+/// while the client still writes its body (a wrong content type, a bad
+/// query, no credentials) closes the connection under it, and the client
+/// sees a cut connection instead of the answer.
+async fn read_whole(request: Request, path: &str) -> Result<Request, Response> {
+    if path == STREAMED {
+        return Ok(request);
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is over {} MiB",
+                BODY_LIMIT / (1024 * 1024)
+            ),
+        )
+    };
+    if let Some(n) = declared.filter(|&n| n > BODY_LIMIT as u64) {
+        // Read what was sent, up to a bound, so that the refusal arrives.
+        if n <= DRAIN_LIMIT {
+            let mut stream = request.into_body().into_data_stream();
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut stream).await {}
+        }
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(bytes) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+        Err(_) if declared.is_none() => Err(too_large()),
+        Err(e) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the request body could not be read: {e}"),
+        )),
+    }
 }
 
 /// Who a response says acted, when the gate could not know (signing in).

@@ -27,7 +27,7 @@ async function load() {
   rows.replaceChildren(...body.map((entry) => {
     const row = document.createElement("tr");
     row.className = entry.outcome >= 400 ? "entry refused" : "entry";
-    for (const text of [clock(entry.at), entry.actor, entry.action, entry.target, String(entry.outcome), entry.source]) {
+    for (const text of [clock(entry.at), entry.actor, entry.action, entry.target, String(entry.outcome), entry.source, entry.detail || ""]) {
       const cell = document.createElement("td");
       cell.textContent = text;
       row.append(cell);

@@ -192,6 +192,52 @@ function serverBlock(rollout, server) {
     <tbody>${server.steps.map((step) => stepRow(rollout, server, step)).join("")}</tbody></table></div>`;
 }
 
+// What restoring a database backup would discard, by server/module/version:
+// read once per rollout shown, when a site waits for the decision.
+const discards = new Map();
+
+function discardOf(step, server) {
+  const key = `${server}/${step.module}/${step.from_version}`;
+  if (!discards.has(key)) {
+    discards.set(key, { loading: true });
+    const url = `/api/v1/servers/${encodeURIComponent(server)}/modules/${encodeURIComponent(step.module)}/database/discard?version=${encodeURIComponent(step.from_version || "")}`;
+    request("GET", url)
+      .then((d) => discards.set(key, { discard: d }))
+      .catch((e) => discards.set(key, { error: e.message }))
+      .finally(() => { if (detail) renderDetail(detail); });
+  }
+  return discards.get(key);
+}
+
+function discardText(found) {
+  if (found.loading) return '<span class="muted">reading what a restore would discard…</span>';
+  if (found.error) return `<span class="problems">what a restore would discard is unknown: ${escapeHtml(found.error)}</span>`;
+  const d = found.discard;
+  const since = d.taken_at ? `since the backup of ${clock(d.taken_at)}` : "since the backup";
+  const floor = d.counters_reset ? ' <span class="muted">(the statistics were reset since: at least these)</span>' : "";
+  if (!d.counted) return `a restore discards everything written ${since} (the engine does not count writes)`;
+  if (!d.tables.length) return `no row written ${since}${floor}`;
+  return `a restore discards the rows written ${since}${floor}:
+    <table class="discard"><thead><tr><th>Table</th><th>Inserted</th><th>Updated</th><th>Deleted</th></tr></thead><tbody>
+    ${d.tables.map((t) => `<tr data-table="${escapeHtml(t.table)}"><td>${escapeHtml(t.table)}</td><td>${t.inserted}</td><td>${t.updated}</td><td>${t.deleted}</td></tr>`).join("")}
+    </tbody></table>`;
+}
+
+// A rolled-back site whose databases stayed at the new version: what a
+// restore would discard, and the two choices.
+function databaseDecision(site) {
+  if (!allows("site", site.state, "restore_database")) return "";
+  const waiting = site.servers.flatMap((server) => server.steps
+    .filter((step) => step.state === "database_decision")
+    .map((step) => `<li class="database-decision" data-server="${escapeHtml(server.server)}" data-module="${escapeHtml(step.module)}">
+      <strong>${escapeHtml(step.module)}</strong> on ${escapeHtml(server.server)}: at ${escapeHtml(step.to_version)}, upgraded from ${escapeHtml(step.from_version || "?")}.
+      ${discardText(discardOf(step, server.server))}</li>`));
+  return `<div class="decision"><p><strong>The files are back; these databases stay at the new version until you decide.</strong></p>
+    <ul>${waiting.join("")}</ul>
+    <button type="button" class="danger" data-database="restore" data-site="${escapeHtml(site.site)}">Restore the backups (discard the writes above)</button>
+    <button type="button" data-database="keep" data-site="${escapeHtml(site.site)}">Keep the databases at the new version</button></div>`;
+}
+
 function siteCard(rollout, site) {
   const slot = site.planned_start_local
     ? `${escapeHtml(site.planned_start_local)} → ${escapeHtml(site.planned_end_local || "?")}` : "not scheduled yet";
@@ -202,6 +248,7 @@ function siteCard(rollout, site) {
       ${pill("site", site.state)}
       <span class="muted small">wave ${site.wave}</span>${rollback}</div>
     ${site.message ? `<p class="site-message small">${escapeHtml(site.message)}</p>` : ""}
+    ${databaseDecision(site)}
     <p class="small muted">slot: ${slot} (${escapeHtml(site.time_zone)}) · notice: ${escapeHtml(site.notice_result || "none")}
       · downtime measured: ${seconds(site.downtime_ms)} · ${site.started_at ? `started ${clock(site.started_at)}` : "not started"}${site.finished_at ? `, finished ${clock(site.finished_at)}` : ""}</p>
     ${site.servers.map((server) => serverBlock(rollout, server)).join("")}
@@ -251,7 +298,7 @@ const refreshDetail = coalesce(async () => {
 });
 
 function show(id) {
-  if (id !== shownId) { outputs.clear(); detail = null; }
+  if (id !== shownId) { outputs.clear(); discards.clear(); detail = null; }
   shownId = id;
   if (id === null) { $("rollout").hidden = true; return; }
   refreshDetail();
@@ -262,11 +309,11 @@ function fromHash() {
   show(/^\d+$/.test(id) ? String(Number(id)) : null);
 }
 
-async function act(path, button) {
+async function act(path, button, body) {
   if (button) button.disabled = true;
   showError("action-error", "");
   try {
-    const r = await request("POST", `/api/v1/rollouts/${encodeURIComponent(shownId)}/${path}`);
+    const r = await request("POST", `/api/v1/rollouts/${encodeURIComponent(shownId)}/${path}`, body);
     detail = r;
     renderDetail(r);
     refreshList();
@@ -283,6 +330,13 @@ $("rollout").addEventListener("click", (event) => {
   else if (button.id === "cancel") { if (confirm(`Cancel rollout ${shownId}? Running installs finish; nothing new starts.`)) act("cancel", button); }
   else if (button.dataset.exclude) { if (confirm(`Leave server ${button.dataset.exclude} out of this rollout?`)) act(`servers/${encodeURIComponent(button.dataset.exclude)}/exclude`, button); }
   else if (button.dataset.rollback) { if (confirm(`Roll site ${button.dataset.rollback} back to the versions it had?`)) act(`sites/${encodeURIComponent(button.dataset.rollback)}/rollback`, button); }
+  else if (button.dataset.database) {
+    const site = button.dataset.site;
+    const question = button.dataset.database === "restore"
+      ? `Restore the database backups of site ${site}? What was written since they were taken is lost.`
+      : `Keep the databases of site ${site} at the new version, with the files at the old one?`;
+    if (confirm(question)) act(`sites/${encodeURIComponent(site)}/database`, button, { choice: button.dataset.database });
+  }
 });
 
 $("rollouts").addEventListener("click", (event) => {

@@ -582,7 +582,7 @@ async fn discard_api(
 ) -> Response {
     match crate::databases::discard(&agent, &module, &query.version).await {
         Ok(discard) => Json(discard).into_response(),
-        Err(e) => (StatusCode::NOT_FOUND, Json(json!({"message": e}))).into_response(),
+        Err(e) => review_error(&e),
     }
 }
 

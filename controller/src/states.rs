@@ -76,6 +76,9 @@ states! {
         RolledBack = "rolled_back", "rolled back";
         RollbackFailed = "rollback_failed", "rollback failed";
         Cancelled = "cancelled", "cancelled";
+        /// Its files are back, an upgraded database is not: an operator
+        /// restores its backup or keeps it.
+        DatabaseDecision = "database_decision", "waiting for a database decision";
     }
 }
 
@@ -98,6 +101,12 @@ states! {
         RollbackFailed = "rollback_failed", "rollback failed";
         /// A customized database waits for its guided upgrade.
         Review = "review", "waiting for a database review";
+        /// Its files are back; its database stays at the new version until
+        /// an operator (or the strategy) restores its backup or keeps it.
+        DatabaseDecision = "database_decision", "files back, database waiting for a decision";
+        /// Its database is being restored from the backup taken before the
+        /// upgrade.
+        RestoringDatabase = "restoring_database", "restoring its database";
     }
 }
 
@@ -123,6 +132,11 @@ pub enum Allowed {
     Exclude,
     /// A site goes back to the versions it had.
     Rollback,
+    /// A rolled-back site's upgraded databases are restored from their
+    /// backups: what was written since is lost.
+    RestoreDatabase,
+    /// A rolled-back site's upgraded databases stay at the new version.
+    KeepDatabase,
 }
 
 impl RolloutState {
@@ -173,6 +187,7 @@ impl SiteState {
                 | SiteState::RollingBack
                 | SiteState::RolledBack
                 | SiteState::RollbackFailed
+                | SiteState::DatabaseDecision
         )
     }
 
@@ -186,6 +201,7 @@ impl SiteState {
         match self {
             SiteState::Failed => &[Allowed::Retry, Allowed::Rollback],
             SiteState::RolledBack | SiteState::RollbackFailed => &[Allowed::Retry],
+            SiteState::DatabaseDecision => &[Allowed::RestoreDatabase, Allowed::KeepDatabase],
             SiteState::Cancelled | SiteState::Succeeded => &[Allowed::Rollback],
             SiteState::Waiting
             | SiteState::Scheduled
@@ -214,9 +230,14 @@ impl StepState {
         matches!(self, StepState::Starting | StepState::Running)
     }
 
+    /// Its files or its database are being put back by a site rollback.
+    pub fn is_restoring(self) -> bool {
+        matches!(self, StepState::RollingBack | StepState::RestoringDatabase)
+    }
+
     /// Something happens on the server now: its output is worth showing.
     pub fn is_under_way(self) -> bool {
-        self.is_installing() || self == StepState::RollingBack
+        self.is_installing() || self.is_restoring()
     }
 
     /// What an operator may ask of a step in this state (through its server).

@@ -116,6 +116,19 @@ impl Browser {
         response["value"].clone()
     }
 
+    /// Waits for an element matching the CSS `selector` (`what` it shows,
+    /// for the failure message) and returns its text.
+    pub async fn text_of(&self, what: &str, selector: &str) -> String {
+        let script = format!(
+            "const e = document.querySelector({selector:?}); return e ? e.textContent : null"
+        );
+        crate::wait_until(what, async || {
+            let text = self.eval(&script).await;
+            text.as_str().map(str::to_owned).ok_or(text.to_string())
+        })
+        .await
+    }
+
     /// Signs in on the controller's sign-in page as its first admin, as a
     /// person would, and waits for the page that follows.
     pub async fn sign_in(&self, controller: &crate::Controller) {

@@ -314,14 +314,9 @@ async fn a_rollout_is_planned_started_and_watched_to_its_end_in_the_dashboard() 
 
     // The plan first: the site, its order and its servers.
     eval("document.querySelector('#preview').click(); return null").await;
-    let plan = wait_until("the plan", async || {
-        let text = eval(
-            "const s = document.querySelector('#plan [data-site=\"acme\"]'); return s ? s.textContent : null",
-        )
+    let plan = browser
+        .text_of("the plan", "#plan [data-site='acme']")
         .await;
-        text.as_str().map(str::to_owned).ok_or(text.to_string())
-    })
-    .await;
     assert!(
         plan.contains("database → integration → ecommerce"),
         "{plan}"

@@ -1111,13 +1111,9 @@ mod agent {
                 controller.http_url
             ))
             .await;
-        let drift = wait_until("the drift on the dashboard", async || {
-            let text = browser
-                .eval("const d = document.querySelector('#drift details.drift-item'); return d ? d.textContent : null")
-                .await;
-            text.as_str().map(str::to_owned).ok_or(text.to_string())
-        })
-        .await;
+        let drift = browser
+            .text_of("the drift on the dashboard", "#drift details.drift-item")
+            .await;
         assert!(
             drift.contains("modified view public.v_orders") && drift.contains("placed_at"),
             "{drift}"
@@ -1200,6 +1196,136 @@ mod agent {
         );
     }
 
+    /// Release 2026.12 of the shop: the database module (PostgreSQL, its
+    /// three upgrade scripts) and the ecommerce site, both 2.0.0, signed by
+    /// a publisher the agents trust.
+    struct ShopRelease {
+        dir: PathBuf,
+        database: PathBuf,
+        ecommerce: PathBuf,
+        trusted: String,
+    }
+
+    impl ShopRelease {
+        async fn build(d: &Path, server: &Postgres) -> ShopRelease {
+            let key = d.join("publisher");
+            assert!(controller_cli(&["keygen", "--out", s(&key)]).await.0);
+            let database = build_package(d, server).await;
+            let (ok, text) = controller_cli(&[
+                "package",
+                "sign",
+                "--key",
+                s(&key.with_extension("key")),
+                s(&database),
+            ])
+            .await;
+            assert!(ok, "{text}");
+            let web_files = d.join("web-dist");
+            std::fs::create_dir_all(&web_files).unwrap();
+            std::fs::write(web_files.join("version.txt"), "2.0.0\n").unwrap();
+            let ecommerce = d.join("ecommerce-2.0.0.zip");
+            let (ok, text) = controller_cli(&[
+                "package",
+                "build",
+                "--module",
+                "ecommerce",
+                "--version",
+                "2.0.0",
+                "--from",
+                s(&web_files),
+                "--out",
+                s(&ecommerce),
+                "--key",
+                s(&key.with_extension("key")),
+            ])
+            .await;
+            assert!(ok, "{text}");
+            let trusted = format!(
+                "trusted_keys = [\"{}\"]",
+                std::fs::read_to_string(key.with_extension("pub"))
+                    .unwrap()
+                    .trim()
+            );
+            ShopRelease {
+                dir: d.to_owned(),
+                database,
+                ecommerce,
+                trusted,
+            }
+        }
+
+        /// A server of `site` whose database module (1.0.0) uses database
+        /// `name` of `server`.
+        async fn database_server(
+            &self,
+            controller: &flotilla_tests::Controller,
+            server: &Postgres,
+            site: &str,
+            id: &str,
+            name: &str,
+        ) -> Agent {
+            let module = self.dir.join(id).join("apps/database");
+            std::fs::create_dir_all(&module).unwrap();
+            std::fs::write(module.join("version.txt"), "1.0.0\n").unwrap();
+            Agent::launch_with(
+                &self.dir,
+                site,
+                id,
+                &controller.grpc_url,
+                &format!("<applications><application name=\"database\" kind=\"database\" path=\"{}\"/></applications>", module.display()),
+                100,
+                &format!(
+                    "{}\n[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npg_bin_dir = {:?}\n",
+                    self.trusted,
+                    server.url(name),
+                    server.bin.display().to_string()
+                ),
+            )
+            .await
+        }
+
+        /// A server of `site` with the shop (ecommerce 1.0.0).
+        async fn shop_server(
+            &self,
+            controller: &flotilla_tests::Controller,
+            site: &str,
+            id: &str,
+        ) -> Agent {
+            let shop = self.dir.join(id).join("apps/ecommerce");
+            std::fs::create_dir_all(&shop).unwrap();
+            std::fs::write(shop.join("version.txt"), "1.0.0\n").unwrap();
+            Agent::launch_with(
+                &self.dir,
+                site,
+                id,
+                &controller.grpc_url,
+                &format!("<applications><application name=\"ecommerce\" kind=\"web\" path=\"{}\"/></applications>", shop.display()),
+                100,
+                &self.trusted,
+            )
+            .await
+        }
+
+        async fn publish(&self, controller: &flotilla_tests::Controller) {
+            let (ok, text) = controller_cli(&[
+                "release",
+                "publish",
+                "--server",
+                &controller.http_url,
+                "--ca",
+                &flotilla_tests::ca_file(),
+                "--token",
+                &controller.token_for("pipeline", "publisher").await,
+                "--version",
+                "2026.12",
+                s(&self.database),
+                s(&self.ecommerce),
+            ])
+            .await;
+            assert!(ok, "{text}");
+        }
+    }
+
     #[tokio::test]
     async fn a_rollout_waits_for_the_database_review_then_carries_on() {
         use flotilla_tests::sites::{post, site, steps, wait_for_rollout};
@@ -1207,95 +1333,17 @@ mod agent {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let controller = flotilla_tests::Controller::start(d).await;
-        let key = d.join("publisher");
-        assert!(controller_cli(&["keygen", "--out", s(&key)]).await.0);
-        let database = build_package(d, &server).await;
-        let (ok, text) = controller_cli(&[
-            "package",
-            "sign",
-            "--key",
-            s(&key.with_extension("key")),
-            s(&database),
-        ])
-        .await;
-        assert!(ok, "{text}");
-        let web_files = d.join("web-dist");
-        std::fs::create_dir_all(&web_files).unwrap();
-        std::fs::write(web_files.join("version.txt"), "2.0.0\n").unwrap();
-        let ecommerce = d.join("ecommerce-2.0.0.zip");
-        let (ok, text) = controller_cli(&[
-            "package",
-            "build",
-            "--module",
-            "ecommerce",
-            "--version",
-            "2.0.0",
-            "--from",
-            s(&web_files),
-            "--out",
-            s(&ecommerce),
-            "--key",
-            s(&key.with_extension("key")),
-        ])
-        .await;
-        assert!(ok, "{text}");
-        let trusted = format!(
-            "trusted_keys = [\"{}\"]",
-            std::fs::read_to_string(key.with_extension("pub"))
-                .unwrap()
-                .trim()
-        );
+        let release = ShopRelease::build(d, &server).await;
 
         // A customized shop database on db-01, the shop on web-01.
         server.create_database("db01");
         server.psql("db01", STANDARD_PG);
         server.psql("db01", "CREATE OR REPLACE VIEW v_orders AS SELECT o.id, c.name, o.total, o.placed_at FROM orders o JOIN customers c ON c.id = o.customer_id");
-        let module = d.join("db-01/apps/database");
-        std::fs::create_dir_all(&module).unwrap();
-        std::fs::write(module.join("version.txt"), "1.0.0\n").unwrap();
-        let _db = Agent::launch_with(
-            d,
-            "acme",
-            "db-01",
-            &controller.grpc_url,
-            &format!("<applications><application name=\"database\" kind=\"database\" path=\"{}\"/></applications>", module.display()),
-            100,
-            &format!(
-                "{trusted}\n[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npg_bin_dir = {:?}\n",
-                server.url("db01"),
-                server.bin.display().to_string()
-            ),
-        )
-        .await;
-        let shop = d.join("web-01/apps/ecommerce");
-        std::fs::create_dir_all(&shop).unwrap();
-        std::fs::write(shop.join("version.txt"), "1.0.0\n").unwrap();
-        let _web = Agent::launch_with(
-            d,
-            "acme",
-            "web-01",
-            &controller.grpc_url,
-            &format!("<applications><application name=\"ecommerce\" kind=\"web\" path=\"{}\"/></applications>", shop.display()),
-            100,
-            &trusted,
-        )
-        .await;
-        let (ok, text) = controller_cli(&[
-            "release",
-            "publish",
-            "--server",
-            &controller.http_url,
-            "--ca",
-            &flotilla_tests::ca_file(),
-            "--token",
-            &controller.token_for("pipeline", "publisher").await,
-            "--version",
-            "2026.12",
-            s(&database),
-            s(&ecommerce),
-        ])
-        .await;
-        assert!(ok, "{text}");
+        let _db = release
+            .database_server(&controller, &server, "acme", "db-01", "db01")
+            .await;
+        let _web = release.shop_server(&controller, "acme", "web-01").await;
+        release.publish(&controller).await;
         for (server_id, m) in [("db-01", "database"), ("web-01", "ecommerce")] {
             controller
                 .wait_for_server(server_id, "2.0.0 pending", |s| {
@@ -1371,6 +1419,212 @@ mod agent {
                 .any(|l| l["action"] == "database_review"),
             "{done}"
         );
+    }
+
+    /// Two sites; acme's shop fails after its database was upgraded. The
+    /// site rollback puts every file back but leaves the database as it is,
+    /// with what the application writes, until an operator decides; bravo
+    /// updates untouched. The operator reads on the dashboard what a
+    /// restore would discard, and restores: the writes are gone, and the
+    /// rollout log and the audit trail say what was discarded, and who
+    /// decided.
+    #[tokio::test]
+    async fn a_site_rollback_keeps_the_database_and_its_writes_until_an_operator_decides() {
+        use flotilla_tests::sites::{hook, post, site, steps, wait_for_rollout};
+        let server = Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let controller = flotilla_tests::Controller::start(d).await;
+        let release = ShopRelease::build(d, &server).await;
+        server.create_database("db01");
+        server.psql("db01", STANDARD_PG);
+        let _db = release
+            .database_server(&controller, &server, "acme", "db-01", "db01")
+            .await;
+        let web = release.shop_server(&controller, "acme", "web-01").await;
+        hook(
+            &web,
+            "POSTINSTALL",
+            "ecommerce",
+            "echo 'the shop cannot reach its payment provider' >&2; exit 1",
+        );
+        let _bravo = release.shop_server(&controller, "bravo", "web-02").await;
+        release.publish(&controller).await;
+        for (server_id, m) in [
+            ("db-01", "database"),
+            ("web-01", "ecommerce"),
+            ("web-02", "ecommerce"),
+        ] {
+            controller
+                .wait_for_server(server_id, "2.0.0 pending", |s| {
+                    flotilla_tests::module(s, m)["pending_version"] == "2.0.0"
+                })
+                .await;
+        }
+
+        let (status, created) = post(
+            &controller,
+            "/api/v1/rollouts",
+            &json!({"release": "2026.12", "strategy": {"failure": {"retries": 0, "max_failed_sites": 1}}}),
+            "alice",
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_i64().unwrap();
+        let waiting = wait_for_rollout(
+            &controller,
+            id,
+            "acme waiting for a database decision",
+            |r| {
+                site(r, "acme")["state"] == "database_decision"
+                    && site(r, "bravo")["state"] == "succeeded"
+            },
+        )
+        .await;
+        let acme = site(&waiting, "acme");
+        assert!(
+            acme["message"]
+                .as_str()
+                .unwrap()
+                .contains("database on db-01 (at 2.0.0, upgraded from 1.0.0)"),
+            "{acme}"
+        );
+        let database = steps(&waiting, "acme")
+            .into_iter()
+            .find(|s| s["module"] == "database")
+            .unwrap();
+        assert_eq!(database["state"], "database_decision", "{database}");
+        for (server_id, m) in [("db-01", "database"), ("web-01", "ecommerce")] {
+            controller
+                .wait_for_server(server_id, "files back at 1.0.0", |s| {
+                    flotilla_tests::module(s, m)["installed_version"] == "1.0.0"
+                })
+                .await;
+        }
+        // The database stayed upgraded; the application goes on writing.
+        assert_eq!(
+            server.psql("db01", "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'loyalty_points'"),
+            "1"
+        );
+        server.psql(
+            "db01",
+            "INSERT INTO orders (customer_id, total) VALUES (1, 10), (1, 20), (1, 30)",
+        );
+        assert_eq!(server.psql("db01", "SELECT count(*) FROM orders"), "4");
+
+        // What a restore would discard, over REST: the three orders.
+        let discard_url = format!(
+            "{}/api/v1/servers/db-01/modules/database/database/discard?version=1.0.0",
+            controller.http_url
+        );
+        let discard = wait_until("the three orders counted", async || {
+            let response = flotilla_tests::http()
+                .get(&discard_url)
+                .send()
+                .await
+                .unwrap();
+            let body: Value = response.json().await.unwrap();
+            let orders = body["tables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["table"] == "public.orders")
+                .cloned();
+            match orders {
+                Some(t) if t["inserted"] == 3 => Ok(body),
+                _ => Err(body.to_string()),
+            }
+        })
+        .await;
+        assert!(discard["taken_at"].is_string(), "{discard}");
+
+        // Nothing is restored while nobody decides.
+        let (_, still) = controller.get(&format!("/api/v1/rollouts/{id}")).await;
+        assert_eq!(site(&still, "acme")["state"], "database_decision");
+        assert_eq!(server.psql("db01", "SELECT count(*) FROM orders"), "4");
+
+        // The operator reads it on the dashboard, and restores.
+        let browser = flotilla_tests::browser::Browser::start().await;
+        browser.sign_in(&controller).await;
+        browser
+            .goto(&format!("{}/rollouts#{id}", controller.http_url))
+            .await;
+        let shown = browser
+            .text_of(
+                "what a restore discards, on the dashboard",
+                "li.database-decision[data-server='db-01'] tr[data-table='public.orders']",
+            )
+            .await;
+        assert!(
+            shown.contains("public.orders") && shown.contains('3'),
+            "{shown}"
+        );
+        browser
+            .eval("window.confirm = () => true; document.querySelector('button[data-database=\"restore\"][data-site=\"acme\"]').click(); return null")
+            .await;
+        let done = wait_for_rollout(&controller, id, "acme rolled back", |r| {
+            site(r, "acme")["state"] == "rolled_back" && r["finished_at"].is_string()
+        })
+        .await;
+        browser.quit().await;
+        assert_eq!(done["state"], "failed", "1 of 2 sites did not update");
+        assert_eq!(
+            server.psql("db01", "SELECT count(*) FROM orders"),
+            "1",
+            "the restore discarded the three orders"
+        );
+        assert_eq!(
+            server.psql("db01", "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'loyalty_points'"),
+            "0",
+            "back to the standard 1.0.0 schema"
+        );
+        let database = steps(&done, "acme")
+            .into_iter()
+            .find(|s| s["module"] == "database")
+            .unwrap();
+        assert_eq!(database["database_decided_by"], "admin", "{database}");
+        let log = done["log"].as_array().unwrap();
+        let line = |action: &str| {
+            log.iter()
+                .find(|l| l["action"] == action)
+                .unwrap_or_else(|| panic!("no {action} in {log:?}"))
+        };
+        assert_eq!(line("database_decision")["actor"], "flotilla");
+        assert_eq!(line("database_restore")["actor"], "admin");
+        let restored = line("database_restored")["detail"].as_str().unwrap();
+        assert!(
+            restored.contains("database on db-01")
+                && restored.contains("public.orders 3 inserted, 0 updated, 0 deleted"),
+            "{restored}"
+        );
+        // The audit trail: the decision, and the restore with its discard.
+        let (_, audit) = controller.get("/api/v1/audit?action=database").await;
+        let entries = audit.as_array().unwrap();
+        let restore = entries
+            .iter()
+            .find(|e| e["action"] == format!("database restore (rollout {id})"))
+            .unwrap_or_else(|| panic!("{audit}"));
+        assert_eq!(restore["actor"], "admin");
+        assert_eq!(restore["outcome"], 200);
+        assert!(
+            restore["detail"]
+                .as_str()
+                .unwrap()
+                .contains("public.orders 3 inserted"),
+            "{restore}"
+        );
+        assert!(
+            entries.iter().any(|e| e["action"]
+                == "POST /api/v1/rollouts/{id}/sites/{site}/database"
+                && e["actor"] == "admin"),
+            "{audit}"
+        );
+        // bravo was never touched by acme's rollback.
+        controller
+            .wait_for_server("web-02", "2.0.0 installed", |s| {
+                flotilla_tests::module(s, "ecommerce")["installed_version"] == "2.0.0"
+            })
+            .await;
     }
 
     #[tokio::test]

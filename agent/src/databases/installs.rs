@@ -437,11 +437,24 @@ fn kept_backup(agent: &Agent, module: &str, version: &str) -> Result<Option<Appl
 /// What restoring the database backup of `module` at `version` would
 /// throw away: the time since it was taken and, on PostgreSQL, the rows
 /// inserted, updated and deleted since, table by table.
-pub async fn discard(agent: &Agent, module: &str, version: &str) -> Result<Discard, String> {
-    let applied = kept_backup(agent, module, version)?
-        .ok_or_else(|| format!("no database backup of {module} {version} is kept"))?;
-    let db = connect(agent, module).await?;
-    let now = db.write_counts().await.map_err(|e| e.to_string())?;
+/// No backup kept is "not found"; a database that cannot be read is a
+/// failure (never taken for "nothing to restore").
+pub async fn discard(
+    agent: &Agent,
+    module: &str,
+    version: &str,
+) -> Result<Discard, super::ReviewError> {
+    use super::ReviewError;
+    let applied = kept_backup(agent, module, version)
+        .map_err(ReviewError::Failed)?
+        .ok_or_else(|| {
+            ReviewError::NotFound(format!("no database backup of {module} {version} is kept"))
+        })?;
+    let db = connect(agent, module).await.map_err(ReviewError::Failed)?;
+    let now = db
+        .write_counts()
+        .await
+        .map_err(|e| ReviewError::Failed(e.to_string()))?;
     db.close().await;
     Ok(Discard::between(
         applied.backup.display().to_string(),
@@ -481,9 +494,7 @@ pub async fn restore_alone(
         .ok_or_else(|| {
             ReviewError::NotFound(format!("no database backup of {module} {version} is kept"))
         })?;
-    let discarded = discard(agent, module, version)
-        .await
-        .map_err(ReviewError::Failed)?;
+    let discarded = discard(agent, module, version).await?;
     restore(agent, module, &applied)
         .await
         .map_err(ReviewError::Failed)?;

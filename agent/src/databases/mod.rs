@@ -290,8 +290,7 @@ pub async fn answer(agent: &Arc<Agent>, command: AgentCommand) -> DatabaseAnswer
             .map(|review| DatabaseAnswer::Review(Box::new(review))),
         AgentCommand::DatabaseDiscard { module, version } => discard(agent, &module, &version)
             .await
-            .map(DatabaseAnswer::Discard)
-            .map_err(ReviewError::NotFound),
+            .map(DatabaseAnswer::Discard),
         AgentCommand::DatabaseRestore {
             module,
             version,

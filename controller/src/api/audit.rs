@@ -26,8 +26,12 @@ pub struct AuditEntry {
     pub target: String,
     /// The HTTP status answered.
     pub outcome: i64,
-    /// The caller's address.
+    /// The caller's address (`rollout engine` for what a rollout did as
+    /// someone decided).
     pub source: String,
+    /// What the action did beyond its target: what a database restore
+    /// discarded.
+    pub detail: Option<String>,
 }
 
 impl From<AuditRecord> for AuditEntry {
@@ -40,6 +44,7 @@ impl From<AuditRecord> for AuditEntry {
             target: r.target,
             outcome: r.outcome,
             source: r.source,
+            detail: r.detail,
         }
     }
 }

@@ -330,6 +330,7 @@ pub struct TableWrites {
         (status = BAD_REQUEST, description = "No version given", body = ErrorBody),
         (status = NOT_FOUND, description = "No backup of that version is kept, or no database configured", body = ErrorBody),
         (status = CONFLICT, description = "The server is offline", body = ErrorBody),
+        (status = BAD_GATEWAY, description = "The agent cannot read the database", body = ErrorBody),
         (status = GATEWAY_TIMEOUT, description = "The agent did not answer", body = ErrorBody),
     ))]
 pub async fn database_discard(
@@ -380,14 +381,20 @@ pub async fn restore_database(
     Path((id, module)): Path<(String, String)>,
     axum::Extension(caller): axum::Extension<Caller>,
     body: Result<Json<DatabaseRestoreOrder>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<DatabaseDiscard>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let Json(order) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let order = Order::DatabaseRestore {
         version: order.version,
         by: caller.name,
     };
     match state.fleet.ask_database(&id, &module, order).await? {
-        DatabaseAnswer::Restored(d) => Ok(Json(d.into())),
+        DatabaseAnswer::Restored(d) => {
+            let detail = super::gate::AuditDetail(format!("restored; discarded {}", d.summary()));
+            let mut response = Json(DatabaseDiscard::from(d)).into_response();
+            response.extensions_mut().insert(detail);
+            Ok(response)
+        }
         DatabaseAnswer::Refused {
             status, message, ..
         } => Err(refused(status, message)),

@@ -63,6 +63,10 @@ pub async fn gate(
             target,
             outcome: i64::from(response.status().as_u16()),
             source,
+            detail: response
+                .extensions()
+                .get::<AuditDetail>()
+                .map(|d| d.0.clone()),
         };
         if let Err(e) = state.fleet.db.audit(&entry).await {
             tracing::error!("cannot append to the audit trail: {e}");
@@ -124,6 +128,11 @@ async fn read_whole(request: Request, path: &str) -> Result<Request, Response> {
         )),
     }
 }
+
+/// What a response says the action did, for the audit trail (what a
+/// database restore discarded).
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub String);
 
 /// Who a response says acted, when the gate could not know (signing in).
 #[derive(Debug, Clone)]

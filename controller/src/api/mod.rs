@@ -131,6 +131,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(rollouts::retry))
         .routes(routes!(rollouts::exclude))
         .routes(routes!(rollouts::rollback_site))
+        .routes(routes!(rollouts::decide_database))
         .routes(routes!(rollouts::put_schedule, rollouts::get_schedule))
         .routes(routes!(
             operators::sign_in,
@@ -195,7 +196,8 @@ pub struct ErrorBody {
 }
 
 /// An order an agent could not carry out: offline or refused is a
-/// conflict with the fleet's state, no answer a timeout.
+/// conflict with the fleet's state, no answer a timeout, nothing to act on
+/// not found.
 impl From<OrderError> for ApiError {
     fn from(e: OrderError) -> Self {
         match e {
@@ -203,6 +205,7 @@ impl From<OrderError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             OrderError::NoAnswer(_) => ApiError::Timeout(e.to_string()),
+            OrderError::NotFound { .. } => ApiError::NotFound(e.to_string()),
         }
     }
 }

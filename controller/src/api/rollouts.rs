@@ -280,6 +280,9 @@ pub struct RolloutStep {
     pub install: Option<StepInstall>,
     /// The package's download on the server, while it is not there yet.
     pub download: Option<String>,
+    /// Who decided to restore its database after a site rollback
+    /// (`flotilla` when the strategy said so).
+    pub database_decided_by: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -455,6 +458,7 @@ fn step_detail(
         message: step.message.clone(),
         started_at: step.started_at,
         finished_at: step.finished_at,
+        database_decided_by: step.database_decided_by.clone(),
         install: install.map(|i| StepInstall {
             install_id: i.install_id.clone(),
             state: i.state,
@@ -548,6 +552,43 @@ pub async fn rollback_site(
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
     act(&state, id, Action::RollbackSite(site), &caller).await
+}
+
+/// What to do with the databases of a site whose rollback left them at the
+/// new version.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseDecision {
+    pub choice: DatabaseChoice,
+}
+
+/// `restore`: each database goes back to the backup taken before its
+/// upgrade, and what was written since is lost (the rollout log and the
+/// audit trail say what). `keep`: each stays at the new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseChoice {
+    Restore,
+    Keep,
+}
+
+/// Decide for a rolled-back site's databases, which its rollback left at
+/// the new version. Read first what a restore would discard: `GET
+/// /api/v1/servers/{id}/modules/{module}/database/discard?version=` with
+/// the step's `from_version`.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/sites/{site}/database", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout"), ("site" = String, Path, description = "The site")),
+    request_body = DatabaseDecision,
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "The site is not waiting for a database decision", body = ErrorBody)))]
+pub async fn decide_database(
+    State(state): State<ApiState>,
+    Path((id, site)): Path<(i64, String)>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Json<DatabaseDecision>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    let Json(decision) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let restore = decision.choice == DatabaseChoice::Restore;
+    act(&state, id, Action::Database { site, restore }, &caller).await
 }
 
 /// Set a site's maintenance windows, in its own time zone.

@@ -16,6 +16,9 @@ pub struct AuditRecord {
     pub target: String,
     pub outcome: i64,
     pub source: String,
+    /// What the action did beyond its target: what a database restore
+    /// discarded.
+    pub detail: Option<String>,
 }
 
 /// What to read of the trail; every part optional.
@@ -34,7 +37,7 @@ impl Database {
     /// Appends an entry.
     pub async fn audit(&self, entry: &AuditRecord) -> sqlx::Result<()> {
         sqlx::query(
-            "INSERT INTO audit (at, actor, action, target, outcome, source) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (at, actor, action, target, outcome, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(entry.at)
         .bind(&entry.actor)
@@ -42,6 +45,7 @@ impl Database {
         .bind(&entry.target)
         .bind(entry.outcome)
         .bind(&entry.source)
+        .bind(&entry.detail)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -50,7 +54,7 @@ impl Database {
     /// The entries that pass `filter`, newest first.
     pub async fn audit_trail(&self, filter: &AuditFilter) -> sqlx::Result<Vec<AuditRecord>> {
         sqlx::query_as(
-            "SELECT seq, at, actor, action, target, outcome, source FROM audit \
+            "SELECT seq, at, actor, action, target, outcome, source, detail FROM audit \
              WHERE (?1 IS NULL OR actor = ?1) \
                AND (?2 IS NULL OR instr(lower(action), lower(?2)) > 0) \
                AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at <= ?4) \

@@ -63,6 +63,9 @@ pub struct RolloutStepRecord {
     pub message: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Who decided to restore its database (an operator, or `flotilla`
+    /// for a strategy that said so in advance).
+    pub database_decided_by: Option<String>,
 }
 
 /// A line of a rollout's audit log.
@@ -310,8 +313,8 @@ impl Database {
         for s in &changes.steps {
             sqlx::query(
                 "UPDATE rollout_steps SET state = ?, attempts = ?, next_attempt_at = ?, command_id = ?, \
-                 rollback_command_id = ?, ordered_at = ?, message = ?, started_at = ?, finished_at = ? \
-                 WHERE rollout_id = ? AND server_id = ? AND module = ?",
+                 rollback_command_id = ?, ordered_at = ?, message = ?, started_at = ?, finished_at = ?, \
+                 database_decided_by = ? WHERE rollout_id = ? AND server_id = ? AND module = ?",
             )
             .bind(s.state)
             .bind(s.attempts)
@@ -322,6 +325,7 @@ impl Database {
             .bind(&s.message)
             .bind(s.started_at)
             .bind(s.finished_at)
+            .bind(&s.database_decided_by)
             .bind(id)
             .bind(&s.server_id)
             .bind(&s.module)

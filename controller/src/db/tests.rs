@@ -290,6 +290,7 @@ async fn the_audit_trail_is_append_only() {
         target: "/api/v1/tokens".to_owned(),
         outcome: 201,
         source: "127.0.0.1:5000".to_owned(),
+        detail: None,
     };
     db.audit(&entry).await.unwrap();
     for change in [

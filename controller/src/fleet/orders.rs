@@ -107,6 +107,9 @@ pub enum OrderError {
     Refused { server: String, message: String },
     #[error("server {0} did not answer in time")]
     NoAnswer(String),
+    /// What the order needs is not there (no backup of that version kept).
+    #[error("server {server}: {message}")]
+    NotFound { server: String, message: String },
 }
 
 /// A command waiting for its outcome.

@@ -17,14 +17,15 @@ use std::time::Duration as StdDuration;
 
 use chrono::Utc;
 use flotilla_proto::domain::ServerId;
+use flotilla_proto::link::DatabaseAnswer;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::decide::{self, Answer, Context, Job, Notice};
+use super::decide::{self, Answer, Context, Job, Notice, Ordered};
 use super::strategy::{Schedule, Strategy};
-use crate::db::{RolloutChanges, RolloutRows};
-use crate::fleet::{Fleet, FleetEvent, Order};
+use crate::db::{AuditRecord, RolloutChanges, RolloutRows};
+use crate::fleet::{Fleet, FleetEvent, Order, OrderError};
 
 pub use super::decide::{Action, ENGINE};
 
@@ -397,16 +398,22 @@ impl Engine {
         let fleet = self.fleet.clone();
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
-            let rollback = matches!(job.order, Order::Rollback { .. });
-            let result = fleet
-                .order_as(&job.server, &job.module, job.order, job.command_id.clone())
-                .await
-                .map(|(_, message)| message);
+            let kind = Ordered::of(&job.order);
+            let result = match job.order {
+                order @ (Order::DatabaseDiscard { .. } | Order::DatabaseRestore { .. }) => fleet
+                    .ask_database(&job.server, &job.module, order)
+                    .await
+                    .and_then(|answer| database_answer(&job.server, answer)),
+                order => fleet
+                    .order_as(&job.server, &job.module, order, job.command_id.clone())
+                    .await
+                    .map(|(_, message)| message),
+            };
             let answer = Answer {
                 server: job.server,
                 module: job.module,
                 command_id: job.command_id,
-                rollback,
+                kind,
                 result,
             };
             let _ = inbox.send(Request::Ordered { rollout, answer }).await;
@@ -449,10 +456,49 @@ impl Engine {
         };
         let strategy = strategy_of(&rows).unwrap_or_default();
         let now = Utc::now();
-        match decide::ordered(&rows, &strategy, now, answer) {
-            Some(changes) => self.save(id, now, &changes).await,
-            None => Ok(()),
+        let Some(changes) = decide::ordered(&rows, &strategy, now, answer) else {
+            return Ok(());
+        };
+        self.save(id, now, &changes).await?;
+        if answer.kind == Ordered::DatabaseRestore {
+            self.audit_restore(id, &rows, answer, now).await?;
         }
+        Ok(())
+    }
+
+    /// A database restore a rollout ordered goes to the audit trail under
+    /// the name of whoever decided it, with what it discarded.
+    async fn audit_restore(
+        &self,
+        id: i64,
+        rows: &RolloutRows,
+        answer: &Answer,
+        now: chrono::DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        let decided_by = rows
+            .2
+            .iter()
+            .find(|s| s.server_id == answer.server && s.module == answer.module)
+            .and_then(|s| s.database_decided_by.clone())
+            .unwrap_or_else(|| decide::ENGINE.to_owned());
+        let (outcome, detail) = match &answer.result {
+            Ok(discarded) => (200, format!("restored; discarded {discarded}")),
+            Err(e) => (502, format!("not restored: {e}")),
+        };
+        let entry = AuditRecord {
+            seq: 0,
+            at: now,
+            actor: decided_by,
+            action: format!("database restore (rollout {id})"),
+            target: format!(
+                "/api/v1/servers/{}/modules/{}/database",
+                answer.server, answer.module
+            ),
+            outcome,
+            source: "rollout engine".into(),
+            detail: Some(detail),
+        };
+        self.fleet.db.audit(&entry).await
     }
 
     async fn noticed(&mut self, id: i64, site: &str, result: &str) -> sqlx::Result<()> {
@@ -482,6 +528,25 @@ impl Engine {
             tracing::error!("rollout engine: {e}");
         }
         Ok(())
+    }
+}
+
+/// A database command's answer, as an order's result: what a restore would
+/// discard (or did), or why not.
+fn database_answer(server: &str, answer: DatabaseAnswer) -> Result<String, OrderError> {
+    let server = server.to_owned();
+    match answer {
+        DatabaseAnswer::Discard(d) | DatabaseAnswer::Restored(d) => Ok(d.summary()),
+        DatabaseAnswer::Refused {
+            status: 404,
+            message,
+            ..
+        } => Err(OrderError::NotFound { server, message }),
+        DatabaseAnswer::Refused { message, .. } => Err(OrderError::Refused { server, message }),
+        other => Err(OrderError::Refused {
+            server,
+            message: format!("unexpected answer: {other:?}"),
+        }),
     }
 }
 

@@ -189,6 +189,7 @@ impl Plan {
                     }),
                     started_at: None,
                     finished_at: None,
+                    database_decided_by: None,
                 }
             })
             .collect();

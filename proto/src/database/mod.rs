@@ -187,6 +187,39 @@ impl Discard {
         }
         discard
     }
+
+    /// What a restore would discard (or did), in one line for a log: when
+    /// the backup was taken and, where the engine counts, the rows written
+    /// since, table by table.
+    pub fn summary(&self) -> String {
+        let since = self
+            .taken_at
+            .map(|t| format!("since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_else(|| "since the backup".to_owned());
+        let writes = if !self.counted {
+            format!("everything written {since} (the engine does not count writes)")
+        } else if self.tables.is_empty() {
+            format!("no row written {since}")
+        } else {
+            let tables: Vec<String> = self
+                .tables
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {} inserted, {} updated, {} deleted",
+                        t.table, t.inserted, t.updated, t.deleted
+                    )
+                })
+                .collect();
+            format!("rows written {since}: {}", tables.join("; "))
+        };
+        let floor = if self.counters_reset {
+            " (the statistics were reset since: at least these)"
+        } else {
+            ""
+        };
+        format!("{writes}{floor}; backup {}", self.backup)
+    }
 }
 
 /// An upgrade script.
@@ -581,6 +614,11 @@ mod tests {
         let discard = Discard::between("b.dump".into(), None, Some(&then), Some(&now));
         assert!(discard.counted && !discard.counters_reset);
         assert_eq!(
+            discard.summary(),
+            "rows written since the backup: public.loyalty 4 inserted, 0 updated, 0 deleted; \
+             public.orders 2 inserted, 4 updated, 0 deleted; backup b.dump"
+        );
+        assert_eq!(
             discard.tables,
             [
                 TableWrites {
@@ -602,7 +640,17 @@ mod tests {
         let discard = Discard::between("b.dump".into(), None, Some(&then), Some(&reset));
         assert!(discard.counters_reset);
         assert!(discard.tables.is_empty());
+        assert_eq!(
+            discard.summary(),
+            "no row written since the backup (the statistics were reset since: at least these); backup b.dump"
+        );
         // SQLite keeps no counts.
-        assert!(!Discard::between("b.db".into(), None, None, None).counted);
+        let taken = "2026-12-01T10:00:00Z".parse().ok();
+        let sqlite = Discard::between("b.db".into(), taken, None, None);
+        assert!(!sqlite.counted);
+        assert_eq!(
+            sqlite.summary(),
+            "everything written since 2026-12-01 10:00:00 UTC (the engine does not count writes); backup b.db"
+        );
     }
 }

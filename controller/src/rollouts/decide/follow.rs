@@ -31,7 +31,8 @@ impl Pass<'_> {
                     self.install_running(i, rollback, &install)
                 }
                 Some(install) if install.state == InstallState::Succeeded => {
-                    install_succeeded(&mut self.steps[i], rollback, &install, self.ctx.now)
+                    install_succeeded(&mut self.steps[i], rollback, &install, self.ctx.now);
+                    self.files_back(i);
                 }
                 Some(install) if rollback => self.restore_failed(i, &install),
                 Some(install) => self.install_failed(i, &install),
@@ -93,6 +94,7 @@ impl Pass<'_> {
                 step.from_version.as_deref().unwrap_or("the version it had"),
                 step.server_id
             ));
+            self.files_back(i);
             return;
         }
         step.state = StepState::RollbackFailed;
@@ -168,6 +170,7 @@ impl Pass<'_> {
                 "{module} is at {} on {server}",
                 installed.unwrap_or_default()
             ));
+            self.files_back(i);
         } else if rollback {
             step.rollback_command_id = None;
             step.message = Some("the restore order was lost; ordering it again".into());

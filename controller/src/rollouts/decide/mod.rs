@@ -21,6 +21,7 @@ use crate::db::{
 use crate::fleet::Order;
 use crate::states::{InstallState, StepState};
 
+mod databases;
 mod follow;
 mod operator;
 mod sites;
@@ -28,7 +29,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-pub use operator::{Action, Answer, act, noticed, ordered};
+pub use operator::{Action, Answer, Ordered, act, noticed, ordered};
 
 /// The actor the engine records its own transitions under.
 pub const ENGINE: &str = "flotilla";
@@ -88,7 +89,10 @@ pub struct Decisions {
 /// An install or restore is ordered or running on the step's server.
 fn active_step(step: &RolloutStepRecord) -> bool {
     step.state.is_installing()
-        || (step.state == StepState::RollingBack && step.rollback_command_id.is_some())
+        || (matches!(
+            step.state,
+            StepState::RollingBack | StepState::RestoringDatabase
+        ) && step.rollback_command_id.is_some())
 }
 
 /// Whether an install a rollout ordered is still running.
@@ -265,6 +269,15 @@ impl Pass<'_> {
             .get(server)
             .and_then(|s| s.modules.iter().find(|m| m.name == module))
             .and_then(|m| m.installed_version.clone())
+    }
+
+    /// Whether the server reports the module as a database module.
+    fn is_database(&self, server: &str, module: &str) -> bool {
+        self.ctx
+            .servers
+            .get(server)
+            .and_then(|s| s.modules.iter().find(|m| m.name == module))
+            .is_some_and(|m| m.kind == flotilla_proto::domain::ModuleKind::Database.as_str())
     }
 
     fn online(&self, server: &str) -> bool {

@@ -13,7 +13,7 @@ use crate::db::{
     CommandInstall, RolloutChanges, RolloutRecord, RolloutRows, RolloutSiteRecord,
     RolloutStepRecord,
 };
-use crate::fleet::OrderError;
+use crate::fleet::{Order, OrderError};
 use crate::rollouts::strategy::Strategy;
 use crate::states::{Allowed, RolloutState, SiteState, StepState};
 
@@ -31,6 +31,12 @@ pub enum Action {
     Exclude(String),
     /// Roll a failed or cancelled site back to the versions it had.
     RollbackSite(String),
+    /// A rolled-back site's upgraded databases: restore their backups
+    /// (`true`) or keep them at the new version.
+    Database {
+        site: String,
+        restore: bool,
+    },
 }
 
 impl Action {
@@ -42,6 +48,8 @@ impl Action {
             Action::Retry => "retried",
             Action::Exclude(_) => "excluded a server",
             Action::RollbackSite(_) => "rolled a site back",
+            Action::Database { restore: true, .. } => "database_restore",
+            Action::Database { restore: false, .. } => "database_kept",
         }
     }
 }
@@ -72,6 +80,9 @@ pub fn act(
             exclude(&rollout, &mut steps, server, online, actor)?
         }
         Action::RollbackSite(site) => roll_back(&mut rollout, &mut sites, &mut steps, site, actor)?,
+        Action::Database { site, restore } => {
+            super::databases::decide(ctx.now, &mut sites, &mut steps, site, *restore, actor)?
+        }
     };
     let log = vec![(actor.to_owned(), action.name().to_owned(), detail)];
     Ok(changes(rows, rollout, sites, steps, log))
@@ -287,7 +298,12 @@ pub fn ordered(
         .clone();
     let mut log = Vec::new();
     let (server, module) = (&answer.server, &answer.module);
-    if answer.rollback {
+    if matches!(
+        answer.kind,
+        Ordered::DatabaseDiscard | Ordered::DatabaseRestore
+    ) {
+        super::databases::answered(&mut step, now, answer, &mut log)?;
+    } else if answer.kind == Ordered::Restore {
         if step.rollback_command_id.as_deref() != Some(answer.command_id.as_str()) {
             return None;
         }
@@ -359,9 +375,33 @@ pub struct Answer {
     pub server: String,
     pub module: String,
     pub command_id: String,
-    /// A restore, not an install.
-    pub rollback: bool,
+    pub kind: Ordered,
     pub result: Result<String, OrderError>,
+}
+
+/// What an order the engine sent was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordered {
+    Install,
+    /// A restore of the module's files.
+    Restore,
+    /// What restoring a database backup would discard.
+    DatabaseDiscard,
+    DatabaseRestore,
+}
+
+impl Ordered {
+    pub fn of(order: &Order) -> Ordered {
+        match order {
+            Order::Rollback { .. } => Ordered::Restore,
+            Order::DatabaseDiscard { .. } => Ordered::DatabaseDiscard,
+            Order::DatabaseRestore { .. } => Ordered::DatabaseRestore,
+            // A rollout orders nothing else.
+            Order::Install { .. } | Order::DatabaseReview | Order::DatabaseScript { .. } => {
+                Ordered::Install
+            }
+        }
+    }
 }
 
 /// What became of a site's users' notice.

@@ -24,7 +24,7 @@ impl Pass<'_> {
             }
             SiteState::Scheduled if running => self.schedule(i),
             SiteState::Running => self.run_site(i),
-            SiteState::RollingBack => self.roll_back_site(i),
+            SiteState::RollingBack | SiteState::DatabaseDecision => self.roll_back_site(i),
             SiteState::Waiting
             | SiteState::Scheduled
             | SiteState::Succeeded

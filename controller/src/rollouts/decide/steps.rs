@@ -166,7 +166,7 @@ impl Pass<'_> {
         // agent is busy until then, and what to undo depends on how it ends.
         let running: Vec<String> = self
             .site_steps(&site)
-            .filter(|s| s.state != StepState::RollingBack && self.busy(s))
+            .filter(|s| !s.state.is_restoring() && self.busy(s))
             .map(|s| format!("{} on {}", s.module, s.server_id))
             .collect();
         if !running.is_empty() {
@@ -200,8 +200,11 @@ impl Pass<'_> {
             })
             .collect();
         if rolling.is_empty() {
-            if !self.site_steps(&site).any(|s| self.busy(s)) {
-                self.rolled_back(i);
+            if !self
+                .site_steps(&site)
+                .any(|s| s.state != StepState::RestoringDatabase && self.busy(s))
+            {
+                self.settle_databases(i);
             }
             return;
         }
@@ -268,7 +271,7 @@ impl Pass<'_> {
     }
 
     /// Nothing is left to restore: the site is back, or an operator is needed.
-    fn rolled_back(&mut self, i: usize) {
+    pub(super) fn rolled_back(&mut self, i: usize) {
         let site = self.sites[i].site.clone();
         let failed = self.describe(&site, StepState::RollbackFailed);
         let record = &mut self.sites[i];
@@ -310,11 +313,12 @@ impl Pass<'_> {
             server: step.server_id.clone(),
             module: step.module.clone(),
             command_id: id,
-            // Today a site rollback restores a database with its files;
-            // issue 14 makes it wait for an operator's choice.
+            // A database stays as it is: what the application wrote since
+            // the upgrade is not thrown away without a decision
+            // ([`Pass::settle_databases`]).
             order: Order::Rollback {
                 to: Some(to),
-                keep_database: false,
+                keep_database: true,
             },
         });
         true

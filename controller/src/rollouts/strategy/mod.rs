@@ -34,6 +34,11 @@ pub struct Strategy {
     /// in seconds, to decide whether it fits in a window.
     #[serde(default = "default_install_seconds")]
     pub default_install_seconds: u64,
+    /// What a site rollback does to a database its update upgraded: wait
+    /// for an operator to choose (`ask`, the default), or decide in
+    /// advance (`restore` its backup, `keep` it at the new version).
+    #[serde(default)]
+    pub database: DatabaseOnRollback,
 }
 
 impl Default for Strategy {
@@ -44,6 +49,7 @@ impl Default for Strategy {
             failure: FailurePolicy::default(),
             notice: None,
             default_install_seconds: default_install_seconds(),
+            database: DatabaseOnRollback::default(),
         }
     }
 }
@@ -165,6 +171,23 @@ pub enum SiteFailure {
     Rollback,
     /// Leave the site as it is and wait for an operator.
     Stop,
+}
+
+/// What a site rollback does to a database its update upgraded. Its files
+/// always go back; restoring the database's backup throws away what was
+/// written since the upgrade, so by default a person decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseOnRollback {
+    /// The site waits for an operator, who sees what a restore would
+    /// discard, then restores the backup or keeps the database.
+    #[default]
+    Ask,
+    /// Restore the backup taken before the upgrade (recorded with what it
+    /// discarded).
+    Restore,
+    /// Keep the database at the new version.
+    Keep,
 }
 
 /// The users' warning: a webhook `POST` before the site's maintenance.

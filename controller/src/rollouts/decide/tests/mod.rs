@@ -20,6 +20,7 @@ use serde_json::json;
 
 use super::*;
 
+mod databases;
 mod operators;
 mod sites;
 mod steps;
@@ -81,6 +82,11 @@ impl World {
         self
     }
 
+    fn with_strategy(mut self, strategy: serde_json::Value) -> World {
+        self.strategy = serde_json::from_value(strategy).unwrap();
+        self
+    }
+
     fn site(mut self, name: &str, wave: i64, state: SiteState) -> World {
         self.rows.1.push(RolloutSiteRecord {
             rollout_id: 7,
@@ -123,6 +129,7 @@ impl World {
             message: None,
             started_at: None,
             finished_at: None,
+            database_decided_by: None,
         });
         self
     }
@@ -167,7 +174,12 @@ impl World {
                         download_detail: None,
                         last_install: None,
                         name: (*name).into(),
-                        kind: "web".into(),
+                        kind: if *name == "database" {
+                            "database"
+                        } else {
+                            "web"
+                        }
+                        .into(),
                         install_path: format!("C:/Sites/{name}"),
                         installed_version: Some((*installed).into()),
                         state: "installed".into(),
@@ -285,6 +297,9 @@ fn render_changes(text: &mut String, changes: &RolloutChanges) {
         if s.finished_at.is_some() {
             text.push_str(", finished");
         }
+        if let Some(by) = &s.database_decided_by {
+            write!(text, ", database decided by {by}").unwrap();
+        }
         if let Some(message) = &s.message {
             write!(text, "\n  {message}").unwrap();
         }
@@ -313,6 +328,16 @@ fn render(decisions: &Decisions) -> String {
                 job.module,
                 to.as_deref().unwrap_or("previous"),
                 job.server
+            ),
+            Order::DatabaseDiscard { version } => writeln!(
+                text,
+                "order database discard {} {version} on {}",
+                job.module, job.server
+            ),
+            Order::DatabaseRestore { version, by } => writeln!(
+                text,
+                "order database restore {} {version} on {} by {by}",
+                job.module, job.server
             ),
             other => writeln!(text, "order {other:?}"),
         }
@@ -356,7 +381,7 @@ fn check_act(world: World, action: Action, expect: Expect) {
 fn check_answer(
     world: World,
     id: &str,
-    rollback: bool,
+    kind: Ordered,
     result: Result<&str, OrderError>,
     expect: Expect,
 ) {
@@ -365,7 +390,7 @@ fn check_answer(
         server: server.into(),
         module: module.into(),
         command_id: "c1".into(),
-        rollback,
+        kind,
         result: result.map(str::to_owned),
     };
     let text = match ordered(&world.rows, &world.strategy, now(), &answer) {

@@ -178,7 +178,7 @@ fn an_agents_answer_moves_its_step_and_a_stale_one_is_ignored() {
     check_answer(
         ordered_step(StepState::Starting),
         "acme-web/database",
-        false,
+        Ordered::Install,
         Ok("accepted"),
         expect![[r#"
             step acme-web/database: running, attempt 1
@@ -188,7 +188,7 @@ fn an_agents_answer_moves_its_step_and_a_stale_one_is_ignored() {
     check_answer(
         ordered_step(StepState::Starting),
         "acme-web/database",
-        false,
+        Ordered::Install,
         Err(OrderError::NoAnswer("acme-web".into())),
         expect![[r#"
             step acme-web/database: starting, attempt 1
@@ -198,7 +198,7 @@ fn an_agents_answer_moves_its_step_and_a_stale_one_is_ignored() {
     check_answer(
         ordered_step(StepState::Starting),
         "acme-web/database",
-        false,
+        Ordered::Install,
         Err(OrderError::Offline("acme-web".into())),
         expect![[r#"
             step acme-web/database: pending, attempt 1, next at +30s
@@ -211,7 +211,7 @@ fn an_agents_answer_moves_its_step_and_a_stale_one_is_ignored() {
     check_answer(
         ordered_step(StepState::Starting),
         "acme-web/database",
-        false,
+        Ordered::Install,
         Err(OrderError::Refused {
             server: "acme-web".into(),
             message: "the database of database is customized (2 differences from the standard 1.0.0: column added)".into(),
@@ -225,7 +225,7 @@ fn an_agents_answer_moves_its_step_and_a_stale_one_is_ignored() {
     check_answer(
         ordered_step(StepState::Running),
         "acme-web/database",
-        false,
+        Ordered::Install,
         Ok("accepted"),
         expect![[r#"
             ignored
@@ -239,7 +239,7 @@ fn an_agents_answer_moves_its_step_and_a_stale_one_is_ignored() {
     check_answer(
         restoring(),
         "acme-web/database",
-        true,
+        Ordered::Restore,
         Err(OrderError::Offline("acme-web".into())),
         expect![[r#"
             step acme-web/database: rolling_back, attempt 1, next at +10s
@@ -249,7 +249,7 @@ fn an_agents_answer_moves_its_step_and_a_stale_one_is_ignored() {
     check_answer(
         restoring(),
         "acme-web/database",
-        true,
+        Ordered::Restore,
         Err(OrderError::Refused {
             server: "acme-web".into(),
             message: "no backup of 1.0.0".into(),

@@ -355,14 +355,12 @@ fn a_site_is_rolled_back_when_its_restores_succeed_and_needs_an_operator_when_on
                 s.modules[0].installed_version = Some("1.0.0".into())
             }),
         expect![[r#"
-            rollout: failed, wave 1 open, finished
-              reason: 1 of 1 sites did not update
-            site acme: rolled_back, finished
-              every server is back at the versions it had
-            step acme-web/database: rolled_back, attempt 1, finished
-              restored in 55 s, 120 ms out of service
-            log flotilla site_rolled_back: site acme
-            log flotilla failed: 1 of 1 sites did not update
+            site acme: database_decision
+              the files are back; these databases stay at the new version until an operator restores their backups (what was written since is lost) or keeps them: database on acme-web (at 2.0.0, upgraded from 1.0.0)
+            step acme-web/database: database_decision, attempt 1
+              files back at 1.0.0; its database stays at 2.0.0 until its backup is restored or it is kept
+            log flotilla database_decision: site acme: waiting for an operator to restore or keep these databases: database on acme-web (at 2.0.0, upgraded from 1.0.0)
+            order database discard database 1.0.0 on acme-web
         "#]],
     );
     check(
@@ -388,14 +386,12 @@ fn a_site_is_rolled_back_when_its_restores_succeed_and_needs_an_operator_when_on
             "database 1.0.0 is already installed",
         ),
         expect![[r#"
-            rollout: failed, wave 1 open, finished
-              reason: 1 of 1 sites did not update
-            site acme: rolled_back, finished
-              every server is back at the versions it had
-            step acme-web/database: rolled_back, attempt 1, finished
-              database was already at 1.0.0 on acme-web
-            log flotilla site_rolled_back: site acme
-            log flotilla failed: 1 of 1 sites did not update
+            site acme: database_decision
+              the files are back; these databases stay at the new version until an operator restores their backups (what was written since is lost) or keeps them: database on acme-web (at 2.0.0, upgraded from 1.0.0)
+            step acme-web/database: database_decision, attempt 1
+              files back at 1.0.0; its database stays at 2.0.0 until its backup is restored or it is kept
+            log flotilla database_decision: site acme: waiting for an operator to restore or keep these databases: database on acme-web (at 2.0.0, upgraded from 1.0.0)
+            order database discard database 1.0.0 on acme-web
         "#]],
     );
     // Offline: the restore waits for the server.

@@ -819,11 +819,13 @@ mod agent {
         assert_eq!(status, 202, "{body}");
         let back = restored(&agent, "1.0.0").await;
         assert_eq!(back["result"]["ok"], true, "{back}");
+        // The install's record says what the restore discarded.
         let steps = flotilla_tests::event_texts(&back);
         assert!(
             steps
                 .iter()
-                .any(|s| s.starts_with("database restored to 1.0.0 from ")),
+                .any(|s| s.starts_with("database restored to 1.0.0 from ")
+                    && s.contains("public.customers 2 inserted")),
             "{steps:?}"
         );
         assert_eq!(
@@ -978,7 +980,70 @@ mod agent {
                 .unwrap()
                 .iter()
                 .any(|e| e["actor"] == "alice"
-                    && e["action"].as_str().unwrap().contains("database/restore")),
+                    && e["action"].as_str().unwrap().contains("database/restore")
+                    && e["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("public.customers 1 inserted"))),
+            "{audit}"
+        );
+
+        // Upgraded again, then restored with its files through the
+        // controller: the audit trail says what the restore would discard,
+        // and the install's record what it did.
+        let pending = agent.data.join("bin/updates/packages/database-2.0.0.zip");
+        std::fs::copy(&package, &pending).unwrap();
+        flotilla_tests::sign_beside(&pending);
+        let again = install(&agent).await;
+        assert_eq!(again["result"]["ok"], true, "{again}");
+        server.psql("kept", "INSERT INTO customers (name) VALUES ('Grace')");
+        wait_until("the write to be counted", async || {
+            let (_, discard) = controller
+                .get("/api/v1/servers/kept/modules/database/database/discard?version=1.0.0")
+                .await;
+            (discard["tables"].as_array().is_some_and(|t| !t.is_empty()))
+                .then_some(())
+                .ok_or(discard.to_string())
+        })
+        .await;
+        let response = flotilla_tests::http()
+            .post(format!(
+                "{}/api/v1/servers/kept/modules/database/rollback",
+                controller.http_url
+            ))
+            .bearer_auth(&alice)
+            .json(&json!({"to": "1.0.0"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        let back = restored(&agent, "1.0.0").await;
+        assert_eq!(back["result"]["ok"], true, "{back}");
+        let texts = flotilla_tests::event_texts(&back);
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("database restored to 1.0.0")
+                    && t.contains("public.customers 1 inserted")),
+            "{texts:?}"
+        );
+        assert_eq!(
+            server.psql(
+                "kept",
+                "SELECT count(*) FROM customers WHERE name = 'Grace'"
+            ),
+            "0"
+        );
+        let (_, audit) = controller.get("/api/v1/audit?action=rollback").await;
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["actor"] == "alice"
+                    && e["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("restores the database too, discarding")
+                            && d.contains("public.customers 1 inserted"))),
             "{audit}"
         );
     }

@@ -398,11 +398,17 @@ pub async fn before_restore(
         ));
         return Ok(());
     };
+    // What the restore throws away, read just before, for the record.
+    let discarded = match discard(agent, module, version).await {
+        Ok(d) => d.summary(),
+        Err(e) => format!("what was written since that backup (not counted: {e})"),
+    };
     restore(agent, module, &applied).await?;
     say(format!(
-        "database restored to {version} from {} (what was written since that backup is not kept)",
+        "database restored to {version} from {}, discarding {discarded}",
         applied.backup.display()
     ));
+    tracing::warn!(module, version, "database restored; discarded {discarded}");
     Ok(())
 }
 

@@ -231,27 +231,52 @@ pub async fn order_rollback(
     State(state): State<ApiState>,
     Path((id, module)): Path<(String, String)>,
     body: Option<Json<RollbackOrder>>,
-) -> Result<(StatusCode, Json<InstallOrdered>), ApiError> {
-    if state.fleet.db.server(&id).await?.is_none() {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let Some(server) = state.fleet.db.server(&id).await? else {
         return Err(ApiError::NotFound(format!(
             "no server with id \"{id}\" has ever connected"
         )));
-    }
+    };
     not_held(&state, &id)?;
     let order = body.map(|Json(order)| order).unwrap_or_default();
-    ordered(
-        state
-            .fleet
-            .order(
-                &id,
-                &module,
-                Order::Rollback {
-                    to: order.to,
-                    keep_database: order.database == DatabaseChoice::Keep,
-                },
-            )
-            .await,
-    )
+    let database = server.modules.iter().any(|m| {
+        m.name == module && m.kind == flotilla_proto::domain::ModuleKind::Database.as_str()
+    });
+    // For the audit trail: what restoring the database would discard, read
+    // just before (the install's record has what it did discard).
+    let discard = match (&order.to, order.database) {
+        (Some(to), DatabaseChoice::Restore) if database => {
+            let preview = Order::DatabaseDiscard {
+                version: to.clone(),
+            };
+            match state.fleet.ask_database(&id, &module, preview).await {
+                Ok(flotilla_proto::link::DatabaseAnswer::Discard(d)) => Some(d.summary()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let result = state
+        .fleet
+        .order(
+            &id,
+            &module,
+            Order::Rollback {
+                to: order.to,
+                keep_database: order.database == DatabaseChoice::Keep,
+            },
+        )
+        .await;
+    let mut response = ordered(result)?.into_response();
+    if let Some(discard) = discard {
+        response
+            .extensions_mut()
+            .insert(super::gate::AuditDetail(format!(
+                "restores the database too, discarding {discard}"
+            )));
+    }
+    Ok(response)
 }
 
 /// A server's installs, newest first.

@@ -198,12 +198,14 @@ const discards = new Map();
 
 function discardOf(step, server) {
   const key = `${server}/${step.module}/${step.from_version}`;
-  if (!discards.has(key)) {
-    discards.set(key, { loading: true });
+  const known = discards.get(key);
+  // Read again after a while: the application goes on writing.
+  if (!known || (!known.loading && Date.now() - known.at > 15000)) {
+    discards.set(key, { ...(known || {}), loading: !known, at: Date.now() });
     const url = `/api/v1/servers/${encodeURIComponent(server)}/modules/${encodeURIComponent(step.module)}/database/discard?version=${encodeURIComponent(step.from_version || "")}`;
     request("GET", url)
-      .then((d) => discards.set(key, { discard: d }))
-      .catch((e) => discards.set(key, { error: e.message }))
+      .then((d) => discards.set(key, { discard: d, at: Date.now() }))
+      .catch((e) => discards.set(key, { error: e.message, at: Date.now() }))
       .finally(() => { if (detail) renderDetail(detail); });
   }
   return discards.get(key);

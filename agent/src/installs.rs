@@ -538,7 +538,8 @@ async fn database_after(
         }
         Err(failure) => failure,
     };
-    if let Err(e) = crate::databases::restore(agent, module, &applied).await {
+    let undone = "the upgrade of the install that failed";
+    if let Err(e) = crate::databases::restore(agent, module, &applied, "flotilla", undone).await {
         let e = format!(
             "the database could not be restored from {}: {e}",
             applied.backup.display()

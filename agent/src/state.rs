@@ -159,6 +159,29 @@ impl Installs {
         self.running.borrow().clone()
     }
 
+    /// Takes the agent for work outside an install (a database restored
+    /// alone, named by `what`) while nothing else runs: no install starts,
+    /// and a stop waits, until the claim is dropped. Refused with what runs
+    /// (or that the agent stops).
+    pub fn claim(&self, what: &str) -> Result<Claim<'_>, String> {
+        let mut refused = None;
+        self.running.send_if_modified(|running| {
+            refused = if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                Some("the agent is stopping".to_owned())
+            } else {
+                running.clone()
+            };
+            if refused.is_none() {
+                *running = Some(what.to_owned());
+            }
+            refused.is_none()
+        });
+        match refused {
+            Some(busy) => Err(busy),
+            None => Ok(Claim { installs: self }),
+        }
+    }
+
     /// Refuses new installs, then waits until the running one, if any, has
     /// finished or rolled back; returns the module it waited for.
     pub async fn close(&self) -> Option<String> {
@@ -173,6 +196,18 @@ impl Installs {
         }
         let _ = self.running.subscribe().wait_for(Option::is_none).await;
         waited
+    }
+}
+
+/// The agent taken for one piece of work; released when dropped.
+#[derive(Debug)]
+pub struct Claim<'a> {
+    installs: &'a Installs,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.installs.running.send_replace(None);
     }
 }
 
@@ -283,5 +318,34 @@ impl Downloads {
             .rev()
             .find(|o| o.module == module && o.version.as_str() == version)
             .map(|o| (o.release_version.clone(), o.release_notes.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn one_claim_at_a_time_and_none_once_the_agent_stops() {
+        let installs = Installs::new(Arc::new(crate::install::NoCrashPoints));
+        let claim = installs
+            .claim("the restore of the database of shop")
+            .unwrap();
+        assert_eq!(
+            installs.running().as_deref(),
+            Some("the restore of the database of shop")
+        );
+        assert_eq!(
+            installs.claim("another").unwrap_err(),
+            "the restore of the database of shop"
+        );
+        drop(claim);
+        assert_eq!(installs.running(), None);
+        installs
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(installs.claim("late").unwrap_err(), "the agent is stopping");
     }
 }

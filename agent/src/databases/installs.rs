@@ -127,7 +127,8 @@ pub async fn recover(agent: &Agent) -> Vec<String> {
                 continue;
             }
         }
-        match restore(agent, &applied.module, &applied).await {
+        let undone = "the interrupted install's upgrade";
+        match restore(agent, &applied.module, &applied, "flotilla", undone).await {
             Ok(()) => {
                 applied.forget(agent);
                 notes.push(format!(
@@ -260,7 +261,7 @@ pub async fn before_install(
             return Ok(Some(applied));
         }
     };
-    let restored = restore(agent, &module, &applied).await;
+    let restored = restore(agent, &module, &applied, "flotilla", "the failed upgrade").await;
     if restored.is_ok() {
         applied.forget(agent);
     }
@@ -403,7 +404,7 @@ pub async fn before_restore(
         Ok(d) => d.summary(),
         Err(e) => format!("what was written since that backup (not counted: {e})"),
     };
-    restore(agent, module, &applied).await?;
+    restore(agent, module, &applied, "flotilla", &discarded).await?;
     say(format!(
         "database restored to {version} from {}, discarding {discarded}",
         applied.backup.display()
@@ -480,11 +481,15 @@ pub async fn restore_alone(
     by: &str,
 ) -> Result<Discard, super::ReviewError> {
     use super::ReviewError;
-    if let Some(running) = agent.installs.running() {
-        return Err(ReviewError::Conflict(format!(
-            "an install of {running} is running; restore the database once it has ended"
-        )));
-    }
+    // Nothing else runs meanwhile: no install, no other restore.
+    let _claim = agent
+        .installs
+        .claim(&format!("the restore of the database of {module}"))
+        .map_err(|running| {
+            ReviewError::Conflict(format!(
+                "{running} is running; restore the database once it has ended"
+            ))
+        })?;
     let installed = crate::inventory::scan(&agent.settings.layout, &agent.trust())
         .module(module)
         .and_then(|m| m.installed_version.clone())
@@ -501,7 +506,7 @@ pub async fn restore_alone(
             ReviewError::NotFound(format!("no database backup of {module} {version} is kept"))
         })?;
     let discarded = discard(agent, module, version).await?;
-    restore(agent, module, &applied)
+    restore(agent, module, &applied, by, &discarded.summary())
         .await
         .map_err(ReviewError::Failed)?;
     tracing::warn!(
@@ -521,7 +526,14 @@ pub async fn restore_alone(
 
 /// Puts the database back as the backup holds it, and checks it is the
 /// standard schema it was.
-pub async fn restore(agent: &Agent, module: &str, applied: &Applied) -> Result<(), String> {
+/// The history records who decided (`by`) and what was `discarded`.
+pub async fn restore(
+    agent: &Agent,
+    module: &str,
+    applied: &Applied,
+    by: &str,
+    discarded: &str,
+) -> Result<(), String> {
     let settings = agent
         .settings
         .databases
@@ -560,11 +572,14 @@ pub async fn restore(agent: &Agent, module: &str, applied: &Applied) -> Result<(
         version: applied.to_version.clone(),
         script: "(restore)".into(),
         checksum: String::new(),
-        applied_by: "flotilla".into(),
+        applied_by: by.into(),
         applied_at: Utc::now(),
         duration_ms: 0,
         outcome: "restored".into(),
-        message: format!("restored from {}", applied.backup.display()),
+        message: format!(
+            "restored from {}, discarding {discarded}",
+            applied.backup.display()
+        ),
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -245,17 +245,25 @@ pub async fn order_rollback(
     });
     // For the audit trail: what restoring the database would discard, read
     // just before (the install's record has what it did discard).
-    let discard = match (&order.to, order.database) {
-        (Some(to), DatabaseChoice::Restore) if database => {
+    let discard = match &order.to {
+        _ if !database || order.database == DatabaseChoice::Keep => None,
+        Some(to) => {
             let preview = Order::DatabaseDiscard {
                 version: to.clone(),
             };
-            match state.fleet.ask_database(&id, &module, preview).await {
-                Ok(flotilla_proto::link::DatabaseAnswer::Discard(d)) => Some(d.summary()),
-                _ => None,
-            }
+            Some(match state.fleet.ask_database(&id, &module, preview).await {
+                Ok(flotilla_proto::link::DatabaseAnswer::Discard(d)) => d.summary(),
+                Ok(flotilla_proto::link::DatabaseAnswer::Refused { message, .. }) => {
+                    format!("what was written since its backup, if one is kept ({message})")
+                }
+                Ok(_) => "what was written since its backup (not counted)".to_owned(),
+                Err(e) => format!("what was written since its backup (not counted: {e})"),
+            })
         }
-        _ => None,
+        None => Some(
+            "what was written since the backup of the version it goes back to (the install's record counts it)"
+                .to_owned(),
+        ),
     };
     let result = state
         .fleet

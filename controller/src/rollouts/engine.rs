@@ -483,6 +483,13 @@ impl Engine {
             .unwrap_or_else(|| decide::ENGINE.to_owned());
         let (outcome, detail) = match &answer.result {
             Ok(discarded) => (200, format!("restored; discarded {discarded}")),
+            // It may have happened: the agent's database history says.
+            Err(e @ OrderError::NoAnswer(_)) => (
+                504,
+                format!(
+                    "outcome unknown: {e}; the database's history on the server records a restore"
+                ),
+            ),
             Err(e) => (502, format!("not restored: {e}")),
         };
         let entry = AuditRecord {

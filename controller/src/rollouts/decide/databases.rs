@@ -21,6 +21,10 @@ use super::operator::{Answer, Ordered};
 /// tried again.
 const RETRY: Duration = Duration::seconds(10);
 
+/// How often what a restore would discard is read again while the site
+/// waits for its decision.
+const REPROBE: Duration = Duration::minutes(5);
+
 impl Pass<'_> {
     /// A database module's files are back: its database waits for a
     /// decision (other modules are simply rolled back).
@@ -32,6 +36,7 @@ impl Pass<'_> {
         let step = &mut self.steps[i];
         step.state = StepState::DatabaseDecision;
         step.rollback_command_id = None;
+        step.database_decided_by = None;
         step.finished_at = None;
         step.message = Some(format!(
             "files back at {}; its database stays at {} until its backup is restored or it is kept",
@@ -135,7 +140,12 @@ impl Pass<'_> {
     /// upgrade (no backup kept) needs none.
     fn probe(&mut self, j: usize) {
         let step = &self.steps[j];
-        if step.rollback_command_id.is_some()
+        // Asked and not answered yet; an order no longer in flight was lost
+        // (the controller restarted) and is asked again.
+        if step
+            .rollback_command_id
+            .as_ref()
+            .is_some_and(|c| self.in_flight.contains(c))
             || step.next_attempt_at.is_some_and(|t| t > self.ctx.now)
             || !self.online(&step.server_id)
         {
@@ -326,6 +336,9 @@ pub(super) fn answered(
             step.message = Some(format!(
                 "files back at {from}; its database stays at {to}. A restore of its backup would discard {discard}"
             ));
+            // Read again from time to time: the writes go on.
+            step.rollback_command_id = None;
+            step.next_attempt_at = Some(now + REPROBE);
         }
         (Ordered::DatabaseDiscard, Err(OrderError::NotFound { message, .. })) => {
             step.state = StepState::RolledBack;
@@ -338,6 +351,8 @@ pub(super) fn answered(
             step.message = Some(format!(
                 "files back at {from}; its database stays at {to}. What a restore would discard is unknown: {e}"
             ));
+            step.rollback_command_id = None;
+            step.next_attempt_at = Some(now + RETRY);
         }
         (_, Ok(discarded)) => {
             step.state = StepState::RolledBack;

@@ -200,6 +200,7 @@ fn retry(
         step.next_attempt_at = None;
         step.command_id = None;
         step.rollback_command_id = None;
+        step.database_decided_by = None;
         step.message = Some(format!("retried by {actor}"));
         step.finished_at = None;
     }
@@ -233,7 +234,7 @@ fn exclude(
     // waits for a server that may never come back.
     let mut n = 0;
     for step in steps.iter_mut().filter(|s| s.server_id == server) {
-        let abandoned = !online && (active_step(step) || step.state == StepState::RollingBack);
+        let abandoned = !online && (active_step(step) || step.state.is_restoring());
         if step.state.is_waiting() || abandoned {
             step.state = StepState::Excluded;
             step.message = Some(if abandoned {

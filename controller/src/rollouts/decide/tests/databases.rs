@@ -35,7 +35,7 @@ fn a_database_the_rollback_left_upgraded_waits_for_an_operator_who_reads_what_a_
         Ordered::DatabaseDiscard,
         Ok(DISCARDED),
         expect![[r#"
-            step acme-web/database: database_decision, attempt 1
+            step acme-web/database: database_decision, attempt 1, next at +300s
               files back at 1.0.0; its database stays at 2.0.0. A restore of its backup would discard rows written since 2026-12-01 09:00:00 UTC: public.orders 12 inserted, 3 updated, 0 deleted; backup database_1.0.0.dump
         "#]],
     );
@@ -64,11 +64,23 @@ fn a_database_the_rollback_left_upgraded_waits_for_an_operator_who_reads_what_a_
         "#]],
     );
     // Waiting, nothing more happens until an operator decides.
+    let mut asked = deciding(json!({}));
+    asked.in_flight.insert("c1".into());
+    check(
+        asked,
+        expect![[r#"
+            site acme: database_decision
+              the files are back; these databases stay at the new version until an operator restores their backups (what was written since is lost) or keeps them: database on acme-web (at 2.0.0, upgraded from 1.0.0)
+        "#]],
+    );
+    // A question lost with a controller restart is asked again.
     check(
         deciding(json!({})),
         expect![[r#"
             site acme: database_decision
               the files are back; these databases stay at the new version until an operator restores their backups (what was written since is lost) or keeps them: database on acme-web (at 2.0.0, upgraded from 1.0.0)
+            step acme-web/database: database_decision, attempt 1
+            order database discard database 1.0.0 on acme-web
         "#]],
     );
 }
@@ -260,6 +272,60 @@ fn a_strategy_may_decide_in_advance_to_restore_or_keep() {
             step acme-web/database: database_decision, attempt 1
             log flotilla database_decision: site acme: waiting for an operator to restore or keep these databases: database on acme-web (at 2.0.0, upgraded from 1.0.0)
             order database discard database 1.0.0 on acme-web
+        "#]],
+    );
+}
+
+#[test]
+fn an_offline_server_excluded_while_its_database_waits_for_a_restore_releases_the_site() {
+    let waiting = || {
+        deciding(json!({}))
+            .with_site("acme", |s| s.state = SiteState::RollingBack)
+            .with_step("acme-web/database", |s| {
+                s.state = StepState::RestoringDatabase;
+                s.rollback_command_id = None;
+                s.database_decided_by = Some("carol".into());
+            })
+            .with_server("acme-web", |s| s.online = false)
+    };
+    check(
+        waiting(),
+        expect![[r#"
+            site acme: rolling_back
+              restoring the database of database on acme-web
+            step acme-web/database: restoring_database, attempt 1, database decided by carol
+              waiting for the server to reconnect to restore its database
+        "#]],
+    );
+    check_act(
+        waiting(),
+        Action::Exclude("acme-web".into()),
+        expect![[r#"
+            step acme-web/database: excluded, attempt 1, database decided by carol
+              abandoned by carol while the server was offline
+            log carol excluded a server: server acme-web: 1 modules left out
+        "#]],
+    );
+}
+
+#[test]
+fn a_retried_site_forgets_who_decided_for_its_database() {
+    check_act(
+        deciding(json!({}))
+            .with_site("acme", |s| s.state = SiteState::RolledBack)
+            .with_step("acme-web/database", |s| {
+                s.state = StepState::RolledBack;
+                s.database_decided_by = Some("carol".into());
+            }),
+        Action::Retry,
+        expect![[r#"
+            site acme: scheduled
+              retried by carol
+            step acme-web/database: pending
+              retried by carol
+            step acme-web/ecommerce: pending
+              retried by carol
+            log carol retried: sites acme
         "#]],
     );
 }

@@ -110,10 +110,10 @@ pub fn scan(layout: &DataLayout, trust: &PackageTrust) -> Inventory {
         )
         .map(|p| p.version.clone());
     }
-    Inventory {
-        modules,
-        problems: declarations.problems,
-    }
+    let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
+    let mut problems = declarations.problems;
+    problems.extend(crate::hook_names::problems(&layout.scripts_dir(), &names));
+    Inventory { modules, problems }
 }
 
 /// Looks at one module's folder.

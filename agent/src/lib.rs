@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod databases;
 pub mod downloads;
+pub mod hook_names;
 pub mod identity;
 pub mod install;
 pub mod installs;

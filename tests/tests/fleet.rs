@@ -463,6 +463,64 @@ async fn a_malformed_applicationspath_config_is_reported_with_its_file_and_line(
         .await;
 }
 
+/// The procedure's own example: `POSTINSTALL-phygital.ps1` on a server
+/// hosting `phygitalapi` names no module, so it would never run. It shows
+/// as a server problem as soon as the agent scans, with a suggestion.
+#[tokio::test]
+async fn a_misnamed_hook_is_a_server_problem_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let module = dir.path().join("acme-web-01/apps/phygitalapi");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(module.join("version.txt"), "1.0.0").unwrap();
+    let xml = format!(
+        "<applications><application name=\"phygitalapi\" kind=\"web\" path=\"{}\"/></applications>",
+        module.display()
+    );
+    let agent = Agent::start_with_config(
+        dir.path(),
+        "acme-paris",
+        "acme-web-01",
+        &controller.grpc_url,
+        &xml,
+    )
+    .await;
+    controller
+        .wait_for_server("acme-web-01", "online, no problem", |s| {
+            s["online"] == true && s["problems"].as_array().unwrap().is_empty()
+        })
+        .await;
+    let scripts = agent.data.join("bin/updates/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let hook = scripts.join("POSTINSTALL-phygital.ps1");
+    std::fs::write(&hook, "Write-Output 'warm the cache'").unwrap();
+
+    let server = controller
+        .wait_for_server("acme-web-01", "the hook's problem", |s| {
+            !s["problems"].as_array().unwrap().is_empty()
+        })
+        .await;
+    let problem = &server["problems"][0];
+    assert_eq!(problem["file"], hook.display().to_string().as_str());
+    assert_eq!(
+        problem["message"],
+        "hook POSTINSTALL-phygital.ps1 is never run: no module \"phygital\" on this server; did you mean \"phygitalapi\"? (modules: phygitalapi)"
+    );
+    let page = agent.portal().await;
+    assert!(
+        page.contains("did you mean &quot;phygitalapi&quot;?"),
+        "{page}"
+    );
+
+    // Named as the procedure says, it is fine.
+    std::fs::rename(&hook, scripts.join("POSTINSTALL-phygitalapi.ps1")).unwrap();
+    controller
+        .wait_for_server("acme-web-01", "no problems", |s| {
+            s["problems"].as_array().unwrap().is_empty()
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn a_controller_database_that_cannot_be_opened_is_named() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,82 @@ pub enum Request {
     },
 }
 
+/// `flotilla-agent doctor`: the running agent's report (its portal's
+/// `GET /api/doctor`, at `portal` or the configured address); when it does
+/// not answer, or another program does, the checks this command can run
+/// itself, saying so. A configuration that does not load is a failure too.
+pub async fn doctor(config: &Path, portal: Option<String>) -> flotilla_proto::doctor::Report {
+    use flotilla_proto::doctor::{Check, Report};
+    let settings = match crate::config::Settings::load(config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            return Report {
+                server: "?".into(),
+                at: Some(chrono::Utc::now()),
+                checks: vec![Check::fail(
+                    "config",
+                    config.display().to_string(),
+                    e.to_string(),
+                    "fix the agent's configuration file (see the README), then run the doctor again",
+                )],
+            };
+        }
+    };
+    let portal = portal.unwrap_or_else(|| {
+        let mut address = settings.portal_listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{address}")
+    });
+    let url = format!("{}/api/doctor", portal.trim_end_matches('/'));
+    let answer = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await;
+    let portal_check = match answer {
+        Ok(response) if response.status().is_success() => {
+            let status = response.status();
+            match response.json::<Report>().await {
+                Ok(report) => return report,
+                Err(_) => crate::doctor::portal_unreachable(
+                    &portal,
+                    "",
+                    Some(&format!(
+                        "it answers {status} with something that is not a doctor's report"
+                    )),
+                ),
+            }
+        }
+        Ok(response) => {
+            let server = response
+                .headers()
+                .get(reqwest::header::SERVER)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| format!(", Server: {v}"))
+                .unwrap_or_default();
+            crate::doctor::portal_unreachable(
+                &portal,
+                "",
+                Some(&format!(
+                    "GET /api/doctor answers {}{server}",
+                    response.status()
+                )),
+            )
+        }
+        Err(e) => crate::doctor::portal_unreachable(
+            &portal,
+            &format!(
+                "nothing answers at {portal} ({})",
+                flotilla_proto::process::error_chain(&e)
+            ),
+            None,
+        ),
+    };
+    crate::doctor::run_alone(&settings, portal_check).await
+}
+
 /// Puts a package file into the agent's packages folder, with its checksum
 /// and, if one lies beside it (`<file>.sig`), its signature; returns its
 /// sha256. The agent installs it only if that signature is trusted (or

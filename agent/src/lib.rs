@@ -25,6 +25,7 @@ pub mod applications;
 pub mod cli;
 pub mod config;
 pub mod databases;
+pub mod doctor;
 pub mod downloads;
 pub mod hook_names;
 pub mod identity;
@@ -60,7 +61,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     flotilla_proto::tls::install_crypto_provider();
+    let portal_address = portal_listener.local_addr()?;
     let agent = Arc::new(Agent {
+        portal_address,
         settings,
         inventory: watch::Sender::new(Inventory::default()),
         last_check: watch::Sender::new(Utc::now()),

@@ -46,7 +46,7 @@ enum SessionEnd {
 
 /// Why a session could not be established.
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(crate) enum SessionError {
     #[error("controller refused this agent: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -168,7 +168,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
 /// The controller's endpoint, over mutual TLS with this agent's identity
 /// (read at each connection: a renewal replaces the file) unless the
 /// configuration says plain text; with the identity's file.
-fn endpoint(
+pub(crate) fn endpoint(
     settings: &crate::config::Settings,
 ) -> Result<(Endpoint, Option<(std::path::PathBuf, Identity)>), SessionError> {
     let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());

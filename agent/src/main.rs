@@ -66,6 +66,19 @@ enum Command {
         #[arg(long, global = true, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
     },
+    /// Check this server as the procedure's troubleshooting does (service,
+    /// portal, controller, applicationspath.config, folders' rights,
+    /// status.xml, hooks, leftovers, holders, disk, journal, databases), and
+    /// say how to fix what fails. Asks the running agent; without it, runs
+    /// what it can itself. Exit code: 0 all OK, 1 a warning, 2 a failure.
+    Doctor {
+        /// Machine output: the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The agent's portal, when not the configured address.
+        #[arg(long)]
+        portal: Option<String>,
+    },
     /// Restore a kept backup of a module through the running agent: the
     /// newest earlier version, or `--to`.
     Rollback {
@@ -222,6 +235,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Some(Command::Doctor { json, portal }) = &args.command {
+        let report = cli::doctor(&args.config, portal.clone()).await;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.text());
+        }
+        std::process::exit(match report.worst() {
+            flotilla_proto::doctor::Status::Ok => 0,
+            flotilla_proto::doctor::Status::Warn => 1,
+            flotilla_proto::doctor::Status::Fail => 2,
+        });
+    }
     let settings = Settings::load(&args.config)?;
     let portal_of = |given: Option<String>| {
         given.unwrap_or_else(|| {
@@ -236,7 +262,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None | Some(Command::Run) => {
             return serve(settings, flotilla_proto::process::shutdown_signal(), || {}).await;
         }
-        Some(Command::Enroll { .. }) | Some(Command::Service { .. }) => {
+        Some(Command::Enroll { .. })
+        | Some(Command::Service { .. })
+        | Some(Command::Doctor { .. }) => {
             unreachable!("handled before")
         }
         Some(Command::Install {

@@ -62,6 +62,8 @@ pub async fn serve(
             post(database_form),
         )
         .route("/rollback/{module}", post(rollback_form))
+        .route("/doctor", get(doctor_page))
+        .route("/api/doctor", get(doctor_api))
         .route(
             "/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),
@@ -511,8 +513,18 @@ async fn install_status(State(agent): State<Arc<Agent>>, Path(module): Path<Stri
     Json(json!({"module": view.module, "to": view.to, "started_at": view.started_at, "running": view.result.is_none(), "events": events, "result": result})).into_response()
 }
 
+/// `GET /api/doctor`: every check of [`crate::doctor`], run now.
+async fn doctor_api(State(agent): State<Arc<Agent>>) -> Response {
+    Json(crate::doctor::run(&agent).await).into_response()
+}
+
+/// The Doctor page: the same report, for a person.
+async fn doctor_page(State(agent): State<Arc<Agent>>) -> Response {
+    Html(crate::doctor::page(&crate::doctor::run(&agent).await)).into_response()
+}
+
 /// Escapes text for HTML content and attribute values.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -66,6 +66,9 @@ pub struct Agent {
     pub notices: std::sync::Mutex<Vec<String>>,
     /// When this process started.
     pub started_at: DateTime<Utc>,
+    /// Where the portal listens (the configured address, with the port the
+    /// system chose when it was 0).
+    pub portal_address: std::net::SocketAddr,
     /// The token the portal's own forms carry, new at each start: a form
     /// posted from any other page lacks it.
     pub portal_token: String,

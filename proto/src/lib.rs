@@ -8,6 +8,7 @@
 mod convert;
 #[cfg(feature = "database")]
 pub mod database;
+pub mod doctor;
 pub mod domain;
 pub mod link;
 #[cfg(feature = "runtime")]

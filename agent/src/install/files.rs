@@ -37,7 +37,7 @@ pub(super) async fn unpack(
 /// Refuses an install that would fill a volume: the staging folder needs the
 /// package's unpacked size beside the module, and the backup up to the old
 /// version's size, each plus the configured reserve.
-pub(super) async fn check_space(
+pub async fn check_space(
     package: &Package,
     live: &Path,
     settings: &InstallSettings,

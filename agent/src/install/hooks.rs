@@ -140,6 +140,12 @@ pub fn with_separator(path: &Path) -> String {
     text
 }
 
+/// Why this server cannot run the hook `script` (an extension it cannot
+/// run, PowerShell missing); `None` when it can.
+pub fn unrunnable(script: &Path, powershell: Option<&Path>) -> Option<String> {
+    command_for(script, powershell).err()
+}
+
 /// How to run a script, from its extension.
 fn command_for(script: &Path, powershell: Option<&Path>) -> Result<Command, String> {
     let extension = script

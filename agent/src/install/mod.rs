@@ -36,7 +36,7 @@ mod files;
 mod recovery;
 
 pub use engine::{Failure, Install, Outcome};
-pub use files::{pre_stage, staging_folder};
+pub use files::{check_space, pre_stage, staging_folder};
 pub use recovery::{Recovered, recover};
 
 use std::path::PathBuf;

@@ -76,6 +76,42 @@ impl ServiceError {
     }
 }
 
+/// How a service stands with the service manager, as the doctor reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The service manager cannot be asked here (systemd not running, no
+    /// right to connect): why.
+    Unknown(String),
+    NotInstalled,
+    Installed {
+        running: bool,
+        /// As the service manager says it: `Automatic (Delayed Start)`,
+        /// `Automatic`, `Manual`, `Disabled`; systemd's `enabled`,
+        /// `disabled`, `masked`…
+        start_mode: String,
+    },
+}
+
+/// The start mode the procedure expects of the agent's service.
+pub fn expected_start_mode() -> &'static str {
+    if cfg!(windows) {
+        "Automatic (Delayed Start)"
+    } else {
+        "enabled"
+    }
+}
+
+/// Asks the platform's service manager how the service `name` stands
+/// (`unit_dir`: where its systemd unit would be).
+pub fn find(name: &str, unit_dir: &std::path::Path) -> Found {
+    #[cfg(windows)]
+    return windows::find(name, unit_dir);
+    #[cfg(unix)]
+    return systemd::find(name, unit_dir);
+    #[cfg(not(any(unix, windows)))]
+    return Found::Unknown(format!("no service manager is supported for {name} here"));
+}
+
 /// Carries out `action` for the service `spec`, with the platform's service
 /// manager; returns what to tell the operator.
 pub fn control(spec: &Spec, action: Action) -> Result<String, ServiceError> {

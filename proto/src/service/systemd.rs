@@ -67,6 +67,37 @@ pub fn is_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
+/// How the unit `name` stands (see [`super::find`]).
+pub fn find(name: &str, unit_dir: &Path) -> super::Found {
+    let path = unit_dir.join(format!("{name}.service"));
+    if !is_running() {
+        return super::Found::Unknown(format!(
+            "systemd does not run here, so nothing starts the agent with the machine (its unit is {})",
+            if path.exists() {
+                format!("in {}", path.display())
+            } else {
+                "not installed".to_owned()
+            }
+        ));
+    }
+    let ask = |verb: &str| {
+        Command::new("systemctl")
+            .args([verb, name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match (ask("is-enabled"), ask("is-active")) {
+        (Ok(enabled), _) if enabled.is_empty() || enabled == "not-found" => {
+            super::Found::NotInstalled
+        }
+        (Ok(enabled), Ok(active)) => super::Found::Installed {
+            running: active == "active",
+            start_mode: enabled,
+        },
+        (Err(e), _) | (_, Err(e)) => super::Found::Unknown(format!("cannot run systemctl: {e}")),
+    }
+}
+
 pub fn control(spec: &Spec, action: Action) -> Result<String, ServiceError> {
     let path = unit_path(spec);
     let fail = |message: String| ServiceError::new(spec.name, message);

@@ -22,6 +22,47 @@ const WAIT: Duration = Duration::from_secs(120);
 /// The SCM's ERROR_SERVICE_DOES_NOT_EXIST.
 const NOT_INSTALLED: i32 = 1060;
 
+/// How the service `name` stands (see [`super::find`]).
+pub fn find(name: &str, _unit_dir: &std::path::Path) -> super::Found {
+    let manager = match ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
+    {
+        Ok(manager) => manager,
+        Err(e) => {
+            return super::Found::Unknown(format!(
+                "cannot open the service control manager: {}",
+                describe(&e)
+            ));
+        }
+    };
+    let service = match manager.open_service(
+        name,
+        ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
+    ) {
+        Ok(service) => service,
+        Err(e) if os_error(&e) == Some(NOT_INSTALLED) => return super::Found::NotInstalled,
+        Err(e) => {
+            return super::Found::Unknown(format!("cannot open the service: {}", describe(&e)));
+        }
+    };
+    let (status, config) = match (service.query_status(), service.query_config()) {
+        (Ok(status), Ok(config)) => (status, config),
+        (Err(e), _) | (_, Err(e)) => {
+            return super::Found::Unknown(format!("cannot query the service: {}", describe(&e)));
+        }
+    };
+    let start_mode = match config.start_type {
+        ServiceStartType::AutoStart if delayed(&service) => "Automatic (Delayed Start)",
+        ServiceStartType::AutoStart => "Automatic",
+        ServiceStartType::OnDemand => "Manual",
+        ServiceStartType::Disabled => "Disabled",
+        _ => "boot or system",
+    };
+    super::Found::Installed {
+        running: status.current_state == ServiceState::Running,
+        start_mode: start_mode.to_owned(),
+    }
+}
+
 pub fn control(spec: &Spec, action: Action) -> Result<String, ServiceError> {
     let fail = |what: &str, e: windows_service::Error| {
         ServiceError::new(spec.name, format!("{what}: {}", describe(&e)))

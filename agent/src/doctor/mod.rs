@@ -1,0 +1,218 @@
+//! `doctor`: the procedure's troubleshooting ("Que faire si ?") run by the
+//! agent itself. Each check says OK, WARN or FAIL, what it looked at, and
+//! how to fix it ([`flotilla_proto::doctor`]).
+//!
+//! The running agent runs every check in its own process, as the account it
+//! runs as (its portal's `GET /api/doctor`, the Doctor page, the
+//! controller's command). `flotilla-agent doctor` asks it; when it does not
+//! answer, the command runs the checks that need no running agent itself
+//! and says why the agent does not answer ([`portal_unreachable`]).
+
+mod live;
+mod local;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use flotilla_proto::doctor::{Check, Report};
+use flotilla_proto::service::Found;
+
+pub use live::portal_unreachable;
+
+use crate::Agent;
+use crate::config::Settings;
+use crate::pending::PackageTrust;
+
+/// The service's stable name, for the service manager.
+pub const SERVICE_NAME: &str = "flotilla-agent";
+
+/// Every check, in the running agent.
+pub async fn run(agent: &Arc<Agent>) -> Report {
+    let settings = &agent.settings;
+    let inventory = agent.inventory.borrow().clone();
+    let mut checks = vec![service(&flotilla_proto::service::find(
+        SERVICE_NAME,
+        std::path::Path::new("/etc/systemd/system"),
+    ))];
+    checks.push(live::portal(agent).await);
+    checks.extend(live::controller(agent).await);
+    checks.extend(local::applications(settings, &inventory));
+    checks.extend(local::folders(settings));
+    checks.extend(live::status(agent, &inventory));
+    checks.extend(local::hooks(settings, &inventory));
+    checks.extend(local::leftovers(settings));
+    checks.extend(local::holders(settings));
+    checks.extend(local::disk(settings, &agent.trust()).await);
+    checks.extend(live::journal(agent));
+    checks.extend(live::databases(agent, &inventory).await);
+    report(settings, checks)
+}
+
+/// The checks that need no running agent, with `portal` saying why it does
+/// not answer: what `flotilla-agent doctor` reports on its own.
+pub async fn run_alone(settings: &Settings, portal: Check) -> Report {
+    let trust = PackageTrust {
+        keys: settings.trusted_keys.clone(),
+        allow_unsigned: settings.allow_unsigned_local_packages,
+        withdrawn: Default::default(),
+    };
+    let layout = settings.layout.clone();
+    let scan_trust = trust.clone();
+    let inventory =
+        tokio::task::spawn_blocking(move || crate::inventory::scan(&layout, &scan_trust))
+            .await
+            .unwrap_or_default();
+    let mut checks = vec![
+        service(&flotilla_proto::service::find(
+            SERVICE_NAME,
+            std::path::Path::new("/etc/systemd/system"),
+        )),
+        portal,
+    ];
+    checks.extend(local::applications(settings, &inventory));
+    checks.extend(local::folders(settings));
+    checks.extend(local::hooks(settings, &inventory));
+    checks.extend(local::leftovers(settings));
+    checks.extend(local::holders(settings));
+    checks.extend(local::disk(settings, &trust).await);
+    checks.extend(local::journal(settings));
+    report(settings, checks)
+}
+
+fn report(settings: &Settings, checks: Vec<Check>) -> Report {
+    Report {
+        server: settings.server_id.to_string(),
+        at: Some(Utc::now()),
+        checks,
+    }
+}
+
+/// The report as the portal's Doctor page.
+pub fn page(report: &Report) -> String {
+    use crate::portal::escape;
+    use flotilla_proto::doctor::Status;
+    let rows: String = report
+        .checks
+        .iter()
+        .map(|c| {
+            let (class, mark) = match c.status {
+                Status::Ok => ("ok", "OK"),
+                Status::Warn => ("warn", "WARN"),
+                Status::Fail => ("fail", "FAIL"),
+            };
+            format!(
+                "<tr class=\"check {class}\" data-check=\"{check}\" data-status=\"{status}\"><td><span class=\"pill {class}\">{mark}</span></td><td>{check}</td><td><code>{subject}</code></td><td>{finding}</td><td>{fix}</td></tr>",
+                check = escape(&c.check),
+                status = c.status.as_str(),
+                subject = escape(&c.subject),
+                finding = escape(&c.finding),
+                fix = escape(&c.fix),
+            )
+        })
+        .collect();
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Doctor · {server}</title>\
+         <link rel=\"stylesheet\" href=\"/style.css\"></head><body><main>\
+         <h1>Doctor of {server}</h1><p id=\"verdict\" data-worst=\"{worst}\">{verdict}</p>\
+         <table class=\"doctor\"><thead><tr><th></th><th>Check</th><th>Looked at</th><th>Found</th><th>How to fix it</th></tr></thead><tbody>{rows}</tbody></table>\
+         <p><a href=\"/\">Back to the modules</a> · <a href=\"/doctor\">Run again</a> · <a href=\"/api/doctor\">JSON</a></p></main></body></html>",
+        server = escape(&report.server),
+        worst = report.worst().as_str(),
+        verdict = match report.worst() {
+            Status::Ok => "Every check passed.",
+            Status::Warn => "Some checks need attention; nothing blocks an update.",
+            Status::Fail => "Some checks failed: fix them, in order, then run the doctor again.",
+        },
+    )
+}
+
+/// The agent's service: installed, running, started as the procedure
+/// expects (Windows: Automatic (Delayed Start); Linux: the unit enabled).
+pub fn service(found: &Found) -> Check {
+    let expected = flotilla_proto::service::expected_start_mode();
+    let install =
+        "as an administrator: `flotilla-agent service install` then `flotilla-agent service start`";
+    match found {
+        Found::Unknown(why) => Check::warn(
+            "service",
+            SERVICE_NAME,
+            format!("cannot tell how the service stands: {why}"),
+            "run the doctor as an administrator, on the server the agent runs on",
+        ),
+        Found::NotInstalled => Check::fail(
+            "service",
+            SERVICE_NAME,
+            "the agent is not installed as a service: nothing starts it with the server",
+            install,
+        ),
+        Found::Installed {
+            running,
+            start_mode,
+        } => {
+            let mode_ok = start_mode == expected;
+            match (running, mode_ok) {
+                (true, true) => Check::ok(
+                    "service",
+                    SERVICE_NAME,
+                    format!("installed, running, start mode {start_mode}"),
+                ),
+                (false, _) => Check::fail(
+                    "service",
+                    SERVICE_NAME,
+                    format!(
+                        "installed but not running (start mode {start_mode}): no update reaches this server"
+                    ),
+                    "start it: `flotilla-agent service start` (its logs say why it stopped)",
+                ),
+                (true, false) => Check::warn(
+                    "service",
+                    SERVICE_NAME,
+                    format!(
+                        "running, but its start mode is {start_mode}, not {expected}: after a restart of the server it may not start"
+                    ),
+                    if cfg!(windows) {
+                        "set its start mode to Automatic (Delayed Start) in services.msc, or reinstall it with `flotilla-agent service install`"
+                    } else {
+                        "`systemctl enable flotilla-agent`"
+                    },
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_proto::doctor::Status;
+
+    #[test]
+    fn the_service_is_judged_by_how_it_is_installed_runs_and_starts() {
+        let expected = flotilla_proto::service::expected_start_mode().to_owned();
+        let installed = |running: bool, start_mode: &str| Found::Installed {
+            running,
+            start_mode: start_mode.to_owned(),
+        };
+        assert_eq!(service(&installed(true, &expected)).status, Status::Ok);
+        let manual = service(&installed(true, "Manual"));
+        assert_eq!(manual.status, Status::Warn);
+        assert!(
+            manual.finding.contains(&format!("not {expected}")),
+            "{manual:?}"
+        );
+        let stopped = service(&installed(false, &expected));
+        assert_eq!(stopped.status, Status::Fail);
+        assert!(stopped.fix.contains("service start"), "{stopped:?}");
+        let missing = service(&Found::NotInstalled);
+        assert_eq!(missing.status, Status::Fail);
+        assert!(missing.fix.contains("service install"), "{missing:?}");
+        assert_eq!(
+            service(&Found::Unknown("systemd does not run here".into())).status,
+            Status::Warn
+        );
+        // On Windows the procedure's Automatic (Delayed Start), not Automatic.
+        if cfg!(windows) {
+            assert_eq!(service(&installed(true, "Automatic")).status, Status::Warn);
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! `flotilla-agent doctor`, its portal page and API, against real agents:
+//! a healthy server, then each problem made for real (a missing module
+//! folder, an undeclared one, a folder the agent cannot write, a stray
+//! maintenance page, a misnamed hook, a process holding a file, an
+//! unreachable controller, the portal's port taken by another program, a
+//! pending package with no room to install), each with its fix.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use flotilla_agent::install::package::build;
+use flotilla_tests::{Agent, Controller, binary};
+use serde_json::Value;
+
+/// Runs `flotilla-agent doctor --json` on `config`: its exit code and report.
+async fn doctor(config: &Path, portal: &str) -> (i32, Value) {
+    let output = tokio::process::Command::new(binary("flotilla-agent"))
+        .args(["doctor", "--json", "--config"])
+        .arg(config)
+        .args(["--portal", portal])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code().unwrap(), report)
+}
+
+/// The checks named `check` of a report.
+fn checks<'a>(report: &'a Value, check: &str) -> Vec<&'a Value> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == check)
+        .collect()
+}
+
+/// The one check `check` whose subject contains `subject`.
+fn find<'a>(report: &'a Value, check: &str, subject: &str) -> &'a Value {
+    checks(report, check)
+        .into_iter()
+        .find(|c| c["subject"].as_str().unwrap().contains(subject))
+        .unwrap_or_else(|| panic!("no {check} check about {subject}: {report:#}"))
+}
+
+fn worst_code(report: &Value) -> i32 {
+    let statuses: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    if statuses.contains(&"fail") {
+        2
+    } else if statuses.contains(&"warn") {
+        1
+    } else {
+        0
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_server_passes_every_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let agent = Agent::start(
+        dir.path(),
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        &[
+            ("ecommerce", "web", "1.0.0"),
+            ("integration", "service", "1.0.0"),
+        ],
+    )
+    .await;
+    controller
+        .wait_for_server("web-01", "online", |s| s["online"] == true)
+        .await;
+    let scripts = agent.data.join("bin/updates/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(scripts.join("PREINSTALL_ecommerce.sh"), "true").unwrap();
+
+    let (code, report) = doctor(&agent.data.join("agent.toml"), &agent.portal_url).await;
+    assert_eq!(report["server"], "web-01");
+    for check in report["checks"].as_array().unwrap() {
+        // Whether the agent runs as a service depends on the machine: here
+        // no service manager started it.
+        if check["check"] == "service" {
+            continue;
+        }
+        assert_eq!(check["status"], "ok", "{check:#}");
+    }
+    for name in [
+        "portal",
+        "controller",
+        "applications",
+        "folders",
+        "status",
+        "hooks",
+        "leftovers",
+        "holders",
+        "disk",
+        "journal",
+    ] {
+        assert!(
+            !checks(&report, name).is_empty(),
+            "no {name} check: {report:#}"
+        );
+    }
+    assert_eq!(code, worst_code(&report), "{report:#}");
+    let link = find(&report, "controller", "link");
+    assert!(
+        link["finding"]
+            .as_str()
+            .unwrap()
+            .starts_with("connected for"),
+        "{link}"
+    );
+
+    // The portal's Doctor page says the same, for a person.
+    let page = flotilla_tests::http()
+        .get(format!("{}/doctor", agent.portal_url.trim_end_matches('/')))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<h1>Doctor of web-01</h1>"), "{page}");
+    assert!(
+        page.contains("data-check=\"folders\" data-status=\"ok\""),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn each_problem_is_found_and_says_how_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("web-02");
+    let apps = data.join("apps");
+    let ecommerce = apps.join("ecommerce");
+    std::fs::create_dir_all(&ecommerce).unwrap();
+    std::fs::write(ecommerce.join("version.txt"), "1.0.0\n").unwrap();
+    // Beside the module, one nobody declared.
+    let legacy = apps.join("legacy");
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::write(legacy.join("version.txt"), "0.9.0\n").unwrap();
+    // The backups go where a file is in the way: not writable.
+    let blocked = dir.path().join("backups-are-a-file");
+    std::fs::write(&blocked, "not a folder").unwrap();
+    // A pending package of ecommerce, and a reserve no disk has.
+    let packages = data.join("bin/updates/packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let package = packages.join("ecommerce-2.0.0.zip");
+    build::from_entries(
+        &package,
+        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
+        &[("version.txt", b"2.0.0\n")],
+    )
+    .unwrap();
+    flotilla_tests::sign_beside(&package);
+    let xml = format!(
+        "<applications><application name=\"ecommerce\" kind=\"web\" path=\"{}\"/><application name=\"shop\" kind=\"web\" path=\"{}\"/></applications>",
+        ecommerce.display(),
+        apps.join("shop").display()
+    );
+    // No controller listens on port 9.
+    let agent = Agent::launch_with(
+        dir.path(),
+        "acme",
+        "web-02",
+        "https://127.0.0.1:9",
+        &xml,
+        100,
+        &format!(
+            "{}\nbackup_dir = {:?}\ndisk_reserve_mb = 100000000000\n",
+            flotilla_tests::trusted_publisher(),
+            blocked.display().to_string()
+        ),
+    )
+    .await;
+    // A maintenance page left behind (the agent removes those it finds at
+    // its start; this one came after).
+    std::fs::write(ecommerce.join("app_offline.htm"), "down").unwrap();
+    // A hook naming a module that does not exist here.
+    let scripts = data.join("bin/updates/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(scripts.join("POSTINSTALL-ecomerce.sh"), "true").unwrap();
+    // A process working in the module's folder.
+    let mut holder = tokio::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(&ecommerce)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let (code, report) = doctor(&data.join("agent.toml"), &agent.portal_url).await;
+    assert_eq!(code, 2, "{report:#}");
+
+    let missing = find(&report, "applications", "shop");
+    assert_eq!(missing["status"], "fail");
+    assert!(
+        missing["fix"]
+            .as_str()
+            .unwrap()
+            .contains("correct its path"),
+        "{missing}"
+    );
+    let undeclared = find(&report, "applications", "legacy");
+    assert_eq!(undeclared["status"], "warn");
+    assert!(
+        undeclared["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with("declare it"),
+        "{undeclared}"
+    );
+
+    let folder = find(&report, "folders", "backups-are-a-file");
+    assert_eq!(folder["status"], "fail", "{folder}");
+    assert!(
+        folder["finding"]
+            .as_str()
+            .unwrap()
+            .contains("not writable by"),
+        "{folder}"
+    );
+    assert!(
+        folder["fix"].as_str().unwrap().contains("modify rights"),
+        "{folder}"
+    );
+
+    let page = find(&report, "leftovers", "app_offline.htm");
+    assert_eq!(page["status"], "warn");
+    assert!(
+        page["finding"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance page"),
+        "{page}"
+    );
+
+    let hook = find(&report, "hooks", "POSTINSTALL-ecomerce.sh");
+    assert_eq!(hook["status"], "warn");
+    assert!(
+        hook["finding"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"ecommerce\"?"),
+        "{hook}"
+    );
+    assert_eq!(hook["fix"], "rename it for \"ecommerce\"");
+
+    let held = find(&report, "holders", "ecommerce");
+    assert_eq!(held["status"], "warn");
+    let finding = held["finding"].as_str().unwrap();
+    assert!(
+        finding.contains(&format!("pid {}", holder.id().unwrap())) && finding.contains("sleep"),
+        "{held}"
+    );
+    assert!(
+        held["fix"].as_str().unwrap().contains("stopCommand"),
+        "{held}"
+    );
+
+    let disk = find(&report, "disk", "ecommerce");
+    assert_eq!(disk["status"], "fail", "{disk}");
+    assert!(
+        disk["finding"]
+            .as_str()
+            .unwrap()
+            .contains("not enough space"),
+        "{disk}"
+    );
+
+    let controller = &checks(&report, "controller")[0];
+    assert_eq!(controller["status"], "fail", "{controller}");
+    assert!(
+        controller["finding"]
+            .as_str()
+            .unwrap()
+            .contains("TCP 9 does not take a connection"),
+        "{controller}"
+    );
+    assert!(
+        controller["fix"].as_str().unwrap().contains("firewall"),
+        "{controller}"
+    );
+    holder.kill().await.unwrap();
+
+    // The agent stopped: the command runs what it can itself, and says the
+    // agent does not answer.
+    let portal = agent.portal_url.clone();
+    drop(agent);
+    let (code, alone) = doctor(&data.join("agent.toml"), &portal).await;
+    assert_eq!(code, 2);
+    let portal_check = &checks(&alone, "portal")[0];
+    assert_eq!(portal_check["status"], "fail");
+    assert!(
+        portal_check["finding"]
+            .as_str()
+            .unwrap()
+            .starts_with("the agent does not answer"),
+        "{portal_check}"
+    );
+    assert!(
+        portal_check["fix"]
+            .as_str()
+            .unwrap()
+            .contains("service start")
+    );
+    assert_eq!(find(&alone, "applications", "shop")["status"], "fail");
+
+    // Another program holds the portal's port (the old updater, say).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nServer: Microsoft-IIS/10.0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let (code, other) = doctor(&data.join("agent.toml"), &taken).await;
+    assert_eq!(code, 2);
+    let portal_check = &checks(&other, "portal")[0];
+    assert!(
+        portal_check["finding"]
+            .as_str()
+            .unwrap()
+            .contains("another program answers")
+            && portal_check["finding"]
+                .as_str()
+                .unwrap()
+                .contains("Microsoft-IIS/10.0"),
+        "{portal_check}"
+    );
+    assert!(
+        portal_check["fix"]
+            .as_str()
+            .unwrap()
+            .contains("[e] - service principal"),
+        "{portal_check}"
+    );
+}

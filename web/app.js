@@ -129,6 +129,42 @@ function reviewLink(server, module) {
   return el("a", { class: "review", href, title: "Review the database upgrade" }, "review");
 }
 
+// Doctor reports asked from the dashboard, by server id: {loading} or
+// {report} or {error}; kept across re-renders.
+const doctors = new Map();
+
+function doctorButton(server) {
+  if (!server.online) return null;
+  const button = el("button", { class: "small-button", type: "button", "data-doctor-button": server.id }, "Doctor");
+  button.addEventListener("click", async () => {
+    doctors.set(server.id, { loading: true });
+    render();
+    const response = await api(`/api/v1/servers/${encodeURIComponent(server.id)}/doctor`);
+    const body = await response.json().catch(() => ({ message: response.statusText }));
+    doctors.set(server.id, response.ok ? { report: body } : { error: body.message || response.statusText });
+    render();
+  });
+  return button;
+}
+
+function doctorRow(server, columns) {
+  const found = doctors.get(server.id);
+  if (!found) return null;
+  let content;
+  if (found.loading) content = el("p", { class: "muted" }, "Running the doctor on the server…");
+  else if (found.error) content = el("p", { class: "problem-line" }, `The doctor could not run: ${found.error}`);
+  else {
+    const rows = found.report.checks.map((c) => el("tr", { class: `check ${c.status}`, "data-check": c.check, "data-status": c.status },
+      el("td", {}, el("span", { class: `pill ${c.status === "ok" ? "ok" : "bad"}` }, c.status.toUpperCase())),
+      el("td", {}, c.check), el("td", {}, el("code", {}, c.subject)), el("td", {}, c.finding), el("td", { class: "small" }, c.fix)));
+    content = el("div", {},
+      el("p", { "data-worst": found.report.worst }, `Doctor of ${found.report.server}: ${found.report.worst.toUpperCase()}, ${clock(found.report.at)}`),
+      el("table", { class: "doctor" }, el("thead", {}, el("tr", {}, el("th", {}), el("th", {}, "Check"), el("th", {}, "Looked at"), el("th", {}, "Found"), el("th", {}, "How to fix it"))),
+        el("tbody", {}, ...rows)));
+  }
+  return el("tr", { class: "doctor-row", "data-doctor-of": server.id }, el("td", { colSpan: columns }, content));
+}
+
 function siteCard(site, siteServers) {
   const modules = [...new Set(siteServers.flatMap((s) => s.modules.map((m) => m.name)))].sort(byModuleOrder);
   const online = siteServers.filter((s) => s.online).length;
@@ -137,7 +173,8 @@ function siteCard(site, siteServers) {
   for (const server of siteServers) {
     body.append(el("tr", { class: server.online ? "online" : "offline", "data-server": server.id, "data-status": server.online ? "online" : "offline" },
       el("td", { class: "server" }, el("strong", {}, server.id),
-        el("div", { class: "muted small" }, `${server.hostname} · ${server.os} · agent ${server.agent_version}`)),
+        el("div", { class: "muted small" }, `${server.hostname} · ${server.os} · agent ${server.agent_version}`),
+        doctorButton(server)),
       statusCell(server),
       ...modules.map((m) => moduleCell(server, m))));
     if (server.problems.length) {
@@ -146,6 +183,8 @@ function siteCard(site, siteServers) {
           ...server.problems.map((p) => el("div", { class: "problem-line" },
             "⚠ ", [p.file, p.line ? `line ${p.line}` : null].filter(Boolean).join(", "), p.file ? ": " : "", p.message)))));
     }
+    const doctor = doctorRow(server, modules.length + 2);
+    if (doctor) body.append(doctor);
   }
   return el("section", { class: "card site", "data-site": site },
     el("div", { class: "site-head" }, el("h2", {}, site),

@@ -467,6 +467,19 @@ fn handle(
                 Err(e) => (false, e.to_string()),
             }
         }
+        AgentCommand::Doctor { preflight } => {
+            let (agent, late) = (agent.clone(), late.clone());
+            tokio::spawn(async move {
+                let report = if preflight {
+                    crate::doctor::preflight(&agent).await
+                } else {
+                    crate::doctor::run(&agent).await
+                };
+                let wire = v1::DoctorReport::from((id, report));
+                let _ = late.send(message(Body::DoctorReport(wire))).await;
+            });
+            return None;
+        }
         command @ (AgentCommand::DatabaseReview { .. }
         | AgentCommand::DatabaseScript { .. }
         | AgentCommand::DatabaseDiscard { .. }

@@ -339,6 +339,14 @@ async fn handle(fleet: &Fleet, session: &Session, message: AgentMessage) -> Resu
             fleet.answered(session, &command_id, Reply::Database(answer));
             Ok(())
         }
+        Some(agent_message::Body::DoctorReport(report)) => {
+            let (command_id, report) = report
+                .into_report(session.server.to_string())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            tracing::info!(server = %session.server, command = %command_id, worst = report.worst().as_str(), "doctor's report");
+            fleet.answered(session, &command_id, Reply::Doctor(report));
+            Ok(())
+        }
         Some(agent_message::Body::InstallProgress(p)) => fleet
             .install_progress(session, &InstallProgress::from(p))
             .await

@@ -73,6 +73,9 @@ pub enum AgentCommand {
         version: String,
         by: String,
     },
+    /// The agent's self-diagnosis: every check, or (`preflight`) only
+    /// those that can make an install fail.
+    Doctor { preflight: bool },
 }
 
 /// A published package an agent may download.

@@ -1122,6 +1122,37 @@ mod agent {
             std::fs::read_to_string(agent.data.join("apps/database/version.txt")).unwrap();
         assert_eq!(version.trim(), "1.0.0");
 
+        // The doctor says so too, with where to review it.
+        let (status, report) = call(
+            reqwest::Method::GET,
+            format!("{}/api/doctor", agent.portal_base()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let database = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "database")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(database["status"], "warn", "{report:#}");
+        assert!(
+            database["finding"]
+                .as_str()
+                .unwrap()
+                .contains("customized (1 difference(s) from the standard 1.0.0: modified view public.v_orders)"),
+            "{database}"
+        );
+        assert!(
+            database["fix"]
+                .as_str()
+                .unwrap()
+                .contains("/database/database"),
+            "{database}"
+        );
+
         // The review: the drift, with both definitions, and the scripts.
         let (status, review) = call(reqwest::Method::GET, base.clone(), None).await;
         assert_eq!(status, 200);

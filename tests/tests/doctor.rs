@@ -122,6 +122,42 @@ async fn a_healthy_server_passes_every_check() {
         "{link}"
     );
 
+    // The controller asks the agent for the same report (REST), and the
+    // dashboard shows it.
+    let (status, remote) = controller.get("/api/v1/servers/web-01/doctor").await;
+    assert_eq!(status, 200, "{remote}");
+    assert_eq!(remote["server"], "web-01");
+    assert_eq!(
+        remote["checks"].as_array().unwrap().len(),
+        report["checks"].as_array().unwrap().len(),
+        "{remote:#}"
+    );
+    assert_eq!(find(&remote, "folders", "packages")["status"], "ok");
+    let (status, _) = controller.get("/api/v1/servers/nobody/doctor").await;
+    assert_eq!(status, 404);
+    let browser = flotilla_tests::browser::Browser::start().await;
+    browser.sign_in(&controller).await;
+    browser.goto(&format!("{}/", controller.http_url)).await;
+    browser
+        .text_of(
+            "the server on the dashboard",
+            "button[data-doctor-button='web-01']",
+        )
+        .await;
+    browser
+        .eval(
+            "document.querySelector(\"button[data-doctor-button='web-01']\").click(); return null",
+        )
+        .await;
+    let row = browser
+        .text_of(
+            "the doctor's report on the dashboard",
+            "tr[data-doctor-of='web-01'] tr[data-check='journal'][data-status='ok']",
+        )
+        .await;
+    assert!(row.contains("no interrupted install"), "{row}");
+    browser.quit().await;
+
     // The portal's Doctor page says the same, for a person.
     let page = flotilla_tests::http()
         .get(format!("{}/doctor", agent.portal_url.trim_end_matches('/')))

@@ -48,6 +48,22 @@ pub async fn run(agent: &Arc<Agent>) -> Report {
     report(settings, checks)
 }
 
+/// What a rollout asks before it takes the server's site down: the checks
+/// that can make an install fail (rights, the packages, hooks, holders,
+/// space, an interrupted install, the databases).
+pub async fn preflight(agent: &Arc<Agent>) -> Report {
+    let settings = &agent.settings;
+    let inventory = agent.inventory.borrow().clone();
+    let mut checks = local::folders(settings);
+    checks.extend(live::status(agent, &inventory));
+    checks.extend(local::hooks(settings, &inventory));
+    checks.extend(local::holders(settings));
+    checks.extend(local::disk(settings, &agent.trust()).await);
+    checks.extend(live::journal(agent));
+    checks.extend(live::databases(agent, &inventory).await);
+    report(settings, checks)
+}
+
 /// The checks that need no running agent, with `portal` saying why it does
 /// not answer: what `flotilla-agent doctor` reports on its own.
 pub async fn run_alone(settings: &Settings, portal: Check) -> Report {

@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod databases;
+pub mod doctor;
 pub mod enrollment;
 pub mod events;
 pub mod gate;
@@ -108,6 +109,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(servers::list_sites))
         .routes(routes!(servers::list_servers))
         .routes(routes!(servers::get_server))
+        .routes(routes!(doctor::doctor))
         .routes(routes!(installs::order_install))
         .routes(routes!(installs::order_rollback))
         .routes(routes!(installs::list_installs))

@@ -35,6 +35,9 @@ pub enum Order {
     DatabaseDiscard { version: String },
     /// Restore the database alone from its backup at `version`.
     DatabaseRestore { version: String, by: String },
+    /// The agent's self-diagnosis; `preflight`: only what can make an
+    /// install fail.
+    Doctor { preflight: bool },
     /// Run one script of a guided database upgrade, or mark it applied.
     DatabaseScript {
         script: String,
@@ -66,6 +69,7 @@ impl Order {
                 keep_database,
             },
             Order::DatabaseReview => AgentCommand::DatabaseReview { module },
+            Order::Doctor { preflight } => AgentCommand::Doctor { preflight },
             Order::DatabaseDiscard { version } => AgentCommand::DatabaseDiscard { module, version },
             Order::DatabaseRestore { version, by } => AgentCommand::DatabaseRestore {
                 module,
@@ -89,6 +93,8 @@ impl Order {
     fn patience(&self) -> Duration {
         match self {
             Order::DatabaseReview | Order::DatabaseDiscard { .. } => Duration::from_secs(60),
+            // Holders, disk and database checks may take a while.
+            Order::Doctor { .. } => Duration::from_secs(120),
             // A script may run for a while; the answer says how it ended.
             Order::DatabaseScript { .. } | Order::DatabaseRestore { .. } => {
                 Duration::from_secs(600)
@@ -127,6 +133,8 @@ pub enum Reply {
     Outcome { ok: bool, message: String },
     /// A database command's typed answer.
     Database(DatabaseAnswer),
+    /// A doctor's report.
+    Doctor(flotilla_proto::doctor::Report),
 }
 
 impl Fleet {
@@ -164,7 +172,7 @@ impl Fleet {
                 server: server.to_owned(),
                 message,
             }),
-            Reply::Database(_) => Ok((command_id, "answered".to_owned())),
+            Reply::Database(_) | Reply::Doctor(_) => Ok((command_id, "answered".to_owned())),
         }
     }
 
@@ -183,6 +191,34 @@ impl Fleet {
             Reply::Outcome { message, .. } => Err(OrderError::Refused {
                 server: server.to_owned(),
                 message,
+            }),
+            Reply::Doctor(_) => Err(OrderError::Refused {
+                server: server.to_owned(),
+                message: "answered a database command with a doctor's report".to_owned(),
+            }),
+        }
+    }
+
+    /// Asks a connected agent for its doctor's report (`preflight`: only
+    /// the checks that can make an install fail).
+    pub async fn ask_doctor(
+        &self,
+        server: &str,
+        preflight: bool,
+    ) -> Result<flotilla_proto::doctor::Report, OrderError> {
+        let command_id = self.command_id(server, "doctor");
+        match self
+            .ask(server, "", Order::Doctor { preflight }, &command_id)
+            .await?
+        {
+            Reply::Doctor(report) => Ok(report),
+            Reply::Outcome { message, .. } => Err(OrderError::Refused {
+                server: server.to_owned(),
+                message,
+            }),
+            Reply::Database(_) => Err(OrderError::Refused {
+                server: server.to_owned(),
+                message: "answered a doctor with a database answer".to_owned(),
             }),
         }
     }

@@ -94,6 +94,7 @@ impl From<AgentCommand> for command::Kind {
             AgentCommand::DatabaseReview { module } => {
                 command::Kind::DatabaseReview(v1::DatabaseReview { module })
             }
+            AgentCommand::Doctor { preflight } => command::Kind::Doctor(v1::Doctor { preflight }),
             AgentCommand::DatabaseScript {
                 module,
                 script,
@@ -136,6 +137,9 @@ impl From<command::Kind> for AgentCommand {
             },
             command::Kind::DatabaseReview(order) => AgentCommand::DatabaseReview {
                 module: order.module,
+            },
+            command::Kind::Doctor(order) => AgentCommand::Doctor {
+                preflight: order.preflight,
             },
             command::Kind::DatabaseScript(order) => AgentCommand::DatabaseScript {
                 module: order.module,
@@ -351,6 +355,7 @@ mod tests {
                 version: "1.0.0".into(),
                 by: "alice".into(),
             },
+            AgentCommand::Doctor { preflight: true },
             AgentCommand::DatabaseScript {
                 module: "database".into(),
                 script: "001.sql".into(),

@@ -1,10 +1,11 @@
 //! Conversions between the shared domain types and the generated wire
 //! messages. The only place that knows both: the inventory here, commands,
 //! offers and install reports in [`link`], database answers in
-//! [`database`].
+//! [`database`], doctors' reports in [`doctor`].
 
 #[cfg(feature = "database")]
 mod database;
+mod doctor;
 mod link;
 
 use crate::domain::{

@@ -398,9 +398,10 @@ impl Ordered {
             Order::DatabaseDiscard { .. } => Ordered::DatabaseDiscard,
             Order::DatabaseRestore { .. } => Ordered::DatabaseRestore,
             // A rollout orders nothing else.
-            Order::Install { .. } | Order::DatabaseReview | Order::DatabaseScript { .. } => {
-                Ordered::Install
-            }
+            Order::Install { .. }
+            | Order::DatabaseReview
+            | Order::DatabaseScript { .. }
+            | Order::Doctor { .. } => Ordered::Install,
         }
     }
 }

@@ -97,6 +97,15 @@ function formBody() {
   return body;
 }
 
+// What each server answers now to the checks made before its site goes down.
+function planPreflight(site) {
+  if (!site.preflight || !site.preflight.length) return "";
+  return `<div class="preflight"><p class="small"><strong>Preflight now</strong></p><ul>${site.preflight.map((p) => `
+    <li class="preflight-server" data-server="${escapeHtml(p.server)}" data-failed="${p.failures.length ? "true" : "false"}"><strong>${escapeHtml(p.server)}</strong>
+      ${p.failures.length ? `<ul>${p.failures.map((f) => `<li class="problem-line">✗ ${escapeHtml(f)}</li>`).join("")}</ul>` : ' <span class="ok-text">ready</span>'}
+      ${p.warnings.length ? `<ul>${p.warnings.map((w) => `<li class="muted small">⚠ ${escapeHtml(w)}</li>`).join("")}</ul>` : ""}</li>`).join("")}</ul></div>`;
+}
+
 function renderPlan(plan) {
   const warnings = plan.warnings.length
     ? `<div class="problems warnings"><ul>${plan.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join("")}</ul></div>` : "";
@@ -111,6 +120,7 @@ function renderPlan(plan) {
         <td>${escapeHtml(t.server)}</td><td>${escapeHtml(t.module)}</td><td class="version">${versions(t.from_version, t.to_version)}</td>
         <td class="action ${t.action === "skip" ? "muted" : ""}">${escapeHtml(t.action)}</td></tr>`).join("")}
       </tbody></table>
+      ${planPreflight(s)}
     </section>`).join("");
   $("plan").innerHTML = `<h3>Plan for ${escapeHtml(plan.release)}: ${plan.sites.length} sites in ${plan.waves.length} waves</h3>
     ${warnings}${sites || '<p class="muted">No site to update.</p>'}`;
@@ -240,6 +250,19 @@ function databaseDecision(site) {
     <button type="button" data-database="keep" data-site="${escapeHtml(site.site)}">Keep the databases at the new version</button></div>`;
 }
 
+// What each server answered before the site was taken down.
+function preflightBlock(site) {
+  if (!site.preflight || !site.preflight.length) return "";
+  const items = site.preflight.map((p) => `<li class="preflight-server" data-server="${escapeHtml(p.server)}" data-failed="${p.failures.length ? "true" : "false"}">
+      <strong>${escapeHtml(p.server)}</strong> <span class="muted small">${clock(p.at)}</span>
+      ${p.failures.length ? `<ul class="preflight-failures">${p.failures.map((f) => `<li class="problem-line">✗ ${escapeHtml(f)}</li>`).join("")}</ul>` : ' <span class="ok-text">ready</span>'}
+      ${p.warnings.length ? `<ul class="preflight-warnings">${p.warnings.map((w) => `<li class="muted small">⚠ ${escapeHtml(w)}</li>`).join("")}</ul>` : ""}</li>`).join("");
+  const override = allows("site", site.state, "override_preflight")
+    ? `<button type="button" class="small-button danger" data-override="${escapeHtml(site.site)}">Start anyway</button>` : "";
+  const by = site.preflight_override_by ? `<p class="small">overridden by ${escapeHtml(site.preflight_override_by)}</p>` : "";
+  return `<div class="preflight"><p class="small"><strong>Preflight</strong> (checked ${clock(site.preflight_at)}) ${override}</p><ul>${items}</ul>${by}</div>`;
+}
+
 function siteCard(rollout, site) {
   const slot = site.planned_start_local
     ? `${escapeHtml(site.planned_start_local)} → ${escapeHtml(site.planned_end_local || "?")}` : "not scheduled yet";
@@ -251,6 +274,7 @@ function siteCard(rollout, site) {
       <span class="muted small">wave ${site.wave}</span>${rollback}</div>
     ${site.message ? `<p class="site-message small">${escapeHtml(site.message)}</p>` : ""}
     ${databaseDecision(site)}
+    ${preflightBlock(site)}
     <p class="small muted">slot: ${slot} (${escapeHtml(site.time_zone)}) · notice: ${escapeHtml(site.notice_result || "none")}
       · downtime measured: ${seconds(site.downtime_ms)} · ${site.started_at ? `started ${clock(site.started_at)}` : "not started"}${site.finished_at ? `, finished ${clock(site.finished_at)}` : ""}</p>
     ${site.servers.map((server) => serverBlock(rollout, server)).join("")}
@@ -332,6 +356,7 @@ $("rollout").addEventListener("click", (event) => {
   else if (button.id === "cancel") { if (confirm(`Cancel rollout ${shownId}? Running installs finish; nothing new starts.`)) act("cancel", button); }
   else if (button.dataset.exclude) { if (confirm(`Leave server ${button.dataset.exclude} out of this rollout?`)) act(`servers/${encodeURIComponent(button.dataset.exclude)}/exclude`, button); }
   else if (button.dataset.rollback) { if (confirm(`Roll site ${button.dataset.rollback} back to the versions it had?`)) act(`sites/${encodeURIComponent(button.dataset.rollback)}/rollback`, button); }
+  else if (button.dataset.override) { if (confirm(`Start site ${button.dataset.override} despite its failed preflight?`)) act(`sites/${encodeURIComponent(button.dataset.override)}/preflight/override`, button); }
   else if (button.dataset.database) {
     const site = button.dataset.site;
     const question = button.dataset.database === "restore"

@@ -79,6 +79,10 @@ states! {
         /// Its files are back, an upgraded database is not: an operator
         /// restores its backup or keeps it.
         DatabaseDecision = "database_decision", "waiting for a database decision";
+        /// A server of the site failed the checks made before taking it
+        /// down: nothing was touched; checked again, or an operator
+        /// overrides.
+        PreflightFailed = "preflight_failed", "preflight failed";
     }
 }
 
@@ -137,6 +141,8 @@ pub enum Allowed {
     RestoreDatabase,
     /// A rolled-back site's upgraded databases stay at the new version.
     KeepDatabase,
+    /// A site whose preflight failed starts anyway.
+    OverridePreflight,
 }
 
 impl RolloutState {
@@ -191,9 +197,13 @@ impl SiteState {
         )
     }
 
-    /// Its wave or its window has not come.
+    /// Its wave or its window has not come, or its servers were not ready:
+    /// nothing of it was touched.
     pub fn is_not_started(self) -> bool {
-        matches!(self, SiteState::Waiting | SiteState::Scheduled)
+        matches!(
+            self,
+            SiteState::Waiting | SiteState::Scheduled | SiteState::PreflightFailed
+        )
     }
 
     /// What an operator may ask of a site in this state.
@@ -202,6 +212,7 @@ impl SiteState {
             SiteState::Failed => &[Allowed::Retry, Allowed::Rollback],
             SiteState::RolledBack | SiteState::RollbackFailed => &[Allowed::Retry],
             SiteState::DatabaseDecision => &[Allowed::RestoreDatabase, Allowed::KeepDatabase],
+            SiteState::PreflightFailed => &[Allowed::Retry, Allowed::OverridePreflight],
             SiteState::Cancelled | SiteState::Succeeded => &[Allowed::Rollback],
             SiteState::Waiting
             | SiteState::Scheduled

@@ -387,3 +387,154 @@ async fn each_problem_is_found_and_says_how_to_fix_it() {
         "{portal_check}"
     );
 }
+
+/// Two sites; bravo's server has no room for the new version. Bravo waits
+/// in `preflight_failed` with nothing touched while alpha completes; the
+/// dry run said so beforehand; once the space is freed, a retry completes
+/// bravo.
+#[tokio::test]
+async fn a_site_whose_server_lacks_space_is_never_taken_down_and_completes_once_it_has_room() {
+    use flotilla_tests::sites::{
+        Publisher, ServerSpec, launch_server, post, site, wait_for_downloads, wait_for_rollout,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let publisher = Publisher::default();
+    let servers = dir.path().join("servers");
+    let alpha = launch_server(
+        &servers,
+        &controller,
+        &publisher,
+        "alpha",
+        ServerSpec {
+            id: "alpha-web",
+            modules: &["ecommerce"],
+        },
+    )
+    .await;
+    let mut bravo = launch_server(
+        &servers,
+        &controller,
+        &publisher,
+        "bravo",
+        ServerSpec {
+            id: "bravo-web",
+            modules: &["ecommerce"],
+        },
+    )
+    .await;
+    // Bravo's volume cannot hold the new version beside the old one: a
+    // reserve no disk has.
+    let config = bravo.data.join("agent.toml");
+    let roomy = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{roomy}\ndisk_reserve_mb = 100000000000\n"),
+    )
+    .unwrap();
+    bravo.relaunch("flotilla-agent", &[]).await;
+    publisher
+        .publish(&controller, dir.path(), "2026.12", "2.0.0", &["ecommerce"])
+        .await;
+    wait_for_downloads(
+        &controller,
+        &[(&alpha, &["ecommerce"]), (&bravo, &["ecommerce"])],
+        "2.0.0",
+    )
+    .await;
+
+    // The dry run shows it before anything starts.
+    let (status, plan) = post(
+        &controller,
+        "/api/v1/rollouts?dry_run=true",
+        &serde_json::json!({"release": "2026.12"}),
+        "alice",
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    let planned = |name: &str| {
+        plan["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == name)
+            .unwrap()["preflight"][0]
+            .clone()
+    };
+    assert_eq!(
+        planned("alpha")["failures"],
+        serde_json::json!([]),
+        "{plan:#}"
+    );
+    let ahead = planned("bravo")["failures"][0].as_str().unwrap().to_owned();
+    assert!(
+        ahead.starts_with("disk ") && ahead.contains("not enough space"),
+        "{ahead}"
+    );
+
+    let (status, created) = post(
+        &controller,
+        "/api/v1/rollouts",
+        &serde_json::json!({"release": "2026.12"}),
+        "alice",
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let waiting = wait_for_rollout(&controller, id, "alpha done, bravo held back", |r| {
+        site(r, "alpha")["state"] == "succeeded" && site(r, "bravo")["state"] == "preflight_failed"
+    })
+    .await;
+    let held = site(&waiting, "bravo");
+    assert!(
+        held["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("preflight failed, nothing was touched: bravo-web: disk "),
+        "{held}"
+    );
+    assert_eq!(held["preflight"][0]["server"], "bravo-web");
+    assert_eq!(waiting["state"], "running", "the rollout waits for bravo");
+    // Nothing of bravo was touched: no install, no maintenance page.
+    let (_, installs) = controller.get("/api/v1/servers/bravo-web/installs").await;
+    assert_eq!(installs, serde_json::json!([]));
+    let module = servers.join("bravo-web/apps/ecommerce");
+    assert!(!module.join("app_offline.htm").exists());
+    assert_eq!(
+        std::fs::read_to_string(module.join("version.txt"))
+            .unwrap()
+            .trim(),
+        "1.0.0"
+    );
+    assert!(
+        waiting["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["action"] == "preflight_failed"),
+        "{waiting:#}"
+    );
+
+    // The space is freed; an operator retries at once.
+    std::fs::write(&config, &roomy).unwrap();
+    bravo.relaunch("flotilla-agent", &[]).await;
+    controller
+        .wait_for_server("bravo-web", "back online", |s| s["online"] == true)
+        .await;
+    let (status, body) = post(
+        &controller,
+        &format!("/api/v1/rollouts/{id}/retry"),
+        &serde_json::json!({}),
+        "alice",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let done = wait_for_rollout(&controller, id, "succeeded", |r| r["state"] == "succeeded").await;
+    assert_eq!(site(&done, "bravo")["state"], "succeeded", "{done:#}");
+    assert_eq!(
+        std::fs::read_to_string(module.join("version.txt"))
+            .unwrap()
+            .trim(),
+        "2.0.0"
+    );
+}

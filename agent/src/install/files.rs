@@ -65,8 +65,13 @@ pub async fn check_space(
         // The zip made while in service and the final one, each up to the
         // old version's size.
         let old = folder_size(&live).saturating_mul(2);
-        let free = fs4::available_space(&backup_dir)
-            .map_err(|e| format!("cannot tell the free space of {}: {e}", backup_dir.display()))?;
+        // A backup folder not made yet will be on its nearest parent's volume.
+        let volume = backup_dir
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(&backup_dir);
+        let free = fs4::available_space(volume)
+            .map_err(|e| format!("cannot tell the free space of {}: {e}", volume.display()))?;
         if free < old.saturating_add(reserve) {
             return Err(format!(
                 "not enough space for the backup in {}: {} MB free, its two zips take up to {} MB plus the {} MB reserve; nothing was changed",

@@ -134,6 +134,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(rollouts::exclude))
         .routes(routes!(rollouts::rollback_site))
         .routes(routes!(rollouts::decide_database))
+        .routes(routes!(rollouts::override_preflight))
         .routes(routes!(rollouts::put_schedule, rollouts::get_schedule))
         .routes(routes!(
             operators::sign_in,

@@ -151,6 +151,8 @@ pub async fn create(
     )
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if query.dry_run {
+        let mut plan = plan;
+        preflight(&state, &mut plan).await;
         return Ok((StatusCode::OK, Json(plan).into_response()));
     }
     let strategy =
@@ -169,6 +171,45 @@ pub async fn create(
         StatusCode::CREATED,
         Json(Created { id, plan }).into_response(),
     ))
+}
+
+/// A dry run asks every server with something to install for its
+/// preflight now, all at once: problems show days before the window.
+async fn preflight(state: &ApiState, plan: &mut plan::Plan) {
+    use crate::rollouts::decide::preflight::summary;
+    for site in &mut plan.sites {
+        let mut servers: Vec<String> = site
+            .steps
+            .iter()
+            .filter(|s| s.action == "install")
+            .map(|s| s.server.clone())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        let answers = futures_util::future::join_all(servers.iter().map(|server| async move {
+            let answer = state.fleet.ask_doctor(server, true).await;
+            (server.clone(), answer)
+        }))
+        .await;
+        site.preflight = answers
+            .into_iter()
+            .map(|(server, answer)| match answer {
+                Ok(report) => {
+                    let found = summary(&report, Utc::now());
+                    plan::PreflightAnswer {
+                        server,
+                        failures: found.failures,
+                        warnings: found.warnings,
+                    }
+                }
+                Err(e) => plan::PreflightAnswer {
+                    server,
+                    failures: vec![format!("the preflight could not run: {e}")],
+                    warnings: Vec::new(),
+                },
+            })
+            .collect();
+    }
 }
 
 /// Every state a rollout, a site and a step can be in: its name, its
@@ -255,7 +296,24 @@ pub struct RolloutSite {
     pub finished_at: Option<DateTime<Utc>>,
     /// Measured: the sum of its installs' time out of service.
     pub downtime_ms: i64,
+    /// When its servers were last asked for their preflight.
+    pub preflight_at: Option<DateTime<Utc>>,
+    /// Each server's answer: the checks that would make an install fail,
+    /// and the warnings.
+    pub preflight: Vec<ServerPreflight>,
+    /// Who let it start despite a failed preflight.
+    pub preflight_override_by: Option<String>,
     pub servers: Vec<RolloutServer>,
+}
+
+/// A server's answer to a site's preflight.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerPreflight {
+    pub server: String,
+    pub at: DateTime<Utc>,
+    /// "check subject: finding (fix: …)" of each FAIL that blocks an install.
+    pub failures: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -405,7 +463,19 @@ fn site_detail(
         };
         entry.steps.push(step_detail(step, installs, server));
     }
+    let preflight = crate::rollouts::decide::preflight::answers(&site)
+        .into_iter()
+        .map(|(server, a)| ServerPreflight {
+            server,
+            at: a.at,
+            failures: a.failures,
+            warnings: a.warnings,
+        })
+        .collect();
     RolloutSite {
+        preflight,
+        preflight_at: site.preflight_at,
+        preflight_override_by: site.preflight_override_by.clone(),
         time_zone: calendar.time_zone().name().to_owned(),
         planned_start_local: site.planned_start.map(|t| calendar.local(t)),
         planned_end_local: site.planned_end.map(|t| calendar.local(t)),
@@ -552,6 +622,19 @@ pub async fn rollback_site(
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
     act(&state, id, Action::RollbackSite(site), &caller).await
+}
+
+/// Let a site whose preflight failed start anyway: the checks that failed
+/// are in the rollout's log under the caller's name.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/sites/{site}/preflight/override", security(("token" = ["operator"]), ("session" = ["operator"])), tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout"), ("site" = String, Path, description = "The site")),
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, description = "Its preflight did not fail", body = ErrorBody)))]
+pub async fn override_preflight(
+    State(state): State<ApiState>,
+    Path((id, site)): Path<(i64, String)>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Json<RolloutDetail>, ApiError> {
+    act(&state, id, Action::OverridePreflight(site), &caller).await
 }
 
 /// What to do with the databases of a site whose rollback left them at the

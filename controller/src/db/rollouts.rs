@@ -41,6 +41,12 @@ pub struct RolloutSiteRecord {
     pub notice_result: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// JSON: per server, its preflight's answer (see `rollouts::decide`).
+    pub preflight: Option<String>,
+    /// When the servers were last asked for their preflight.
+    pub preflight_at: Option<DateTime<Utc>>,
+    /// Who let the site start despite a failed preflight.
+    pub preflight_override_by: Option<String>,
 }
 
 /// One module on one server in a rollout.
@@ -294,7 +300,8 @@ impl Database {
         for s in &changes.sites {
             sqlx::query(
                 "UPDATE rollout_sites SET state = ?, message = ?, planned_start = ?, planned_end = ?, \
-                 notice_sent_at = ?, notice_result = ?, started_at = ?, finished_at = ? \
+                 notice_sent_at = ?, notice_result = ?, started_at = ?, finished_at = ?, \
+                 preflight = ?, preflight_at = ?, preflight_override_by = ? \
                  WHERE rollout_id = ? AND site = ?",
             )
             .bind(s.state)
@@ -305,6 +312,9 @@ impl Database {
             .bind(&s.notice_result)
             .bind(s.started_at)
             .bind(s.finished_at)
+            .bind(&s.preflight)
+            .bind(s.preflight_at)
+            .bind(&s.preflight_override_by)
             .bind(id)
             .bind(&s.site)
             .execute(&mut *tx)

@@ -63,7 +63,7 @@ enum Request {
     },
     Ordered {
         rollout: i64,
-        answer: Answer,
+        answer: Box<Answer>,
     },
     Noticed {
         rollout: i64,
@@ -399,7 +399,14 @@ impl Engine {
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
             let kind = Ordered::of(&job.order);
+            let mut report = None;
             let result = match job.order {
+                Order::Doctor { preflight } => {
+                    fleet.ask_doctor(&job.server, preflight).await.map(|found| {
+                        report = Some(found);
+                        "answered".to_owned()
+                    })
+                }
                 order @ (Order::DatabaseDiscard { .. } | Order::DatabaseRestore { .. }) => fleet
                     .ask_database(&job.server, &job.module, order)
                     .await
@@ -415,8 +422,14 @@ impl Engine {
                 command_id: job.command_id,
                 kind,
                 result,
+                report,
             };
-            let _ = inbox.send(Request::Ordered { rollout, answer }).await;
+            let _ = inbox
+                .send(Request::Ordered {
+                    rollout,
+                    answer: Box::new(answer),
+                })
+                .await;
         });
     }
 

@@ -122,6 +122,18 @@ pub struct SitePlan {
     pub planned_end: Option<DateTime<Utc>>,
     /// `planned_start` in the site's time zone.
     pub planned_start_local: Option<String>,
+    /// A dry run's preflight: what each server with something to install
+    /// answers now to the checks that would make an install fail.
+    pub preflight: Vec<PreflightAnswer>,
+}
+
+/// A server's answer to a preflight, in a plan.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PreflightAnswer {
+    pub server: String,
+    /// "check subject: finding (fix: …)" of each FAIL that would block.
+    pub failures: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -155,6 +167,9 @@ impl Plan {
                 notice_result: None,
                 started_at: None,
                 finished_at: None,
+                preflight: None,
+                preflight_at: None,
+                preflight_override_by: None,
             })
             .collect();
         let steps = self
@@ -261,6 +276,7 @@ pub fn plan(
                 planned_start: slot.map(|s| s.start),
                 planned_end: slot.map(|s| s.start + duration),
                 planned_start_local: slot.map(|s| calendar.local(s.start)),
+                preflight: Vec::new(),
             });
         }
         wave_start += longest;

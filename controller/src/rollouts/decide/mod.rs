@@ -24,6 +24,7 @@ use crate::states::{InstallState, StepState};
 mod databases;
 mod follow;
 mod operator;
+pub mod preflight;
 mod sites;
 mod steps;
 #[cfg(test)]

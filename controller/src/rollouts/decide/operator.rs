@@ -37,6 +37,8 @@ pub enum Action {
         site: String,
         restore: bool,
     },
+    /// A site whose preflight failed starts anyway.
+    OverridePreflight(String),
 }
 
 impl Action {
@@ -50,6 +52,7 @@ impl Action {
             Action::RollbackSite(_) => "rolled a site back",
             Action::Database { restore: true, .. } => "database_restore",
             Action::Database { restore: false, .. } => "database_kept",
+            Action::OverridePreflight(_) => "preflight_overridden",
         }
     }
 }
@@ -82,6 +85,9 @@ pub fn act(
         Action::RollbackSite(site) => roll_back(&mut rollout, &mut sites, &mut steps, site, actor)?,
         Action::Database { site, restore } => {
             super::databases::decide(ctx.now, &mut sites, &mut steps, site, *restore, actor)?
+        }
+        Action::OverridePreflight(site) => {
+            super::preflight::override_failed(&mut sites, site, actor)?
         }
     };
     let log = vec![(actor.to_owned(), action.name().to_owned(), detail)];
@@ -182,8 +188,17 @@ fn retry(
         ));
     }
     for site in sites.iter_mut().filter(|s| failed.contains(&s.site)) {
+        let preflight_only = site.state == SiteState::PreflightFailed;
         site.state = SiteState::Scheduled;
         site.message = Some(format!("retried by {actor}"));
+        site.preflight = None;
+        site.preflight_at = None;
+        site.preflight_override_by = None;
+        if preflight_only {
+            // Nothing of it was touched, and its users were warned of this
+            // maintenance already: its servers are asked again now.
+            continue;
+        }
         site.planned_start = None;
         site.planned_end = None;
         site.notice_sent_at = None;
@@ -292,7 +307,14 @@ pub fn ordered(
     now: DateTime<Utc>,
     answer: &Answer,
 ) -> Option<RolloutChanges> {
-    let (rollout, _, steps) = rows;
+    let (rollout, sites, steps) = rows;
+    if answer.kind == Ordered::Preflight {
+        let site = super::preflight::answered(sites, steps, now, answer)?;
+        return Some(RolloutChanges {
+            sites: vec![site],
+            ..RolloutChanges::default()
+        });
+    }
     let mut step = steps
         .iter()
         .find(|s| s.server_id == answer.server && s.module == answer.module)?
@@ -378,6 +400,8 @@ pub struct Answer {
     pub command_id: String,
     pub kind: Ordered,
     pub result: Result<String, OrderError>,
+    /// A preflight's report.
+    pub report: Option<flotilla_proto::doctor::Report>,
 }
 
 /// What an order the engine sent was.
@@ -389,6 +413,8 @@ pub enum Ordered {
     /// What restoring a database backup would discard.
     DatabaseDiscard,
     DatabaseRestore,
+    /// The checks before a site is taken down.
+    Preflight,
 }
 
 impl Ordered {
@@ -397,11 +423,11 @@ impl Ordered {
             Order::Rollback { .. } => Ordered::Restore,
             Order::DatabaseDiscard { .. } => Ordered::DatabaseDiscard,
             Order::DatabaseRestore { .. } => Ordered::DatabaseRestore,
+            Order::Doctor { .. } => Ordered::Preflight,
             // A rollout orders nothing else.
-            Order::Install { .. }
-            | Order::DatabaseReview
-            | Order::DatabaseScript { .. }
-            | Order::Doctor { .. } => Ordered::Install,
+            Order::Install { .. } | Order::DatabaseReview | Order::DatabaseScript { .. } => {
+                Ordered::Install
+            }
         }
     }
 }

@@ -18,15 +18,16 @@ impl Pass<'_> {
                 self.sites[i].state = SiteState::Scheduled;
                 self.schedule(i);
             }
-            SiteState::Waiting | SiteState::Scheduled if cancelled => {
+            SiteState::Waiting | SiteState::Scheduled | SiteState::PreflightFailed if cancelled => {
                 self.sites[i].state = SiteState::Cancelled;
                 self.sites[i].finished_at = Some(self.ctx.now);
             }
-            SiteState::Scheduled if running => self.schedule(i),
+            SiteState::Scheduled | SiteState::PreflightFailed if running => self.schedule(i),
             SiteState::Running => self.run_site(i),
             SiteState::RollingBack | SiteState::DatabaseDecision => self.roll_back_site(i),
             SiteState::Waiting
             | SiteState::Scheduled
+            | SiteState::PreflightFailed
             | SiteState::Succeeded
             | SiteState::Failed
             | SiteState::RolledBack
@@ -94,6 +95,9 @@ impl Pass<'_> {
         }
         match calendar.slot(now, need) {
             Some(slot) if slot.start == now => {
+                if !self.preflight_passed(i) {
+                    return;
+                }
                 let record = &mut self.sites[i];
                 record.state = SiteState::Running;
                 record.started_at = Some(now);

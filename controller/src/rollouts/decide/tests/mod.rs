@@ -22,6 +22,7 @@ use super::*;
 
 mod databases;
 mod operators;
+mod preflight;
 mod sites;
 mod steps;
 use crate::db::{ModuleRecord, RolloutSiteRecord, RolloutStepRecord, ServerRecord};
@@ -100,7 +101,36 @@ impl World {
             notice_result: None,
             started_at: None,
             finished_at: None,
+            preflight: None,
+            preflight_at: None,
+            preflight_override_by: None,
         });
+        self
+    }
+
+    /// Every site's servers answered the preflight a second ago, all clear.
+    fn preflight_ok(mut self) -> World {
+        let at = now() - Duration::seconds(1);
+        for site in &mut self.rows.1 {
+            let answers: crate::rollouts::decide::preflight::SitePreflight = self
+                .rows
+                .2
+                .iter()
+                .filter(|s| s.site == site.site)
+                .map(|s| {
+                    (
+                        s.server_id.clone(),
+                        crate::rollouts::decide::preflight::ServerPreflight {
+                            at,
+                            failures: Vec::new(),
+                            warnings: Vec::new(),
+                        },
+                    )
+                })
+                .collect();
+            site.preflight_at = Some(at);
+            site.preflight = serde_json::to_string(&answers).ok();
+        }
         self
     }
 
@@ -339,6 +369,7 @@ fn render(decisions: &Decisions) -> String {
                 "order database restore {} {version} on {} by {by}",
                 job.module, job.server
             ),
+            Order::Doctor { .. } => writeln!(text, "order preflight on {}", job.server),
             other => writeln!(text, "order {other:?}"),
         }
         .unwrap();
@@ -392,6 +423,7 @@ fn check_answer(
         command_id: "c1".into(),
         kind,
         result: result.map(str::to_owned),
+        report: None,
     };
     let text = match ordered(&world.rows, &world.strategy, now(), &answer) {
         Some(changes) => {

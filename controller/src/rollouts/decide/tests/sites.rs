@@ -25,13 +25,15 @@ fn the_open_waves_sites_start_and_order_their_first_layer_the_next_wave_waits() 
                     ("ecommerce", "1.0.0", Some("2.0.0")),
                 ],
             )
-            .server("bravo-web", true, &[("ecommerce", "1.0.0", Some("2.0.0"))]),
+            .server("bravo-web", true, &[("ecommerce", "1.0.0", Some("2.0.0"))])
+            .preflight_ok(),
         expect![[r#"
             site acme: running, planned +0s to +600s
             step acme-web/database: starting, attempt 1
               ordered (attempt 1)
             step acme-web/ecommerce: pending
               waits for database
+            log flotilla preflight: site acme: 1 server(s) ready
             log flotilla site_started: site acme: wave 1
             order install database 2.0.0 on acme-web
         "#]],
@@ -47,6 +49,7 @@ fn a_settled_wave_opens_the_next_at_once_after_a_pause_or_at_a_manual_gate() {
             .step("acme", "acme-web/ecommerce", 0, StepState::Succeeded)
             .step("bravo", "bravo-web/ecommerce", 0, StepState::Pending)
             .server("bravo-web", true, &[("ecommerce", "1.0.0", Some("2.0.0"))])
+            .preflight_ok()
     };
     check(
         settled(json!({})),
@@ -56,6 +59,7 @@ fn a_settled_wave_opens_the_next_at_once_after_a_pause_or_at_a_manual_gate() {
             step bravo-web/ecommerce: starting, attempt 1
               ordered (attempt 1)
             log flotilla wave: wave 2 starts
+            log flotilla preflight: site bravo: 1 server(s) ready
             log flotilla site_started: site bravo: wave 2
             order install ecommerce 2.0.0 on bravo-web
         "#]],
@@ -76,6 +80,7 @@ fn a_settled_wave_opens_the_next_at_once_after_a_pause_or_at_a_manual_gate() {
             step bravo-web/ecommerce: starting, attempt 1
               ordered (attempt 1)
             log flotilla wave: wave 2 starts
+            log flotilla preflight: site bravo: 1 server(s) ready
             log flotilla site_started: site bravo: wave 2
             order install ecommerce 2.0.0 on bravo-web
         "#]],
@@ -294,11 +299,12 @@ fn users_are_warned_ahead_of_the_start_then_the_site_starts_at_the_planned_time(
         "#]],
     );
     check(
-        warned(0),
+        warned(0).preflight_ok(),
         expect![[r#"
             site acme: running, planned +0s to +300s, users warned
             step acme-web/ecommerce: starting, attempt 1
               ordered (attempt 1)
+            log flotilla preflight: site acme: 1 server(s) ready
             log flotilla site_started: site acme: wave 1
             order install ecommerce 2.0.0 on acme-web
         "#]],

@@ -151,9 +151,13 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         heartbeat_ms = heartbeat_every.as_millis(),
         "connected to the controller"
     );
-    agent
-        .link
-        .send_replace(LinkStatus::Connected { since: Utc::now() });
+    let now = Utc::now();
+    let clock_skew_ms =
+        (welcome.controller_time_unix_ms > 0).then(|| welcome.controller_time_unix_ms - now.timestamp_millis());
+    agent.link.send_replace(LinkStatus::Connected {
+        since: now,
+        clock_skew_ms,
+    });
     let link = Link {
         agent,
         stop,

@@ -254,7 +254,7 @@ fn notices_section(agent: &Agent) -> String {
 fn link_line(link: &LinkStatus) -> (String, &'static str) {
     match link {
         LinkStatus::Connecting => ("Connecting to the controller…".to_owned(), "warn"),
-        LinkStatus::Connected { since } => (
+        LinkStatus::Connected { since, .. } => (
             format!(
                 "Connected to the controller since {}",
                 since.to_rfc3339_opts(SecondsFormat::Secs, true)

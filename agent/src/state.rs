@@ -33,6 +33,9 @@ pub enum LinkStatus {
     Connecting,
     Connected {
         since: DateTime<Utc>,
+        /// How far the controller's clock is ahead of this server's (ms),
+        /// as its welcome said; `None` from an older controller.
+        clock_skew_ms: Option<i64>,
     },
     /// The controller is away; the agent keeps retrying with backoff.
     Disconnected {

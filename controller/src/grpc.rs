@@ -105,6 +105,7 @@ impl AgentLinkService {
                     .unwrap_or(u32::MAX),
                 download_token: session.download_token.clone(),
                 download_base: self.fleet.public_url.clone(),
+                controller_time_unix_ms: chrono::Utc::now().timestamp_millis(),
             })),
         };
         let hold = ControllerMessage::from(ToAgent::Hold(self.fleet.hold_of(server)));

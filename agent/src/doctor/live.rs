@@ -13,6 +13,11 @@ use crate::config::ControllerTrust;
 use crate::inventory::Inventory;
 use crate::state::{DownloadState, LinkStatus};
 
+/// How far this server's clock may be off the controller's before the
+/// doctor warns, and fails (certificates, windows).
+const CLOCK_WARN_MS: i64 = 5_000;
+const CLOCK_FAIL_MS: i64 = 120_000;
+
 /// How long a network step of a check may take.
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -209,11 +214,32 @@ fn certificate(file: &std::path::Path, identity: &crate::identity::Identity) -> 
 fn link(status: &LinkStatus) -> Check {
     let ago = |since: &chrono::DateTime<chrono::Utc>| (chrono::Utc::now() - *since).num_seconds();
     match status {
-        LinkStatus::Connected { since } => Check::ok(
-            "controller",
-            "link",
-            format!("connected for {} s, heartbeats flowing", ago(since)),
-        ),
+        LinkStatus::Connected {
+            since,
+            clock_skew_ms,
+        } => {
+            let connected = format!("connected for {} s, heartbeats flowing", ago(since));
+            match clock_skew_ms.map(|ms| ms.abs()) {
+                Some(ms) if ms > CLOCK_FAIL_MS => Check::fail(
+                    "controller",
+                    "link",
+                    format!("{connected}; but this server's clock is {} s off the controller's: certificates may be refused and maintenance windows missed", ms / 1000),
+                    "synchronise the clock (Windows: w32tm /resync; Linux: chrony or systemd-timesyncd)",
+                ),
+                Some(ms) if ms > CLOCK_WARN_MS => Check::warn(
+                    "controller",
+                    "link",
+                    format!("{connected}; this server's clock is {:.1} s off the controller's", ms as f64 / 1000.0),
+                    "synchronise the clock (Windows: w32tm /resync; Linux: chrony or systemd-timesyncd)",
+                ),
+                Some(ms) => Check::ok(
+                    "controller",
+                    "link",
+                    format!("{connected}; clocks agree within {ms} ms"),
+                ),
+                None => Check::ok("controller", "link", connected),
+            }
+        }
         LinkStatus::Connecting => Check::warn(
             "controller",
             "link",
@@ -429,4 +455,32 @@ pub async fn databases(agent: &Arc<Agent>, inventory: &Inventory) -> Vec<Check> 
         });
     }
     checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_proto::doctor::Status;
+
+    #[test]
+    fn a_clock_off_the_controllers_is_said_and_far_off_fails() {
+        let connected = |skew: Option<i64>| LinkStatus::Connected {
+            since: chrono::Utc::now(),
+            clock_skew_ms: skew,
+        };
+        assert_eq!(link(&connected(Some(300))).status, Status::Ok);
+        let warned = link(&connected(Some(-9_000)));
+        assert_eq!(warned.status, Status::Warn);
+        assert!(warned.finding.contains("9.0 s off"), "{warned:?}");
+        let failed = link(&connected(Some(600_000)));
+        assert_eq!(failed.status, Status::Fail);
+        assert!(failed.fix.contains("w32tm /resync"), "{failed:?}");
+        assert_eq!(link(&connected(None)).status, Status::Ok);
+        let away = link(&LinkStatus::Disconnected {
+            since: chrono::Utc::now(),
+            error: "connection refused".into(),
+        });
+        assert_eq!(away.status, Status::Fail);
+        assert!(away.finding.contains("connection refused"), "{away:?}");
+    }
 }

@@ -152,8 +152,8 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         "connected to the controller"
     );
     let now = Utc::now();
-    let clock_skew_ms =
-        (welcome.controller_time_unix_ms > 0).then(|| welcome.controller_time_unix_ms - now.timestamp_millis());
+    let clock_skew_ms = (welcome.controller_time_unix_ms > 0)
+        .then(|| welcome.controller_time_unix_ms - now.timestamp_millis());
     agent.link.send_replace(LinkStatus::Connected {
         since: now,
         clock_skew_ms,

@@ -38,10 +38,7 @@ pub enum LinkStatus {
         clock_skew_ms: Option<i64>,
     },
     /// The controller is away; the agent keeps retrying with backoff.
-    Disconnected {
-        since: DateTime<Utc>,
-        error: String,
-    },
+    Disconnected { since: DateTime<Utc>, error: String },
     /// The controller refused this agent (incompatible protocol, ...).
     Refused {
         since: DateTime<Utc>,

@@ -223,13 +223,19 @@ fn link(status: &LinkStatus) -> Check {
                 Some(ms) if ms > CLOCK_FAIL_MS => Check::fail(
                     "controller",
                     "link",
-                    format!("{connected}; but this server's clock is {} s off the controller's: certificates may be refused and maintenance windows missed", ms / 1000),
+                    format!(
+                        "{connected}; but this server's clock is {} s off the controller's: certificates may be refused and maintenance windows missed",
+                        ms / 1000
+                    ),
                     "synchronise the clock (Windows: w32tm /resync; Linux: chrony or systemd-timesyncd)",
                 ),
                 Some(ms) if ms > CLOCK_WARN_MS => Check::warn(
                     "controller",
                     "link",
-                    format!("{connected}; this server's clock is {:.1} s off the controller's", ms as f64 / 1000.0),
+                    format!(
+                        "{connected}; this server's clock is {:.1} s off the controller's",
+                        ms as f64 / 1000.0
+                    ),
                     "synchronise the clock (Windows: w32tm /resync; Linux: chrony or systemd-timesyncd)",
                 ),
                 Some(ms) => Check::ok(

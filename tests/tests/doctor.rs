@@ -536,3 +536,66 @@ async fn a_site_whose_server_lacks_space_is_never_taken_down_and_completes_once_
         "2.0.0"
     );
 }
+
+/// An existing installation's folder, before the agent first runs there:
+/// the doctor says what it found and what the agent will change.
+#[tokio::test]
+async fn an_existing_installation_is_described_before_the_agent_takes_it_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("CPoint").join("[e]");
+    let module = data.join("Sites").join("ecommerce");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(module.join("version.txt"), "5.8.0\n").unwrap();
+    std::fs::create_dir_all(data.join("bin/config")).unwrap();
+    std::fs::write(
+        data.join("bin/config/applicationspath.config"),
+        format!(
+            "<applications><application name=\"ecommerce\" kind=\"web\" path=\"{}\"/></applications>",
+            module.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(data.join("bin/updates/scripts")).unwrap();
+    std::fs::write(
+        data.join("bin/updates/scripts/PREINSTALL_ecommerce.ps1"),
+        "Stop-WebAppPool ecommerce",
+    )
+    .unwrap();
+    // The older updater's own status file.
+    std::fs::write(
+        data.join("bin/updates/status.xml"),
+        "<?xml version=\"1.0\"?><Status><Module Name=\"ecommerce\" Version=\"5.8.0\"/></Status>",
+    )
+    .unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "site = \"acme\"\nserver_id = \"web-03\"\ndata_dir = {:?}\ncontroller_url = \"http://127.0.0.1:9\"\ninsecure_plaintext = true\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, report) = doctor(&config, "http://127.0.0.1:9").await;
+    assert_eq!(code, 2, "the agent does not run yet: {report:#}");
+    let found = &checks(&report, "takeover")[0];
+    assert_eq!(found["status"], "ok");
+    let finding = found["finding"].as_str().unwrap();
+    assert!(
+        finding
+            .contains("applicationspath.config with 1 module(s), 1 hook script(s) run as they are")
+            && finding.contains("status.xml written by another updater, which the agent rewrites"),
+        "{found}"
+    );
+    assert_eq!(
+        find(&report, "applications", "applicationspath.config")["status"],
+        "ok"
+    );
+    // Nothing was changed by looking.
+    assert!(
+        std::fs::read_to_string(data.join("bin/updates/status.xml"))
+            .unwrap()
+            .contains("<Status>")
+    );
+    assert!(!data.join("bin/updates/packages").exists());
+}

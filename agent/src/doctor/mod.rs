@@ -10,6 +10,7 @@
 
 mod live;
 mod local;
+mod takeover;
 
 use std::sync::Arc;
 
@@ -34,8 +35,10 @@ pub async fn run(agent: &Arc<Agent>) -> Report {
         SERVICE_NAME,
         std::path::Path::new("/etc/systemd/system"),
     ))];
+    checks.extend(takeover::competitors());
     checks.push(live::portal(agent).await);
     checks.extend(live::controller(agent).await);
+    checks.push(takeover::found(settings));
     checks.extend(local::applications(settings, &inventory));
     checks.extend(local::folders(settings));
     checks.extend(live::status(agent, &inventory));
@@ -78,13 +81,13 @@ pub async fn run_alone(settings: &Settings, portal: Check) -> Report {
         tokio::task::spawn_blocking(move || crate::inventory::scan(&layout, &scan_trust))
             .await
             .unwrap_or_default();
-    let mut checks = vec![
-        service(&flotilla_proto::service::find(
-            SERVICE_NAME,
-            std::path::Path::new("/etc/systemd/system"),
-        )),
-        portal,
-    ];
+    let mut checks = vec![service(&flotilla_proto::service::find(
+        SERVICE_NAME,
+        std::path::Path::new("/etc/systemd/system"),
+    ))];
+    checks.extend(takeover::competitors());
+    checks.push(portal);
+    checks.push(takeover::found(settings));
     checks.extend(local::applications(settings, &inventory));
     checks.extend(local::folders(settings));
     checks.extend(local::hooks(settings, &inventory));

@@ -64,6 +64,7 @@ pub async fn run(
     let portal_address = portal_listener.local_addr()?;
     let agent = Arc::new(Agent {
         portal_address,
+        last_heartbeat: std::sync::Mutex::new(None),
         settings,
         inventory: watch::Sender::new(Inventory::default()),
         last_check: watch::Sender::new(Utc::now()),

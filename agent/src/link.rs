@@ -157,6 +157,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
     agent.link.send_replace(LinkStatus::Connected {
         since: now,
         clock_skew_ms,
+        heartbeat_every_ms: u64::try_from(heartbeat_every.as_millis()).unwrap_or(u64::MAX),
     });
     let link = Link {
         agent,
@@ -281,9 +282,13 @@ impl Link<'_> {
                     renewal = self.renew().await;
                     continue;
                 }
-                _ = heartbeat.tick() => message(Body::Heartbeat(Heartbeat {
-                    sent_at_unix_ms: Utc::now().timestamp_millis(),
-                })),
+                _ = heartbeat.tick() => {
+                    let now = Utc::now();
+                    *agent.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                    message(Body::Heartbeat(Heartbeat {
+                        sent_at_unix_ms: now.timestamp_millis(),
+                    }))
+                }
                 received = inbound.message() => match received {
                     Ok(Some(received)) => match handle(agent, received, &sent, &late_tx) {
                         Some(reply) => reply,

@@ -36,6 +36,8 @@ pub enum LinkStatus {
         /// How far the controller's clock is ahead of this server's (ms),
         /// as its welcome said; `None` from an older controller.
         clock_skew_ms: Option<i64>,
+        /// How often heartbeats go, as the controller asked.
+        heartbeat_every_ms: u64,
     },
     /// The controller is away; the agent keeps retrying with backoff.
     Disconnected { since: DateTime<Utc>, error: String },
@@ -66,6 +68,8 @@ pub struct Agent {
     pub notices: std::sync::Mutex<Vec<String>>,
     /// When this process started.
     pub started_at: DateTime<Utc>,
+    /// When the last heartbeat went to the controller.
+    pub last_heartbeat: std::sync::Mutex<Option<DateTime<Utc>>>,
     /// Where the portal listens (the configured address, with the port the
     /// system chose when it was 0).
     pub portal_address: std::net::SocketAddr,

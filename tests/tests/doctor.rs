@@ -513,6 +513,28 @@ async fn a_site_whose_server_lacks_space_is_never_taken_down_and_completes_once_
         "{waiting:#}"
     );
 
+    // The rollout page shows each server's answer, and offers to start
+    // anyway.
+    let browser = flotilla_tests::browser::Browser::start().await;
+    browser.sign_in(&controller).await;
+    browser
+        .goto(&format!("{}/rollouts#{id}", controller.http_url))
+        .await;
+    let shown = browser
+        .text_of(
+            "bravo's failed preflight on the dashboard",
+            "section.rollout-site[data-site='bravo'] li.preflight-server[data-server='bravo-web'][data-failed='true']",
+        )
+        .await;
+    assert!(shown.contains("not enough space"), "{shown}");
+    browser
+        .text_of(
+            "the override button",
+            "section.rollout-site[data-site='bravo'] button[data-override='bravo']",
+        )
+        .await;
+    browser.quit().await;
+
     // The space is freed; an operator retries at once.
     std::fs::write(&config, &roomy).unwrap();
     bravo.relaunch("flotilla-agent", &[]).await;

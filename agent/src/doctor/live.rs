@@ -176,7 +176,11 @@ pub async fn controller(agent: &Arc<Agent>) -> Vec<Check> {
             "enroll the agent and remove insecure_plaintext",
         ));
     }
-    checks.push(link(&agent.link.borrow()));
+    let last_heartbeat = *agent
+        .last_heartbeat
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    checks.push(link(&agent.link.borrow(), last_heartbeat));
     checks
 }
 
@@ -210,15 +214,35 @@ fn certificate(file: &std::path::Path, identity: &crate::identity::Identity) -> 
     }
 }
 
-/// The link's state as the agent holds it.
-fn link(status: &LinkStatus) -> Check {
+/// The link's state as the agent holds it, and when the last heartbeat
+/// went.
+fn link(status: &LinkStatus, last_heartbeat: Option<chrono::DateTime<chrono::Utc>>) -> Check {
     let ago = |since: &chrono::DateTime<chrono::Utc>| (chrono::Utc::now() - *since).num_seconds();
     match status {
         LinkStatus::Connected {
             since,
             clock_skew_ms,
+            heartbeat_every_ms,
         } => {
-            let connected = format!("connected for {} s, heartbeats flowing", ago(since));
+            let every = i64::try_from(*heartbeat_every_ms).unwrap_or(i64::MAX);
+            let age = last_heartbeat.map(|at| (chrono::Utc::now() - at).num_milliseconds());
+            let connected = format!(
+                "connected for {} s, last heartbeat {} (every {:.1} s)",
+                ago(since),
+                age.map_or("not sent yet".to_owned(), |ms| format!(
+                    "{} s ago",
+                    ms / 1000
+                )),
+                every as f64 / 1000.0
+            );
+            if age.is_some_and(|ms| ms > every.saturating_mul(3)) {
+                return Check::warn(
+                    "controller",
+                    "link",
+                    format!("{connected}: heartbeats have stopped going out"),
+                    "restart the agent's service; its log says what holds the link",
+                );
+            }
             match clock_skew_ms.map(|ms| ms.abs()) {
                 Some(ms) if ms > CLOCK_FAIL_MS => Check::fail(
                     "controller",
@@ -469,23 +493,40 @@ mod tests {
     use flotilla_proto::doctor::Status;
 
     #[test]
-    fn a_clock_off_the_controllers_is_said_and_far_off_fails() {
+    fn the_link_is_judged_by_its_clock_and_its_heartbeats() {
         let connected = |skew: Option<i64>| LinkStatus::Connected {
             since: chrono::Utc::now(),
             clock_skew_ms: skew,
+            heartbeat_every_ms: 10_000,
         };
-        assert_eq!(link(&connected(Some(300))).status, Status::Ok);
-        let warned = link(&connected(Some(-9_000)));
+        let now = Some(chrono::Utc::now());
+        assert_eq!(link(&connected(Some(300)), now).status, Status::Ok);
+        let warned = link(&connected(Some(-9_000)), now);
         assert_eq!(warned.status, Status::Warn);
         assert!(warned.finding.contains("9.0 s off"), "{warned:?}");
-        let failed = link(&connected(Some(600_000)));
+        let failed = link(&connected(Some(600_000)), now);
         assert_eq!(failed.status, Status::Fail);
         assert!(failed.fix.contains("w32tm /resync"), "{failed:?}");
-        assert_eq!(link(&connected(None)).status, Status::Ok);
-        let away = link(&LinkStatus::Disconnected {
-            since: chrono::Utc::now(),
-            error: "connection refused".into(),
-        });
+        assert_eq!(link(&connected(None), now).status, Status::Ok);
+        // Heartbeats stopped going out, though the link says connected.
+        let stale = link(
+            &connected(Some(0)),
+            Some(chrono::Utc::now() - chrono::Duration::seconds(45)),
+        );
+        assert_eq!(stale.status, Status::Warn);
+        assert!(
+            stale
+                .finding
+                .contains("last heartbeat 45 s ago (every 10.0 s)"),
+            "{stale:?}"
+        );
+        let away = link(
+            &LinkStatus::Disconnected {
+                since: chrono::Utc::now(),
+                error: "connection refused".into(),
+            },
+            None,
+        );
         assert_eq!(away.status, Status::Fail);
         assert!(away.finding.contains("connection refused"), "{away:?}");
     }

@@ -69,20 +69,36 @@ pub async fn doctor(config: &Path, portal: Option<String>) -> flotilla_proto::do
             }
         }
         Ok(response) => {
+            let status = response.status();
             let server = response
                 .headers()
                 .get(reqwest::header::SERVER)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| format!(", Server: {v}"))
                 .unwrap_or_default();
-            crate::doctor::portal_unreachable(
-                &portal,
-                "",
-                Some(&format!(
-                    "GET /api/doctor answers {}{server}",
-                    response.status()
-                )),
-            )
+            // An agent from before the doctor answers too, on its page.
+            let page = reqwest::Client::new()
+                .get(format!("{}/", portal.trim_end_matches('/')))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            let older_agent = match page {
+                Ok(page) => page.text().await.unwrap_or_default().contains("Flotilla"),
+                Err(_) => false,
+            };
+            if older_agent {
+                crate::doctor::portal_unreachable(
+                    &portal,
+                    "an older Flotilla agent runs, without a doctor: upgrade it (the checks below ran without it)",
+                    None,
+                )
+            } else {
+                crate::doctor::portal_unreachable(
+                    &portal,
+                    "",
+                    Some(&format!("GET /api/doctor answers {status}{server}")),
+                )
+            }
         }
         Err(e) => crate::doctor::portal_unreachable(
             &portal,

@@ -476,11 +476,11 @@ fn handle(
                 Err(e) => (false, e.to_string()),
             }
         }
-        AgentCommand::Doctor { preflight } => {
+        AgentCommand::Doctor { preflight, modules } => {
             let (agent, late) = (agent.clone(), late.clone());
             tokio::spawn(async move {
                 let report = if preflight {
-                    crate::doctor::preflight(&agent).await
+                    crate::doctor::preflight(&agent, &modules).await
                 } else {
                     crate::doctor::run(&agent).await
                 };

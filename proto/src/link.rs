@@ -74,8 +74,11 @@ pub enum AgentCommand {
         by: String,
     },
     /// The agent's self-diagnosis: every check, or (`preflight`) only
-    /// those that can make an install fail.
-    Doctor { preflight: bool },
+    /// those that can make the install of `modules` fail.
+    Doctor {
+        preflight: bool,
+        modules: Vec<String>,
+    },
 }
 
 /// A published package an agent may download.

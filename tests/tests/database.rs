@@ -1763,12 +1763,22 @@ mod agent {
             let marker = agent
                 .data
                 .join("bin/updates/journal/database.database.json");
+            let note = if expected == "1.0.0" {
+                "its database was restored from"
+            } else {
+                "its upgraded database is kept"
+            };
+            // The marker goes before the agent logs what it did: both.
             wait_until("recovered", async || {
                 let version = std::fs::read_to_string(agent.data.join("apps/database/version.txt"))
                     .unwrap_or_default();
-                (version.trim() == expected && !marker.exists())
+                let logged = agent.log().contains(note);
+                (version.trim() == expected && !marker.exists() && logged)
                     .then_some(())
-                    .ok_or(format!("{version} marker {}", marker.exists()))
+                    .ok_or(format!(
+                        "{version} marker {} note logged {logged}",
+                        marker.exists()
+                    ))
             })
             .await;
             let db = flotilla_proto::database::Database::connect(&super::pg(&server.url(name)))
@@ -1782,11 +1792,6 @@ mod agent {
                 standard.drift(&now).summary()
             );
             let log = agent.log();
-            let note = if expected == "1.0.0" {
-                "its database was restored from"
-            } else {
-                "its upgraded database is kept"
-            };
             assert!(log.contains(note), "{point}: {log}");
         }
     }

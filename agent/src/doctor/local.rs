@@ -102,9 +102,15 @@ fn undeclared(settings: &Settings, declared: &[ModuleDeclaration]) -> Vec<PathBu
     found
 }
 
-/// The folders the agent writes to, and who it runs as.
-pub fn folders(settings: &Settings) -> Vec<Check> {
+/// The folders the agent writes to, by the account this runs as:
+/// `as_agent` when that is the agent's own (the doctor run in the agent).
+pub fn folders(settings: &Settings, as_agent: bool) -> Vec<Check> {
     let identity = identity();
+    let who = if as_agent {
+        ", the account the agent runs as"
+    } else {
+        " (the account this command runs as; run it as the agent's account to check the agent's rights)"
+    };
     let updates = settings.layout.updates_dir();
     let mut folders = vec![
         (updates.clone(), "status.xml"),
@@ -126,12 +132,12 @@ pub fn folders(settings: &Settings) -> Vec<Check> {
             Ok(()) => Check::ok(
                 "folders",
                 folder.display().to_string(),
-                format!("writable by {identity} ({holds})"),
+                format!("writable by {identity}{who} ({holds})"),
             ),
             Err(e) => Check::fail(
                 "folders",
                 folder.display().to_string(),
-                format!("not writable by {identity}, the account the agent runs as: {e}"),
+                format!("not writable by {identity}{who}: {e}"),
                 format!(
                     "give {identity} modify rights on {} ({holds}); without them no version can be downloaded or installed",
                     folder.display()
@@ -142,9 +148,9 @@ pub fn folders(settings: &Settings) -> Vec<Check> {
         .collect()
 }
 
-/// Writes a file in the folder and removes it; a folder not made yet is
+/// Makes a file in the folder and removes it; a folder not made yet is
 /// judged by its nearest existing parent, where the agent would make it.
-/// Changes nothing.
+/// Leaves nothing behind.
 fn writable(folder: &Path) -> std::io::Result<()> {
     let mut at = folder;
     while !at.exists() {
@@ -159,8 +165,14 @@ fn writable(folder: &Path) -> std::io::Result<()> {
             at.display()
         )));
     }
-    let probe = at.join(format!(".flotilla-doctor-{}", std::process::id()));
-    std::fs::write(&probe, b"doctor")?;
+    // A name of its own (two doctors may run at once), made new, and gone
+    // again at once: nothing is left behind.
+    let random = flotilla_proto::web::random_secret();
+    let probe = at.join(format!(".flotilla-doctor-{}", &random[..16]));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
     std::fs::remove_file(&probe)
 }
 
@@ -201,7 +213,12 @@ fn linux_user() -> Option<String> {
 }
 
 /// Hooks whose names run nothing, and hooks this server cannot run.
-pub fn hooks(settings: &Settings, inventory: &Inventory) -> Vec<Check> {
+/// `only`: the modules whose hooks must be runnable (a preflight's).
+pub fn hooks(
+    settings: &Settings,
+    inventory: &Inventory,
+    only: &(dyn Fn(&str) -> bool + Sync),
+) -> Vec<Check> {
     let scripts = &settings.install.scripts_dir;
     let names: Vec<&str> = inventory.modules.iter().map(|m| m.name.as_str()).collect();
     let mut checks: Vec<Check> = crate::hook_names::problems(scripts, &names)
@@ -218,7 +235,7 @@ pub fn hooks(settings: &Settings, inventory: &Inventory) -> Vec<Check> {
         })
         .collect();
     let powershell = settings.install.powershell.as_deref();
-    for module in &names {
+    for module in names.iter().filter(|m| only(m)) {
         for phase in hooks::Phase::ALL {
             for script in hooks::find(scripts, phase, module) {
                 if let Some(why) = hooks::unrunnable(&script, powershell) {
@@ -318,10 +335,14 @@ pub fn leftovers(settings: &Settings) -> Vec<Check> {
 
 /// Processes holding files in the module folders: an install waits for
 /// them, then fails if they do not let go.
-pub fn holders(settings: &Settings) -> Vec<Check> {
+pub fn holders(settings: &Settings, only: &(dyn Fn(&str) -> bool + Sync)) -> Vec<Check> {
     let declarations = applications::load(&settings.layout.applications_config());
     let mut checks = Vec::new();
-    for declaration in &declarations.modules {
+    for declaration in declarations
+        .modules
+        .iter()
+        .filter(|d| only(d.name.as_str()))
+    {
         let dir = declaration.install_dir(settings.layout.root());
         if !dir.is_dir() {
             continue;
@@ -360,7 +381,11 @@ pub fn holders(settings: &Settings) -> Vec<Check> {
 
 /// Free space for each pending package's install: the same rule as the
 /// install's own (staging beside the module, two backup zips, the reserve).
-pub async fn disk(settings: &Settings, trust: &PackageTrust) -> Vec<Check> {
+pub async fn disk(
+    settings: &Settings,
+    trust: &PackageTrust,
+    only: &(dyn Fn(&str) -> bool + Sync),
+) -> Vec<Check> {
     let layout = settings.layout.clone();
     let scan_trust = trust.clone();
     let pending = tokio::task::spawn_blocking(move || inventory::pending(&layout, &scan_trust))
@@ -368,7 +393,7 @@ pub async fn disk(settings: &Settings, trust: &PackageTrust) -> Vec<Check> {
         .unwrap_or_default();
     let declarations = applications::load(&settings.layout.applications_config());
     let mut checks = Vec::new();
-    for p in &pending {
+    for p in pending.iter().filter(|p| only(&p.module)) {
         let Some(declaration) = declarations
             .modules
             .iter()
@@ -377,7 +402,14 @@ pub async fn disk(settings: &Settings, trust: &PackageTrust) -> Vec<Check> {
             continue;
         };
         let live = declaration.install_dir(settings.layout.root());
-        let package = match crate::install::package::Package::open(&p.package, &p.sha256) {
+        // Opening hashes the package: off the runtime's threads.
+        let (path, sha256) = (p.package.clone(), p.sha256.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            crate::install::package::Package::open(&path, &sha256).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let package = match opened {
             Ok(package) => package,
             Err(e) => {
                 checks.push(

@@ -29,6 +29,7 @@ pub const SERVICE_NAME: &str = "flotilla-agent";
 
 /// Every check, in the running agent.
 pub async fn run(agent: &Arc<Agent>) -> Report {
+    let _one = RUNNING.lock().await;
     let settings = &agent.settings;
     let inventory = agent.inventory.borrow().clone();
     let mut checks = vec![service(&flotilla_proto::service::find(
@@ -40,32 +41,48 @@ pub async fn run(agent: &Arc<Agent>) -> Report {
     checks.extend(live::controller(agent).await);
     checks.push(takeover::found(settings));
     checks.extend(local::applications(settings, &inventory));
-    checks.extend(local::folders(settings));
+    checks.extend(local::folders(settings, true));
     checks.extend(live::status(agent, &inventory));
-    checks.extend(local::hooks(settings, &inventory));
+    checks.extend(local::hooks(settings, &inventory, &|_| true));
     checks.extend(local::leftovers(settings));
-    checks.extend(local::holders(settings));
-    checks.extend(local::disk(settings, &agent.trust()).await);
+    checks.extend(local::holders(settings, &|_| true));
+    checks.extend(local::disk(settings, &agent.trust(), &|_| true).await);
     checks.extend(live::journal(agent));
     checks.extend(live::databases(agent, &inventory).await);
     report(settings, checks)
 }
 
 /// What a rollout asks before it takes the server's site down: the checks
-/// that can make an install fail (rights, the packages, hooks, holders,
-/// space, an interrupted install, the databases).
-pub async fn preflight(agent: &Arc<Agent>) -> Report {
+/// that can make the install of `modules` fail (rights, their packages,
+/// hooks, holders and space, an interrupted install, their databases); all
+/// modules when none is named.
+pub async fn preflight(agent: &Arc<Agent>, modules: &[String]) -> Report {
+    let _one = RUNNING.lock().await;
     let settings = &agent.settings;
+    let only = |name: &str| modules.is_empty() || modules.iter().any(|m| m == name);
     let inventory = agent.inventory.borrow().clone();
-    let mut checks = local::folders(settings);
-    checks.extend(live::status(agent, &inventory));
-    checks.extend(local::hooks(settings, &inventory));
-    checks.extend(local::holders(settings));
-    checks.extend(local::disk(settings, &agent.trust()).await);
+    let theirs = crate::inventory::Inventory {
+        modules: inventory
+            .modules
+            .iter()
+            .filter(|m| only(m.name.as_str()))
+            .cloned()
+            .collect(),
+        problems: inventory.problems.clone(),
+    };
+    let mut checks = local::folders(settings, true);
+    checks.extend(live::status(agent, &theirs));
+    checks.extend(local::hooks(settings, &inventory, &only));
+    checks.extend(local::holders(settings, &only));
+    checks.extend(local::disk(settings, &agent.trust(), &only).await);
     checks.extend(live::journal(agent));
-    checks.extend(live::databases(agent, &inventory).await);
+    checks.extend(live::databases(agent, &theirs).await);
     report(settings, checks)
 }
+
+/// One doctor at a time on a server: the checks hash packages, walk module
+/// folders and query databases, and the server has other work.
+static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The checks that need no running agent, with `portal` saying why it does
 /// not answer: what `flotilla-agent doctor` reports on its own.
@@ -89,11 +106,11 @@ pub async fn run_alone(settings: &Settings, portal: Check) -> Report {
     checks.push(portal);
     checks.push(takeover::found(settings));
     checks.extend(local::applications(settings, &inventory));
-    checks.extend(local::folders(settings));
-    checks.extend(local::hooks(settings, &inventory));
+    checks.extend(local::folders(settings, false));
+    checks.extend(local::hooks(settings, &inventory, &|_| true));
     checks.extend(local::leftovers(settings));
-    checks.extend(local::holders(settings));
-    checks.extend(local::disk(settings, &trust).await);
+    checks.extend(local::holders(settings, &|_| true));
+    checks.extend(local::disk(settings, &trust, &|_| true).await);
     checks.extend(local::journal(settings));
     report(settings, checks)
 }

@@ -83,12 +83,29 @@ pub fn competitors() -> Vec<Check> {
     OLD_SERVICES
         .iter()
         .filter_map(|name| {
+            // The names the servers show are display names: the service
+            // manager knows the service by its key name.
+            let key = key_name(name).unwrap_or_else(|| (*name).to_owned());
             competitor(
-                name,
-                &flotilla_proto::service::find(name, std::path::Path::new("")),
+                &key,
+                &flotilla_proto::service::find(&key, std::path::Path::new("")),
             )
         })
         .collect()
+}
+
+/// The key name of the service displayed as `display` (`sc GetKeyName`).
+fn key_name(display: &str) -> Option<String> {
+    let output = std::process::Command::new("sc.exe")
+        .args(["GetKeyName", display])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Name"))
+        .and_then(|rest| rest.trim_start().strip_prefix('='))
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

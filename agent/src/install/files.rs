@@ -72,6 +72,19 @@ pub async fn check_space(
             .unwrap_or(&backup_dir);
         let free = fs4::available_space(volume)
             .map_err(|e| format!("cannot tell the free space of {}: {e}", volume.display()))?;
+        // On one volume, the new version and the backup need room together.
+        let together = same_volume(parent, volume);
+        let needed = if together { old.saturating_add(staging) } else { old };
+        if together && free < needed.saturating_add(reserve) {
+            return Err(format!(
+                "not enough space on the volume of {} and {}: {} MB free, the new version and the backup's two zips take up to {} MB plus the {} MB reserve; nothing was changed",
+                live.display(),
+                backup_dir.display(),
+                mb(free),
+                mb(needed),
+                mb(reserve)
+            ));
+        }
         if free < old.saturating_add(reserve) {
             return Err(format!(
                 "not enough space for the backup in {}: {} MB free, its two zips take up to {} MB plus the {} MB reserve; nothing was changed",
@@ -85,6 +98,23 @@ pub async fn check_space(
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Whether two existing paths are on the same volume.
+fn same_volume(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev(),
+            _ => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows: the same drive or share.
+        a.components().next() == b.components().next()
+    }
 }
 
 /// Renames `from` to `to`, trying again while the folder is held (Windows

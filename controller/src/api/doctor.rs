@@ -99,5 +99,5 @@ pub async fn doctor(
             "no server with id \"{id}\" has ever connected"
         )));
     }
-    Ok(Json(state.fleet.ask_doctor(&id, false).await?.into()))
+    Ok(Json(state.fleet.ask_doctor(&id, None).await?.into()))
 }

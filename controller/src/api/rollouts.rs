@@ -177,38 +177,42 @@ pub async fn create(
 /// preflight now, all at once: problems show days before the window.
 async fn preflight(state: &ApiState, plan: &mut plan::Plan) {
     use crate::rollouts::decide::preflight::summary;
-    for site in &mut plan.sites {
-        let mut servers: Vec<String> = site
-            .steps
-            .iter()
-            .filter(|s| s.action == "install")
-            .map(|s| s.server.clone())
-            .collect();
-        servers.sort();
-        servers.dedup();
-        let answers = futures_util::future::join_all(servers.iter().map(|server| async move {
-            let answer = state.fleet.ask_doctor(server, true).await;
-            (server.clone(), answer)
+    // Each server, with the modules it would install, wherever its site.
+    let mut asked: Vec<(usize, String, Vec<String>)> = Vec::new();
+    for (i, site) in plan.sites.iter().enumerate() {
+        for step in site.steps.iter().filter(|s| s.action == "install") {
+            match asked
+                .iter_mut()
+                .find(|(j, s, _)| *j == i && *s == step.server)
+            {
+                Some((_, _, modules)) => modules.push(step.module.clone()),
+                None => asked.push((i, step.server.clone(), vec![step.module.clone()])),
+            }
+        }
+    }
+    let answers =
+        futures_util::future::join_all(asked.into_iter().map(|(i, server, modules)| async move {
+            let answer = state.fleet.ask_doctor(&server, Some(modules)).await;
+            (i, server, answer)
         }))
         .await;
-        site.preflight = answers
-            .into_iter()
-            .map(|(server, answer)| match answer {
-                Ok(report) => {
-                    let found = summary(&report, Utc::now());
-                    plan::PreflightAnswer {
-                        server,
-                        failures: found.failures,
-                        warnings: found.warnings,
-                    }
-                }
-                Err(e) => plan::PreflightAnswer {
+    for (i, server, answer) in answers {
+        let found = match answer {
+            Ok(report) => {
+                let found = summary(&report, Utc::now());
+                plan::PreflightAnswer {
                     server,
-                    failures: vec![format!("the preflight could not run: {e}")],
-                    warnings: Vec::new(),
-                },
-            })
-            .collect();
+                    failures: found.failures,
+                    warnings: found.warnings,
+                }
+            }
+            Err(e) => plan::PreflightAnswer {
+                server,
+                failures: vec![format!("the preflight could not run: {e}")],
+                warnings: Vec::new(),
+            },
+        };
+        plan.sites[i].preflight.push(found);
     }
 }
 

@@ -36,8 +36,11 @@ pub enum Order {
     /// Restore the database alone from its backup at `version`.
     DatabaseRestore { version: String, by: String },
     /// The agent's self-diagnosis; `preflight`: only what can make an
-    /// install fail.
-    Doctor { preflight: bool },
+    /// install of `modules` fail.
+    Doctor {
+        preflight: bool,
+        modules: Vec<String>,
+    },
     /// Run one script of a guided database upgrade, or mark it applied.
     DatabaseScript {
         script: String,
@@ -69,7 +72,7 @@ impl Order {
                 keep_database,
             },
             Order::DatabaseReview => AgentCommand::DatabaseReview { module },
-            Order::Doctor { preflight } => AgentCommand::Doctor { preflight },
+            Order::Doctor { preflight, modules } => AgentCommand::Doctor { preflight, modules },
             Order::DatabaseDiscard { version } => AgentCommand::DatabaseDiscard { module, version },
             Order::DatabaseRestore { version, by } => AgentCommand::DatabaseRestore {
                 module,
@@ -199,18 +202,20 @@ impl Fleet {
         }
     }
 
-    /// Asks a connected agent for its doctor's report (`preflight`: only
-    /// the checks that can make an install fail).
+    /// Asks a connected agent for its doctor's report: every check, or
+    /// (`preflight` with the modules to install) only those that can make
+    /// their install fail.
     pub async fn ask_doctor(
         &self,
         server: &str,
-        preflight: bool,
+        preflight: Option<Vec<String>>,
     ) -> Result<flotilla_proto::doctor::Report, OrderError> {
         let command_id = self.command_id(server, "doctor");
-        match self
-            .ask(server, "", Order::Doctor { preflight }, &command_id)
-            .await?
-        {
+        let order = Order::Doctor {
+            preflight: preflight.is_some(),
+            modules: preflight.unwrap_or_default(),
+        };
+        match self.ask(server, "", order, &command_id).await? {
             Reply::Doctor(report) => Ok(report),
             Reply::Outcome { message, .. } => Err(OrderError::Refused {
                 server: server.to_owned(),

@@ -401,8 +401,9 @@ impl Engine {
             let kind = Ordered::of(&job.order);
             let mut report = None;
             let result = match job.order {
-                Order::Doctor { preflight } => {
-                    fleet.ask_doctor(&job.server, preflight).await.map(|found| {
+                Order::Doctor { preflight, modules } => {
+                    let asked = preflight.then_some(modules);
+                    fleet.ask_doctor(&job.server, asked).await.map(|found| {
                         report = Some(found);
                         "answered".to_owned()
                     })

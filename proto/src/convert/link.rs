@@ -94,7 +94,9 @@ impl From<AgentCommand> for command::Kind {
             AgentCommand::DatabaseReview { module } => {
                 command::Kind::DatabaseReview(v1::DatabaseReview { module })
             }
-            AgentCommand::Doctor { preflight } => command::Kind::Doctor(v1::Doctor { preflight }),
+            AgentCommand::Doctor { preflight, modules } => {
+                command::Kind::Doctor(v1::Doctor { preflight, modules })
+            }
             AgentCommand::DatabaseScript {
                 module,
                 script,
@@ -140,6 +142,7 @@ impl From<command::Kind> for AgentCommand {
             },
             command::Kind::Doctor(order) => AgentCommand::Doctor {
                 preflight: order.preflight,
+                modules: order.modules,
             },
             command::Kind::DatabaseScript(order) => AgentCommand::DatabaseScript {
                 module: order.module,
@@ -355,7 +358,10 @@ mod tests {
                 version: "1.0.0".into(),
                 by: "alice".into(),
             },
-            AgentCommand::Doctor { preflight: true },
+            AgentCommand::Doctor {
+                preflight: true,
+                modules: vec!["ecommerce".into()],
+            },
             AgentCommand::DatabaseScript {
                 module: "database".into(),
                 script: "001.sql".into(),

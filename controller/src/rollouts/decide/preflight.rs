@@ -23,10 +23,26 @@ const RETRY: Duration = Duration::seconds(60);
 /// How long the servers have to answer before the silent ones fail it.
 const PATIENCE: Duration = Duration::seconds(150);
 
+/// Answers older than this are asked again (a rollout paused after the
+/// question, a window missed).
+const STALE: Duration = Duration::minutes(5);
+
+/// What an old agent answers to a command it does not know.
+const UNKNOWN_COMMAND: &str = "does not know this command";
+
+/// The tag of the round of questions asked at `at`, in its command ids:
+/// an answer to an earlier round is not taken for this one.
+pub(crate) fn round(at: DateTime<Utc>) -> String {
+    format!("preflight-{}", at.timestamp_millis())
+}
+
 /// One server's answer to a site's preflight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerPreflight {
     pub at: DateTime<Utc>,
+    /// The round of questions it answers (see [`round`]).
+    #[serde(default)]
+    pub round: String,
     /// "check subject: finding (fix)" of each blocking FAIL.
     pub failures: Vec<String>,
     /// The same of each WARN among the checks.
@@ -58,6 +74,7 @@ fn line(check: &flotilla_proto::doctor::Check) -> String {
 pub fn summary(report: &Report, at: DateTime<Utc>) -> ServerPreflight {
     ServerPreflight {
         at,
+        round: String::new(),
         failures: report.blocking_failures().map(line).collect(),
         warnings: report
             .checks
@@ -88,7 +105,10 @@ impl Pass<'_> {
         let asked = record.preflight_at;
         let due = match asked {
             None => true,
-            Some(at) => record.state == SiteState::PreflightFailed && now - at >= RETRY,
+            Some(at) => {
+                (record.state == SiteState::PreflightFailed && now - at >= RETRY)
+                    || now - at >= STALE
+            }
         };
         if due {
             self.ask(i, &servers);
@@ -98,7 +118,7 @@ impl Pass<'_> {
         let answers = answers(&self.sites[i]);
         let missing: Vec<&String> = servers
             .iter()
-            .filter(|s| answers.get(*s).is_none_or(|a| a.at < asked))
+            .filter(|s| answers.get(*s).is_none_or(|a| a.round != round(asked)))
             .collect();
         if !missing.is_empty() && now - asked < PATIENCE {
             return false;
@@ -114,7 +134,7 @@ impl Pass<'_> {
             .collect();
         let mut warnings = Vec::new();
         for server in &servers {
-            if let Some(answer) = answers.get(server).filter(|a| a.at >= asked) {
+            if let Some(answer) = answers.get(server).filter(|a| a.round == round(asked)) {
                 failures.extend(answer.failures.iter().map(|f| format!("{server}: {f}")));
                 warnings.extend(answer.warnings.iter().map(|w| format!("{server}: {w}")));
             }
@@ -138,16 +158,21 @@ impl Pass<'_> {
             RETRY.num_seconds()
         );
         let record = &mut self.sites[i];
-        // Said once per outcome, not at each pass or round that finds the same.
-        if record.state != SiteState::PreflightFailed || record.message.as_ref() != Some(&message) {
-            record.state = SiteState::PreflightFailed;
+        // Logged when it fails, not at each round that finds it still failing
+        // (the message says the latest).
+        let first = record.state != SiteState::PreflightFailed;
+        record.state = SiteState::PreflightFailed;
+        if record.message.as_ref() != Some(&message) {
             record.message = Some(message);
+        }
+        if first {
             self.say("preflight_failed", format!("site {site}: {failures}"));
         }
         false
     }
 
-    /// Asks each server for its preflight.
+    /// Asks each server for its preflight, about the modules it will
+    /// install.
     fn ask(&mut self, i: usize, servers: &[String]) {
         let now = self.ctx.now;
         let record = &mut self.sites[i];
@@ -160,11 +185,21 @@ impl Pass<'_> {
             ));
         }
         for server in servers {
+            let mut modules: Vec<String> = self
+                .site_steps(&site)
+                .filter(|s| &s.server_id == server && s.state.is_waiting())
+                .map(|s| s.module.clone())
+                .collect();
+            modules.sort();
+            modules.dedup();
             self.jobs.push(Job {
                 server: server.clone(),
                 module: String::new(),
-                command_id: command_id(server, &format!("{site}-preflight"), now, 0),
-                order: Order::Doctor { preflight: true },
+                command_id: command_id(server, &format!("{site}-{}", round(now)), now, 0),
+                order: Order::Doctor {
+                    preflight: true,
+                    modules,
+                },
             });
         }
     }
@@ -182,26 +217,44 @@ pub(super) fn answered(
         .iter()
         .filter(|s| matches!(s.state, SiteState::Scheduled | SiteState::PreflightFailed))
         .find(|s| {
-            s.preflight_at.is_some()
+            s.preflight_at
+                .is_some_and(|at| answer.command_id.contains(&round(at)))
                 && steps
                     .iter()
                     .any(|t| t.site == s.site && t.server_id == answer.server)
         })?
         .clone();
+    let this_round = round(record.preflight_at?);
     let mut all = answers(&record);
-    let mine = match (&answer.result, &answer.report) {
+    let mut mine = match (&answer.result, &answer.report) {
         (Ok(_), Some(report)) => summary(report, now),
+        // An agent older than the preflight: said, and not held against it.
+        (Err(crate::fleet::OrderError::Refused { message, .. }), _)
+            if message.contains(UNKNOWN_COMMAND) =>
+        {
+            ServerPreflight {
+                at: now,
+                round: String::new(),
+                failures: Vec::new(),
+                warnings: vec![format!(
+                    "no preflight: {message} (its installs are not checked beforehand)"
+                )],
+            }
+        }
         (Err(e), _) => ServerPreflight {
             at: now,
+            round: String::new(),
             failures: vec![format!("the preflight could not run: {e}")],
             warnings: Vec::new(),
         },
         (Ok(_), None) => ServerPreflight {
             at: now,
+            round: String::new(),
             failures: vec!["the preflight answered no report".to_owned()],
             warnings: Vec::new(),
         },
     };
+    mine.round = this_round;
     all.insert(answer.server.clone(), mine);
     record.preflight = serde_json::to_string(&all).ok();
     Some(record)

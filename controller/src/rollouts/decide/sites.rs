@@ -116,6 +116,14 @@ impl Pass<'_> {
                     need.num_seconds()
                 );
                 if record.message.as_deref() != Some(&message) {
+                    // Users warned of another start (a window missed while
+                    // its servers were not ready) are warned again.
+                    if record.notice_sent_at.is_some()
+                        && record.planned_start.is_some_and(|p| p != slot.start)
+                    {
+                        record.notice_sent_at = None;
+                        record.notice_result = None;
+                    }
                     record.planned_start = Some(slot.start);
                     record.planned_end = Some(slot.start + need);
                     record.message = Some(message);

@@ -122,6 +122,7 @@ impl World {
                         s.server_id.clone(),
                         crate::rollouts::decide::preflight::ServerPreflight {
                             at,
+                            round: crate::rollouts::decide::preflight::round(at),
                             failures: Vec::new(),
                             warnings: Vec::new(),
                         },

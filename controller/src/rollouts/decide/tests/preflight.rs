@@ -23,12 +23,17 @@ fn asked() -> World {
         })
 }
 
-/// `server`'s report, as the engine hands it over.
+/// `server`'s report to the question asked 10 s ago, as the engine hands
+/// it over.
 fn answer(world: World, server: &str, checks: Vec<Check>) -> World {
+    let asked = world.rows.1[0].preflight_at.unwrap();
     let answer = Answer {
         server: server.into(),
         module: String::new(),
-        command_id: "p1".into(),
+        command_id: format!(
+            "rollout-{server}-acme-{}-0-abc",
+            crate::rollouts::decide::preflight::round(asked)
+        ),
         kind: Ordered::Preflight,
         result: Ok("answered".into()),
         report: Some(Report {
@@ -172,6 +177,41 @@ fn a_failed_preflight_touches_nothing_and_is_asked_again_or_overridden() {
 }
 
 #[test]
+fn an_answer_to_an_earlier_question_or_from_an_older_agent_is_not_held_against_the_site() {
+    let world = asked();
+    let late = Answer {
+        server: "acme-web".into(),
+        module: String::new(),
+        command_id: "rollout-acme-web-acme-preflight-1-0-abc".into(),
+        kind: Ordered::Preflight,
+        result: Ok("answered".into()),
+        report: Some(Report::default()),
+    };
+    assert!(ordered(&world.rows, &world.strategy, now(), &late).is_none());
+    let asked_at = world.rows.1[0].preflight_at.unwrap();
+    let old_agent = Answer {
+        command_id: format!(
+            "rollout-acme-web-acme-{}-0-abc",
+            crate::rollouts::decide::preflight::round(asked_at)
+        ),
+        result: Err(OrderError::Refused {
+            server: "acme-web".into(),
+            message: "this agent (version 0.1.0) does not know this command; upgrade the agent"
+                .into(),
+        }),
+        report: None,
+        ..late
+    };
+    let site = ordered(&world.rows, &world.strategy, now(), &old_agent)
+        .unwrap()
+        .sites
+        .remove(0);
+    let answers = crate::rollouts::decide::preflight::answers(&site);
+    assert!(answers["acme-web"].failures.is_empty());
+    assert!(answers["acme-web"].warnings[0].starts_with("no preflight: this agent"));
+}
+
+#[test]
 fn a_server_that_does_not_answer_fails_the_preflight() {
     check(
         answer(asked(), "acme-db", vec![Check::ok("disk", "/srv", "room")])
@@ -180,8 +220,8 @@ fn a_server_that_does_not_answer_fails_the_preflight() {
             }),
         expect![[r#"
             site acme: preflight_failed
-              preflight failed, nothing was touched: acme-web: did not answer the preflight within 150 s. Checked again every 60 s; retry now or override
-            log flotilla preflight_failed: site acme: acme-web: did not answer the preflight within 150 s
+              preflight failed, nothing was touched: acme-db: did not answer the preflight within 150 s; acme-web: did not answer the preflight within 150 s. Checked again every 60 s; retry now or override
+            log flotilla preflight_failed: site acme: acme-db: did not answer the preflight within 150 s; acme-web: did not answer the preflight within 150 s
         "#]],
     );
 }

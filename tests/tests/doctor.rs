@@ -225,10 +225,10 @@ async fn each_problem_is_found_and_says_how_to_fix_it() {
     let scripts = data.join("bin/updates/scripts");
     std::fs::create_dir_all(&scripts).unwrap();
     std::fs::write(scripts.join("POSTINSTALL-ecomerce.sh"), "true").unwrap();
-    // A process working in the module's folder.
+    // A process holding one of the module's files open.
     let mut holder = tokio::process::Command::new("sleep")
         .arg("60")
-        .current_dir(&ecommerce)
+        .stdin(std::fs::File::open(ecommerce.join("version.txt")).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -294,7 +294,9 @@ async fn each_problem_is_found_and_says_how_to_fix_it() {
     assert_eq!(held["status"], "warn");
     let finding = held["finding"].as_str().unwrap();
     assert!(
-        finding.contains(&format!("pid {}", holder.id().unwrap())) && finding.contains("sleep"),
+        finding.contains(&format!("pid {}", holder.id().unwrap()))
+            && finding.contains("sleep")
+            && finding.contains("version.txt"),
         "{held}"
     );
     assert!(

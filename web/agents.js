@@ -56,9 +56,12 @@ function revokeButton(server) {
 }
 
 async function loadServers() {
-  const response = await api("/api/v1/servers");
-  if (!response.ok) return showProblem(await failure(response));
-  const servers = await response.json();
+  let servers;
+  try {
+    servers = await allServers();
+  } catch (e) {
+    return showProblem(e.response ? await failure(e.response) : e.message);
+  }
   document.querySelector("#servers tbody").replaceChildren(...servers.map((server) => {
     const row = document.createElement("tr");
     row.dataset.server = server.id;

@@ -202,6 +202,10 @@ function render() {
   const online = all.filter((s) => s.online).length;
   const problems = all.reduce((n, s) => n + s.problems.length, 0);
   const modules = all.reduce((n, s) => n + s.modules.length, 0);
+  const chart = versionsChart();
+  const existing = document.getElementById("versions");
+  if (existing) existing.remove();
+  if (chart) document.getElementById("summary").after(chart);
   document.getElementById("summary").replaceChildren(
     el("div", { class: "tile" }, el("b", {}, sites.size), "sites"),
     el("div", { class: "tile", "data-tile": "online" }, el("b", {}, `${online}/${all.length}`), "servers online"),
@@ -216,11 +220,50 @@ function render() {
 }
 
 async function reload() {
-  const response = await api("/api/v1/servers");
-  if (!response.ok) throw new Error(`GET /api/v1/servers: ${response.status}`);
+  const [all] = await Promise.all([allServers(), reloadSummary()]);
   servers.clear();
-  for (const server of await response.json()) servers.set(server.id, server);
+  for (const server of all) servers.set(server.id, server);
   render();
+}
+
+// The fleet's version distribution per module, counted by the controller:
+// who is still on the old version?
+let summary = null;
+
+async function reloadSummary() {
+  const response = await api("/api/v1/fleet/summary");
+  if (response.ok) summary = await response.json();
+}
+
+function versionsChart() {
+  if (!summary || !summary.versions.length) return null;
+  const svg = "http://www.w3.org/2000/svg";
+  const rows = summary.versions.map((m) => {
+    const total = m.versions.reduce((n, v) => n + v.servers, 0) || 1;
+    const chart = document.createElementNS(svg, "svg");
+    chart.setAttribute("width", "320");
+    chart.setAttribute("height", "16");
+    chart.setAttribute("role", "img");
+    let x = 0;
+    const newest = m.versions.length - 1;
+    m.versions.forEach((v, i) => {
+      const width = Math.max(1, Math.round((v.servers / total) * 320));
+      const bar = document.createElementNS(svg, "rect");
+      bar.setAttribute("x", String(x));
+      bar.setAttribute("width", String(width));
+      bar.setAttribute("height", "16");
+      bar.setAttribute("class", i === newest ? "bar newest" : "bar older");
+      const title = document.createElementNS(svg, "title");
+      title.textContent = `${v.version || "unknown"}: ${v.servers} servers`;
+      bar.append(title);
+      chart.append(bar);
+      x += width;
+    });
+    return el("div", { class: "version-row", "data-module": m.module },
+      el("span", { class: "name" }, m.module), chart,
+      el("span", { class: "small muted" }, m.versions.map((v) => `${v.version || "unknown"}: ${v.servers}`).join(" · ")));
+  });
+  return el("section", { class: "card versions", id: "versions" }, el("h2", {}, "Versions across the fleet"), ...rows);
 }
 
 
@@ -228,6 +271,7 @@ follow({
   open: () => reload().catch((e) => setLive(`error: ${e.message}`, "bad")),
   server: (server) => {
     servers.set(server.id, server);
+    refreshSummary();
     render();
   },
   install: (line) => {
@@ -243,6 +287,17 @@ follow({
   },
   resync: () => reload().catch(() => {}),
 });
+
+// A burst of server events asks for the counts once.
+let summaryDue = null;
+function refreshSummary() {
+  if (summaryDue) return;
+  summaryDue = setTimeout(async () => {
+    summaryDue = null;
+    await reloadSummary().catch(() => {});
+    render();
+  }, 1000);
+}
 
 setInterval(() => {
   for (const node of document.querySelectorAll(".ago")) node.textContent = ago(node.dataset.at);

@@ -75,6 +75,27 @@ async function api(url, options = {}) {
   return response;
 }
 
+// Every server the fleet API selects (`query`: its filters), page after
+// page, following X-Next-Cursor.
+async function allServers(query = "") {
+  const servers = [];
+  let after = null;
+  do {
+    const params = new URLSearchParams(query);
+    params.set("limit", "1000");
+    if (after) params.set("after", after);
+    const response = await api(`/api/v1/servers?${params}`);
+    if (!response.ok) {
+      const error = new Error(`GET /api/v1/servers: ${response.status}`);
+      error.response = response;
+      throw error;
+    }
+    servers.push(...(await response.json()));
+    after = response.headers.get("X-Next-Cursor");
+  } while (after);
+  return servers;
+}
+
 (() => {
   if (location.protocol === "http:") {
     const banner = document.createElement("div");

@@ -86,8 +86,27 @@ async fn the_dashboard_shows_the_fleet_and_follows_it_live() {
         .eval("window.flotillaMark = 'no reload'; return null")
         .await;
 
+    let versions = browser
+        .text_of(
+            "ecommerce's versions across the fleet",
+            "#versions .version-row[data-module='ecommerce']",
+        )
+        .await;
+    assert!(versions.contains("5.8.0: 1"), "{versions}");
+
     web.set_version("ecommerce", "5.9.0");
     wait_for_cell(&browser, "acme-web-01", "ecommerce", "5.9.0").await;
+    // The distribution follows, counted by the controller.
+    wait_until("the versions chart to follow", async || {
+        let text = browser
+            .eval("const r = document.querySelector(\"#versions .version-row[data-module='ecommerce']\"); return r ? r.textContent : null")
+            .await;
+        text.as_str()
+            .filter(|t| t.contains("5.9.0: 1"))
+            .map(|_| ())
+            .ok_or(text.to_string())
+    })
+    .await;
 
     db.child.kill().await.unwrap();
     wait_until("the dashboard to show acme-db-01 offline", async || {

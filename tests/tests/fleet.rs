@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use flotilla_tests::{Agent, Controller, signal, version_of, wait_until};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const WEB: &[(&str, &str, &str)] = &[
     ("ecommerce", "web", "5.8.0"),
@@ -611,5 +611,136 @@ async fn an_agent_speaking_another_protocol_version_is_refused_with_the_supporte
     assert!(
         controller.server("future-01").await.is_none(),
         "nothing recorded"
+    );
+}
+
+/// The fleet list pages by site then id, with a cursor, and filters in the
+/// database by site, module, version, state and search; the summary counts
+/// the fleet and each module's versions.
+#[tokio::test]
+async fn the_fleet_pages_filters_and_counts_its_versions() {
+    use flotilla_tests::simulated::SimulatedAgent;
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let url = &controller.grpc_url;
+    let mut agents = Vec::new();
+    for site in ["acme", "bravo", "charlie"] {
+        for n in 1..=3 {
+            let id = format!("{site}-web-{n}");
+            let version = if n == 3 { "5.9.0" } else { "5.8.0" };
+            let modules = [("ecommerce", "web", version)];
+            agents.push(
+                SimulatedAgent::connect(url, site, &id, &modules)
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let db = SimulatedAgent::connect(url, "acme", "acme-db", &[("database", "database", "2.0.0")])
+        .await
+        .unwrap();
+    controller
+        .wait_for_server("acme-db", "online", |s| s["online"] == true)
+        .await;
+    let get = async |path: &str| {
+        let response = flotilla_tests::http()
+            .get(format!("{}{path}", controller.http_url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status, headers, body)
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait_until("ten servers", async || {
+        let (_, headers, _) = get("/api/v1/servers").await;
+        (headers["x-total-count"] == "10")
+            .then_some(())
+            .ok_or(format!("{headers:?}"))
+    })
+    .await;
+
+    // Pages of four, by site then id, following the cursor to the end.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/servers?limit=4".to_owned();
+    loop {
+        let (status, headers, body) = get(&path).await;
+        assert_eq!(status, 200, "{body}");
+        seen.extend(ids(&body));
+        match headers.get("x-next-cursor") {
+            Some(cursor) => {
+                let link = headers["link"].to_str().unwrap();
+                assert!(link.ends_with("; rel=\"next\""), "{link}");
+                path = format!("/api/v1/servers?limit=4&after={}", cursor.to_str().unwrap());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "acme-db",
+            "acme-web-1",
+            "acme-web-2",
+            "acme-web-3",
+            "bravo-web-1",
+            "bravo-web-2",
+            "bravo-web-3",
+            "charlie-web-1",
+            "charlie-web-2",
+            "charlie-web-3"
+        ]
+    );
+
+    // Filters, in SQL.
+    let (_, headers, body) = get("/api/v1/servers?module=ecommerce&version=5.9.0").await;
+    assert_eq!(ids(&body), ["acme-web-3", "bravo-web-3", "charlie-web-3"]);
+    assert_eq!(headers["x-total-count"], "3");
+    let (_, _, body) = get("/api/v1/servers?site=bravo&version=5.8.0").await;
+    assert_eq!(ids(&body), ["bravo-web-1", "bravo-web-2"]);
+    let (_, _, body) = get("/api/v1/servers?q=CHARLIE-WEB-2").await;
+    assert_eq!(ids(&body), ["charlie-web-2"]);
+    let (_, _, body) = get("/api/v1/servers?module=database").await;
+    assert_eq!(ids(&body), ["acme-db"]);
+    db.go_silent();
+    drop(db);
+    wait_until("acme-db offline", async || {
+        let (_, _, body) = get("/api/v1/servers?state=offline").await;
+        (ids(&body) == ["acme-db"])
+            .then_some(())
+            .ok_or(body.to_string())
+    })
+    .await;
+    let (_, headers, _) = get("/api/v1/servers?state=online").await;
+    assert_eq!(headers["x-total-count"], "9");
+    for bad in ["limit=0", "limit=1001", "after=nonsense", "state=asleep"] {
+        let (status, _, body) = get(&format!("/api/v1/servers?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // The counts, and who is still on the old version.
+    let (status, _, summary) = get("/api/v1/fleet/summary").await;
+    assert_eq!(status, 200);
+    assert_eq!(summary["sites"], 3);
+    assert_eq!(summary["servers"], 10);
+    assert_eq!(summary["online"], 9);
+    assert_eq!(summary["offline"], 1);
+    let ecommerce = summary["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["module"] == "ecommerce")
+        .unwrap();
+    assert_eq!(
+        ecommerce["versions"],
+        json!([{"version": "5.8.0", "servers": 6}, {"version": "5.9.0", "servers": 3}])
     );
 }

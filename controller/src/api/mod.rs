@@ -109,6 +109,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(servers::list_sites))
         .routes(routes!(servers::list_servers))
         .routes(routes!(servers::get_server))
+        .routes(routes!(servers::fleet_summary))
         .routes(routes!(doctor::doctor))
         .routes(routes!(installs::order_install))
         .routes(routes!(installs::order_rollback))

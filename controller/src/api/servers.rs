@@ -1,14 +1,14 @@
 //! The fleet as operators read it: sites, servers, their modules and problems.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::installs::Install;
 use super::{ApiError, ApiState, ErrorBody};
-use crate::db::ServerRecord;
+use crate::db::{Cursor, ServerFilter, ServerRecord, ServerState};
 use crate::fleet::Fleet;
 
 /// A customer site.
@@ -164,22 +164,207 @@ pub async fn list_sites(State(state): State<ApiState>) -> Result<Json<Vec<Site>>
 pub struct ServersQuery {
     /// Only the servers of this site.
     site: Option<String>,
+    /// Only servers hosting this module (with `version`: at that version).
+    module: Option<String>,
+    /// Only servers where a module (or `module`) is installed at this version.
+    version: Option<String>,
+    /// Only servers online, offline, with a module in maintenance, whose
+    /// latest install of a module failed, or with an update waiting.
+    state: Option<StateFilter>,
+    /// Only servers with (`true`) or without (`false`) problems.
+    problems: Option<bool>,
+    /// A part of the server's id, host name or site (any case).
+    #[param(max_length = 200)]
+    q: Option<String>,
+    /// At most this many servers (1 to 1000; 100 by default).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    #[param(max_length = 300)]
+    after: Option<String>,
 }
 
-/// List the servers with their modules.
+/// A server state to filter by.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFilter {
+    Online,
+    Offline,
+    Maintenance,
+    Failed,
+    UpdateAvailable,
+}
+
+impl From<StateFilter> for ServerState {
+    fn from(s: StateFilter) -> Self {
+        match s {
+            StateFilter::Online => ServerState::Online,
+            StateFilter::Offline => ServerState::Offline,
+            StateFilter::Maintenance => ServerState::Maintenance,
+            StateFilter::Failed => ServerState::Failed,
+            StateFilter::UpdateAvailable => ServerState::UpdateAvailable,
+        }
+    }
+}
+
+/// The separator of a cursor's site and server id: no name holds it.
+const CURSOR_SEPARATOR: char = '~';
+
+fn parse_cursor(text: &str) -> Result<Cursor, ApiError> {
+    let bad = || ApiError::BadRequest("after: not a cursor this API gave (X-Next-Cursor)".into());
+    let (site, id) = text.split_once(CURSOR_SEPARATOR).ok_or_else(bad)?;
+    flotilla_proto::domain::SiteName::parse(site).map_err(|_| bad())?;
+    flotilla_proto::domain::ServerId::parse(id).map_err(|_| bad())?;
+    Ok(Cursor {
+        site: site.to_owned(),
+        id: id.to_owned(),
+    })
+}
+
+/// List the servers with their modules, a page at a time (by site then
+/// id), filtered by site, module, version, state, problems or a search.
+/// The next page: `after=<X-Next-Cursor>`, or the `Link` header's `next`.
+/// `X-Total-Count` is how many servers the filters select.
 #[utoipa::path(get, path = "/api/v1/servers", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "fleet", params(ServersQuery),
-    responses((status = OK, description = "Every server, by site then id", body = [Server])))]
+    responses((status = OK, description = "A page of servers, by site then id", body = [Server],
+        headers(
+            ("X-Total-Count" = i64, description = "How many servers the filters select"),
+            ("X-Next-Cursor" = String, description = "Where the next page starts; absent on the last page"),
+            ("Link" = String, description = "The next page, rel=\"next\"; absent on the last page"),
+        ))))]
 pub async fn list_servers(
     State(state): State<ApiState>,
-    Query(query): Query<ServersQuery>,
-) -> Result<Json<Vec<Server>>, ApiError> {
-    let servers = state.fleet.db.servers(query.site.as_deref()).await?;
-    Ok(Json(
-        servers
-            .into_iter()
-            .map(|record| Server::from_record(record, &state.fleet))
-            .collect(),
-    ))
+    query: Result<Query<ServersQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit: from 1 to 1000".into()));
+    }
+    let after = query.after.as_deref().map(parse_cursor).transpose()?;
+    let filter = ServerFilter {
+        site: query.site,
+        module: query.module,
+        version: query.version,
+        state: query.state.map(ServerState::from),
+        problems: query.problems,
+        search: query.q.filter(|q| !q.is_empty()),
+    };
+    let (servers, next) = state
+        .fleet
+        .db
+        .servers_page(&filter, after.as_ref(), limit)
+        .await?;
+    let total = state.fleet.db.count_servers(&filter).await?;
+    let body: Vec<Server> = servers
+        .into_iter()
+        .map(|record| Server::from_record(record, &state.fleet))
+        .collect();
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = total.to_string().parse() {
+        headers.insert("x-total-count", value);
+    }
+    if let Some(next) = next {
+        let cursor = format!("{}{CURSOR_SEPARATOR}{}", next.site, next.id);
+        let kept: Vec<&str> = raw
+            .as_deref()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("after="))
+            .collect();
+        let mut params = kept.join("&");
+        if !params.is_empty() {
+            params.push('&');
+        }
+        let link = format!("</api/v1/servers?{params}after={cursor}>; rel=\"next\"");
+        if let Ok(value) = cursor.parse() {
+            headers.insert("x-next-cursor", value);
+        }
+        if let Ok(link) = link.parse() {
+            headers.insert(axum::http::header::LINK, link);
+        }
+    }
+    Ok(response)
+}
+
+/// The fleet at a glance: counts by state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetSummary {
+    pub sites: i64,
+    pub servers: i64,
+    pub online: i64,
+    pub offline: i64,
+    /// Servers with a module showing its maintenance page.
+    pub maintenance: i64,
+    /// Servers whose latest install of a module failed.
+    pub failed: i64,
+    /// Servers with a newer package waiting.
+    pub update_available: i64,
+    /// Servers with problems to fix.
+    pub problems: i64,
+    /// Per module, how many servers run each version, oldest first: who
+    /// is still on the old version.
+    pub versions: Vec<ModuleVersions>,
+}
+
+/// A module's versions across the fleet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModuleVersions {
+    pub module: String,
+    pub versions: Vec<VersionServers>,
+}
+
+/// How many servers run a version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionServers {
+    /// `null`: the version could not be read.
+    pub version: Option<String>,
+    pub servers: i64,
+}
+
+/// The fleet's counts by state and each module's version distribution,
+/// read in SQL (not by loading the fleet).
+#[utoipa::path(get, path = "/api/v1/fleet/summary", security(("token" = ["viewer"]), ("session" = ["viewer"])), tag = "fleet",
+    responses((status = OK, description = "Counts and versions", body = FleetSummary)))]
+pub async fn fleet_summary(State(state): State<ApiState>) -> Result<Json<FleetSummary>, ApiError> {
+    let counts = state.fleet.db.fleet_counts().await?;
+    let mut versions: Vec<ModuleVersions> = Vec::new();
+    for row in state.fleet.db.version_counts().await? {
+        let entry = VersionServers {
+            version: row.version,
+            servers: row.servers,
+        };
+        match versions.last_mut() {
+            Some(last) if last.module == row.module => last.versions.push(entry),
+            _ => versions.push(ModuleVersions {
+                module: row.module,
+                versions: vec![entry],
+            }),
+        }
+    }
+    for module in &mut versions {
+        module.versions.sort_by(|a, b| {
+            let parse = |v: &Option<String>| {
+                v.as_deref()
+                    .and_then(|v| flotilla_proto::domain::Version::parse(v).ok())
+            };
+            parse(&a.version).cmp(&parse(&b.version))
+        });
+    }
+    Ok(Json(FleetSummary {
+        sites: counts.sites,
+        servers: counts.servers,
+        online: counts.online,
+        offline: counts.offline,
+        maintenance: counts.maintenance,
+        failed: counts.failed,
+        update_available: counts.update_available,
+        problems: counts.problems,
+        versions,
+    }))
 }
 
 /// One server with its modules.

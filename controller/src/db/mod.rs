@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 
 mod audit;
 mod enrollments;
+mod fleet_pages;
 mod installs;
 mod operators;
 mod releases;
@@ -21,6 +22,7 @@ mod rollouts;
 mod servers;
 pub use audit::{AuditFilter, AuditRecord};
 pub use enrollments::{CertificateRecord, EnrollmentRecord, Revocations, TokenRefusal};
+pub use fleet_pages::{Cursor, FleetCounts, ServerFilter, ServerState, VersionCount};
 pub use installs::{InstallEventRecord, InstallRecord};
 pub use operators::{AccountRecord, Bearer, TokenRecord};
 pub use releases::{PackageRecord, PublishConflict, ReleaseRecord, Withdrawal};

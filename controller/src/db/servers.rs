@@ -325,7 +325,7 @@ impl Database {
 
     /// Runs the four reads of `reads` in one snapshot, each with
     /// `parameter` bound if given, and puts each server together.
-    async fn read_servers(
+    pub(super) async fn read_servers(
         &self,
         reads: &ServerReads,
         parameter: Option<&str>,

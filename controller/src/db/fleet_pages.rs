@@ -1,0 +1,218 @@
+//! The fleet a page at a time, filtered in SQL (never after loading the
+//! fleet), and the aggregates the dashboard shows at the top: counts by
+//! state and each module's versions across the fleet.
+
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::Database;
+use super::servers::{IDS, ServerRecord};
+
+/// What to list of the fleet; every part optional.
+#[derive(Debug, Clone, Default)]
+pub struct ServerFilter {
+    pub site: Option<String>,
+    /// Servers hosting this module…
+    pub module: Option<String>,
+    /// …at this installed version (with `module`: of that module).
+    pub version: Option<String>,
+    pub state: Option<ServerState>,
+    /// Only servers with (`true`) or without problems.
+    pub problems: Option<bool>,
+    /// A part of the server's id, host name or site.
+    pub search: Option<String>,
+}
+
+/// A server's state, as the fleet list filters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Online,
+    Offline,
+    /// A module shows its maintenance page.
+    Maintenance,
+    /// A module's latest install failed.
+    Failed,
+    /// A module has a newer package waiting.
+    UpdateAvailable,
+}
+
+/// Where a page ends: the last server's site and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub site: String,
+    pub id: String,
+}
+
+/// The fleet's counts, for the dashboard's top.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct FleetCounts {
+    pub sites: i64,
+    pub servers: i64,
+    pub online: i64,
+    pub offline: i64,
+    pub maintenance: i64,
+    pub failed: i64,
+    pub update_available: i64,
+    pub problems: i64,
+}
+
+/// How many servers run a version of a module.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct VersionCount {
+    pub module: String,
+    /// `None`: the version could not be read.
+    pub version: Option<String>,
+    pub servers: i64,
+}
+
+/// The condition each state is, on `servers s`.
+fn state_condition(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Online => "s.online = 1",
+        ServerState::Offline => "s.online = 0",
+        ServerState::Maintenance => {
+            "EXISTS (SELECT 1 FROM modules m WHERE m.server_id = s.id AND m.state = 'maintenance')"
+        }
+        ServerState::Failed => {
+            "EXISTS (SELECT 1 FROM modules m JOIN installs i ON i.server_id = m.server_id AND i.module = m.name \
+             WHERE m.server_id = s.id AND i.state = 'failed' AND i.started_at = \
+             (SELECT MAX(j.started_at) FROM installs j WHERE j.server_id = m.server_id AND j.module = m.name))"
+        }
+        ServerState::UpdateAvailable => {
+            "EXISTS (SELECT 1 FROM modules m WHERE m.server_id = s.id AND m.pending_version IS NOT NULL)"
+        }
+    }
+}
+
+/// `WHERE …` for `filter` (and the keyset `after`), on `servers s JOIN sites t`.
+fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &ServerFilter, after: Option<&Cursor>) {
+    query.push(" WHERE 1 = 1");
+    if let Some(site) = &filter.site {
+        query.push(" AND t.name = ").push_bind(site);
+    }
+    match (&filter.module, &filter.version) {
+        (Some(module), Some(version)) => {
+            query
+                .push(" AND EXISTS (SELECT 1 FROM modules m WHERE m.server_id = s.id AND m.name = ")
+                .push_bind(module)
+                .push(" AND m.installed_version = ")
+                .push_bind(version)
+                .push(")");
+        }
+        (Some(module), None) => {
+            query
+                .push(" AND EXISTS (SELECT 1 FROM modules m WHERE m.server_id = s.id AND m.name = ")
+                .push_bind(module)
+                .push(")");
+        }
+        (None, Some(version)) => {
+            query
+                .push(" AND EXISTS (SELECT 1 FROM modules m WHERE m.server_id = s.id AND m.installed_version = ")
+                .push_bind(version)
+                .push(")");
+        }
+        (None, None) => {}
+    }
+    if let Some(state) = filter.state {
+        query.push(" AND ").push(state_condition(state));
+    }
+    match filter.problems {
+        Some(true) => {
+            query.push(" AND EXISTS (SELECT 1 FROM server_problems p WHERE p.server_id = s.id)");
+        }
+        Some(false) => {
+            query
+                .push(" AND NOT EXISTS (SELECT 1 FROM server_problems p WHERE p.server_id = s.id)");
+        }
+        None => {}
+    }
+    if let Some(search) = &filter.search {
+        query
+            .push(" AND (instr(lower(s.id), lower(")
+            .push_bind(search)
+            .push(")) > 0 OR instr(lower(s.hostname), lower(")
+            .push_bind(search)
+            .push(")) > 0 OR instr(lower(t.name), lower(")
+            .push_bind(search)
+            .push(")) > 0)");
+    }
+    if let Some(after) = after {
+        query
+            .push(" AND (t.name, s.id) > (")
+            .push_bind(&after.site)
+            .push(", ")
+            .push_bind(&after.id)
+            .push(")");
+    }
+}
+
+impl Database {
+    /// A page of the servers `filter` selects, by site then id, after
+    /// `after`; with the cursor of the next page when there is one.
+    pub async fn servers_page(
+        &self,
+        filter: &ServerFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> sqlx::Result<(Vec<ServerRecord>, Option<Cursor>)> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT t.name AS site, s.id FROM servers s JOIN sites t ON t.id = s.site_id",
+        );
+        push_filter(&mut query, filter, after);
+        query
+            .push(" ORDER BY t.name, s.id LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let mut keys: Vec<(String, String)> = query.build_query_as().fetch_all(&self.pool).await?;
+        let more = keys.len() > limit as usize;
+        keys.truncate(limit as usize);
+        let next = more
+            .then(|| keys.last().cloned())
+            .flatten()
+            .map(|(site, id)| Cursor { site, id });
+        if keys.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let ids =
+            serde_json::Value::from(keys.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>())
+                .to_string();
+        let servers = self.read_servers(&IDS, Some(&ids)).await?;
+        Ok((servers, next))
+    }
+
+    /// How many servers `filter` selects.
+    pub async fn count_servers(&self, filter: &ServerFilter) -> sqlx::Result<i64> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT COUNT(*) FROM servers s JOIN sites t ON t.id = s.site_id",
+        );
+        push_filter(&mut query, filter, None);
+        query.build_query_scalar().fetch_one(&self.pool).await
+    }
+
+    /// The fleet's counts by state.
+    pub async fn fleet_counts(&self) -> sqlx::Result<FleetCounts> {
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM sites) AS sites, COUNT(*) AS servers, \
+                    COALESCE(SUM(s.online), 0) AS online, COALESCE(SUM(1 - s.online), 0) AS offline, \
+                    COALESCE(SUM({maintenance}), 0) AS maintenance, COALESCE(SUM({failed}), 0) AS failed, \
+                    COALESCE(SUM({update}), 0) AS update_available, \
+                    COALESCE(SUM(EXISTS (SELECT 1 FROM server_problems p WHERE p.server_id = s.id)), 0) AS problems \
+             FROM servers s",
+            maintenance = state_condition(ServerState::Maintenance),
+            failed = state_condition(ServerState::Failed),
+            update = state_condition(ServerState::UpdateAvailable),
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Each module's installed versions across the fleet, with how many
+    /// servers run each, by module then version.
+    pub async fn version_counts(&self) -> sqlx::Result<Vec<VersionCount>> {
+        sqlx::query_as(
+            "SELECT name AS module, installed_version AS version, COUNT(*) AS servers \
+             FROM modules GROUP BY name, installed_version ORDER BY name, installed_version",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+}

@@ -6,6 +6,9 @@
 //!   intervals at the production default (10 s heartbeats, 30 s timeout);
 //! - the time from an inventory change an agent sends to its `server` event
 //!   on `/api/v1/events`, p50 and p99, with every server connected;
+//! - the fleet API's latency with every server connected: a page of
+//!   servers, one site's, a filter by module and version, the offline
+//!   ones, the fleet's summary, the sites (p50, p95, size);
 //! - CPU and RSS of a restarted controller with every server in its
 //!   database and none connected.
 //!
@@ -46,6 +49,9 @@ const SITE: [(&str, &[ModuleSpec<'static>]); 4] = [
     ),
     ("web2", &[("ecommerce", "web", "5.8.0")]),
 ];
+
+/// How many times each fleet API request is timed.
+const REQUESTS: usize = 50;
 
 /// How many agents connect at once while the fleet is brought up.
 const CONNECTING_AT_ONCE: usize = 64;
@@ -262,6 +268,39 @@ async fn main() {
         percentile(&latencies, 99),
         percentile(&latencies, 100),
     );
+
+    // The fleet API with every server connected.
+    let http = flotilla_tests::http();
+    for path in [
+        "/api/v1/servers".to_owned(),
+        format!("/api/v1/servers?site={}", server(options.servers / 2).0),
+        "/api/v1/servers?module=ecommerce&version=5.8.0".to_owned(),
+        "/api/v1/servers?state=offline".to_owned(),
+        "/api/v1/fleet/summary".to_owned(),
+        "/api/v1/sites".to_owned(),
+    ] {
+        let mut took = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..REQUESTS {
+            let sent = Instant::now();
+            let response = http
+                .get(format!("{}{path}", controller.http_url))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{path}: {}", response.status());
+            bytes = response.bytes().await.unwrap().len();
+            took.push(sent.elapsed());
+        }
+        took.sort();
+        println!(
+            "GET {path} with {} servers ({REQUESTS} requests): p50 {:.1} ms, p95 {:.1} ms, {} KiB",
+            options.servers,
+            percentile(&took, 50),
+            percentile(&took, 95),
+            bytes / 1024
+        );
+    }
 
     drop(agents);
     wait_online(&controller, 0, Duration::from_secs(300)).await;

@@ -187,22 +187,23 @@ impl Database {
         query.build_query_scalar().fetch_one(&self.pool).await
     }
 
-    /// The fleet's counts by state.
+    /// The fleet's counts by state: each one aggregate over its table,
+    /// not a test per server.
     pub async fn fleet_counts(&self) -> sqlx::Result<FleetCounts> {
-        let sql = format!(
-            "SELECT (SELECT COUNT(*) FROM sites) AS sites, COUNT(*) AS servers, \
-                    COALESCE(SUM(s.online), 0) AS online, COALESCE(SUM(1 - s.online), 0) AS offline, \
-                    COALESCE(SUM({maintenance}), 0) AS maintenance, COALESCE(SUM({failed}), 0) AS failed, \
-                    COALESCE(SUM({update}), 0) AS update_available, \
-                    COALESCE(SUM(EXISTS (SELECT 1 FROM server_problems p WHERE p.server_id = s.id)), 0) AS problems \
-             FROM servers s",
-            maintenance = state_condition(ServerState::Maintenance),
-            failed = state_condition(ServerState::Failed),
-            update = state_condition(ServerState::UpdateAvailable),
-        );
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&self.pool)
-            .await
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM sites) AS sites, \
+                    (SELECT COUNT(*) FROM servers) AS servers, \
+                    (SELECT COUNT(*) FROM servers WHERE online = 1) AS online, \
+                    (SELECT COUNT(*) FROM servers WHERE online = 0) AS offline, \
+                    (SELECT COUNT(DISTINCT server_id) FROM modules WHERE state = 'maintenance') AS maintenance, \
+                    (SELECT COUNT(DISTINCT server_id) FROM \
+                        (SELECT server_id, state, MAX(started_at) FROM installs GROUP BY server_id, module) \
+                     WHERE state = 'failed') AS failed, \
+                    (SELECT COUNT(DISTINCT server_id) FROM modules WHERE pending_version IS NOT NULL) AS update_available, \
+                    (SELECT COUNT(DISTINCT server_id) FROM server_problems) AS problems",
+        )
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// Each module's installed versions across the fleet, with how many

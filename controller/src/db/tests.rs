@@ -566,3 +566,94 @@ async fn the_schema_refuses_a_state_that_does_not_exist_and_keeps_the_rollouts_i
         .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn the_fleet_is_counted_by_state_from_each_servers_latest_installs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let now = Utc::now();
+    for (n, id) in ["acme-web-01", "acme-web-02", "acme-web-03"]
+        .iter()
+        .enumerate()
+    {
+        db.server_connected(&hello("acme-paris", id), n as u64 + 1, now)
+            .await
+            .unwrap();
+    }
+    let web1 = ServerId::parse("acme-web-01").unwrap();
+    let web2 = ServerId::parse("acme-web-02").unwrap();
+    let mut down = module("ecommerce", "5.8.0");
+    down.state = ModuleState::Maintenance;
+    let mut waiting = module("phygitalapi", "2.1.0");
+    waiting.pending_version = Some(Version::parse("2.2.0").unwrap());
+    let problem = Problem {
+        file: None,
+        line: None,
+        message: "a hook names no module".to_owned(),
+    };
+    db.replace_inventory(&web1, &[down, waiting], &[problem], now)
+        .await
+        .unwrap();
+    db.replace_inventory(&web2, &[module("ecommerce", "5.8.0")], &[], now)
+        .await
+        .unwrap();
+    // web-02's ecommerce failed, then succeeded: not failed. web-01's
+    // ecommerce succeeded, then failed: failed.
+    let install = |id: &str, ok: bool, minutes: i64| flotilla_proto::link::InstallResult {
+        install_id: id.to_owned(),
+        module: "ecommerce".to_owned(),
+        from_version: None,
+        to_version: "5.9.0".to_owned(),
+        command_id: None,
+        ok,
+        downtime_ms: 1,
+        message: String::new(),
+        phase: None,
+        hook_output: Vec::new(),
+        rolled_back: !ok,
+        rollback_error: None,
+        warnings: Vec::new(),
+        started_at: now - Duration::minutes(minutes),
+        finished_at: now - Duration::minutes(minutes) + Duration::seconds(5),
+    };
+    db.install_result(&web2, &install("a", false, 10))
+        .await
+        .unwrap();
+    db.install_result(&web2, &install("b", true, 5))
+        .await
+        .unwrap();
+    db.install_result(&web1, &install("c", true, 10))
+        .await
+        .unwrap();
+    db.install_result(&web1, &install("d", false, 5))
+        .await
+        .unwrap();
+    let counts = db.fleet_counts().await.unwrap();
+    assert_eq!(
+        counts,
+        super::FleetCounts {
+            sites: 1,
+            servers: 3,
+            online: 3,
+            offline: 0,
+            maintenance: 1,
+            failed: 1,
+            update_available: 1,
+            problems: 1,
+        }
+    );
+    let failed = db
+        .servers_page(
+            &super::ServerFilter {
+                state: Some(super::ServerState::Failed),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id, "acme-web-01");
+}

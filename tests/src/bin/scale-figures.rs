@@ -288,7 +288,11 @@ async fn main() {
                 .send()
                 .await
                 .unwrap();
-            assert!(response.status().is_success(), "{path}: {}", response.status());
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
             bytes = response.bytes().await.unwrap().len();
             took.push(sent.elapsed());
         }

@@ -1,5 +1,7 @@
-// The fleet page: reads /api/v1/servers, then follows /api/v1/events to stay
-// live without a reload. No framework, no CDN.
+// The fleet page: a page of servers at a time from /api/v1/servers (with
+// the filters, in the controller's database), the fleet's counts and
+// versions from /api/v1/fleet/summary, then /api/v1/events to stay live
+// without a reload. No framework, no CDN.
 "use strict";
 
 // The procedure's module order; other modules follow alphabetically.
@@ -199,32 +201,92 @@ function render() {
     if (!sites.has(server.site)) sites.set(server.site, []);
     sites.get(server.site).push(server);
   }
-  const online = all.filter((s) => s.online).length;
-  const problems = all.reduce((n, s) => n + s.problems.length, 0);
-  const modules = all.reduce((n, s) => n + s.modules.length, 0);
   const chart = versionsChart();
   const existing = document.getElementById("versions");
   if (existing) existing.remove();
   if (chart) document.getElementById("summary").after(chart);
+  const counts = summary || { sites: sites.size, servers: all.length, online: 0, update_available: 0, failed: 0, maintenance: 0, problems: 0 };
   document.getElementById("summary").replaceChildren(
-    el("div", { class: "tile" }, el("b", {}, sites.size), "sites"),
-    el("div", { class: "tile", "data-tile": "online" }, el("b", {}, `${online}/${all.length}`), "servers online"),
-    el("div", { class: "tile" }, el("b", {}, modules), "modules"),
-    el("div", { class: `tile ${problems ? "bad" : ""}` }, el("b", {}, problems), "problems"));
+    el("div", { class: "tile" }, el("b", {}, counts.sites), "sites"),
+    el("div", { class: "tile", "data-tile": "online" }, el("b", {}, `${counts.online}/${counts.servers}`), "servers online"),
+    el("div", { class: "tile", "data-tile": "update_available" }, el("b", {}, counts.update_available), "updates waiting"),
+    el("div", { class: `tile ${counts.failed ? "bad" : ""}`, "data-tile": "failed" }, el("b", {}, counts.failed), "installs failed"),
+    el("div", { class: `tile ${counts.problems ? "bad" : ""}`, "data-tile": "problems" }, el("b", {}, counts.problems), "servers with problems"));
+  const first = page.previous.length * page.size;
+  document.getElementById("page-text").textContent =
+    page.total ? `servers ${first + 1}–${first + all.length} of ${page.total}` : "";
+  document.getElementById("page-previous").disabled = !page.previous.length;
+  document.getElementById("page-next").disabled = !page.next;
   const container = document.getElementById("sites");
   if (!all.length) {
-    container.replaceChildren(el("p", { class: "muted" }, "No agent has connected yet."));
+    container.replaceChildren(el("p", { class: "muted" },
+      filtered() ? "No server matches these filters." : "No agent has connected yet."));
     return;
   }
   container.replaceChildren(...[...sites.keys()].sort().map((site) => siteCard(site, sites.get(site))));
 }
 
+// The page shown: its cursor, the cursors of the pages before it (to go
+// back), the next page's, and how many servers the filters select.
+const page = { after: null, previous: [], next: null, total: 0, size: 100 };
+
+function filterQuery() {
+  const params = new URLSearchParams();
+  const value = (id) => document.getElementById(id).value.trim();
+  if (value("filter-q")) params.set("q", value("filter-q"));
+  if (value("filter-state")) params.set("state", value("filter-state"));
+  if (value("filter-module")) params.set("module", value("filter-module"));
+  if (value("filter-version")) params.set("version", value("filter-version"));
+  if (document.getElementById("filter-problems").checked) params.set("problems", "true");
+  return params;
+}
+
+const filtered = () => [...filterQuery().keys()].length > 0;
+
 async function reload() {
-  const [all] = await Promise.all([allServers(), reloadSummary()]);
+  const params = filterQuery();
+  page.size = Number(document.getElementById("page-size").value) || 100;
+  params.set("limit", String(page.size));
+  if (page.after) params.set("after", page.after);
+  const [response] = await Promise.all([api(`/api/v1/servers?${params}`), reloadSummary()]);
+  if (!response.ok) {
+    const error = await response.json().catch(() => ({}));
+    throw new Error(error.message || `GET /api/v1/servers: ${response.status}`);
+  }
+  page.next = response.headers.get("X-Next-Cursor");
+  page.total = Number(response.headers.get("X-Total-Count") || 0);
   servers.clear();
-  for (const server of all) servers.set(server.id, server);
+  for (const server of await response.json()) servers.set(server.id, server);
   render();
 }
+
+function showPage(after, previous) {
+  page.after = after;
+  page.previous = previous;
+  reload().catch((e) => setLive(`error: ${e.message}`, "bad"));
+}
+
+document.getElementById("page-next").addEventListener("click", () => {
+  if (page.next) showPage(page.next, [...page.previous, page.after]);
+});
+document.getElementById("page-previous").addEventListener("click", () => {
+  if (page.previous.length) showPage(page.previous[page.previous.length - 1], page.previous.slice(0, -1));
+});
+// A change of filter starts again from the first page (typing waits a little).
+let typing = null;
+for (const id of ["filter-q", "filter-module", "filter-version"]) {
+  document.getElementById(id).addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => showPage(null, []), 300);
+  });
+}
+for (const id of ["filter-state", "filter-problems", "page-size"]) {
+  document.getElementById(id).addEventListener("change", () => showPage(null, []));
+}
+document.getElementById("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  showPage(null, []);
+});
 
 // The fleet's version distribution per module, counted by the controller:
 // who is still on the old version?
@@ -270,8 +332,12 @@ function versionsChart() {
 follow({
   open: () => reload().catch((e) => setLive(`error: ${e.message}`, "bad")),
   server: (server) => {
-    servers.set(server.id, server);
     refreshSummary();
+    // A server of this page changed; a new one shows if it fits on the
+    // last page of the whole fleet. Others are in the counts.
+    const fits = !filtered() && !page.next && servers.size < page.size;
+    if (!servers.has(server.id) && !fits) return;
+    servers.set(server.id, server);
     render();
   },
   install: (line) => {

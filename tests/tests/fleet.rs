@@ -726,6 +726,76 @@ async fn the_fleet_pages_filters_and_counts_its_versions() {
         assert_eq!(status, 400, "{bad}: {body}");
     }
 
+    // The dashboard: a page at a time, and the filters.
+    let browser = flotilla_tests::browser::Browser::start().await;
+    browser.sign_in(&controller).await;
+    browser.goto(&format!("{}/", controller.http_url)).await;
+    let shown = async || -> Vec<String> {
+        let ids = browser
+            .eval("return [...document.querySelectorAll('#sites tr[data-server]')].map(r => r.dataset.server)")
+            .await;
+        serde_json::from_value(ids).unwrap_or_default()
+    };
+    wait_until("the first page", async || {
+        let text = browser
+            .eval("return document.getElementById('page-text').textContent")
+            .await;
+        (text == "servers 1–10 of 10")
+            .then_some(())
+            .ok_or(text.to_string())
+    })
+    .await;
+    // Four a page (a size the form does not offer, to page ten servers).
+    browser
+        .eval("const s = document.getElementById('page-size'); s.add(new Option('4', '4')); s.value = '4'; s.dispatchEvent(new Event('change')); return null")
+        .await;
+    wait_until("page 1 of 3", async || {
+        let ids = shown().await;
+        (ids == ["acme-db", "acme-web-1", "acme-web-2", "acme-web-3"])
+            .then_some(())
+            .ok_or(format!("{ids:?}"))
+    })
+    .await;
+    browser
+        .eval("document.getElementById('page-next').click(); return null")
+        .await;
+    wait_until("page 2", async || {
+        let ids = shown().await;
+        (ids == ["bravo-web-1", "bravo-web-2", "bravo-web-3", "charlie-web-1"])
+            .then_some(())
+            .ok_or(format!("{ids:?}"))
+    })
+    .await;
+    browser
+        .eval("document.getElementById('page-previous').click(); return null")
+        .await;
+    wait_until("back to page 1", async || {
+        let ids = shown().await;
+        (ids.first().map(String::as_str) == Some("acme-db"))
+            .then_some(())
+            .ok_or(format!("{ids:?}"))
+    })
+    .await;
+    browser
+        .eval("const q = document.getElementById('filter-q'); q.value = 'charlie'; q.dispatchEvent(new Event('input')); return null")
+        .await;
+    wait_until("the search", async || {
+        let ids = shown().await;
+        (ids == ["charlie-web-1", "charlie-web-2", "charlie-web-3"])
+            .then_some(())
+            .ok_or(format!("{ids:?}"))
+    })
+    .await;
+    browser
+        .eval("const q = document.getElementById('filter-q'); q.value = ''; const s = document.getElementById('filter-state'); s.value = 'offline'; s.dispatchEvent(new Event('change')); return null")
+        .await;
+    wait_until("the offline ones", async || {
+        let ids = shown().await;
+        (ids == ["acme-db"]).then_some(()).ok_or(format!("{ids:?}"))
+    })
+    .await;
+    browser.quit().await;
+
     // The counts, and who is still on the old version.
     let (status, _, summary) = get("/api/v1/fleet/summary").await;
     assert_eq!(status, 200);

@@ -721,7 +721,14 @@ async fn the_fleet_pages_filters_and_counts_its_versions() {
     .await;
     let (_, headers, _) = get("/api/v1/servers?state=online").await;
     assert_eq!(headers["x-total-count"], "9");
-    for bad in ["limit=0", "limit=1001", "after=nonsense", "state=asleep"] {
+    let long = format!("q={}", "x".repeat(201));
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "after=nonsense",
+        "state=asleep",
+        &long,
+    ] {
         let (status, _, body) = get(&format!("/api/v1/servers?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }

@@ -243,6 +243,9 @@ pub async fn list_servers(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit: from 1 to 1000".into()));
     }
+    if query.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
+        return Err(ApiError::BadRequest("q: at most 200 characters".into()));
+    }
     let after = query.after.as_deref().map(parse_cursor).transpose()?;
     let filter = ServerFilter {
         site: query.site,

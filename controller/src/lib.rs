@@ -91,6 +91,28 @@ pub struct Controller {
 
 /// Serves the agents' gRPC endpoint and the dashboard and REST API until
 /// `shutdown` resolves: over TLS, unless `settings.tls` is `None`.
+/// The open-files limit below which the controller warns at start: room
+/// for 20,000 agents.
+const OPEN_FILES_WANTED: u64 = 20_480;
+
+/// This process's soft limit on open files (Linux: `/proc/self/limits`).
+fn open_files_limit() -> Option<u64> {
+    parse_open_files(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+/// The soft limit of `Max open files` in the text of `/proc/<pid>/limits`.
+fn parse_open_files(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    }
+}
+
 pub async fn run(
     controller: Controller,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -113,6 +135,20 @@ pub async fn run(
         agent_ca,
         agent_certificate_lifetime,
     } = settings;
+    if let Some(limit) = open_files_limit() {
+        // Each agent holds a connection, and each connection a file.
+        let known = db
+            .count_servers(&db::ServerFilter::default())
+            .await
+            .unwrap_or(0);
+        if limit < OPEN_FILES_WANTED {
+            tracing::warn!(
+                limit,
+                servers = known,
+                "the open-files limit is {limit}: about that many agents can connect at once, and beyond it new connections fail; raise it (LimitNOFILE= in the service's unit, `ulimit -n` by hand)"
+            );
+        }
+    }
     let offline = db.mark_all_offline("the controller restarted").await?;
     if offline > 0 {
         tracing::info!("{offline} servers marked offline until their agents reconnect");
@@ -251,4 +287,25 @@ fn serve_http(
             tokio::spawn(async move { server.await })
         }
     })
+}
+
+#[cfg(test)]
+mod limit_tests {
+    #[test]
+    fn the_open_files_limit_is_read_from_the_kernels_table() {
+        let table = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                     Max processes             95617                95617                processes \n\
+                     Max open files            1024                 1048576              files     \n";
+        assert_eq!(super::parse_open_files(table), Some(1024));
+        assert_eq!(
+            super::parse_open_files(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            Some(u64::MAX)
+        );
+        assert_eq!(super::parse_open_files("nothing"), None);
+        if cfg!(target_os = "linux") {
+            assert!(super::open_files_limit().is_some());
+        }
+    }
 }

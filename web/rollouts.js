@@ -97,13 +97,18 @@ function formBody() {
   return body;
 }
 
-// What each server answers now to the checks made before its site goes down.
+// Each server's answer to the checks made before its site goes down: the
+// plan's (asked now) and a rollout's site's (with when it answered).
+function preflightItems(answers) {
+  return answers.map((p) => `<li class="preflight-server" data-server="${escapeHtml(p.server)}" data-failed="${p.failures.length ? "true" : "false"}">
+      <strong>${escapeHtml(p.server)}</strong>${p.at ? ` <span class="muted small">${clock(p.at)}</span>` : ""}
+      ${p.failures.length ? `<ul class="preflight-failures">${p.failures.map((f) => `<li class="problem-line">✗ ${escapeHtml(f)}</li>`).join("")}</ul>` : ' <span class="ok-text">ready</span>'}
+      ${p.warnings.length ? `<ul class="preflight-warnings">${p.warnings.map((w) => `<li class="muted small">⚠ ${escapeHtml(w)}</li>`).join("")}</ul>` : ""}</li>`).join("");
+}
+
 function planPreflight(site) {
   if (!site.preflight || !site.preflight.length) return "";
-  return `<div class="preflight"><p class="small"><strong>Preflight now</strong></p><ul>${site.preflight.map((p) => `
-    <li class="preflight-server" data-server="${escapeHtml(p.server)}" data-failed="${p.failures.length ? "true" : "false"}"><strong>${escapeHtml(p.server)}</strong>
-      ${p.failures.length ? `<ul>${p.failures.map((f) => `<li class="problem-line">✗ ${escapeHtml(f)}</li>`).join("")}</ul>` : ' <span class="ok-text">ready</span>'}
-      ${p.warnings.length ? `<ul>${p.warnings.map((w) => `<li class="muted small">⚠ ${escapeHtml(w)}</li>`).join("")}</ul>` : ""}</li>`).join("")}</ul></div>`;
+  return `<div class="preflight"><p class="small"><strong>Preflight now</strong></p><ul>${preflightItems(site.preflight)}</ul></div>`;
 }
 
 function renderPlan(plan) {
@@ -253,10 +258,7 @@ function databaseDecision(site) {
 // What each server answered before the site was taken down.
 function preflightBlock(site) {
   if (!site.preflight || !site.preflight.length) return "";
-  const items = site.preflight.map((p) => `<li class="preflight-server" data-server="${escapeHtml(p.server)}" data-failed="${p.failures.length ? "true" : "false"}">
-      <strong>${escapeHtml(p.server)}</strong> <span class="muted small">${clock(p.at)}</span>
-      ${p.failures.length ? `<ul class="preflight-failures">${p.failures.map((f) => `<li class="problem-line">✗ ${escapeHtml(f)}</li>`).join("")}</ul>` : ' <span class="ok-text">ready</span>'}
-      ${p.warnings.length ? `<ul class="preflight-warnings">${p.warnings.map((w) => `<li class="muted small">⚠ ${escapeHtml(w)}</li>`).join("")}</ul>` : ""}</li>`).join("");
+  const items = preflightItems(site.preflight);
   const override = allows("site", site.state, "override_preflight")
     ? `<button type="button" class="small-button danger" data-override="${escapeHtml(site.site)}">Start anyway</button>` : "";
   const by = site.preflight_override_by ? `<p class="small">overridden by ${escapeHtml(site.preflight_override_by)}</p>` : "";

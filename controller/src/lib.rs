@@ -135,19 +135,12 @@ pub async fn run(
         agent_ca,
         agent_certificate_lifetime,
     } = settings;
-    if let Some(limit) = open_files_limit() {
-        // Each agent holds a connection, and each connection a file.
-        let known = db
-            .count_servers(&db::ServerFilter::default())
-            .await
-            .unwrap_or(0);
-        if limit < OPEN_FILES_WANTED {
-            tracing::warn!(
-                limit,
-                servers = known,
-                "the open-files limit is {limit}: about that many agents can connect at once, and beyond it new connections fail; raise it (LimitNOFILE= in the service's unit, `ulimit -n` by hand)"
-            );
-        }
+    // Each agent holds a connection, and each connection a file.
+    if let Some(limit) = open_files_limit().filter(|&l| l < OPEN_FILES_WANTED) {
+        tracing::warn!(
+            limit,
+            "the open-files limit is {limit}: about that many agents can connect at once, and beyond it new connections fail; raise it (LimitNOFILE= in the service's unit, `ulimit -n` by hand)"
+        );
     }
     let offline = db.mark_all_offline("the controller restarted").await?;
     if offline > 0 {

@@ -11,7 +11,7 @@ use flotilla_proto::domain::Version;
 use crate::applications::{self, ModuleDeclaration};
 use crate::install::package::Package;
 use crate::install::{Event, Failure, Install, Outcome, Progress, maintenance};
-use crate::inventory::pending;
+use crate::inventory::{installed_version, pending};
 use crate::pending::{Trust, packages_in};
 use crate::state::{Agent, InstallNotice, InstallView};
 
@@ -173,7 +173,7 @@ pub fn start(
     };
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
-    let (resolved, to) = resolve(agent, module, source, expected_version)?;
+    let (resolved, to) = resolve(agent, &declaration, source, expected_version)?;
     let mut refused = None;
     agent.installs.running.send_if_modified(|running| {
         refused = if closing() {
@@ -220,10 +220,11 @@ pub fn start(
 /// the version it installs.
 fn resolve(
     agent: &Agent,
-    module: &str,
+    declaration: &ModuleDeclaration,
     source: Source,
     expected_version: Option<String>,
 ) -> Result<(Resolved, String), StartError> {
+    let module = declaration.name.as_str();
     match source {
         Source::Package {
             sha256,
@@ -279,11 +280,7 @@ fn resolve(
             version,
             keep_database,
         } => {
-            let installed = agent
-                .inventory
-                .borrow()
-                .module(module)
-                .and_then(|m| m.installed_version.clone());
+            let installed = installed_version(declaration, agent.settings.layout.root());
             let (path, found) = backups(agent, module)
                 .into_iter()
                 .find(|(_, v)| match &version {
@@ -364,11 +361,7 @@ async fn run(
     }
     let package = open(declaration, resolved).await?;
     let database = database_first(agent, declaration, &package, restoring, &progress).await?;
-    let from = agent
-        .inventory
-        .borrow()
-        .module(&module)
-        .and_then(|m| m.installed_version.clone());
+    let from = installed_version(declaration, agent.settings.layout.root());
     let install = Install {
         settings: &agent.settings.install,
         module: declaration.name.clone(),
@@ -650,5 +643,107 @@ pub fn expected_downtime(agent: &Agent, module: &str) -> std::time::Duration {
     match recent.iter().rev().take(5).max() {
         Some(longest) => std::time::Duration::from_millis((longest * 2).max(10_000)),
         None => std::time::Duration::from_secs(60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::config::Settings;
+
+    /// An agent on `root` whose scanner does not run: its inventory is what
+    /// the caller puts there.
+    fn agent_on(root: &Path) -> Arc<Agent> {
+        let settings = Settings::parse(
+            &root.join("agent.toml"),
+            &format!(
+                "site = \"acme\"\nserver_id = \"web-01\"\ncontroller_url = \"http://c:7000\"\ninsecure_plaintext = true\ndata_dir = {:?}\n",
+                root.display().to_string()
+            ),
+        )
+        .unwrap();
+        Arc::new(Agent {
+            settings,
+            inventory: tokio::sync::watch::Sender::new(Default::default()),
+            last_check: tokio::sync::watch::Sender::new(Utc::now()),
+            link: tokio::sync::watch::Sender::new(crate::LinkStatus::Connecting),
+            rescan: tokio::sync::Notify::new(),
+            installs: crate::state::Installs::new(Arc::new(crate::install::NoCrashPoints)),
+            downloads: Default::default(),
+            notices: std::sync::Mutex::new(Vec::new()),
+            started_at: Utc::now(),
+            last_heartbeat: std::sync::Mutex::new(None),
+            portal_address: ([127, 0, 0, 1], 0).into(),
+            portal_token: String::new(),
+        })
+    }
+
+    /// The controller orders a restore as soon as an install's result
+    /// reaches it, before the agent's next scan: the restore goes by the
+    /// version on disk, not by the scan taken before the install.
+    #[tokio::test]
+    async fn a_restore_right_after_an_install_goes_by_the_version_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let live = root.join("apps").join("ecommerce");
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::write(live.join("version.txt"), "1.0.0\n").unwrap();
+        std::fs::write(live.join("index.html"), "version one").unwrap();
+        let config = root.join("bin").join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(
+            config.join("applicationspath.config"),
+            format!(
+                "<applications><application name=\"ecommerce\" kind=\"web\" path=\"{}\" /></applications>",
+                live.display()
+            ),
+        )
+        .unwrap();
+        let agent = agent_on(root);
+        let backups = &agent.settings.install.backup_dir;
+        std::fs::create_dir_all(backups).unwrap();
+        crate::install::backup::compress(
+            &live,
+            &backups.join("ecommerce_1.0.0_20261201T100000Z.zip"),
+        )
+        .unwrap();
+        // The last scan saw 1.0.0; then an install put 2.0.0 in place.
+        agent.inventory.send_replace(crate::inventory::scan(
+            &agent.settings.layout,
+            &agent.trust(),
+        ));
+        std::fs::write(live.join("version.txt"), "2.0.0\n").unwrap();
+        std::fs::write(live.join("index.html"), "version two").unwrap();
+
+        let mut running = agent.installs.running.subscribe();
+        let to = start(
+            &agent,
+            "ecommerce",
+            Source::Backup {
+                version: Some("1.0.0".into()),
+                keep_database: true,
+            },
+            Origin::Local,
+        )
+        .unwrap();
+        assert_eq!(to, "1.0.0");
+        running.wait_for(Option::is_none).await.unwrap();
+
+        let view = agent.installs.views.lock().unwrap()["ecommerce"].clone();
+        assert!(
+            matches!(view.result, Some(Ok(_))),
+            "the restore ran: {:?}",
+            view.result
+        );
+        assert_eq!(
+            std::fs::read_to_string(live.join("version.txt")).unwrap(),
+            "1.0.0\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(live.join("index.html")).unwrap(),
+            "version one"
+        );
     }
 }

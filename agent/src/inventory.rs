@@ -116,6 +116,13 @@ pub fn scan(layout: &DataLayout, trust: &PackageTrust) -> Inventory {
     Inventory { modules, problems }
 }
 
+/// The version in a module's folder now, read from its version file: an
+/// install decides by it, never by the last scan's inventory, which lags
+/// behind an install that just ended.
+pub fn installed_version(declaration: &ModuleDeclaration, data_root: &Path) -> Option<Version> {
+    inspect(declaration, data_root).installed_version
+}
+
 /// Looks at one module's folder.
 fn inspect(declaration: &ModuleDeclaration, data_root: &Path) -> ModuleReport {
     let dir = declaration.install_dir(data_root);

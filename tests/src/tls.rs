@@ -80,6 +80,26 @@ fn sweep_old_cas() {
 }
 
 impl TestCa {
+    /// The own CA of a controller whose TLS folder is `tls_dir` (`ca.pem`
+    /// and `ca-key.pem`, which it makes at its first start): a load
+    /// generator issues its simulated agents' certificates from it, as the
+    /// controller does at enrollment.
+    pub fn load(tls_dir: &Path) -> anyhow::Result<&'static TestCa> {
+        let read = |name: &str| {
+            let path = tls_dir.join(name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+        };
+        let ca = TestCa {
+            dir: tls_dir.to_owned(),
+            pem: read("ca.pem")?,
+            key_pem: read("ca-key.pem")?,
+        };
+        KeyPair::from_pem(&ca.key_pem)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tls_dir.join("ca-key.pem").display()))?;
+        Ok(Box::leak(Box::new(ca)))
+    }
+
     /// `ca.pem`, for an agent's `controller_ca`.
     pub fn file(&self) -> PathBuf {
         self.dir.join("ca.pem")

@@ -3,10 +3,16 @@
 //!
 //! Each simulated agent opens its own TCP connection and its own `Session`
 //! stream, says hello, sends its inventory, heartbeats at the interval the
-//! controller's welcome asks for, and reports version changes. It answers no
-//! command: it stands for a server that is connected and idle.
+//! controller's welcome asks for, and reports version changes. Unless told
+//! to answer ([`Answering`], in [`answers`]), it answers no command: it
+//! stands for a server that is connected and idle.
 
-use std::time::Duration;
+mod answers;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use answers::{Answering, Tally};
 
 use flotilla_proto::PROTOCOL_VERSION;
 use flotilla_proto::v1::{
@@ -18,14 +24,69 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::ModuleSpec;
+use crate::tls::TestCa;
+
+/// A customer site's servers, as in the procedure: the database, the API hub
+/// with the back office, and two web servers.
+pub const SITE: [(&str, &[ModuleSpec<'static>]); 4] = [
+    ("db", &[("database", "database", "5.8.0")]),
+    (
+        "app",
+        &[
+            ("integration", "service", "5.8.0"),
+            ("gestioncommerciale", "web", "5.8.0"),
+        ],
+    ),
+    (
+        "web1",
+        &[
+            ("ecommerce", "web", "5.8.0"),
+            ("phygitalapi", "web", "2.1.3"),
+        ],
+    ),
+    ("web2", &[("ecommerce", "web", "5.8.0")]),
+];
+
+/// Server `n` of a simulated fleet of [`SITE`]s named `prefix-00000`…: its
+/// site, id and modules.
+pub fn fleet_server(prefix: &str, n: usize) -> (String, String, &'static [ModuleSpec<'static>]) {
+    let site = format!("{prefix}-{:05}", n / SITE.len());
+    let (role, modules) = SITE[n % SITE.len()];
+    let id = format!("{site}-{role}");
+    (site, id, modules)
+}
+
+/// Where and how simulated agents connect.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// The controller's gRPC URL.
+    pub url: String,
+    /// The CA that issues their certificates and that they trust: the
+    /// controller's own (over `https://`).
+    pub ca: &'static TestCa,
+    /// How they answer the controller; `None`: connected and idle.
+    pub answering: Option<Answering>,
+}
+
+impl Dial {
+    /// Idle agents of a test controller.
+    pub fn idle(url: &str) -> Dial {
+        Dial {
+            url: url.to_owned(),
+            ca: crate::tls::ca(),
+            answering: None,
+        }
+    }
+}
 
 /// A connected simulated agent. Dropping it cuts its connection.
 #[derive(Debug)]
 pub struct SimulatedAgent {
     pub id: String,
     pub site: String,
-    modules: Vec<Module>,
+    modules: Arc<Mutex<Vec<Module>>>,
     outbound: mpsc::Sender<AgentMessage>,
+    first_command: Arc<OnceLock<Instant>>,
     /// Holds the connection open while the agent lives.
     _connection: tonic::transport::Channel,
     /// Reads what the controller sends and heartbeats; aborted on drop.
@@ -68,10 +129,20 @@ impl SimulatedAgent {
         id: &str,
         modules: &[ModuleSpec<'_>],
     ) -> anyhow::Result<SimulatedAgent> {
+        Self::connect_with(&Dial::idle(grpc_url), site, id, modules).await
+    }
+
+    /// [`SimulatedAgent::connect`] as `dial` says.
+    pub async fn connect_with(
+        dial: &Dial,
+        site: &str,
+        id: &str,
+        modules: &[ModuleSpec<'_>],
+    ) -> anyhow::Result<SimulatedAgent> {
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(10);
         loop {
-            match Self::try_connect(grpc_url, site, id, modules).await {
+            match Self::try_connect_with(dial, site, id, modules).await {
                 Err(e)
                     if started.elapsed() < crate::PATIENCE
                         && e.downcast_ref::<tonic::Status>()
@@ -92,9 +163,19 @@ impl SimulatedAgent {
         id: &str,
         modules: &[ModuleSpec<'_>],
     ) -> anyhow::Result<SimulatedAgent> {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(grpc_url.to_owned())?;
-        if grpc_url.starts_with("https://") {
-            endpoint = endpoint.tls_config(crate::tls::ca().grpc_as(site, id))?;
+        Self::try_connect_with(&Dial::idle(grpc_url), site, id, modules).await
+    }
+
+    /// One try of [`SimulatedAgent::connect_with`].
+    pub async fn try_connect_with(
+        dial: &Dial,
+        site: &str,
+        id: &str,
+        modules: &[ModuleSpec<'_>],
+    ) -> anyhow::Result<SimulatedAgent> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(dial.url.clone())?;
+        if dial.url.starts_with("https://") {
+            endpoint = endpoint.tls_config(dial.ca.grpc_as(site, id))?;
         }
         let channel = endpoint.connect().await?;
         let mut client = AgentLinkClient::new(channel.clone());
@@ -131,9 +212,23 @@ impl SimulatedAgent {
                 })),
             })
             .await?;
+        let modules = Arc::new(Mutex::new(modules));
+        let first_command = Arc::new(OnceLock::new());
+        let answerer = dial.answering.clone().map(|answering| {
+            answers::Answerer::new(
+                modules.clone(),
+                outbound.clone(),
+                answering,
+                first_command.clone(),
+            )
+        });
         let reader = tokio::spawn(async move {
-            // Commands, holds and package lists: read and ignored.
-            while let Ok(Some(_)) = inbound.message().await {}
+            while let Ok(Some(message)) = inbound.message().await {
+                // Idle: commands, holds and package lists are read and ignored.
+                if let Some(answerer) = &answerer {
+                    answerer.answer(message).await;
+                }
+            }
         });
         let every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
         let heartbeats = {
@@ -159,6 +254,7 @@ impl SimulatedAgent {
             site: site.to_owned(),
             modules,
             outbound,
+            first_command,
             _connection: channel,
             tasks: [reader, heartbeats],
         })
@@ -171,19 +267,32 @@ impl SimulatedAgent {
     }
 
     /// The names of the modules it hosts.
-    pub fn modules(&self) -> impl Iterator<Item = &str> {
-        self.modules.iter().map(|m| m.name.as_str())
+    pub fn modules(&self) -> Vec<String> {
+        self.lock_modules().iter().map(|m| m.name.clone()).collect()
+    }
+
+    /// When the first command reached it (answering agents only).
+    pub fn first_command(&self) -> Option<Instant> {
+        self.first_command.get().copied()
+    }
+
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, Vec<Module>> {
+        self.modules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reports that `module` is now at `version`, as an agent's scan would.
     pub async fn set_version(&mut self, module: &str, version: &str) -> anyhow::Result<()> {
-        let Some(changed) = self.modules.iter_mut().find(|m| m.name == module) else {
-            anyhow::bail!("{} hosts no module {module}", self.id);
+        let changed = {
+            let mut modules = self.lock_modules();
+            let Some(changed) = modules.iter_mut().find(|m| m.name == module) else {
+                anyhow::bail!("{} hosts no module {module}", self.id);
+            };
+            changed.installed_version = version.to_owned();
+            changed.clone()
         };
-        changed.installed_version = version.to_owned();
         let change = AgentMessage {
             body: Some(Body::InventoryChange(InventoryChange {
-                upserted: vec![changed.clone()],
+                upserted: vec![changed],
                 removed: Vec::new(),
                 problems: Vec::new(),
             })),

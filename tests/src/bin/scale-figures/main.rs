@@ -9,6 +9,16 @@
 //! - the fleet API's latency with every server connected: a page of
 //!   servers, one site's, a filter by module and version, the offline
 //!   ones, the fleet's summary, the sites (p50, p95, size);
+//! - a reconnection storm: every agent dropped at once and all reconnecting
+//!   at once; the time until every agent is welcomed and until the fleet is
+//!   whole (every server online), the controller's peak RSS, and
+//!   `GET /api/v1/sites` latency throughout;
+//! - a rollout's fan-out: a release of every module published, then a
+//!   rollout of every site started; the time until every agent has its
+//!   first command, and until every site's first install is ordered (the
+//!   simulated agents answer as real ones do, installs taking 60 s);
+//! - with `--dashboard`, the dashboard's fleet page in a headless Chromium:
+//!   the time until the first screen of servers is drawn;
 //! - CPU and RSS of a restarted controller with every server in its
 //!   database and none connected.
 //!
@@ -16,39 +26,20 @@
 //! Options: `--servers N` (10000), `--changes N` (600), `--idle-seconds N`
 //! (30), `--controller PATH` (another controller build, to compare),
 //! `--plaintext` (the controller with `--insecure-plaintext`, to compare
-//! with mutual TLS, each agent holding its own certificate).
+//! with mutual TLS, each agent holding its own certificate), `--dashboard`.
 //! The bench and the controller each hold one socket per server: `ulimit -n`
 //! must be above the server count. Linux only (reads `/proc`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod storm;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flotilla_tests::simulated::SimulatedAgent;
+use flotilla_tests::simulated::{Answering, Dial, SITE, SimulatedAgent, fleet_server};
 use flotilla_tests::{Controller, ModuleSpec, binary, cpu_ticks, rss_kib};
 use futures_util::StreamExt;
-
-/// A customer site's servers, as in the procedure: the database, the API hub
-/// with the back office, and two web servers.
-const SITE: [(&str, &[ModuleSpec<'static>]); 4] = [
-    ("db", &[("database", "database", "5.8.0")]),
-    (
-        "app",
-        &[
-            ("integration", "service", "5.8.0"),
-            ("gestioncommerciale", "web", "5.8.0"),
-        ],
-    ),
-    (
-        "web1",
-        &[
-            ("ecommerce", "web", "5.8.0"),
-            ("phygitalapi", "web", "2.1.3"),
-        ],
-    ),
-    ("web2", &[("ecommerce", "web", "5.8.0")]),
-];
 
 /// How many times each fleet API request is timed.
 const REQUESTS: usize = 50;
@@ -64,6 +55,8 @@ struct Options {
     controller: Option<PathBuf>,
     /// Serve in plain text instead of TLS.
     plaintext: bool,
+    /// Measure the dashboard's first screen in a headless Chromium.
+    dashboard: bool,
 }
 
 fn options() -> Options {
@@ -73,11 +66,16 @@ fn options() -> Options {
         idle: Duration::from_secs(30),
         controller: None,
         plaintext: false,
+        dashboard: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--plaintext" {
             options.plaintext = true;
+            continue;
+        }
+        if flag == "--dashboard" {
+            options.dashboard = true;
             continue;
         }
         let value = args
@@ -97,11 +95,8 @@ fn options() -> Options {
 }
 
 /// Server `n` of the fleet: its site, id and modules.
-fn server(n: usize) -> (String, String, &'static [ModuleSpec<'static>]) {
-    let site = format!("customer-{:05}", n / SITE.len());
-    let (role, modules) = SITE[n % SITE.len()];
-    let id = format!("{site}-{role}");
-    (site, id, modules)
+pub(crate) fn server(n: usize) -> (String, String, &'static [ModuleSpec<'static>]) {
+    fleet_server("customer", n)
 }
 
 /// How many servers the sites endpoint counts online.
@@ -139,7 +134,24 @@ async fn usage(controller: &Controller, window: Duration) -> (f64, u64) {
     (cpu, rss_kib(pid))
 }
 
-fn percentile(sorted: &[Duration], p: usize) -> f64 {
+/// Connects `servers` agents, [`CONNECTING_AT_ONCE`] at a time.
+async fn connect_all(dial: &Dial, servers: usize) -> Vec<SimulatedAgent> {
+    futures_util::stream::iter(0..servers)
+        .map(|n| {
+            let dial = dial.clone();
+            async move {
+                let (site, id, modules) = server(n);
+                SimulatedAgent::connect_with(&dial, &site, &id, modules)
+                    .await
+                    .unwrap_or_else(|e| panic!("{id} cannot connect: {e}"))
+            }
+        })
+        .buffer_unordered(CONNECTING_AT_ONCE)
+        .collect()
+        .await
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: usize) -> f64 {
     let i = (sorted.len() * p / 100).min(sorted.len() - 1);
     sorted[i].as_secs_f64() * 1000.0
 }
@@ -185,20 +197,13 @@ async fn main() {
         }
     }
     let started = Instant::now();
-    let grpc_url = controller.grpc_url.clone();
-    let mut agents: Vec<SimulatedAgent> = futures_util::stream::iter(0..options.servers)
-        .map(|n| {
-            let grpc_url = grpc_url.clone();
-            async move {
-                let (site, id, modules) = server(n);
-                SimulatedAgent::connect(&grpc_url, &site, &id, modules)
-                    .await
-                    .unwrap_or_else(|e| panic!("{id} cannot connect: {e}"))
-            }
-        })
-        .buffer_unordered(CONNECTING_AT_ONCE)
-        .collect()
-        .await;
+    let answering = Answering::new(Duration::from_secs(60), Duration::ZERO);
+    let tally = answering.tally.clone();
+    let dial = Dial {
+        answering: Some(answering),
+        ..Dial::idle(&controller.grpc_url)
+    };
+    let mut agents = connect_all(&dial, options.servers).await;
     wait_online(
         &controller,
         options.servers as i64,
@@ -234,7 +239,7 @@ async fn main() {
     for i in 0..options.changes {
         let n = (i * 7919) % agents.len();
         let agent = &mut agents[n];
-        let module = agent.modules().next().unwrap().to_owned();
+        let module = agent.modules().swap_remove(0);
         let version = format!("9.{i}.0");
         let needles = [
             format!("\"id\":\"{}\"", agent.id),
@@ -306,6 +311,11 @@ async fn main() {
         );
     }
 
+    if options.dashboard {
+        storm::dashboard(&controller).await;
+    }
+    storm::storm(&controller, &dial, &mut agents).await;
+
     drop(agents);
     wait_online(&controller, 0, Duration::from_secs(300)).await;
     controller.kill().await;
@@ -320,4 +330,18 @@ async fn main() {
         options.idle.as_secs(),
         rss / 1024
     );
+
+    // The fan-out last: the rollout it starts keeps the controller busy.
+    let dial = Dial {
+        url: controller.grpc_url.clone(),
+        ..dial
+    };
+    let agents = connect_all(&dial, options.servers).await;
+    wait_online(
+        &controller,
+        options.servers as i64,
+        Duration::from_secs(300),
+    )
+    .await;
+    storm::fan_out(&controller, dir.path(), &agents, &tally).await;
 }

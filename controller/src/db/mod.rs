@@ -30,7 +30,7 @@ pub use rollouts::{
     CommandInstall, Estimate, RolloutChanges, RolloutLogRecord, RolloutRecord, RolloutRows,
     RolloutSiteRecord, RolloutStepRecord, ScheduleRecord,
 };
-pub use servers::{ModuleRecord, ServerHello, ServerRecord, SiteRecord};
+pub use servers::{ModuleRecord, Presence, ServerHello, ServerRecord, SiteRecord};
 
 /// The schema migrations in `migrations/`, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

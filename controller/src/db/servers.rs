@@ -24,6 +24,86 @@ pub struct ServerHello {
     pub agent_started_at: Option<DateTime<Utc>>,
 }
 
+/// A change of a server's connection, for [`Database::record_presence`].
+#[derive(Debug, Clone)]
+pub enum Presence {
+    /// It connected as `session`.
+    Connected {
+        hello: ServerHello,
+        session: u64,
+        at: DateTime<Utc>,
+    },
+    /// Its connection `session` ended; silent since `silent_since`.
+    Offline {
+        server: ServerId,
+        session: u64,
+        silent_since: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+/// Records a connection: see [`Database::server_connected`].
+async fn connected(
+    tx: &mut Transaction<'_, Sqlite>,
+    hello: &ServerHello,
+    session: u64,
+    at: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    sqlx::query("INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+        .bind(hello.site.as_str())
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    let done = sqlx::query(
+        "INSERT INTO servers (id, site_id, hostname, os, agent_version, protocol_version, peer_address, online, \
+                              first_seen_at, connected_at, last_seen_at, went_silent_at, offline_reason, session) \
+         VALUES (?, (SELECT id FROM sites WHERE name = ?), ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, NULL, ?) \
+         ON CONFLICT (id) DO UPDATE SET \
+            site_id = excluded.site_id, hostname = excluded.hostname, os = excluded.os, \
+            agent_version = excluded.agent_version, protocol_version = excluded.protocol_version, \
+            peer_address = excluded.peer_address, online = 1, connected_at = excluded.connected_at, \
+            last_seen_at = excluded.last_seen_at, went_silent_at = NULL, offline_reason = NULL, \
+            session = excluded.session \
+         WHERE servers.session < excluded.session",
+    )
+    .bind(hello.id.as_str())
+    .bind(hello.site.as_str())
+    .bind(&hello.hostname)
+    .bind(&hello.os)
+    .bind(&hello.agent_version)
+    .bind(i64::from(hello.protocol_version))
+    .bind(&hello.peer_address)
+    .bind(at)
+    .bind(at)
+    .bind(at)
+    .bind(session_number(session))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records a connection's end: see [`Database::server_offline`].
+async fn offline(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &ServerId,
+    session: u64,
+    silent_since: DateTime<Utc>,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE servers SET online = 0, last_seen_at = ?, went_silent_at = ?, offline_reason = ? \
+         WHERE id = ? AND session = ?",
+    )
+    .bind(silent_since)
+    .bind(silent_since)
+    .bind(reason)
+    .bind(id.as_str())
+    .bind(session_number(session))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// A server as stored, with its modules and problems.
 #[derive(Debug, Clone)]
 pub struct ServerRecord {
@@ -127,6 +207,20 @@ impl Database {
         Ok(done.rows_affected())
     }
 
+    /// The servers recorded online: their id, session and last-seen time.
+    pub async fn online_sessions(&self) -> sqlx::Result<Vec<(ServerId, u64, DateTime<Utc>)>> {
+        let rows: Vec<(String, i64, DateTime<Utc>)> =
+            sqlx::query_as("SELECT id, session, last_seen_at FROM servers WHERE online = 1")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, session, at)| {
+                Some((ServerId::parse(&id).ok()?, u64::try_from(session).ok()?, at))
+            })
+            .collect())
+    }
+
     /// The highest session number any connection was given, so that a
     /// restarted controller numbers its connections above every earlier one.
     pub async fn last_session(&self) -> sqlx::Result<u64> {
@@ -145,41 +239,12 @@ impl Database {
         session: u64,
         at: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(hello.site.as_str())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query(
-            "INSERT INTO servers (id, site_id, hostname, os, agent_version, protocol_version, peer_address, online, \
-                                  first_seen_at, connected_at, last_seen_at, went_silent_at, offline_reason, session) \
-             VALUES (?, (SELECT id FROM sites WHERE name = ?), ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, NULL, ?) \
-             ON CONFLICT (id) DO UPDATE SET \
-                site_id = excluded.site_id, hostname = excluded.hostname, os = excluded.os, \
-                agent_version = excluded.agent_version, protocol_version = excluded.protocol_version, \
-                peer_address = excluded.peer_address, online = 1, connected_at = excluded.connected_at, \
-                last_seen_at = excluded.last_seen_at, went_silent_at = NULL, offline_reason = NULL, \
-                session = excluded.session \
-             WHERE servers.session < excluded.session",
-        )
-        .bind(hello.id.as_str())
-        .bind(hello.site.as_str())
-        .bind(&hello.hostname)
-        .bind(&hello.os)
-        .bind(&hello.agent_version)
-        .bind(i64::from(hello.protocol_version))
-        .bind(&hello.peer_address)
-        .bind(at)
-        .bind(at)
-        .bind(at)
-        .bind(session_number(session))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        let connected = Presence::Connected {
+            hello: hello.clone(),
+            session,
+            at,
+        };
+        Ok(self.record_presence(&[connected]).await?[0])
     }
 
     /// Marks a server offline, silent since `silent_since`, if `session` is
@@ -191,18 +256,37 @@ impl Database {
         silent_since: DateTime<Utc>,
         reason: &str,
     ) -> sqlx::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE servers SET online = 0, last_seen_at = ?, went_silent_at = ?, offline_reason = ? \
-             WHERE id = ? AND session = ?",
-        )
-        .bind(silent_since)
-        .bind(silent_since)
-        .bind(reason)
-        .bind(id.as_str())
-        .bind(session_number(session))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let offline = Presence::Offline {
+            server: id.clone(),
+            session,
+            silent_since,
+            reason: reason.to_owned(),
+        };
+        Ok(self.record_presence(&[offline]).await?[0])
+    }
+
+    /// Records connections and disconnections in one transaction, in
+    /// order: SQLite has one writer, and a reconnection storm brings
+    /// thousands at once. For each, whether it changed the server's row (a
+    /// newer session already recorded wins).
+    pub async fn record_presence(&self, changes: &[Presence]) -> sqlx::Result<Vec<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = Vec::with_capacity(changes.len());
+        for change in changes {
+            changed.push(match change {
+                Presence::Connected { hello, session, at } => {
+                    connected(&mut tx, hello, *session, *at).await?
+                }
+                Presence::Offline {
+                    server,
+                    session,
+                    silent_since,
+                    reason,
+                } => offline(&mut tx, server, *session, *silent_since, reason).await?,
+            });
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Writes a batch of last-seen times of connected sessions, in one

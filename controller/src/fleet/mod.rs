@@ -1,9 +1,10 @@
 //! The live side of the fleet: which agents are connected right now, when
 //! each was last heard from, and who is told when something changes.
 //!
-//! Heartbeats are kept in memory and flushed to the database in batches; state
-//! changes (a connection, an inventory, going offline) are written at once and
-//! announced on the event channel that feeds the dashboard's live updates.
+//! Heartbeats are kept in memory and flushed to the database in batches;
+//! connections and disconnections are written together as they come
+//! ([`presence`]); state changes are announced on the event channel that
+//! feeds the dashboard's live updates.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,7 +20,7 @@ use flotilla_proto::tls::AgentCertificate;
 
 use flotilla_proto::link::{InstallProgress, InstallResult, PackageOffer, ToAgent};
 
-use crate::db::{Database, ServerHello};
+use crate::db::{Database, Presence, ServerHello};
 
 /// Something a watcher of the fleet (the dashboard) should know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,8 @@ pub struct Fleet {
     awaiting: Mutex<HashMap<String, Awaiting>>,
     /// Servers held by a rollout, with the rollout's description.
     holds: Mutex<HashMap<ServerId, String>>,
+    /// Connections and disconnections waiting to be written.
+    presences: presence::Presences,
 }
 
 /// Why a connection was not taken.
@@ -102,7 +105,7 @@ pub enum ConnectError {
         silent_ms: u128,
     },
     #[error("cannot record the connection: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] presence::PresenceError),
 }
 
 /// A connected agent's handle, owned by its stream.
@@ -139,6 +142,7 @@ impl Fleet {
             next_session: AtomicU64::new(last_session + 1),
             awaiting: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
+            presences: presence::Presences::default(),
         }
     }
 
@@ -212,7 +216,12 @@ impl Fleet {
             download_token,
             agent_started_at: hello.agent_started_at,
         };
-        match self.db.server_connected(hello, id, now).await {
+        let connected = Presence::Connected {
+            hello: hello.clone(),
+            session: id,
+            at: now,
+        };
+        match self.presences.record(&self.db, connected).await {
             Ok(_) => {
                 self.announce(&hello.id);
                 Ok(session)
@@ -474,7 +483,9 @@ impl Fleet {
     }
 
     /// Records that `session` of `server` ended, unless a newer one has
-    /// been recorded since.
+    /// been recorded since. Tried again on failure: a lost write would
+    /// leave the server shown online with no connection (until
+    /// [`Fleet::reconcile`] finds it).
     async fn go_offline(
         &self,
         server: &ServerId,
@@ -482,22 +493,70 @@ impl Fleet {
         silent_since: DateTime<Utc>,
         reason: &str,
     ) {
-        match self
-            .db
-            .server_offline(server, session, silent_since, reason)
-            .await
-        {
-            Ok(true) => {
-                tracing::info!(server = %server, %silent_since, "server offline: {reason}");
-                self.announce(server);
+        let offline = Presence::Offline {
+            server: server.clone(),
+            session,
+            silent_since,
+            reason: reason.to_owned(),
+        };
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1.. {
+            match self.presences.record(&self.db, offline.clone()).await {
+                Ok(true) => {
+                    tracing::info!(server = %server, %silent_since, "server offline: {reason}");
+                    self.announce(server);
+                }
+                Ok(false) => {
+                    tracing::debug!(server = %server, "an ended connection was already replaced: {reason}")
+                }
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(server = %server, "cannot record that the server went offline ({e}); trying again in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(server = %server, "cannot record that the server went offline: {e}")
+                }
             }
-            Ok(false) => {
-                tracing::debug!(server = %server, "an ended connection was already replaced: {reason}")
-            }
-            Err(e) => {
-                tracing::error!(server = %server, "cannot record that the server went offline: {e}")
-            }
+            return;
         }
+    }
+
+    /// Marks offline the servers recorded online whose connection this
+    /// controller no longer holds and has not heard from for longer than
+    /// the heartbeat timeout: a disconnection whose write was lost.
+    /// Returns how many.
+    pub async fn reconcile(&self) -> usize {
+        let recorded = match self.db.online_sessions().await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::error!("cannot read which servers are recorded online: {e}");
+                return 0;
+            }
+        };
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(self.heartbeats.timeout).unwrap_or(chrono::Duration::MAX);
+        let stale: Vec<(ServerId, u64, DateTime<Utc>)> = {
+            let live = self.live();
+            recorded
+                .into_iter()
+                .filter(|(id, session, last_seen)| {
+                    *last_seen < cutoff && live.get(id).is_none_or(|l| l.session != *session)
+                })
+                .collect()
+        };
+        for (server, session, last_seen) in &stale {
+            tracing::warn!(server = %server, "recorded online with no connection: marking it offline");
+            self.go_offline(
+                server,
+                *session,
+                *last_seen,
+                "the connection ended (found by the controller's check)",
+            )
+            .await;
+        }
+        stale.len()
     }
 
     /// Ends the connections of agents silent for longer than the timeout and
@@ -556,6 +615,7 @@ impl Fleet {
             (self.heartbeats.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(tick);
         let mut last_flush = Instant::now();
+        let mut last_reconcile = Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
@@ -569,11 +629,16 @@ impl Fleet {
                 self.flush_last_seen().await;
                 last_flush = Instant::now();
             }
+            if last_reconcile.elapsed() >= self.heartbeats.timeout * 2 {
+                self.reconcile().await;
+                last_reconcile = Instant::now();
+            }
         }
     }
 }
 
 mod orders;
+mod presence;
 
 use orders::Awaiting;
 pub use orders::{Order, OrderError, Reply};

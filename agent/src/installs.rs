@@ -311,6 +311,11 @@ fn finished(agent: &Agent, module: &str, result: Result<Outcome, Failure>) {
         }
         Err(failure) => tracing::error!(module, "{failure}"),
     }
+    // Recorded before the result is shown: whoever sees the result finds
+    // the downtime the next estimate uses.
+    if let Ok(outcome) = &result {
+        record_downtime(agent, module, outcome.downtime);
+    }
     let view = {
         let mut views = agent
             .installs
@@ -324,9 +329,6 @@ fn finished(agent: &Agent, module: &str, result: Result<Outcome, Failure>) {
         })
     };
     if let Some(view) = view {
-        if let Some(Ok(outcome)) = &view.result {
-            record_downtime(agent, module, outcome.downtime);
-        }
         let _ = agent
             .installs
             .notices

@@ -11,7 +11,7 @@
 //! The engine is the only writer of rollout rows: new rollouts, operators'
 //! actions and the outcomes of orders reach it through its inbox.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -179,6 +179,9 @@ enum Woken {
     Due,
 }
 
+/// The most answers decided together.
+const ANSWERS_AT_ONCE: usize = 5_000;
+
 /// When the next pass runs once something woke the engine: as planned if
 /// sooner, otherwise as soon as [`COALESCE`] after the last one allows.
 fn soon(due: Option<Instant>, last_pass: Instant) -> Option<Instant> {
@@ -213,6 +216,30 @@ impl Engine {
             match woken {
                 Woken::Stop => return,
                 Woken::Nothing => {}
+                Woken::Request(Request::Ordered { rollout, answer }) => {
+                    // Answers come in waves (a preflight asks every server
+                    // of every starting site at once): those already
+                    // queued are decided together, over one read.
+                    let mut answers = vec![(rollout, answer)];
+                    let mut next = None;
+                    while answers.len() < ANSWERS_AT_ONCE {
+                        match requests.try_recv() {
+                            Ok(Request::Ordered { rollout, answer }) => {
+                                answers.push((rollout, answer))
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.ordered(answers).await;
+                    if let Some(request) = next {
+                        self.handle(request).await;
+                    }
+                    due = soon(due, last_pass);
+                }
                 Woken::Request(request) => {
                     self.handle(request).await;
                     due = soon(due, last_pass);
@@ -249,12 +276,7 @@ impl Engine {
             } => {
                 let _ = reply.send(self.act(id, action, &actor).await);
             }
-            Request::Ordered { rollout, answer } => {
-                self.in_flight.remove(&answer.command_id);
-                if let Err(e) = self.ordered(rollout, &answer).await {
-                    tracing::error!(rollout, "cannot record an order's outcome: {e}");
-                }
-            }
+            Request::Ordered { rollout, answer } => self.ordered(vec![(rollout, answer)]).await,
             Request::Noticed {
                 rollout,
                 site,
@@ -464,18 +486,40 @@ impl Engine {
         });
     }
 
-    async fn ordered(&mut self, id: i64, answer: &Answer) -> sqlx::Result<()> {
+    /// Records what agents answered to orders, each rollout's answers over
+    /// one read of its rows.
+    async fn ordered(&mut self, answers: Vec<(i64, Box<Answer>)>) {
+        let mut by_rollout: BTreeMap<i64, Vec<Box<Answer>>> = BTreeMap::new();
+        for (rollout, answer) in answers {
+            self.in_flight.remove(&answer.command_id);
+            by_rollout.entry(rollout).or_default().push(answer);
+        }
+        for (rollout, answers) in by_rollout {
+            if let Err(e) = self.ordered_in(rollout, &answers).await {
+                tracing::error!(
+                    rollout,
+                    "cannot record {} orders' outcomes: {e}",
+                    answers.len()
+                );
+            }
+        }
+    }
+
+    async fn ordered_in(&mut self, id: i64, answers: &[Box<Answer>]) -> sqlx::Result<()> {
         let Some(rows) = self.fleet.db.rollout_state(id).await? else {
             return Ok(());
         };
         let strategy = strategy_of(&rows).unwrap_or_default();
         let now = Utc::now();
-        let Some(changes) = decide::ordered(&rows, &strategy, now, answer) else {
+        let all: Vec<&Answer> = answers.iter().map(Box::as_ref).collect();
+        let Some(changes) = decide::ordered_all(&rows, &strategy, now, &all) else {
             return Ok(());
         };
         self.save(id, now, &changes).await?;
-        if answer.kind == Ordered::DatabaseRestore {
-            self.audit_restore(id, &rows, answer, now).await?;
+        for answer in all {
+            if answer.kind == Ordered::DatabaseRestore {
+                self.audit_restore(id, &rows, answer, now).await?;
+            }
         }
         Ok(())
     }

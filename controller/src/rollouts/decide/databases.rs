@@ -52,7 +52,7 @@ impl Pass<'_> {
     pub(super) fn settle_databases(&mut self, i: usize) {
         let site = self.sites[i].site.clone();
         let choice = self.strategy.database;
-        for j in self.site_step_indexes(&site) {
+        for j in self.site_step_indexes(&site).to_vec() {
             if self.steps[j].state != StepState::DatabaseDecision {
                 continue;
             }
@@ -76,7 +76,7 @@ impl Pass<'_> {
             }
         }
         let mut restoring = Vec::new();
-        for j in self.site_step_indexes(&site) {
+        for j in self.site_step_indexes(&site).to_vec() {
             if self.steps[j].state == StepState::RestoringDatabase {
                 self.order_database_restore(j);
                 let step = &self.steps[j];
@@ -127,12 +127,6 @@ impl Pass<'_> {
         } else {
             self.rolled_back(i);
         }
-    }
-
-    fn site_step_indexes(&self, site: &str) -> Vec<usize> {
-        (0..self.steps.len())
-            .filter(|&j| self.steps[j].site == site)
-            .collect()
     }
 
     /// Asks the server, once, what a restore would discard: the operator

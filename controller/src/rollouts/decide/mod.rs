@@ -30,7 +30,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-pub use operator::{Action, Answer, Ordered, act, noticed, ordered};
+pub use operator::{Action, Answer, Ordered, act, noticed, ordered, ordered_all};
 
 /// The actor the engine records its own transitions under.
 pub const ENGINE: &str = "flotilla";
@@ -107,7 +107,18 @@ fn failed_sites(sites: &[RolloutSiteRecord]) -> i64 {
     i64::try_from(sites.iter().filter(|s| s.state.is_failed()).count()).unwrap_or(i64::MAX)
 }
 
-/// The rows as changed, less the rows as read: what to write.
+/// Each site's steps, by index.
+fn index_by_site(steps: &[RolloutStepRecord]) -> HashMap<String, Vec<usize>> {
+    let mut by_site: HashMap<String, Vec<usize>> = HashMap::new();
+    for (j, step) in steps.iter().enumerate() {
+        by_site.entry(step.site.clone()).or_default().push(j);
+    }
+    by_site
+}
+
+/// The rows as changed, less the rows as read: what to write. A pass keeps
+/// the rows in their order, so each is compared with the one read at its
+/// place (comparing each with every row read cost rows x rows).
 fn changes(
     before: &RolloutRows,
     rollout: RolloutRecord,
@@ -117,16 +128,20 @@ fn changes(
 ) -> RolloutChanges {
     RolloutChanges {
         rollout: (rollout != before.0).then_some(rollout),
-        sites: sites
-            .into_iter()
-            .filter(|s| !before.1.contains(s))
-            .collect(),
-        steps: steps
-            .into_iter()
-            .filter(|s| !before.2.contains(s))
-            .collect(),
+        sites: changed(sites, &before.1),
+        steps: changed(steps, &before.2),
         log,
     }
+}
+
+/// The rows of `after` that differ from the row at their place in `before`.
+fn changed<T: PartialEq>(after: Vec<T>, before: &[T]) -> Vec<T> {
+    after
+        .into_iter()
+        .enumerate()
+        .filter(|(i, row)| before.get(*i) != Some(row))
+        .map(|(_, row)| row)
+        .collect()
 }
 
 /// The servers a rollout holds: those with work in a site not settled.
@@ -205,12 +220,14 @@ pub fn pass(
     in_flight: &HashSet<String>,
 ) -> Decisions {
     let (rollout, sites, steps) = rows.clone();
+    let by_site = index_by_site(&steps);
     let mut pass = Pass {
         ctx,
         strategy,
         rollout,
         sites,
         steps,
+        by_site,
         installs: installs
             .iter()
             .map(|i| (i.command_id.clone(), i.clone()))
@@ -243,6 +260,10 @@ struct Pass<'a> {
     rollout: RolloutRecord,
     sites: Vec<RolloutSiteRecord>,
     steps: Vec<RolloutStepRecord>,
+    /// Each site's steps, by their index in `steps` (a pass neither adds
+    /// nor removes steps): a pass looks at one site's steps at a time, and
+    /// a rollout of thousands of sites must not walk them all for each.
+    by_site: HashMap<String, Vec<usize>>,
     installs: HashMap<String, CommandInstall>,
     in_flight: &'a HashSet<String>,
     estimates: Estimates,
@@ -294,13 +315,21 @@ impl Pass<'_> {
     }
 
     fn site_steps(&self, site: &str) -> impl Iterator<Item = &RolloutStepRecord> {
-        self.steps.iter().filter(move |s| s.site == site)
+        self.site_step_indexes(site).iter().map(|&j| &self.steps[j])
     }
 
-    /// Servers with an install or restore ordered or running.
-    fn busy_servers(&self) -> HashSet<String> {
-        self.steps
-            .iter()
+    /// The indexes in `steps` of the site's steps.
+    fn site_step_indexes(&self, site: &str) -> &[usize] {
+        self.by_site
+            .get(site)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The site's servers with an install or restore ordered or running (a
+    /// server belongs to one site).
+    fn busy_servers(&self, site: &str) -> HashSet<String> {
+        self.site_steps(site)
             .filter(|s| active_step(s))
             .map(|s| s.server_id.clone())
             .collect()

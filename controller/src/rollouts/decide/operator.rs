@@ -299,6 +299,54 @@ fn roll_back(
     Ok(format!("site {site}"))
 }
 
+/// [`ordered`] for answers that came together (a preflight asks every
+/// server of every starting site at once), over one read of the rows: each
+/// is decided on the rows as the answers before it left them, and the
+/// changes of all of them are written together.
+pub fn ordered_all(
+    rows: &RolloutRows,
+    strategy: &Strategy,
+    now: DateTime<Utc>,
+    answers: &[&Answer],
+) -> Option<RolloutChanges> {
+    let mut current = rows.clone();
+    let sites: HashMap<String, usize> = current
+        .1
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.site.clone(), i))
+        .collect();
+    let steps: HashMap<(String, String), usize> = current
+        .2
+        .iter()
+        .enumerate()
+        .map(|(j, s)| ((s.server_id.clone(), s.module.clone()), j))
+        .collect();
+    let mut log = Vec::new();
+    for answer in answers {
+        let Some(decided) = ordered(&current, strategy, now, answer) else {
+            continue;
+        };
+        if let Some(rollout) = decided.rollout {
+            current.0 = rollout;
+        }
+        for site in decided.sites {
+            if let Some(&i) = sites.get(&site.site) {
+                current.1[i] = site;
+            }
+        }
+        for step in decided.steps {
+            if let Some(&j) = steps.get(&(step.server_id.clone(), step.module.clone())) {
+                current.2[j] = step;
+            }
+        }
+        log.extend(decided.log);
+    }
+    let (rollout, sites, steps) = current;
+    let all = changes(rows, rollout, sites, steps, log);
+    (!all.is_empty()).then_some(all)
+}
+
 /// What an agent answered to an order: the step's changes, or nothing when
 /// the answer is for an order the step no longer waits for.
 pub fn ordered(

@@ -213,15 +213,17 @@ pub(super) fn answered(
     now: DateTime<Utc>,
     answer: &Answer,
 ) -> Option<RolloutSiteRecord> {
+    // A server is in one site of a rollout: its site first, then whether
+    // that site waits for this round's answers (looking at every site's
+    // steps for each answer cost sites x steps, with thousands of answers).
+    let site = &steps.iter().find(|t| t.server_id == answer.server)?.site;
     let mut record = sites
         .iter()
-        .filter(|s| matches!(s.state, SiteState::Scheduled | SiteState::PreflightFailed))
         .find(|s| {
-            s.preflight_at
-                .is_some_and(|at| answer.command_id.contains(&round(at)))
-                && steps
-                    .iter()
-                    .any(|t| t.site == s.site && t.server_id == answer.server)
+            &s.site == site
+                && matches!(s.state, SiteState::Scheduled | SiteState::PreflightFailed)
+                && s.preflight_at
+                    .is_some_and(|at| answer.command_id.contains(&round(at)))
         })?
         .clone();
     let this_round = round(record.preflight_at?);

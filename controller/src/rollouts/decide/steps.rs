@@ -28,9 +28,9 @@ impl Pass<'_> {
             })
             .cloned()
             .collect();
-        let mut busy = self.busy_servers();
+        let mut busy = self.busy_servers(&site);
         let planned_end = self.sites[i].planned_end;
-        for j in 0..self.steps.len() {
+        for j in self.site_step_indexes(&site).to_vec() {
             let step = &self.steps[j];
             if step.site != site
                 || !step.state.is_waiting()
@@ -194,10 +194,11 @@ impl Pass<'_> {
         } else {
             self.mark_updated(&site);
         }
-        let rolling: Vec<usize> = (0..self.steps.len())
-            .filter(|&j| {
-                self.steps[j].site == site && self.steps[j].state == StepState::RollingBack
-            })
+        let rolling: Vec<usize> = self
+            .site_step_indexes(&site)
+            .iter()
+            .copied()
+            .filter(|&j| self.steps[j].state == StepState::RollingBack)
             .collect();
         if rolling.is_empty() {
             if !self
@@ -209,7 +210,7 @@ impl Pass<'_> {
             return;
         }
         let top = rolling.iter().map(|&j| self.steps[j].layer).max();
-        let mut busy = self.busy_servers();
+        let mut busy = self.busy_servers(&site);
         for j in rolling {
             let step = &self.steps[j];
             if Some(step.layer) != top
@@ -240,7 +241,7 @@ impl Pass<'_> {
     /// Marks for restoring whatever of the site reached the new version,
     /// by what the servers report.
     fn mark_updated(&mut self, site: &str) {
-        for j in 0..self.steps.len() {
+        for j in self.site_step_indexes(site).to_vec() {
             let step = &self.steps[j];
             if step.site != site
                 || !matches!(step.state, StepState::Succeeded | StepState::Failed)

@@ -225,3 +225,41 @@ fn a_server_that_does_not_answer_fails_the_preflight() {
         "#]],
     );
 }
+
+#[test]
+fn answers_decided_together_leave_the_rows_as_decided_one_by_one() {
+    let report = |server: &str, checks: Vec<Check>| {
+        let asked = asked().rows.1[0].preflight_at.unwrap();
+        Answer {
+            server: server.into(),
+            module: String::new(),
+            command_id: format!(
+                "rollout-{server}-acme-{}-0-abc",
+                crate::rollouts::decide::preflight::round(asked)
+            ),
+            kind: Ordered::Preflight,
+            result: Ok("answered".into()),
+            report: Some(Report {
+                server: server.into(),
+                at: Some(now()),
+                checks,
+            }),
+        }
+    };
+    let db = report("acme-db", vec![Check::ok("disk", "/srv", "room")]);
+    let web = report("acme-web", vec![disk_full()]);
+    let world = asked();
+    let together = ordered_all(&world.rows, &world.strategy, now(), &[&db, &web]).unwrap();
+    let one_by_one = answer(
+        answer(asked(), "acme-db", vec![Check::ok("disk", "/srv", "room")]),
+        "acme-web",
+        vec![disk_full()],
+    );
+    assert_eq!(together.sites, one_by_one.rows.1);
+    // Nothing to write when no answer changes anything.
+    let stale = Answer {
+        command_id: "rollout-acme-db-acme-0-0-old".into(),
+        ..report("acme-db", Vec::new())
+    };
+    assert!(ordered_all(&world.rows, &world.strategy, now(), &[&stale]).is_none());
+}

@@ -180,13 +180,14 @@ async fn preflight(state: &ApiState, plan: &mut plan::Plan) {
     // Each server, with the modules it would install, wherever its site.
     let mut asked: Vec<(usize, String, Vec<String>)> = Vec::new();
     for (i, site) in plan.sites.iter().enumerate() {
+        let mut of_site: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for step in site.steps.iter().filter(|s| s.action == "install") {
-            match asked
-                .iter_mut()
-                .find(|(j, s, _)| *j == i && *s == step.server)
-            {
-                Some((_, _, modules)) => modules.push(step.module.clone()),
-                None => asked.push((i, step.server.clone(), vec![step.module.clone()])),
+            match of_site.get(step.server.as_str()) {
+                Some(&k) => asked[k].2.push(step.module.clone()),
+                None => {
+                    of_site.insert(step.server.as_str(), asked.len());
+                    asked.push((i, step.server.clone(), vec![step.module.clone()]));
+                }
             }
         }
     }

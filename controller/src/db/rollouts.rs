@@ -183,33 +183,52 @@ impl Database {
         .bind(rollout.created_at)
         .fetch_one(&mut *tx)
         .await?;
-        for site in sites {
-            sqlx::query("INSERT INTO rollout_sites (rollout_id, site, wave, state, message) VALUES (?, ?, ?, ?, ?)")
-                .bind(id)
-                .bind(&site.site)
-                .bind(site.wave)
-                .bind(site.state)
-                .bind(&site.message)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for step in steps {
-            sqlx::query(
-                "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, from_version, to_version, state, message) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id)
-            .bind(&step.site)
-            .bind(&step.server_id)
-            .bind(&step.module)
-            .bind(step.layer)
-            .bind(&step.from_version)
-            .bind(&step.to_version)
-            .bind(step.state)
-            .bind(&step.message)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // A few statements however many rows: a rollout of thousands of
+        // sites is written in milliseconds, not a statement per row.
+        let sites_json = serde_json::Value::Array(
+            sites
+                .iter()
+                .map(|site| {
+                    serde_json::json!([site.site, site.wave, site.state.as_str(), site.message])
+                })
+                .collect(),
+        )
+        .to_string();
+        sqlx::query(
+            "INSERT INTO rollout_sites (rollout_id, site, wave, state, message) \
+             SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?) j",
+        )
+        .bind(id)
+        .bind(&sites_json)
+        .execute(&mut *tx)
+        .await?;
+        let steps_json = serde_json::Value::Array(
+            steps
+                .iter()
+                .map(|step| {
+                    serde_json::json!([
+                        step.site,
+                        step.server_id,
+                        step.module,
+                        step.layer,
+                        step.from_version,
+                        step.to_version,
+                        step.state.as_str(),
+                        step.message
+                    ])
+                })
+                .collect(),
+        )
+        .to_string();
+        sqlx::query(
+            "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, from_version, to_version, state, message) \
+             SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, \
+                    j.value ->> 5, j.value ->> 6, j.value ->> 7 FROM json_each(?) j",
+        )
+        .bind(id)
+        .bind(&steps_json)
+        .execute(&mut *tx)
+        .await?;
         log(
             &mut tx,
             id,

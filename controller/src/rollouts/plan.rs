@@ -242,7 +242,15 @@ pub fn plan(
         .map(|p| (p.module.as_str(), p.version.as_str()))
         .collect();
     let mut warnings = Vec::new();
-    let sites = sites(target, release, servers, &packages, &mut warnings)?;
+    // Each site's servers, found once (a fleet has thousands of sites).
+    let mut by_site: HashMap<&str, Vec<&ServerRecord>> = HashMap::new();
+    for server in servers {
+        by_site
+            .entry(server.site.as_str())
+            .or_default()
+            .push(server);
+    }
+    let sites = sites(target, release, &by_site, &packages, &mut warnings)?;
     let waves = strategy.waves(&sites)?;
     let modules: BTreeSet<String> = packages.keys().map(|m| (*m).to_owned()).collect();
     let layer_of = strategy.layers(&modules);
@@ -252,7 +260,11 @@ pub fn plan(
     for (w, wave) in waves.iter().enumerate() {
         let mut longest = Duration::zero();
         for site in wave {
-            let steps = steps(site, servers, &packages, &layer_of, &mut warnings);
+            let hosted = by_site
+                .get(site.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let steps = steps(site, hosted, &packages, &layer_of, &mut warnings);
             let layers = layers(&steps);
             let (duration, downtime) = estimates.site(layers.iter().map(Vec::as_slice));
             let always = Calendar::always();
@@ -294,19 +306,20 @@ pub fn plan(
 fn sites(
     target: &Target,
     release: &ReleaseRecord,
-    servers: &[ServerRecord],
+    by_site: &HashMap<&str, Vec<&ServerRecord>>,
     packages: &BTreeMap<&str, &str>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<String>, Invalid> {
     let hosts = |site: &str| {
-        servers.iter().any(|s| {
-            s.site == site
-                && s.modules
+        by_site.get(site).is_some_and(|servers| {
+            servers.iter().any(|s| {
+                s.modules
                     .iter()
                     .any(|m| packages.contains_key(m.name.as_str()))
+            })
         })
     };
-    let known: BTreeSet<&str> = servers.iter().map(|s| s.site.as_str()).collect();
+    let known: BTreeSet<&str> = by_site.keys().copied().collect();
     let sites: Vec<String> = if !target.sites.is_empty() {
         for site in &target.sites {
             if !known.contains(site.as_str()) {
@@ -351,17 +364,17 @@ fn sites(
 }
 
 /// A site's steps: every module of the release on every server of the
-/// site, to install or to skip (already at that version or newer), in
-/// layer order. An offline server is warned of.
+/// site (`servers`), to install or to skip (already at that version or
+/// newer), in layer order. An offline server is warned of.
 fn steps(
     site: &str,
-    servers: &[ServerRecord],
+    servers: &[&ServerRecord],
     packages: &BTreeMap<&str, &str>,
     layer_of: &BTreeMap<String, u32>,
     warnings: &mut Vec<String>,
 ) -> Vec<StepPlan> {
     let mut steps = Vec::new();
-    for server in servers.iter().filter(|s| s.site == site) {
+    for server in servers {
         if !server.online {
             warnings.push(format!(
                 "server {} of site {site} is offline: its installs wait for it to reconnect",

@@ -344,4 +344,8 @@ async fn main() {
     )
     .await;
     storm::fan_out(&controller, dir.path(), &agents, &tally).await;
+    if std::env::var_os("FLOTILLA_BENCH_KEEP").is_some() {
+        // The controller's database and log, to look at afterwards.
+        println!("kept the controller's folder: {}", dir.keep().display());
+    }
 }

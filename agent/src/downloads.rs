@@ -167,6 +167,10 @@ fn wanted(agent: &Agent) -> Vec<PackageOffer> {
     wanted
 }
 
+/// How long an older package put in the cache is kept for the downgrade
+/// that names it.
+const DOWNGRADE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The cache's retention rule: a package is kept while it is newer than the
 /// installed version; once installed or superseded it goes, with its
 /// checksum, signature and notes. (Old versions live on as backups.)
@@ -179,12 +183,19 @@ fn prune(agent: &Agent) {
             continue;
         };
         let withdrawn = pending.trust == crate::pending::Trust::Withdrawn;
-        if withdrawn
-            || module
-                .installed_version
-                .as_ref()
-                .is_some_and(|installed| pending.version <= *installed)
-        {
+        let installed = module.installed_version.as_ref();
+        // An older package put there just now is a downgrade on its way
+        // (an install order naming it by its sha256 follows): it is given
+        // a while before it counts as superseded.
+        let just_put = std::fs::metadata(&pending.package)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age < DOWNGRADE_GRACE);
+        let superseded = installed.is_some_and(|installed| {
+            pending.version == *installed || (pending.version < *installed && !just_put)
+        });
+        if withdrawn || superseded {
             for path in [
                 pending.package.clone(),
                 sidecar(&pending.package, "sha256"),

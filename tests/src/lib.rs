@@ -582,6 +582,18 @@ impl Agent {
             .unwrap();
         let lines = Lines::follow(&mut child);
         let portal_url = lines.value_after(" portal: ").await;
+        // The line comes once the portal's port is bound; the portal answers
+        // once the agent has recovered any interrupted install and scanned
+        // its modules: what a test looks at next.
+        wait_until(
+            "the agent's portal to answer",
+            async || match reqwest::get(&portal_url).await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(response.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+        .await;
         (child, portal_url, log)
     }
 

@@ -179,6 +179,9 @@ enum Woken {
     Due,
 }
 
+/// A pass longer than this is logged with where its time went.
+const SLOW_PASS: StdDuration = StdDuration::from_millis(200);
+
 /// The most answers decided together.
 const ANSWERS_AT_ONCE: usize = 5_000;
 
@@ -361,7 +364,9 @@ impl Engine {
     }
 
     /// One pass over every active rollout; reads nothing else when there is none.
+    /// A slow pass (over [`SLOW_PASS`]) is logged with where its time went.
     async fn pass(&mut self) -> sqlx::Result<()> {
+        let started = Instant::now();
         let mut rollouts: Vec<RolloutRows> = Vec::new();
         for id in self.fleet.db.active_rollouts().await? {
             if let Some(loaded) = self.fleet.db.rollout_state(id).await? {
@@ -373,13 +378,17 @@ impl Engine {
             self.fleet.set_holds(HashMap::new());
             return Ok(());
         }
+        let read = started.elapsed();
         let ctx = self.context(&rollouts).await?;
+        let context = started.elapsed() - read;
+        let (mut deciding, mut saving, mut jobs) = (StdDuration::ZERO, StdDuration::ZERO, 0);
         let mut holds: HashMap<ServerId, String> = HashMap::new();
         for rows in rollouts {
             let id = rows.0.id;
             let Some(strategy) = strategy_of(&rows) else {
                 continue;
             };
+            let at = Instant::now();
             let installs = self.fleet.db.rollout_installs(id).await?;
             let decisions = decide::pass(&ctx, &strategy, &rows, &installs, &self.in_flight);
             let release = &rows.0.release;
@@ -388,7 +397,11 @@ impl Engine {
                     .into_iter()
                     .map(|server| (server, format!("rollout {id} (release {release})"))),
             );
+            deciding += at.elapsed();
+            let at = Instant::now();
             self.save(id, ctx.now, &decisions.changes).await?;
+            saving += at.elapsed();
+            jobs += decisions.jobs.len();
             for job in decisions.jobs {
                 self.send(id, job);
             }
@@ -397,6 +410,18 @@ impl Engine {
             }
         }
         self.fleet.set_holds(holds);
+        let took = started.elapsed();
+        if took > SLOW_PASS {
+            tracing::info!(
+                took_ms = took.as_millis(),
+                read_ms = read.as_millis(),
+                context_ms = context.as_millis(),
+                decide_ms = deciding.as_millis(),
+                save_ms = saving.as_millis(),
+                orders = jobs,
+                "slow rollout pass"
+            );
+        }
         Ok(())
     }
 
@@ -489,6 +514,8 @@ impl Engine {
     /// Records what agents answered to orders, each rollout's answers over
     /// one read of its rows.
     async fn ordered(&mut self, answers: Vec<(i64, Box<Answer>)>) {
+        let started = Instant::now();
+        let count = answers.len();
         let mut by_rollout: BTreeMap<i64, Vec<Box<Answer>>> = BTreeMap::new();
         for (rollout, answer) in answers {
             self.in_flight.remove(&answer.command_id);
@@ -502,6 +529,14 @@ impl Engine {
                     answers.len()
                 );
             }
+        }
+        let took = started.elapsed();
+        if took > SLOW_PASS {
+            tracing::info!(
+                took_ms = took.as_millis(),
+                answers = count,
+                "slow recording of orders' outcomes"
+            );
         }
     }
 

@@ -21,23 +21,46 @@ pub struct Browser {
 impl Browser {
     /// Starts ChromeDriver on an ephemeral port and opens a headless session.
     pub async fn start() -> Browser {
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)");
-        let mut lines = BufReader::new(driver.stdout.take().expect("stdout")).lines();
-        let port = loop {
-            let line = lines
-                .next_line()
-                .await
-                .expect("read chromedriver output")
-                .expect("chromedriver exited before it started");
-            if let Some((_, rest)) = line.split_once("started successfully on port ") {
-                break rest.trim_end_matches('.').trim().to_owned();
+        // ChromeDriver sometimes exits at start when several start at once
+        // on a loaded machine: started again, at most three times, saying why.
+        let mut attempt = 0;
+        let (driver, mut lines, port) = loop {
+            attempt += 1;
+            let mut driver = Command::new("chromedriver")
+                .arg("--port=0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)");
+            let mut lines = BufReader::new(driver.stdout.take().expect("stdout")).lines();
+            let mut port = None;
+            while let Some(line) = lines.next_line().await.expect("read chromedriver output") {
+                if let Some((_, rest)) = line.split_once("started successfully on port ") {
+                    port = Some(rest.trim_end_matches('.').trim().to_owned());
+                    break;
+                }
             }
+            if let Some(port) = port {
+                // Read and dropped, so that it never blocks on a full pipe.
+                if let Some(mut stderr) = driver.stderr.take() {
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+                    });
+                }
+                break (driver, lines, port);
+            }
+            let output = driver.wait_with_output().await.expect("chromedriver's end");
+            let why = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(
+                attempt < 3,
+                "chromedriver exited before it started, three times ({}): {why}",
+                output.status
+            );
+            eprintln!(
+                "chromedriver exited before it started ({}): {why}; starting it again",
+                output.status
+            );
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let base = format!("http://127.0.0.1:{port}");

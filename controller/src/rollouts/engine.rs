@@ -104,7 +104,10 @@ impl Rollouts {
         {
             http = http.tls_certs_merge(certificates);
         }
-        let (inbox, requests) = mpsc::channel(256);
+        // Room for a wave of answers (a preflight of thousands of servers)
+        // to queue while a batch of them is written: they are decided
+        // together, a read of the rollout each batch.
+        let (inbox, requests) = mpsc::channel(ANSWERS_AT_ONCE);
         let engine = Engine {
             fleet: fleet.clone(),
             inbox: inbox.clone(),

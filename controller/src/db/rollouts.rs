@@ -339,48 +339,25 @@ impl Database {
             .execute(&mut *tx)
             .await?;
         }
-        // One statement however many steps changed (a pass that starts
-        // thousands of sites changes thousands of steps).
-        if !changes.steps.is_empty() {
-            let time = |t: &Option<DateTime<Utc>>| {
-                // As sqlx writes a `DateTime<Utc>`.
-                t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
-            };
-            let steps = serde_json::Value::Array(
-                changes
-                    .steps
-                    .iter()
-                    .map(|s| {
-                        serde_json::json!([
-                            s.server_id,
-                            s.module,
-                            s.state.as_str(),
-                            s.attempts,
-                            time(&s.next_attempt_at),
-                            s.command_id,
-                            s.rollback_command_id,
-                            time(&s.ordered_at),
-                            s.message,
-                            time(&s.started_at),
-                            time(&s.finished_at),
-                            s.database_decided_by
-                        ])
-                    })
-                    .collect(),
-            )
-            .to_string();
+        for s in &changes.steps {
             sqlx::query(
-                "UPDATE rollout_steps SET state = j.value ->> 2, attempts = j.value ->> 3, \
-                 next_attempt_at = j.value ->> 4, command_id = j.value ->> 5, \
-                 rollback_command_id = j.value ->> 6, ordered_at = j.value ->> 7, \
-                 message = j.value ->> 8, started_at = j.value ->> 9, finished_at = j.value ->> 10, \
-                 database_decided_by = j.value ->> 11 \
-                 FROM json_each(?) j \
-                 WHERE rollout_steps.rollout_id = ? AND rollout_steps.server_id = j.value ->> 0 \
-                 AND rollout_steps.module = j.value ->> 1",
+                "UPDATE rollout_steps SET state = ?, attempts = ?, next_attempt_at = ?, command_id = ?, \
+                 rollback_command_id = ?, ordered_at = ?, message = ?, started_at = ?, finished_at = ?, \
+                 database_decided_by = ? WHERE rollout_id = ? AND server_id = ? AND module = ?",
             )
-            .bind(&steps)
+            .bind(s.state)
+            .bind(s.attempts)
+            .bind(s.next_attempt_at)
+            .bind(&s.command_id)
+            .bind(&s.rollback_command_id)
+            .bind(s.ordered_at)
+            .bind(&s.message)
+            .bind(s.started_at)
+            .bind(s.finished_at)
+            .bind(&s.database_decided_by)
             .bind(id)
+            .bind(&s.server_id)
+            .bind(&s.module)
             .execute(&mut *tx)
             .await?;
         }

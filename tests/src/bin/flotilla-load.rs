@@ -82,17 +82,11 @@ async fn connect_all(dial: &Dial, options: &Options, ramp: Option<u32>) -> Vec<S
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let (site, id, modules) = fleet_server(&prefix, n);
-                let mut delay = Duration::from_millis(100);
-                loop {
-                    match SimulatedAgent::connect_with(&dial, &site, &id, modules).await {
-                        Ok(agent) => return agent,
-                        Err(e) => {
-                            eprintln!("{id}: {e}; retrying in {delay:?}");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                }
+                // Until it connects: a load generator does not give up.
+                SimulatedAgent::connect_retrying(&dial, &site, &id, modules, Duration::MAX)
+                    .await
+                    .map(|(agent, _)| agent)
+                    .unwrap_or_else(|e| panic!("{id}: {e}"))
             }
         })
         .buffer_unordered(at_once)

@@ -156,6 +156,36 @@ impl SimulatedAgent {
         }
     }
 
+    /// [`SimulatedAgent::connect_with`], tried again as a real agent does
+    /// (a delay doubling from 50 ms up to 5 s, the first failure said on
+    /// stderr) until `patience` has passed since the first try; the agent
+    /// and how many tries failed.
+    pub async fn connect_retrying(
+        dial: &Dial,
+        site: &str,
+        id: &str,
+        modules: &[ModuleSpec<'_>],
+        patience: Duration,
+    ) -> anyhow::Result<(SimulatedAgent, usize)> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        let mut failures = 0;
+        loop {
+            match Self::connect_with(dial, site, id, modules).await {
+                Ok(agent) => return Ok((agent, failures)),
+                Err(e) if started.elapsed() < patience => {
+                    failures += 1;
+                    if failures == 1 {
+                        eprintln!("{id}: {e}; trying again");
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// One try of [`SimulatedAgent::connect`].
     pub async fn try_connect(
         grpc_url: &str,

@@ -27,23 +27,10 @@ pub async fn storm(controller: &Controller, dial: &Dial, agents: &mut Vec<Simula
                     let dial = dial.clone();
                     async move {
                         let (site, id, modules) = server(n);
-                        // As a real agent: tried again after a growing delay.
-                        let mut delay = Duration::from_millis(50);
-                        let mut failures = 0;
-                        loop {
-                            match SimulatedAgent::connect_with(&dial, &site, &id, modules).await {
-                                Ok(agent) => return (agent, failures),
-                                Err(e) if dropped.elapsed() < Duration::from_secs(300) => {
-                                    failures += 1;
-                                    if failures == 1 {
-                                        eprintln!("{id}: {e}; trying again");
-                                    }
-                                    tokio::time::sleep(delay).await;
-                                    delay = (delay * 2).min(Duration::from_secs(5));
-                                }
-                                Err(e) => panic!("{id} cannot reconnect: {e}"),
-                            }
-                        }
+                        let patience = Duration::from_secs(300);
+                        SimulatedAgent::connect_retrying(&dial, &site, &id, modules, patience)
+                            .await
+                            .unwrap_or_else(|e| panic!("{id} cannot reconnect: {e}"))
                     }
                 })
                 .buffer_unordered(servers)

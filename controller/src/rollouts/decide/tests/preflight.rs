@@ -23,11 +23,20 @@ fn asked() -> World {
         })
 }
 
-/// `server`'s report to the question asked 10 s ago, as the engine hands
-/// it over.
+/// `server`'s report to the question asked 10 s ago, applied to `world`.
 fn answer(world: World, server: &str, checks: Vec<Check>) -> World {
+    let answer = report(&world, server, checks);
+    let changes = ordered(&world.rows, &world.strategy, now(), &answer).unwrap();
+    let mut world = world;
+    world.rows.1 = changes.sites;
+    world
+}
+
+/// `server`'s report to the question asked of `world`'s site, as the
+/// engine hands it over.
+fn report(world: &World, server: &str, checks: Vec<Check>) -> Answer {
     let asked = world.rows.1[0].preflight_at.unwrap();
-    let answer = Answer {
+    Answer {
         server: server.into(),
         module: String::new(),
         command_id: format!(
@@ -41,11 +50,7 @@ fn answer(world: World, server: &str, checks: Vec<Check>) -> World {
             at: Some(now()),
             checks,
         }),
-    };
-    let changes = ordered(&world.rows, &world.strategy, now(), &answer).unwrap();
-    let mut world = world;
-    world.rows.1 = changes.sites;
-    world
+    }
 }
 
 fn disk_full() -> Check {
@@ -228,27 +233,9 @@ fn a_server_that_does_not_answer_fails_the_preflight() {
 
 #[test]
 fn answers_decided_together_leave_the_rows_as_decided_one_by_one() {
-    let report = |server: &str, checks: Vec<Check>| {
-        let asked = asked().rows.1[0].preflight_at.unwrap();
-        Answer {
-            server: server.into(),
-            module: String::new(),
-            command_id: format!(
-                "rollout-{server}-acme-{}-0-abc",
-                crate::rollouts::decide::preflight::round(asked)
-            ),
-            kind: Ordered::Preflight,
-            result: Ok("answered".into()),
-            report: Some(Report {
-                server: server.into(),
-                at: Some(now()),
-                checks,
-            }),
-        }
-    };
-    let db = report("acme-db", vec![Check::ok("disk", "/srv", "room")]);
-    let web = report("acme-web", vec![disk_full()]);
     let world = asked();
+    let db = report(&world, "acme-db", vec![Check::ok("disk", "/srv", "room")]);
+    let web = report(&world, "acme-web", vec![disk_full()]);
     let together = ordered_all(&world.rows, &world.strategy, now(), &[&db, &web]).unwrap();
     let one_by_one = answer(
         answer(asked(), "acme-db", vec![Check::ok("disk", "/srv", "room")]),
@@ -259,7 +246,7 @@ fn answers_decided_together_leave_the_rows_as_decided_one_by_one() {
     // Nothing to write when no answer changes anything.
     let stale = Answer {
         command_id: "rollout-acme-db-acme-0-0-old".into(),
-        ..report("acme-db", Vec::new())
+        ..report(&world, "acme-db", Vec::new())
     };
     assert!(ordered_all(&world.rows, &world.strategy, now(), &[&stale]).is_none());
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use flotilla_controller::db::Database;
+use flotilla_controller::db::{Database, Location};
 use flotilla_controller::fleet::Heartbeats;
 use flotilla_controller::{publisher, tls};
 use flotilla_proto::service;
@@ -139,10 +139,14 @@ enum ReleaseCommand {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// The SQLite database file (created if missing).
-    #[arg(long, env = "FLOTILLA_DB", default_value_os_t = default_database())]
-    db: PathBuf,
-    /// Where package files are stored; defaults to a `packages` folder beside the database.
+    /// The database: a SQLite file (created if missing; a path or
+    /// `sqlite:PATH`), or a PostgreSQL database (`postgres://user@host/db`,
+    /// the password in `PGPASSWORD` or the URL) for large fleets and several
+    /// controllers.
+    #[arg(long, env = "FLOTILLA_DB", default_value_t = Location::Sqlite(default_database()), hide_default_value = true)]
+    db: Location,
+    /// Where package files are stored; defaults to a `packages` folder
+    /// beside a SQLite database (required with PostgreSQL).
     #[arg(long, env = "FLOTILLA_PACKAGES")]
     packages: Option<PathBuf>,
     /// Where agents connect (gRPC).
@@ -258,16 +262,15 @@ impl TlsArgs {
     /// in plain text.
     fn identity(
         &self,
-        db: &std::path::Path,
+        db: &Location,
     ) -> anyhow::Result<Option<(tls::Identity, std::sync::Arc<tls::AgentCa>)>> {
         if self.insecure_plaintext {
             return Ok(None);
         }
-        let dir = self.tls_dir.clone().unwrap_or_else(|| {
-            db.parent()
-                .map(|p| p.join("tls"))
-                .unwrap_or_else(|| PathBuf::from("tls"))
-        });
+        let dir = match &self.tls_dir {
+            Some(dir) => dir.clone(),
+            None => beside_database(db, "tls", "--tls-dir")?,
+        };
         let identity = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => tls::Identity::from_files(cert, key)?,
             _ => tls::Identity::own(&dir, &self.names())?,
@@ -287,6 +290,20 @@ fn gethostname() -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     valid.then_some(host)
+}
+
+/// The folder `name` beside a SQLite database, the default of the option
+/// `flag`; a PostgreSQL database has no "beside", so the option is needed.
+fn beside_database(db: &Location, name: &str, flag: &str) -> anyhow::Result<PathBuf> {
+    match db {
+        Location::Sqlite(path) => Ok(path
+            .parent()
+            .map(|p| p.join(name))
+            .unwrap_or_else(|| PathBuf::from(name))),
+        Location::Postgres(_) => anyhow::bail!(
+            "with a PostgreSQL database, give {flag} (it defaults to a folder beside a SQLite database)"
+        ),
+    }
 }
 
 fn default_database() -> PathBuf {
@@ -378,7 +395,10 @@ fn manage_service(
         .skip(1)
         .take_while(|arg| arg != "service")
         .collect();
-    let mut paths = vec![serve.db.clone()];
+    let mut paths: Vec<PathBuf> = match &serve.db {
+        Location::Sqlite(path) => vec![path.clone()],
+        Location::Postgres(_) => Vec::new(),
+    };
     paths.extend(serve.packages.clone());
     paths.extend(serve.tls.tls_dir.clone());
     if action == service::Action::Install
@@ -466,11 +486,8 @@ SystemCallArchitectures=native
 #[cfg(windows)]
 fn run_as_service(args: ServeArgs) -> anyhow::Result<()> {
     service::windows::run(SERVICE_NAME, move |scm| {
-        let logs = args
-            .db
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join("logs");
+        let logs = beside_database(&args.db, "logs", "")
+            .unwrap_or_else(|_| default_database().with_file_name("logs"));
         let _flush = flotilla_proto::logging::to_files(&logs, SERVICE_NAME);
         let ready = scm.clone();
         tokio::runtime::Runtime::new()
@@ -600,13 +617,11 @@ async fn serve(
         args.heartbeat_timeout_ms,
         args.heartbeat_interval_ms
     );
-    let db = Database::open(&args.db).await?;
-    let packages_dir = args.packages.clone().unwrap_or_else(|| {
-        args.db
-            .parent()
-            .map(|p| p.join("packages"))
-            .unwrap_or_else(|| PathBuf::from("packages"))
-    });
+    let packages_dir = match &args.packages {
+        Some(dir) => dir.clone(),
+        None => beside_database(&args.db, "packages", "--packages")?,
+    };
+    let db = Database::connect(&args.db).await?;
     let packages = flotilla_controller::releases::PackageStore::open(packages_dir.clone())
         .with_context(|| format!("cannot open the package store {}", packages_dir.display()))?;
     let grpc = TcpListener::bind(args.grpc_listen)
@@ -629,7 +644,7 @@ async fn serve(
             .with_context(|| format!("--admin-token-file {}", file.display()))?;
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(database = %args.db.display(), "controller starting");
+    tracing::info!(database = %args.db, "controller starting");
     if let Some(identity) = &tls {
         println!(
             "flotilla-controller CA fingerprint: {}",

@@ -207,6 +207,27 @@ impl Controller {
     ) -> Controller {
         let db = dir.join("controller.db");
         let log = dir.join("controller.log");
+        let mut database: Vec<std::ffi::OsString> = Vec::new();
+        if !args.contains(&"--db") {
+            database.push("--db".into());
+            match postgres::controller_database(dir) {
+                // The same end-to-end tests on PostgreSQL: the packages'
+                // and TLS folders are given, as nothing is beside the database.
+                Some(url) => {
+                    database.push(url.into());
+                    database.push("--packages".into());
+                    database.push(dir.join("packages").into());
+                    if !args
+                        .iter()
+                        .any(|a| a.starts_with("--tls") || *a == "--insecure-plaintext")
+                    {
+                        database.push("--tls-dir".into());
+                        database.push(dir.join("tls").into());
+                    }
+                }
+                None => database.push(db.clone().into()),
+            }
+        }
         // The controller's TLS folder defaults to `tls` beside its database.
         if !args
             .iter()
@@ -215,7 +236,7 @@ impl Controller {
             tls::ca().seed(&dir.join("tls"));
         }
         let mut child = Command::new(program)
-            .args(["--db".as_ref(), db.as_os_str()])
+            .args(&database)
             .args(["--grpc-listen", grpc, "--http-listen", http])
             .args(["--heartbeat-interval-ms", &heartbeat_ms.to_string()])
             .args(["--heartbeat-timeout-ms", &timeout_ms.to_string()])

@@ -229,6 +229,46 @@ impl Postgres {
     }
 }
 
+/// The variable that runs the end-to-end tests' controllers on PostgreSQL:
+/// a server's URL without a database (`postgres://flotilla@127.0.0.1:5432`),
+/// reached by `createdb` as that user. `.ci/postgres` starts one.
+pub const CONTROLLER_POSTGRES: &str = "FLOTILLA_TEST_CONTROLLER_POSTGRES";
+
+/// When [`CONTROLLER_POSTGRES`] is set, the URL of the database of the
+/// controller whose folder is `dir`: made at its first start, the same at
+/// each restart (its name is kept in the folder).
+pub fn controller_database(dir: &std::path::Path) -> Option<String> {
+    let server = std::env::var(CONTROLLER_POSTGRES).ok()?;
+    let server = server.trim_end_matches('/');
+    let kept = dir.join("controller.postgres");
+    if let Ok(name) = std::fs::read_to_string(&kept) {
+        return Some(format!("{server}/{}", name.trim()));
+    }
+    static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "controller_{}_{}",
+        std::process::id(),
+        MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let (user, address) = server
+        .trim_start_matches("postgres://")
+        .split_once('@')
+        .expect("FLOTILLA_TEST_CONTROLLER_POSTGRES is postgres://user@host:port");
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "5432"));
+    let out = Command::new(bin_dir().join("createdb"))
+        .args(["-h", host, "-p", port, "-U", user, &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "createdb {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&kept, &name).unwrap();
+    Some(format!("{server}/{name}"))
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // A fast shutdown: the server ends its sessions and stops.

@@ -36,9 +36,8 @@ pub struct AuditFilter {
 impl Database {
     /// Appends an entry.
     pub async fn audit(&self, entry: &AuditRecord) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO audit (at, actor, action, target, outcome, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
+        on_pool!(self.pool, |c, d| {
+            sqlx::query(d.sql("INSERT INTO audit (at, actor, action, target, outcome, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"))
         .bind(entry.at)
         .bind(&entry.actor)
         .bind(&entry.action)
@@ -46,26 +45,28 @@ impl Database {
         .bind(entry.outcome)
         .bind(&entry.source)
         .bind(&entry.detail)
-        .execute(&self.pool)
-        .await?;
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
         Ok(())
     }
 
     /// The entries that pass `filter`, newest first.
     pub async fn audit_trail(&self, filter: &AuditFilter) -> sqlx::Result<Vec<AuditRecord>> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
             "SELECT seq, at, actor, action, target, outcome, source, detail FROM audit \
              WHERE (?1 IS NULL OR actor = ?1) \
                AND (?2 IS NULL OR instr(lower(action), lower(?2)) > 0) \
                AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at <= ?4) \
-             ORDER BY seq DESC LIMIT ?5",
-        )
+             ORDER BY seq DESC LIMIT ?5"
+        ))
         .bind(&filter.actor)
         .bind(&filter.action)
         .bind(filter.since)
         .bind(filter.until)
         .bind(filter.limit)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(c)
+        .await)
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use super::Database;
+use super::{Database, Tx};
 
 /// An enrollment token as stored (its hash is never read back out).
 #[derive(Debug, Clone, FromRow)]
@@ -56,28 +56,28 @@ impl Database {
         at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
+        on_pool!(self.pool, |c, d| sqlx::query_scalar(d.sql(
             "INSERT INTO enrollments (hash, server_id, site, created_by, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        )
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
+        ))
         .bind(hash)
         .bind(server)
         .bind(site)
         .bind(by)
         .bind(at)
         .bind(expires_at)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(c)
+        .await)
     }
 
     /// Newest first.
     pub async fn enrollments(&self) -> sqlx::Result<Vec<EnrollmentRecord>> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
             "SELECT id, server_id, site, created_by, created_at, expires_at, used_at, used_from \
-             FROM enrollments ORDER BY id DESC",
-        )
-        .fetch_all(&self.pool)
-        .await
+             FROM enrollments ORDER BY id DESC"
+        ))
+        .fetch_all(c)
+        .await)
     }
 
     /// Takes the token whose hash is `hash` if it is unused and unexpired:
@@ -92,23 +92,25 @@ impl Database {
         at: DateTime<Utc>,
         issue: impl FnOnce(&str, &str) -> Result<(T, String, DateTime<Utc>), E>,
     ) -> sqlx::Result<Result<Result<T, E>, TokenRefusal>> {
-        let mut tx = self.pool.begin().await?;
-        let taken: Option<(String, String)> = sqlx::query_as(
+        let mut tx = self.begin().await?;
+        let taken: Option<(String, String)> = on_tx!(tx, |c, d| sqlx::query_as(d.sql(
             "UPDATE enrollments SET used_at = ?, used_from = ? \
-             WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING server_id, site",
-        )
+             WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING server_id, site"
+        ))
         .bind(at)
         .bind(from)
         .bind(hash)
         .bind(at)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(c)
+        .await)?;
         let Some((server, site)) = taken else {
             let known: Option<(Option<DateTime<Utc>>, DateTime<Utc>)> =
-                sqlx::query_as("SELECT used_at, expires_at FROM enrollments WHERE hash = ?")
-                    .bind(hash)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                on_tx!(tx, |c, d| sqlx::query_as(d.sql(
+                    "SELECT used_at, expires_at FROM enrollments WHERE hash = ?"
+                ))
+                .bind(hash)
+                .fetch_optional(c)
+                .await)?;
             return Ok(Err(match known {
                 None => TokenRefusal::Unknown,
                 Some((Some(used), _)) => TokenRefusal::Used(used),
@@ -121,10 +123,13 @@ impl Database {
             Err(e) => return Ok(Ok(Err(e))),
         };
         record_certificate(&mut tx, &serial, &server, &site, at, not_after, "enrolled").await?;
-        sqlx::query("DELETE FROM revoked_servers WHERE server_id = ?")
-            .bind(&server)
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(tx, |c, d| sqlx::query(
+            d.sql("DELETE FROM revoked_servers WHERE server_id = ?")
+        )
+        .bind(&server)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         tx.commit().await?;
         Ok(Ok(Ok(issued)))
     }
@@ -138,20 +143,20 @@ impl Database {
         at: DateTime<Utc>,
         not_after: DateTime<Utc>,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         record_certificate(&mut tx, serial, server, site, at, not_after, "renewed").await?;
         tx.commit().await
     }
 
     /// The certificates issued to a server, newest first.
     pub async fn certificates_of(&self, server: &str) -> sqlx::Result<Vec<CertificateRecord>> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
             "SELECT serial, server_id, site, issued_at, not_after, how, revoked_at \
-             FROM agent_certificates WHERE server_id = ? ORDER BY issued_at DESC",
-        )
+             FROM agent_certificates WHERE server_id = ? ORDER BY issued_at DESC"
+        ))
         .bind(server)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(c)
+        .await)
     }
 
     /// Revokes a server: its certificates (and `also`, the serial it is
@@ -164,51 +169,56 @@ impl Database {
         by: &str,
         at: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let mut tx = self.begin().await?;
+        let done = on_tx!(tx, |c, d| sqlx::query(d.sql(
             "INSERT INTO revoked_servers (server_id, revoked_at, revoked_by) VALUES (?, ?, ?) \
-             ON CONFLICT (server_id) DO NOTHING",
-        )
+             ON CONFLICT (server_id) DO NOTHING"
+        ))
         .bind(server)
         .bind(at)
         .bind(by)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         if let Some((serial, site)) = also {
-            sqlx::query(
-                "INSERT INTO agent_certificates (serial, server_id, site, issued_at, not_after, how, revoked_at) \
-                 VALUES (?, ?, ?, ?, ?, 'unrecorded', ?) ON CONFLICT (serial) DO NOTHING",
-            )
+            on_tx!(tx, |c, d| {
+                sqlx::query(d.sql("INSERT INTO agent_certificates (serial, server_id, site, issued_at, not_after, how, revoked_at) \
+                 VALUES (?, ?, ?, ?, ?, 'unrecorded', ?) ON CONFLICT (serial) DO NOTHING"))
             .bind(serial)
             .bind(server)
             .bind(site)
             .bind(at)
             .bind(at)
             .bind(at)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+    .map(|done| done.rows_affected())
+            })?;
         }
-        sqlx::query(
-            "UPDATE agent_certificates SET revoked_at = ? WHERE server_id = ? AND revoked_at IS NULL",
-        )
+        on_tx!(tx, |c, d| {
+            sqlx::query(d.sql("UPDATE agent_certificates SET revoked_at = ? WHERE server_id = ? AND revoked_at IS NULL"))
         .bind(at)
         .bind(server)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     /// Everything revoked, read at start.
     pub async fn revocations(&self) -> sqlx::Result<Revocations> {
-        let serials: Vec<String> = sqlx::query_scalar(
-            "SELECT serial FROM agent_certificates WHERE revoked_at IS NOT NULL",
+        let serials: Vec<String> = on_pool!(self.pool, |c, d| sqlx::query_scalar(
+            d.sql("SELECT serial FROM agent_certificates WHERE revoked_at IS NOT NULL")
         )
-        .fetch_all(&self.pool)
-        .await?;
-        let servers: Vec<String> = sqlx::query_scalar("SELECT server_id FROM revoked_servers")
-            .fetch_all(&self.pool)
-            .await?;
+        .fetch_all(c)
+        .await)?;
+        let servers: Vec<String> = on_pool!(self.pool, |c, d| sqlx::query_scalar(
+            d.sql("SELECT server_id FROM revoked_servers")
+        )
+        .fetch_all(c)
+        .await)?;
         Ok(Revocations {
             serials: serials.into_iter().collect(),
             servers: servers.into_iter().collect(),
@@ -217,7 +227,7 @@ impl Database {
 }
 
 async fn record_certificate(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Tx,
     serial: &str,
     server: &str,
     site: &str,
@@ -225,17 +235,18 @@ async fn record_certificate(
     not_after: DateTime<Utc>,
     how: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    on_tx!(*tx, |c, d| sqlx::query(d.sql(
         "INSERT INTO agent_certificates (serial, server_id, site, issued_at, not_after, how) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
+         VALUES (?, ?, ?, ?, ?, ?)"
+    ))
     .bind(serial)
     .bind(server)
     .bind(site)
     .bind(at)
     .bind(not_after)
     .bind(how)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
     Ok(())
 }

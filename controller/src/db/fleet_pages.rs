@@ -2,8 +2,6 @@
 //! fleet), and the aggregates the dashboard shows at the top: counts by
 //! state and each module's versions across the fleet.
 
-use sqlx::{QueryBuilder, Sqlite};
-
 use super::Database;
 use super::servers::{IDS, ServerRecord};
 
@@ -67,8 +65,8 @@ pub struct VersionCount {
 /// The condition each state is, on `servers s`.
 fn state_condition(state: ServerState) -> &'static str {
     match state {
-        ServerState::Online => "s.online = 1",
-        ServerState::Offline => "s.online = 0",
+        ServerState::Online => "s.online = TRUE",
+        ServerState::Offline => "s.online = FALSE",
         ServerState::Maintenance => {
             "EXISTS (SELECT 1 FROM modules m WHERE m.server_id = s.id AND m.state = 'maintenance')"
         }
@@ -83,8 +81,36 @@ fn state_condition(state: ServerState) -> &'static str {
     }
 }
 
+/// A statement built from a filter: its text, with `?` for each of
+/// `binds`, all text.
+#[derive(Default)]
+struct Built {
+    sql: String,
+    binds: Vec<String>,
+}
+
+impl Built {
+    fn new(sql: &str) -> Self {
+        Built {
+            sql: sql.to_owned(),
+            binds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    fn push_bind(&mut self, value: &str) -> &mut Self {
+        self.sql.push('?');
+        self.binds.push(value.to_owned());
+        self
+    }
+}
+
 /// `WHERE …` for `filter` (and the keyset `after`), on `servers s JOIN sites t`.
-fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &ServerFilter, after: Option<&Cursor>) {
+fn push_filter(query: &mut Built, filter: &ServerFilter, after: Option<&Cursor>) {
     query.push(" WHERE 1 = 1");
     if let Some(site) = &filter.site {
         query.push(" AND t.name = ").push_bind(site);
@@ -154,14 +180,22 @@ impl Database {
         after: Option<&Cursor>,
         limit: u32,
     ) -> sqlx::Result<(Vec<ServerRecord>, Option<Cursor>)> {
-        let mut query = QueryBuilder::<Sqlite>::new(
+        let mut query = Built::new(
             "SELECT t.name AS site, s.id FROM servers s JOIN sites t ON t.id = s.site_id",
         );
         push_filter(&mut query, filter, after);
-        query
-            .push(" ORDER BY t.name, s.id LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-        let mut keys: Vec<(String, String)> = query.build_query_as().fetch_all(&self.pool).await?;
+        // A number, not text: written in the statement.
+        query.push(&format!(
+            " ORDER BY t.name, s.id LIMIT {}",
+            u64::from(limit) + 1
+        ));
+        let mut keys: Vec<(String, String)> = on_pool!(self.pool, |c, d| {
+            let mut statement = sqlx::query_as(d.owned(query.sql.clone()));
+            for value in &query.binds {
+                statement = statement.bind(value);
+            }
+            statement.fetch_all(c).await
+        })?;
         let more = keys.len() > limit as usize;
         keys.truncate(limit as usize);
         let next = more
@@ -180,40 +214,47 @@ impl Database {
 
     /// How many servers `filter` selects.
     pub async fn count_servers(&self, filter: &ServerFilter) -> sqlx::Result<i64> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT COUNT(*) FROM servers s JOIN sites t ON t.id = s.site_id",
-        );
+        let mut query =
+            Built::new("SELECT COUNT(*) FROM servers s JOIN sites t ON t.id = s.site_id");
         push_filter(&mut query, filter, None);
-        query.build_query_scalar().fetch_one(&self.pool).await
+        on_pool!(self.pool, |c, d| {
+            let mut statement = sqlx::query_scalar(d.owned(query.sql.clone()));
+            for value in &query.binds {
+                statement = statement.bind(value);
+            }
+            statement.fetch_one(c).await
+        })
     }
 
     /// The fleet's counts by state: each one aggregate over its table,
     /// not a test per server.
     pub async fn fleet_counts(&self) -> sqlx::Result<FleetCounts> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| {
+            sqlx::query_as(d.sql(
             "SELECT (SELECT COUNT(*) FROM sites) AS sites, \
                     (SELECT COUNT(*) FROM servers) AS servers, \
-                    (SELECT COUNT(*) FROM servers WHERE online = 1) AS online, \
-                    (SELECT COUNT(*) FROM servers WHERE online = 0) AS offline, \
+                    (SELECT COUNT(*) FROM servers WHERE online = TRUE) AS online, \
+                    (SELECT COUNT(*) FROM servers WHERE online = FALSE) AS offline, \
                     (SELECT COUNT(DISTINCT server_id) FROM modules WHERE state = 'maintenance') AS maintenance, \
-                    (SELECT COUNT(DISTINCT server_id) FROM \
-                        (SELECT server_id, state, MAX(started_at) FROM installs GROUP BY server_id, module) \
-                     WHERE state = 'failed') AS failed, \
+                    (SELECT COUNT(DISTINCT i.server_id) FROM installs i WHERE i.state = 'failed' AND i.started_at = \
+                        (SELECT MAX(j.started_at) FROM installs j WHERE j.server_id = i.server_id AND j.module = i.module)) \
+                     AS failed, \
                     (SELECT COUNT(DISTINCT server_id) FROM modules WHERE pending_version IS NOT NULL) AS update_available, \
                     (SELECT COUNT(DISTINCT server_id) FROM server_problems) AS problems",
-        )
-        .fetch_one(&self.pool)
+        ))
+        .fetch_one(c)
         .await
+        })
     }
 
     /// Each module's installed versions across the fleet, with how many
     /// servers run each, by module then version.
     pub async fn version_counts(&self) -> sqlx::Result<Vec<VersionCount>> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
             "SELECT name AS module, installed_version AS version, COUNT(*) AS servers \
              FROM modules GROUP BY name, installed_version ORDER BY name, installed_version",
-        )
-        .fetch_all(&self.pool)
-        .await
+        ))
+        .fetch_all(c)
+        .await)
     }
 }

@@ -61,13 +61,12 @@ impl Database {
         server: &ServerId,
         p: &InstallProgress,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO installs (server_id, install_id, module, to_version, command_id, state, phase, started_at) \
+        let mut tx = self.begin().await?;
+        on_tx!(tx, |c, d| {
+            sqlx::query(d.sql("INSERT INTO installs (server_id, install_id, module, to_version, command_id, state, phase, started_at) \
              VALUES (?, ?, ?, ?, ?, 'running', ?, ?) \
              ON CONFLICT (server_id, install_id) DO UPDATE SET phase = COALESCE(excluded.phase, installs.phase) \
-             WHERE installs.state = 'running'",
-        )
+             WHERE installs.state = 'running'"))
         .bind(server.as_str())
         .bind(&p.install_id)
         .bind(&p.module)
@@ -75,13 +74,14 @@ impl Database {
         .bind(&p.command_id)
         .bind(&p.phase)
         .bind(p.at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO install_events (server_id, install_id, seq, at, phase, kind, text) \
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
+        on_tx!(tx, |c, d| {
+            sqlx::query(d.sql("INSERT INTO install_events (server_id, install_id, seq, at, phase, kind, text) \
              VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM install_events WHERE server_id = ? AND install_id = ?), \
-                     ?, ?, ?, ?)",
-        )
+                     ?, ?, ?, ?)"))
         .bind(server.as_str())
         .bind(&p.install_id)
         .bind(server.as_str())
@@ -90,23 +90,24 @@ impl Database {
         .bind(&p.phase)
         .bind(&p.kind)
         .bind(&p.text)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
         tx.commit().await
     }
 
     /// Records how an install ended (again is harmless).
     pub async fn install_result(&self, server: &ServerId, r: &InstallResult) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO installs (server_id, install_id, module, from_version, to_version, command_id, state, phase, \
+        on_pool!(self.pool, |c, d| {
+            sqlx::query(d.sql("INSERT INTO installs (server_id, install_id, module, from_version, to_version, command_id, state, phase, \
                                    message, downtime_ms, hook_output, rolled_back, rollback_error, warnings, started_at, finished_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (server_id, install_id) DO UPDATE SET from_version = excluded.from_version, \
                 state = excluded.state, phase = excluded.phase, message = excluded.message, \
                 downtime_ms = excluded.downtime_ms, hook_output = excluded.hook_output, \
                 rolled_back = excluded.rolled_back, rollback_error = excluded.rollback_error, \
-                warnings = excluded.warnings, finished_at = excluded.finished_at",
-        )
+                warnings = excluded.warnings, finished_at = excluded.finished_at"))
         .bind(server.as_str())
         .bind(&r.install_id)
         .bind(&r.module)
@@ -127,8 +128,10 @@ impl Database {
         .bind((!r.warnings.is_empty()).then(|| r.warnings.join("\n")))
         .bind(r.started_at)
         .bind(r.finished_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
         Ok(())
     }
 
@@ -141,8 +144,8 @@ impl Database {
         agent_started_at: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> sqlx::Result<u64> {
-        let done = sqlx::query(
-            "UPDATE installs SET \
+        let done = on_pool!(self.pool, |c, d| {
+            sqlx::query(d.sql("UPDATE installs SET \
                 state = CASE WHEN (SELECT m.installed_version FROM modules m \
                                    WHERE m.server_id = installs.server_id AND m.name = installs.module) \
                                   = installs.to_version THEN 'succeeded' ELSE 'failed' END, \
@@ -153,26 +156,27 @@ impl Database {
                           ELSE 'the agent restarted during the install and rolled it back at start' END, \
                 rolled_back = CASE WHEN (SELECT m.installed_version FROM modules m \
                                          WHERE m.server_id = installs.server_id AND m.name = installs.module) \
-                                        = installs.to_version THEN 0 ELSE 1 END, \
+                                        = installs.to_version THEN FALSE ELSE TRUE END, \
                 finished_at = ? \
-             WHERE server_id = ? AND state = 'running' AND started_at < ?",
-        )
+             WHERE server_id = ? AND state = 'running' AND started_at < ?"))
         .bind(at)
         .bind(server.as_str())
         .bind(agent_started_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
+        Ok(done)
     }
 
     /// A server's installs, newest first (at most 100).
     pub async fn installs(&self, server: &str) -> sqlx::Result<Vec<InstallRecord>> {
-        sqlx::query_as(select_installs!(
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(select_installs!(
             "WHERE i.server_id = ? ORDER BY i.started_at DESC LIMIT 100"
-        ))
+        )))
         .bind(server)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(c)
+        .await)
     }
 
     /// One install with its progress lines.
@@ -181,23 +185,24 @@ impl Database {
         server: &str,
         install_id: &str,
     ) -> sqlx::Result<Option<(InstallRecord, Vec<InstallEventRecord>)>> {
-        let Some(install): Option<InstallRecord> = sqlx::query_as(select_installs!(
-            "WHERE i.server_id = ? AND i.install_id = ?"
-        ))
-        .bind(server)
-        .bind(install_id)
-        .fetch_optional(&self.pool)
-        .await?
+        let Some(install): Option<InstallRecord> =
+            on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(select_installs!(
+                "WHERE i.server_id = ? AND i.install_id = ?"
+            )))
+            .bind(server)
+            .bind(install_id)
+            .fetch_optional(c)
+            .await)?
         else {
             return Ok(None);
         };
-        let events = sqlx::query_as(
-            "SELECT seq, at, phase, kind, text FROM install_events WHERE server_id = ? AND install_id = ? ORDER BY seq",
-        )
+        let events = on_pool!(self.pool, |c, d| {
+            sqlx::query_as(d.sql("SELECT seq, at, phase, kind, text FROM install_events WHERE server_id = ? AND install_id = ? ORDER BY seq"))
         .bind(server)
         .bind(install_id)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        .await
+        })?;
         Ok(Some((install, events)))
     }
 }

@@ -42,9 +42,11 @@ pub struct Bearer {
 impl Database {
     /// How many accounts exist.
     pub async fn account_count(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
-            .fetch_one(&self.pool)
-            .await
+        on_pool!(self.pool, |c, d| sqlx::query_scalar(
+            d.sql("SELECT COUNT(*) FROM accounts")
+        )
+        .fetch_one(c)
+        .await)
     }
 
     /// Creates an account; `false` when the name is taken.
@@ -55,34 +57,35 @@ impl Database {
         password_hash: &str,
         at: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let done = sqlx::query(
+        let done = on_pool!(self.pool, |c, d| sqlx::query(d.sql(
             "INSERT INTO accounts (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (name) DO NOTHING",
-        )
+             ON CONFLICT (name) DO NOTHING"
+        ))
         .bind(name)
         .bind(role)
         .bind(password_hash)
         .bind(at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(done > 0)
     }
 
     pub async fn account(&self, name: &str) -> sqlx::Result<Option<AccountRecord>> {
-        sqlx::query_as(
-            "SELECT id, name, role, password_hash, created_at FROM accounts WHERE name = ?",
-        )
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
+            "SELECT id, name, role, password_hash, created_at FROM accounts WHERE name = ?"
+        ))
         .bind(name)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(c)
+        .await)
     }
 
     pub async fn accounts(&self) -> sqlx::Result<Vec<AccountRecord>> {
-        sqlx::query_as(
-            "SELECT id, name, role, password_hash, created_at FROM accounts ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
+            "SELECT id, name, role, password_hash, created_at FROM accounts ORDER BY name"
+        ))
+        .fetch_all(c)
+        .await)
     }
 
     /// Records a token by its hash; `false` when the name is taken.
@@ -95,40 +98,42 @@ impl Database {
         at: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
     ) -> sqlx::Result<bool> {
-        let done = sqlx::query(
+        let done = on_pool!(self.pool, |c, d| sqlx::query(d.sql(
             "INSERT INTO api_tokens (name, role, hash, created_by, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        ))
         .bind(name)
         .bind(role)
         .bind(hash)
         .bind(created_by)
         .bind(at)
         .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(done > 0)
     }
 
     pub async fn tokens(&self) -> sqlx::Result<Vec<TokenRecord>> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
             "SELECT id, name, role, created_by, created_at, expires_at, last_used_at, revoked_at \
-             FROM api_tokens ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
+             FROM api_tokens ORDER BY name"
+        ))
+        .fetch_all(c)
+        .await)
     }
 
     /// Revokes a token; `false` when there is no such live token.
     pub async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> sqlx::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-        )
+        let done = on_pool!(self.pool, |c, d| sqlx::query(d.sql(
+            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL"
+        ))
         .bind(at)
         .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(done > 0)
     }
 
     /// Who the token with this hash stands for, if it is valid `at`; notes
@@ -139,23 +144,27 @@ impl Database {
         hash: &str,
         at: DateTime<Utc>,
     ) -> sqlx::Result<Option<Bearer>> {
-        let found: Option<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT name, role, last_used_at FROM api_tokens \
-             WHERE hash = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
-        )
-        .bind(hash)
-        .bind(at)
-        .fetch_optional(&self.pool)
-        .await?;
+        let found: Option<(String, String, Option<DateTime<Utc>>)> =
+            on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
+                "SELECT name, role, last_used_at FROM api_tokens \
+             WHERE hash = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+            ))
+            .bind(hash)
+            .bind(at)
+            .fetch_optional(c)
+            .await)?;
         let Some((name, role, last_used_at)) = found else {
             return Ok(None);
         };
         if last_used_at.is_none_or(|last| at - last >= chrono::Duration::minutes(1)) {
-            sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE hash = ?")
-                .bind(at)
-                .bind(hash)
-                .execute(&self.pool)
-                .await?;
+            on_pool!(self.pool, |c, d| sqlx::query(
+                d.sql("UPDATE api_tokens SET last_used_at = ? WHERE hash = ?")
+            )
+            .bind(at)
+            .bind(hash)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         }
         Ok(Some(Bearer {
             name,
@@ -173,16 +182,17 @@ impl Database {
         at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO sessions (hash, account_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-        )
+        on_pool!(self.pool, |c, d| {
+            sqlx::query(d.sql("INSERT INTO sessions (hash, account_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)"))
         .bind(hash)
         .bind(account)
         .bind(csrf)
         .bind(at)
         .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
         Ok(())
     }
 
@@ -192,22 +202,25 @@ impl Database {
         hash: &str,
         at: DateTime<Utc>,
     ) -> sqlx::Result<Option<Bearer>> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
             "SELECT a.name, a.role, s.csrf FROM sessions s JOIN accounts a ON a.id = s.account_id \
-             WHERE s.hash = ? AND s.expires_at > ?",
-        )
+             WHERE s.hash = ? AND s.expires_at > ?"
+        ))
         .bind(hash)
         .bind(at)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(c)
+        .await)
     }
 
     /// Ends a session.
     pub async fn end_session(&self, hash: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE hash = ?")
-            .bind(hash)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self.pool, |c, d| sqlx::query(
+            d.sql("DELETE FROM sessions WHERE hash = ?")
+        )
+        .bind(hash)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 }

@@ -75,12 +75,12 @@ pub enum PublishConflict {
 
 impl Database {
     pub async fn package(&self, sha256: &str) -> sqlx::Result<Option<PackageRecord>> {
-        sqlx::query_as(
-            "SELECT sha256, module, version, kind, size, signature, url, created_at FROM packages WHERE sha256 = ?",
-        )
+        on_pool!(self.pool, |c, d| {
+            sqlx::query_as(d.sql("SELECT sha256, module, version, kind, size, signature, url, created_at FROM packages WHERE sha256 = ?"))
         .bind(sha256)
-        .fetch_optional(&self.pool)
+        .fetch_optional(c)
         .await
+        })
     }
 
     /// Records a release and its packages in one transaction. An identical
@@ -93,14 +93,15 @@ impl Database {
         packages: &[PackageRecord],
         at: DateTime<Utc>,
     ) -> sqlx::Result<Result<bool, PublishConflict>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_alone().await?;
         for package in packages {
-            let existing: Option<(String,)> =
-                sqlx::query_as("SELECT sha256 FROM packages WHERE module = ? AND version = ?")
-                    .bind(&package.module)
-                    .bind(&package.version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let existing: Option<(String,)> = on_tx!(tx, |c, d| sqlx::query_as(
+                d.sql("SELECT sha256 FROM packages WHERE module = ? AND version = ?")
+            )
+            .bind(&package.module)
+            .bind(&package.version)
+            .fetch_optional(c)
+            .await)?;
             if let Some((existing,)) = existing
                 && existing != package.sha256
             {
@@ -111,17 +112,19 @@ impl Database {
                 }));
             }
         }
-        let existing: Option<ReleaseRow> = sqlx::query_as(select_releases!("WHERE version = ?"))
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing: Option<ReleaseRow> = on_tx!(tx, |c, d| sqlx::query_as(
+            d.sql(select_releases!("WHERE version = ?"))
+        )
+        .bind(version)
+        .fetch_optional(c)
+        .await)?;
         if let Some(existing) = existing {
-            let shas: Vec<(String,)> = sqlx::query_as(
-                "SELECT sha256 FROM release_packages WHERE release = ? ORDER BY sha256",
+            let shas: Vec<(String,)> = on_tx!(tx, |c, d| sqlx::query_as(
+                d.sql("SELECT sha256 FROM release_packages WHERE release = ? ORDER BY sha256")
             )
             .bind(version)
-            .fetch_all(&mut *tx)
-            .await?;
+            .fetch_all(c)
+            .await)?;
             let mut wanted: Vec<&str> = packages.iter().map(|p| p.sha256.as_str()).collect();
             wanted.sort_unstable();
             let same = existing.notes == notes
@@ -136,10 +139,9 @@ impl Database {
             });
         }
         for package in packages {
-            sqlx::query(
-                "INSERT INTO packages (sha256, module, version, kind, size, signature, url, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-            )
+            on_tx!(tx, |c, d| {
+                sqlx::query(d.sql("INSERT INTO packages (sha256, module, version, kind, size, signature, url, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING"))
             .bind(&package.sha256)
             .bind(&package.module)
             .bind(&package.version)
@@ -148,21 +150,29 @@ impl Database {
             .bind(&package.signature)
             .bind(&package.url)
             .bind(at)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+    .map(|done| done.rows_affected())
+            })?;
         }
-        sqlx::query("INSERT INTO releases (version, notes, created_at) VALUES (?, ?, ?)")
-            .bind(version)
-            .bind(notes)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(tx, |c, d| sqlx::query(d.sql(
+            "INSERT INTO releases (version, notes, created_at) VALUES (?, ?, ?)"
+        ))
+        .bind(version)
+        .bind(notes)
+        .bind(at)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         for package in packages {
-            sqlx::query("INSERT INTO release_packages (release, sha256) VALUES (?, ?)")
-                .bind(version)
-                .bind(&package.sha256)
-                .execute(&mut *tx)
-                .await?;
+            on_tx!(tx, |c, d| sqlx::query(d.sql(
+                "INSERT INTO release_packages (release, sha256) VALUES (?, ?)"
+            ))
+            .bind(version)
+            .bind(&package.sha256)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         }
         tx.commit().await?;
         Ok(Ok(true))
@@ -170,10 +180,11 @@ impl Database {
 
     /// Every release, newest first, with its packages.
     pub async fn releases(&self) -> sqlx::Result<Vec<ReleaseRecord>> {
-        let rows: Vec<ReleaseRow> =
-            sqlx::query_as(select_releases!("ORDER BY created_at DESC, version DESC"))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<ReleaseRow> = on_pool!(self.pool, |c, d| sqlx::query_as(
+            d.sql(select_releases!("ORDER BY created_at DESC, version DESC"))
+        )
+        .fetch_all(c)
+        .await)?;
         let mut releases = Vec::with_capacity(rows.len());
         for row in rows {
             releases.push(self.with_packages(row).await?);
@@ -182,10 +193,12 @@ impl Database {
     }
 
     pub async fn release(&self, version: &str) -> sqlx::Result<Option<ReleaseRecord>> {
-        let row: Option<ReleaseRow> = sqlx::query_as(select_releases!("WHERE version = ?"))
-            .bind(version)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<ReleaseRow> = on_pool!(self.pool, |c, d| sqlx::query_as(
+            d.sql(select_releases!("WHERE version = ?"))
+        )
+        .bind(version)
+        .fetch_optional(c)
+        .await)?;
         match row {
             Some(row) => Ok(Some(self.with_packages(row).await?)),
             None => Ok(None),
@@ -193,13 +206,13 @@ impl Database {
     }
 
     async fn with_packages(&self, row: ReleaseRow) -> sqlx::Result<ReleaseRecord> {
-        let packages = sqlx::query_as(
-            "SELECT p.sha256, p.module, p.version, p.kind, p.size, p.signature, p.url, p.created_at \
-             FROM release_packages r JOIN packages p ON p.sha256 = r.sha256 WHERE r.release = ? ORDER BY p.module",
-        )
+        let packages = on_pool!(self.pool, |c, d| {
+            sqlx::query_as(d.sql("SELECT p.sha256, p.module, p.version, p.kind, p.size, p.signature, p.url, p.created_at \
+             FROM release_packages r JOIN packages p ON p.sha256 = r.sha256 WHERE r.release = ? ORDER BY p.module"))
         .bind(&row.version)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        .await
+        })?;
         let withdrawn = row.withdrawn_at.map(|at| Withdrawal {
             at,
             by: row.withdrawn_by.unwrap_or_default(),
@@ -221,37 +234,40 @@ impl Database {
         version: &str,
         withdrawal: &Withdrawal,
     ) -> sqlx::Result<Option<bool>> {
-        let done = sqlx::query(
+        let done = on_pool!(self.pool, |c, d| sqlx::query(d.sql(
             "UPDATE releases SET withdrawn_at = ?, withdrawn_by = ?, withdrawn_reason = ? \
-             WHERE version = ? AND withdrawn_at IS NULL",
-        )
+             WHERE version = ? AND withdrawn_at IS NULL"
+        ))
         .bind(withdrawal.at)
         .bind(&withdrawal.by)
         .bind(&withdrawal.reason)
         .bind(version)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if done > 0 {
             return Ok(Some(true));
         }
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM releases WHERE version = ?")
-            .bind(version)
-            .fetch_optional(&self.pool)
-            .await?;
+        let exists: Option<i64> = on_pool!(self.pool, |c, d| sqlx::query_scalar(
+            d.sql("SELECT 1 FROM releases WHERE version = ?")
+        )
+        .bind(version)
+        .fetch_optional(c)
+        .await)?;
         Ok(exists.map(|_| false))
     }
 
     /// The sha256 of every package that only withdrawn releases hold:
     /// agents must not keep or install them.
     pub async fn withdrawn_packages(&self) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT rp.sha256 FROM release_packages rp JOIN releases r ON r.version = rp.release \
+        on_pool!(self.pool, |c, d| {
+            sqlx::query_scalar(d.sql("SELECT DISTINCT rp.sha256 FROM release_packages rp JOIN releases r ON r.version = rp.release \
              WHERE r.withdrawn_at IS NOT NULL AND NOT EXISTS ( \
                SELECT 1 FROM release_packages other JOIN releases live ON live.version = other.release \
                WHERE other.sha256 = rp.sha256 AND live.withdrawn_at IS NULL) \
-             ORDER BY rp.sha256",
-        )
-        .fetch_all(&self.pool)
+             ORDER BY rp.sha256"))
+        .fetch_all(c)
         .await
+        })
     }
 }

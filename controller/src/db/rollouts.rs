@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use super::Database;
+use super::{Database, Tx};
 use crate::states::{InstallState, RolloutState, SiteState, StepState};
 
 /// A rollout as stored.
@@ -146,6 +146,36 @@ impl RolloutChanges {
     }
 }
 
+/// The last successful installs (of one module with `$module`, a
+/// condition with a parameter) and how long each took, newest first, at
+/// most 20 of each module (`$number`: a numbering column, or nothing for
+/// one module read through `installs_for_estimates`). Durations are
+/// arithmetic on dates, which each engine writes its own way.
+macro_rules! estimates {
+    (sqlite, $module:tt, $number:tt) => {
+        estimates!(@ "CAST((julianday(finished_at) - julianday(started_at)) * 86400000 AS INTEGER)", $module, $number)
+    };
+    (postgres, $module:tt, $number:tt) => {
+        estimates!(@ "CAST(EXTRACT(EPOCH FROM (finished_at - started_at)) * 1000 AS BIGINT)", $module, $number)
+    };
+    (@ $duration:literal, "", $number:tt) => {
+        concat!(
+            "SELECT module, duration_ms, downtime_ms FROM (SELECT module, ", $duration, " AS duration_ms, ",
+            "COALESCE(downtime_ms, 0) AS downtime_ms, ", $number, " FROM installs ",
+            "WHERE state = 'succeeded' AND finished_at IS NOT NULL ",
+            "AND (command_id IS NULL OR command_id NOT LIKE 'rollout-%-rollback-%')) AS numbered WHERE n <= 20"
+        )
+    };
+    (@ $duration:literal, $module:tt, "") => {
+        concat!(
+            "SELECT module, ", $duration, " AS duration_ms, COALESCE(downtime_ms, 0) AS downtime_ms ",
+            "FROM installs WHERE state = 'succeeded' ", $module, " AND finished_at IS NOT NULL ",
+            "AND (command_id IS NULL OR command_id NOT LIKE 'rollout-%-rollback-%') ",
+            "ORDER BY finished_at DESC LIMIT 20"
+        )
+    };
+}
+
 impl Database {
     /// Stores a new rollout with its sites and steps; returns its id.
     ///
@@ -159,7 +189,7 @@ impl Database {
         (rollout, sites, steps): &RolloutRows,
         detail: &str,
     ) -> sqlx::Result<Result<i64, Vec<(String, i64, String)>>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_alone().await?;
         let wanted: std::collections::BTreeSet<&str> =
             steps.iter().map(|s| s.server_id.as_str()).collect();
         let clashes: Vec<(String, i64, String)> = servers_in_active_rollouts(&mut tx)
@@ -170,10 +200,11 @@ impl Database {
         if !clashes.is_empty() {
             return Ok(Err(clashes));
         }
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = on_tx!(tx, |c, d| {
+            sqlx::query_scalar(d.sql(
             "INSERT INTO rollouts (release, strategy, state, reason, opened_wave, created_by, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
+        ))
         .bind(&rollout.release)
         .bind(&rollout.strategy)
         .bind(rollout.state)
@@ -181,8 +212,9 @@ impl Database {
         .bind(rollout.opened_wave)
         .bind(&rollout.created_by)
         .bind(rollout.created_at)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(c)
+        .await
+        })?;
         // A few statements however many rows: a rollout of thousands of
         // sites is written in milliseconds, not a statement per row.
         let sites_json = serde_json::Value::Array(
@@ -194,14 +226,20 @@ impl Database {
                 .collect(),
         )
         .to_string();
-        sqlx::query(
+        on_tx!(tx, |c, d| {
+            sqlx::query(d.pick(
             "INSERT INTO rollout_sites (rollout_id, site, wave, state, message) \
              SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?) j",
-        )
+            "INSERT INTO rollout_sites (rollout_id, site, wave, state, message) \
+             SELECT ?, j.value ->> 0, (j.value ->> 1)::bigint, j.value ->> 2, j.value ->> 3 \
+             FROM json_array_elements(?::json) j",
+        ))
         .bind(id)
         .bind(&sites_json)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
         let steps_json = serde_json::Value::Array(
             steps
                 .iter()
@@ -220,15 +258,21 @@ impl Database {
                 .collect(),
         )
         .to_string();
-        sqlx::query(
+        on_tx!(tx, |c, d| {
+            sqlx::query(d.pick(
             "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, from_version, to_version, state, message) \
              SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, \
                     j.value ->> 5, j.value ->> 6, j.value ->> 7 FROM json_each(?) j",
-        )
+            "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, from_version, to_version, state, message) \
+             SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, (j.value ->> 3)::bigint, j.value ->> 4, \
+                    j.value ->> 5, j.value ->> 6, j.value ->> 7 FROM json_array_elements(?::json) j",
+        ))
         .bind(id)
         .bind(&steps_json)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
         log(
             &mut tx,
             id,
@@ -244,16 +288,20 @@ impl Database {
 
     /// Every rollout, newest first.
     pub async fn rollouts(&self) -> sqlx::Result<Vec<RolloutRecord>> {
-        sqlx::query_as("SELECT * FROM rollouts ORDER BY id DESC")
-            .fetch_all(&self.pool)
-            .await
+        on_pool!(self.pool, |c, d| sqlx::query_as(
+            d.sql("SELECT * FROM rollouts ORDER BY id DESC")
+        )
+        .fetch_all(c)
+        .await)
     }
 
     /// The rollouts the engine still has work for.
     pub async fn active_rollouts(&self) -> sqlx::Result<Vec<i64>> {
-        sqlx::query_scalar("SELECT id FROM rollouts WHERE finished_at IS NULL ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
+        on_pool!(self.pool, |c, d| sqlx::query_scalar(d.sql(
+            "SELECT id FROM rollouts WHERE finished_at IS NULL ORDER BY id"
+        ))
+        .fetch_all(c)
+        .await)
     }
 
     /// A rollout with its sites (by wave, then name), steps and log, read
@@ -270,16 +318,18 @@ impl Database {
             Vec<RolloutLogRecord>,
         )>,
     > {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some((rollout, sites, steps)) = read_rollout(&mut tx, id).await? else {
             return Ok(None);
         };
-        let log = sqlx::query_as(
+        let log = on_tx!(tx, |c, d| {
+            sqlx::query_as(d.sql(
             "SELECT seq, at, actor, action, detail FROM rollout_log WHERE rollout_id = ? ORDER BY seq",
-        )
+        ))
         .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(c)
+        .await
+        })?;
         tx.commit().await?;
         Ok(Some((rollout, sites, steps, log)))
     }
@@ -287,7 +337,7 @@ impl Database {
     /// A rollout with its sites (by wave, then name) and steps: what the
     /// engine decides from, without the log; one snapshot.
     pub async fn rollout_state(&self, id: i64) -> sqlx::Result<Option<RolloutRows>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let state = read_rollout(&mut tx, id).await?;
         tx.commit().await?;
         Ok(state)
@@ -300,12 +350,12 @@ impl Database {
         at: DateTime<Utc>,
         changes: &RolloutChanges,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(r) = &changes.rollout {
-            sqlx::query(
+            on_tx!(tx, |c, d| sqlx::query(d.sql(
                 "UPDATE rollouts SET state = ?, reason = ?, opened_wave = ?, wave_ready_at = ?, \
                  acknowledged_failures = ?, finished_at = ? WHERE id = ?",
-            )
+            ))
             .bind(r.state)
             .bind(&r.reason)
             .bind(r.opened_wave)
@@ -313,16 +363,18 @@ impl Database {
             .bind(r.acknowledged_failures)
             .bind(r.finished_at)
             .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         }
         for s in &changes.sites {
-            sqlx::query(
+            on_tx!(tx, |c, d| {
+                sqlx::query(d.sql(
                 "UPDATE rollout_sites SET state = ?, message = ?, planned_start = ?, planned_end = ?, \
                  notice_sent_at = ?, notice_result = ?, started_at = ?, finished_at = ?, \
                  preflight = ?, preflight_at = ?, preflight_override_by = ? \
                  WHERE rollout_id = ? AND site = ?",
-            )
+            ))
             .bind(s.state)
             .bind(&s.message)
             .bind(s.planned_start)
@@ -336,15 +388,18 @@ impl Database {
             .bind(&s.preflight_override_by)
             .bind(id)
             .bind(&s.site)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+    .map(|done| done.rows_affected())
+            })?;
         }
         for s in &changes.steps {
-            sqlx::query(
+            on_tx!(tx, |c, d| {
+                sqlx::query(d.sql(
                 "UPDATE rollout_steps SET state = ?, attempts = ?, next_attempt_at = ?, command_id = ?, \
                  rollback_command_id = ?, ordered_at = ?, message = ?, started_at = ?, finished_at = ?, \
                  database_decided_by = ? WHERE rollout_id = ? AND server_id = ? AND module = ?",
-            )
+            ))
             .bind(s.state)
             .bind(s.attempts)
             .bind(s.next_attempt_at)
@@ -358,8 +413,10 @@ impl Database {
             .bind(id)
             .bind(&s.server_id)
             .bind(&s.module)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+    .map(|done| done.rows_affected())
+            })?;
         }
         for (actor, action, detail) in &changes.log {
             log(&mut tx, id, at, actor, action, detail).await?;
@@ -369,7 +426,8 @@ impl Database {
 
     /// The installs a rollout's commands started (installs and rollbacks).
     pub async fn rollout_installs(&self, id: i64) -> sqlx::Result<Vec<CommandInstall>> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| {
+            sqlx::query_as(d.sql(
             "SELECT i.server_id, i.command_id, i.install_id, i.state, i.phase, i.message, i.downtime_ms, \
                     i.rollback_error, i.hook_output, i.started_at, i.finished_at, \
                     (SELECT MAX(e.at) FROM install_events e WHERE e.server_id = i.server_id AND e.install_id = i.install_id) \
@@ -377,27 +435,30 @@ impl Database {
              FROM installs i JOIN rollout_steps r ON r.server_id = i.server_id \
                 AND i.command_id IN (r.command_id, r.rollback_command_id) \
              WHERE r.rollout_id = ?",
-        )
+        ))
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(c)
         .await
+        })
     }
 
     /// The last successful installs of every module (at most 20 each), to
     /// estimate how long the next takes and how long users wait.
     pub async fn estimates(&self) -> sqlx::Result<Vec<Estimate>> {
-        sqlx::query_as(
-            "SELECT module, duration_ms, downtime_ms FROM ( \
-                SELECT module, \
-                       CAST((julianday(finished_at) - julianday(started_at)) * 86400000 AS INTEGER) AS duration_ms, \
-                       COALESCE(downtime_ms, 0) AS downtime_ms, \
-                       ROW_NUMBER() OVER (PARTITION BY module ORDER BY finished_at DESC) AS n \
-                FROM installs WHERE state = 'succeeded' AND finished_at IS NOT NULL \
-                AND (command_id IS NULL OR command_id NOT LIKE 'rollout-%-rollback-%')) \
-             WHERE n <= 20",
-        )
-        .fetch_all(&self.pool)
-        .await
+        on_pool!(self.pool, |c, d| sqlx::query_as(d.pick(
+            estimates!(
+                sqlite,
+                "",
+                "ROW_NUMBER() OVER (PARTITION BY module ORDER BY finished_at DESC) AS n"
+            ),
+            estimates!(
+                postgres,
+                "",
+                "ROW_NUMBER() OVER (PARTITION BY module ORDER BY finished_at DESC) AS n"
+            ),
+        ))
+        .fetch_all(c)
+        .await)
     }
 
     /// [`Database::estimates`] of these modules only, each read through
@@ -405,19 +466,15 @@ impl Database {
     pub async fn estimates_of(&self, modules: &[&str]) -> sqlx::Result<Vec<Estimate>> {
         let mut estimates = Vec::new();
         for module in modules {
-            estimates.extend(
-                sqlx::query_as::<_, Estimate>(
-                    "SELECT module, \
-                            CAST((julianday(finished_at) - julianday(started_at)) * 86400000 AS INTEGER) AS duration_ms, \
-                            COALESCE(downtime_ms, 0) AS downtime_ms \
-                     FROM installs WHERE state = 'succeeded' AND module = ? AND finished_at IS NOT NULL \
-                     AND (command_id IS NULL OR command_id NOT LIKE 'rollout-%-rollback-%') \
-                     ORDER BY finished_at DESC LIMIT 20",
+            estimates.extend(on_pool!(self.pool, |c, d| sqlx::query_as::<_, Estimate>(
+                d.pick(
+                    estimates!(sqlite, "AND module = ?", ""),
+                    estimates!(postgres, "AND module = ?", ""),
                 )
-                .bind(module)
-                .fetch_all(&self.pool)
-                .await?,
-            );
+            )
+            .bind(module)
+            .fetch_all(c)
+            .await)?);
         }
         Ok(estimates)
     }
@@ -430,28 +487,31 @@ impl Database {
         windows: &str,
         at: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let done = sqlx::query(
+        let done = on_pool!(self.pool, |c, d| sqlx::query(d.sql(
             "INSERT INTO site_schedules (site_id, time_zone, windows, updated_at) \
              SELECT id, ?, ?, ? FROM sites WHERE name = ? \
              ON CONFLICT (site_id) DO UPDATE SET time_zone = excluded.time_zone, \
                 windows = excluded.windows, updated_at = excluded.updated_at",
-        )
+        ))
         .bind(time_zone)
         .bind(windows)
         .bind(at)
         .bind(site)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(done > 0)
     }
 
     /// Every site's schedule.
     pub async fn schedules(&self) -> sqlx::Result<Vec<ScheduleRecord>> {
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| {
+            sqlx::query_as(d.sql(
             "SELECT t.name AS site, s.time_zone, s.windows FROM site_schedules s JOIN sites t ON t.id = s.site_id",
-        )
-        .fetch_all(&self.pool)
+        ))
+        .fetch_all(c)
         .await
+        })
     }
 
     /// The schedules of these sites (those that have one).
@@ -459,21 +519,21 @@ impl Database {
         if sites.is_empty() {
             return Ok(Vec::new());
         }
-        sqlx::query_as(
+        on_pool!(self.pool, |c, d| {
+            sqlx::query_as(d.sql(
             "SELECT t.name AS site, s.time_zone, s.windows FROM site_schedules s JOIN sites t ON t.id = s.site_id \
              WHERE t.name IN (SELECT value FROM json_each(?))",
-        )
+        ))
         .bind(serde_json::Value::from(sites).to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(c)
         .await
+        })
     }
 }
 
 /// Servers with work in an unfinished rollout (a site not settled, a step
 /// not excluded): `(server, rollout id, release)`.
-async fn servers_in_active_rollouts(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-) -> sqlx::Result<Vec<(String, i64, String)>> {
+async fn servers_in_active_rollouts(tx: &mut Tx) -> sqlx::Result<Vec<(String, i64, String)>> {
     let settled: Vec<SiteState> = SiteState::ALL
         .iter()
         .copied()
@@ -486,58 +546,66 @@ async fn servers_in_active_rollouts(
          WHERE r.finished_at IS NULL AND st.state <> ? AND si.state NOT IN ({})",
         vec!["?"; settled.len()].join(", ")
     );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(StepState::Excluded);
-    for state in settled {
-        query = query.bind(state);
-    }
-    query.fetch_all(&mut **tx).await
+    on_tx!(*tx, |c, d| {
+        let mut query = sqlx::query_as(d.owned(sql.clone())).bind(StepState::Excluded);
+        for state in &settled {
+            query = query.bind(*state);
+        }
+        query.fetch_all(c).await
+    })
 }
 
 /// A rollout's row, sites and steps, inside `tx`.
-async fn read_rollout(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: i64,
-) -> sqlx::Result<Option<RolloutRows>> {
-    let Some(rollout) = sqlx::query_as("SELECT * FROM rollouts WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
+async fn read_rollout(tx: &mut Tx, id: i64) -> sqlx::Result<Option<RolloutRows>> {
+    let Some(rollout) = on_tx!(*tx, |c, d| sqlx::query_as(
+        d.sql("SELECT * FROM rollouts WHERE id = ?")
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?
     else {
         return Ok(None);
     };
-    let sites =
-        sqlx::query_as("SELECT * FROM rollout_sites WHERE rollout_id = ? ORDER BY wave, site")
-            .bind(id)
-            .fetch_all(&mut **tx)
-            .await?;
-    let steps = sqlx::query_as(
-        "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY site, layer, server_id, module",
-    )
+    let sites = on_tx!(*tx, |c, d| sqlx::query_as(d.sql(
+        "SELECT * FROM rollout_sites WHERE rollout_id = ? ORDER BY wave, site"
+    ))
     .bind(id)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(c)
+    .await)?;
+    let steps =
+        on_tx!(*tx, |c, d| {
+            sqlx::query_as(d.sql(
+        "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY site, layer, server_id, module",
+    ))
+    .bind(id)
+    .fetch_all(c)
+    .await
+        })?;
     Ok(Some((rollout, sites, steps)))
 }
 
 async fn log(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Tx,
     id: i64,
     at: DateTime<Utc>,
     actor: &str,
     action: &str,
     detail: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    on_tx!(*tx, |c, d| {
+        sqlx::query(d.sql(
         "INSERT INTO rollout_log (rollout_id, seq, at, actor, action, detail) \
          VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM rollout_log WHERE rollout_id = ?), ?, ?, ?, ?)",
-    )
+    ))
     .bind(id)
     .bind(id)
     .bind(at)
     .bind(actor)
     .bind(action)
     .bind(detail)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected())
+    })?;
     Ok(())
 }

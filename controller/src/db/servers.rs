@@ -5,10 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use flotilla_proto::domain::{ModuleName, ModuleReport, Problem, ServerId, SiteName};
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::FromRow;
 
-use super::Database;
 use super::installs::{InstallRecord, select_installs};
+use super::{Database, Tx};
 
 /// What an agent says about itself when it connects.
 #[derive(Debug, Clone)]
@@ -44,28 +44,32 @@ pub enum Presence {
 
 /// Records a connection: see [`Database::server_connected`].
 async fn connected(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     hello: &ServerHello,
     session: u64,
     at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    sqlx::query("INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-        .bind(hello.site.as_str())
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
-    let done = sqlx::query(
+    on_tx!(*tx, |c, d| sqlx::query(d.sql(
+        "INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+    ))
+    .bind(hello.site.as_str())
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    let done = on_tx!(*tx, |c, d| {
+        sqlx::query(d.sql(
         "INSERT INTO servers (id, site_id, hostname, os, agent_version, protocol_version, peer_address, online, \
                               first_seen_at, connected_at, last_seen_at, went_silent_at, offline_reason, session) \
-         VALUES (?, (SELECT id FROM sites WHERE name = ?), ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, NULL, ?) \
+         VALUES (?, (SELECT id FROM sites WHERE name = ?), ?, ?, ?, ?, ?, TRUE, ?, ?, ?, NULL, NULL, ?) \
          ON CONFLICT (id) DO UPDATE SET \
             site_id = excluded.site_id, hostname = excluded.hostname, os = excluded.os, \
             agent_version = excluded.agent_version, protocol_version = excluded.protocol_version, \
-            peer_address = excluded.peer_address, online = 1, connected_at = excluded.connected_at, \
+            peer_address = excluded.peer_address, online = TRUE, connected_at = excluded.connected_at, \
             last_seen_at = excluded.last_seen_at, went_silent_at = NULL, offline_reason = NULL, \
             session = excluded.session \
          WHERE servers.session < excluded.session",
-    )
+    ))
     .bind(hello.id.as_str())
     .bind(hello.site.as_str())
     .bind(&hello.hostname)
@@ -77,31 +81,36 @@ async fn connected(
     .bind(at)
     .bind(at)
     .bind(session_number(session))
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() > 0)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected())
+    })?;
+    Ok(done > 0)
 }
 
 /// Records a connection's end: see [`Database::server_offline`].
 async fn offline(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     id: &ServerId,
     session: u64,
     silent_since: DateTime<Utc>,
     reason: &str,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE servers SET online = 0, last_seen_at = ?, went_silent_at = ?, offline_reason = ? \
+    let done = on_tx!(*tx, |c, d| {
+        sqlx::query(d.sql(
+        "UPDATE servers SET online = FALSE, last_seen_at = ?, went_silent_at = ?, offline_reason = ? \
          WHERE id = ? AND session = ?",
-    )
+    ))
     .bind(silent_since)
     .bind(silent_since)
     .bind(reason)
     .bind(id.as_str())
     .bind(session_number(session))
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() > 0)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected())
+    })?;
+    Ok(done > 0)
 }
 
 /// A server as stored, with its modules and problems.
@@ -198,21 +207,25 @@ impl Database {
     /// At start-up no agent is connected yet: every server that was online
     /// when the controller stopped is marked offline since it was last seen.
     pub async fn mark_all_offline(&self, reason: &str) -> sqlx::Result<u64> {
-        let done = sqlx::query(
-            "UPDATE servers SET online = 0, went_silent_at = last_seen_at, offline_reason = ? WHERE online = 1",
-        )
+        let done = on_pool!(self.pool, |c, d| {
+            sqlx::query(d.sql(
+            "UPDATE servers SET online = FALSE, went_silent_at = last_seen_at, offline_reason = ? WHERE online = TRUE",
+        ))
         .bind(reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
+        Ok(done)
     }
 
     /// The servers recorded online: their id, session and last-seen time.
     pub async fn online_sessions(&self) -> sqlx::Result<Vec<(ServerId, u64, DateTime<Utc>)>> {
-        let rows: Vec<(String, i64, DateTime<Utc>)> =
-            sqlx::query_as("SELECT id, session, last_seen_at FROM servers WHERE online = 1")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, i64, DateTime<Utc>)> = on_pool!(self.pool, |c, d| sqlx::query_as(
+            d.sql("SELECT id, session, last_seen_at FROM servers WHERE online = TRUE")
+        )
+        .fetch_all(c)
+        .await)?;
         Ok(rows
             .into_iter()
             .filter_map(|(id, session, at)| {
@@ -224,9 +237,11 @@ impl Database {
     /// The highest session number any connection was given, so that a
     /// restarted controller numbers its connections above every earlier one.
     pub async fn last_session(&self) -> sqlx::Result<u64> {
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(session), 0) FROM servers")
-            .fetch_one(&self.pool)
-            .await?;
+        let last: i64 = on_pool!(self.pool, |c, d| sqlx::query_scalar(
+            d.sql("SELECT COALESCE(MAX(session), 0) FROM servers")
+        )
+        .fetch_one(c)
+        .await)?;
         Ok(u64::try_from(last).unwrap_or(0))
     }
 
@@ -270,7 +285,7 @@ impl Database {
     /// thousands at once. For each, whether it changed the server's row (a
     /// newer session already recorded wins).
     pub async fn record_presence(&self, changes: &[Presence]) -> sqlx::Result<Vec<bool>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut changed = Vec::with_capacity(changes.len());
         for change in changes {
             changed.push(match change {
@@ -312,23 +327,34 @@ impl Database {
                 .collect(),
         )
         .to_string();
-        let mut tx = self.pool.begin().await?;
-        let repaired: Vec<String> = sqlx::query_scalar(
-            "UPDATE servers SET online = 1, went_silent_at = NULL, offline_reason = NULL \
+        let mut tx = self.begin().await?;
+        let repaired: Vec<String> = on_tx!(tx, |c, d| {
+            sqlx::query_scalar(d.pick(
+            "UPDATE servers SET online = TRUE, went_silent_at = NULL, offline_reason = NULL \
              FROM json_each(?) j \
-             WHERE servers.id = j.value ->> 0 AND servers.session = j.value ->> 1 AND servers.online = 0 \
+             WHERE servers.id = j.value ->> 0 AND servers.session = j.value ->> 1 AND servers.online = FALSE \
              RETURNING servers.id",
-        )
+            "UPDATE servers SET online = TRUE, went_silent_at = NULL, offline_reason = NULL \
+             FROM json_array_elements(?::json) j \
+             WHERE servers.id = j.value ->> 0 AND servers.session = (j.value ->> 1)::bigint \
+             AND servers.online = FALSE RETURNING servers.id",
+        ))
         .bind(&batch)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query(
+        .fetch_all(c)
+        .await
+        })?;
+        on_tx!(tx, |c, d| {
+            sqlx::query(d.pick(
             "UPDATE servers SET last_seen_at = j.value ->> 2 FROM json_each(?) j \
              WHERE servers.id = j.value ->> 0 AND servers.session = j.value ->> 1",
-        )
+            "UPDATE servers SET last_seen_at = (j.value ->> 2)::timestamptz FROM json_array_elements(?::json) j \
+             WHERE servers.id = j.value ->> 0 AND servers.session = (j.value ->> 1)::bigint",
+        ))
         .bind(&batch)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
         tx.commit().await?;
         Ok(repaired)
     }
@@ -341,11 +367,14 @@ impl Database {
         problems: &[Problem],
         at: DateTime<Utc>,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM modules WHERE server_id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.begin().await?;
+        on_tx!(tx, |c, d| sqlx::query(
+            d.sql("DELETE FROM modules WHERE server_id = ?")
+        )
+        .bind(id.as_str())
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         for module in modules {
             upsert_module(&mut tx, id, module, at).await?;
         }
@@ -362,13 +391,16 @@ impl Database {
         problems: &[Problem],
         at: DateTime<Utc>,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for name in removed {
-            sqlx::query("DELETE FROM modules WHERE server_id = ? AND name = ?")
-                .bind(id.as_str())
-                .bind(name.as_str())
-                .execute(&mut *tx)
-                .await?;
+            on_tx!(tx, |c, d| sqlx::query(
+                d.sql("DELETE FROM modules WHERE server_id = ? AND name = ?")
+            )
+            .bind(id.as_str())
+            .bind(name.as_str())
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         }
         for module in upserted {
             upsert_module(&mut tx, id, module, at).await?;
@@ -378,12 +410,15 @@ impl Database {
     }
 
     pub async fn sites(&self) -> sqlx::Result<Vec<SiteRecord>> {
-        sqlx::query_as(
-            "SELECT t.name, t.created_at, COUNT(s.id) AS servers, COALESCE(SUM(s.online), 0) AS online \
-             FROM sites t LEFT JOIN servers s ON s.site_id = t.id GROUP BY t.id ORDER BY t.name",
-        )
-        .fetch_all(&self.pool)
+        on_pool!(self.pool, |c, d| {
+            sqlx::query_as(d.sql(
+            "SELECT t.name, t.created_at, COUNT(s.id) AS servers, \
+                    COALESCE(SUM(CASE WHEN s.online THEN 1 ELSE 0 END), 0) AS online \
+             FROM sites t LEFT JOIN servers s ON s.site_id = t.id GROUP BY t.id, t.name, t.created_at ORDER BY t.name",
+        ))
+        .fetch_all(c)
         .await
+        })
     }
 
     /// Every server (of one site, if given), with modules and problems, by site then id.
@@ -414,22 +449,14 @@ impl Database {
         reads: &ServerReads,
         parameter: Option<&str>,
     ) -> sqlx::Result<Vec<ServerRecord>> {
-        let mut conn = self.pool.begin().await?;
-        let rows: Vec<ServerRow> = bound(sqlx::query_as(reads.servers), parameter)
-            .fetch_all(&mut *conn)
-            .await?;
+        let mut conn = self.begin().await?;
+        let rows: Vec<ServerRow> = read(&mut conn, reads.servers, parameter).await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let modules: Vec<ModuleRow> = bound(sqlx::query_as(reads.modules), parameter)
-            .fetch_all(&mut *conn)
-            .await?;
-        let problems: Vec<ProblemRow> = bound(sqlx::query_as(reads.problems), parameter)
-            .fetch_all(&mut *conn)
-            .await?;
-        let installs: Vec<InstallRecord> = bound(sqlx::query_as(reads.installs), parameter)
-            .fetch_all(&mut *conn)
-            .await?;
+        let modules: Vec<ModuleRow> = read(&mut conn, reads.modules, parameter).await?;
+        let problems: Vec<ProblemRow> = read(&mut conn, reads.problems, parameter).await?;
+        let installs: Vec<InstallRecord> = read(&mut conn, reads.installs, parameter).await?;
         conn.commit().await?;
         Ok(assemble(rows, modules, problems, installs))
     }
@@ -479,7 +506,7 @@ macro_rules! server_reads {
 }
 
 /// Every server; no parameter.
-const EVERY: ServerReads = server_reads!("", "1");
+const EVERY: ServerReads = server_reads!("", "TRUE");
 /// The servers of the site named `?`, through `servers_by_site`.
 pub(super) const SITE: ServerReads = server_reads!(
     "WHERE t.name = ?",
@@ -493,15 +520,21 @@ pub(super) const IDS: ServerReads = server_reads!(
 /// The server whose id is `?`.
 pub(super) const ONE: ServerReads = server_reads!("WHERE s.id = ?", "server_id = ?");
 
-/// `query` with `parameter` bound, if there is one.
-fn bound<'q, T>(
-    query: sqlx::query::QueryAs<'q, Sqlite, T, <Sqlite as sqlx::Database>::Arguments>,
-    parameter: Option<&'q str>,
-) -> sqlx::query::QueryAs<'q, Sqlite, T, <Sqlite as sqlx::Database>::Arguments> {
-    match parameter {
-        Some(parameter) => query.bind(parameter),
-        None => query,
-    }
+/// The rows `sql` selects inside `tx`, with `parameter` bound if there is one.
+async fn read<T>(tx: &mut Tx, sql: &'static str, parameter: Option<&str>) -> sqlx::Result<Vec<T>>
+where
+    T: Send + Unpin,
+    T: for<'r> FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> FromRow<'r, sqlx::postgres::PgRow>,
+{
+    on_tx!(*tx, |c, d| {
+        let query = sqlx::query_as(d.sql(sql));
+        match parameter {
+            Some(parameter) => query.bind(parameter),
+            None => query,
+        }
+        .fetch_all(c)
+        .await
+    })
 }
 
 /// A session number as stored (SQLite integers are signed).
@@ -510,12 +543,13 @@ fn session_number(session: u64) -> i64 {
 }
 
 async fn upsert_module(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     id: &ServerId,
     module: &ModuleReport,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    on_tx!(*tx, |c, d| {
+        sqlx::query(d.sql(
         "INSERT INTO modules (server_id, name, kind, install_path, installed_version, state, detail, updated_at, \
                               pending_version, download_state, download_version, download_detail) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -524,7 +558,7 @@ async fn upsert_module(
             updated_at = excluded.updated_at, pending_version = excluded.pending_version, \
             download_state = excluded.download_state, download_version = excluded.download_version, \
             download_detail = excluded.download_detail",
-    )
+    ))
     .bind(id.as_str())
     .bind(module.name.as_str())
     .bind(module.kind.as_str())
@@ -537,29 +571,35 @@ async fn upsert_module(
     .bind(module.download.as_ref().map(|d| d.state.clone()))
     .bind(module.download.as_ref().map(|d| d.version.clone()))
     .bind(module.download.as_ref().map(|d| d.detail.clone()))
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected())
+    })?;
     Ok(())
 }
 
-async fn replace_problems(
-    tx: &mut Transaction<'_, Sqlite>,
-    id: &ServerId,
-    problems: &[Problem],
-) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM server_problems WHERE server_id = ?")
-        .bind(id.as_str())
-        .execute(&mut **tx)
-        .await?;
+async fn replace_problems(tx: &mut Tx, id: &ServerId, problems: &[Problem]) -> sqlx::Result<()> {
+    on_tx!(*tx, |c, d| sqlx::query(
+        d.sql("DELETE FROM server_problems WHERE server_id = ?")
+    )
+    .bind(id.as_str())
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
     for (position, problem) in problems.iter().enumerate() {
-        sqlx::query("INSERT INTO server_problems (server_id, position, file, line, message) VALUES (?, ?, ?, ?, ?)")
-            .bind(id.as_str())
-            .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .bind(&problem.file)
-            .bind(problem.line.map(i64::from))
-            .bind(&problem.message)
-            .execute(&mut **tx)
-            .await?;
+        on_tx!(*tx, |c, d| {
+            sqlx::query(d.sql(
+            "INSERT INTO server_problems (server_id, position, file, line, message) VALUES (?, ?, ?, ?, ?)"
+        ))
+        .bind(id.as_str())
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .bind(&problem.file)
+        .bind(problem.line.map(i64::from))
+        .bind(&problem.message)
+        .execute(c)
+        .await
+    .map(|done| done.rows_affected())
+        })?;
     }
     Ok(())
 }

@@ -154,7 +154,7 @@ async fn plan(db: &Database, sql: &str) -> Vec<String> {
     use sqlx::Row;
     sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
         .bind("acme-paris")
-        .fetch_all(&db.pool)
+        .fetch_all(db.sqlite())
         .await
         .unwrap()
         .iter()
@@ -297,7 +297,7 @@ async fn the_audit_trail_is_append_only() {
         "UPDATE audit SET actor = 'someone else'",
         "DELETE FROM audit",
     ] {
-        let error = sqlx::query(change).execute(&db.pool).await.unwrap_err();
+        let error = sqlx::query(change).execute(db.sqlite()).await.unwrap_err();
         assert!(
             error.to_string().contains("append-only"),
             "{change}: {error}"
@@ -531,7 +531,7 @@ async fn the_schema_refuses_a_state_that_does_not_exist_and_keeps_the_rollouts_i
     for (i, state) in StepState::ALL.iter().enumerate() {
         let rollout = RolloutState::ALL[i % RolloutState::ALL.len()];
         let site = SiteState::ALL[i % SiteState::ALL.len()];
-        insert_rollout(&db.pool, rollout.as_str(), site.as_str(), state.as_str())
+        insert_rollout(db.sqlite(), rollout.as_str(), site.as_str(), state.as_str())
             .await
             .unwrap();
     }
@@ -540,7 +540,7 @@ async fn the_schema_refuses_a_state_that_does_not_exist_and_keeps_the_rollouts_i
         ("running", "done", "pending"),
         ("running", "waiting", "installing"),
     ] {
-        let e = insert_rollout(&db.pool, rollout, site, step)
+        let e = insert_rollout(db.sqlite(), rollout, site, step)
             .await
             .unwrap_err();
         assert!(
@@ -553,15 +553,15 @@ async fn the_schema_refuses_a_state_that_does_not_exist_and_keeps_the_rollouts_i
         "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, to_version, state) \
          VALUES (999, 'nowhere', 'x', 'y', 0, '1.0.0', 'pending')",
     )
-    .execute(&db.pool)
+    .execute(db.sqlite())
     .await;
     assert!(orphan.is_err(), "a step of no site is refused");
     sqlx::query("DELETE FROM rollouts WHERE id = 1")
-        .execute(&db.pool)
+        .execute(db.sqlite())
         .await
         .unwrap();
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollout_steps WHERE rollout_id = 1")
-        .fetch_one(&db.pool)
+        .fetch_one(db.sqlite())
         .await
         .unwrap();
     assert_eq!(left, 0);

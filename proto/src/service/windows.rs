@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use windows_service::service::{
-    ServiceAccess, ServiceAction, ServiceActionType, ServiceControl, ServiceControlAccept,
-    ServiceErrorControl, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod,
-    ServiceInfo, ServiceStartType, ServiceState, ServiceStatus, ServiceType,
+    Service, ServiceAccess, ServiceAction, ServiceActionType, ServiceConfig, ServiceControl,
+    ServiceControlAccept, ServiceErrorControl, ServiceExitCode, ServiceFailureActions,
+    ServiceFailureResetPeriod, ServiceInfo, ServiceStartType, ServiceState, ServiceStatus,
+    ServiceType,
 };
 use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
@@ -50,165 +51,196 @@ pub fn find(name: &str, _unit_dir: &std::path::Path) -> super::Found {
             return super::Found::Unknown(format!("cannot query the service: {}", describe(&e)));
         }
     };
-    let start_mode = match config.start_type {
-        ServiceStartType::AutoStart if delayed(&service) => "Automatic (Delayed Start)",
-        ServiceStartType::AutoStart => "Automatic",
-        ServiceStartType::OnDemand => "Manual",
-        ServiceStartType::Disabled => "Disabled",
-        _ => "boot or system",
-    };
     super::Found::Installed {
         running: status.current_state == ServiceState::Running,
-        start_mode: start_mode.to_owned(),
+        start_mode: start_mode(&service, &config).to_owned(),
     }
 }
 
+/// Carries out `action` for the service `spec` with the SCM (see
+/// [`super::control`]); one step below for each action.
 pub fn control(spec: &Spec, action: Action) -> Result<String, ServiceError> {
-    let fail = |what: &str, e: windows_service::Error| {
-        ServiceError::new(spec.name, format!("{what}: {}", describe(&e)))
-    };
     let access = match action {
         Action::Install => ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE,
         _ => ServiceManagerAccess::CONNECT,
     };
     let manager = ServiceManager::local_computer(None::<&str>, access).map_err(|e| {
-        fail(
+        failure(
+            spec,
             "cannot open the service control manager (run as an administrator)",
             e,
         )
     })?;
-    let open = |access: ServiceAccess| {
-        manager.open_service(spec.name, access).map_err(|e| {
-            if os_error(&e) == Some(NOT_INSTALLED) {
-                ServiceError::new(spec.name, "not installed (`service install` registers it)")
-            } else {
-                fail("cannot open the service", e)
-            }
-        })
-    };
     match action {
-        Action::Install => {
-            let info = ServiceInfo {
-                name: spec.name.into(),
-                display_name: spec.display_name.into(),
-                service_type: ServiceType::OWN_PROCESS,
-                start_type: ServiceStartType::AutoStart,
-                error_control: ServiceErrorControl::Normal,
-                executable_path: spec.executable.clone(),
-                launch_arguments: spec.arguments.clone(),
-                dependencies: Vec::new(),
-                // LocalSystem: the procedure's installs stop services and
-                // IIS pools and write under Program Files.
-                account_name: None,
-                account_password: None,
-            };
-            let service = manager
-                .create_service(
-                    &info,
-                    ServiceAccess::CHANGE_CONFIG
-                        | ServiceAccess::QUERY_CONFIG
-                        | ServiceAccess::DELETE,
-                )
-                .map_err(|e| fail("cannot register the service", e))?;
-            match configure(&service, spec) {
-                Ok(how) => Ok(format!(
-                    "{} registered ({}): {how}; start it now with `service start`",
-                    spec.name, spec.display_name
-                )),
-                Err(e) => {
-                    // Registered whole or not at all.
-                    let _ = service.delete();
-                    Err(e)
-                }
-            }
-        }
-        Action::Uninstall => {
-            let service =
-                open(ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE)?;
-            let status = service
-                .query_status()
-                .map_err(|e| fail("cannot query the service", e))?;
-            if status.current_state != ServiceState::Stopped {
-                service
-                    .stop()
-                    .map_err(|e| fail("cannot stop the service", e))?;
-                wait_for(&service, ServiceState::Stopped, spec)?;
-            }
-            service
-                .delete()
-                .map_err(|e| fail("cannot unregister the service", e))?;
-            Ok(format!("{} stopped and unregistered", spec.name))
-        }
-        Action::Start => {
-            let service = open(ServiceAccess::QUERY_STATUS | ServiceAccess::START)?;
-            if service
-                .query_status()
-                .map_err(|e| fail("cannot query the service", e))?
-                .current_state
-                != ServiceState::Running
-            {
-                service
-                    .start::<OsString>(&[])
-                    .map_err(|e| fail("cannot start the service", e))?;
-                wait_for(&service, ServiceState::Running, spec)?;
-            }
-            Ok(format!("{} is running", spec.name))
-        }
-        Action::Stop => {
-            let service = open(ServiceAccess::QUERY_STATUS | ServiceAccess::STOP)?;
-            if service
-                .query_status()
-                .map_err(|e| fail("cannot query the service", e))?
-                .current_state
-                != ServiceState::Stopped
-            {
-                service
-                    .stop()
-                    .map_err(|e| fail("cannot stop the service", e))?;
-                wait_for(&service, ServiceState::Stopped, spec)?;
-            }
-            Ok(format!("{} is stopped", spec.name))
-        }
-        Action::Status => {
-            let service = open(ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG)?;
-            let status = service
-                .query_status()
-                .map_err(|e| fail("cannot query the service", e))?;
-            let config = service
-                .query_config()
-                .map_err(|e| fail("cannot read the service's configuration", e))?;
-            let start = match config.start_type {
-                ServiceStartType::AutoStart if delayed(&service) => "Automatic (Delayed Start)",
-                ServiceStartType::AutoStart => "Automatic",
-                ServiceStartType::OnDemand => "Manual",
-                ServiceStartType::Disabled => "Disabled",
-                _ => "boot or system",
-            };
-            let pid = status
-                .process_id
-                .map(|pid| format!(", pid {pid}"))
-                .unwrap_or_default();
-            Ok(format!(
-                "{}: {}{pid}; start mode {start}; runs {}",
-                spec.name,
-                state_name(status.current_state),
-                config.executable_path.display()
-            ))
+        Action::Install => install(&manager, spec),
+        Action::Uninstall => uninstall(&manager, spec),
+        Action::Start => start(&manager, spec),
+        Action::Stop => stop(&manager, spec),
+        Action::Status => status(&manager, spec),
+    }
+}
+
+/// Registers the service as LocalSystem, then configures it
+/// ([`configure`]); registered whole or not at all.
+fn install(manager: &ServiceManager, spec: &Spec) -> Result<String, ServiceError> {
+    let info = ServiceInfo {
+        name: spec.name.into(),
+        display_name: spec.display_name.into(),
+        service_type: ServiceType::OWN_PROCESS,
+        start_type: ServiceStartType::AutoStart,
+        error_control: ServiceErrorControl::Normal,
+        executable_path: spec.executable.clone(),
+        launch_arguments: spec.arguments.clone(),
+        dependencies: Vec::new(),
+        // LocalSystem: the procedure's installs stop services and
+        // IIS pools and write under Program Files.
+        account_name: None,
+        account_password: None,
+    };
+    let service = manager
+        .create_service(
+            &info,
+            ServiceAccess::CHANGE_CONFIG | ServiceAccess::QUERY_CONFIG | ServiceAccess::DELETE,
+        )
+        .map_err(|e| failure(spec, "cannot register the service", e))?;
+    match configure(&service, spec) {
+        Ok(how) => Ok(format!(
+            "{} registered ({}): {how}; start it now with `service start`",
+            spec.name, spec.display_name
+        )),
+        Err(e) => {
+            // Registered whole or not at all.
+            let _ = service.delete();
+            Err(e)
         }
     }
+}
+
+/// Stops the service if it runs, then unregisters it.
+fn uninstall(manager: &ServiceManager, spec: &Spec) -> Result<String, ServiceError> {
+    let service = open(
+        manager,
+        spec,
+        ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
+    )?;
+    stop_and_wait(&service, spec)?;
+    service
+        .delete()
+        .map_err(|e| failure(spec, "cannot unregister the service", e))?;
+    Ok(format!("{} stopped and unregistered", spec.name))
+}
+
+/// Starts the service unless it runs, and waits until it does.
+fn start(manager: &ServiceManager, spec: &Spec) -> Result<String, ServiceError> {
+    let service = open(
+        manager,
+        spec,
+        ServiceAccess::QUERY_STATUS | ServiceAccess::START,
+    )?;
+    if current_state(&service, spec)? != ServiceState::Running {
+        service
+            .start::<OsString>(&[])
+            .map_err(|e| failure(spec, "cannot start the service", e))?;
+        wait_for(&service, ServiceState::Running, spec)?;
+    }
+    Ok(format!("{} is running", spec.name))
+}
+
+/// Stops the service unless it is stopped, and waits until it is.
+fn stop(manager: &ServiceManager, spec: &Spec) -> Result<String, ServiceError> {
+    let service = open(
+        manager,
+        spec,
+        ServiceAccess::QUERY_STATUS | ServiceAccess::STOP,
+    )?;
+    stop_and_wait(&service, spec)?;
+    Ok(format!("{} is stopped", spec.name))
+}
+
+/// Whether the service runs (and as which process), how it starts, and
+/// what it runs.
+fn status(manager: &ServiceManager, spec: &Spec) -> Result<String, ServiceError> {
+    let service = open(
+        manager,
+        spec,
+        ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
+    )?;
+    let status = service
+        .query_status()
+        .map_err(|e| failure(spec, "cannot query the service", e))?;
+    let config = service
+        .query_config()
+        .map_err(|e| failure(spec, "cannot read the service's configuration", e))?;
+    let pid = status
+        .process_id
+        .map(|pid| format!(", pid {pid}"))
+        .unwrap_or_default();
+    Ok(format!(
+        "{}: {}{pid}; start mode {}; runs {}",
+        spec.name,
+        state_name(status.current_state),
+        start_mode(&service, &config),
+        config.executable_path.display()
+    ))
+}
+
+/// Opens the registered service with `access`; says so when it is not
+/// installed.
+fn open(
+    manager: &ServiceManager,
+    spec: &Spec,
+    access: ServiceAccess,
+) -> Result<Service, ServiceError> {
+    manager.open_service(spec.name, access).map_err(|e| {
+        if os_error(&e) == Some(NOT_INSTALLED) {
+            ServiceError::new(spec.name, "not installed (`service install` registers it)")
+        } else {
+            failure(spec, "cannot open the service", e)
+        }
+    })
+}
+
+/// The service's state now.
+fn current_state(service: &Service, spec: &Spec) -> Result<ServiceState, ServiceError> {
+    service
+        .query_status()
+        .map(|status| status.current_state)
+        .map_err(|e| failure(spec, "cannot query the service", e))
+}
+
+/// Stops the open service unless it is stopped, and waits until it is.
+fn stop_and_wait(service: &Service, spec: &Spec) -> Result<(), ServiceError> {
+    if current_state(service, spec)? != ServiceState::Stopped {
+        service
+            .stop()
+            .map_err(|e| failure(spec, "cannot stop the service", e))?;
+        wait_for(service, ServiceState::Stopped, spec)?;
+    }
+    Ok(())
+}
+
+/// How the service starts, in the words of `services.msc`.
+fn start_mode(service: &Service, config: &ServiceConfig) -> &'static str {
+    match config.start_type {
+        ServiceStartType::AutoStart if delayed(service) => "Automatic (Delayed Start)",
+        ServiceStartType::AutoStart => "Automatic",
+        ServiceStartType::OnDemand => "Manual",
+        ServiceStartType::Disabled => "Disabled",
+        _ => "boot or system",
+    }
+}
+
+/// What the SCM refused: what was being done, and what it said.
+fn failure(spec: &Spec, what: &str, e: windows_service::Error) -> ServiceError {
+    ServiceError::new(spec.name, format!("{what}: {}", describe(&e)))
 }
 
 /// Sets what `create_service` cannot: the description, the delayed start,
 /// the recovery actions. Says how it starts and recovers. (Wine's service
 /// manager has neither delayed starts nor recovery actions: it answers
 /// ERROR_INVALID_LEVEL, which no Windows since Vista does.)
-fn configure(
-    service: &windows_service::service::Service,
-    spec: &Spec,
-) -> Result<String, ServiceError> {
-    let fail = |what: &str, e: windows_service::Error| {
-        ServiceError::new(spec.name, format!("{what}: {}", describe(&e)))
-    };
+fn configure(service: &Service, spec: &Spec) -> Result<String, ServiceError> {
+    let fail = |what: &str, e| failure(spec, what, e);
     service
         .set_description(spec.description)
         .map_err(|e| fail("cannot set the description", e))?;
@@ -252,7 +284,7 @@ fn recovery() -> ServiceFailureActions {
 /// Whether an automatic service starts delayed (`QueryServiceConfig2W`,
 /// which the crate does not read).
 #[allow(unsafe_code)] // one FFI call into advapi32, with a buffer of its own type
-fn delayed(service: &windows_service::service::Service) -> bool {
+fn delayed(service: &Service) -> bool {
     use windows_sys::Win32::System::Services::{
         QueryServiceConfig2W, SERVICE_CONFIG_DELAYED_AUTO_START_INFO,
         SERVICE_DELAYED_AUTO_START_INFO,
@@ -275,19 +307,14 @@ fn delayed(service: &windows_service::service::Service) -> bool {
     ok != 0 && info.fDelayedAutostart != 0
 }
 
-fn wait_for(
-    service: &windows_service::service::Service,
-    state: ServiceState,
-    spec: &Spec,
-) -> Result<(), ServiceError> {
+/// Waits until the service is in `state`; says why when it stops while
+/// starting, or takes longer than [`WAIT`].
+fn wait_for(service: &Service, state: ServiceState, spec: &Spec) -> Result<(), ServiceError> {
     let started = Instant::now();
     loop {
-        let status = service.query_status().map_err(|e| {
-            ServiceError::new(
-                spec.name,
-                format!("cannot query the service: {}", describe(&e)),
-            )
-        })?;
+        let status = service
+            .query_status()
+            .map_err(|e| failure(spec, "cannot query the service", e))?;
         if status.current_state == state {
             return Ok(());
         }

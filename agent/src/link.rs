@@ -384,16 +384,10 @@ fn handle(
     current: &Inventory,
     late: &mpsc::Sender<AgentMessage>,
 ) -> Option<AgentMessage> {
-    let (id, command) = match ToAgent::try_from(received).ok()? {
+    match ToAgent::try_from(received).ok()? {
         ToAgent::Hold(rollout) => {
-            match &rollout {
-                Some(rollout) => {
-                    tracing::info!("held by {rollout}: local installs are refused until it ends")
-                }
-                None => tracing::info!("no longer held by a rollout: local installs are allowed"),
-            }
-            agent.installs.set_hold(rollout);
-            return None;
+            hold(agent, rollout);
+            None
         }
         ToAgent::Announce {
             packages,
@@ -401,22 +395,48 @@ fn handle(
         } => {
             agent.downloads.offer(packages, withdrawn);
             agent.rescan.notify_one();
-            return None;
+            None
         }
-        ToAgent::Command { id, command } => (id, command),
-    };
-    let Some(command) = command else {
-        let message = format!(
-            "this agent (version {}) does not know this command; upgrade the agent",
-            env!("CARGO_PKG_VERSION")
-        );
-        return Some(outcome(id, false, message));
-    };
-    let (ok, text) = match command {
+        ToAgent::Command { id, command: None } => {
+            let message = format!(
+                "this agent (version {}) does not know this command; upgrade the agent",
+                env!("CARGO_PKG_VERSION")
+            );
+            Some(outcome(id, false, message))
+        }
+        ToAgent::Command {
+            id,
+            command: Some(command),
+        } => obey(agent, id, command, current, late),
+    }
+}
+
+/// Refuses local installs while `rollout` holds the server; allows them
+/// again when it is none.
+fn hold(agent: &Agent, rollout: Option<String>) {
+    match &rollout {
+        Some(rollout) => {
+            tracing::info!("held by {rollout}: local installs are refused until it ends")
+        }
+        None => tracing::info!("no longer held by a rollout: local installs are allowed"),
+    }
+    agent.installs.set_hold(rollout);
+}
+
+/// Carries out the controller's command `id`; returns its answer, or
+/// nothing when the answer takes a while and comes later through `late`.
+fn obey(
+    agent: &Arc<Agent>,
+    id: String,
+    command: AgentCommand,
+    current: &Inventory,
+    late: &mpsc::Sender<AgentMessage>,
+) -> Option<AgentMessage> {
+    match command {
         AgentCommand::RefreshInventory => {
             agent.rescan.notify_one();
             // The full picture now; whatever the rescan finds follows as changes.
-            return Some(message(Body::Inventory(full_inventory(current))));
+            Some(message(Body::Inventory(full_inventory(current))))
         }
         AgentCommand::Install {
             module,
@@ -437,72 +457,115 @@ fn handle(
                 expected_version: version,
                 planned_end,
             };
-            if agent.settings.databases.contains_key(&module) {
-                // A customized database is refused before anything starts:
-                // the answer waits for the check.
-                let (agent, late) = (agent.clone(), late.clone());
-                tokio::spawn(async move {
-                    let (ok, text) =
-                        match crate::databases::refuse_customized(&agent, &module).await {
-                            Err(why) => (false, why),
-                            Ok(()) => start_install(&agent, &module, source, origin),
-                        };
-                    let _ = late.send(outcome(id, ok, text)).await;
-                });
-                return None;
-            }
-            start_install(agent, &module, source, origin)
+            install(agent, id, module, source, origin, late)
         }
         AgentCommand::Rollback {
             module,
             to,
             keep_database,
         } => {
-            let origin = installs::Origin::Controller {
-                command_id: id.clone(),
-                expected_version: None,
-                planned_end: None,
-            };
-            match installs::start(
-                agent,
-                &module,
-                installs::Source::Backup {
-                    version: to,
-                    keep_database,
-                },
-                origin,
-            ) {
-                Ok(to) => (true, format!("restore of {module} {to} started")),
-                Err(e) => (false, e.to_string()),
-            }
+            let (ok, text) = roll_back(agent, &id, &module, to, keep_database);
+            Some(outcome(id, ok, text))
         }
         AgentCommand::Doctor { preflight, modules } => {
-            let (agent, late) = (agent.clone(), late.clone());
-            tokio::spawn(async move {
-                let report = if preflight {
-                    crate::doctor::preflight(&agent, &modules).await
-                } else {
-                    crate::doctor::run(&agent).await
-                };
-                let wire = v1::DoctorReport::from((id, report));
-                let _ = late.send(message(Body::DoctorReport(wire))).await;
-            });
-            return None;
+            answer_later(late, doctor(agent.clone(), id, preflight, modules));
+            None
         }
         command @ (AgentCommand::DatabaseReview { .. }
         | AgentCommand::DatabaseScript { .. }
         | AgentCommand::DatabaseDiscard { .. }
         | AgentCommand::DatabaseRestore { .. }) => {
-            let (agent, late) = (agent.clone(), late.clone());
-            tokio::spawn(async move {
-                let answer = crate::databases::answer(&agent, command).await;
-                let wire = v1::DatabaseAnswer::from((id, answer));
-                let _ = late.send(message(Body::DatabaseAnswer(wire))).await;
-            });
-            return None;
+            answer_later(late, database(agent.clone(), id, command));
+            None
         }
+    }
+}
+
+/// Sends what `answer` comes to through `late`, once it has, without
+/// holding up the link meanwhile.
+fn answer_later(
+    late: &mpsc::Sender<AgentMessage>,
+    answer: impl Future<Output = AgentMessage> + Send + 'static,
+) {
+    let late = late.clone();
+    tokio::spawn(async move {
+        let _ = late.send(answer.await).await;
+    });
+}
+
+/// Starts the install the controller ordered as command `id`. A module
+/// with a database is first checked for customizations, which refuse it
+/// before anything starts: its answer then waits for the check and comes
+/// through `late`.
+fn install(
+    agent: &Arc<Agent>,
+    id: String,
+    module: String,
+    source: installs::Source,
+    origin: installs::Origin,
+    late: &mpsc::Sender<AgentMessage>,
+) -> Option<AgentMessage> {
+    if !agent.settings.databases.contains_key(&module) {
+        let (ok, text) = start_install(agent, &module, source, origin);
+        return Some(outcome(id, ok, text));
+    }
+    let agent = agent.clone();
+    answer_later(late, async move {
+        let (ok, text) = match crate::databases::refuse_customized(&agent, &module).await {
+            Err(why) => (false, why),
+            Ok(()) => start_install(&agent, &module, source, origin),
+        };
+        outcome(id, ok, text)
+    });
+    None
+}
+
+/// Starts the restore of `module` that the controller ordered as command
+/// `id`: from its kept backup of `to` (else the newest of another version),
+/// its files only when `keep_database`. The outcome in words.
+fn roll_back(
+    agent: &Arc<Agent>,
+    id: &str,
+    module: &str,
+    to: Option<String>,
+    keep_database: bool,
+) -> (bool, String) {
+    let origin = installs::Origin::Controller {
+        command_id: id.to_owned(),
+        expected_version: None,
+        planned_end: None,
     };
-    Some(outcome(id, ok, text))
+    let source = installs::Source::Backup {
+        version: to,
+        keep_database,
+    };
+    match installs::start(agent, module, source, origin) {
+        Ok(to) => (true, format!("restore of {module} {to} started")),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// The doctor's report for command `id`: every check, or a rollout's
+/// preflight of `modules`.
+async fn doctor(
+    agent: Arc<Agent>,
+    id: String,
+    preflight: bool,
+    modules: Vec<String>,
+) -> AgentMessage {
+    let report = if preflight {
+        crate::doctor::preflight(&agent, &modules).await
+    } else {
+        crate::doctor::run(&agent).await
+    };
+    message(Body::DoctorReport(v1::DoctorReport::from((id, report))))
+}
+
+/// The answer to the database command `id` (a review, a script of a guided
+/// upgrade, a restore or its discard).
+async fn database(agent: Arc<Agent>, id: String, command: AgentCommand) -> AgentMessage {
+    let answer = crate::databases::answer(&agent, command).await;
+    message(Body::DatabaseAnswer(v1::DatabaseAnswer::from((id, answer))))
 }
 
 /// Starts an install the controller ordered; the outcome in words.

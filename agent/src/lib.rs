@@ -11,11 +11,16 @@
 //! - [`downloads`]: pre-downloading the packages the controller pushes,
 //!   resumable, verified (sha256, trusted signature), downgrades refused.
 //! - [`link`]: the one long-lived gRPC stream to the controller, with
-//!   reconnection; the only module that sees wire types.
+//!   reconnection; the only module that sees wire types. [`dial`]: the
+//!   controller's endpoint, which the link and the doctor dial.
 //! - [`install`]: the install engine (packages, hooks, maintenance page,
 //!   journal, rollback, recovery); [`installs`]: the one install running at
 //!   a time; [`databases`]: database modules' upgrades.
-//! - [`portal`]: the local web portal on `127.0.0.1:8080`.
+//! - [`doctor`]: the procedure's troubleshooting checks, which the link,
+//!   the portal and the CLI run; it depends on neither the link nor the
+//!   portal.
+//! - [`portal`]: the local web portal on `127.0.0.1:8080`; [`html`]: text
+//!   made safe for its pages and the doctor's.
 //! - [`cli`]: `flotilla-agent install|rollback`, clients of the portal's API.
 //!
 //! [`run`] starts them all on an already-bound portal listener and stops them
@@ -25,9 +30,11 @@ pub mod applications;
 pub mod cli;
 pub mod config;
 pub mod databases;
+pub mod dial;
 pub mod doctor;
 pub mod downloads;
 pub mod hook_names;
+pub mod html;
 pub mod identity;
 pub mod install;
 pub mod installs;

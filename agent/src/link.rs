@@ -22,9 +22,7 @@ use flotilla_proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use crate::config::ControllerTrust;
 use crate::identity::Identity;
 use tonic::{Code, Status};
 
@@ -46,7 +44,7 @@ enum SessionEnd {
 
 /// Why a session could not be established.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SessionError {
+enum SessionError {
     #[error("controller refused this agent: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -112,7 +110,7 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
 async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<SessionEnd, SessionError> {
     let settings = &agent.settings;
     let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
-    let (endpoint, identity) = endpoint(settings)?;
+    let (endpoint, identity) = crate::dial::endpoint(settings).map_err(|e| unreachable(&e))?;
     let channel = tokio::select! {
         _ = stop.cancelled() => return Ok(SessionEnd::Shutdown),
         channel = endpoint.connect() => channel.map_err(|e| unreachable(&error_chain(&e)))?,
@@ -168,40 +166,6 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         heartbeat_every,
     };
     link.converse(inbound).await
-}
-
-/// The controller's endpoint, over mutual TLS with this agent's identity
-/// (read at each connection: a renewal replaces the file) unless the
-/// configuration says plain text; with the identity's file.
-pub(crate) fn endpoint(
-    settings: &crate::config::Settings,
-) -> Result<(Endpoint, Option<(std::path::PathBuf, Identity)>), SessionError> {
-    let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
-    let mut endpoint =
-        Endpoint::from_shared(settings.controller_url.clone()).map_err(|e| unreachable(&e))?;
-    let mut identity = None;
-    if let ControllerTrust::Ca {
-        pem,
-        identity: identity_file,
-        ..
-    } = &settings.controller_trust
-    {
-        let ours = Identity::load(identity_file).map_err(|e| unreachable(&e))?;
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(pem))
-            .identity(tonic::transport::Identity::from_pem(
-                &ours.certificate_pem,
-                &ours.key_pem,
-            ));
-        endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(&e))?;
-        identity = Some((identity_file.clone(), ours));
-    }
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
-    Ok((endpoint, identity))
 }
 
 /// Who this agent is, for the controller.

@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::html::escape;
 use crate::install::{EventKind, hooks::Stream};
 use crate::installs::{self, StartError};
 use crate::inventory::Inventory;
@@ -521,35 +522,6 @@ async fn doctor_api(State(agent): State<Arc<Agent>>) -> Response {
 /// The Doctor page: the same report, for a person.
 async fn doctor_page(State(agent): State<Arc<Agent>>) -> Response {
     Html(crate::doctor::page(&crate::doctor::run(&agent).await)).into_response()
-}
-
-/// Escapes text for HTML content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-    }
 }
 
 /// Who acts on a guided database upgrade.

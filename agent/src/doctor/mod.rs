@@ -125,7 +125,7 @@ fn report(settings: &Settings, checks: Vec<Check>) -> Report {
 
 /// The report as the portal's Doctor page.
 pub fn page(report: &Report) -> String {
-    use crate::portal::escape;
+    use crate::html::escape;
     use flotilla_proto::doctor::Status;
     let rows: String = report
         .checks

@@ -18,6 +18,19 @@ function clock(iso) {
   return iso ? new Date(iso).toLocaleString() : "—";
 }
 
+// Runs `task`, at most once at a time; calls made meanwhile run it once more
+// after (a page's reload, asked again by each event while it runs).
+function coalesce(task) {
+  let running = false, again = false;
+  return async function run() {
+    if (running) { again = true; return; }
+    running = true;
+    try {
+      do { again = false; await task().catch((e) => console.error(e)); } while (again);
+    } finally { running = false; }
+  };
+}
+
 // Follows the live event stream (/api/v1/events). `on` maps an event's
 // name (server, install, rollout, resync) to its handler, given the event's
 // data: parsed for server and install, as sent for the others; `on.open`

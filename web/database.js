@@ -12,21 +12,6 @@ const base = `/api/v1/servers/${encodeURIComponent(server)}/modules/${encodeURIC
 let busy = false; // a run or mark request is in flight
 let serverKey = null; // what of the server, seen on the event stream, the review depends on
 
-
-
-
-// Runs `task`, at most once at a time; calls made meanwhile run it once more after.
-function coalesce(task) {
-  let running = false, again = false;
-  return async function run() {
-    if (running) { again = true; return; }
-    running = true;
-    try {
-      do { again = false; await task().catch((e) => console.error(e)); } while (again);
-    } finally { running = false; }
-  };
-}
-
 async function request(method, url) {
   const response = await api(url, { method });
   const data = await response.json().catch(() => null);

@@ -10,8 +10,6 @@ let shownId = null; // the rollout in #rollout, as a string
 let detail = null; // its last fetched JSON
 const outputs = new Map(); // "server/module" -> { install_id, lines: [] }
 
-
-
 const seconds = (ms) => `${Math.round((ms || 0) / 1000)} s`;
 const versions = (from, to) => `${escapeHtml(from || "none")} → ${escapeHtml(to)}`;
 const layers = (ls) => ls.map((l) => l.map(escapeHtml).join(", ")).join(" → ");
@@ -24,18 +22,6 @@ const pill = (kind, name, attributes = "") =>
 async function loadStates() {
   const all = await request("GET", "/api/v1/rollouts/states");
   states = Object.fromEntries(Object.entries(all).map(([kind, list]) => [kind, new Map(list.map((s) => [s.name, s]))]));
-}
-
-// Runs `task`, at most once at a time; calls made meanwhile run it once more after.
-function coalesce(task) {
-  let running = false, again = false;
-  return async function run() {
-    if (running) { again = true; return; }
-    running = true;
-    try {
-      do { again = false; await task().catch((e) => console.error(e)); } while (again);
-    } finally { running = false; }
-  };
 }
 
 async function request(method, url, body) {

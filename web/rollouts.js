@@ -231,7 +231,7 @@ function discardText(found) {
 function databaseDecision(site) {
   if (!allows("site", site.state, "restore_database")) return "";
   const waiting = site.servers.flatMap((server) => server.steps
-    .filter((step) => step.state === "database_decision")
+    .filter((step) => allows("step", step.state, "restore_database"))
     .map((step) => `<li class="database-decision" data-server="${escapeHtml(server.server)}" data-module="${escapeHtml(step.module)}">
       <strong>${escapeHtml(step.module)}</strong> on ${escapeHtml(server.server)}: at ${escapeHtml(step.to_version)}, upgraded from ${escapeHtml(step.from_version || "?")}.
       ${discardText(discardOf(step, server.server))}</li>`));

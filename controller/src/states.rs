@@ -178,9 +178,11 @@ pub enum Allowed {
     /// A site goes back to the versions it had.
     Rollback,
     /// A rolled-back site's upgraded databases are restored from their
-    /// backups: what was written since is lost.
+    /// backups: what was written since is lost. A step allows it when its
+    /// database is one of those.
     RestoreDatabase,
-    /// A rolled-back site's upgraded databases stay at the new version.
+    /// A rolled-back site's upgraded databases stay at the new version. A
+    /// step allows it when its database is one of those.
     KeepDatabase,
     /// A site whose preflight failed starts anyway.
     OverridePreflight,
@@ -292,12 +294,14 @@ impl StepState {
         self.is_installing() || self.is_restoring()
     }
 
-    /// What an operator may ask of a step in this state (through its server).
+    /// What an operator may ask of a step in this state: to leave it out
+    /// (through its server), or to restore or keep its database (through
+    /// its site, whose decision is for every step waiting for one).
     pub fn allows(self) -> &'static [Allowed] {
-        if self.is_waiting() {
-            &[Allowed::Exclude]
-        } else {
-            &[]
+        match self {
+            step if step.is_waiting() => &[Allowed::Exclude],
+            StepState::DatabaseDecision => &[Allowed::RestoreDatabase, Allowed::KeepDatabase],
+            _ => &[],
         }
     }
 }
@@ -308,7 +312,8 @@ pub struct StateInfo {
     /// The stored name.
     pub name: &'static str,
     pub label: &'static str,
-    /// What an operator may ask in this state.
+    /// What an operator may ask in this state (of a step: through its
+    /// server, or for a database through its site).
     pub allows: &'static [Allowed],
     /// Whether something still happens: a rollout still moves, a site is
     /// not settled, a step's install or restore runs (its output is shown).

@@ -572,15 +572,14 @@ async fn read_rollout(tx: &mut Tx, id: i64) -> sqlx::Result<Option<RolloutRows>>
     .bind(id)
     .fetch_all(c)
     .await)?;
-    let steps =
-        on_tx!(*tx, |c, d| {
-            sqlx::query_as(d.sql(
+    let steps = on_tx!(*tx, |c, d| {
+        sqlx::query_as(d.sql(
         "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY site, layer, server_id, module",
     ))
     .bind(id)
     .fetch_all(c)
     .await
-        })?;
+    })?;
     Ok(Some((rollout, sites, steps)))
 }
 

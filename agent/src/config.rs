@@ -31,6 +31,23 @@ pub fn default_config_path() -> PathBuf {
     }
 }
 
+/// One controller's URL, or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ControllerUrls {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl ControllerUrls {
+    fn all(&self) -> Vec<String> {
+        match self {
+            ControllerUrls::One(url) => vec![url.clone()],
+            ControllerUrls::Several(urls) => urls.clone(),
+        }
+    }
+}
+
 /// The file as written; every field but `controller_url` has a default. An
 /// enrolled agent's site and server id are its certificate's; in plain
 /// text, `site` is needed.
@@ -40,7 +57,9 @@ struct File {
     site: Option<String>,
     server_id: Option<String>,
     data_dir: Option<PathBuf>,
-    controller_url: String,
+    /// The controller, or several controllers sharing one database, tried
+    /// in turn when the one in use is away.
+    controller_url: ControllerUrls,
     /// The controller's CA certificate (PEM), for an `https://` controller_url;
     /// by default the one enrollment wrote in `<data>/identity/`.
     controller_ca: Option<PathBuf>,
@@ -151,8 +170,12 @@ pub struct Settings {
     /// This server's identity in the fleet; defaults to the host name.
     pub server_id: ServerId,
     pub layout: DataLayout,
-    /// Where the controller's gRPC endpoint is, e.g. `https://controller:7000`.
+    /// Where the controller's gRPC endpoint is, e.g. `https://controller:7000`:
+    /// the first of [`Settings::controller_urls`].
     pub controller_url: String,
+    /// Every controller to try, in order: several controllers share one
+    /// database, and a lost connection is tried again on the next.
+    pub controller_urls: Vec<String>,
     /// How the controller is trusted.
     pub controller_trust: ControllerTrust,
     /// Where the local portal listens; `127.0.0.1:8080` as the procedure says.
@@ -296,7 +319,8 @@ impl Settings {
             download_concurrency: file.download_concurrency.max(1),
             download_limit_bytes_per_second: file.download_limit_kbps.map(|k| k.max(1) * 1000),
             layout,
-            controller_url: file.controller_url,
+            controller_url: file.controller_url.all()[0].clone(),
+            controller_urls: file.controller_url.all(),
             controller_trust,
             portal_listen: file.portal_listen,
             portal_hosts: file.portal_hosts,
@@ -317,7 +341,19 @@ fn controller(
     configured_site: Option<SiteName>,
     configured_server: Option<ServerId>,
 ) -> Result<(ControllerTrust, SiteName, ServerId), String> {
-    let url = &file.controller_url;
+    let urls = file.controller_url.all();
+    let Some(url) = urls.first() else {
+        return Err("controller_url lists no controller".to_owned());
+    };
+    // Every controller is reached the same way (they share one CA).
+    if let Some(other) = urls
+        .iter()
+        .find(|u| u.split_once("://").map(|(s, _)| s) != url.split_once("://").map(|(s, _)| s))
+    {
+        return Err(format!(
+            "controller_url lists \"{url}\" and \"{other}\": every controller is reached the same way, all https:// (or all http:// with insecure_plaintext = true)"
+        ));
+    }
     match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("https") => {
             if file.insecure_plaintext {

@@ -25,9 +25,13 @@ pub enum DialError {
 
 /// The controller's endpoint, over mutual TLS with this agent's identity
 /// (read at each connection: a renewal replaces the file) unless the
-/// configuration says plain text; with the identity's file.
-pub fn endpoint(settings: &Settings) -> Result<(Endpoint, Option<(PathBuf, Identity)>), DialError> {
-    let mut endpoint = Endpoint::from_shared(settings.controller_url.clone())?;
+/// configuration says plain text; with the identity's file. `url` is one
+/// of the settings' controllers.
+pub fn endpoint(
+    settings: &Settings,
+    url: &str,
+) -> Result<(Endpoint, Option<(PathBuf, Identity)>), DialError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?;
     let mut identity = None;
     if let ControllerTrust::Ca {
         pem,

@@ -63,11 +63,22 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
             .build()
     };
     let mut backoff = new_backoff();
+    // Which of the controllers is tried: the next one after a failure, so
+    // that the agents of a controller that died go to the others.
+    let mut turn = 0;
     loop {
-        match session(&agent, &stop).await {
+        let controller = &settings.controller_urls[turn % settings.controller_urls.len()];
+        let ended = session(&agent, controller, &stop).await;
+        if !matches!(
+            ended,
+            Ok(SessionEnd::Shutdown) | Err(SessionError::Refused(_))
+        ) {
+            turn += 1;
+        }
+        match ended {
             Ok(SessionEnd::Shutdown) => return,
             Ok(SessionEnd::Lost(why)) => {
-                tracing::warn!(controller = %settings.controller_url, "lost the controller: {why}");
+                tracing::warn!(controller = %controller, "lost the controller: {why}");
                 agent.link.send_replace(LinkStatus::Disconnected {
                     since: Utc::now(),
                     error: why,
@@ -76,14 +87,14 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
                 backoff = new_backoff();
             }
             Err(SessionError::Refused(message)) => {
-                tracing::error!(controller = %settings.controller_url, "controller refused this agent: {message}");
+                tracing::error!(controller = %controller, "controller refused this agent: {message}");
                 agent.link.send_replace(LinkStatus::Refused {
                     since: Utc::now(),
                     message,
                 });
             }
             Err(SessionError::Unreachable(why)) => {
-                tracing::warn!(controller = %settings.controller_url, "cannot reach the controller: {why}");
+                tracing::warn!(controller = %controller, "cannot reach the controller: {why}");
                 agent.link.send_if_modified(|status| match status {
                     LinkStatus::Disconnected { error, .. } => {
                         *error = why;
@@ -107,10 +118,15 @@ pub async fn run(agent: Arc<Agent>, stop: CancellationToken) {
     }
 }
 
-async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<SessionEnd, SessionError> {
+async fn session(
+    agent: &Arc<Agent>,
+    controller: &str,
+    stop: &CancellationToken,
+) -> Result<SessionEnd, SessionError> {
     let settings = &agent.settings;
     let unreachable = |e: &dyn std::fmt::Display| SessionError::Unreachable(e.to_string());
-    let (endpoint, identity) = crate::dial::endpoint(settings).map_err(|e| unreachable(&e))?;
+    let (endpoint, identity) =
+        crate::dial::endpoint(settings, controller).map_err(|e| unreachable(&e))?;
     let channel = tokio::select! {
         _ = stop.cancelled() => return Ok(SessionEnd::Shutdown),
         channel = endpoint.connect() => channel.map_err(|e| unreachable(&error_chain(&e)))?,
@@ -144,7 +160,7 @@ async fn session(agent: &Arc<Agent>, stop: &CancellationToken) -> Result<Session
         welcome.download_token.clone(),
     );
     tracing::info!(
-        controller = %settings.controller_url,
+        controller = %controller,
         controller_version = %welcome.controller_version,
         heartbeat_ms = heartbeat_every.as_millis(),
         "connected to the controller"

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod dashboard;
 pub mod db;
 pub mod demo;
@@ -142,9 +143,14 @@ pub async fn run(
             "the open-files limit is {limit}: about that many agents can connect at once, and beyond it new connections fail; raise it (LimitNOFILE= in the service's unit, `ulimit -n` by hand)"
         );
     }
-    let offline = db.mark_all_offline("the controller restarted").await?;
-    if offline > 0 {
-        tracing::info!("{offline} servers marked offline until their agents reconnect");
+    // Alone on its database, a starting controller has no agent yet. With
+    // others on it, their agents are connected: those of a controller that
+    // died are found silent by the check (`Fleet::reconcile`).
+    if !db.shared() {
+        let offline = db.mark_all_offline("the controller restarted").await?;
+        if offline > 0 {
+            tracing::info!("{offline} servers marked offline until their agents reconnect");
+        }
     }
     let public_url = match public_url {
         Some(url) => url,
@@ -183,6 +189,8 @@ pub async fn run(
         tls.as_ref().map(|identity| identity.ca_pem.clone()),
         stop.clone(),
     );
+    // With other controllers on the same database: what they relay here.
+    let cluster = cluster::start(fleet.clone(), rollouts.clone(), stop.clone());
 
     let enrollment = enrollment(&fleet, tls.as_ref(), agent_ca, agent_certificate_lifetime).await?;
     let grpc_task = tokio::spawn(grpc::serve(
@@ -221,6 +229,9 @@ pub async fn run(
         http??;
         housekeeping?;
         engine?;
+        if let Some(cluster) = cluster {
+            cluster.await?;
+        }
         anyhow::Ok(())
     };
     match tokio::time::timeout(SHUTDOWN_GRACE, tasks).await {

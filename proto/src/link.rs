@@ -150,7 +150,7 @@ pub struct InstallResult {
 
 /// An agent's answer to a database command.
 #[cfg(feature = "database")]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DatabaseAnswer {
     /// The review of the pending upgrade.
     Review(Box<crate::database::Review>),

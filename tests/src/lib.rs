@@ -553,6 +553,15 @@ impl Agent {
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::write(config_dir.join("applicationspath.config"), applications_xml).unwrap();
         let config = data.join("agent.toml");
+        // Several controllers sharing a database: their URLs separated by spaces.
+        let urls: Vec<String> = controller_url
+            .split(' ')
+            .map(|url| format!("{url:?}"))
+            .collect();
+        let controllers = match urls.as_slice() {
+            [one] => one.clone(),
+            several => format!("[{}]", several.join(", ")),
+        };
         // Test controllers serve TLS from the test CA, and the agent holds
         // a certificate from it, as enrollment leaves it.
         let trust = match controller_url.starts_with("https://") {
@@ -568,7 +577,7 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "site = \"{site}\"\nserver_id = \"{id}\"\ndata_dir = {:?}\ncontroller_url = \"{controller_url}\"\n{trust}\
+                "site = \"{site}\"\nserver_id = \"{id}\"\ndata_dir = {:?}\ncontroller_url = {controllers}\n{trust}\
                  portal_listen = \"127.0.0.1:0\"\nscan_interval_ms = {scan_interval_ms}\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n{extra_toml}\n",
                 data.display().to_string()
             ),

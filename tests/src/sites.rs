@@ -106,6 +106,18 @@ pub async fn launch_server(
     site: &str,
     server: ServerSpec<'_>,
 ) -> Agent {
+    launch_server_on(dir, &controller.grpc_url, publisher, site, server).await
+}
+
+/// [`launch_server`] with the agent given `controllers`: one controller's
+/// URL, or several sharing a database, separated by spaces.
+pub async fn launch_server_on(
+    dir: &Path,
+    controllers: &str,
+    publisher: &Publisher,
+    site: &str,
+    server: ServerSpec<'_>,
+) -> Agent {
     let mut xml = String::from("<applications>\n");
     for module in server.modules {
         let folder = dir.join(server.id).join("apps").join(module);
@@ -127,7 +139,7 @@ pub async fn launch_server(
         dir,
         site,
         server.id,
-        &controller.grpc_url,
+        controllers,
         &xml,
         100,
         &publisher.trusted_toml(),

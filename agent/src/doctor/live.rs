@@ -139,7 +139,7 @@ pub async fn controller(agent: &Arc<Agent>) -> Vec<Check> {
             )];
         }
     }
-    match crate::dial::endpoint(settings) {
+    match crate::dial::endpoint(settings, &settings.controller_url) {
         Ok((endpoint, identity)) => {
             let failure = match tokio::time::timeout(PATIENCE, endpoint.connect()).await {
                 Ok(Ok(_)) => None,

@@ -65,6 +65,7 @@ macro_rules! on_tx {
 }
 
 mod audit;
+mod cluster;
 mod enrollments;
 mod fleet_pages;
 mod installs;
@@ -73,6 +74,7 @@ mod releases;
 mod rollouts;
 mod servers;
 pub use audit::{AuditFilter, AuditRecord};
+pub use cluster::{Driver, NOTES_CHANNEL, Notifications, RELAY_CHANNEL, REPLY_CHANNEL, RelayState};
 pub use enrollments::{CertificateRecord, EnrollmentRecord, Revocations, TokenRefusal};
 pub use fleet_pages::{Cursor, FleetCounts, ServerFilter, ServerState, VersionCount};
 pub use installs::{InstallEventRecord, InstallRecord};

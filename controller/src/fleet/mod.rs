@@ -91,6 +91,8 @@ pub struct Fleet {
     holds: Mutex<HashMap<ServerId, String>>,
     /// Connections and disconnections waiting to be written.
     presences: presence::Presences,
+    /// With other controllers on the same database: how to reach them.
+    relay: std::sync::OnceLock<relay::Relay>,
 }
 
 /// Why a connection was not taken.
@@ -143,7 +145,51 @@ impl Fleet {
             awaiting: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
             presences: presence::Presences::default(),
+            relay: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A new connection's session number: above every earlier one here, and
+    /// at least the time in microseconds, so that with several controllers
+    /// on one database an agent that moves to another gets a higher number
+    /// there too (their clocks agreeing, as NTP keeps them).
+    fn new_session(&self) -> u64 {
+        let now = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
+        let mut current = self.next_session.load(Ordering::Relaxed);
+        loop {
+            let id = current.max(now);
+            match self.next_session.compare_exchange_weak(
+                current,
+                id + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return id,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Shares the database with other controllers through `relay`: commands
+    /// for agents connected to them go through it, and what changes here is
+    /// told to them.
+    pub fn join_relay(&self, relay: relay::Relay) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// How to reach the other controllers, if any share the database.
+    pub fn relay(&self) -> Option<&relay::Relay> {
+        self.relay.get()
+    }
+
+    /// Whether `server` is connected to this controller.
+    pub fn is_here(&self, server: &str) -> bool {
+        ServerId::parse(server).is_ok_and(|id| self.live().contains_key(&id))
+    }
+
+    /// Tells live views here what another controller said changed.
+    pub fn changed_elsewhere(&self, event: FleetEvent) {
+        let _ = self.events.send(event);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<FleetEvent> {
@@ -153,6 +199,9 @@ impl Fleet {
     fn announce(&self, server: &ServerId) {
         // No receiver is fine: nobody is watching.
         let _ = self.events.send(FleetEvent::ServerChanged(server.clone()));
+        if let Some(relay) = self.relay.get() {
+            relay.note(format!("s:{server}"));
+        }
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<ServerId, Live>> {
@@ -175,7 +224,7 @@ impl Fleet {
         shutdown: &CancellationToken,
     ) -> Result<Session, ConnectError> {
         let now = Utc::now();
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let id = self.new_session();
         let kicked = shutdown.child_token();
         let (commands_tx, commands) = mpsc::channel(16);
         let download_token = flotilla_proto::web::random_secret();
@@ -420,8 +469,17 @@ impl Fleet {
         })
     }
 
-    /// Pushes `announcement` to every connected agent.
+    /// Pushes `announcement` to every connected agent, and has the other
+    /// controllers on the database push theirs.
     pub async fn push(&self, announcement: ToAgent) {
+        if let Some(relay) = self.relay.get() {
+            relay.note("a".to_owned());
+        }
+        self.push_here(announcement).await;
+    }
+
+    /// Pushes `announcement` to every agent connected here.
+    pub async fn push_here(&self, announcement: ToAgent) {
         let senders: Vec<mpsc::Sender<ToAgent>> =
             self.live().values().map(|l| l.commands.clone()).collect();
         for sender in senders {
@@ -432,6 +490,9 @@ impl Fleet {
     /// Tells live views that a rollout changed.
     pub fn rollout_changed(&self, id: i64) {
         let _ = self.events.send(FleetEvent::RolloutChanged(id));
+        if let Some(relay) = self.relay.get() {
+            relay.note(format!("r:{id}"));
+        }
     }
 
     /// The rollout holding a server, if any.
@@ -639,6 +700,7 @@ impl Fleet {
 
 mod orders;
 mod presence;
+pub mod relay;
 
 use orders::Awaiting;
 pub use orders::{Order, OrderError, Reply};

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::{Fleet, Session};
 
 /// What an operator asks a server to do with a module.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Order {
     Install {
         /// One of the agent's packages by its sha256; `None` for the pending one.
@@ -93,7 +93,7 @@ impl Order {
     }
 
     /// How long the agent may take to answer.
-    fn patience(&self) -> Duration {
+    pub(super) fn patience(&self) -> Duration {
         match self {
             Order::DatabaseReview | Order::DatabaseDiscard { .. } => Duration::from_secs(60),
             // Holders, disk and database checks may take a while.
@@ -108,7 +108,7 @@ impl Order {
 }
 
 /// Why a command could not be carried out.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum OrderError {
     #[error("server {0} is not connected; an install can only be ordered from a connected agent")]
     Offline(String),
@@ -130,7 +130,7 @@ pub(super) struct Awaiting {
 }
 
 /// How an agent answered a command.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     /// Accepted (or done), or refused, in words.
     Outcome { ok: bool, message: String },
@@ -229,8 +229,29 @@ impl Fleet {
     }
 
     /// Sends `order` to the server's current connection under `command_id`
-    /// and waits, as long as the order deserves, for that connection's reply.
+    /// and waits, as long as the order deserves, for that connection's
+    /// reply; through the controller it is connected to when that is
+    /// another.
     async fn ask(
+        &self,
+        server: &str,
+        module: &str,
+        order: Order,
+        command_id: &str,
+    ) -> Result<Reply, OrderError> {
+        if let Some(relay) = self.relay()
+            && !self.is_here(server)
+        {
+            return relay
+                .command(&self.db, server, module, order, command_id)
+                .await;
+        }
+        self.ask_here(server, module, order, command_id).await
+    }
+
+    /// [`Fleet::ask`] of an agent connected here (another controller's
+    /// request, relayed).
+    pub async fn ask_here(
         &self,
         server: &str,
         module: &str,

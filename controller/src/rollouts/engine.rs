@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::Utc;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::decide::{self, Answer, Context, Job, Notice, Ordered};
 use super::strategy::{Schedule, Strategy};
-use crate::db::{AuditRecord, RolloutChanges, RolloutRows};
+use crate::db::{AuditRecord, Driver, RolloutChanges, RolloutRows};
 use crate::fleet::{Fleet, FleetEvent, Order, OrderError};
 
 pub use super::decide::{Action, ENGINE};
@@ -79,6 +80,9 @@ enum Request {
 pub struct Rollouts {
     pub fleet: Arc<Fleet>,
     inbox: mpsc::Sender<Request>,
+    /// Whether this controller drives the rollouts (always, alone on its
+    /// database; the holder of the lock when several share one).
+    driving: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Request {
@@ -108,15 +112,23 @@ impl Rollouts {
         // to queue while a batch of them is written: they are decided
         // together, a read of the rollout each batch.
         let (inbox, requests) = mpsc::channel(ANSWERS_AT_ONCE);
+        let driving = Arc::new(AtomicBool::new(false));
         let engine = Engine {
             fleet: fleet.clone(),
             inbox: inbox.clone(),
             in_flight: HashSet::new(),
             active: true,
             http: http.build().unwrap_or_default(),
+            driver: Driver::default(),
+            driving: driving.clone(),
         };
         let task = tokio::spawn(engine.run(requests, stop));
-        (Rollouts { fleet, inbox }, task)
+        let rollouts = Rollouts {
+            fleet,
+            inbox,
+            driving,
+        };
+        (rollouts, task)
     }
 
     /// Stores a new rollout, unless one of its servers has work in another
@@ -132,8 +144,25 @@ impl Rollouts {
         answer.await.map_err(|_| shutting_down())?
     }
 
-    /// Applies an operator's action.
+    /// Applies an operator's action; through the controller that drives
+    /// the rollouts when it is another.
     pub async fn act(&self, id: i64, action: Action, actor: &str) -> Result<(), ActionError> {
+        if let Some(relay) = self.fleet.relay()
+            && !self.driving()
+            && let Some(done) = super::relayed::act(relay, &self.fleet.db, id, &action, actor).await
+        {
+            return done;
+        }
+        self.act_here(id, action, actor).await
+    }
+
+    /// Whether this controller drives the rollouts now.
+    pub fn driving(&self) -> bool {
+        self.driving.load(Ordering::SeqCst)
+    }
+
+    /// [`Rollouts::act`] by this controller's engine.
+    pub async fn act_here(&self, id: i64, action: Action, actor: &str) -> Result<(), ActionError> {
         let (reply, answer) = oneshot::channel();
         self.ask(Request::Act {
             id,
@@ -145,8 +174,17 @@ impl Rollouts {
         answer.await.map_err(|_| shutting_down())?
     }
 
-    /// Asks for a pass now.
+    /// Asks for a pass now, here and on the controller that drives the
+    /// rollouts.
     pub async fn wake(&self) {
+        if let Some(relay) = self.fleet.relay() {
+            relay.note("w".to_owned());
+        }
+        self.wake_here().await;
+    }
+
+    /// Asks this controller's engine for a pass now.
+    pub async fn wake_here(&self) {
         let _ = self.ask(Request::Wake).await;
     }
 
@@ -168,6 +206,9 @@ struct Engine {
     /// clock and fleet changes wake nothing; only a request does.
     active: bool,
     http: reqwest::Client,
+    /// The lock that makes this controller the one that drives rollouts.
+    driver: Driver,
+    driving: Arc<AtomicBool>,
 }
 
 /// What woke the engine.
@@ -314,6 +355,10 @@ impl Engine {
         };
         tracing::info!(rollout = id, release = %rows.0.release, "rollout started by {}", rows.0.created_by);
         self.fleet.rollout_changed(id);
+        // The controller that drives rollouts may be another, and idle.
+        if let Some(relay) = self.fleet.relay() {
+            relay.note("w".to_owned());
+        }
         Ok(id)
     }
 
@@ -381,11 +426,17 @@ impl Engine {
             self.fleet.set_holds(HashMap::new());
             return Ok(());
         }
+        if !self.drive().await {
+            // Another controller drives them: this one tells its own
+            // agents which rollout holds them, and nothing else.
+            self.fleet.set_holds(holds_of(&rollouts));
+            return Ok(());
+        }
         let read = started.elapsed();
         let ctx = self.context(&rollouts).await?;
         let context = started.elapsed() - read;
         let (mut deciding, mut saving, mut jobs) = (StdDuration::ZERO, StdDuration::ZERO, 0);
-        let mut holds: HashMap<ServerId, String> = HashMap::new();
+        let holds = holds_of(&rollouts);
         for rows in rollouts {
             let id = rows.0.id;
             let Some(strategy) = strategy_of(&rows) else {
@@ -394,14 +445,12 @@ impl Engine {
             let at = Instant::now();
             let installs = self.fleet.db.rollout_installs(id).await?;
             let decisions = decide::pass(&ctx, &strategy, &rows, &installs, &self.in_flight);
-            let release = &rows.0.release;
-            holds.extend(
-                decide::holds(&rows)
-                    .into_iter()
-                    .map(|server| (server, format!("rollout {id} (release {release})"))),
-            );
             deciding += at.elapsed();
             let at = Instant::now();
+            // The lock may have gone since the pass began.
+            if self.fleet.db.shared() && !self.drive().await {
+                return Ok(());
+            }
             self.save(id, ctx.now, &decisions.changes).await?;
             saving += at.elapsed();
             jobs += decisions.jobs.len();
@@ -426,6 +475,21 @@ impl Engine {
             );
         }
         Ok(())
+    }
+
+    /// Whether this controller drives the rollouts: holds (or takes) the
+    /// lock; says so when that changes.
+    async fn drive(&mut self) -> bool {
+        let driving = self.driver.hold(&self.fleet.db).await;
+        let was = self.driving.swap(driving, Ordering::SeqCst);
+        if driving != was && self.fleet.db.shared() {
+            if driving {
+                tracing::info!("this controller now drives the rollouts");
+            } else {
+                tracing::warn!("this controller no longer drives the rollouts");
+            }
+        }
+        driving
     }
 
     /// Writes a decision's changes, if any, and tells live views.
@@ -672,4 +736,18 @@ fn without_url(e: &reqwest::Error) -> String {
         text = text.replace(url.as_str(), "<webhook>");
     }
     text
+}
+
+/// Which rollout holds each server of `rollouts`, in words.
+fn holds_of(rollouts: &[RolloutRows]) -> HashMap<ServerId, String> {
+    let mut holds = HashMap::new();
+    for rows in rollouts {
+        let (id, release) = (rows.0.id, &rows.0.release);
+        holds.extend(
+            decide::holds(rows)
+                .into_iter()
+                .map(|server| (server, format!("rollout {id} (release {release})"))),
+        );
+    }
+    holds
 }

@@ -8,12 +8,15 @@
 //! - [`decide`]: what happens next to a rollout, given its rows, the fleet
 //!   and the time. Pure, and tested by tables.
 //! - [`engine`]: the task that moves rollouts forward from their rows in
-//!   SQLite, the only writer of those rows: it reads, calls [`decide`],
-//!   writes, then orders.
+//!   the database, the only writer of those rows: it reads, calls
+//!   [`decide`], writes, then orders. With several controllers on one
+//!   database, only the one holding the lock drives ([`relayed`] carries
+//!   the others' operators' actions to it).
 
 pub mod decide;
 pub mod engine;
 pub mod plan;
+pub mod relayed;
 pub mod strategy;
 
 pub use engine::Rollouts;

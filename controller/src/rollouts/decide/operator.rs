@@ -18,7 +18,7 @@ use crate::rollouts::strategy::Strategy;
 use crate::states::{Allowed, RolloutState, SiteState, StepState};
 
 /// What an operator asks of a rollout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     /// No new site starts; sites under way finish.
     Pause,

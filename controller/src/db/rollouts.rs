@@ -367,56 +367,11 @@ impl Database {
             .await
             .map(|done| done.rows_affected()))?;
         }
-        for s in &changes.sites {
-            on_tx!(tx, |c, d| {
-                sqlx::query(d.sql(
-                "UPDATE rollout_sites SET state = ?, message = ?, planned_start = ?, planned_end = ?, \
-                 notice_sent_at = ?, notice_result = ?, started_at = ?, finished_at = ?, \
-                 preflight = ?, preflight_at = ?, preflight_override_by = ? \
-                 WHERE rollout_id = ? AND site = ?",
-            ))
-            .bind(s.state)
-            .bind(&s.message)
-            .bind(s.planned_start)
-            .bind(s.planned_end)
-            .bind(s.notice_sent_at)
-            .bind(&s.notice_result)
-            .bind(s.started_at)
-            .bind(s.finished_at)
-            .bind(&s.preflight)
-            .bind(s.preflight_at)
-            .bind(&s.preflight_override_by)
-            .bind(id)
-            .bind(&s.site)
-            .execute(c)
-            .await
-    .map(|done| done.rows_affected())
-            })?;
+        if !changes.sites.is_empty() {
+            save_sites(&mut tx, id, &changes.sites).await?;
         }
-        for s in &changes.steps {
-            on_tx!(tx, |c, d| {
-                sqlx::query(d.sql(
-                "UPDATE rollout_steps SET state = ?, attempts = ?, next_attempt_at = ?, command_id = ?, \
-                 rollback_command_id = ?, ordered_at = ?, message = ?, started_at = ?, finished_at = ?, \
-                 database_decided_by = ? WHERE rollout_id = ? AND server_id = ? AND module = ?",
-            ))
-            .bind(s.state)
-            .bind(s.attempts)
-            .bind(s.next_attempt_at)
-            .bind(&s.command_id)
-            .bind(&s.rollback_command_id)
-            .bind(s.ordered_at)
-            .bind(&s.message)
-            .bind(s.started_at)
-            .bind(s.finished_at)
-            .bind(&s.database_decided_by)
-            .bind(id)
-            .bind(&s.server_id)
-            .bind(&s.module)
-            .execute(c)
-            .await
-    .map(|done| done.rows_affected())
-            })?;
+        if !changes.steps.is_empty() {
+            save_steps(&mut tx, id, &changes.steps).await?;
         }
         for (actor, action, detail) in &changes.log {
             log(&mut tx, id, at, actor, action, detail).await?;
@@ -608,3 +563,150 @@ async fn log(
     })?;
     Ok(())
 }
+
+/// A time as JSON, as sqlx writes a `DateTime<Utc>` (read back by either
+/// engine).
+fn time(at: Option<DateTime<Utc>>) -> serde_json::Value {
+    at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+        .into()
+}
+
+/// Writes changed sites in one statement, however many: an upsert of rows
+/// that exist, each found by its key (a pass starting thousands of sites
+/// is one write, not thousands).
+async fn save_sites(tx: &mut Tx, id: i64, sites: &[RolloutSiteRecord]) -> sqlx::Result<()> {
+    let rows = serde_json::Value::Array(
+        sites
+            .iter()
+            .map(|s| {
+                serde_json::json!([
+                    s.site,
+                    s.wave,
+                    s.state.as_str(),
+                    s.message,
+                    time(s.planned_start),
+                    time(s.planned_end),
+                    time(s.notice_sent_at),
+                    s.notice_result,
+                    time(s.started_at),
+                    time(s.finished_at),
+                    s.preflight,
+                    time(s.preflight_at),
+                    s.preflight_override_by
+                ])
+            })
+            .collect(),
+    )
+    .to_string();
+    on_tx!(*tx, |c, d| {
+        sqlx::query(d.pick(
+        concat!(
+            "INSERT INTO rollout_sites (rollout_id, site, wave, state, message, planned_start, planned_end, \
+             notice_sent_at, notice_result, started_at, finished_at, preflight, preflight_at, preflight_override_by) \
+             SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, \
+             j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 10, j.value ->> 11, \
+             j.value ->> 12 FROM json_each(?) j WHERE TRUE ",
+            sites_upserted!()
+        ),
+        concat!(
+            "INSERT INTO rollout_sites (rollout_id, site, wave, state, message, planned_start, planned_end, \
+             notice_sent_at, notice_result, started_at, finished_at, preflight, preflight_at, preflight_override_by) \
+             SELECT ?, j.value ->> 0, (j.value ->> 1)::bigint, j.value ->> 2, j.value ->> 3, \
+             (j.value ->> 4)::timestamptz, (j.value ->> 5)::timestamptz, (j.value ->> 6)::timestamptz, \
+             j.value ->> 7, (j.value ->> 8)::timestamptz, (j.value ->> 9)::timestamptz, j.value ->> 10, \
+             (j.value ->> 11)::timestamptz, j.value ->> 12 FROM json_array_elements(?::json) j ",
+            sites_upserted!()
+        ),
+    ))
+    .bind(id)
+    .bind(&rows)
+    .execute(c)
+    .await
+    .map(|_| ())
+    })
+}
+
+/// What an upsert of a site's row changes: everything a pass may.
+macro_rules! sites_upserted {
+    () => {
+        "ON CONFLICT (rollout_id, site) DO UPDATE SET state = excluded.state, message = excluded.message, \
+         planned_start = excluded.planned_start, planned_end = excluded.planned_end, \
+         notice_sent_at = excluded.notice_sent_at, notice_result = excluded.notice_result, \
+         started_at = excluded.started_at, finished_at = excluded.finished_at, \
+         preflight = excluded.preflight, preflight_at = excluded.preflight_at, \
+         preflight_override_by = excluded.preflight_override_by"
+    };
+}
+use sites_upserted;
+
+/// Writes changed steps in one statement, however many (see
+/// [`save_sites`]).
+async fn save_steps(tx: &mut Tx, id: i64, steps: &[RolloutStepRecord]) -> sqlx::Result<()> {
+    let rows = serde_json::Value::Array(
+        steps
+            .iter()
+            .map(|s| {
+                serde_json::json!([
+                    s.site,
+                    s.server_id,
+                    s.module,
+                    s.layer,
+                    s.from_version,
+                    s.to_version,
+                    s.state.as_str(),
+                    s.attempts,
+                    time(s.next_attempt_at),
+                    s.command_id,
+                    s.rollback_command_id,
+                    time(s.ordered_at),
+                    s.message,
+                    time(s.started_at),
+                    time(s.finished_at),
+                    s.database_decided_by
+                ])
+            })
+            .collect(),
+    )
+    .to_string();
+    on_tx!(*tx, |c, d| {
+        sqlx::query(d.pick(
+        concat!(
+            "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, from_version, to_version, \
+             state, attempts, next_attempt_at, command_id, rollback_command_id, ordered_at, message, \
+             started_at, finished_at, database_decided_by) \
+             SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, \
+             j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 10, j.value ->> 11, \
+             j.value ->> 12, j.value ->> 13, j.value ->> 14, j.value ->> 15 FROM json_each(?) j WHERE TRUE ",
+            steps_upserted!()
+        ),
+        concat!(
+            "INSERT INTO rollout_steps (rollout_id, site, server_id, module, layer, from_version, to_version, \
+             state, attempts, next_attempt_at, command_id, rollback_command_id, ordered_at, message, \
+             started_at, finished_at, database_decided_by) \
+             SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, (j.value ->> 3)::bigint, j.value ->> 4, \
+             j.value ->> 5, j.value ->> 6, (j.value ->> 7)::bigint, (j.value ->> 8)::timestamptz, \
+             j.value ->> 9, j.value ->> 10, (j.value ->> 11)::timestamptz, j.value ->> 12, \
+             (j.value ->> 13)::timestamptz, (j.value ->> 14)::timestamptz, j.value ->> 15 \
+             FROM json_array_elements(?::json) j ",
+            steps_upserted!()
+        ),
+    ))
+    .bind(id)
+    .bind(&rows)
+    .execute(c)
+    .await
+    .map(|_| ())
+    })
+}
+
+/// What an upsert of a step's row changes: everything a pass may.
+macro_rules! steps_upserted {
+    () => {
+        "ON CONFLICT (rollout_id, server_id, module) DO UPDATE SET state = excluded.state, \
+         attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, \
+         command_id = excluded.command_id, rollback_command_id = excluded.rollback_command_id, \
+         ordered_at = excluded.ordered_at, message = excluded.message, started_at = excluded.started_at, \
+         finished_at = excluded.finished_at, database_decided_by = excluded.database_decided_by"
+    };
+}
+use steps_upserted;

@@ -16,7 +16,8 @@ use flotilla_proto::domain::ServerId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{NOTES_CHANNEL, Notifications, RELAY_CHANNEL, REPLY_CHANNEL};
+use crate::db::{Heard, NOTES_CHANNEL, Notifications, RELAY_CHANNEL, REPLY_CHANNEL};
+use crate::enrollment::Enrollment;
 use crate::fleet::relay::{Relay, Relayed};
 use crate::fleet::{Fleet, FleetEvent, OrderError, Reply};
 use crate::rollouts::Rollouts;
@@ -28,11 +29,21 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// 8,000).
 const NOTES_BYTES: usize = 7_000;
 
+/// What the task reaches here on the others' behalf.
+#[derive(Debug, Clone)]
+struct Here {
+    fleet: Arc<Fleet>,
+    rollouts: Rollouts,
+    /// Agents' identities, when agents connect over mutual TLS.
+    enrollment: Option<Arc<Enrollment>>,
+}
+
 /// Joins the other controllers on the database, if it is shared; the task
 /// runs until `stop` is cancelled.
 pub fn start(
     fleet: Arc<Fleet>,
     rollouts: Rollouts,
+    enrollment: Option<Arc<Enrollment>>,
     stop: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !fleet.db.shared() {
@@ -44,15 +55,16 @@ pub fn start(
     tracing::info!(controller = %me, "sharing the database with any other controller on it");
     let (notes, notes_rx) = mpsc::unbounded_channel();
     fleet.join_relay(Relay::new(me, notes));
-    Some(tokio::spawn(run(fleet, rollouts, notes_rx, stop)))
+    let here = Here {
+        fleet,
+        rollouts,
+        enrollment,
+    };
+    Some(tokio::spawn(run(here, notes_rx, stop)))
 }
 
-async fn run(
-    fleet: Arc<Fleet>,
-    rollouts: Rollouts,
-    mut notes: mpsc::UnboundedReceiver<String>,
-    stop: CancellationToken,
-) {
+async fn run(here: Here, mut notes: mpsc::UnboundedReceiver<String>, stop: CancellationToken) {
+    let fleet = &here.fleet;
     let mut listening: Option<Notifications> = None;
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
@@ -65,18 +77,22 @@ async fn run(
         tokio::select! {
             _ = stop.cancelled() => return,
             heard = next(&mut listening) => match heard {
-                Ok((channel, payload)) => heard_of(&fleet, &rollouts, &channel, &payload).await,
+                Ok(Heard::Note(channel, payload)) => heard_of(&here, &channel, &payload).await,
+                Ok(Heard::Reconnected) => {
+                    tracing::warn!("the other controllers' notifications were cut off: catching up");
+                    catch_up(&here).await;
+                }
                 Err(e) => {
                     tracing::warn!("lost the other controllers' notifications: {e}");
                     listening = None;
                     tokio::time::sleep(SWEEP).await;
                 }
             },
-            Some(first) = notes.recv() => send_notes(&fleet, first, &mut notes).await,
+            Some(first) = notes.recv() => send_notes(fleet, first, &mut notes).await,
             _ = sweep.tick() => match fleet.db.relay_waiting().await {
                 Ok(targets) => {
                     for target in targets {
-                        take(&fleet, &rollouts, &target).await;
+                        take(&here, &target).await;
                     }
                 }
                 Err(e) => tracing::warn!("cannot read the relayed requests: {e}"),
@@ -85,20 +101,29 @@ async fn run(
     }
 }
 
+/// What notifications lost while the listener was cut off would have said:
+/// a rollout to drive, what is published, what is revoked. (Relayed
+/// requests are found by the sweep.)
+async fn catch_up(here: &Here) {
+    here.rollouts.wake_here().await;
+    announce(here);
+    reload_revocations(here, None).await;
+}
+
 /// The next notification, or never without a listener.
-async fn next(listening: &mut Option<Notifications>) -> sqlx::Result<(String, String)> {
+async fn next(listening: &mut Option<Notifications>) -> sqlx::Result<Heard> {
     match listening {
         Some(notifications) => notifications.next().await,
         None => std::future::pending().await,
     }
 }
 
-async fn heard_of(fleet: &Arc<Fleet>, rollouts: &Rollouts, channel: &str, payload: &str) {
-    let Some(relay) = fleet.relay() else {
+async fn heard_of(here: &Here, channel: &str, payload: &str) {
+    let Some(relay) = here.fleet.relay() else {
         return;
     };
     match channel {
-        RELAY_CHANNEL => take(fleet, rollouts, payload).await,
+        RELAY_CHANNEL => take(here, payload).await,
         REPLY_CHANNEL => {
             if let Ok(id) = payload.parse() {
                 relay.answered(id);
@@ -110,7 +135,7 @@ async fn heard_of(fleet: &Arc<Fleet>, rollouts: &Rollouts, channel: &str, payloa
                 return;
             }
             for note in lines {
-                changed_elsewhere(fleet, rollouts, note).await;
+                changed_elsewhere(here, note).await;
             }
         }
         _ => {}
@@ -119,7 +144,8 @@ async fn heard_of(fleet: &Arc<Fleet>, rollouts: &Rollouts, channel: &str, payloa
 
 /// A note from another controller: tells live views here, wakes the
 /// engine for a rollout to drive, or tells agents here what is published.
-async fn changed_elsewhere(fleet: &Fleet, rollouts: &Rollouts, note: &str) {
+async fn changed_elsewhere(here: &Here, note: &str) {
+    let (fleet, rollouts) = (&here.fleet, &here.rollouts);
     match note.split_once(':') {
         Some(("s", server)) => {
             if let Ok(server) = ServerId::parse(server) {
@@ -131,19 +157,45 @@ async fn changed_elsewhere(fleet: &Fleet, rollouts: &Rollouts, note: &str) {
                 fleet.changed_elsewhere(FleetEvent::RolloutChanged(id));
             }
         }
+        Some(("v", server)) => reload_revocations(here, Some(server)).await,
         _ if note == "w" => rollouts.wake_here().await,
         // A release was published or withdrawn there.
-        _ if note == "a" => match fleet.announcement().await {
-            Ok(announcement) => fleet.push_here(announcement).await,
-            Err(e) => tracing::warn!("cannot read what is published to tell agents: {e}"),
-        },
+        _ if note == "a" => announce(here),
         _ => {}
     }
 }
 
 /// Takes the requests waiting for `target` if this controller can carry
 /// them out: its server is connected here, or it drives the rollouts.
-async fn take(fleet: &Arc<Fleet>, rollouts: &Rollouts, target: &str) {
+/// Tells agents connected here what is published, without waiting on them.
+fn announce(here: &Here) {
+    let fleet = here.fleet.clone();
+    tokio::spawn(async move {
+        match fleet.announcement().await {
+            Ok(announcement) => fleet.push_here(announcement).await,
+            Err(e) => tracing::warn!("cannot read what is published to tell agents: {e}"),
+        }
+    });
+}
+
+/// Reads what is revoked again and, for a server revoked through another
+/// controller, ends its connection here.
+async fn reload_revocations(here: &Here, revoked: Option<&str>) {
+    let Some(enrollment) = &here.enrollment else {
+        return;
+    };
+    if let Err(e) = enrollment.reload(&here.fleet.db).await {
+        tracing::error!("cannot read what is revoked: {e}");
+    }
+    if let Some(server) = revoked.and_then(|s| ServerId::parse(s).ok()) {
+        here.fleet
+            .end_connection(&server, "revoked through another controller")
+            .await;
+    }
+}
+
+async fn take(here: &Here, target: &str) {
+    let (fleet, rollouts) = (&here.fleet, &here.rollouts);
     let ours = match target.strip_prefix("server:") {
         Some(server) => fleet.is_here(server),
         None => target == "engine" && rollouts.driving(),
@@ -183,6 +235,7 @@ async fn carry_out(fleet: &Fleet, rollouts: &Rollouts, request: &str) -> String 
             serde_json::to_string(&reply).unwrap_or_default()
         }
         Ok(Relayed::Engine { request }) => {
+            tracing::info!("carrying out an operator's action relayed by another controller");
             crate::rollouts::relayed::carry_out(rollouts, &request).await
         }
         Err(e) => {

@@ -67,6 +67,14 @@ impl Enrollment {
         })
     }
 
+    /// Reads what is revoked again (another controller on the database
+    /// revoked a server).
+    pub async fn reload(&self, db: &Database) -> sqlx::Result<()> {
+        let revocations = db.revocations().await?;
+        *self.revoked() = revocations;
+        Ok(())
+    }
+
     pub(crate) fn revoked(&self) -> std::sync::MutexGuard<'_, Revocations> {
         self.revoked.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -189,10 +189,16 @@ pub async fn run(
         tls.as_ref().map(|identity| identity.ca_pem.clone()),
         stop.clone(),
     );
-    // With other controllers on the same database: what they relay here.
-    let cluster = cluster::start(fleet.clone(), rollouts.clone(), stop.clone());
-
     let enrollment = enrollment(&fleet, tls.as_ref(), agent_ca, agent_certificate_lifetime).await?;
+    // With other controllers on the same database: what they relay here.
+    let cluster = cluster::start(
+        fleet.clone(),
+        rollouts.clone(),
+        enrollment
+            .as_ref()
+            .map(|(enrollment, _)| enrollment.clone()),
+        stop.clone(),
+    );
     let grpc_task = tokio::spawn(grpc::serve(
         grpc,
         fleet.clone(),

@@ -143,8 +143,8 @@ struct ServeArgs {
     /// `sqlite:PATH`), or a PostgreSQL database (`postgres://user@host/db`,
     /// the password in `PGPASSWORD` or the URL) for large fleets and several
     /// controllers.
-    #[arg(long, env = "FLOTILLA_DB", default_value_t = Location::Sqlite(default_database()), hide_default_value = true)]
-    db: Location,
+    #[arg(long, env = "FLOTILLA_DB", hide_env_values = true)]
+    db: Option<String>,
     /// Where package files are stored; defaults to a `packages` folder
     /// beside a SQLite database (required with PostgreSQL).
     #[arg(long, env = "FLOTILLA_PACKAGES")]
@@ -292,6 +292,17 @@ fn gethostname() -> Option<String> {
     valid.then_some(host)
 }
 
+impl ServeArgs {
+    /// The database `--db` names (read here, not by clap, whose errors
+    /// would show a PostgreSQL URL whole, password included).
+    fn location(&self) -> anyhow::Result<Location> {
+        match &self.db {
+            None => Ok(Location::Sqlite(default_database())),
+            Some(text) => text.parse().map_err(|e| anyhow::anyhow!("--db: {e}")),
+        }
+    }
+}
+
 /// The folder `name` beside a SQLite database, the default of the option
 /// `flag`; a PostgreSQL database has no "beside", so the option is needed.
 fn beside_database(db: &Location, name: &str, flag: &str) -> anyhow::Result<PathBuf> {
@@ -395,10 +406,19 @@ fn manage_service(
         .skip(1)
         .take_while(|arg| arg != "service")
         .collect();
-    let mut paths: Vec<PathBuf> = match &serve.db {
-        Location::Sqlite(path) => vec![path.clone()],
-        Location::Postgres(_) => Vec::new(),
+    let db = serve.location()?;
+    // A password in the command line would be in the unit or the service's
+    // registry entry, readable by anyone who can list services.
+    if action == service::Action::Install && db.has_password() {
+        anyhow::bail!(
+            "--db {db} carries a password: a service's command line is readable by others; give the password in PGPASSWORD or a .pgpass file of the service's account instead"
+        );
+    }
+    let database_file = match &db {
+        Location::Sqlite(path) => Some(path.clone()),
+        Location::Postgres(_) => None,
     };
+    let mut paths: Vec<PathBuf> = database_file.iter().cloned().collect();
     paths.extend(serve.packages.clone());
     paths.extend(serve.tls.tls_dir.clone());
     if action == service::Action::Install
@@ -425,14 +445,13 @@ fn manage_service(
         description: "The Flotilla fleet controller: the agents' endpoint, the fleet database, the dashboard and the REST API.",
         executable: std::env::current_exe()?,
         arguments,
-        // The database's folder holds its journal, and by default the
+        // A SQLite database's folder holds its journal, and by default the
         // packages and TLS folders.
         unit_extra: unit_hardening(
             &paths
                 .iter()
-                .enumerate()
-                .map(|(i, p)| match (i, p.parent()) {
-                    (0, Some(folder)) => folder.to_path_buf(),
+                .map(|p| match (&database_file, p.parent()) {
+                    (Some(file), Some(folder)) if file == p => folder.to_path_buf(),
                     _ => p.clone(),
                 })
                 .collect::<Vec<_>>(),
@@ -486,7 +505,9 @@ SystemCallArchitectures=native
 #[cfg(windows)]
 fn run_as_service(args: ServeArgs) -> anyhow::Result<()> {
     service::windows::run(SERVICE_NAME, move |scm| {
-        let logs = beside_database(&args.db, "logs", "")
+        let logs = args
+            .location()
+            .and_then(|db| beside_database(&db, "logs", ""))
             .unwrap_or_else(|_| default_database().with_file_name("logs"));
         let _flush = flotilla_proto::logging::to_files(&logs, SERVICE_NAME);
         let ready = scm.clone();
@@ -617,11 +638,12 @@ async fn serve(
         args.heartbeat_timeout_ms,
         args.heartbeat_interval_ms
     );
+    let location = args.location()?;
     let packages_dir = match &args.packages {
         Some(dir) => dir.clone(),
-        None => beside_database(&args.db, "packages", "--packages")?,
+        None => beside_database(&location, "packages", "--packages")?,
     };
-    let db = Database::connect(&args.db).await?;
+    let db = Database::connect(&location).await?;
     let packages = flotilla_controller::releases::PackageStore::open(packages_dir.clone())
         .with_context(|| format!("cannot open the package store {}", packages_dir.display()))?;
     let grpc = TcpListener::bind(args.grpc_listen)
@@ -630,7 +652,7 @@ async fn serve(
     let http = TcpListener::bind(args.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} for the dashboard", args.http_listen))?;
-    let (tls, agent_ca) = args.tls.identity(&args.db)?.unzip();
+    let (tls, agent_ca) = args.tls.identity(&location)?.unzip();
     if let Some(password) = flotilla_controller::auth::first_admin(&db).await? {
         println!(
             "flotilla-controller first start: account \"admin\", password {password} (shown this once: keep it, then make each operator an account)"
@@ -644,7 +666,7 @@ async fn serve(
             .with_context(|| format!("--admin-token-file {}", file.display()))?;
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(database = %args.db, "controller starting");
+    tracing::info!(database = %location, "controller starting");
     if let Some(identity) = &tls {
         println!(
             "flotilla-controller CA fingerprint: {}",

@@ -64,8 +64,20 @@ async fn postgres_columns(url: &str) -> (Columns, i64) {
     let columns = rows
         .into_iter()
         .map(|(table, column, declared, nullable)| {
-            // Stored as text and integers on SQLite.
-            let kind = match kind(&declared) {
+            // Times and flags are text and integers on SQLite; which
+            // columns are which is told by their names.
+            let kind = kind(&declared);
+            let named = if column.ends_with("_at")
+                || ["planned_start", "planned_end", "not_after"].contains(&column.as_str())
+            {
+                "time"
+            } else if ["online", "rolled_back"].contains(&column.as_str()) {
+                "flag"
+            } else {
+                kind
+            };
+            assert_eq!(kind, named, "{table}.{column} is {declared} on PostgreSQL");
+            let kind = match kind {
                 "time" => "text",
                 "flag" => "integer",
                 other => other,

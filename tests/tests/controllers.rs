@@ -217,6 +217,17 @@ async fn two_controllers_share_a_rollout_and_the_survivor_finishes_it_when_the_d
     .await;
     assert_eq!(status, 200, "resume: {body}");
     wait_for_rollout(&driver, id, "running", |r| r["state"] == "running").await;
+    // The driver applied both, not the controller they were asked of.
+    let relayed = "carrying out an operator's action relayed by another controller";
+    wait_until(
+        "the driver's log tells both actions it carried out",
+        async || {
+            let log = log_of(&driver);
+            (log.matches(relayed).count() == 2).then_some(()).ok_or(log)
+        },
+    )
+    .await;
+    assert!(!log_of(&other).contains(relayed), "{}", log_of(&other));
 
     // The driver dies mid-install: the other takes over, the driver's
     // agents move to it, and the rollout ends as if nothing happened.

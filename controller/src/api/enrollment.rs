@@ -318,6 +318,11 @@ pub async fn revoke(
         .fleet
         .end_connection(&server, &format!("revoked by {}", caller.name))
         .await;
+    // Controllers sharing the database refuse it too, and end its
+    // connection if it is theirs.
+    if let Some(relay) = state.fleet.relay() {
+        relay.note(format!("v:{server}"));
+    }
     tracing::warn!(by = %caller.name, %server, disconnected, "server revoked");
     Ok(Json(Revoked {
         server: server.to_string(),

@@ -4,7 +4,6 @@
 //! for the driver), and PostgreSQL's notifications that wake them. A
 //! SQLite database belongs to one controller: none of this is used there.
 
-use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgListener};
 
@@ -88,15 +87,26 @@ pub struct RelayState {
 #[derive(Debug)]
 pub struct Notifications(PgListener);
 
+/// What a listener heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// A notification: its channel and payload.
+    Note(String, String),
+    /// The connection was lost and made again: what was sent meanwhile is
+    /// lost, and must be caught up with.
+    Reconnected,
+}
+
 impl Notifications {
-    /// The next notification: its channel and payload. Notifications sent
-    /// while the connection was lost are lost too (sqlx reconnects).
-    pub async fn next(&mut self) -> sqlx::Result<(String, String)> {
-        let notification = self.0.recv().await?;
-        Ok((
-            notification.channel().to_owned(),
-            notification.payload().to_owned(),
-        ))
+    /// The next notification, or word that some may have been lost.
+    pub async fn next(&mut self) -> sqlx::Result<Heard> {
+        Ok(match self.0.try_recv().await? {
+            Some(notification) => Heard::Note(
+                notification.channel().to_owned(),
+                notification.payload().to_owned(),
+            ),
+            None => Heard::Reconnected,
+        })
     }
 }
 
@@ -137,7 +147,7 @@ impl Database {
         &self,
         target: &str,
         request: &str,
-        expires_at: DateTime<Utc>,
+        patience: std::time::Duration,
         server: Option<&str>,
     ) -> sqlx::Result<Option<i64>> {
         let Pool::Postgres(pool) = &self.pool else {
@@ -146,13 +156,13 @@ impl Database {
         let mut tx = pool.begin().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO relay (target, request, created_at, expires_at) \
-             SELECT $1, $2, now(), $3 \
+             SELECT $1, $2, now(), now() + $3 * interval '1 millisecond' \
              WHERE $4::text IS NULL OR EXISTS (SELECT 1 FROM servers WHERE id = $4 AND online) \
              RETURNING id",
         )
         .bind(target)
         .bind(request)
-        .bind(expires_at)
+        .bind(i64::try_from(patience.as_millis()).unwrap_or(i64::MAX))
         .bind(server)
         .fetch_optional(&mut *tx)
         .await?;
@@ -190,6 +200,20 @@ impl Database {
             .execute(pool)
             .await?;
         Ok(())
+    }
+
+    /// Withdraws a request nobody took; `false` when one took it meanwhile
+    /// (its answer is still to come).
+    pub async fn relay_withdraw(&self, id: i64) -> sqlx::Result<bool> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Err(alone());
+        };
+        let withdrawn: Option<i64> =
+            sqlx::query_scalar("DELETE FROM relay WHERE id = $1 AND taken_by IS NULL RETURNING id")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        Ok(withdrawn.is_some())
     }
 
     /// Takes the waiting requests for `target` for controller `me`: each

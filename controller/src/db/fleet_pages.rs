@@ -252,7 +252,8 @@ impl Database {
     pub async fn version_counts(&self) -> sqlx::Result<Vec<VersionCount>> {
         on_pool!(self.pool, |c, d| sqlx::query_as(d.sql(
             "SELECT name AS module, installed_version AS version, COUNT(*) AS servers \
-             FROM modules GROUP BY name, installed_version ORDER BY name, installed_version",
+             FROM modules GROUP BY name, installed_version \
+             ORDER BY name, installed_version IS NOT NULL, installed_version",
         ))
         .fetch_all(c)
         .await)

@@ -74,7 +74,9 @@ mod releases;
 mod rollouts;
 mod servers;
 pub use audit::{AuditFilter, AuditRecord};
-pub use cluster::{Driver, NOTES_CHANNEL, Notifications, RELAY_CHANNEL, REPLY_CHANNEL, RelayState};
+pub use cluster::{
+    Driver, Heard, NOTES_CHANNEL, Notifications, RELAY_CHANNEL, REPLY_CHANNEL, RelayState,
+};
 pub use enrollments::{CertificateRecord, EnrollmentRecord, Revocations, TokenRefusal};
 pub use fleet_pages::{Cursor, FleetCounts, ServerFilter, ServerState, VersionCount};
 pub use installs::{InstallEventRecord, InstallRecord};
@@ -119,6 +121,25 @@ impl std::str::FromStr for Location {
             return Err("give a SQLite file's path or a postgres:// URL".to_owned());
         }
         Ok(Location::Sqlite(PathBuf::from(path)))
+    }
+}
+
+impl Location {
+    /// Whether a PostgreSQL URL carries a password itself (rather than
+    /// `PGPASSWORD` or a `.pgpass` file).
+    pub fn has_password(&self) -> bool {
+        let Location::Postgres(url) = self else {
+            return false;
+        };
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let in_credentials = authority
+            .rsplit_once('@')
+            .is_some_and(|(credentials, _)| credentials.contains(':'));
+        let in_query = rest
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|p| p.starts_with("password=")));
+        in_credentials || in_query
     }
 }
 
@@ -377,6 +398,19 @@ impl Database {
         })
     }
 
+    /// A transaction that reads one snapshot: every statement in it sees
+    /// the same rows (SQLite's transactions do; PostgreSQL's default does
+    /// not).
+    pub(crate) async fn snapshot(&self) -> sqlx::Result<Tx> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Pool::Postgres(pool) => Tx::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?,
+            ),
+        })
+    }
+
     /// A transaction that writes alone: a check and the writes it allows
     /// cannot interleave with another such transaction's (SQLite's
     /// `BEGIN IMMEDIATE`; on PostgreSQL, an advisory lock held until it
@@ -426,6 +460,11 @@ mod dialect_tests {
                 .parse()
                 .unwrap();
         let shown = format!("{location} {location:?}");
+        assert!(location.has_password());
+        let without: Location = "postgres://flotilla@db/fleet?sslmode=require"
+            .parse()
+            .unwrap();
+        assert!(!without.has_password());
         assert!(
             !shown.contains("s3cret") && !shown.contains("password=x"),
             "{shown}"

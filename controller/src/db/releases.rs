@@ -248,8 +248,8 @@ impl Database {
         if done > 0 {
             return Ok(Some(true));
         }
-        let exists: Option<i64> = on_pool!(self.pool, |c, d| sqlx::query_scalar(
-            d.sql("SELECT 1 FROM releases WHERE version = ?")
+        let exists: Option<String> = on_pool!(self.pool, |c, d| sqlx::query_scalar(
+            d.sql("SELECT version FROM releases WHERE version = ?")
         )
         .bind(version)
         .fetch_optional(c)

@@ -318,7 +318,7 @@ impl Database {
             Vec<RolloutLogRecord>,
         )>,
     > {
-        let mut tx = self.begin().await?;
+        let mut tx = self.snapshot().await?;
         let Some((rollout, sites, steps)) = read_rollout(&mut tx, id).await? else {
             return Ok(None);
         };
@@ -337,7 +337,7 @@ impl Database {
     /// A rollout with its sites (by wave, then name) and steps: what the
     /// engine decides from, without the log; one snapshot.
     pub async fn rollout_state(&self, id: i64) -> sqlx::Result<Option<RolloutRows>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.snapshot().await?;
         let state = read_rollout(&mut tx, id).await?;
         tx.commit().await?;
         Ok(state)

@@ -449,7 +449,7 @@ impl Database {
         reads: &ServerReads,
         parameter: Option<&str>,
     ) -> sqlx::Result<Vec<ServerRecord>> {
-        let mut conn = self.begin().await?;
+        let mut conn = self.snapshot().await?;
         let rows: Vec<ServerRow> = read(&mut conn, reads.servers, parameter).await?;
         if rows.is_empty() {
             return Ok(Vec::new());

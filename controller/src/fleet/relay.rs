@@ -46,6 +46,38 @@ pub enum Unanswered {
 /// How long a request may wait for a controller to take it.
 const TAKEN_WITHIN: Duration = Duration::from_secs(3);
 
+/// How much longer than the controller carrying a request out the sender
+/// waits: the answer's way back.
+const WAY_BACK: Duration = Duration::from_secs(5);
+
+/// A sender's place in [`Relay`]'s waiting list, left when it is dropped
+/// (answered, given up, or its own caller gone).
+struct Waiting<'a> {
+    relay: &'a Relay,
+    id: i64,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(relay: &'a Relay, id: i64, woken: Arc<Notify>) -> Self {
+        relay
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, woken);
+        Waiting { relay, id }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.relay
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
 /// The relay's state in this controller: who waits for which answer, and
 /// the notes to send.
 #[derive(Debug)]
@@ -86,7 +118,8 @@ impl Relay {
     }
 
     /// Sends `request` to `target` (`server:<id>`, which must be online, or
-    /// `engine`) and waits up to `patience` for its answer.
+    /// `engine`) and waits for its answer: as long as `patience` (what the
+    /// controller carrying it out waits) and a little more for the way back.
     pub async fn request(
         &self,
         db: &Database,
@@ -98,23 +131,14 @@ impl Relay {
         let database = |e: sqlx::Error| Unanswered::Database(e.to_string());
         let body =
             serde_json::to_string(request).map_err(|e| Unanswered::Database(e.to_string()))?;
-        let expires = chrono::Utc::now()
-            + chrono::Duration::from_std(patience).unwrap_or(chrono::Duration::MAX);
         let id = db
-            .relay_send(target, &body, expires, server)
+            .relay_send(target, &body, patience, server)
             .await
             .map_err(database)?
             .ok_or(Unanswered::NotTaken)?;
         let woken = Arc::new(Notify::new());
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, woken.clone());
-        let answer = self.wait(db, id, &woken, patience).await;
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let _waiting = Waiting::new(self, id, woken.clone());
+        let answer = self.wait(db, id, &woken, patience + WAY_BACK).await;
         if let Err(e) = db.relay_forget(id).await {
             tracing::warn!(relay = id, "cannot forget a relayed request: {e}");
         }
@@ -122,7 +146,8 @@ impl Relay {
     }
 
     /// Waits for request `id`'s answer: woken by its notification, or
-    /// reading it each second should a notification be lost.
+    /// reading it each second should a notification be lost; read once more
+    /// at the deadline.
     async fn wait(
         &self,
         db: &Database,
@@ -133,11 +158,11 @@ impl Relay {
         let started = tokio::time::Instant::now();
         let deadline = started + patience;
         loop {
-            tokio::select! {
-                _ = woken.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = tokio::time::sleep_until(deadline) => return Err(Unanswered::NoAnswer),
-            }
+            let last = tokio::select! {
+                _ = woken.notified() => false,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                _ = tokio::time::sleep_until(deadline) => true,
+            };
             let state = db
                 .relay_state(id)
                 .await
@@ -147,8 +172,17 @@ impl Relay {
                     return Ok(state.reply.unwrap_or_default());
                 }
                 Some(state) if state.taken_by.is_none() && started.elapsed() > TAKEN_WITHIN => {
-                    return Err(Unanswered::NotTaken);
+                    // Withdrawn unless a controller took it meanwhile: then
+                    // its answer is awaited.
+                    if db
+                        .relay_withdraw(id)
+                        .await
+                        .map_err(|e| Unanswered::Database(e.to_string()))?
+                    {
+                        return Err(Unanswered::NotTaken);
+                    }
                 }
+                Some(_) | None if last => return Err(Unanswered::NoAnswer),
                 Some(_) => {}
                 None => return Err(Unanswered::NoAnswer),
             }

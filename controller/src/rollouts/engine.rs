@@ -34,6 +34,10 @@ pub use super::decide::{Action, ENGINE};
 /// With no active rollout it does not look at all.
 const TICK: StdDuration = StdDuration::from_millis(500);
 
+/// How often an idle engine looks for rollouts when other controllers
+/// share the database.
+const IDLE_LOOK: StdDuration = StdDuration::from_secs(2);
+
 /// The least time between two passes that something woke: a burst of
 /// fleet changes (a wave of installs ending, agents reconnecting) or of
 /// orders' outcomes is one pass, not one each.
@@ -149,9 +153,15 @@ impl Rollouts {
     pub async fn act(&self, id: i64, action: Action, actor: &str) -> Result<(), ActionError> {
         if let Some(relay) = self.fleet.relay()
             && !self.driving()
-            && let Some(done) = super::relayed::act(relay, &self.fleet.db, id, &action, actor).await
         {
-            return done;
+            if let Some(done) = super::relayed::act(relay, &self.fleet.db, id, &action, actor).await
+            {
+                return done;
+            }
+            tracing::info!(
+                rollout = id,
+                "no controller drives the rollouts: acting here"
+            );
         }
         self.act_here(id, action, actor).await
     }
@@ -300,7 +310,13 @@ impl Engine {
                         self.active = true;
                     }
                     last_pass = Instant::now();
-                    due = self.active.then(|| last_pass + TICK);
+                    due = match (self.active, self.fleet.db.shared()) {
+                        (true, _) => Some(last_pass + TICK),
+                        // Another controller's new rollout is told by a
+                        // notification, which a lost connection loses: look.
+                        (false, true) => Some(last_pass + IDLE_LOOK),
+                        (false, false) => None,
+                    };
                 }
             }
         }
@@ -608,6 +624,11 @@ impl Engine {
     }
 
     async fn ordered_in(&mut self, id: i64, answers: &[Box<Answer>]) -> sqlx::Result<()> {
+        // Another controller took over the rollouts: it reads what became
+        // of the orders from the installs.
+        if self.fleet.db.shared() && !self.drive().await {
+            return Ok(());
+        }
         let Some(rows) = self.fleet.db.rollout_state(id).await? else {
             return Ok(());
         };
@@ -669,6 +690,9 @@ impl Engine {
     }
 
     async fn noticed(&mut self, id: i64, site: &str, result: &str) -> sqlx::Result<()> {
+        if self.fleet.db.shared() && !self.drive().await {
+            return Ok(());
+        }
         let Some(rows) = self.fleet.db.rollout_state(id).await? else {
             return Ok(());
         };
@@ -679,6 +703,15 @@ impl Engine {
     }
 
     async fn act(&mut self, id: i64, action: Action, actor: &str) -> Result<(), ActionError> {
+        // Only the driver writes rollout rows; it is asked first
+        // (`Rollouts::act`), and this controller may take the lock if
+        // nobody holds it.
+        if self.fleet.db.shared() && !self.drive().await {
+            return Err(ActionError::Conflict(
+                "another controller drives the rollouts and did not take the action; try again"
+                    .into(),
+            ));
+        }
         let rows = self
             .fleet
             .db

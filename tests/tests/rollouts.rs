@@ -1409,13 +1409,14 @@ async fn a_withdrawn_release_is_dropped_by_agents_and_the_next_newest_rolls_out(
         }
     })
     .await;
-    assert!(
-        agent
-            .log()
-            .contains("removed a package whose release was withdrawn"),
-        "{}",
-        agent.log()
-    );
+    // The agent says so just after removing it.
+    wait_until("the agent's log saying why it removed it", async || {
+        let log = agent.log();
+        log.contains("removed a package whose release was withdrawn")
+            .then_some(())
+            .ok_or(log)
+    })
+    .await;
 
     // No rollout of the withdrawn release; the next newest rolls out.
     let (status, refused) = post(

@@ -134,7 +134,7 @@ pub async fn create(
             }
         }
     }
-    let servers = db.servers(None).await?;
+    let servers = db.rollout_servers(None).await?;
     let estimates = Estimates::new(
         &db.estimates().await?,
         crate::rollouts::strategy::seconds(new.strategy.default_install_seconds),

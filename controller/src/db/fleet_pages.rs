@@ -208,7 +208,7 @@ impl Database {
         let ids =
             serde_json::Value::from(keys.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>())
                 .to_string();
-        let servers = self.read_servers(&IDS, Some(&ids)).await?;
+        let servers = self.read_servers(&IDS, Some(&ids), true).await?;
         Ok((servers, next))
     }
 

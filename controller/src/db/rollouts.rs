@@ -373,8 +373,10 @@ impl Database {
         if !changes.steps.is_empty() {
             save_steps(&mut tx, id, &changes.steps).await?;
         }
-        for (actor, action, detail) in &changes.log {
-            log(&mut tx, id, at, actor, action, detail).await?;
+        match changes.log.as_slice() {
+            [] => {}
+            [(actor, action, detail)] => log(&mut tx, id, at, actor, action, detail).await?,
+            lines => log_lines(&mut tx, id, at, lines).await?,
         }
         tx.commit().await
     }
@@ -536,6 +538,40 @@ async fn read_rollout(tx: &mut Tx, id: i64) -> sqlx::Result<Option<RolloutRows>>
     .await
     })?;
     Ok(Some((rollout, sites, steps)))
+}
+
+/// Several lines of a rollout's log in one statement, numbered in order
+/// after its last (a pass ordering thousands of installs logs each).
+async fn log_lines(
+    tx: &mut Tx,
+    id: i64,
+    at: DateTime<Utc>,
+    lines: &[(String, String, String)],
+) -> sqlx::Result<()> {
+    let lines = serde_json::Value::from(
+        lines
+            .iter()
+            .map(|(actor, action, detail)| serde_json::json!([actor, action, detail]))
+            .collect::<Vec<_>>(),
+    )
+    .to_string();
+    on_tx!(*tx, |c, d| {
+        sqlx::query(d.pick(
+        "INSERT INTO rollout_log (rollout_id, seq, at, actor, action, detail) \
+         SELECT ?1, (SELECT COALESCE(MAX(seq), 0) FROM rollout_log WHERE rollout_id = ?1) + j.key + 1, ?2, \
+                j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?3) j",
+        "INSERT INTO rollout_log (rollout_id, seq, at, actor, action, detail) \
+         SELECT ?1, (SELECT COALESCE(MAX(seq), 0) FROM rollout_log WHERE rollout_id = ?1) + j.n, ?2, \
+                j.value ->> 0, j.value ->> 1, j.value ->> 2 \
+         FROM json_array_elements(?3::json) WITH ORDINALITY AS j(value, n)",
+    ))
+    .bind(id)
+    .bind(at)
+    .bind(&lines)
+    .execute(c)
+    .await
+    .map(|_| ())
+    })
 }
 
 async fn log(

@@ -657,3 +657,66 @@ async fn the_fleet_is_counted_by_state_from_each_servers_latest_installs() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].id, "acme-web-01");
 }
+
+#[tokio::test]
+async fn a_passs_changes_are_written_whole_in_one_statement_each_and_its_log_in_order() {
+    use crate::states::{SiteState, StepState};
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    insert_rollout(db.sqlite(), "running", "waiting", "pending")
+        .await
+        .unwrap();
+    let (_, mut sites, mut steps) = db.rollout_state(1).await.unwrap().unwrap();
+    let at = Utc::now();
+    sites[0].state = SiteState::Running;
+    sites[0].started_at = Some(at);
+    sites[0].planned_end = Some(at + Duration::minutes(30));
+    sites[0].preflight = Some("{}".to_owned());
+    steps[0].state = StepState::Starting;
+    steps[0].attempts = 1;
+    steps[0].command_id = Some("rollout-1-acme-web-ecommerce".to_owned());
+    steps[0].ordered_at = Some(at);
+    steps[0].message = Some("ordered".to_owned());
+    let line = |n: u32| ("flotilla".to_owned(), format!("step {n}"), String::new());
+    let changes = super::RolloutChanges {
+        rollout: None,
+        sites: sites.clone(),
+        steps: steps.clone(),
+        log: vec![line(1), line(2), line(3)],
+    };
+    db.save_rollout(1, at, &changes).await.unwrap();
+    let (_, read_sites, read_steps, log) = db.rollout(1).await.unwrap().unwrap();
+    assert_eq!(read_sites, sites);
+    assert_eq!(read_steps, steps);
+    // What SQL compares as text reads as the time it was.
+    let started: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM rollout_sites WHERE started_at = ? AND planned_end > ?")
+            .bind(at)
+            .bind(at)
+            .fetch_optional(db.sqlite())
+            .await
+            .unwrap();
+    assert!(started.is_some());
+
+    // A second pass's lines follow the first's, one line alone too.
+    let more = super::RolloutChanges {
+        log: vec![line(4), line(5)],
+        ..Default::default()
+    };
+    db.save_rollout(1, at, &more).await.unwrap();
+    let one = super::RolloutChanges {
+        log: vec![line(6)],
+        ..Default::default()
+    };
+    db.save_rollout(1, at, &one).await.unwrap();
+    let first: Vec<i64> = log.iter().map(|l| l.seq).collect();
+    assert_eq!(first, vec![1, 2, 3]);
+    let log = db.rollout(1).await.unwrap().unwrap().3;
+    let numbered: Vec<(i64, String)> = log.into_iter().map(|l| (l.seq, l.action)).collect();
+    assert_eq!(
+        numbered,
+        (1..=6)
+            .map(|n| (n, format!("step {n}")))
+            .collect::<Vec<_>>()
+    );
+}

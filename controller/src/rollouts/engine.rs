@@ -390,7 +390,7 @@ impl Engine {
             .flat_map(|(_, sites, _)| sites.iter().map(|site| site.site.as_str()))
             .collect();
         let servers = db
-            .servers_with_ids(&servers.into_iter().collect::<Vec<_>>())
+            .rollout_servers(Some(&servers.into_iter().collect::<Vec<_>>()))
             .await?
             .into_iter()
             .map(|s| (s.id.clone(), s))

@@ -179,6 +179,17 @@ pub async fn wait_for_downloads(
 /// returns the status and body.
 pub async fn post(controller: &Controller, path: &str, body: &Value, actor: &str) -> (u16, Value) {
     let token = controller.token_for(actor, "operator").await;
+    post_with(controller, path, body, &token).await
+}
+
+/// POSTs JSON to the controller with an operator's `token`; returns the
+/// status and body.
+pub async fn post_with(
+    controller: &Controller,
+    path: &str,
+    body: &Value,
+    token: &str,
+) -> (u16, Value) {
     let response = crate::http()
         .post(format!("{}{path}", controller.http_url))
         .bearer_auth(token)

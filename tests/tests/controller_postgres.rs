@@ -162,24 +162,17 @@ async fn a_postgres_password_never_reaches_what_the_controller_prints() {
 
     // Refused: the error names the database, not the password.
     let missing = with_password.replace("/fleet", "/no_such_fleet");
-    let output = tokio::process::Command::new(flotilla_tests::binary("flotilla-controller"))
-        .args(["--db", &missing])
-        .args(common)
-        .args([
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let listen = [
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ];
+    let mut args = vec!["--db", missing.as_str()];
+    args.extend(common);
+    args.extend(listen);
+    let (ok, said) = flotilla_tests::controller_cli(&args).await;
+    assert!(!ok);
     assert!(
         said.contains("cannot open the controller database postgres://flotilla:***@127.0.0.1")
             && said.contains("no_such_fleet"),
@@ -188,19 +181,10 @@ async fn a_postgres_password_never_reaches_what_the_controller_prints() {
     assert!(!said.contains(secret), "{said}");
 
     // With no packages folder given there is nothing to put it beside.
-    let output = tokio::process::Command::new(flotilla_tests::binary("flotilla-controller"))
-        .args(["--db", &url, "--tls-dir", tls.to_str().unwrap()])
-        .args([
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let said = String::from_utf8_lossy(&output.stderr);
+    let mut args = vec!["--db", url.as_str(), "--tls-dir", tls.to_str().unwrap()];
+    args.extend(listen);
+    let (ok, said) = flotilla_tests::controller_cli(&args).await;
+    assert!(!ok);
     assert!(
         said.contains("with a PostgreSQL database, give --packages"),
         "{said}"

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use flotilla_tests::postgres::Postgres;
 use flotilla_tests::sites::{
-    Publisher, ServerSpec, hook, launch_server_on, site, steps, wait_for_downloads,
-    wait_for_rollout,
+    Publisher, ServerSpec, hook, launch_server_on, post_with as post, site, steps,
+    wait_for_downloads, wait_for_rollout,
 };
 use flotilla_tests::{Agent, Controller, module, wait_until};
 use serde_json::json;
@@ -58,25 +58,6 @@ async fn controller(dir: &Path, url: &str, packages: &Path) -> Controller {
         ],
     )
     .await
-}
-
-/// POSTs JSON to `controller` with an operator's `token` (made on either:
-/// tokens live in the shared database); the status and body.
-async fn post(
-    controller: &Controller,
-    path: &str,
-    body: &serde_json::Value,
-    token: &str,
-) -> (u16, serde_json::Value) {
-    let response = flotilla_tests::http()
-        .post(format!("{}{path}", controller.http_url))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
 }
 
 fn log_of(controller: &Controller) -> String {

@@ -90,8 +90,6 @@ pub struct Controller {
     pub http: TcpListener,
 }
 
-/// Serves the agents' gRPC endpoint and the dashboard and REST API until
-/// `shutdown` resolves: over TLS, unless `settings.tls` is `None`.
 /// The open-files limit below which the controller warns at start: room
 /// for 20,000 agents.
 const OPEN_FILES_WANTED: u64 = 20_480;
@@ -114,6 +112,35 @@ fn parse_open_files(limits: &str) -> Option<u64> {
     }
 }
 
+/// What a starting controller says and sets right before it serves: the
+/// open-files limit, plain text, and servers left online by its last run.
+async fn starting(db: &Database, tls: bool) -> anyhow::Result<()> {
+    // Each agent holds a connection, and each connection a file.
+    if let Some(limit) = open_files_limit().filter(|&l| l < OPEN_FILES_WANTED) {
+        tracing::warn!(
+            limit,
+            "the open-files limit is {limit}: about that many agents can connect at once, and beyond it new connections fail; raise it (LimitNOFILE= in the service's unit, `ulimit -n` by hand)"
+        );
+    }
+    if !tls {
+        tracing::warn!(
+            "--insecure-plaintext: agents, the dashboard and the API are served in plain text; anyone on the network can read and change what they say"
+        );
+    }
+    // Alone on its database, a starting controller has no agent yet. With
+    // others on it, their agents are connected: those of a controller that
+    // died are found silent by the check (`Fleet::reconcile`).
+    if !db.shared() {
+        let offline = db.mark_all_offline("the controller restarted").await?;
+        if offline > 0 {
+            tracing::info!("{offline} servers marked offline until their agents reconnect");
+        }
+    }
+    Ok(())
+}
+
+/// Serves the agents' gRPC endpoint and the dashboard and REST API until
+/// `shutdown` resolves: over TLS, unless `settings.tls` is `None`.
 pub async fn run(
     controller: Controller,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -136,22 +163,7 @@ pub async fn run(
         agent_ca,
         agent_certificate_lifetime,
     } = settings;
-    // Each agent holds a connection, and each connection a file.
-    if let Some(limit) = open_files_limit().filter(|&l| l < OPEN_FILES_WANTED) {
-        tracing::warn!(
-            limit,
-            "the open-files limit is {limit}: about that many agents can connect at once, and beyond it new connections fail; raise it (LimitNOFILE= in the service's unit, `ulimit -n` by hand)"
-        );
-    }
-    // Alone on its database, a starting controller has no agent yet. With
-    // others on it, their agents are connected: those of a controller that
-    // died are found silent by the check (`Fleet::reconcile`).
-    if !db.shared() {
-        let offline = db.mark_all_offline("the controller restarted").await?;
-        if offline > 0 {
-            tracing::info!("{offline} servers marked offline until their agents reconnect");
-        }
-    }
+    starting(&db, tls.is_some()).await?;
     let public_url = match public_url {
         Some(url) => url,
         None => {
@@ -159,11 +171,6 @@ pub async fn run(
             format!("{scheme}://{}", http.local_addr()?)
         }
     };
-    if tls.is_none() {
-        tracing::warn!(
-            "--insecure-plaintext: agents, the dashboard and the API are served in plain text; anyone on the network can read and change what they say"
-        );
-    }
     // The public URL's host is one of ours, for the dashboard and packages.
     if let Some(host) = public_url
         .split_once("://")

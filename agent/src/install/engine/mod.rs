@@ -478,7 +478,7 @@ impl Run<'_, '_> {
         self.set_aside(plan, journal, package, &page).await?;
         self.hook(Phase::PostBackup, plan).await?;
         self.hook(Phase::PreInstall, plan).await?;
-        self.swap_in(plan, journal)?;
+        self.swap_in(plan, journal).await?;
         self.hook(Phase::PostInstall, plan).await?;
 
         self.phase = None;
@@ -619,8 +619,10 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    /// Puts the new version in place by a rename.
-    fn swap_in(&mut self, plan: &Plan, journal: &mut Journal) -> StepResult<()> {
+    /// Puts the new version in place by a rename, tried again within the
+    /// lock budget while something holds the staged folder (on Windows a
+    /// scanner or an antivirus reading the files just written).
+    async fn swap_in(&mut self, plan: &Plan, journal: &mut Journal) -> StepResult<()> {
         self.phase = None;
         self.step = "putting the new version in place";
         record(journal, Step::SwapIn)?;
@@ -630,8 +632,24 @@ impl Run<'_, '_> {
                 .map_err(|e| io_error("cannot remove the maintenance shell", e))?;
         }
         self.point("swap_in.shell_removed");
-        std::fs::rename(&plan.staged, &plan.live)
-            .map_err(|e| io_error("cannot move the new version in place", e))?;
+        let mut refused = None;
+        let renamed = rename_held(
+            &plan.staged,
+            &plan.live,
+            self.install.settings.lock_budget,
+            |e| refused = Some(e.to_string()),
+        )
+        .await;
+        if let Some(e) = refused {
+            self.say(
+                EventKind::Warning,
+                format!(
+                    "{} cannot be renamed yet ({e}): something holds the folder; trying again",
+                    plan.staged.display()
+                ),
+            );
+        }
+        renamed.map_err(|e| io_error("cannot move the new version in place", e))?;
         self.say(
             EventKind::Step,
             format!("new version in place in {}", plan.live.display()),

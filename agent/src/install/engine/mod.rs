@@ -4,7 +4,7 @@ mod backups;
 mod locks;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -569,24 +569,9 @@ impl Run<'_, '_> {
         self.step = "setting the old version aside";
         record(journal, Step::SetAside)?;
         self.point("set_aside");
-        let mut refused = None;
-        let renamed = rename_held(
-            &plan.live,
-            &plan.aside,
-            self.install.settings.lock_budget,
-            |e| refused = Some(e.to_string()),
-        )
-        .await;
-        if let Some(e) = refused {
-            self.say(
-                EventKind::Warning,
-                format!(
-                    "{} cannot be renamed yet ({e}): something holds the folder; trying again",
-                    plan.live.display()
-                ),
-            );
-        }
-        renamed.map_err(|e| (self.not_renamed(&plan.live, &e), Vec::new()))?;
+        self.rename_held(&plan.live, &plan.aside)
+            .await
+            .map_err(|e| (self.not_renamed(&plan.live, &e), Vec::new()))?;
         self.reached.set_aside = true;
         self.point("set_aside.renamed");
         if web {
@@ -619,6 +604,26 @@ impl Run<'_, '_> {
         Ok(())
     }
 
+    /// Renames `from` to `to`, tried again within the lock budget while
+    /// something holds it, saying so once.
+    async fn rename_held(&mut self, from: &Path, to: &Path) -> std::io::Result<()> {
+        let mut refused = None;
+        let renamed = rename_held(from, to, self.install.settings.lock_budget, |e| {
+            refused = Some(e.to_string())
+        })
+        .await;
+        if let Some(e) = refused {
+            self.say(
+                EventKind::Warning,
+                format!(
+                    "{} cannot be renamed yet ({e}): something holds the folder; trying again",
+                    from.display()
+                ),
+            );
+        }
+        renamed
+    }
+
     /// Puts the new version in place by a rename, tried again within the
     /// lock budget while something holds the staged folder (on Windows a
     /// scanner or an antivirus reading the files just written).
@@ -632,24 +637,9 @@ impl Run<'_, '_> {
                 .map_err(|e| io_error("cannot remove the maintenance shell", e))?;
         }
         self.point("swap_in.shell_removed");
-        let mut refused = None;
-        let renamed = rename_held(
-            &plan.staged,
-            &plan.live,
-            self.install.settings.lock_budget,
-            |e| refused = Some(e.to_string()),
-        )
-        .await;
-        if let Some(e) = refused {
-            self.say(
-                EventKind::Warning,
-                format!(
-                    "{} cannot be renamed yet ({e}): something holds the folder; trying again",
-                    plan.staged.display()
-                ),
-            );
-        }
-        renamed.map_err(|e| io_error("cannot move the new version in place", e))?;
+        self.rename_held(&plan.staged, &plan.live)
+            .await
+            .map_err(|e| io_error("cannot move the new version in place", e))?;
         self.say(
             EventKind::Step,
             format!("new version in place in {}", plan.live.display()),

@@ -53,18 +53,38 @@ pub enum StartError {
     },
 }
 
-/// The kept backups of `module`, newest first, with their versions.
-pub fn backups(agent: &Agent, module: &str) -> Vec<(PathBuf, Version)> {
+/// A kept backup of a module.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub path: PathBuf,
+    /// Its file name, which names it to a restore (never a path).
+    pub file: String,
+    /// The version it holds.
+    pub version: Version,
+    /// When it was taken, from its name.
+    pub taken_at: Option<DateTime<Utc>>,
+    pub size: u64,
+}
+
+/// The kept backups of `module`, newest first.
+pub fn backups(agent: &Agent, module: &str) -> Vec<Kept> {
     crate::install::backup::list(&agent.settings.install.backup_dir, module)
         .into_iter()
         .filter_map(|path| {
+            let file = path.file_name()?.to_str()?.to_owned();
             let name = path
                 .file_stem()?
                 .to_str()?
                 .strip_prefix(&format!("{module}_"))?
                 .to_owned();
             let (version, _) = name.rsplit_once('_')?;
-            Some((path.clone(), Version::parse(version).ok()?))
+            Some(Kept {
+                version: Version::parse(version).ok()?,
+                taken_at: crate::install::backup::taken_time(&path),
+                size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+                file,
+                path,
+            })
         })
         .collect()
 }
@@ -91,10 +111,12 @@ pub enum Source {
         sha256: String,
         allow_downgrade: bool,
     },
-    /// A kept backup: of `version`, or the newest of another version than
-    /// the installed one. `keep_database`: a database module's files only.
+    /// A kept backup: the one named `file`, or the newest of `version`, or
+    /// the newest of another version than the installed one.
+    /// `keep_database`: a database module's files only.
     Backup {
         version: Option<String>,
+        file: Option<String>,
         keep_database: bool,
     },
 }
@@ -190,6 +212,7 @@ pub fn start(
         return Err(refused);
     }
     let started_at = Utc::now();
+    let from = installed_version(&declaration, agent.settings.layout.root()).map(|v| v.to_string());
     agent
         .installs
         .views
@@ -201,6 +224,7 @@ pub fn start(
                 install_id: format!("{module}-{}", started_at.timestamp_millis()),
                 command_id,
                 module: module.to_owned(),
+                from,
                 to: to.clone(),
                 started_at,
                 finished_at: None,
@@ -278,25 +302,27 @@ fn resolve(
         }
         Source::Backup {
             version,
+            file,
             keep_database,
         } => {
             let installed = installed_version(declaration, agent.settings.layout.root());
-            let (path, found) = backups(agent, module)
+            let kept = backups(agent, module)
                 .into_iter()
-                .find(|(_, v)| match &version {
-                    Some(wanted) => Version::parse(wanted).is_ok_and(|w| &w == v),
-                    None => installed.as_ref() != Some(v),
+                .filter(|kept| file.as_ref().is_none_or(|file| &kept.file == file))
+                .find(|kept| match &version {
+                    Some(wanted) => Version::parse(wanted).is_ok_and(|w| w == kept.version),
+                    None => file.is_some() || installed.as_ref() != Some(&kept.version),
                 })
                 .ok_or_else(|| StartError::NoBackup {
                     module: module.to_owned(),
-                    version: version.clone(),
+                    version: version.clone().or(file.clone()),
                 })?;
             Ok((
                 Resolved::Backup {
-                    path,
+                    path: kept.path,
                     keep_database,
                 },
-                found.to_string(),
+                kept.version.to_string(),
             ))
         }
     }
@@ -328,6 +354,12 @@ fn finished(agent: &Agent, module: &str, result: Result<Outcome, Failure>) {
             view.clone()
         })
     };
+    if let Some(entry) = view.as_ref().and_then(crate::history::Entry::of)
+        && let Ok(name) = flotilla_proto::domain::ModuleName::parse(module)
+        && let Err(e) = crate::history::record(&agent.settings.layout.updates_dir(), &name, entry)
+    {
+        tracing::warn!("cannot record the install of {module} in its history: {e}");
+    }
     if let Some(view) = view {
         let _ = agent
             .installs
@@ -725,6 +757,7 @@ mod tests {
             "ecommerce",
             Source::Backup {
                 version: Some("1.0.0".into()),
+                file: None,
                 keep_database: true,
             },
             Origin::Local,

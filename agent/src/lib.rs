@@ -33,6 +33,7 @@ pub mod databases;
 pub mod dial;
 pub mod doctor;
 pub mod downloads;
+pub mod history;
 pub mod hook_names;
 pub mod html;
 pub mod identity;
@@ -42,7 +43,6 @@ pub mod inventory;
 pub mod link;
 pub mod pending;
 pub mod portal;
-pub mod portal_guard;
 pub mod state;
 pub mod status_file;
 

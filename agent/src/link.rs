@@ -517,6 +517,7 @@ fn roll_back(
     };
     let source = installs::Source::Backup {
         version: to,
+        file: None,
         keep_database,
     };
     match installs::start(agent, module, source, origin) {

@@ -86,6 +86,8 @@ pub struct InstallView {
     /// The controller command that ordered it, if it did.
     pub command_id: Option<String>,
     pub module: String,
+    /// The version installed when it started, if any.
+    pub from: Option<String>,
     pub to: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

@@ -3,7 +3,16 @@
 //! request was made for, which each checks against its own (DNS rebinding),
 //! and the random secrets their tokens are made of.
 
-/// Never framed, nothing but its own scripts, styles and forms, no referrer.
+/// Never framed, nothing but its own scripts, styles and forms, and no
+/// referrer to any other site.
+///
+/// The referrer policy is `same-origin`, deliberately: a page's address
+/// (a module, a rollout, a server's name) never reaches another site, while
+/// the browser still names the page's own origin in `Origin` when one of its
+/// forms or scripts posts a change. Under `no-referrer` a browser sends
+/// `Origin: null` with a page's own form posts (the Fetch standard's rule
+/// for non-GET requests), and the portal could no longer tell its own forms
+/// from a sandboxed page's.
 pub const SECURITY_HEADERS: [(&str, &str); 4] = [
     ("x-frame-options", "DENY"),
     (
@@ -11,7 +20,7 @@ pub const SECURITY_HEADERS: [(&str, &str); 4] = [
         "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
     ),
     ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
+    ("referrer-policy", "same-origin"),
 ];
 
 /// 32 random bytes from the operating system, as hex: tokens, session

@@ -1721,7 +1721,21 @@ async fn the_portal_obeys_only_its_own_pages() {
         .await
         .unwrap();
     assert_eq!(rebound.status(), 403);
-    let body: Value = rebound.json().await.unwrap();
+    // A person gets a page that says why and what to do; the API, JSON.
+    let body = rebound.text().await.unwrap();
+    assert!(
+        body.contains("not to the host name &quot;rebind.evil.example:")
+            && body.contains("id=\"what-to-do\""),
+        "{body}"
+    );
+    let rebound_api = client
+        .get(format!("{base}/api/modules/ecommerce/install"))
+        .header("host", format!("rebind.evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound_api.status(), 403);
+    let body: Value = rebound_api.json().await.unwrap();
     assert!(
         body["message"]
             .as_str()
@@ -1729,11 +1743,49 @@ async fn the_portal_obeys_only_its_own_pages() {
             .contains("rebind.evil.example"),
         "{body}"
     );
+    // Even with the portal's token, a browser's post from another site.
+    let token = server
+        .agent
+        .portal()
+        .await
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let cross_site_with_token = client
+        .post(format!("{base}/install/ecommerce"))
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "null")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site_with_token.status(), 403);
+    // An opaque origin may not use the JSON API.
+    let null_origin_json = client
+        .post(format!("{base}/api/modules/ecommerce/install"))
+        .header("origin", "null")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null_origin_json.status(), 403);
     assert_eq!(version().trim(), "1.0.0", "nothing was installed");
     assert!(server.agent.log().contains("portal request refused"));
 
-    // The portal's own page, and the JSON API from no other origin, work.
-    let installed = server.agent.submit_form("/install/ecommerce").await;
+    // The portal's own form works with its token, even when the browser
+    // withholds the page's origin (Origin: null) or sends none.
+    let installed = client
+        .post(format!("{base}/install/ecommerce"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}"))
+        .send()
+        .await
+        .unwrap();
     assert!(installed.status().is_success(), "{}", installed.status());
     let status_url = format!("{base}/api/modules/ecommerce/install");
     let status = finished(&client, &status_url).await;

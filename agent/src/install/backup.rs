@@ -264,6 +264,14 @@ fn taken_at(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// When a backup was taken, from its name (`<module>_<version>_<time>.zip`,
+/// the time in UTC with or without milliseconds).
+pub fn taken_time(path: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::NaiveDateTime::parse_from_str(&taken_at(path), "%Y%m%dT%H%M%S%.fZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 /// Where the old version goes when its backup cannot be written: beside the
 /// module (a rename, same volume), named for the zip it should have become
 /// (`.<module>_<version>_<time>.flotilla-unsaved`), so that a later install
@@ -309,6 +317,20 @@ pub fn check_writable(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backups_time_is_read_from_its_name() {
+        let at = |name: &str| taken_time(Path::new(name)).map(|t| t.to_rfc3339());
+        assert_eq!(
+            at("ecommerce_5.9.0_20261207T211503.123Z.zip").as_deref(),
+            Some("2026-12-07T21:15:03.123+00:00")
+        );
+        assert_eq!(
+            at("ecommerce_5.9.0_20261201T100000Z.zip").as_deref(),
+            Some("2026-12-01T10:00:00+00:00")
+        );
+        assert_eq!(at("ecommerce_5.9.0_yesterday.zip"), None);
+    }
 
     /// Every file of a zip with its content.
     fn unzipped(zip_path: &Path) -> Vec<(String, Vec<u8>)> {

@@ -7,46 +7,7 @@
 
 use flotilla_proto::database::{Database, Engine, Fingerprint, Script, Settings};
 use flotilla_tests::postgres::Postgres;
-
-const STANDARD_PG: &str = r#"
-CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE);
-CREATE TABLE orders (
-    id serial PRIMARY KEY,
-    customer_id integer NOT NULL REFERENCES customers (id),
-    total numeric(12,2) NOT NULL DEFAULT 0,
-    placed_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX orders_customer_idx ON orders (customer_id);
-CREATE VIEW v_orders AS SELECT o.id, c.name, o.total FROM orders o JOIN customers c ON c.id = o.customer_id;
-CREATE FUNCTION order_total(p_customer integer) RETURNS numeric LANGUAGE sql
-    AS $$ SELECT COALESCE(sum(total), 0) FROM orders WHERE customer_id = p_customer $$;
-CREATE PROCEDURE archive_orders(p_before timestamptz) LANGUAGE sql
-    AS $$ DELETE FROM orders WHERE placed_at < p_before $$;
-CREATE FUNCTION touch_order() RETURNS trigger LANGUAGE plpgsql
-    AS $$ BEGIN NEW.placed_at := now(); RETURN NEW; END $$;
-CREATE TRIGGER orders_touch BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION touch_order();
-INSERT INTO customers (name, email) VALUES ('Ada', 'ada@example.com');
-INSERT INTO orders (customer_id, total) VALUES (1, 42.50);
-"#;
-
-fn upgrade_scripts() -> Vec<Script> {
-    vec![
-        script(
-            "001_loyalty.sql",
-            "ALTER TABLE customers ADD COLUMN loyalty_points integer NOT NULL DEFAULT 0;\r\n",
-        ),
-        script(
-            "002_view.sql",
-            "CREATE OR REPLACE VIEW v_orders AS\n  SELECT o.id, c.name, o.total, c.loyalty_points\n  FROM orders o JOIN customers c ON c.id = o.customer_id;\n",
-        ),
-        script(
-            "003_index.sql",
-            "CREATE INDEX orders_placed_idx ON orders (placed_at);\n\
-             CREATE TYPE invoice_state AS ENUM ('draft', 'sent', 'paid');\n\
-             CREATE TABLE invoices (id serial PRIMARY KEY, order_id integer NOT NULL UNIQUE REFERENCES orders (id), state invoice_state NOT NULL DEFAULT 'draft');\n",
-        ),
-    ]
-}
+use flotilla_tests::shop::{STANDARD_PG, upgrade_scripts};
 
 fn script(name: &str, sql: &str) -> Script {
     Script {
@@ -582,91 +543,20 @@ async fn a_postgres_url_asking_for_tls_gets_verified_tls() {
 // install, the refusal and the guided upgrade of a customized database.
 
 mod agent {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use flotilla_tests::postgres::Postgres;
     use flotilla_tests::{Agent, controller_cli, wait_until};
     use serde_json::{Value, json};
 
-    use super::{STANDARD_PG, upgrade_scripts};
+    use flotilla_tests::shop::{
+        STANDARD_PG, ShopRelease, build_package, database_agent, upgrade_scripts,
+    };
 
     const NO_CONTROLLER: &str = "https://127.0.0.1:9";
 
     fn s(path: &Path) -> &str {
         path.to_str().unwrap()
-    }
-
-    /// `database-2.0.0.zip`, built by the publisher's command line: the
-    /// standard schemas computed on a scratch database of `server`.
-    async fn build_package(dir: &Path, server: &Postgres) -> PathBuf {
-        let scripts = dir.join("upgrades");
-        std::fs::create_dir_all(&scripts).unwrap();
-        for script in upgrade_scripts() {
-            std::fs::write(scripts.join(&script.name), &script.sql).unwrap();
-        }
-        let baseline = dir.join("standard-1.0.0.sql");
-        std::fs::write(&baseline, STANDARD_PG).unwrap();
-        let files = dir.join("dist");
-        std::fs::create_dir_all(&files).unwrap();
-        std::fs::write(files.join("version.txt"), "2.0.0\n").unwrap();
-        let out = dir.join("database-2.0.0.zip");
-        let (ok, text) = controller_cli(&[
-            "package",
-            "build",
-            "--module",
-            "database",
-            "--kind",
-            "database",
-            "--version",
-            "2.0.0",
-            "--from",
-            s(&files),
-            "--scripts",
-            s(&scripts),
-            "--engine",
-            "postgres",
-            "--baseline",
-            s(&baseline),
-            "--from-version",
-            "1.0.0",
-            "--scratch-url",
-            &server.url("postgres"),
-            "--out",
-            s(&out),
-        ])
-        .await;
-        assert!(ok, "{text}");
-        out
-    }
-
-    /// An agent whose `database` module (1.0.0) uses database `name`, with
-    /// the package pending.
-    async fn agent_with(
-        dir: &Path,
-        server: &Postgres,
-        name: &str,
-        package: &Path,
-        controller_url: &str,
-    ) -> Agent {
-        let module = dir.join(name).join("apps").join("database");
-        std::fs::create_dir_all(&module).unwrap();
-        std::fs::write(module.join("version.txt"), "1.0.0\n").unwrap();
-        let xml = format!(
-            "<applications><application name=\"database\" kind=\"database\" path=\"{}\"/></applications>",
-            module.display()
-        );
-        let packages = dir.join(name).join("bin/updates/packages");
-        std::fs::create_dir_all(&packages).unwrap();
-        let pending = packages.join("database-2.0.0.zip");
-        std::fs::copy(package, &pending).unwrap();
-        flotilla_tests::sign_beside(&pending);
-        let config = format!(
-            "{}\n[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npg_bin_dir = {:?}\n",
-            flotilla_tests::trusted_publisher(),
-            server.url(name),
-            server.bin.display().to_string()
-        );
-        Agent::launch_with(dir, "acme", name, controller_url, &xml, 100, &config).await
     }
 
     async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
@@ -716,7 +606,7 @@ mod agent {
         let package = build_package(dir.path(), &server).await;
         server.create_database("shop");
         server.psql("shop", STANDARD_PG);
-        let agent = agent_with(dir.path(), &server, "shop", &package, NO_CONTROLLER).await;
+        let agent = database_agent(dir.path(), &server, "shop", &package, NO_CONTROLLER).await;
 
         let (status, review) = call(
             reqwest::Method::GET,
@@ -855,7 +745,8 @@ mod agent {
         server.create_database("kept");
         server.psql("kept", STANDARD_PG);
         let controller = flotilla_tests::Controller::start(dir.path()).await;
-        let agent = agent_with(dir.path(), &server, "kept", &package, &controller.grpc_url).await;
+        let agent =
+            database_agent(dir.path(), &server, "kept", &package, &controller.grpc_url).await;
         let done = install(&agent).await;
         assert_eq!(done["result"]["ok"], true, "{done}");
         // The application writes after the upgrade.
@@ -1062,7 +953,7 @@ mod agent {
         );
         // Driven through the controller's REST API, as automation would.
         let controller = flotilla_tests::Controller::start(dir.path()).await;
-        let agent = agent_with(
+        let agent = database_agent(
             dir.path(),
             &server,
             "custom",
@@ -1249,7 +1140,7 @@ mod agent {
         let (_, run) = act("002_view.sql", "run").await;
         assert_eq!(run["ok"], true, "{run}");
         // The last one by hand.
-        server.psql("custom", &super::upgrade_scripts()[2].sql);
+        server.psql("custom", &upgrade_scripts()[2].sql);
         let (status, _) = act("003_index.sql", "mark-applied").await;
         assert_eq!(status, 200);
         let (status, _) = act("003_index.sql", "run").await;
@@ -1291,137 +1182,6 @@ mod agent {
             "the install ran no script"
         );
     }
-
-    /// Release 2026.12 of the shop: the database module (PostgreSQL, its
-    /// three upgrade scripts) and the ecommerce site, both 2.0.0, signed by
-    /// a publisher the agents trust.
-    struct ShopRelease {
-        dir: PathBuf,
-        database: PathBuf,
-        ecommerce: PathBuf,
-        trusted: String,
-    }
-
-    impl ShopRelease {
-        async fn build(d: &Path, server: &Postgres) -> ShopRelease {
-            let key = d.join("publisher");
-            assert!(controller_cli(&["keygen", "--out", s(&key)]).await.0);
-            let database = build_package(d, server).await;
-            let (ok, text) = controller_cli(&[
-                "package",
-                "sign",
-                "--key",
-                s(&key.with_extension("key")),
-                s(&database),
-            ])
-            .await;
-            assert!(ok, "{text}");
-            let web_files = d.join("web-dist");
-            std::fs::create_dir_all(&web_files).unwrap();
-            std::fs::write(web_files.join("version.txt"), "2.0.0\n").unwrap();
-            let ecommerce = d.join("ecommerce-2.0.0.zip");
-            let (ok, text) = controller_cli(&[
-                "package",
-                "build",
-                "--module",
-                "ecommerce",
-                "--version",
-                "2.0.0",
-                "--from",
-                s(&web_files),
-                "--out",
-                s(&ecommerce),
-                "--key",
-                s(&key.with_extension("key")),
-            ])
-            .await;
-            assert!(ok, "{text}");
-            let trusted = format!(
-                "trusted_keys = [\"{}\"]",
-                std::fs::read_to_string(key.with_extension("pub"))
-                    .unwrap()
-                    .trim()
-            );
-            ShopRelease {
-                dir: d.to_owned(),
-                database,
-                ecommerce,
-                trusted,
-            }
-        }
-
-        /// A server of `site` whose database module (1.0.0) uses database
-        /// `name` of `server`.
-        async fn database_server(
-            &self,
-            controller: &flotilla_tests::Controller,
-            server: &Postgres,
-            site: &str,
-            id: &str,
-            name: &str,
-        ) -> Agent {
-            let module = self.dir.join(id).join("apps/database");
-            std::fs::create_dir_all(&module).unwrap();
-            std::fs::write(module.join("version.txt"), "1.0.0\n").unwrap();
-            Agent::launch_with(
-                &self.dir,
-                site,
-                id,
-                &controller.grpc_url,
-                &format!("<applications><application name=\"database\" kind=\"database\" path=\"{}\"/></applications>", module.display()),
-                100,
-                &format!(
-                    "{}\n[databases.database]\nengine = \"postgres\"\nurl = \"{}\"\npg_bin_dir = {:?}\n",
-                    self.trusted,
-                    server.url(name),
-                    server.bin.display().to_string()
-                ),
-            )
-            .await
-        }
-
-        /// A server of `site` with the shop (ecommerce 1.0.0).
-        async fn shop_server(
-            &self,
-            controller: &flotilla_tests::Controller,
-            site: &str,
-            id: &str,
-        ) -> Agent {
-            let shop = self.dir.join(id).join("apps/ecommerce");
-            std::fs::create_dir_all(&shop).unwrap();
-            std::fs::write(shop.join("version.txt"), "1.0.0\n").unwrap();
-            Agent::launch_with(
-                &self.dir,
-                site,
-                id,
-                &controller.grpc_url,
-                &format!("<applications><application name=\"ecommerce\" kind=\"web\" path=\"{}\"/></applications>", shop.display()),
-                100,
-                &self.trusted,
-            )
-            .await
-        }
-
-        async fn publish(&self, controller: &flotilla_tests::Controller) {
-            let (ok, text) = controller_cli(&[
-                "release",
-                "publish",
-                "--server",
-                &controller.http_url,
-                "--ca",
-                &flotilla_tests::ca_file(),
-                "--token",
-                &controller.token_for("pipeline", "publisher").await,
-                "--version",
-                "2026.12",
-                s(&self.database),
-                s(&self.ecommerce),
-            ])
-            .await;
-            assert!(ok, "{text}");
-        }
-    }
-
     #[tokio::test]
     async fn a_rollout_waits_for_the_database_review_then_carries_on() {
         use flotilla_tests::sites::{post, site, steps, wait_for_rollout};
@@ -1737,7 +1497,8 @@ mod agent {
         ] {
             server.create_database(name);
             server.psql(name, STANDARD_PG);
-            let mut agent = agent_with(dir.path(), &server, name, &package, NO_CONTROLLER).await;
+            let mut agent =
+                database_agent(dir.path(), &server, name, &package, NO_CONTROLLER).await;
             agent
                 .relaunch(
                     "flotilla-agent-crashpoints",

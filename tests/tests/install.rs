@@ -1671,6 +1671,8 @@ async fn the_portal_obeys_only_its_own_pages() {
     // Every answer forbids framing and anything but its own scripts.
     let page = client.get(&base).send().await.unwrap();
     assert_eq!(page.headers()["x-frame-options"], "DENY");
+    // Referrers stay on the portal; its own forms still name their origin.
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
     let policy = page.headers()["content-security-policy"]
         .to_str()
         .unwrap()

@@ -61,9 +61,13 @@ async fn web_server(dir: &Path) -> Agent {
     std::fs::write(format!("{}.notes.md", package.display()), NOTES).unwrap();
     let scripts = data.join("bin/updates/scripts");
     std::fs::create_dir_all(&scripts).unwrap();
+    // The first install waits in STARTUPDATE until the test opens the gate.
     std::fs::write(
         scripts.join("STARTUPDATE_ecommerce.sh"),
-        "echo \"warming the cache of $E_MODULE\"\n",
+        format!(
+            "echo \"warming the cache of $E_MODULE\"\nwhile [ ! -f {gate:?} ]; do sleep 0.05; done\necho 'cache warm'\n",
+            gate = dir.join("gate").display().to_string()
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -238,11 +242,26 @@ async fn a_person_installs_restores_and_reads_the_history_on_the_portal() {
     wait_for_path(&browser, "/installs/ecommerce").await;
     wait_for_text_with(
         &browser,
+        "the hook's first line",
+        "#events",
+        "warming the cache of ecommerce",
+    )
+    .await;
+    assert_eq!(text(&browser, "#result").await, "Installing…");
+    browser.eval("window.samePage = true; return null").await;
+    std::fs::write(dir.path().join("gate"), "").unwrap();
+    wait_for_text_with(
+        &browser,
         "the install's result",
         "#result",
         "Installed ecommerce 2.0.0",
     )
     .await;
+    let followed = browser.eval("return window.samePage === true").await;
+    assert_eq!(
+        followed, true,
+        "the install's page reloaded instead of following it"
+    );
     let events = text(&browser, "#events").await;
     let events = events.as_str().unwrap();
     let phases = [
@@ -541,6 +560,7 @@ async fn another_sites_form_cannot_install_through_the_portal() {
         assert_eq!(version(&agent, "ecommerce"), "1.0.0", "{what}");
     }
     // The refusal's way back leads to the portal, whose own button works.
+    std::fs::write(dir.path().join("gate"), "").unwrap();
     click(&browser, "#back").await;
     wait_for_path(&browser, "/").await;
     click(&browser, "tr[data-update='ecommerce'] button").await;
@@ -553,5 +573,131 @@ async fn another_sites_form_cannot_install_through_the_portal() {
     )
     .await;
     assert!(agent.log().contains("portal request refused"));
+    browser.quit().await;
+}
+
+/// The state the database page shows for `script`.
+async fn script_state(browser: &Browser, script: &str) -> Value {
+    browser
+        .eval(&format!(
+            "const a = document.querySelector(\"article.script[data-script='{script}']\"); return a ? a.dataset.state : null"
+        ))
+        .await
+}
+
+#[tokio::test]
+async fn a_customized_database_is_upgraded_script_by_script_from_the_portal() {
+    use flotilla_tests::postgres::Postgres;
+    use flotilla_tests::shop::{STANDARD_PG, build_package};
+    let server = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let package = build_package(dir.path(), &server).await;
+    server.create_database("custom");
+    server.psql("custom", STANDARD_PG);
+    // The customer's own column in the standard view.
+    server.psql(
+        "custom",
+        "CREATE OR REPLACE VIEW v_orders AS SELECT o.id, c.name, o.total, o.placed_at FROM orders o JOIN customers c ON c.id = o.customer_id",
+    );
+    let agent = flotilla_tests::shop::database_agent(
+        dir.path(),
+        &server,
+        "custom",
+        &package,
+        NO_CONTROLLER,
+    )
+    .await;
+    let browser = Browser::start().await;
+    browser.goto(&agent.portal_url).await;
+    wait_for_text(
+        &browser,
+        "the database's update",
+        "tr[data-module='database'] td.state",
+        "update to 2.0.0 offered",
+    )
+    .await;
+
+    // The review: what differs, then the scripts with the next one's buttons.
+    browser
+        .goto(&format!("{}/database/database", agent.portal_base()))
+        .await;
+    let verdict = text(&browser, "#verdict").await;
+    assert!(
+        verdict
+            .as_str()
+            .unwrap()
+            .contains("customized (1 differences)"),
+        "{verdict}"
+    );
+    let drift = text(&browser, "#drift summary").await;
+    assert_eq!(drift, "modified view public.v_orders");
+    let run = |script: &str| {
+        format!("article.script[data-script='{script}'] form[action$='/run'] button")
+    };
+    let mark = |script: &str| {
+        format!("article.script[data-script='{script}'] form[action$='/mark-applied'] button")
+    };
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "return document.querySelector({:?}) === null",
+                run("002_view.sql")
+            ))
+            .await,
+        true,
+        "only the next script has buttons"
+    );
+
+    // Run the first.
+    click(&browser, &run("001_loyalty.sql")).await;
+    wait_until("001 succeeded", async || {
+        let state = script_state(&browser, "001_loyalty.sql").await;
+        (state == "succeeded")
+            .then_some(())
+            .ok_or(state.to_string())
+    })
+    .await;
+
+    // The second collides with the customization: it fails, rolled back,
+    // and the page says what to do.
+    click(&browser, &run("002_view.sql")).await;
+    let failed =
+        wait_for_text_with(&browser, "002's failure", "#message", "002_view.sql failed").await;
+    assert!(failed.contains("rolled back"), "{failed}");
+    let what_to_do = text(&browser, "#what-to-do").await;
+    assert!(
+        what_to_do.as_str().unwrap().contains("/database/database"),
+        "{what_to_do}"
+    );
+    assert_eq!(
+        server.psql("custom", "SELECT count(*) FROM flotilla_schema_history WHERE script = '002_view.sql' AND outcome = 'succeeded'"),
+        "0"
+    );
+
+    // The operator applies it by hand, marks it, then runs the last.
+    server.psql("custom", "DROP VIEW v_orders; CREATE VIEW v_orders AS SELECT o.id, c.name, o.total, o.placed_at, c.loyalty_points FROM orders o JOIN customers c ON c.id = o.customer_id");
+    browser
+        .goto(&format!("{}/database/database", agent.portal_base()))
+        .await;
+    click(&browser, &mark("002_view.sql")).await;
+    wait_until("002 marked applied", async || {
+        let state = script_state(&browser, "002_view.sql").await;
+        (state == "marked applied")
+            .then_some(())
+            .ok_or(state.to_string())
+    })
+    .await;
+    click(&browser, &run("003_index.sql")).await;
+    wait_until("003 succeeded", async || {
+        let state = script_state(&browser, "003_index.sql").await;
+        (state == "succeeded")
+            .then_some(())
+            .ok_or(state.to_string())
+    })
+    .await;
+    assert_eq!(
+        server.psql("custom", "SELECT string_agg(script || ' ' || outcome || ' ' || applied_by, ', ' ORDER BY id) FROM flotilla_schema_history"),
+        "001_loyalty.sql succeeded portal (local), 002_view.sql failed portal (local), 002_view.sql marked applied portal (local), 003_index.sql succeeded portal (local)"
+    );
     browser.quit().await;
 }

@@ -15,7 +15,7 @@
   document.addEventListener("submit", () => { clearInterval(timer); }, true);
   let busy = false;
   async function refresh() {
-    if (busy) return;
+    if (busy || document.hidden) return;
     busy = true;
     try {
       const response = await fetch(location.href, { cache: "no-store", credentials: "same-origin" });

@@ -388,8 +388,6 @@ function reloadAll() {
   loadReleases().catch((e) => showError("form-error", `Cannot load the releases: ${e.message}`));
 }
 
-
-$("preview").addEventListener("click", preview);
 $("start").addEventListener("click", start);
 $("new-rollout").addEventListener("submit", (event) => { event.preventDefault(); preview(); });
 // A changed form no longer matches the previewed plan.

@@ -187,4 +187,29 @@ impl Browser {
         let _ = self.http.delete(self.url("")).send().await;
         let _ = self.driver.kill().await;
     }
+
+    /// Saves what the pages download (a link to a file, such as the audit
+    /// trail's export) in `dir`; headless Chromium refuses downloads
+    /// otherwise. Through ChromeDriver's Chrome DevTools command.
+    pub async fn save_downloads_in(&self, dir: &std::path::Path) {
+        let response: Value = self
+            .http
+            .post(self.url("/goog/cdp/execute"))
+            .json(&json!({
+                "cmd": "Browser.setDownloadBehavior",
+                "params": {"behavior": "allow", "downloadPath": dir.display().to_string()}
+            }))
+            .send()
+            .await
+            .expect("set the download behaviour")
+            .json()
+            .await
+            .expect("download behaviour JSON");
+        assert!(
+            response
+                .get("value")
+                .is_some_and(|v| v.get("error").is_none()),
+            "downloads not allowed: {response}"
+        );
+    }
 }

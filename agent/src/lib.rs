@@ -48,6 +48,10 @@ pub mod status_file;
 
 pub use state::{Agent, LinkStatus};
 
+/// The version this agent reports: `FLOTILLA_BUILD_VERSION` when it was
+/// set while compiling, else the crate's (see `build.rs`).
+pub const VERSION: &str = env!("FLOTILLA_AGENT_VERSION");
+
 use std::future::Future;
 use std::sync::Arc;
 

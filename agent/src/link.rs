@@ -192,7 +192,7 @@ fn hello(agent: &Agent) -> Hello {
         server_id: settings.server_id.to_string(),
         hostname: gethostname::gethostname().to_string_lossy().into_owned(),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_version: crate::VERSION.to_owned(),
         site: settings.site.to_string(),
         started_at_unix_ms: agent.started_at.timestamp_millis(),
     }
@@ -380,7 +380,7 @@ fn handle(
         ToAgent::Command { id, command: None } => {
             let message = format!(
                 "this agent (version {}) does not know this command; upgrade the agent",
-                env!("CARGO_PKG_VERSION")
+                crate::VERSION
             );
             Some(outcome(id, false, message))
         }

@@ -11,7 +11,7 @@ use flotilla_proto::{logging, service};
 /// The Flotilla agent: reports this server's modules to the controller,
 /// installs them, and serves the local update portal.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = flotilla_agent::VERSION)]
 struct Args {
     /// The agent's TOML configuration file.
     #[arg(long, short, global = true, env = "FLOTILLA_AGENT_CONFIG", default_value_os_t = default_config_path())]

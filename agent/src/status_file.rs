@@ -20,7 +20,7 @@ pub fn render(inventory: &Inventory, checked_at: DateTime<Utc>) -> io::Result<Ve
     writer
         .create_element("status")
         .with_attribute(("lastCheck", last_check.as_str()))
-        .with_attribute(("agentVersion", env!("CARGO_PKG_VERSION")))
+        .with_attribute(("agentVersion", crate::VERSION))
         .write_inner_content(|writer| {
             for module in &inventory.modules {
                 let version = module

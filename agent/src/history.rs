@@ -67,6 +67,9 @@ pub struct Line {
 pub struct Entry {
     pub install_id: String,
     pub from: Option<String>,
+    /// A kept backup put back, rather than a package installed.
+    #[serde(default)]
+    pub restore: bool,
     pub to: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -84,6 +87,24 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// What it was and how it ended, in words: `installed`, `restored`,
+    /// `restore failed, rolled back`.
+    pub fn result(&self) -> String {
+        match (self.restore, self.ending) {
+            (false, ending) => ending.label().to_owned(),
+            (true, Ending::Installed) => "restored".to_owned(),
+            (true, ending) => format!("restore {}", ending.label()),
+        }
+    }
+
+    /// What it was: `Install` or `Restore`.
+    pub fn what(&self) -> &'static str {
+        match self.restore {
+            true => "Restore",
+            false => "Install",
+        }
+    }
+
     /// The entry of a finished install's view; `None` while it runs.
     pub fn of(view: &InstallView) -> Option<Entry> {
         let result = view.result.as_ref()?;
@@ -116,6 +137,7 @@ impl Entry {
         Some(Entry {
             install_id: view.install_id.clone(),
             from: view.from.clone(),
+            restore: view.restore,
             to: view.to.clone(),
             started_at: view.started_at,
             finished_at: view.finished_at.unwrap_or_else(Utc::now),
@@ -219,6 +241,7 @@ mod tests {
         Entry {
             install_id: format!("ecommerce-{n}"),
             from: Some("1.0.0".into()),
+            restore: false,
             to: format!("1.0.{n}"),
             started_at: Utc::now(),
             finished_at: Utc::now(),

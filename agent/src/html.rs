@@ -25,6 +25,38 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// The frame of the agent's pages but the portal's home: `title`, then
+/// `body`. `live_every_ms` makes `web/portal/portal.js` follow the page's
+/// `data-live` regions (and, without scripts, the page reload itself).
+pub fn page(title: &str, body: &str, live_every_ms: Option<u64>) -> String {
+    let (refresh, live) = match live_every_ms {
+        Some(ms) => (
+            format!(
+                "<noscript><meta http-equiv=\"refresh\" content=\"{}\"></noscript>",
+                ms.div_ceil(1000)
+            ),
+            format!(" data-live-every=\"{ms}\""),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{refresh}\
+         <title>{t}</title><link rel=\"stylesheet\" href=\"/style.css\"><script src=\"/portal.js\" defer></script></head>\
+         <body{live}><header class=\"top\"><div class=\"brand\"><a href=\"/\">Flotilla</a> <span class=\"muted\">update service</span></div></header>\
+         <main>{body}</main></body></html>",
+        t = escape(title),
+    )
+}
+
+/// A duration out of service as a person reads it: `27 ms`, `6.0 s`.
+pub fn downtime(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms} ms"),
+        _ => format!("{:.1} s", ms as f64 / 1000.0),
+    }
+}
+
 /// Markdown (release notes) as HTML a page can hold safely: HTML written in
 /// the Markdown is shown as text, links go only to `http`, `https` or
 /// `mailto` addresses (others keep their text and lose the link), and

@@ -195,6 +195,7 @@ pub fn start(
     };
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
+    let restore = matches!(source, Source::Backup { .. });
     let (resolved, to) = resolve(agent, &declaration, source, expected_version)?;
     let mut refused = None;
     agent.installs.running.send_if_modified(|running| {
@@ -225,6 +226,7 @@ pub fn start(
                 command_id,
                 module: module.to_owned(),
                 from,
+                restore,
                 to: to.clone(),
                 started_at,
                 finished_at: None,
@@ -315,7 +317,7 @@ fn resolve(
                 })
                 .ok_or_else(|| StartError::NoBackup {
                     module: module.to_owned(),
-                    version: version.clone().or(file.clone()),
+                    version: file.clone().or(version.clone()),
                 })?;
             Ok((
                 Resolved::Backup {
@@ -698,20 +700,11 @@ mod tests {
             ),
         )
         .unwrap();
-        Arc::new(Agent {
+        Arc::new(Agent::new(
             settings,
-            inventory: tokio::sync::watch::Sender::new(Default::default()),
-            last_check: tokio::sync::watch::Sender::new(Utc::now()),
-            link: tokio::sync::watch::Sender::new(crate::LinkStatus::Connecting),
-            rescan: tokio::sync::Notify::new(),
-            installs: crate::state::Installs::new(Arc::new(crate::install::NoCrashPoints)),
-            downloads: Default::default(),
-            notices: std::sync::Mutex::new(Vec::new()),
-            started_at: Utc::now(),
-            last_heartbeat: std::sync::Mutex::new(None),
-            portal_address: ([127, 0, 0, 1], 0).into(),
-            portal_token: String::new(),
-        })
+            ([127, 0, 0, 1], 0).into(),
+            Arc::new(crate::install::NoCrashPoints),
+        ))
     }
 
     /// The controller orders a restore as soon as an install's result

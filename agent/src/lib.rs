@@ -57,7 +57,6 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -73,20 +72,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     flotilla_proto::tls::install_crypto_provider();
     let portal_address = portal_listener.local_addr()?;
-    let agent = Arc::new(Agent {
-        portal_address,
-        last_heartbeat: std::sync::Mutex::new(None),
-        settings,
-        inventory: watch::Sender::new(Inventory::default()),
-        last_check: watch::Sender::new(Utc::now()),
-        link: watch::Sender::new(LinkStatus::Connecting),
-        rescan: Notify::new(),
-        installs: state::Installs::new(crash_points),
-        downloads: state::Downloads::default(),
-        notices: std::sync::Mutex::new(Vec::new()),
-        started_at: Utc::now(),
-        portal_token: flotilla_proto::web::random_secret(),
-    });
+    let agent = Arc::new(Agent::new(settings, portal_address, crash_points));
     if matches!(
         agent.settings.controller_trust,
         config::ControllerTrust::Plaintext

@@ -15,6 +15,29 @@ use crate::inventory::Inventory;
 use crate::pending::PackageTrust;
 
 impl Agent {
+    /// The state of an agent on `settings` that has not scanned, connected
+    /// or installed anything yet; its portal at `portal_address`.
+    pub fn new(
+        settings: Settings,
+        portal_address: std::net::SocketAddr,
+        crash_points: Arc<dyn CrashPoints>,
+    ) -> Agent {
+        Agent {
+            settings,
+            inventory: watch::Sender::new(Inventory::default()),
+            last_check: watch::Sender::new(Utc::now()),
+            link: watch::Sender::new(LinkStatus::Connecting),
+            rescan: Notify::new(),
+            installs: Installs::new(crash_points),
+            downloads: Downloads::default(),
+            notices: Mutex::new(Vec::new()),
+            started_at: Utc::now(),
+            last_heartbeat: Mutex::new(None),
+            portal_address,
+            portal_token: flotilla_proto::web::random_secret(),
+        }
+    }
+
     /// Which packages this agent installs, as its settings and the
     /// controller's withdrawals say now.
     pub fn trust(&self) -> PackageTrust {
@@ -88,6 +111,8 @@ pub struct InstallView {
     pub module: String,
     /// The version installed when it started, if any.
     pub from: Option<String>,
+    /// A kept backup put back, rather than a package installed.
+    pub restore: bool,
     pub to: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

@@ -186,7 +186,7 @@ async fn a_person_installs_restores_and_reads_the_history_on_the_portal() {
     )
     .await;
     assert_eq!(text(&browser, phygitalapi).await, "up to date");
-    assert_eq!(text(&browser, "#headline").await, "1 update(s) to install");
+    assert_eq!(text(&browser, "#headline").await, "1 update to install");
 
     // The release notes, rendered; the HTML they carry shown as text.
     let notes = ".release-notes";
@@ -248,6 +248,12 @@ async fn a_person_installs_restores_and_reads_the_history_on_the_portal() {
     )
     .await;
     assert_eq!(text(&browser, "#result").await, "Installing…");
+    // Meanwhile the portal's buttons wait for it, and say why.
+    let home = agent.portal().await;
+    assert!(
+        home.contains("<button type=\"submit\" disabled title=\"ecommerce is running; the buttons come back when it ends\">Install 2.0.0</button>"),
+        "{home}"
+    );
     browser.eval("window.samePage = true; return null").await;
     std::fs::write(dir.path().join("gate"), "").unwrap();
     wait_for_text_with(
@@ -345,10 +351,20 @@ async fn a_person_installs_restores_and_reads_the_history_on_the_portal() {
         &browser,
         "the restore's result",
         "#result",
-        "Installed ecommerce 1.0.0",
+        "Restored ecommerce 1.0.0",
     )
     .await;
     assert_eq!(version(&agent, "ecommerce"), "1.0.0");
+    // The browser's Back button leads to the portal as it is now.
+    browser.eval("history.back(); return null").await;
+    wait_for_path(&browser, "/").await;
+    wait_for_text(
+        &browser,
+        "1.0.0 on the page the Back button shows",
+        "tr[data-module='ecommerce'] td.version",
+        "1.0.0",
+    )
+    .await;
 
     // An install that fails: a hook says why, the module is rolled back.
     let scripts = agent.data.join("bin/updates/scripts");
@@ -405,7 +421,7 @@ async fn a_person_installs_restores_and_reads_the_history_on_the_portal() {
         "{rows:?}"
     );
     assert!(
-        rows[1].contains("2.0.0 → 1.0.0") && rows[1].contains("installed"),
+        rows[1].contains("2.0.0 → 1.0.0") && rows[1].contains("restored"),
         "{rows:?}"
     );
     assert!(
@@ -559,6 +575,16 @@ async fn another_sites_form_cannot_install_through_the_portal() {
         assert_eq!(status, 404, "{what}: no install started");
         assert_eq!(version(&agent, "ecommerce"), "1.0.0", "{what}");
     }
+    // An address of a button, or of no module, opened as a page: a page
+    // that says so, with the way back.
+    for (address, title) in [
+        ("/install/ecommerce", "Not a page"),
+        ("/history/nosuch", "No such module"),
+        ("/installs/..%2F..%2Fetc", "No such module"),
+    ] {
+        browser.goto(&format!("{portal}{address}")).await;
+        wait_for_text(&browser, address, "#message h2", title).await;
+    }
     // The refusal's way back leads to the portal, whose own button works.
     std::fs::write(dir.path().join("gate"), "").unwrap();
     click(&browser, "#back").await;
@@ -574,6 +600,14 @@ async fn another_sites_form_cannot_install_through_the_portal() {
     .await;
     assert!(agent.log().contains("portal request refused"));
     browser.quit().await;
+}
+
+/// The version of `module` on disk, laid out under `apps/`.
+fn version_of(agent: &Agent, module: &str) -> String {
+    std::fs::read_to_string(agent.data.join("apps").join(module).join("version.txt"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// The state the database page shows for `script`.
@@ -698,6 +732,54 @@ async fn a_customized_database_is_upgraded_script_by_script_from_the_portal() {
     assert_eq!(
         server.psql("custom", "SELECT string_agg(script || ' ' || outcome || ' ' || applied_by, ', ' ORDER BY id) FROM flotilla_schema_history"),
         "001_loyalty.sql succeeded portal (local), 002_view.sql failed portal (local), 002_view.sql marked applied portal (local), 003_index.sql succeeded portal (local)"
+    );
+
+    // The module's files now; then the way back, which asks about the
+    // database before anything is restored.
+    browser.goto(&agent.portal_url).await;
+    click(&browser, "tr[data-update='database'] button").await;
+    wait_for_text_with(
+        &browser,
+        "the install's result",
+        "#result",
+        "Installed database 2.0.0",
+    )
+    .await;
+    click(&browser, "#back").await;
+    click(
+        &browser,
+        "#backups tr[data-backup^='database_1.0.0_'] a.button",
+    )
+    .await;
+    wait_for_path(&browser, "/restore/database").await;
+    let lost = text(&browser, "#discard").await;
+    assert!(
+        lost.as_str()
+            .unwrap()
+            .contains("no database backup of database 1.0.0 is kept"),
+        "{lost}"
+    );
+    assert_eq!(
+        version_of(&agent, "database"),
+        "2.0.0",
+        "nothing restored before the choice"
+    );
+    click(&browser, "#keep button").await;
+    wait_for_text_with(
+        &browser,
+        "the restore's result",
+        "#result",
+        "Restored database 1.0.0",
+    )
+    .await;
+    assert_eq!(version_of(&agent, "database"), "1.0.0");
+    assert_eq!(
+        server.psql(
+            "custom",
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'loyalty_points'"
+        ),
+        "1",
+        "the database was kept as it is"
     );
     browser.quit().await;
 }

@@ -3,12 +3,13 @@
 // region (data-live) whose content changed is replaced in place; what did
 // not change, buttons included, stays where it is. A region is never
 // replaced while a button in it is being pressed, and polling stops once
-// the page says it is done (data-live-done on the body). Without scripts,
-// a <noscript> refresh reloads the page instead.
+// the page no longer changes (an install's page once it has ended: its
+// body has no data-live-every). Without scripts, a <noscript> refresh
+// reloads the page instead.
 (function () {
   "use strict";
   const every = Number(document.body.dataset.liveEvery || 0);
-  if (!every || document.body.dataset.liveDone !== undefined) return;
+  if (!every) return;
   let pressing = null;
   document.addEventListener("pointerdown", (event) => { pressing = event.target; }, true);
   document.addEventListener("pointerup", () => { setTimeout(() => { pressing = null; }, 0); }, true);
@@ -27,15 +28,19 @@
         if (pressing && region.contains(pressing)) continue;
         region.replaceWith(document.importNode(next, true));
       }
-      if (fresh.body.dataset.liveDone !== undefined) {
-        document.body.dataset.liveDone = fresh.body.dataset.liveDone;
-        clearInterval(timer);
-      }
+      if (!fresh.body.dataset.liveEvery) clearInterval(timer);
     } catch (_) {
       // The agent restarting, say: the next round tries again.
     } finally {
       busy = false;
     }
   }
-  const timer = setInterval(refresh, every);
+  let timer = setInterval(refresh, every);
+  // Back to this page from the browser's history: what it shows may be old.
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return;
+    clearInterval(timer);
+    timer = setInterval(refresh, every);
+    refresh();
+  });
 })();

@@ -146,12 +146,11 @@ pub fn page(report: &Report) -> String {
             )
         })
         .collect();
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Doctor · {server}</title>\
-         <link rel=\"stylesheet\" href=\"/style.css\"></head><body><main>\
-         <h1>Doctor of {server}</h1><p id=\"verdict\" data-worst=\"{worst}\">{verdict}</p>\
+    let title = format!("Doctor · {}", report.server);
+    let body = format!(
+        "<h1>Doctor of {server}</h1><p id=\"verdict\" data-worst=\"{worst}\">{verdict}</p>\
          <table class=\"doctor\"><thead><tr><th></th><th>Check</th><th>Looked at</th><th>Found</th><th>How to fix it</th></tr></thead><tbody>{rows}</tbody></table>\
-         <p><a href=\"/\">Back to the modules</a> · <a href=\"/doctor\">Run again</a> · <a href=\"/api/doctor\">JSON</a></p></main></body></html>",
+         <p><a href=\"/\" id=\"back\">Back to the modules</a> · <a href=\"/doctor\">Run again</a> · <a href=\"/api/doctor\">JSON</a></p>",
         server = escape(&report.server),
         worst = report.worst().as_str(),
         verdict = match report.worst() {
@@ -159,7 +158,8 @@ pub fn page(report: &Report) -> String {
             Status::Warn => "Some checks need attention; nothing blocks an update.",
             Status::Fail => "Some checks failed: fix them, in order, then run the doctor again.",
         },
-    )
+    );
+    crate::html::page(&title, &body, None)
 }
 
 /// The agent's service: installed, running, started as the procedure

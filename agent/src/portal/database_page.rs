@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::guard::token_field;
-use super::pages::{frame, message_page};
-use crate::html::escape;
+use super::pages::message_page;
+use crate::html::{escape, page};
 use crate::state::Agent;
 
 /// The guided upgrade page: the drift, then the scripts one by one.
@@ -115,7 +115,7 @@ pub async fn database_page(
     }
     html.push_str("</section><p><a href=\"/\" id=\"back\">Back to the modules</a></p>");
     let title = format!("Database review · {}", review.module);
-    Html(frame(&title, &html, None)).into_response()
+    Html(page(&title, &html, None)).into_response()
 }
 
 /// The page's Run and Mark buttons.
@@ -168,4 +168,80 @@ pub async fn database_form(
 /// The HTTP status of a database refusal.
 pub fn status_of(e: &crate::databases::ReviewError) -> StatusCode {
     StatusCode::from_u16(e.status().0).unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+/// Which kept backup of a database module a person is about to restore.
+#[derive(Debug, serde::Deserialize)]
+pub struct RestoreQuery {
+    to: String,
+    file: String,
+}
+
+/// Before a database module is restored: what putting its database back
+/// would throw away (the time since its backup and, on PostgreSQL, the rows
+/// written since, table by table), and the person's choice: the files and
+/// the database, or the files only with the database kept as it is.
+pub async fn restore_page(
+    State(agent): State<Arc<Agent>>,
+    Path(module): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<RestoreQuery>,
+) -> Response {
+    let lost = match crate::databases::discard(&agent, &module, &query.to).await {
+        Ok(discard) => {
+            let since = discard
+                .taken_at
+                .map(crate::html::time)
+                .unwrap_or_else(|| "its backup".to_owned());
+            let tables: String = discard
+                .tables
+                .iter()
+                .map(|t| {
+                    format!(
+                        "<li data-table=\"{n}\">{n}: {} inserted, {} updated, {} deleted</li>",
+                        t.inserted,
+                        t.updated,
+                        t.deleted,
+                        n = escape(&t.table)
+                    )
+                })
+                .collect();
+            let counts = match (discard.counted, tables.is_empty()) {
+                (false, _) => "<p>This engine does not count writes: everything written since then is lost.</p>".to_owned(),
+                (true, true) => "<p>No row was written since.</p>".to_owned(),
+                (true, false) => format!("<ul>{tables}</ul>"),
+            };
+            let reset = match discard.counters_reset {
+                true => "<p>The server's statistics were reset since: there may be more.</p>",
+                false => "",
+            };
+            format!(
+                "<section class=\"problems\" id=\"discard\"><h2>Restoring the database loses what was written since {since}</h2>{counts}{reset}</section>"
+            )
+        }
+        Err(e) => format!(
+            "<section class=\"problems\" id=\"discard\"><h2>What restoring the database would lose cannot be read</h2><p>{}</p></section>",
+            escape(&e.to_string())
+        ),
+    };
+    let token = token_field(&agent);
+    let action = |database: &str| {
+        format!(
+            "/rollback/{}?to={}&amp;file={}&amp;database={database}",
+            escape(&module),
+            escape(&query.to),
+            escape(&query.file)
+        )
+    };
+    let body = format!(
+        "<h1>Restore {m} {v}</h1><p>From the backup <code>{f}</code>.</p>{lost}\
+         <form method=\"post\" action=\"{keep}\" id=\"keep\">{token}<button type=\"submit\">Restore the files only, keep the database as it is</button></form>\
+         <form method=\"post\" action=\"{restore}\" id=\"restore\">{token}<button type=\"submit\" class=\"danger\">Restore the files and the database (lose what is above)</button></form>\
+         <p><a href=\"/\" id=\"back\">Back to the modules</a></p>",
+        m = escape(&module),
+        v = escape(&query.to),
+        f = escape(&query.file),
+        keep = action("keep"),
+        restore = action("restore"),
+    );
+    Html(page(&format!("Restore {module} {}", query.to), &body, None)).into_response()
 }

@@ -53,6 +53,19 @@ pub async fn guard(
             .headers_mut()
             .insert(name, header::HeaderValue::from_static(value));
     }
+    // A page shows the server as it is now: never one kept from before (the
+    // browser's Back button included).
+    let page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/html"));
+    if page {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
     response
 }
 

@@ -6,10 +6,10 @@
 use flotilla_proto::domain::ModuleName;
 
 use crate::history::{self, Entry, Line, kind_name};
-use crate::html::{escape, time};
+use crate::html::{downtime, escape, page, time};
 use crate::state::InstallView;
 
-use super::pages::{frame, history_row, message_page};
+use super::pages::{history_row, message_page};
 
 /// How often a running install's page looks again, in ms.
 const LIVE_EVERY_MS: u64 = 1000;
@@ -47,6 +47,7 @@ pub fn latest(
         return Some(install_page(
             &view.module,
             &view.to,
+            view.restore,
             &lines,
             Entry::of(&view).as_ref(),
         ));
@@ -58,28 +59,40 @@ pub fn latest(
     Some(install_page(
         module.as_str(),
         &entry.to,
+        entry.restore,
         &entry.lines,
         Some(&entry),
     ))
 }
 
-/// One install's page: `finished` is `None` while it runs.
-fn install_page(module: &str, to: &str, lines: &[Line], finished: Option<&Entry>) -> String {
+/// One install's page (a restore's when `restore`): `finished` is `None`
+/// while it runs.
+fn install_page(
+    module: &str,
+    to: &str,
+    restore: bool,
+    lines: &[Line],
+    finished: Option<&Entry>,
+) -> String {
+    let (what, doing) = match restore {
+        true => ("Restore", "Restoring"),
+        false => ("Install", "Installing"),
+    };
     let result = match finished {
         None => format!(
-            "<section class=\"headline warn\"{}>Installing…</section>",
+            "<section class=\"headline warn\"{}>{doing}…</section>",
             region("result", LIVE)
         ),
         Some(entry) => result_section(module, entry, LIVE),
     };
     let body = format!(
-        "<h1>Install of {m} {to}</h1>{result}<section class=\"card\"><h2>Progress</h2>{events}</section><p><a href=\"/\" id=\"back\">Back to the modules</a> · <a href=\"/history/{m}\">History of {m}</a></p>",
+        "<h1>{what} of {m} {to}</h1>{result}<section class=\"card\"><h2>Progress</h2>{events}</section><p><a href=\"/\" id=\"back\">Back to the modules</a> · <a href=\"/history/{m}\">History of {m}</a></p>",
         m = escape(module),
         to = escape(to),
         events = events(lines, 0, LIVE),
     );
     let live = finished.is_none().then_some(LIVE_EVERY_MS);
-    frame(&format!("Installing {module} {to}"), &body, live)
+    page(&format!("{what} of {module} {to}"), &body, live)
 }
 
 fn result_section(module: &str, entry: &Entry, live: bool) -> String {
@@ -89,11 +102,15 @@ fn result_section(module: &str, entry: &Entry, live: bool) -> String {
             true => String::new(),
             false => format!("<p class=\"warning\">⚠ {}</p>", escape(&entry.message)),
         };
+        let done = match entry.restore {
+            true => "Restored",
+            false => "Installed",
+        };
         return format!(
-            "<section class=\"headline ok\"{region}>Installed {} {} — out of service for {:.1} s{warnings}</section>",
+            "<section class=\"headline ok\"{region}>{done} {} {} — out of service for {}{warnings}</section>",
             escape(module),
             escape(&entry.to),
-            entry.downtime_ms.unwrap_or(0) as f64 / 1000.0,
+            downtime(entry.downtime_ms.unwrap_or(0)),
         );
     }
     let output: Vec<&str> = entry
@@ -107,7 +124,8 @@ fn result_section(module: &str, entry: &Entry, live: bool) -> String {
         false => format!("<pre>{}</pre>", escape(&output.join("\n"))),
     };
     format!(
-        "<section class=\"problems\"{region}><h2>Install {}</h2><p>{}</p>{output}</section>",
+        "<section class=\"problems\"{region}><h2>{} {}</h2><p>{}</p>{output}</section>",
+        entry.what(),
         escape(entry.ending.label()),
         escape(&entry.message),
     )
@@ -179,7 +197,7 @@ pub fn history_page(updates_dir: &std::path::Path, module: &ModuleName) -> Strin
             )
         })
         .collect();
-    frame(
+    page(
         &format!("Install history of {module}"),
         &format!(
             "<h1>Install history of {m}</h1><section class=\"card\" id=\"history\"><table><thead><tr><th>When</th><th>Module</th><th>From → to</th><th>Result</th><th>Out of service</th><th></th></tr></thead><tbody>{rows}</tbody></table></section>{details}<p><a href=\"/\" id=\"back\">Back to the modules</a></p>",

@@ -48,6 +48,7 @@ pub async fn serve(
         .route("/installs/{module}", get(install))
         .route("/history/{module}", get(history))
         .route("/rollback/{module}", post(rollback_form))
+        .route("/restore/{module}", get(database_page::restore_page))
         .route("/database/{module}", get(database_page::database_page))
         .route(
             "/database/{module}/scripts/{script}/{action}",
@@ -64,6 +65,7 @@ pub async fn serve(
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], SCRIPT) }),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(not_a_page)
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             guard::guard,
@@ -85,6 +87,20 @@ async fn not_found() -> Response {
         "Go back to the modules and use the portal's own links and buttons.",
     );
     (StatusCode::NOT_FOUND, Html(page)).into_response()
+}
+
+/// An address of a button (`/install/…`, `/rollback/…`) opened as a page.
+async fn not_a_page(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        let body = serde_json::json!({"error": "method_not_allowed", "message": "this address does not take that method"});
+        return (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
+    }
+    let page = pages::message_page(
+        "Not a page",
+        "This address is where a button of the portal sends its request; it is not a page to open.",
+        "Go back to the modules and press the button there.",
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Html(page)).into_response()
 }
 
 /// The Install button: the install's live page, or why it was refused.
@@ -139,8 +155,8 @@ fn started_page(module: &str, title: &str, result: Result<String, StartError>) -
 
 /// The page of a module's latest install: live while it runs.
 async fn install(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
-    let Ok(name) = ModuleName::parse(&module) else {
-        return not_found().await;
+    let Some(name) = declared(&agent, &module) else {
+        return no_such_module(&module);
     };
     let updates = agent.settings.layout.updates_dir();
     match install_page::latest(agent.installs.view(&module), &updates, &name) {
@@ -158,11 +174,30 @@ async fn install(State(agent): State<Arc<Agent>>, Path(module): Path<String>) ->
 
 /// A module's install history.
 async fn history(State(agent): State<Arc<Agent>>, Path(module): Path<String>) -> Response {
-    let Ok(name) = ModuleName::parse(&module) else {
-        return not_found().await;
+    let Some(name) = declared(&agent, &module) else {
+        return no_such_module(&module);
     };
     let updates = agent.settings.layout.updates_dir();
     Html(install_page::history_page(&updates, &name)).into_response()
+}
+
+/// `module`'s name, when it is one of this server's modules.
+fn declared(agent: &Agent, module: &str) -> Option<ModuleName> {
+    let inventory = agent.inventory.borrow();
+    inventory
+        .modules
+        .iter()
+        .find(|m| m.name.as_str() == module)
+        .map(|m| m.name.clone())
+}
+
+fn no_such_module(module: &str) -> Response {
+    let page = pages::message_page(
+        "No such module",
+        &format!("no module named {module} is declared on this server"),
+        "Go back to the modules: the page lists those of this server (from applicationspath.config).",
+    );
+    (StatusCode::NOT_FOUND, Html(page)).into_response()
 }
 
 /// The Doctor page: every check, run now, for a person.

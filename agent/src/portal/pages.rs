@@ -9,11 +9,11 @@
 //! operator finds on a Windows server); `web/portal/portal.js` replaces the
 //! regions that changed (`data-live`) without reloading the page.
 
-use flotilla_proto::domain::ModuleState;
+use flotilla_proto::domain::{ModuleKind, ModuleState};
 
 use super::guard::token_field;
 use crate::history::{self, Entry};
-use crate::html::{escape, local_time, markdown, size, time, zone_name};
+use crate::html::{downtime, escape, local_time, markdown, page, size, time, zone_name};
 use crate::installs;
 use crate::inventory::Inventory;
 use crate::pending::Pending;
@@ -21,33 +21,9 @@ use crate::state::{Agent, LinkStatus};
 
 const PAGE: &str = include_str!("../../../web/portal/index.html");
 
-/// The frame of every page but the home page: `title`, then `body`.
-/// `live_every_ms` makes `portal.js` follow the page's `data-live` regions
-/// (and, without scripts, the page reload itself).
-pub fn frame(title: &str, body: &str, live_every_ms: Option<u64>) -> String {
-    let (refresh, live) = match live_every_ms {
-        Some(ms) => (
-            format!(
-                "<noscript><meta http-equiv=\"refresh\" content=\"{}\"></noscript>",
-                ms.div_ceil(1000)
-            ),
-            format!(" data-live-every=\"{ms}\""),
-        ),
-        None => (String::new(), String::new()),
-    };
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{refresh}\
-         <title>{t}</title><link rel=\"stylesheet\" href=\"/style.css\"><script src=\"/portal.js\" defer></script></head>\
-         <body{live}><header class=\"top\"><div class=\"brand\"><a href=\"/\">Flotilla</a> <span class=\"muted\">update service</span></div></header>\
-         <main>{body}</main></body></html>",
-        t = escape(title),
-    )
-}
-
 /// A page that says one thing, what to do about it, and the way back.
 pub fn message_page(title: &str, message: &str, what_to_do: &str) -> String {
-    frame(
+    page(
         title,
         &format!(
             "<section class=\"problems\" id=\"message\"><h2>{t}</h2><p>{m}</p><p id=\"what-to-do\">{w}</p></section><p><a href=\"/\" id=\"back\">Back to the modules</a></p>",
@@ -73,7 +49,11 @@ pub fn home(agent: &Agent) -> String {
     } else if pending.is_empty() {
         ("All up to date".to_owned(), "ok")
     } else {
-        (format!("{} update(s) to install", pending.len()), "warn")
+        let count = match pending.len() {
+            1 => "1 update".to_owned(),
+            n => format!("{n} updates"),
+        };
+        (format!("{count} to install"), "warn")
     };
     let (link_text, link_class) = link_line(&agent.link.borrow());
     PAGE.replace("{{server}}", &escape(settings.server_id.as_str()))
@@ -166,12 +146,25 @@ fn problems_section(inventory: &Inventory) -> String {
     )
 }
 
+/// What the portal's buttons carry while an install runs: they wait for it
+/// (one install at a time), and say so.
+fn while_running(agent: &Agent) -> String {
+    match agent.installs.running() {
+        Some(running) => format!(
+            " disabled title=\"{} is running; the buttons come back when it ends\"",
+            escape(&running)
+        ),
+        None => String::new(),
+    }
+}
+
 /// The pending updates with their release notes and Install buttons.
 fn updates_section(agent: &Agent, inventory: &Inventory, pending: &[Pending]) -> String {
     if pending.is_empty() {
         return String::new();
     }
     let token = token_field(agent);
+    let busy = while_running(agent);
     let mut updates = String::from(
         "<section class=\"card\" id=\"updates\"><h2>Updates to install</h2><p class=\"muted small\">Users of a module see its maintenance page for a few seconds while it is installed.</p><table><thead><tr><th>Module</th><th>Installed</th><th>New version</th><th></th></tr></thead><tbody>",
     );
@@ -191,7 +184,7 @@ fn updates_section(agent: &Agent, inventory: &Inventory, pending: &[Pending]) ->
             )
         };
         updates.push_str(&format!(
-            "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\">{token}<button type=\"submit\">Install {v}</button></form></td></tr>{notes}",
+            "<tr data-update=\"{m}\"><td class=\"name\">{m}</td><td>{installed}</td><td class=\"version\">{v}</td><td><form method=\"post\" action=\"/install/{m}\">{token}<button type=\"submit\"{busy}>Install {v}</button></form></td></tr>{notes}",
             m = escape(&update.module),
             installed = escape(&installed),
             v = escape(update.version.as_str()),
@@ -242,10 +235,10 @@ pub fn history_row(module: &str, entry: &Entry) -> String {
         m = escape(module),
         from = escape(entry.from.as_deref().unwrap_or("—")),
         to = escape(&entry.to),
-        result = escape(entry.ending.label()),
+        result = escape(&entry.result()),
         down = entry
             .downtime_ms
-            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+            .map(downtime)
             .unwrap_or_else(|| "—".into()),
     )
 }
@@ -254,6 +247,7 @@ pub fn history_row(module: &str, entry: &Entry) -> String {
 /// button for that very backup.
 fn backups_section(agent: &Agent, inventory: &Inventory) -> String {
     let token = token_field(agent);
+    let busy = while_running(agent);
     let mut kept = String::new();
     for module in &inventory.modules {
         let name = escape(module.name.as_str());
@@ -263,12 +257,21 @@ fn backups_section(agent: &Agent, inventory: &Inventory) -> String {
                 .taken_at
                 .map(|t| local_time(t).chars().take(16).collect::<String>())
                 .unwrap_or_default();
+            let file = escape(&backup.file);
+            let v = escape(backup.version.as_str());
+            let short = escape(&short);
+            // A database module's restore asks first: its database too?
+            let button = match module.kind {
+                ModuleKind::Database => format!(
+                    "<a class=\"button\" href=\"/restore/{name}?to={v}&amp;file={file}\">Restore {v} of {short}…</a>"
+                ),
+                _ => format!(
+                    "<form method=\"post\" action=\"/rollback/{name}?to={v}&amp;file={file}\">{token}<button type=\"submit\"{busy}>Restore {v} of {short}</button></form>"
+                ),
+            };
             kept.push_str(&format!(
-                "<tr data-backup=\"{file}\"><td class=\"name\">{name}</td><td class=\"version\">{v}</td><td>{taken}</td><td>{size}</td><td><form method=\"post\" action=\"/rollback/{name}?to={v}&amp;file={file}\">{token}<button type=\"submit\" title=\"{file}\">Restore {v} of {short}</button></form></td></tr>",
-                file = escape(&backup.file),
-                v = escape(backup.version.as_str()),
+                "<tr data-backup=\"{file}\"><td class=\"name\">{name}</td><td class=\"version\">{v}</td><td>{taken}</td><td>{size}</td><td>{button}</td></tr>",
                 size = size(backup.size),
-                short = escape(&short),
             ));
         }
     }

@@ -26,7 +26,7 @@ pub enum Request {
 /// itself, saying so. A configuration that does not load is a failure too.
 pub async fn doctor(config: &Path, portal: Option<String>) -> flotilla_proto::doctor::Report {
     use flotilla_proto::doctor::{Check, Report};
-    let settings = match crate::config::Settings::load(config) {
+    let settings = match crate::config::Settings::load_unenrolled(config) {
         Ok(settings) => settings,
         Err(e) => {
             return Report {
@@ -41,6 +41,36 @@ pub async fn doctor(config: &Path, portal: Option<String>) -> flotilla_proto::do
             };
         }
     };
+    // Not enrolled: the agent cannot run, and every check that needs no
+    // controller runs here, the enrollment one FAIL among them.
+    if let crate::config::ControllerTrust::NotEnrolled { why } = &settings.controller_trust {
+        let mut address = settings.portal_listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let url = format!("http://{address}");
+        let taken = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        .is_ok_and(|connected| connected.is_ok());
+        let portal = match taken {
+            true => crate::doctor::portal_unreachable(
+                &url,
+                "",
+                Some("the agent does not run before it is enrolled"),
+            ),
+            false => Check::ok(
+                "portal",
+                url,
+                "the port is free for the agent's portal, which starts once the agent is enrolled and running",
+            ),
+        };
+        let mut report = crate::doctor::run_alone(&settings, portal).await;
+        report.checks.insert(0, crate::doctor::enrollment(why));
+        return report;
+    }
     let portal = portal.unwrap_or_else(|| {
         let mut address = settings.portal_listen;
         if address.ip().is_unspecified() {

@@ -58,8 +58,9 @@ struct File {
     server_id: Option<String>,
     data_dir: Option<PathBuf>,
     /// The controller, or several controllers sharing one database, tried
-    /// in turn when the one in use is away.
-    controller_url: ControllerUrls,
+    /// in turn when the one in use is away. Required, but by the doctor of
+    /// a server not enrolled yet.
+    controller_url: Option<ControllerUrls>,
     /// The controller's CA certificate (PEM), for an `https://` controller_url;
     /// by default the one enrollment wrote in `<data>/identity/`.
     controller_ca: Option<PathBuf>,
@@ -160,6 +161,9 @@ pub enum ControllerTrust {
     },
     /// Plain text, as `insecure_plaintext = true` allows.
     Plaintext,
+    /// Not enrolled yet (why, and how to), which only the doctor's settings
+    /// allow ([`Settings::load_unenrolled`]): nothing is dialled.
+    NotEnrolled { why: String },
 }
 
 /// Validated settings.
@@ -239,6 +243,14 @@ pub fn data_layout_of(path: &Path) -> Result<DataLayout, ConfigError> {
     ))
 }
 
+/// Whether settings may be those of an agent not enrolled yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enrollment {
+    Required,
+    /// The doctor's: what it checks needs no controller.
+    Optional,
+}
+
 impl Settings {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -249,6 +261,29 @@ impl Settings {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(path, text, Enrollment::Required)
+    }
+
+    /// The settings of a server that may not be enrolled yet, for the
+    /// doctor: a missing file is an empty one (every default, the data
+    /// folder's included), and a missing enrollment (or controller_url) is
+    /// [`ControllerTrust::NotEnrolled`], the server named by the
+    /// configuration or the host name.
+    pub fn load_unenrolled(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Self::parse_with(path, &text, Enrollment::Optional)
+    }
+
+    fn parse_with(path: &Path, text: &str, enrollment: Enrollment) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -265,9 +300,24 @@ impl Settings {
             .as_deref()
             .map(|id| ServerId::parse(id).map_err(|e| invalid(format!("server_id: {e}"))))
             .transpose()?;
-        let (controller_trust, site, server_id) =
-            controller(path, &file, &layout, configured_site, configured_server)
-                .map_err(invalid)?;
+        let (controller_trust, site, server_id) = match (&file.controller_url, enrollment) {
+            (Some(urls), _) => controller(
+                path,
+                &file,
+                &urls.all(),
+                &layout,
+                configured_site,
+                configured_server,
+                enrollment,
+            ),
+            (None, Enrollment::Required) => Err("controller_url is required: the controller's agents address, https://<controller>:<port>".to_owned()),
+            (None, Enrollment::Optional) => not_enrolled(
+                "controller_url is not set and the agent is not enrolled".to_owned(),
+                configured_site,
+                configured_server,
+            ),
+        }
+        .map_err(invalid)?;
         if file.scan_interval_ms == 0 {
             return Err(invalid("scan_interval_ms must be greater than 0".into()));
         }
@@ -309,6 +359,11 @@ impl Settings {
             })
             .collect::<Result<Vec<_>, _>>()?;
         check_databases(&file.databases).map_err(invalid)?;
+        let controller_urls = file
+            .controller_url
+            .as_ref()
+            .map(ControllerUrls::all)
+            .unwrap_or_default();
         Ok(Settings {
             databases: file.databases,
             site,
@@ -319,8 +374,8 @@ impl Settings {
             download_concurrency: file.download_concurrency.max(1),
             download_limit_bytes_per_second: file.download_limit_kbps.map(|k| k.max(1) * 1000),
             layout,
-            controller_url: file.controller_url.all()[0].clone(),
-            controller_urls: file.controller_url.all(),
+            controller_url: controller_urls.first().cloned().unwrap_or_default(),
+            controller_urls,
             controller_trust,
             portal_listen: file.portal_listen,
             portal_hosts: file.portal_hosts,
@@ -337,11 +392,12 @@ impl Settings {
 fn controller(
     path: &Path,
     file: &File,
+    urls: &[String],
     layout: &DataLayout,
     configured_site: Option<SiteName>,
     configured_server: Option<ServerId>,
+    enrollment: Enrollment,
 ) -> Result<(ControllerTrust, SiteName, ServerId), String> {
-    let urls = file.controller_url.all();
     let Some(url) = urls.first() else {
         return Err("controller_url lists no controller".to_owned());
     };
@@ -361,22 +417,24 @@ fn controller(
                     "insecure_plaintext is set but controller_url \"{url}\" is https://: remove one of them"
                 ));
             }
-            enrolled(path, file, layout, configured_site, configured_server)
+            enrolled(
+                path,
+                file,
+                layout,
+                configured_site,
+                configured_server,
+                enrollment,
+            )
         }
         Some("http") if file.insecure_plaintext => {
             let site = configured_site.ok_or_else(|| {
                 "site is needed when the agent is not enrolled (plain text)".to_owned()
             })?;
-            let server_id = match configured_server {
-                Some(id) => id,
-                None => {
-                    let host = gethostname::gethostname().to_string_lossy().into_owned();
-                    ServerId::parse(&host).map_err(|e| {
-                        format!("server_id is not set and the host name cannot serve as one: {e}")
-                    })?
-                }
-            };
-            Ok((ControllerTrust::Plaintext, site, server_id))
+            Ok((
+                ControllerTrust::Plaintext,
+                site,
+                server_or_host(configured_server)?,
+            ))
         }
         Some("http") => Err(format!(
             "controller_url \"{url}\" is plain text: use https:// (and enroll the agent), or set insecure_plaintext = true to allow plain text explicitly"
@@ -387,6 +445,35 @@ fn controller(
     }
 }
 
+/// The configured server id, or the host name.
+fn server_or_host(configured: Option<ServerId>) -> Result<ServerId, String> {
+    match configured {
+        Some(id) => Ok(id),
+        None => {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            ServerId::parse(&host).map_err(|e| {
+                format!("server_id is not set and the host name cannot serve as one: {e}")
+            })
+        }
+    }
+}
+
+/// A server not enrolled yet, for the doctor: named by its configuration
+/// or its host name.
+fn not_enrolled(
+    why: String,
+    configured_site: Option<SiteName>,
+    configured_server: Option<ServerId>,
+) -> Result<(ControllerTrust, SiteName, ServerId), String> {
+    let site = match configured_site {
+        Some(site) => site,
+        None => SiteName::parse("not-enrolled").map_err(|e| e.to_string())?,
+    };
+    let server = server_or_host(configured_server)
+        .or_else(|_| ServerId::parse("this-server").map_err(|e| e.to_string()))?;
+    Ok((ControllerTrust::NotEnrolled { why }, site, server))
+}
+
 /// An enrolled agent: its identity file, which says its site and server
 /// (a configured one must agree), and the controller's CA.
 fn enrolled(
@@ -395,13 +482,18 @@ fn enrolled(
     layout: &DataLayout,
     configured_site: Option<SiteName>,
     configured_server: Option<ServerId>,
+    enrollment: Enrollment,
 ) -> Result<(ControllerTrust, SiteName, ServerId), String> {
     let identity_file = layout.identity_file();
     if !identity_file.exists() {
-        return Err(format!(
+        let why = format!(
             "this agent is not enrolled ({} does not exist): run `flotilla-agent enroll --controller <the controller's https address> --token <token> --ca-fingerprint <sha256:…>` with a token an admin creates in the dashboard (Servers, Enroll a server) or with POST /api/v1/enrollments",
             identity_file.display()
-        ));
+        );
+        return match enrollment {
+            Enrollment::Required => Err(why),
+            Enrollment::Optional => not_enrolled(why, configured_site, configured_server),
+        };
     }
     let identity = crate::identity::Identity::load(&identity_file).map_err(|e| e.to_string())?;
     let stated = identity.certificate.identity;

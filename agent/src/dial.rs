@@ -21,6 +21,9 @@ pub enum DialError {
     /// This agent's identity cannot be read.
     #[error("{0}")]
     Identity(#[from] IdentityError),
+    /// This agent is not enrolled: nothing to dial with.
+    #[error("{0}")]
+    NotEnrolled(String),
 }
 
 /// The controller's endpoint, over mutual TLS with this agent's identity
@@ -31,6 +34,9 @@ pub fn endpoint(
     settings: &Settings,
     url: &str,
 ) -> Result<(Endpoint, Option<(PathBuf, Identity)>), DialError> {
+    if let ControllerTrust::NotEnrolled { why } = &settings.controller_trust {
+        return Err(DialError::NotEnrolled(why.clone()));
+    }
     let mut endpoint = Endpoint::from_shared(url.to_owned())?;
     let mut identity = None;
     if let ControllerTrust::Ca {

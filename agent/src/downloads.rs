@@ -319,6 +319,7 @@ fn download_client(trust: &ControllerTrust) -> Result<reqwest::Client, String> {
             builder.https_only(true).tls_certs_merge(certificates)
         }
         ControllerTrust::Plaintext => builder,
+        ControllerTrust::NotEnrolled { why } => return Err(why.clone()),
     };
     builder.build().map_err(|e| e.to_string())
 }

@@ -623,3 +623,77 @@ async fn an_existing_installation_is_described_before_the_agent_takes_it_over() 
     );
     assert!(!data.join("bin/updates/packages").exists());
 }
+
+#[tokio::test]
+async fn a_server_not_enrolled_yet_is_checked_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("CPoint").join("[e]");
+    let module = data.join("Sites").join("phygitalapi");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(module.join("version.txt"), "2.1.3\n").unwrap();
+    std::fs::create_dir_all(data.join("bin/config")).unwrap();
+    std::fs::write(
+        data.join("bin/config/applicationspath.config"),
+        format!(
+            "<applications><application name=\"phygitalapi\" kind=\"web\" path=\"{}\"/></applications>",
+            module.display()
+        ),
+    )
+    .unwrap();
+    // The procedure's own example name, beside a module named otherwise.
+    std::fs::create_dir_all(data.join("bin/updates/scripts")).unwrap();
+    std::fs::write(
+        data.join("bin/updates/scripts/POSTINSTALL-phygital.ps1"),
+        "Write-Host edited",
+    )
+    .unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\ncontroller_url = \"https://controller.acme.local:7443\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, report) = doctor(&config, "http://127.0.0.1:9").await;
+    assert_eq!(code, 2, "{report:#}");
+    // Not enrolled is one failure among the checks, with what fixes it.
+    let enrollment = &checks(&report, "enrollment")[0];
+    assert_eq!(enrollment["status"], "fail");
+    assert!(
+        enrollment["finding"]
+            .as_str()
+            .unwrap()
+            .contains("this agent is not enrolled")
+            && enrollment["fix"]
+                .as_str()
+                .unwrap()
+                .contains("--ca-fingerprint"),
+        "{enrollment}"
+    );
+    // Everything else that needs no controller ran.
+    let hook = find(&report, "hooks", "POSTINSTALL-phygital.ps1");
+    assert!(
+        hook["finding"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"phygitalapi\"?"),
+        "{hook}"
+    );
+    assert_eq!(
+        find(&report, "applications", "applicationspath.config")["status"],
+        "ok"
+    );
+    for check in [
+        "takeover",
+        "folders",
+        "leftovers",
+        "holders",
+        "disk",
+        "journal",
+    ] {
+        assert!(!checks(&report, check).is_empty(), "{check}: {report:#}");
+    }
+    assert!(checks(&report, "controller").is_empty(), "nothing dialled");
+}

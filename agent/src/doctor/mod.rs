@@ -112,7 +112,25 @@ pub async fn run_alone(settings: &Settings, portal: Check) -> Report {
     checks.extend(local::holders(settings, &|_| true));
     checks.extend(local::disk(settings, &trust, &|_| true).await);
     checks.extend(local::journal(settings));
+    // The databases need no running agent: only their settings.
+    let alone = Arc::new(Agent::new(
+        settings.clone(),
+        settings.portal_listen,
+        Arc::new(crate::install::NoCrashPoints),
+    ));
+    checks.extend(live::databases(&alone, &inventory).await);
     report(settings, checks)
+}
+
+/// On a server not enrolled yet: why, and the command that enrolls it.
+pub fn enrollment(why: &str) -> Check {
+    Check::fail(
+        "enrollment",
+        "identity",
+        why,
+        "enroll the server with the command the controller's dashboard shows (Agents, Enroll a server): `flotilla-agent enroll --controller https://<controller> --ca-fingerprint sha256:… --token …`",
+    )
+    .blocking()
 }
 
 fn report(settings: &Settings, checks: Vec<Check>) -> Report {

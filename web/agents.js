@@ -90,6 +90,7 @@ document.getElementById("enroll").addEventListener("submit", async (event) => {
   const created = await response.json();
   document.getElementById("fingerprint").textContent = created.ca_fingerprint;
   document.getElementById("command").textContent = created.command;
+  document.getElementById("windows-command").textContent = created.windows_command;
   document.getElementById("created").hidden = false;
   loadTokens();
 });

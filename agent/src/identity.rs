@@ -145,11 +145,27 @@ pub fn new_request() -> Result<(String, String), IdentityError> {
 
 /// What the controller answers an enrollment.
 #[derive(Debug, Deserialize)]
-struct Enrolled {
+struct Answer {
     server: String,
     site: String,
     certificate: String,
     controller_ca: String,
+    /// Absent from controllers before `join`.
+    #[serde(default)]
+    agents_urls: Vec<String>,
+    #[serde(default)]
+    publisher_keys: Vec<String>,
+}
+
+/// An enrollment done: the identity written, and what the controller said
+/// the agent needs besides.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub identity: Identity,
+    /// Where agents connect (gRPC): the agent's `controller_url`.
+    pub agents_urls: Vec<String>,
+    /// The publisher keys to trust packages from: its `trusted_keys`.
+    pub publisher_keys: Vec<String>,
 }
 
 /// Enrolls this agent with the controller at `controller` (its HTTPS
@@ -161,7 +177,7 @@ pub async fn enroll(
     controller: &str,
     token: &str,
     ca_fingerprint: &str,
-) -> Result<Identity, IdentityError> {
+) -> Result<Enrolled, IdentityError> {
     let failed = |message: String| IdentityError::Enroll {
         controller: controller.to_owned(),
         message,
@@ -210,7 +226,7 @@ pub async fn enroll(
         let message = body["message"].as_str().unwrap_or("no explanation");
         return Err(failed(format!("refused ({status}): {message}")));
     }
-    let enrolled: Enrolled = response
+    let enrolled: Answer = response
         .json()
         .await
         .map_err(|e| failed(format!("unreadable answer: {e}")))?;
@@ -238,7 +254,11 @@ pub async fn enroll(
             identity.certificate.identity, enrolled.server, enrolled.site
         )));
     }
-    Ok(identity)
+    Ok(Enrolled {
+        identity,
+        agents_urls: enrolled.agents_urls,
+        publisher_keys: enrolled.publisher_keys,
+    })
 }
 
 /// Trusts a server whose chain verifies against the CA certificate, among

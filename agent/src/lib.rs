@@ -21,7 +21,9 @@
 //!   portal.
 //! - [`portal`]: the local web portal on `127.0.0.1:8080`; [`html`]: text
 //!   made safe for its pages and the doctor's.
-//! - [`cli`]: `flotilla-agent install|rollback`, clients of the portal's API.
+//! - [`cli`]: `flotilla-agent install|rollback`, clients of the portal's API;
+//!   [`join`]: `flotilla-agent join|leave`, a server in or out of the fleet
+//!   in one command, and the agent's service.
 //!
 //! [`run`] starts them all on an already-bound portal listener and stops them
 //! when the shutdown future resolves. `main` only reads the configuration.
@@ -40,6 +42,7 @@ pub mod identity;
 pub mod install;
 pub mod installs;
 pub mod inventory;
+pub mod join;
 pub mod link;
 pub mod pending;
 pub mod portal;

@@ -344,6 +344,29 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 /// Asks the controller for a certificate for a new key, and replaces the
 /// identity file with it.
+/// This server leaves the fleet: the controller revokes the identity of
+/// the certificate it is asked with (`flotilla-agent leave`). Tries each
+/// controller in turn; the server revoked, or why none could be asked.
+pub async fn leave(settings: &crate::config::Settings) -> Result<String, String> {
+    let mut failures = Vec::new();
+    for url in &settings.controller_urls {
+        let asked = async {
+            let (endpoint, _) = crate::dial::endpoint(settings, url).map_err(|e| e.to_string())?;
+            let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
+            AgentLinkClient::new(channel)
+                .leave(v1::LeaveRequest {})
+                .await
+                .map(|reply| reply.into_inner().server_id)
+                .map_err(|status| format!("{}: {}", status.code(), status.message()))
+        };
+        match asked.await {
+            Ok(server) => return Ok(server),
+            Err(e) => failures.push(format!("{url}: {e}")),
+        }
+    }
+    Err(failures.join("; "))
+}
+
 async fn renew(
     client: &mut AgentLinkClient<tonic::transport::Channel>,
     file: &std::path::Path,

@@ -56,6 +56,45 @@ enum Command {
         #[arg(long)]
         ca_fingerprint: String,
     },
+    /// Join the fleet in one command: enroll (the one-time token from
+    /// standard input, FLOTILLA_ENROLLMENT_TOKEN or --token-file, never the
+    /// command line), write the configuration with what the controller
+    /// says at enrollment, install and start the service. Run again, it
+    /// changes nothing that is already right.
+    Join {
+        /// The controller's HTTPS address (its dashboard's), e.g.
+        /// https://controller:7080.
+        #[arg(long)]
+        controller: String,
+        /// The fingerprint of the controller's CA (sha256:…), as the
+        /// dashboard shows it with the token.
+        #[arg(long)]
+        ca_fingerprint: String,
+        /// A file holding the one-time enrollment token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The data folder (by default the configuration's, or the
+        /// platform's: /var/lib/flotilla, %PROGRAMDATA%\Flotilla).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Write the configuration and enroll, but leave the service alone.
+        #[arg(long)]
+        no_service: bool,
+        /// Linux: where the systemd unit goes.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
+    /// Leave the fleet: stop and remove the service, have the controller
+    /// revoke this server's certificate (when it can be reached), set the
+    /// identity aside. The configuration and the data folder are kept.
+    Leave {
+        /// Leave the service alone.
+        #[arg(long)]
+        no_service: bool,
+        /// Linux: where the systemd unit is.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
     /// Manage the agent's service: on Windows with the service control
     /// manager (Automatic (Delayed Start), restarted after a failure), on
     /// Linux as a systemd unit.
@@ -95,8 +134,8 @@ enum Command {
     },
 }
 
-/// The service's stable name, for `sc.exe` and `systemctl`.
-const SERVICE_NAME: &str = "flotilla-agent";
+#[cfg(windows)]
+use flotilla_agent::join::SERVICE_NAME;
 
 fn main() -> ExitCode {
     flotilla_proto::tls::install_crypto_provider();
@@ -128,55 +167,14 @@ fn main() -> ExitCode {
 
 /// `service install | uninstall | start | stop | status`.
 fn manage_service(config: &Path, unit_dir: PathBuf, action: service::Action) -> anyhow::Result<()> {
-    let config = std::path::absolute(config)?;
     if action == service::Action::Install {
         // Registered only with a configuration that loads.
-        Settings::load(&config)?;
+        Settings::load(config)?;
     }
-    let arguments = if cfg!(windows) {
-        vec![
-            "service".into(),
-            "run".into(),
-            "--config".into(),
-            config.into(),
-        ]
-    } else {
-        vec!["run".into(), "--config".into(), config.into()]
-    };
-    let spec = service::Spec {
-        name: SERVICE_NAME,
-        display_name: "Flotilla agent",
-        description: "Reports this server's modules to the Flotilla controller and installs their updates.",
-        executable: std::env::current_exe()?,
-        arguments,
-        unit_extra: UNIT_HARDENING.to_owned(),
-        unit_dir,
-    };
+    let spec = flotilla_agent::join::service_spec(config, unit_dir)?;
     println!("{}", service::control(&spec, action)?);
     Ok(())
 }
-
-/// The agent's unit hardening: only what leaves hooks able to do their work.
-const UNIT_HARDENING: &str = "\
-# A running install finishes or rolls back before the agent stops; its hooks
-# each have their own timeout.
-TimeoutStopSec=30min
-LimitNOFILE=65536
-UMask=0027
-# Hardening that leaves hooks their work: they run with the agent's rights
-# and may edit configuration under /etc, stop services and call sudo, so the
-# file system stays writable and privileges may still be gained.
-PrivateTmp=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictRealtime=yes
-LockPersonality=yes
-SystemCallArchitectures=native
-";
 
 /// Under the Windows service control manager: logs go to rolling files in
 /// the data folder, START_PENDING until the portal listens, then RUNNING;
@@ -210,6 +208,26 @@ fn run_as_service(_config: PathBuf) -> anyhow::Result<()> {
     )
 }
 
+/// The enrollment token `join` uses: FLOTILLA_ENROLLMENT_TOKEN, else the
+/// file given, else a line piped in on standard input; none from a terminal
+/// (a token is never typed where it shows).
+fn enrollment_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    use std::io::IsTerminal;
+    let token = if let Ok(token) = std::env::var("FLOTILLA_ENROLLMENT_TOKEN") {
+        token
+    } else if let Some(file) = file {
+        std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", file.display()))?
+    } else if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(token.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::Enroll {
         controller,
@@ -218,13 +236,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }) = &args.command
     {
         let layout = flotilla_agent::config::data_layout_of(&args.config)?;
-        let identity = flotilla_agent::identity::enroll(
+        let identity = &flotilla_agent::identity::enroll(
             &layout.identity_dir(),
             controller,
             token,
             ca_fingerprint,
         )
-        .await?;
+        .await?
+        .identity;
         let not_after = chrono::DateTime::from_timestamp(identity.certificate.not_after, 0)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default();
@@ -233,6 +252,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
             identity.certificate.identity,
             layout.identity_file().display()
         );
+        return Ok(());
+    }
+    if let Some(Command::Join {
+        controller,
+        ca_fingerprint,
+        token_file,
+        data_dir,
+        no_service,
+        unit_dir,
+    }) = &args.command
+    {
+        let join = flotilla_agent::join::Join {
+            controller: controller.clone(),
+            ca_fingerprint: ca_fingerprint.clone(),
+            token: enrollment_token(token_file.as_deref())?,
+            config: std::path::absolute(&args.config)?,
+            data_dir: data_dir.clone(),
+            service: !no_service,
+            unit_dir: unit_dir.clone(),
+        };
+        for line in flotilla_agent::join::join(&join).await? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    if let Some(Command::Leave {
+        no_service,
+        unit_dir,
+    }) = &args.command
+    {
+        let config = std::path::absolute(&args.config)?;
+        for line in flotilla_agent::join::leave(&config, !no_service, unit_dir.clone()).await? {
+            println!("{line}");
+        }
         return Ok(());
     }
     if let Some(Command::Doctor { json, portal }) = &args.command {
@@ -263,6 +316,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             return serve(settings, flotilla_proto::process::shutdown_signal(), || {}).await;
         }
         Some(Command::Enroll { .. })
+        | Some(Command::Join { .. })
+        | Some(Command::Leave { .. })
         | Some(Command::Service { .. })
         | Some(Command::Doctor { .. }) => {
             unreachable!("handled before")

@@ -207,6 +207,44 @@ pub async fn first_admin(db: &Database) -> anyhow::Result<Option<String>> {
     Ok(Some(password))
 }
 
+/// A name of an account or an API token: 1 to 100 letters, digits, '.',
+/// '-', '_' or '@'.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "name: \"{}\" must be 1 to 100 letters, digits, '.', '-', '_' or '@'",
+            name.chars().take(100).collect::<String>()
+        )),
+    }
+}
+
+/// Creates the API token `name` with `role`, as `by` on the controller's
+/// own machine (`flotilla-controller token create`): its secret, to be
+/// shown once. A name already taken is refused.
+pub async fn create_token(
+    db: &Database,
+    name: &str,
+    role: Role,
+    by: &str,
+) -> anyhow::Result<String> {
+    check_name(name).map_err(anyhow::Error::msg)?;
+    let secret = random_secret();
+    let created = db
+        .create_token(name, role.as_str(), &digest(&secret), by, Utc::now(), None)
+        .await?;
+    anyhow::ensure!(
+        created,
+        "a token named {name} exists: choose another name, or delete it first (DELETE /api/v1/tokens/{name})"
+    );
+    Ok(secret)
+}
+
 /// Registers `token` as an admin API token named `name`, unless it is known.
 pub async fn register_admin_token(db: &Database, name: &str, token: &str) -> anyhow::Result<()> {
     anyhow::ensure!(

@@ -123,6 +123,8 @@ pub async fn run(
             &args.dir.join("tls"),
         )?)),
         agent_certificate_lifetime: Duration::from_secs(30 * 86_400),
+        agents_urls: Vec::new(),
+        publisher_keys: Vec::new(),
     };
     let serves = crate::Controller {
         db,

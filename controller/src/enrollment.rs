@@ -32,6 +32,9 @@ pub struct Enrollment {
     pub server_ca_fingerprint: String,
     /// How long an agent's certificate is valid.
     pub lifetime: Duration,
+    /// What an enrolling agent is told besides its certificate, so that
+    /// one URL is all `flotilla-agent join` needs.
+    pub joining: Joining,
     /// What is revoked, in memory: checked at every connection.
     revoked: Mutex<Revocations>,
 }
@@ -50,6 +53,18 @@ pub enum Refusal {
     },
 }
 
+/// What an agent learns at enrollment besides its certificate and the CA.
+#[derive(Debug, Clone, Default)]
+pub struct Joining {
+    /// Where agents connect (gRPC): `--agents-url`, or this controller's
+    /// public host on its gRPC port.
+    pub agents_urls: Vec<String>,
+    /// The publisher keys (Ed25519, hex) agents trust packages from:
+    /// `--publisher-key`. They come over the connection the operator pinned
+    /// with the CA's fingerprint, as the certificate does.
+    pub publisher_keys: Vec<String>,
+}
+
 impl Enrollment {
     pub async fn new(
         db: &Database,
@@ -57,14 +72,59 @@ impl Enrollment {
         server_ca_pem: String,
         server_ca_fingerprint: String,
         lifetime: Duration,
+        joining: Joining,
     ) -> sqlx::Result<Self> {
         Ok(Enrollment {
             ca,
             server_ca_pem,
             server_ca_fingerprint,
             lifetime,
+            joining,
             revoked: Mutex::new(db.revocations().await?),
         })
+    }
+
+    /// Revokes `server`, as `by` asked: its certificates are refused from
+    /// now on, here and by the controllers sharing the database, and its
+    /// connection is closed. Whether it was connected here.
+    pub async fn revoke_server(
+        &self,
+        fleet: &crate::fleet::Fleet,
+        server: &flotilla_proto::domain::ServerId,
+        by: &str,
+    ) -> sqlx::Result<bool> {
+        let live = fleet.certificate_of(server);
+        let recorded = fleet.db.certificates_of(server.as_str()).await?;
+        fleet
+            .db
+            .revoke_server(
+                server.as_str(),
+                live.as_ref()
+                    .map(|c| (c.serial.as_str(), c.identity.site.as_str())),
+                by,
+                chrono::Utc::now(),
+            )
+            .await?;
+        {
+            let mut revoked = self.revoked();
+            revoked.servers.insert(server.to_string());
+            revoked
+                .serials
+                .extend(recorded.into_iter().map(|c| c.serial));
+            if let Some(certificate) = &live {
+                revoked.serials.insert(certificate.serial.clone());
+            }
+        }
+        let disconnected = fleet
+            .end_connection(server, &format!("revoked by {by}"))
+            .await;
+        // Controllers sharing the database refuse it too, and end its
+        // connection if it is theirs.
+        if let Some(relay) = fleet.relay() {
+            relay.note(format!("v:{server}"));
+        }
+        tracing::warn!(by, %server, disconnected, "server revoked");
+        Ok(disconnected)
     }
 
     /// Reads what is revoked again (another controller on the database

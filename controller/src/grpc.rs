@@ -13,8 +13,8 @@ use flotilla_proto::link::{
 use flotilla_proto::tls::AgentCertificate;
 use flotilla_proto::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use flotilla_proto::v1::{
-    AgentMessage, ControllerMessage, RenewReply, RenewRequest, Welcome, agent_message,
-    controller_message,
+    AgentMessage, ControllerMessage, LeaveReply, LeaveRequest, RenewReply, RenewRequest, Welcome,
+    agent_message, controller_message,
 };
 use flotilla_proto::{PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, is_supported};
 use tokio::net::TcpListener;
@@ -227,6 +227,32 @@ impl AgentLink for AgentLinkService {
             })?;
         Ok(Response::new(RenewReply {
             certificate_pem: issued.chain_pem,
+        }))
+    }
+
+    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
+        let Some(certificate) = self.certificate(&request)? else {
+            return Err(Status::failed_precondition(
+                "the controller runs in plain text: there is no certificate to revoke; remove the server on the dashboard",
+            ));
+        };
+        let Some(enrollment) = &self.enrollment else {
+            return Err(Status::failed_precondition("no certificates in plain text"));
+        };
+        let server = &certificate.identity.server;
+        enrollment
+            .revoke_server(
+                &self.fleet,
+                server,
+                &format!("{server} (flotilla-agent leave)"),
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(%server, "cannot revoke a server that leaves: {e}");
+                Status::internal("the revocation could not be recorded; try again")
+            })?;
+        Ok(Response::new(LeaveReply {
+            server_id: server.to_string(),
         }))
     }
 }

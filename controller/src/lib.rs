@@ -75,6 +75,11 @@ pub struct Settings {
     /// How long an agent's certificate is valid; agents renew it when a
     /// third of that is left.
     pub agent_certificate_lifetime: Duration,
+    /// Where agents connect, as they reach it (told at enrollment); this
+    /// controller's public host on its gRPC port when empty.
+    pub agents_urls: Vec<String>,
+    /// The publisher keys agents trust packages from (told at enrollment).
+    pub publisher_keys: Vec<String>,
 }
 
 /// Everything a controller serves from: its database, its package store,
@@ -162,6 +167,8 @@ pub async fn run(
         webhook_hosts,
         agent_ca,
         agent_certificate_lifetime,
+        agents_urls,
+        publisher_keys,
     } = settings;
     starting(&db, tls.is_some()).await?;
     let public_url = match public_url {
@@ -196,7 +203,21 @@ pub async fn run(
         tls.as_ref().map(|identity| identity.ca_pem.clone()),
         stop.clone(),
     );
-    let enrollment = enrollment(&fleet, tls.as_ref(), agent_ca, agent_certificate_lifetime).await?;
+    let joining = enrollment::Joining {
+        agents_urls: match agents_urls.is_empty() {
+            false => agents_urls,
+            true => vec![agents_url(&fleet.public_url, grpc.local_addr()?.port())],
+        },
+        publisher_keys,
+    };
+    let enrollment = enrollment(
+        &fleet,
+        tls.as_ref(),
+        agent_ca,
+        agent_certificate_lifetime,
+        joining,
+    )
+    .await?;
     // With other controllers on the same database: what they relay here.
     let cluster = cluster::start(
         fleet.clone(),
@@ -259,11 +280,26 @@ pub async fn run(
 /// Agents' identities, with the gRPC endpoint's mutual TLS: over TLS,
 /// the CA that issues agents' certificates is required; in plain text
 /// there is none.
+/// The agents' address when none is configured: the public URL's host on
+/// the gRPC port (`https://controller.acme.local:7000`).
+fn agents_url(public_url: &str, grpc_port: u16) -> String {
+    let (scheme, rest) = public_url
+        .split_once("://")
+        .unwrap_or(("https", public_url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
+        None => authority.split(':').next().unwrap_or(authority).to_owned(),
+    };
+    format!("{scheme}://{host}:{grpc_port}")
+}
+
 async fn enrollment(
     fleet: &Fleet,
     tls: Option<&tls::Identity>,
     agent_ca: Option<Arc<tls::AgentCa>>,
     lifetime: Duration,
+    joining: enrollment::Joining,
 ) -> anyhow::Result<Option<(Arc<enrollment::Enrollment>, rustls::ServerConfig)>> {
     match (tls, agent_ca) {
         (Some(identity), Some(ca)) => {
@@ -274,6 +310,7 @@ async fn enrollment(
                 identity.ca_pem.clone(),
                 identity.ca_fingerprint.clone(),
                 lifetime,
+                joining,
             )
             .await?;
             Ok(Some((Arc::new(enrollment), config)))
@@ -323,6 +360,28 @@ mod limit_tests {
         assert_eq!(super::parse_open_files("nothing"), None);
         if cfg!(target_os = "linux") {
             assert!(super::open_files_limit().is_some());
+        }
+    }
+}
+
+#[cfg(test)]
+mod agents_url_tests {
+    #[test]
+    fn the_agents_address_is_the_public_host_on_the_grpc_port() {
+        for (public, agents) in [
+            (
+                "https://controller.acme.local:7080",
+                "https://controller.acme.local:7000",
+            ),
+            (
+                "https://controller.acme.local/",
+                "https://controller.acme.local:7000",
+            ),
+            ("https://127.0.0.1:7080", "https://127.0.0.1:7000"),
+            ("https://[::1]:7080", "https://[::1]:7000"),
+            ("http://ctl:80", "http://ctl:7000"),
+        ] {
+            assert_eq!(super::agents_url(public, 7000), agents, "{public}");
         }
     }
 }

@@ -42,6 +42,11 @@ enum Command {
     /// Publish releases.
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// API tokens, made on the controller's own machine by its owner (who
+    /// can read its database): `flotilla-controller --db … token create
+    /// --role publisher --name ci` prints the token once.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Manage the controller's service: a systemd unit on Linux, a service
     /// on Windows. `flotilla-controller [serve options] service install`
     /// registers it to run `serve` with those options.
@@ -114,6 +119,19 @@ struct BuildArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token and print it (shown this once).
+    Create {
+        /// viewer, operator, publisher or admin.
+        #[arg(long)]
+        role: String,
+        /// Its name, as the audit trail shows who acted.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ReleaseCommand {
     /// Upload signed packages and publish them as a release.
     Publish {
@@ -159,6 +177,25 @@ struct ServeArgs {
     /// defaults to the address it listens on.
     #[arg(long, env = "FLOTILLA_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Where agents connect, as they reach it (repeatable, or
+    /// comma-separated): what `flotilla-agent join` learns at enrollment;
+    /// the public URL's host on the gRPC port by default.
+    #[arg(
+        long = "agents-url",
+        env = "FLOTILLA_AGENTS_URL",
+        value_delimiter = ','
+    )]
+    agents_urls: Vec<String>,
+    /// A publisher key (Ed25519, hex, as `package keygen` prints it) agents
+    /// trust packages from (repeatable, or comma-separated): what
+    /// `flotilla-agent join` writes as its trusted_keys.
+    #[arg(
+        long = "publisher-key",
+        env = "FLOTILLA_PUBLISHER_KEYS",
+        value_delimiter = ',',
+        value_parser = publisher_key
+    )]
+    publisher_keys: Vec<String>,
     /// How often agents send a heartbeat, in milliseconds.
     #[arg(long, env = "FLOTILLA_HEARTBEAT_INTERVAL_MS", default_value_t = 10_000)]
     heartbeat_interval_ms: u64,
@@ -218,6 +255,14 @@ struct TlsArgs {
     /// h or d (`30d`). Agents renew theirs when a third of it is left.
     #[arg(long, env = "FLOTILLA_AGENT_CERTIFICATE_LIFETIME", default_value = "30d", value_parser = parse_lifetime)]
     agent_certificate_lifetime: std::time::Duration,
+}
+
+/// A publisher's public key, as the hex `keygen` writes in its `.pub`.
+fn publisher_key(text: &str) -> Result<String, String> {
+    let key = text.trim();
+    flotilla_proto::signing::PublicKey::from_hex(key)
+        .map(|_| key.to_owned())
+        .map_err(|e| format!("\"{key}\": {e}"))
 }
 
 /// `90s`, `15m`, `12h`, `30d`.
@@ -386,6 +431,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token: &token,
             };
             release(&target, &version, notes.as_deref(), &packages).await
+        }
+        Some(Command::Token(TokenCommand::Create { role, name })) => {
+            let role = flotilla_controller::auth::Role::parse(&role).with_context(|| {
+                format!("--role {role}: one of viewer, operator, publisher, admin")
+            })?;
+            let db = Database::connect(&cli.serve.location()?).await?;
+            let by = format!(
+                "flotilla-controller token create (on {})",
+                gethostname().unwrap_or_else(|| "this machine".to_owned())
+            );
+            let token = flotilla_controller::auth::create_token(&db, &name, role, &by).await?;
+            println!("{token}");
+            eprintln!(
+                "API token {name} ({}) created; shown this once: keep it where its user reads it (FLOTILLA_TOKEN)",
+                role.as_str()
+            );
+            Ok(())
         }
         Some(Command::Serve(args)) => {
             serve(*args, flotilla_proto::process::shutdown_signal(), || {}).await
@@ -690,6 +752,8 @@ async fn serve(
         webhook_hosts: args.webhook_hosts,
         agent_ca,
         agent_certificate_lifetime: args.tls.agent_certificate_lifetime,
+        agents_urls: args.agents_urls,
+        publisher_keys: args.publisher_keys,
     };
     let controller = flotilla_controller::Controller {
         db,

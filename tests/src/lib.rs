@@ -688,6 +688,22 @@ impl Agent {
     }
 }
 
+/// `systemd-analyze verify` says nothing about the unit (Debian's systemd
+/// package; `.ci/run` installs it).
+pub fn systemd_verify(unit: &Path) {
+    let output = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; .ci/run installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success() && said.trim().is_empty(), "{said}");
+}
+
 /// User + system CPU time of a process, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

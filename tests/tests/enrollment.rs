@@ -38,6 +38,42 @@ fn unenrolled_agent(dir: &Path, controller: &Controller) -> (PathBuf, PathBuf) {
     (data, config)
 }
 
+/// The token and the agent's arguments of the command the dashboard shows
+/// (`echo <token> | sudo flotilla-agent join …`).
+fn shown_command(command: &str) -> (String, Vec<String>) {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[0], "echo", "{command}");
+    let agent = words.iter().position(|w| *w == "flotilla-agent").unwrap();
+    (
+        words[1].to_owned(),
+        words[agent + 1..].iter().map(|w| (*w).to_owned()).collect(),
+    )
+}
+
+/// Runs `flotilla-agent --config <config> <arguments> --unit-dir <units>`
+/// with `token` piped in, as the dashboard's command does.
+async fn join(config: &Path, token: &str, arguments: &[String], units: &Path) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(binary("flotilla-agent"))
+        .arg("--config")
+        .arg(config)
+        .args(arguments)
+        .arg("--unit-dir")
+        .arg(units)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{token}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
 /// An enrollment token for `server` of `site`, as an admin creates it.
 async fn token_for(controller: &Controller, server: &str, site: &str) -> Value {
     let response = flotilla_tests::http()
@@ -144,11 +180,21 @@ async fn an_enrolled_agent_connects_as_the_token_said_and_a_token_works_once() {
     let created = token_for(&controller, "acme-web-01", "acme-paris").await;
     let token = created["token"].as_str().unwrap();
     assert_eq!(created["ca_fingerprint"], fingerprint.as_str());
+    // One command, the token piped in: never on a command line.
+    let command = created["command"].as_str().unwrap();
     assert!(
-        created["command"]
+        command.starts_with(&format!(
+            "echo {token} | sudo flotilla-agent join --controller https://"
+        )) && command.ends_with(&format!("--ca-fingerprint {fingerprint}")),
+        "{created}"
+    );
+    assert!(
+        created["windows_command"]
             .as_str()
             .unwrap()
-            .starts_with("flotilla-agent enroll --controller https://"),
+            .starts_with(&format!(
+                "'{token}' | flotilla-agent.exe join --controller https://"
+            )),
         "{created}"
     );
     // The list never shows the secret.
@@ -515,7 +561,7 @@ async fn an_admin_enrolls_and_revokes_a_server_from_the_dashboard() {
             .eval("return document.getElementById('command').textContent")
             .await;
         match text.as_str() {
-            Some(command) if command.starts_with("flotilla-agent enroll ") => {
+            Some(command) if command.contains("| sudo flotilla-agent join ") => {
                 Ok(command.to_owned())
             }
             _ => Err(text.to_string()),
@@ -527,16 +573,11 @@ async fn an_admin_enrolls_and_revokes_a_server_from_the_dashboard() {
         .await;
     assert_eq!(shown, controller.ca_fingerprint.clone().unwrap().as_str());
 
-    // The command, as shown, run on the server.
-    let (_, config) = unenrolled_agent(dir.path(), &controller);
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let enrolled = tokio::process::Command::new(binary("flotilla-agent"))
-        .arg("--config")
-        .arg(&config)
-        .args(&words[1..])
-        .output()
-        .await
-        .unwrap();
+    // The command, as shown, run on the server (its unit in a folder of
+    // the test's: systemd does not run here).
+    let (data, config) = unenrolled_agent(dir.path(), &controller);
+    let (token, arguments) = shown_command(&command);
+    let enrolled = join(&config, &token, &arguments, &data.join("units")).await;
     assert!(enrolled.status.success(), "{}", said(&enrolled));
     let _agent = tokio::process::Command::new(binary("flotilla-agent"))
         .arg("--config")
@@ -591,4 +632,126 @@ async fn an_admin_enrolls_and_revokes_a_server_from_the_dashboard() {
     })
     .await;
     browser.quit().await;
+}
+
+#[tokio::test]
+async fn a_server_joins_in_one_command_twice_safely_then_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = flotilla_tests::publisher().public().to_hex();
+    let controller =
+        Controller::start_with_args(dir.path(), &["--publisher-key", &publisher]).await;
+    let server = dir.path().join("acme-web-01");
+    let config = server.join("etc").join("agent.toml");
+    let data = server.join("data");
+    let units = server.join("units");
+    std::fs::create_dir_all(data.join("bin/config")).unwrap();
+    std::fs::write(
+        data.join("bin/config/applicationspath.config"),
+        "<applications/>",
+    )
+    .unwrap();
+
+    let created = token_for(&controller, "acme-web-01", "acme-paris").await;
+    let (token, mut arguments) = shown_command(created["command"].as_str().unwrap());
+    arguments.extend(["--data-dir".to_owned(), data.display().to_string()]);
+    let joined = join(&config, &token, &arguments, &units).await;
+    let first = said(&joined);
+    assert!(joined.status.success(), "{first}");
+    assert!(
+        first.contains("enrolled as server acme-web-01 of site acme-paris")
+            && first.contains("written: controller_url")
+            && first.contains("1 trusted publisher key(s)"),
+        "{first}"
+    );
+    // The configuration holds what the controller said: where agents
+    // connect, the publisher to trust.
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        written.contains(&format!("controller_url = [\"{}\"]", controller.grpc_url))
+            && written.contains(&format!("trusted_keys = [\"{publisher}\"]")),
+        "{written}"
+    );
+    // The unit, as systemd would take it; systemd does not run here.
+    let unit = units.join("flotilla-agent.service");
+    flotilla_tests::systemd_verify(&unit);
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains(&format!("run --config {}", config.display())),
+        "{text}"
+    );
+    assert!(
+        first.contains("not started: systemd does not run here"),
+        "{first}"
+    );
+
+    // The agent runs on what join wrote (its portal on a free port here).
+    std::fs::write(
+        &config,
+        format!("{written}portal_listen = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let mut agent = tokio::process::Command::new(binary("flotilla-agent"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    controller
+        .wait_for_server("acme-web-01", "online", |s| s["online"] == true)
+        .await;
+
+    // Again: nothing to enroll (no token needed), nothing changed.
+    let again = join(&config, "", &arguments, &units).await;
+    let second = said(&again);
+    assert!(again.status.success(), "{second}");
+    assert!(
+        second.contains("already enrolled as acme-web-01 of site acme-paris"),
+        "{second}"
+    );
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("portal_listen"),
+        "kept"
+    );
+
+    // Leave: the unit goes, the controller revokes the server, the data stays.
+    let left = tokio::process::Command::new(binary("flotilla-agent"))
+        .arg("--config")
+        .arg(&config)
+        .args(["leave", "--unit-dir"])
+        .arg(&units)
+        .output()
+        .await
+        .unwrap();
+    let leaving = said(&left);
+    assert!(left.status.success(), "{leaving}");
+    assert!(
+        leaving.contains("certificate of acme-web-01 revoked by the controller"),
+        "{leaving}"
+    );
+    assert!(!unit.exists());
+    let revoked = controller
+        .wait_for_server("acme-web-01", "revoked", |s| s["online"] == false)
+        .await;
+    assert!(
+        revoked["offline_reason"]
+            .as_str()
+            .unwrap()
+            .contains("revoked by acme-web-01 (flotilla-agent leave)"),
+        "{revoked}"
+    );
+    assert!(data.join("bin/config/applicationspath.config").exists());
+    assert!(config.exists());
+    let identity = data.join("identity");
+    assert!(!identity.join("agent.pem").exists(), "{leaving}");
+    let aside: Vec<String> = std::fs::read_dir(&identity)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("agent.left-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the identity set aside, not deleted");
+    let _ = agent.kill().await;
 }

@@ -242,7 +242,7 @@ async fn an_install_runs_the_six_phases_in_order_with_the_procedures_environment
     }
     let page = server.agent.portal().await;
     assert!(
-        page.contains("1 update(s) to install") && page.contains("action=\"/install/ecommerce\""),
+        page.contains("1 update to install") && page.contains("action=\"/install/ecommerce\""),
         "{page}"
     );
 

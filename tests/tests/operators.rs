@@ -485,3 +485,54 @@ async fn the_dashboard_answers_only_its_own_names_and_is_never_framed() {
         assert_eq!(answer.status(), expected, "{host}");
     }
 }
+
+#[tokio::test]
+async fn the_controllers_owner_makes_a_publishers_token_in_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    // The database the controller runs on, as its owner names it.
+    let db = flotilla_tests::postgres::controller_database(dir.path())
+        .unwrap_or_else(|| controller.db.display().to_string());
+    let create = async |name: &str, role: &str| {
+        tokio::process::Command::new(flotilla_tests::binary("flotilla-controller"))
+            .args([
+                "--db", &db, "token", "create", "--role", role, "--name", name,
+            ])
+            .output()
+            .await
+            .unwrap()
+    };
+    let made = create("ci", "publisher").await;
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+    assert!(token.len() >= 32, "the token alone on stdout: {token}");
+    // It is a publisher's token, named for the audit trail.
+    let who: Value = anonymous()
+        .get(format!("{}/api/v1/session", controller.http_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (who["name"].as_str(), who["role"].as_str()),
+        (Some("ci"), Some("publisher")),
+        "{who}"
+    );
+    // A name taken, or a role that does not exist, is refused and says so.
+    let again = create("ci", "publisher").await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("a token named ci exists"));
+    let wrong = create("other", "root").await;
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr)
+            .contains("--role root: one of viewer, operator, publisher, admin")
+    );
+}

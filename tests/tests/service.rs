@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::process::Command;
 
 use flotilla_tests::binary;
@@ -24,20 +23,7 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// `systemd-analyze verify` says nothing about the unit.
-fn verify(unit: &Path) {
-    let output = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(unit)
-        .output()
-        .expect("systemd-analyze (Debian's systemd package; .ci/run installs it)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success() && said.trim().is_empty(), "{said}");
-}
+use flotilla_tests::systemd_verify as verify;
 
 #[test]
 fn the_agent_installs_as_a_systemd_unit_that_lets_its_hooks_work() {

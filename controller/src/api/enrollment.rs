@@ -70,8 +70,11 @@ pub struct CreatedEnrollment {
     /// The fingerprint of the CA the agent must trust, to give
     /// `flotilla-agent enroll --ca-fingerprint`.
     pub ca_fingerprint: String,
-    /// The command to run on the server.
+    /// The command to run on the server (Linux): the token goes in on
+    /// standard input, never on a command line.
     pub command: String,
+    /// The same in PowerShell, for Windows.
+    pub windows_command: String,
 }
 
 /// Create a one-time enrollment token for one server of one site.
@@ -115,10 +118,12 @@ pub async fn create(
         )
         .await?;
     tracing::info!(by = %caller.name, %server, %site, %expires_at, "enrollment token created");
-    let command = format!(
-        "flotilla-agent enroll --controller {} --token {token} --ca-fingerprint {}",
+    let join = format!(
+        "join --controller {} --ca-fingerprint {}",
         state.fleet.public_url, enrollment.server_ca_fingerprint
     );
+    let command = format!("echo {token} | sudo flotilla-agent {join}");
+    let windows_command = format!("'{token}' | flotilla-agent.exe {join}");
     Ok((
         StatusCode::CREATED,
         Json(CreatedEnrollment {
@@ -135,6 +140,7 @@ pub async fn create(
             token,
             ca_fingerprint: enrollment.server_ca_fingerprint.clone(),
             command,
+            windows_command,
         }),
     ))
 }
@@ -185,6 +191,11 @@ pub struct Enrolled {
     /// The CA that vouches for the controller's own certificate, PEM.
     pub controller_ca: String,
     pub not_after: DateTime<Utc>,
+    /// Where agents connect (gRPC), as the agent's `controller_url`.
+    pub agents_urls: Vec<String>,
+    /// The publisher keys (Ed25519, hex) to trust packages from, as the
+    /// agent's `trusted_keys`.
+    pub publisher_keys: Vec<String>,
 }
 
 /// Enroll an agent: its certificate request, with a one-time token, gets a
@@ -256,6 +267,8 @@ pub async fn enroll(
         certificate: issued.chain_pem,
         controller_ca: enrollment.server_ca_pem.clone(),
         not_after: issued.not_after,
+        agents_urls: enrollment.joining.agents_urls.clone(),
+        publisher_keys: enrollment.joining.publisher_keys.clone(),
     })
     .into_response();
     response
@@ -294,36 +307,9 @@ pub async fn revoke(
         Ok(server) if known => server,
         _ => return Err(ApiError::NotFound(format!("no server {id}"))),
     };
-    let live = state.fleet.certificate_of(&server);
-    let recorded = db.certificates_of(server.as_str()).await?;
-    db.revoke_server(
-        server.as_str(),
-        live.as_ref()
-            .map(|c| (c.serial.as_str(), c.identity.site.as_str())),
-        &caller.name,
-        Utc::now(),
-    )
-    .await?;
-    {
-        let mut revoked = enrollment.revoked();
-        revoked.servers.insert(server.to_string());
-        revoked
-            .serials
-            .extend(recorded.into_iter().map(|c| c.serial));
-        if let Some(certificate) = &live {
-            revoked.serials.insert(certificate.serial.clone());
-        }
-    }
-    let disconnected = state
-        .fleet
-        .end_connection(&server, &format!("revoked by {}", caller.name))
-        .await;
-    // Controllers sharing the database refuse it too, and end its
-    // connection if it is theirs.
-    if let Some(relay) = state.fleet.relay() {
-        relay.note(format!("v:{server}"));
-    }
-    tracing::warn!(by = %caller.name, %server, disconnected, "server revoked");
+    let disconnected = enrollment
+        .revoke_server(&state.fleet, &server, &caller.name)
+        .await?;
     Ok(Json(Revoked {
         server: server.to_string(),
         disconnected,

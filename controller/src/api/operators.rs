@@ -155,18 +155,7 @@ pub struct NewAccount {
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
-    match ok {
-        true => Ok(()),
-        false => Err(ApiError::BadRequest(format!(
-            "name: \"{}\" must be 1 to 100 letters, digits, '.', '-', '_' or '@'",
-            name.chars().take(100).collect::<String>()
-        ))),
-    }
+    crate::auth::check_name(name).map_err(ApiError::BadRequest)
 }
 
 /// The accounts.

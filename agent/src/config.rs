@@ -109,11 +109,26 @@ struct File {
     /// How many packages download at once.
     #[serde(default = "default_download_concurrency")]
     download_concurrency: usize,
+    /// How long a new version of the agent has to start, connect and stay
+    /// connected before the previous one is put back.
+    #[serde(default = "default_update_budget_seconds")]
+    update_budget_seconds: u64,
+    /// How long it must stay connected to prove itself.
+    #[serde(default = "default_update_settle_seconds")]
+    update_settle_seconds: u64,
     /// Optional bandwidth cap for downloads, in kilobytes per second.
     download_limit_kbps: Option<u64>,
     /// The databases of database modules, by module name.
     #[serde(default)]
     databases: std::collections::BTreeMap<String, flotilla_proto::database::Settings>,
+}
+
+fn default_update_budget_seconds() -> u64 {
+    300
+}
+
+fn default_update_settle_seconds() -> u64 {
+    20
 }
 
 fn default_download_concurrency() -> usize {
@@ -200,6 +215,10 @@ pub struct Settings {
     pub allow_unsigned_local_packages: bool,
     pub download_concurrency: usize,
     pub download_limit_bytes_per_second: Option<u64>,
+    /// A new version of the agent's budget to prove itself, and how long it
+    /// must stay connected to (see `self_update`).
+    pub update_budget: Duration,
+    pub update_settle: Duration,
     /// The databases of database modules, by module name.
     pub databases: std::collections::BTreeMap<String, flotilla_proto::database::Settings>,
 }
@@ -326,6 +345,12 @@ impl Settings {
                 "reconnect_min_ms must be greater than 0 and at most reconnect_max_ms".into(),
             ));
         }
+        if file.update_settle_seconds >= file.update_budget_seconds {
+            return Err(invalid(format!(
+                "update_settle_seconds ({}) must be less than update_budget_seconds ({})",
+                file.update_settle_seconds, file.update_budget_seconds
+            )));
+        }
         if file.backups_to_keep == 0 {
             return Err(invalid("backups_to_keep must be at least 1".into()));
         }
@@ -373,6 +398,8 @@ impl Settings {
             allow_unsigned_local_packages: file.allow_unsigned_local_packages,
             download_concurrency: file.download_concurrency.max(1),
             download_limit_bytes_per_second: file.download_limit_kbps.map(|k| k.max(1) * 1000),
+            update_budget: Duration::from_secs(file.update_budget_seconds.max(1)),
+            update_settle: Duration::from_secs(file.update_settle_seconds),
             layout,
             controller_url: controller_urls.first().cloned().unwrap_or_default(),
             controller_urls,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use flotilla_proto::domain::{ModuleName, ModuleReport, ModuleState, Problem, Version};
+use flotilla_proto::domain::{ModuleKind, ModuleName, ModuleReport, ModuleState, Problem, Version};
 
 use crate::applications::{self, ModuleDeclaration};
 use crate::config::DataLayout;
@@ -93,6 +93,22 @@ pub fn pending(layout: &DataLayout, trust: &PackageTrust) -> Vec<Pending> {
 
 /// Reads `applicationspath.config` and every module it declares, with the
 /// package each would install (as `trust` chooses it).
+/// Flotilla's own agent, a module of every server (`flotilla-agent`, of
+/// kind agent): this build's version, where it runs from.
+fn agent_module() -> Option<ModuleReport> {
+    let exe = std::env::current_exe().ok()?;
+    Some(ModuleReport {
+        name: ModuleName::parse(flotilla_proto::domain::AGENT_MODULE).ok()?,
+        kind: ModuleKind::Agent,
+        install_path: exe.parent()?.display().to_string(),
+        installed_version: Version::parse(crate::VERSION).ok(),
+        state: ModuleState::Installed,
+        detail: String::new(),
+        pending_version: None,
+        download: None,
+    })
+}
+
 pub fn scan(layout: &DataLayout, trust: &PackageTrust) -> Inventory {
     let declarations = applications::load(&layout.applications_config());
     let mut modules: Vec<ModuleReport> = declarations
@@ -100,6 +116,7 @@ pub fn scan(layout: &DataLayout, trust: &PackageTrust) -> Inventory {
         .iter()
         .map(|declaration| inspect(declaration, layout.root()))
         .collect();
+    modules.extend(agent_module());
     modules.sort_by(|a, b| a.name.cmp(&b.name));
     let packages = packages_in(&layout.packages_dir(), trust);
     for module in &mut modules {
@@ -110,7 +127,12 @@ pub fn scan(layout: &DataLayout, trust: &PackageTrust) -> Inventory {
         )
         .map(|p| p.version.clone());
     }
-    let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
+    // Hooks are for the application's modules: the agent runs none.
+    let names: Vec<&str> = modules
+        .iter()
+        .filter(|m| m.kind != ModuleKind::Agent)
+        .map(|m| m.name.as_str())
+        .collect();
     let mut problems = declarations.problems;
     problems.extend(crate::hook_names::problems(&layout.scripts_dir(), &names));
     Inventory { modules, problems }
@@ -215,12 +237,14 @@ mod tests {
                 )
             })
             .collect();
+        // The agent itself is a module of every server, at its version.
         assert_eq!(
             summary,
             [
-                "database - missing",
-                "ecommerce 2.3.0 maintenance",
-                "integration - version_unknown"
+                "database - missing".to_owned(),
+                "ecommerce 2.3.0 maintenance".to_owned(),
+                format!("flotilla-agent {} installed", crate::VERSION),
+                "integration - version_unknown".to_owned(),
             ]
         );
         assert!(inventory.problems.is_empty());
@@ -249,6 +273,6 @@ mod tests {
 
         let emptied = Inventory::default();
         let change = after.change_to(&emptied);
-        assert_eq!(change.removed.len(), 2);
+        assert_eq!(change.removed.len(), 3, "the two declared and the agent");
     }
 }

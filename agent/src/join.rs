@@ -43,6 +43,21 @@ LockPersonality=yes
 SystemCallArchitectures=native
 ";
 
+/// The agent's service, as it is installed: on Linux this executable is
+/// adopted as its version's folder's (`<data>/bin/agent/versions/<v>/`)
+/// and the service runs it through `<data>/bin/agent/current`, so that the
+/// agent can update itself ([`crate::self_update`]).
+pub fn installed_service_spec(config: &Path, unit_dir: PathBuf) -> anyhow::Result<Spec> {
+    let mut spec = service_spec(config, unit_dir)?;
+    if cfg!(unix) {
+        let home = crate::self_update::Home::of(&data_layout_of(config)?);
+        spec.executable = home
+            .adopt(&spec.executable)
+            .with_context(|| format!("cannot copy the agent into {}", home.versions().display()))?;
+    }
+    Ok(spec)
+}
+
 /// The agent's service: this executable, run on `config`.
 pub fn service_spec(config: &Path, unit_dir: PathBuf) -> std::io::Result<Spec> {
     let config = std::path::absolute(config)?;
@@ -205,7 +220,8 @@ fn ensure_service(spec: &Spec, config: &Path) -> anyhow::Result<Vec<String>> {
             running
         }
         Found::NotInstalled | Found::Unknown(_) => {
-            did.push(service::control(spec, Action::Install)?);
+            let installed = installed_service_spec(config, spec.unit_dir.clone())?;
+            did.push(service::control(&installed, Action::Install)?);
             false
         }
     };

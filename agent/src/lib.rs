@@ -46,6 +46,7 @@ pub mod join;
 pub mod link;
 pub mod pending;
 pub mod portal;
+pub mod self_update;
 pub mod state;
 pub mod status_file;
 
@@ -65,14 +66,25 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::inventory::Inventory;
 
-/// Runs the agent until `shutdown` resolves.
-/// `crash_points` is [`install::NoCrashPoints`] in the agent binary.
+/// How [`run`] ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Asked to stop.
+    Stopped,
+    /// A new version of the agent is ready to take over
+    /// ([`self_update::supervise`] runs it).
+    HandOver(self_update::Trial),
+}
+
+/// Runs the agent until `shutdown` resolves, or until a new version of the
+/// agent is ready to take over. `crash_points` is
+/// [`install::NoCrashPoints`] in the agent binary.
 pub async fn run(
     settings: Settings,
     portal_listener: TcpListener,
     crash_points: Arc<dyn install::CrashPoints>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     flotilla_proto::tls::install_crypto_provider();
     let portal_address = portal_listener.local_addr()?;
     let agent = Arc::new(Agent::new(settings, portal_address, crash_points));
@@ -94,6 +106,9 @@ pub async fn run(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .extend(notices);
+    // How the last update of the agent ended; a trial a power cut left.
+    let trial_stop = CancellationToken::new();
+    self_update::at_start(&agent, &trial_stop);
     // The first scan completes before anything is reported, so the controller
     // and the portal never see an empty server that is not.
     scan_once(&agent, &mut None).await;
@@ -103,7 +118,15 @@ pub async fn run(
     let portal = tokio::spawn(portal::serve(agent.clone(), portal_listener, stop.clone()));
     let downloader = tokio::spawn(downloads::run(agent.clone(), stop.clone()));
 
-    shutdown.await;
+    let mut hand_over = agent.hand_over.subscribe();
+    let ended = tokio::select! {
+        () = shutdown => Ended::Stopped,
+        () = trial_stop.cancelled() => Ended::Stopped,
+        trial = hand_over.wait_for(Option::is_some) => match trial.ok().and_then(|t| t.clone()) {
+            Some(trial) => Ended::HandOver(trial),
+            None => Ended::Stopped,
+        },
+    };
     tracing::info!("shutting down");
     // A running install is never cut: it finishes or rolls back, and its
     // result reaches the controller, before anything stops.
@@ -116,7 +139,7 @@ pub async fn run(
     scanner?;
     link?;
     portal??;
-    Ok(())
+    Ok(ended)
 }
 
 /// Rescans modules on the configured interval, or sooner when asked.

@@ -171,7 +171,10 @@ fn manage_service(config: &Path, unit_dir: PathBuf, action: service::Action) -> 
         // Registered only with a configuration that loads.
         Settings::load(config)?;
     }
-    let spec = flotilla_agent::join::service_spec(config, unit_dir)?;
+    let spec = match action {
+        service::Action::Install => flotilla_agent::join::installed_service_spec(config, unit_dir)?,
+        _ => flotilla_agent::join::service_spec(config, unit_dir)?,
+    };
     println!("{}", service::control(&spec, action)?);
     Ok(())
 }
@@ -190,7 +193,7 @@ fn run_as_service(config: PathBuf) -> anyhow::Result<()> {
                 runtime.block_on(async {
                     let settings = Settings::load(&config)?;
                     let ready = scm.clone();
-                    serve(settings, scm.stopping(), move || ready.running()).await
+                    serve(&config, settings, scm.stopping(), move || ready.running()).await
                 })
             });
         outcome.map_err(|e| {
@@ -313,7 +316,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (module, portal, request) = match args.command {
         None | Some(Command::Run) => {
-            return serve(settings, flotilla_proto::process::shutdown_signal(), || {}).await;
+            return serve(
+                &args.config,
+                settings,
+                flotilla_proto::process::shutdown_signal(),
+                || {},
+            )
+            .await;
         }
         Some(Command::Enroll { .. })
         | Some(Command::Join { .. })
@@ -352,33 +361,63 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the agent until `shutdown`; `ready` once its portal listens.
+/// Runs the agent on `settings` (read from `config`) until `shutdown`;
+/// `ready` once its portal listens. When a new version of the agent is
+/// ready to take over, this process runs it as its child on trial, and
+/// runs again itself if it fails ([`flotilla_agent::self_update`]).
 async fn serve(
+    config: &Path,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(settings.portal_listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} for the local portal: {e}",
-                settings.portal_listen
-            )
-        })?;
-    let portal = listener.local_addr()?;
-    tracing::info!(
-        server = %settings.server_id,
-        site = %settings.site,
-        data = %settings.layout.root().display(),
-        "agent starting"
-    );
-    // The one line a person (or a test) needs: where the portal is.
-    println!(
-        "flotilla-agent {} portal: http://{portal}/",
-        settings.server_id
-    );
-    ready();
-    let no_crash_points = std::sync::Arc::new(flotilla_agent::install::NoCrashPoints);
-    flotilla_agent::run(settings, listener, no_crash_points, shutdown).await
+    use flotilla_agent::self_update::{Supervised, supervise};
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let mut ready = Some(ready);
+    loop {
+        let listener = tokio::net::TcpListener::bind(settings.portal_listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {} for the local portal: {e}",
+                    settings.portal_listen
+                )
+            })?;
+        let portal = listener.local_addr()?;
+        tracing::info!(
+            server = %settings.server_id,
+            site = %settings.site,
+            data = %settings.layout.root().display(),
+            version = flotilla_agent::VERSION,
+            "agent starting"
+        );
+        // The one line a person (or a test) needs: where the portal is.
+        println!(
+            "flotilla-agent {} portal: http://{portal}/",
+            settings.server_id
+        );
+        if let Some(ready) = ready.take() {
+            ready();
+        }
+        let no_crash_points = std::sync::Arc::new(flotilla_agent::install::NoCrashPoints);
+        let until = stop.clone().cancelled_owned();
+        let trial =
+            match flotilla_agent::run(settings.clone(), listener, no_crash_points, until).await? {
+                flotilla_agent::Ended::Stopped => return Ok(()),
+                flotilla_agent::Ended::HandOver(trial) => trial,
+            };
+        match supervise(&settings.layout, config, trial, &stop).await? {
+            Supervised::Ended(status) if status.success() => return Ok(()),
+            Supervised::Ended(status) => anyhow::bail!("the agent's new version ended: {status}"),
+            Supervised::Stopped => return Ok(()),
+            Supervised::RolledBack => continue,
+        }
+    }
 }

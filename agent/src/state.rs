@@ -35,6 +35,7 @@ impl Agent {
             last_heartbeat: Mutex::new(None),
             portal_address,
             portal_token: flotilla_proto::web::random_secret(),
+            hand_over: watch::Sender::new(None),
         }
     }
 
@@ -99,6 +100,23 @@ pub struct Agent {
     /// The token the portal's own forms carry, new at each start: a form
     /// posted from any other page lacks it.
     pub portal_token: String,
+    /// Set when a new version of the agent is ready to take over: the agent
+    /// stops its work and [`crate::run`] ends with it
+    /// ([`crate::self_update`]).
+    pub hand_over: watch::Sender<Option<Trial>>,
+}
+
+/// An update under way: what the old version hands over to the new one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trial {
+    pub install_id: String,
+    /// The controller's order, if it ordered the update.
+    pub command_id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub started_at: DateTime<Utc>,
+    pub budget_ms: u64,
+    pub settle_ms: u64,
 }
 
 /// One module's latest install, as shown on the portal.

@@ -412,6 +412,7 @@ async fn build_release(dir: &Path, key: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 key: Some(key.to_path_buf()),
                 scripts: None,
                 database: None,
+                platform: None,
             })
             .await?;
             packages.push(out);

@@ -80,9 +80,13 @@ struct BuildArgs {
     module: String,
     #[arg(long)]
     version: String,
-    /// web, service or database.
+    /// web, service, database, or agent (the module flotilla-agent: its
+    /// executable in --from, with --platform).
     #[arg(long, default_value = "web")]
     kind: String,
+    /// An agent package's platform: linux-x86_64, windows-x86_64.
+    #[arg(long)]
+    platform: Option<String>,
     /// The module's files.
     #[arg(long)]
     from: PathBuf,
@@ -610,6 +614,7 @@ async fn package(command: PackageCommand) -> anyhow::Result<()> {
                 baseline,
                 from_version,
                 scratch_url,
+                platform,
             } = *args;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{module}-{version}.zip")));
             let database = match (engine, baseline, from_version) {
@@ -639,6 +644,7 @@ async fn package(command: PackageCommand) -> anyhow::Result<()> {
                 key,
                 scripts,
                 database,
+                platform,
             };
             let sha256 = publisher::build_package(&request).await?;
             println!("{} sha256 {sha256}", out.display());

@@ -67,6 +67,8 @@ pub struct BuildRequest {
     /// A database package's engine and standard schemas: computed here by
     /// applying the baseline, then the scripts, to a scratch database.
     pub database: Option<DatabaseBuild>,
+    /// An agent package's platform (`linux-x86_64`, `windows-x86_64`).
+    pub platform: Option<String>,
 }
 
 /// How to compute a database package's standard schemas.
@@ -147,6 +149,9 @@ pub async fn build_package(request: &BuildRequest) -> anyhow::Result<String> {
     );
     if !request.preserve.is_empty() {
         manifest.push_str(&format!("preserve = {:?}\n", request.preserve));
+    }
+    if let Some(platform) = &request.platform {
+        manifest.push_str(&format!("platform = {platform:?}\n"));
     }
     if let Some(url) = &request.health_url {
         manifest.push_str(&format!("[health_check]\nurl = {url:?}\n"));

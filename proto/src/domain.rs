@@ -100,12 +100,17 @@ pub enum ModuleKind {
     Service,
     /// The application's database.
     Database,
+    /// Flotilla's own agent (the module `flotilla-agent`), which updates
+    /// itself: never declared in `applicationspath.config`.
+    Agent,
 }
 
 impl ModuleKind {
+    /// The kinds `applicationspath.config` declares.
     pub const ALL: [ModuleKind; 3] = [ModuleKind::Web, ModuleKind::Service, ModuleKind::Database];
 
-    /// Parses the kind as written in `applicationspath.config` (case-insensitive).
+    /// Parses the kind as written in `applicationspath.config`
+    /// (case-insensitive): the application's kinds only.
     pub fn parse(value: &str) -> Result<Self, ParseError> {
         Self::ALL
             .into_iter()
@@ -117,13 +122,35 @@ impl ModuleKind {
             })
     }
 
+    /// Parses the kind of a package: the application's, or `agent`.
+    pub fn parse_package(value: &str) -> Result<Self, ParseError> {
+        match value.trim().eq_ignore_ascii_case("agent") {
+            true => Ok(ModuleKind::Agent),
+            false => Self::parse(value).map_err(|_| {
+                ParseError::new(format!(
+                    "unknown module kind \"{value}\": expected one of web, service, database, agent"
+                ))
+            }),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ModuleKind::Web => "web",
             ModuleKind::Service => "service",
             ModuleKind::Database => "database",
+            ModuleKind::Agent => "agent",
         }
     }
+}
+
+/// The module that is Flotilla's own agent.
+pub const AGENT_MODULE: &str = "flotilla-agent";
+
+/// The platform this program was built for, as agents' packages name it:
+/// `linux-x86_64`, `windows-x86_64`.
+pub fn platform() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
 impl fmt::Display for ModuleKind {

@@ -37,6 +37,9 @@ pub struct Manifest {
     /// A database package's engine and the version its scripts upgrade
     /// from; the standard schemas of both versions are under `standard/`.
     pub database: Option<DatabaseSection>,
+    /// An agent package's platform (`linux-x86_64`, `windows-x86_64`): an
+    /// agent takes only the one built for its own.
+    pub platform: Option<String>,
 }
 
 /// The `[database]` table of a database package's manifest.
@@ -76,6 +79,7 @@ struct ManifestFile {
     #[serde(default)]
     upgrade_scripts: Vec<String>,
     database: Option<DatabaseFile>,
+    platform: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +318,7 @@ impl Package {
                 health_check: None,
                 upgrade_scripts: Vec::new(),
                 database: None,
+                platform: None,
             },
             payload: "",
         })
@@ -550,7 +555,7 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
     let file: ManifestFile = toml::from_str(text).map_err(|e| e.to_string())?;
     let module = ModuleName::parse(&file.module).map_err(|e| format!("module: {e}"))?;
     let version = Version::parse(&file.version).map_err(|e| format!("version: {e}"))?;
-    let kind = ModuleKind::parse(&file.kind).map_err(|e| format!("kind: {e}"))?;
+    let kind = ModuleKind::parse_package(&file.kind).map_err(|e| format!("kind: {e}"))?;
     for path in &file.preserve {
         let p = Path::new(path);
         if path.is_empty() || p.is_absolute() || path.split(['/', '\\']).any(|part| part == "..") {
@@ -603,6 +608,34 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
         }
         None => None,
     };
+    // Flotilla's own agent is the module flotilla-agent, of kind agent,
+    // built for one platform; nothing else is.
+    let agent = module.as_str() == crate::domain::AGENT_MODULE;
+    match (agent, kind == ModuleKind::Agent, &file.platform) {
+        (true, false, _) | (false, true, _) => {
+            return Err(format!(
+                "module {module} of kind {kind}: the module {} is of kind agent, and only it",
+                crate::domain::AGENT_MODULE
+            ));
+        }
+        (true, true, None) => {
+            return Err("platform: an agent package names the platform it was built for (linux-x86_64, windows-x86_64)".into());
+        }
+        (false, false, Some(_)) => {
+            return Err("platform belongs to agent packages (kind = \"agent\")".into());
+        }
+        (_, _, Some(p))
+            if p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
+        {
+            return Err(format!(
+                "platform: \"{p}\" is not a platform name such as linux-x86_64"
+            ));
+        }
+        _ => {}
+    }
     Ok(Manifest {
         module,
         version,
@@ -611,6 +644,7 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
         health_check,
         upgrade_scripts: file.upgrade_scripts,
         database,
+        platform: file.platform,
     })
 }
 

@@ -455,6 +455,9 @@ pub struct Agent {
     pub data: PathBuf,
     pub portal_url: String,
     pub log: PathBuf,
+    /// What the agent printed (its portal's address, again each time its
+    /// portal listens anew).
+    lines: Lines,
 }
 
 /// A module to lay out on an agent's server: name, kind, version.
@@ -584,19 +587,25 @@ impl Agent {
             ),
         )
         .unwrap();
-        let (child, portal_url, log) = Self::spawn(&data, "flotilla-agent", &[]).await;
+        let (child, portal_url, log, lines) =
+            Self::spawn(&data, &binary("flotilla-agent"), &[]).await;
         Agent {
             child,
             id: id.to_owned(),
             data,
             portal_url,
             log,
+            lines,
         }
     }
 
-    async fn spawn(data: &Path, program: &str, env: &[(&str, &str)]) -> (Child, String, PathBuf) {
+    async fn spawn(
+        data: &Path,
+        program: &Path,
+        env: &[(&str, &str)],
+    ) -> (Child, String, PathBuf, Lines) {
         let log = data.join("agent.log");
-        let mut child = Command::new(binary(program))
+        let mut child = Command::new(program)
             .arg("--config")
             .arg(data.join("agent.toml"))
             .envs(env.iter().copied())
@@ -625,16 +634,65 @@ impl Agent {
             },
         )
         .await;
-        (child, portal_url, log)
+        (child, portal_url, log, lines)
     }
 
     /// Stops the agent (if running) and starts `program` on the same data
     /// folder and configuration.
     pub async fn relaunch(&mut self, program: &str, env: &[(&str, &str)]) {
-        let _ = self.child.kill().await;
-        let (child, portal_url, _) = Self::spawn(&self.data, program, env).await;
+        self.relaunch_from(&binary(program), env).await;
+    }
+
+    /// Stops the agent (if running, with whatever it started) and starts
+    /// the executable `program` on the same data folder and configuration.
+    pub async fn relaunch_from(&mut self, program: &Path, env: &[(&str, &str)]) {
+        self.kill_all().await;
+        let (child, portal_url, _, lines) = Self::spawn(&self.data, program, env).await;
         self.child = child;
         self.portal_url = portal_url;
+        self.lines = lines;
+    }
+
+    /// The portal's page at the address the agent printed last, once it
+    /// answers (the agent prints it again when its portal listens anew, as
+    /// after its own update is rolled back).
+    pub async fn portal_after_restart(&mut self) -> String {
+        let (url, page) = wait_until("the agent's portal to answer again", async || {
+            let url = {
+                let lines = self.lines.0.lock().unwrap();
+                lines.iter().rev().find_map(|line| {
+                    line.split_once(" portal: ")
+                        .map(|(_, v)| v.trim().to_owned())
+                })
+            };
+            let Some(url) = url else {
+                return Err("no portal line".to_owned());
+            };
+            match reqwest::get(&url).await {
+                Ok(response) if response.status().is_success() => {
+                    Ok((url, response.text().await.unwrap_or_default()))
+                }
+                Ok(response) => Err(format!("{url}: {}", response.status())),
+                Err(e) => Err(format!("{url}: {e}")),
+            }
+        })
+        .await;
+        self.portal_url = url;
+        page
+    }
+
+    /// Kills the agent and every process it started (SIGKILL, as a power
+    /// cut does): an agent updating itself runs its new version as a child.
+    pub async fn kill_all(&mut self) {
+        if let Some(pid) = self.child.id() {
+            for descendant in descendants(pid) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &descendant.to_string()])
+                    .status();
+            }
+        }
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
     }
 
     /// The portal's base URL without the trailing slash.
@@ -702,6 +760,26 @@ pub fn systemd_verify(unit: &Path) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success() && said.trim().is_empty(), "{said}");
+}
+
+/// The processes `pid` started, and theirs (Linux: `/proc`).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(parent) = next.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{parent}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                next.push(child);
+            }
+        }
+    }
+    found
 }
 
 /// User + system CPU time of a process, in clock ticks.

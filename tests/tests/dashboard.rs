@@ -76,10 +76,21 @@ async fn the_dashboard_shows_the_fleet_and_follows_it_live() {
     let columns = browser
         .eval("return [...document.querySelectorAll('[data-site=\"acme-paris\"] thead th')].map(th => th.textContent)")
         .await;
+    // The agent is a module of every server, at its version.
     assert_eq!(
         columns,
-        serde_json::json!(["Server", "Status", "database", "ecommerce", "phygitalapi"])
+        serde_json::json!([
+            "Server",
+            "Status",
+            "database",
+            "ecommerce",
+            "phygitalapi",
+            "flotilla-agent"
+        ])
     );
+    let agent_version = env!("CARGO_PKG_VERSION");
+    wait_for_cell(&browser, "acme-web-01", "flotilla-agent", agent_version).await;
+    wait_for_cell(&browser, "acme-db-01", "flotilla-agent", agent_version).await;
 
     // Mark the page: if it reloads, the mark is gone.
     browser

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::process::Command;
 
 use flotilla_tests::binary;
@@ -80,15 +81,32 @@ fn the_agent_installs_as_a_systemd_unit_that_lets_its_hooks_work() {
             .filter_map(|l| l.strip_prefix(&format!("{key}=")))
             .collect()
     };
+    // The service runs the agent through its versions' link, so that it
+    // can update itself; this build was copied in as its version.
+    let agent_home = dir.path().join("data").join("bin").join("agent");
     assert_eq!(
         line("ExecStart"),
         [format!(
             "{} run --config \"{}\"",
-            binary("flotilla-agent").display(),
+            agent_home.join("current").join("flotilla-agent").display(),
             config.display()
         )
         .as_str()],
         "the path with a space is quoted"
+    );
+    let adopted = agent_home
+        .join("versions")
+        .join(env!("CARGO_PKG_VERSION"))
+        .join("flotilla-agent");
+    assert_eq!(
+        std::fs::read(&adopted).unwrap(),
+        std::fs::read(binary("flotilla-agent")).unwrap(),
+        "{} is this build",
+        adopted.display()
+    );
+    assert_eq!(
+        std::fs::read_link(agent_home.join("current")).unwrap(),
+        Path::new("versions").join(env!("CARGO_PKG_VERSION"))
     );
     assert_eq!(line("Restart"), ["on-failure"]);
     assert_eq!(

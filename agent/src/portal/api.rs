@@ -117,7 +117,8 @@ pub(super) fn status_of(error: &StartError) -> StatusCode {
         StartError::Busy(_)
         | StartError::Stopping
         | StartError::Held(_)
-        | StartError::NotThatVersion { .. } => StatusCode::CONFLICT,
+        | StartError::NotThatVersion { .. }
+        | StartError::SelfUpdate(_) => StatusCode::CONFLICT,
         StartError::UnknownModule(_)
         | StartError::NothingPending(_)
         | StartError::NoBackup { .. }

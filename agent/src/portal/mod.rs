@@ -145,6 +145,7 @@ fn started_page(module: &str, title: &str, result: Result<String, StartError>) -
         StartError::NoBackup { .. } | StartError::NoSuchPackage { .. } => {
             "Go back to the modules: the page lists what is kept now."
         }
+        StartError::SelfUpdate(_) => "Nothing was changed; the message says what the agent needs.",
         StartError::NotTrusted { .. } => {
             "Nothing was installed. Ask the publisher for a package signed by a key this server trusts (trusted_keys in agent.toml)."
         }

@@ -425,7 +425,7 @@ pub async fn publish(
                 let module = ModuleName::parse(&module).map_err(|e| field("module", e))?;
                 let module_version =
                     Version::parse(&module_version).map_err(|e| field("version", e))?;
-                let kind = ModuleKind::parse(&kind).map_err(|e| field("kind", e))?;
+                let kind = ModuleKind::parse_package(&kind).map_err(|e| field("kind", e))?;
                 check_package_url(&url, &state.package_hosts)
                     .map_err(|e| ApiError::BadRequest(format!("package {sha256}: url: {e}")))?;
                 PackageRecord {

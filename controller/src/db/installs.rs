@@ -137,7 +137,9 @@ impl Database {
 
     /// Closes the installs a server reported as running before its agent
     /// restarted: the agent's recovery finished them (the module is at
-    /// their version) or rolled them back. Returns how many.
+    /// their version) or rolled them back. Returns how many. An update of
+    /// the agent itself restarts it by design: its end is what the agent
+    /// reports once the new version has proved itself or been rolled back.
     pub async fn close_interrupted_installs(
         &self,
         server: &ServerId,
@@ -158,7 +160,8 @@ impl Database {
                                          WHERE m.server_id = installs.server_id AND m.name = installs.module) \
                                         = installs.to_version THEN FALSE ELSE TRUE END, \
                 finished_at = ? \
-             WHERE server_id = ? AND state = 'running' AND started_at < ?"))
+             WHERE server_id = ? AND state = 'running' AND started_at < ? \
+               AND module <> 'flotilla-agent'"))
         .bind(at)
         .bind(server.as_str())
         .bind(agent_started_at)

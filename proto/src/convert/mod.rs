@@ -19,6 +19,7 @@ impl From<ModuleKind> for v1::ModuleKind {
             ModuleKind::Web => v1::ModuleKind::Web,
             ModuleKind::Service => v1::ModuleKind::Service,
             ModuleKind::Database => v1::ModuleKind::Database,
+            ModuleKind::Agent => v1::ModuleKind::Agent,
         }
     }
 }
@@ -82,6 +83,7 @@ impl TryFrom<v1::Module> for ModuleReport {
             Ok(v1::ModuleKind::Web) => ModuleKind::Web,
             Ok(v1::ModuleKind::Service) => ModuleKind::Service,
             Ok(v1::ModuleKind::Database) => ModuleKind::Database,
+            Ok(v1::ModuleKind::Agent) => ModuleKind::Agent,
             _ => {
                 return Err(in_module(ParseError::new(format!(
                     "unknown module kind {}",

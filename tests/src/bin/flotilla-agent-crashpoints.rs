@@ -39,7 +39,7 @@ async fn main() {
         listener.local_addr().unwrap()
     );
     let point = std::env::var("FLOTILLA_CRASH_AT").unwrap_or_default();
-    flotilla_agent::run(
+    let _ended = flotilla_agent::run(
         settings,
         listener,
         Arc::new(AbortAt(point)),

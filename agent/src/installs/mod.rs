@@ -6,14 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use flotilla_proto::domain::Version;
+use flotilla_proto::domain::{AGENT_MODULE, Version};
 
 use crate::applications::{self, ModuleDeclaration};
 use crate::install::package::Package;
 use crate::install::{Event, Failure, Install, Outcome, Progress, maintenance};
-use crate::inventory::{installed_version, pending};
-use crate::pending::{Trust, packages_in};
+use crate::inventory::installed_version;
+use crate::pending::Trust;
 use crate::state::{Agent, InstallNotice, InstallView};
+
+mod sources;
+
+pub use sources::{Kept, Source, backups, declaration};
+use sources::{Resolved, Restoring, resolve, resolve_package};
 
 /// Why an install could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,99 +50,13 @@ pub enum StartError {
         "no package of {module} with sha256 {sha256} is in this agent's packages folder (packages are named by their sha256, never by a path)"
     )]
     NoSuchPackage { module: String, sha256: String },
+    #[error("the agent does not update itself: {0}")]
+    SelfUpdate(String),
     #[error("the package {version} of {module} is not installed: {why}")]
     NotTrusted {
         module: String,
         version: String,
         why: String,
-    },
-}
-
-/// A kept backup of a module.
-#[derive(Debug, Clone)]
-pub struct Kept {
-    pub path: PathBuf,
-    /// Its file name, which names it to a restore (never a path).
-    pub file: String,
-    /// The version it holds.
-    pub version: Version,
-    /// When it was taken, from its name.
-    pub taken_at: Option<DateTime<Utc>>,
-    pub size: u64,
-}
-
-/// The kept backups of `module`, newest first.
-pub fn backups(agent: &Agent, module: &str) -> Vec<Kept> {
-    crate::install::backup::list(&agent.settings.install.backup_dir, module)
-        .into_iter()
-        .filter_map(|path| {
-            let file = path.file_name()?.to_str()?.to_owned();
-            let name = path
-                .file_stem()?
-                .to_str()?
-                .strip_prefix(&format!("{module}_"))?
-                .to_owned();
-            let (version, _) = name.rsplit_once('_')?;
-            Some(Kept {
-                version: Version::parse(version).ok()?,
-                taken_at: crate::install::backup::taken_time(&path),
-                size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
-                file,
-                path,
-            })
-        })
-        .collect()
-}
-
-/// The declaration of `module` in `applicationspath.config`.
-pub fn declaration(agent: &Agent, module: &str) -> Option<ModuleDeclaration> {
-    applications::load(&agent.settings.layout.applications_config())
-        .modules
-        .into_iter()
-        .find(|m| m.name.as_str() == module)
-}
-
-/// Starts installing `module` from `package` (or its pending package) in the
-/// background; refuses if an install is already running.
-/// What to install.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The module's pending package.
-    Pending,
-    /// One of the packages in `<data>/bin/updates/packages/`, named by its
-    /// sha256 (never by a path), whose signature this agent accepts; older
-    /// than the installed version only when `allow_downgrade`.
-    Package {
-        sha256: String,
-        allow_downgrade: bool,
-    },
-    /// A kept backup: the one named `file`, or the newest of `version`, or
-    /// the newest of another version than the installed one.
-    /// `keep_database`: a database module's files only.
-    Backup {
-        version: Option<String>,
-        file: Option<String>,
-        keep_database: bool,
-    },
-}
-
-/// A restore of a kept backup, and what it does to a database.
-#[derive(Debug, Clone, Copy)]
-struct Restoring {
-    keep_database: bool,
-}
-
-/// Where the bytes come from, once resolved.
-#[derive(Debug, Clone)]
-enum Resolved {
-    Package {
-        path: PathBuf,
-        sha256: String,
-        allow_downgrade: bool,
-    },
-    Backup {
-        path: PathBuf,
-        keep_database: bool,
     },
 }
 
@@ -193,6 +112,22 @@ pub fn start(
             planned_end,
         } => (Some(command_id), expected_version, planned_end),
     };
+    // Flotilla's own agent updates itself, side by side.
+    if module == AGENT_MODULE {
+        if matches!(source, Source::Backup { .. }) {
+            return Err(StartError::SelfUpdate(
+                "the agent's earlier version is put back by a rollout (or an install) of that version's package".to_owned(),
+            ));
+        }
+        let (resolved, to) = resolve_package(agent, module, source, expected_version)?;
+        let Resolved::Package { path, sha256, .. } = resolved else {
+            return Err(StartError::NothingPending(module.to_owned()));
+        };
+        let version = Version::parse(&to).map_err(|e| StartError::SelfUpdate(e.to_string()))?;
+        crate::self_update::start(agent, path, sha256, &version, command_id)
+            .map_err(StartError::SelfUpdate)?;
+        return Ok(to);
+    }
     let declaration =
         declaration(agent, module).ok_or_else(|| StartError::UnknownModule(module.to_owned()))?;
     let restore = matches!(source, Source::Backup { .. });
@@ -240,94 +175,6 @@ pub fn start(
         finished(&agent, &declaration.name.to_string(), result);
     });
     Ok(to)
-}
-
-/// What `source` names for `module`, checked: the package or backup, and
-/// the version it installs.
-fn resolve(
-    agent: &Agent,
-    declaration: &ModuleDeclaration,
-    source: Source,
-    expected_version: Option<String>,
-) -> Result<(Resolved, String), StartError> {
-    let module = declaration.name.as_str();
-    match source {
-        Source::Package {
-            sha256,
-            allow_downgrade,
-        } => {
-            let trust = agent.trust();
-            let wanted = sha256.trim().to_ascii_lowercase();
-            let found = packages_in(&agent.settings.layout.packages_dir(), &trust)
-                .into_iter()
-                .find(|p| p.module == module && p.sha256.eq_ignore_ascii_case(&wanted))
-                .ok_or_else(|| StartError::NoSuchPackage {
-                    module: module.to_owned(),
-                    sha256: wanted.chars().take(64).collect(),
-                })?;
-            if let Some(why) = trust.refusal(&found.trust) {
-                return Err(StartError::NotTrusted {
-                    module: module.to_owned(),
-                    version: found.version.to_string(),
-                    why,
-                });
-            }
-            let to = found.version.to_string();
-            let resolved = Resolved::Package {
-                path: found.package,
-                sha256: found.sha256,
-                allow_downgrade,
-            };
-            Ok((resolved, to))
-        }
-        Source::Pending => {
-            let pending = pending(&agent.settings.layout, &agent.trust())
-                .into_iter()
-                .find(|p| p.module == module)
-                .ok_or_else(|| StartError::NothingPending(module.to_owned()))?;
-            if let Some(expected) = expected_version
-                && Version::parse(&expected).ok().as_ref() != Some(&pending.version)
-            {
-                return Err(StartError::NotThatVersion {
-                    module: module.to_owned(),
-                    pending: pending.version.to_string(),
-                    expected,
-                });
-            }
-            let to = pending.version.to_string();
-            let resolved = Resolved::Package {
-                path: pending.package,
-                sha256: pending.sha256,
-                allow_downgrade: false,
-            };
-            Ok((resolved, to))
-        }
-        Source::Backup {
-            version,
-            file,
-            keep_database,
-        } => {
-            let installed = installed_version(declaration, agent.settings.layout.root());
-            let kept = backups(agent, module)
-                .into_iter()
-                .filter(|kept| file.as_ref().is_none_or(|file| &kept.file == file))
-                .find(|kept| match &version {
-                    Some(wanted) => Version::parse(wanted).is_ok_and(|w| w == kept.version),
-                    None => file.is_some() || installed.as_ref() != Some(&kept.version),
-                })
-                .ok_or_else(|| StartError::NoBackup {
-                    module: module.to_owned(),
-                    version: file.clone().or(version.clone()),
-                })?;
-            Ok((
-                Resolved::Backup {
-                    path: kept.path,
-                    keep_database,
-                },
-                kept.version.to_string(),
-            ))
-        }
-    }
 }
 
 /// An install ended: its view says how, the link is told, the next one may

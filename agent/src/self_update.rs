@@ -1,0 +1,700 @@
+//! The agent updates itself, side by side. Each version lives in its own
+//! folder (`<data>/bin/agent/versions/<version>/flotilla-agent`); the
+//! service runs the one `<data>/bin/agent/current` points to; the running
+//! executable is never overwritten, and the previous version is kept.
+//!
+//! An update is a trial that the old version runs and the new one must
+//! pass. The old agent checks the package (a trusted signature, an agent
+//! for this platform, an executable that answers `--version` with its
+//! version), unpacks it beside itself, writes the trial (`trial.json`,
+//! fsynced), waits for any install to end, stops its own work and starts
+//! the new version as its child ([`supervise`]). The child must connect
+//! with this server's certificate and stay connected for the settle time
+//! within the budget; it says so on its output. Then the old one commits
+//! (`current` switched to the new folder in one rename, the trial removed),
+//! tells the child, which reports the update done, and stays only as its
+//! parent. Otherwise (the child exits, never connects, crashes after
+//! connecting, the budget passes) the old one ends it, runs again itself,
+//! and reports why. The rollback is the old binary's own code: nothing only
+//! the new version has can break it. A power cut during the trial leaves
+//! `current` on the old version, which finds the trial at its start and
+//! reports it failed ([`at_start`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flotilla_proto::domain::{AGENT_MODULE, ModuleName, Version, platform};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DataLayout;
+use crate::install::{Event, EventKind, Failure, Outcome};
+pub use crate::state::Trial;
+use crate::state::{Agent, InstallView};
+
+/// The agent's executable, in each version's folder.
+pub const EXE: &str = if cfg!(windows) {
+    "flotilla-agent.exe"
+} else {
+    "flotilla-agent"
+};
+
+/// What a child on trial prints once it has proved itself.
+const PROVED: &str = "flotilla-agent trial: proved";
+
+/// The environment variable that tells a child it is on trial, and for
+/// which version.
+const ON_TRIAL: &str = "FLOTILLA_TRIAL";
+
+/// `<data>/bin/agent/`: the agent's own versions and its trial.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    pub fn of(layout: &DataLayout) -> Home {
+        Home {
+            root: layout.root().join("bin").join("agent"),
+        }
+    }
+
+    pub fn versions(&self) -> PathBuf {
+        self.root.join("versions")
+    }
+
+    /// The executable of `version`.
+    pub fn exe(&self, version: &str) -> PathBuf {
+        self.versions().join(version).join(EXE)
+    }
+
+    /// The link the service runs through.
+    pub fn current(&self) -> PathBuf {
+        self.root.join("current")
+    }
+
+    fn trial_file(&self) -> PathBuf {
+        self.root.join("trial.json")
+    }
+
+    fn outcome_file(&self) -> PathBuf {
+        self.root.join("last-update.json")
+    }
+
+    /// The version `current` points to.
+    pub fn current_version(&self) -> Option<String> {
+        let target = std::fs::read_link(self.current()).ok()?;
+        Some(target.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// Whether this process runs from one of the versions' folders (so a
+    /// service that runs `current` can be pointed at another).
+    pub fn runs_this_process(&self) -> bool {
+        let (Ok(exe), Ok(versions)) = (
+            std::env::current_exe().and_then(std::fs::canonicalize),
+            std::fs::canonicalize(self.versions()),
+        ) else {
+            return false;
+        };
+        exe.starts_with(versions)
+    }
+
+    /// Copies the executable `exe` in as this build's version, and points
+    /// `current` at it when nothing does yet; the executable a service
+    /// should run: `current`'s.
+    pub fn adopt(&self, exe: &Path) -> std::io::Result<PathBuf> {
+        let target = self.exe(crate::VERSION);
+        if !target.exists() {
+            std::fs::create_dir_all(self.versions().join(crate::VERSION))?;
+            let partial = target.with_extension("partial");
+            std::fs::copy(exe, &partial)?;
+            std::fs::rename(&partial, &target)?;
+        }
+        if self.current_version().is_none() {
+            self.point_at(crate::VERSION)?;
+        }
+        Ok(self.current().join(EXE))
+    }
+
+    /// Points `current` at `version`, in one rename.
+    fn point_at(&self, version: &str) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            let link = self.root.join("current.new");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(Path::new("versions").join(version), &link)?;
+            std::fs::rename(&link, self.current())?;
+            std::fs::File::open(&self.root)?.sync_all()
+        }
+        #[cfg(not(unix))]
+        {
+            // Windows points its service at the version's folder through
+            // the service control manager (not yet: see the README).
+            let _ = version;
+            Err(std::io::Error::other(
+                "the agent updates itself on Linux only for now",
+            ))
+        }
+    }
+}
+
+/// How the last update ended, kept so that it is reported after restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ended {
+    trial: Trial,
+    ok: bool,
+    message: String,
+    finished_at: DateTime<Utc>,
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let written = path.with_extension("json.new");
+    let mut file = std::fs::File::create(&written)?;
+    file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&written, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::warn!("{} cannot be read, left aside: {e}", path.display());
+            let _ = std::fs::rename(path, path.with_extension("json.unreadable"));
+            None
+        }
+    }
+}
+
+/// Unpacks the agent package at `package` (checked: a trusted signature,
+/// this platform) as version `to`, and checks its executable answers
+/// `--version` with `to`. Refused before anything runs otherwise.
+pub async fn unpack(home: &Home, package: &Path, sha256: &str, to: &str) -> Result<(), String> {
+    let opened = {
+        let (package, sha256) = (package.to_path_buf(), sha256.to_owned());
+        tokio::task::spawn_blocking(move || {
+            crate::install::package::Package::open(&package, &sha256).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
+    let manifest = &opened.manifest;
+    if manifest.platform.as_deref() != Some(platform().as_str()) {
+        return Err(format!(
+            "the package is built for {}, this server is {}",
+            manifest.platform.as_deref().unwrap_or("no platform"),
+            platform()
+        ));
+    }
+    let folder = home.versions().join(to);
+    let partial = home.versions().join(format!(".{to}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    {
+        let (opened, partial) = (opened.clone(), partial.clone());
+        tokio::task::spawn_blocking(move || {
+            opened
+                .unpack(&partial, crate::install::package::Limits::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+    }
+    let exe = partial.join(EXE);
+    if !exe.is_file() {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(format!("the package holds no {EXE} at its top"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+    }
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(&exe)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await;
+    let said = match answer {
+        Ok(Ok(output)) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
+        Ok(Ok(output)) => format!("exit status {}", output.status),
+        Ok(Err(e)) => format!("it cannot run: {e}"),
+        Err(_) => "no answer within 30 s".to_owned(),
+    };
+    if said != format!("flotilla-agent {to}") {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(format!(
+            "its executable does not answer --version with flotilla-agent {to}: {said}"
+        ));
+    }
+    // The target may already be on disk (an earlier attempt, a rollback):
+    // the new bytes replace it, whole.
+    if folder.exists() {
+        std::fs::remove_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    }
+    std::fs::rename(&partial, &folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    Ok(())
+}
+
+/// Starts the update to the agent package `package` (`to`, `sha256`) in the
+/// background: it waits for any install to end, unpacks and checks the new
+/// version, writes the trial, and hands the agent over ([`Agent::hand_over`]).
+/// Refused at once when this agent does not run from its versions folder.
+pub fn start(
+    agent: &Arc<Agent>,
+    package: PathBuf,
+    sha256: String,
+    to: &Version,
+    command_id: Option<String>,
+) -> Result<(), String> {
+    let home = Home::of(&agent.settings.layout);
+    if !home.runs_this_process() {
+        return Err(format!(
+            "this agent runs from {}, not from {}: install its service again (`flotilla-agent service install`, or `join`) so that it can update itself",
+            std::env::current_exe()
+                .map(|e| e.display().to_string())
+                .unwrap_or_default(),
+            home.versions().display()
+        ));
+    }
+    if to.as_str() == crate::VERSION {
+        return Err(format!("this agent is already version {to}"));
+    }
+    let started_at = Utc::now();
+    let trial = Trial {
+        install_id: format!("{AGENT_MODULE}-{}", started_at.timestamp_millis()),
+        command_id,
+        from: crate::VERSION.to_owned(),
+        to: to.to_string(),
+        started_at,
+        budget_ms: agent.settings.update_budget.as_millis() as u64,
+        settle_ms: agent.settings.update_settle.as_millis() as u64,
+    };
+    show(agent, &trial, None);
+    let agent = agent.clone();
+    tokio::spawn(async move {
+        say(
+            &agent,
+            &trial,
+            format!(
+                "waiting for any install to end, then updating the agent to {}",
+                trial.to
+            ),
+        );
+        // Never interrupts an install: waits for it, then holds the agent.
+        let mut running = agent.installs.running.subscribe();
+        let _ = running.wait_for(Option::is_none).await;
+        agent
+            .installs
+            .running
+            .send_replace(Some(AGENT_MODULE.to_owned()));
+        let prepared = async {
+            unpack(&home, &package, &sha256, &trial.to).await?;
+            say(
+                &agent,
+                &trial,
+                format!("{} unpacked and answers with its version", trial.to),
+            );
+            write_json(&home.trial_file(), &trial).map_err(|e| e.to_string())
+        }
+        .await;
+        agent.installs.running.send_replace(None);
+        match prepared {
+            Ok(()) => {
+                say(
+                    &agent,
+                    &trial,
+                    format!(
+                        "handing over to {}: it must connect and stay connected {} s within {} s",
+                        trial.to,
+                        trial.settle_ms / 1000,
+                        trial.budget_ms / 1000
+                    ),
+                );
+                agent.hand_over.send_replace(Some(trial));
+            }
+            Err(why) => {
+                let ended = Ended {
+                    trial,
+                    ok: false,
+                    message: format!(
+                        "the update of the agent was refused before anything changed: {why}"
+                    ),
+                    finished_at: Utc::now(),
+                };
+                record(&agent, &home, &ended);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `trial` as the latest install of the agent's module (`ended` once it
+/// has).
+fn view_of(trial: &Trial, ended: Option<&Ended>) -> InstallView {
+    let result = match ended {
+        None => None,
+        Some(ended) if ended.ok => Some(Ok(Outcome {
+            from: Some(trial.from.clone()),
+            to: trial.to.clone(),
+            downtime: Duration::ZERO,
+            backup: None,
+            warnings: Vec::new(),
+        })),
+        Some(ended) => Some(Err(Failure {
+            module: AGENT_MODULE.to_owned(),
+            to: trial.to.clone(),
+            phase: None,
+            step: "updating the agent".to_owned(),
+            cause: ended.message.clone(),
+            hook_output: Vec::new(),
+            rolled_back: true,
+            rollback_error: None,
+        })),
+    };
+    InstallView {
+        install_id: trial.install_id.clone(),
+        command_id: trial.command_id.clone(),
+        module: AGENT_MODULE.to_owned(),
+        from: Some(trial.from.clone()),
+        restore: false,
+        to: trial.to.clone(),
+        started_at: trial.started_at,
+        finished_at: ended.map(|e| e.finished_at),
+        events: Vec::new(),
+        result,
+    }
+}
+
+/// Shows `trial` on the portal and to the controller (`ended` once it
+/// has).
+fn show(agent: &Agent, trial: &Trial, ended: Option<&Ended>) {
+    let view = view_of(trial, ended);
+    let finished = view.result.is_some();
+    agent
+        .installs
+        .views
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(AGENT_MODULE.to_owned(), view.clone());
+    if finished {
+        let _ = agent
+            .installs
+            .notices
+            .send(crate::state::InstallNotice::Finished(Box::new(view)));
+    }
+}
+
+/// A step of the update, on its view and to the controller.
+fn say(agent: &Agent, trial: &Trial, text: String) {
+    tracing::info!("{text}");
+    let event = Event {
+        at: Utc::now(),
+        phase: None,
+        kind: EventKind::Step,
+        text,
+    };
+    let mut views = agent
+        .installs
+        .views
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(view) = views.get_mut(AGENT_MODULE) {
+        view.events.push(event.clone());
+    }
+    drop(views);
+    let _ = agent
+        .installs
+        .notices
+        .send(crate::state::InstallNotice::Progress {
+            install_id: trial.install_id.clone(),
+            command_id: trial.command_id.clone(),
+            module: AGENT_MODULE.to_owned(),
+            to: trial.to.clone(),
+            event,
+        });
+}
+
+/// Keeps how the update ended (reported again after restarts), in the
+/// module's history, and shows it.
+fn record(agent: &Agent, home: &Home, ended: &Ended) {
+    if let Err(e) = write_json(&home.outcome_file(), ended) {
+        tracing::warn!("cannot keep how the update of the agent ended: {e}");
+    }
+    if ended.ok {
+        tracing::info!(from = %ended.trial.from, to = %ended.trial.to, "the agent updated itself");
+    } else {
+        tracing::error!(to = %ended.trial.to, "the update of the agent failed: {}", ended.message);
+    }
+    show(agent, &ended.trial, Some(ended));
+    in_history_once(agent, ended);
+}
+
+/// The update's end in the agent module's history, unless it is there
+/// (a rollback is kept by the old version's supervisor, which has no
+/// agent to record it, and recorded at the next start).
+fn in_history_once(agent: &Agent, ended: &Ended) {
+    let updates = agent.settings.layout.updates_dir();
+    let Ok(name) = ModuleName::parse(AGENT_MODULE) else {
+        return;
+    };
+    let known = crate::history::read(&updates, &name)
+        .map(|entries| {
+            entries
+                .iter()
+                .any(|e| e.install_id == ended.trial.install_id)
+        })
+        .unwrap_or(false);
+    if known {
+        return;
+    }
+    if let Some(entry) = crate::history::Entry::of(&view_of(&ended.trial, Some(ended)))
+        && let Err(e) = crate::history::record(&updates, &name, entry)
+    {
+        tracing::warn!("cannot record the update of the agent in its history: {e}");
+    }
+}
+
+/// At the start of an agent: the last update's end is shown again (the
+/// controller ignores what it has); a trial left by a power cut is ended:
+/// as done when `current` already is this version, as failed when this is
+/// the old one; a child on trial proves itself ([`prove`]).
+pub fn at_start(agent: &Arc<Agent>, stop: &CancellationToken) {
+    let home = Home::of(&agent.settings.layout);
+    if let Some(ended) = read_json::<Ended>(&home.outcome_file()) {
+        show(agent, &ended.trial, Some(&ended));
+    }
+    if let Some(ended) = read_json::<Ended>(&home.outcome_file()) {
+        in_history_once(agent, &ended);
+    }
+    let Some(trial) = read_json::<Trial>(&home.trial_file()) else {
+        return;
+    };
+    let on_trial = std::env::var(ON_TRIAL).ok();
+    if trial.to == crate::VERSION && on_trial.as_deref() == Some(crate::VERSION) {
+        show(agent, &trial, None);
+        tokio::spawn(prove(agent.clone(), trial, stop.clone()));
+        return;
+    }
+    let ended = if trial.to == crate::VERSION
+        && home.current_version().as_deref() == Some(crate::VERSION)
+    {
+        Ended {
+            trial,
+            ok: true,
+            message: String::new(),
+            finished_at: Utc::now(),
+        }
+    } else if trial.from == crate::VERSION {
+        Ended {
+            message: format!(
+                "the update to {} was interrupted (the agent or the server stopped during its trial); version {} runs",
+                trial.to, trial.from
+            ),
+            trial,
+            ok: false,
+            finished_at: Utc::now(),
+        }
+    } else {
+        return;
+    };
+    let _ = std::fs::remove_file(home.trial_file());
+    record(agent, &home, &ended);
+}
+
+/// A child on trial: once its link has stayed up `settle`, it says so on
+/// its output; told `committed` on its input, it reports the update done.
+/// Its input closing means its parent wants it to stop.
+async fn prove(agent: Arc<Agent>, trial: Trial, stop: CancellationToken) {
+    let (committed_tx, committed) = tokio::sync::oneshot::channel::<()>();
+    let stdin_stop = stop.clone();
+    // The parent's word comes on standard input, read on a thread of its own.
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut committed_tx = Some(committed_tx);
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(line) if line.trim() == "committed" => {
+                    if let Some(tx) = committed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        stdin_stop.cancel();
+    });
+    let settle = Duration::from_millis(trial.settle_ms);
+    let mut link = agent.link.subscribe();
+    loop {
+        let connected = matches!(
+            *link.borrow_and_update(),
+            crate::LinkStatus::Connected { .. }
+        );
+        if connected {
+            tokio::select! {
+                _ = tokio::time::sleep(settle) => break,
+                _ = link.changed() => continue,
+                _ = stop.cancelled() => return,
+            }
+        }
+        tokio::select! {
+            changed = link.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
+    println!("{PROVED} {}", crate::VERSION);
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        done = committed => if done.is_ok() {
+            let home = Home::of(&agent.settings.layout);
+            let ended = Ended { trial, ok: true, message: String::new(), finished_at: Utc::now() };
+            record(&agent, &home, &ended);
+        },
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// How a supervised update ended.
+#[derive(Debug)]
+pub enum Supervised {
+    /// The new version proved itself and runs; it ended with this status
+    /// (the service manager restarts what fails).
+    Ended(std::process::ExitStatus),
+    /// Stopped while the new version was on trial or running.
+    Stopped,
+    /// The new version failed its trial: the old one must run again.
+    RolledBack,
+}
+
+/// Runs the new version of `trial` as this process's child on trial, with
+/// the configuration `config`; commits it once it has proved itself, puts
+/// the old one back otherwise (see the module's documentation).
+pub async fn supervise(
+    layout: &DataLayout,
+    config: &Path,
+    trial: Trial,
+    stop: &CancellationToken,
+) -> anyhow::Result<Supervised> {
+    let home = Home::of(layout);
+    let mut child = tokio::process::Command::new(home.exe(&trial.to))
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env(ON_TRIAL, &trial.to)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child.as_mut() {
+        Ok(_) => child?,
+        Err(e) => {
+            let why = format!("version {} could not be started: {e}", trial.to);
+            roll_back(&home, trial, why);
+            return Ok(Supervised::RolledBack);
+        }
+    };
+    let mut input = child.stdin.take();
+    let mut output = child.stdout.take().map(|out| BufReader::new(out).lines());
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(trial.budget_ms);
+    let mut committed = false;
+    loop {
+        tokio::select! {
+            line = async { match output.as_mut() { Some(lines) => lines.next_line().await, None => std::future::pending().await } } => match line {
+                Ok(Some(line)) => {
+                    if !committed && line.starts_with(PROVED) {
+                        commit(&home, &trial)?;
+                        committed = true;
+                        if let Some(input) = input.as_mut() {
+                            let _ = input.write_all(b"committed\n").await;
+                            let _ = input.flush().await;
+                        }
+                    } else {
+                        println!("{line}");
+                    }
+                }
+                _ => output = None,
+            },
+            status = child.wait() => {
+                let status = status?;
+                if committed {
+                    return Ok(Supervised::Ended(status));
+                }
+                let why = format!("version {} ended before it proved itself ({status})", trial.to);
+                roll_back(&home, trial, why);
+                return Ok(Supervised::RolledBack);
+            }
+            _ = tokio::time::sleep_until(deadline), if !committed => {
+                // It had its chance: a few seconds to stop, then it is ended.
+                end_child(&mut child, &mut input, Duration::from_secs(5)).await;
+                let why = format!(
+                    "version {} did not connect and stay connected {} s within {} s",
+                    trial.to, trial.settle_ms / 1000, trial.budget_ms / 1000
+                );
+                roll_back(&home, trial, why);
+                return Ok(Supervised::RolledBack);
+            }
+            _ = stop.cancelled() => {
+                // A running install finishes or rolls back first.
+                end_child(&mut child, &mut input, Duration::from_secs(30 * 60)).await;
+                return Ok(Supervised::Stopped);
+            }
+        }
+    }
+}
+
+/// The new version proved itself: `current` points at it, the trial ends.
+fn commit(home: &Home, trial: &Trial) -> std::io::Result<()> {
+    home.point_at(&trial.to)?;
+    std::fs::remove_file(home.trial_file())?;
+    tracing::info!(from = %trial.from, to = %trial.to, "the new version of the agent proved itself: it is the service's now");
+    Ok(())
+}
+
+/// Asks the child to stop (its input closed: it lets a running install
+/// end), then ends it if it has not within `grace`.
+async fn end_child(
+    child: &mut tokio::process::Child,
+    input: &mut Option<tokio::process::ChildStdin>,
+    grace: Duration,
+) {
+    input.take();
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+/// The trial failed: kept as the last update's end (the old version, about
+/// to run again, reports it), the trial removed.
+fn roll_back(home: &Home, trial: Trial, why: String) {
+    tracing::error!("the update of the agent is rolled back: {why}");
+    let ended = Ended {
+        trial,
+        ok: false,
+        message: format!("{why}; version {} runs again", crate::VERSION),
+        finished_at: Utc::now(),
+    };
+    if let Err(e) = write_json(&home.outcome_file(), &ended) {
+        tracing::warn!("cannot keep how the update of the agent ended: {e}");
+    }
+    let _ = std::fs::remove_file(home.trial_file());
+}

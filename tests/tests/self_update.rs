@@ -1,0 +1,277 @@
+//! The agent updates itself, side by side, on real processes (Linux): the
+//! next version is this very code built with `FLOTILLA_BUILD_VERSION`
+//! (once, into `target/agent-next/`), packaged and signed as the module
+//! `flotilla-agent`. It takes over, proves itself, and the controller sees
+//! it; broken new versions (one that exits at start, one that never
+//! connects) and a power cut during the trial leave the previous version
+//! running and the update failed with its reason.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use flotilla_agent::install::package::build;
+use flotilla_tests::{Agent, Controller, module, wait_until};
+use serde_json::{Value, json};
+
+/// The version the next build reports.
+const NEXT: &str = "9.9.0";
+
+/// This code built as version [`NEXT`] (`FLOTILLA_BUILD_VERSION`), in a
+/// target folder of its own beside the workspace's.
+fn next_agent() -> PathBuf {
+    let debug = flotilla_tests::binary("flotilla-agent");
+    let target = debug.parent().unwrap().parent().unwrap().join("agent-next");
+    let built = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "flotilla-agent",
+            "--bin",
+            "flotilla-agent",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .env("FLOTILLA_BUILD_VERSION", NEXT)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "building the next version of the agent");
+    target.join("debug").join("flotilla-agent")
+}
+
+/// A signed package of the module flotilla-agent at `version` holding
+/// `exe` as its executable, put in the agent's packages folder; its sha256.
+fn package_agent(agent: &Agent, dir: &Path, version: &str, exe: &Path) -> String {
+    let folder = dir.join(format!("agent-{version}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(exe, folder.join("flotilla-agent")).unwrap();
+    let package = agent
+        .data
+        .join("bin/updates/packages")
+        .join(format!("flotilla-agent-{version}.zip"));
+    std::fs::create_dir_all(package.parent().unwrap()).unwrap();
+    build::from_folder(
+        &package,
+        &format!(
+            "module = \"flotilla-agent\"\nversion = \"{version}\"\nkind = \"agent\"\nplatform = \"{}\"\n",
+            flotilla_proto::domain::platform()
+        ),
+        &folder,
+    )
+    .unwrap();
+    flotilla_tests::sign_beside(&package)
+}
+
+/// A shell script posing as the agent `version`: it answers `--version`
+/// as that version would, then runs `then`.
+fn script_agent(dir: &Path, version: &str, then: &str) -> PathBuf {
+    let path = dir.join(format!("script-{version}"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'flotilla-agent {version}'; exit 0; fi\n{then}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// An agent of site `acme` on `controller`, run as its service would: from
+/// `<data>/bin/agent/current`, adopted by `service install`; the trial's
+/// budget and settle time short.
+async fn managed_agent(dir: &Path, controller: &Controller) -> Agent {
+    let mut agent = Agent::launch_with(
+        dir,
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        "<applications/>",
+        100,
+        &format!(
+            "{}\nupdate_budget_seconds = 8\nupdate_settle_seconds = 2\n",
+            flotilla_tests::trusted_publisher()
+        ),
+    )
+    .await;
+    let installed = std::process::Command::new(flotilla_tests::binary("flotilla-agent"))
+        .arg("--config")
+        .arg(agent.data.join("agent.toml"))
+        .args(["service", "install", "--unit-dir"])
+        .arg(dir.join("units"))
+        .output()
+        .unwrap();
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let current = agent.data.join("bin/agent/current/flotilla-agent");
+    agent.relaunch_from(&current, &[]).await;
+    controller
+        .wait_for_server("web-01", "online", |s| s["online"] == true)
+        .await;
+    agent
+}
+
+/// Asks the agent's portal to install the agent package `sha256`.
+async fn update(agent: &Agent, sha256: &str) {
+    let response = flotilla_tests::http()
+        .post(format!(
+            "{}/api/modules/flotilla-agent/install",
+            agent.portal_base()
+        ))
+        .json(&json!({"sha256": sha256}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    assert_eq!(status, 202, "{}", response.text().await.unwrap());
+}
+
+/// The version `<data>/bin/agent/current` points to.
+fn current(agent: &Agent) -> String {
+    std::fs::read_link(agent.data.join("bin/agent/current"))
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The latest install of flotilla-agent the controller knows, once ended.
+async fn agent_update_ended(controller: &Controller, to: &str) -> Value {
+    wait_until(
+        &format!("the update to {to} to end on the controller"),
+        async || {
+            let (_, installs) = controller.get("/api/v1/servers/web-01/installs").await;
+            let found = installs
+                .as_array()
+                .and_then(|all| {
+                    all.iter()
+                        .find(|i| i["module"] == "flotilla-agent" && i["to_version"] == to)
+                })
+                .cloned();
+            match found {
+                Some(install) if install["state"] != "running" => Ok(install),
+                other => Err(format!("{other:?} in {installs}")),
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_agent_updates_itself_and_the_previous_version_stays_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let mut agent = managed_agent(dir.path(), &controller).await;
+    let old = flotilla_tests::binary("flotilla-agent");
+    let old_version = String::from_utf8(
+        std::process::Command::new(&old)
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .trim_start_matches("flotilla-agent ")
+    .to_owned();
+    let server = controller.server("web-01").await.unwrap();
+    assert_eq!(server["agent_version"], old_version.as_str());
+    assert_eq!(
+        module(&server, "flotilla-agent")["installed_version"],
+        old_version.as_str(),
+        "{server}"
+    );
+
+    let sha256 = package_agent(&agent, dir.path(), NEXT, &next_agent());
+    update(&agent, &sha256).await;
+    let ended = agent_update_ended(&controller, NEXT).await;
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    // Reported once the new version proved itself: `current` is its.
+    // Online with its new version, which its inventory shows too.
+    controller
+        .wait_for_server("web-01", "the new version online", |s| {
+            s["online"] == true
+                && s["agent_version"] == NEXT
+                && module(s, "flotilla-agent")["installed_version"] == NEXT
+        })
+        .await;
+    assert_eq!(current(&agent), NEXT);
+    // Side by side: the previous version is kept.
+    assert!(
+        agent
+            .data
+            .join(format!("bin/agent/versions/{old_version}/flotilla-agent"))
+            .is_file()
+    );
+    assert!(!agent.data.join("bin/agent/trial.json").exists());
+
+    // A restart runs the new version directly, with the same identity.
+    let current_exe = agent.data.join("bin/agent/current/flotilla-agent");
+    agent.relaunch_from(&current_exe, &[]).await;
+    controller
+        .wait_for_server("web-01", "back online, new version", |s| {
+            s["online"] == true && s["agent_version"] == NEXT
+        })
+        .await;
+    agent.kill_all().await;
+}
+
+#[tokio::test]
+async fn a_new_version_that_fails_its_trial_is_rolled_back_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let mut agent = managed_agent(dir.path(), &controller).await;
+    let old_version = current(&agent);
+
+    for (to, then, reason) in [
+        ("9.9.1", "exit 3", "ended before it proved itself"),
+        (
+            "9.9.2",
+            "exec sleep 600",
+            "did not connect and stay connected 2 s within 8 s",
+        ),
+    ] {
+        let exe = script_agent(dir.path(), to, then);
+        let sha256 = package_agent(&agent, dir.path(), to, &exe);
+        update(&agent, &sha256).await;
+        let ended = agent_update_ended(&controller, to).await;
+        assert_eq!(ended["state"], "failed", "{ended}");
+        let message = ended.to_string();
+        assert!(message.contains(reason), "{to}: {message}");
+        // The previous version runs again, online, as the service's.
+        controller
+            .wait_for_server("web-01", "the previous version online", |s| {
+                s["online"] == true && s["agent_version"] == old_version.as_str()
+            })
+            .await;
+        assert_eq!(current(&agent), old_version);
+        assert!(!agent.data.join("bin/agent/trial.json").exists());
+        // Its portal answers again, at the address it now prints.
+        let page = agent.portal_after_restart().await;
+        assert!(page.contains("Recent installs"), "{page}");
+    }
+
+    // A power cut during a trial: the previous version comes back, and
+    // says the update was interrupted.
+    let exe = script_agent(dir.path(), "9.9.3", "exec sleep 600");
+    let sha256 = package_agent(&agent, dir.path(), "9.9.3", &exe);
+    update(&agent, &sha256).await;
+    let trial = agent.data.join("bin/agent/trial.json");
+    wait_until("the trial to start", async || {
+        trial.exists().then_some(()).ok_or(String::new())
+    })
+    .await;
+    let current_exe = agent.data.join("bin/agent/current/flotilla-agent");
+    agent.relaunch_from(&current_exe, &[]).await;
+    let ended = agent_update_ended(&controller, "9.9.3").await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert!(ended.to_string().contains("was interrupted"), "{ended}");
+    assert_eq!(current(&agent), old_version);
+    assert!(!trial.exists());
+    agent.kill_all().await;
+}

@@ -3,8 +3,9 @@
 //! (once, into `target/agent-next/`), packaged and signed as the module
 //! `flotilla-agent`. It takes over, proves itself, and the controller sees
 //! it; broken new versions (one that exits at start, one that never
-//! connects) and a power cut during the trial leave the previous version
-//! running and the update failed with its reason.
+//! connects, one that crashes after connecting) and a power cut during the
+//! trial leave the previous version running and the update failed with its
+//! reason.
 
 #![allow(clippy::unwrap_used)]
 
@@ -255,6 +256,44 @@ async fn a_new_version_that_fails_its_trial_is_rolled_back_with_the_reason() {
         let page = agent.portal_after_restart().await;
         assert!(page.contains("Recent installs"), "{page}");
     }
+
+    // The real next version, which connects and then crashes before it
+    // has stayed connected long enough (a second, of the two it needs).
+    let next = next_agent();
+    let crashing = script_agent(
+        dir.path(),
+        NEXT,
+        &format!(
+            "{next:?} \"$@\" &\npid=$!\nsleep 1\nkill -9 $pid\nexit 9",
+            next = next.display().to_string()
+        ),
+    );
+    let sha256 = package_agent(&agent, dir.path(), NEXT, &crashing);
+    update(&agent, &sha256).await;
+    let ended = agent_update_ended(&controller, NEXT).await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert!(
+        ended.to_string().contains("ended before it proved itself"),
+        "{ended}"
+    );
+    let log = agent.log();
+    let started = log
+        .find(&format!(
+            "agent starting server=web-01 site=acme data={} version=\"{NEXT}\"",
+            agent.data.display()
+        ))
+        .unwrap_or_else(|| panic!("the new version started: {log}"));
+    assert!(
+        log[started..].contains("connected to the controller"),
+        "it connected first: {log}"
+    );
+    controller
+        .wait_for_server("web-01", "the previous version online", |s| {
+            s["online"] == true && s["agent_version"] == old_version.as_str()
+        })
+        .await;
+    assert_eq!(current(&agent), old_version);
+    agent.portal_after_restart().await;
 
     // A power cut during a trial: the previous version comes back, and
     // says the update was interrupted.

@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod postgres;
+pub mod self_update;
 pub mod shop;
 pub mod simulated;
 pub mod sites;

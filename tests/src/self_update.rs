@@ -1,0 +1,136 @@
+//! An agent that updates itself, for the tests and the figures: this code
+//! built as the next version (`FLOTILLA_BUILD_VERSION`), packaged as the
+//! module `flotilla-agent`, and an agent run as its service runs it.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::{Agent, Controller};
+use flotilla_agent::install::package::build;
+
+/// The version the next build reports.
+pub const NEXT: &str = "9.9.0";
+
+/// This code built as version [`NEXT`] (`FLOTILLA_BUILD_VERSION`), in a
+/// target folder of its own beside the workspace's.
+pub fn next_agent() -> PathBuf {
+    let debug = crate::binary("flotilla-agent");
+    let target = debug.parent().unwrap().parent().unwrap().join("agent-next");
+    let built = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "flotilla-agent",
+            "--bin",
+            "flotilla-agent",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .env("FLOTILLA_BUILD_VERSION", NEXT)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "building the next version of the agent");
+    target.join("debug").join("flotilla-agent")
+}
+
+/// A signed package of the module flotilla-agent at `version` holding
+/// `exe` as its executable, put in the agent's packages folder; its sha256.
+pub fn package_agent(agent: &Agent, dir: &Path, version: &str, exe: &Path) -> String {
+    let folder = dir.join(format!("agent-{version}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(exe, folder.join("flotilla-agent")).unwrap();
+    let package = agent
+        .data
+        .join("bin/updates/packages")
+        .join(format!("flotilla-agent-{version}.zip"));
+    std::fs::create_dir_all(package.parent().unwrap()).unwrap();
+    build::from_folder(
+        &package,
+        &format!(
+            "module = \"flotilla-agent\"\nversion = \"{version}\"\nkind = \"agent\"\nplatform = \"{}\"\n",
+            flotilla_proto::domain::platform()
+        ),
+        &folder,
+    )
+    .unwrap();
+    crate::sign_beside(&package)
+}
+
+/// A shell script posing as the agent `version`: it answers `--version`
+/// as that version would, then runs `then`.
+pub fn script_agent(dir: &Path, version: &str, then: &str) -> PathBuf {
+    let path = dir.join(format!("script-{version}"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'flotilla-agent {version}'; exit 0; fi\n{then}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// An agent of site `acme` on `controller`, run as its service would: from
+/// `<data>/bin/agent/current`, adopted by `service install`; the trial's
+/// budget and settle time short.
+pub async fn managed_agent(dir: &Path, controller: &Controller) -> Agent {
+    let mut agent = Agent::launch_with(
+        dir,
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        "<applications/>",
+        100,
+        &format!(
+            "{}\nupdate_budget_seconds = 8\nupdate_settle_seconds = 2\n",
+            crate::trusted_publisher()
+        ),
+    )
+    .await;
+    let installed = std::process::Command::new(crate::binary("flotilla-agent"))
+        .arg("--config")
+        .arg(agent.data.join("agent.toml"))
+        .args(["service", "install", "--unit-dir"])
+        .arg(dir.join("units"))
+        .output()
+        .unwrap();
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let current = agent.data.join("bin/agent/current/flotilla-agent");
+    agent.relaunch_from(&current, &[]).await;
+    controller
+        .wait_for_server("web-01", "online", |s| s["online"] == true)
+        .await;
+    agent
+}
+
+/// Asks the agent's portal to install the agent package `sha256`.
+pub async fn update(agent: &Agent, sha256: &str) {
+    let response = crate::http()
+        .post(format!(
+            "{}/api/modules/flotilla-agent/install",
+            agent.portal_base()
+        ))
+        .json(&json!({"sha256": sha256}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    assert_eq!(status, 202, "{}", response.text().await.unwrap());
+}
+
+/// The version `<data>/bin/agent/current` points to.
+pub fn current(agent: &Agent) -> String {
+    std::fs::read_link(agent.data.join("bin/agent/current"))
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}

@@ -39,14 +39,18 @@ pub fn next_agent() -> PathBuf {
 /// A signed package of the module flotilla-agent at `version` holding
 /// `exe` as its executable, put in the agent's packages folder; its sha256.
 pub fn package_agent(agent: &Agent, dir: &Path, version: &str, exe: &Path) -> String {
+    let packages = agent.data.join("bin/updates/packages");
+    crate::sign_beside(&agent_package(dir, &packages, version, exe))
+}
+
+/// Builds the package of the module flotilla-agent at `version` holding
+/// `exe`, for this platform, into `out` (staged under `dir`); its path.
+pub fn agent_package(dir: &Path, out: &Path, version: &str, exe: &Path) -> PathBuf {
     let folder = dir.join(format!("agent-{version}"));
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(exe, folder.join("flotilla-agent")).unwrap();
-    let package = agent
-        .data
-        .join("bin/updates/packages")
-        .join(format!("flotilla-agent-{version}.zip"));
-    std::fs::create_dir_all(package.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    let package = out.join(format!("flotilla-agent-{version}.zip"));
     build::from_folder(
         &package,
         &format!(
@@ -56,7 +60,7 @@ pub fn package_agent(agent: &Agent, dir: &Path, version: &str, exe: &Path) -> St
         &folder,
     )
     .unwrap();
-    crate::sign_beside(&package)
+    package
 }
 
 /// A shell script posing as the agent `version`: it answers `--version`
@@ -77,10 +81,15 @@ pub fn script_agent(dir: &Path, version: &str, then: &str) -> PathBuf {
 /// `<data>/bin/agent/current`, adopted by `service install`; the trial's
 /// budget and settle time short.
 pub async fn managed_agent(dir: &Path, controller: &Controller) -> Agent {
+    managed_agent_named(dir, controller, "web-01").await
+}
+
+/// Like [`managed_agent`], for server `id`.
+pub async fn managed_agent_named(dir: &Path, controller: &Controller, id: &str) -> Agent {
     let mut agent = Agent::launch_with(
         dir,
         "acme",
-        "web-01",
+        id,
         &controller.grpc_url,
         "<applications/>",
         100,
@@ -94,7 +103,7 @@ pub async fn managed_agent(dir: &Path, controller: &Controller) -> Agent {
         .arg("--config")
         .arg(agent.data.join("agent.toml"))
         .args(["service", "install", "--unit-dir"])
-        .arg(dir.join("units"))
+        .arg(dir.join(id).join("units"))
         .output()
         .unwrap();
     assert!(
@@ -105,7 +114,7 @@ pub async fn managed_agent(dir: &Path, controller: &Controller) -> Agent {
     let current = agent.data.join("bin/agent/current/flotilla-agent");
     agent.relaunch_from(&current, &[]).await;
     controller
-        .wait_for_server("web-01", "online", |s| s["online"] == true)
+        .wait_for_server(id, "online", |s| s["online"] == true)
         .await;
     agent
 }

@@ -10,7 +10,8 @@
 #![allow(clippy::unwrap_used)]
 
 use flotilla_tests::self_update::{
-    NEXT, current, managed_agent, next_agent, package_agent, script_agent, update,
+    NEXT, agent_package, current, managed_agent, managed_agent_named, next_agent, package_agent,
+    script_agent, update,
 };
 use flotilla_tests::{Controller, module, wait_until};
 use serde_json::Value;
@@ -187,4 +188,96 @@ async fn a_new_version_that_fails_its_trial_is_rolled_back_with_the_reason() {
     assert_eq!(current(&agent), old_version);
     assert!(!trial.exists());
     agent.kill_all().await;
+}
+
+#[tokio::test]
+async fn a_rollout_brings_the_next_agent_to_every_server_of_a_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let mut agents = Vec::new();
+    for id in ["web-01", "web-02", "web-03"] {
+        agents.push(managed_agent_named(dir.path(), &controller, id).await);
+    }
+    let old_version = current(&agents[0]);
+
+    // The next agent, published in a release as any module is.
+    let package = agent_package(dir.path(), &dir.path().join("dist"), NEXT, &next_agent());
+    let sha256 = flotilla_agent::install::package::sha256_file(&package).unwrap();
+    let status = controller
+        .upload(&sha256, &std::fs::read(&package).unwrap())
+        .await;
+    assert!(status == 201 || status == 200, "upload: {status}");
+    let signature = flotilla_tests::publisher().sign_package(&sha256);
+    let publisher = controller.token_for("ci", "publisher").await;
+    let (status, body) = flotilla_tests::sites::post_with(
+        &controller,
+        "/api/v1/releases",
+        &serde_json::json!({"version": "2026.12", "notes": "The agent, next.", "packages": [{"sha256": sha256, "signature": signature}]}),
+        &publisher,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    for agent in &agents {
+        controller
+            .wait_for_server(&agent.id, "the next agent downloaded", |s| {
+                module(s, "flotilla-agent")["pending_version"] == NEXT
+            })
+            .await;
+    }
+
+    // Rolled out like any module: every server runs it, as its service's.
+    let (status, created) = flotilla_tests::sites::post(
+        &controller,
+        "/api/v1/rollouts",
+        &serde_json::json!({"release": "2026.12"}),
+        "olivia",
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let done = flotilla_tests::sites::wait_for_rollout(&controller, id, "succeeded", |r| {
+        r["state"] == "succeeded" || r["state"] == "failed"
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    for agent in &agents {
+        controller
+            .wait_for_server(&agent.id, "the next agent online", |s| {
+                s["online"] == true
+                    && s["agent_version"] == NEXT
+                    && module(s, "flotilla-agent")["installed_version"] == NEXT
+            })
+            .await;
+        assert_eq!(current(agent), NEXT);
+        assert!(
+            agent
+                .data
+                .join(format!("bin/agent/versions/{old_version}/flotilla-agent"))
+                .is_file()
+        );
+    }
+    // The dashboard shows the new version on each server.
+    let browser = flotilla_tests::browser::Browser::start().await;
+    browser.sign_in(&controller).await;
+    browser.goto(&format!("{}/", controller.http_url)).await;
+    for agent in &agents {
+        wait_until(&format!("{} at {NEXT} on the dashboard", agent.id), async || {
+            let cell = browser
+                .eval(&format!(
+                    "const c = document.querySelector('tr[data-server=\"{}\"] td[data-module=\"flotilla-agent\"]'); return c ? c.textContent : null",
+                    agent.id
+                ))
+                .await;
+            // The version, then the last install's mark.
+            match cell.as_str() {
+                Some(text) if text.starts_with(&format!("{NEXT}✓")) => Ok(()),
+                _ => Err(cell.to_string()),
+            }
+        })
+        .await;
+    }
+    browser.quit().await;
+    for agent in &mut agents {
+        agent.kill_all().await;
+    }
 }

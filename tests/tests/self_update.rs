@@ -281,3 +281,64 @@ async fn a_rollout_brings_the_next_agent_to_every_server_of_a_site() {
         agent.kill_all().await;
     }
 }
+
+#[tokio::test]
+async fn a_broken_agent_release_fails_its_step_with_the_reason_and_stops_the_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let mut agent = managed_agent(dir.path(), &controller).await;
+    let old_version = current(&agent);
+    let broken = script_agent(dir.path(), "9.9.5", "exit 3");
+    let package = agent_package(dir.path(), &dir.path().join("dist"), "9.9.5", &broken);
+    let sha256 = flotilla_agent::install::package::sha256_file(&package).unwrap();
+    let status = controller
+        .upload(&sha256, &std::fs::read(&package).unwrap())
+        .await;
+    assert!(status == 201 || status == 200, "upload: {status}");
+    let publisher = controller.token_for("ci", "publisher").await;
+    let (status, body) = flotilla_tests::sites::post_with(
+        &controller,
+        "/api/v1/releases",
+        &serde_json::json!({"version": "2026.13", "notes": "", "packages": [{"sha256": sha256, "signature": flotilla_tests::publisher().sign_package(&sha256)}]}),
+        &publisher,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    controller
+        .wait_for_server("web-01", "the broken agent downloaded", |s| {
+            module(s, "flotilla-agent")["pending_version"] == "9.9.5"
+        })
+        .await;
+    let (status, created) = flotilla_tests::sites::post(
+        &controller,
+        "/api/v1/rollouts",
+        &serde_json::json!({"release": "2026.13", "strategy": {"failure": {"retries": 0}}}),
+        "olivia",
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let stopped =
+        flotilla_tests::sites::wait_for_rollout(&controller, id, "stopped by its failure", |r| {
+            r["state"] != "running"
+        })
+        .await;
+    // The threshold (any failed site) pauses it.
+    assert_eq!(stopped["state"], "paused", "{stopped}");
+    let steps = flotilla_tests::sites::steps(&stopped, "acme");
+    let step = steps
+        .iter()
+        .find(|s| s["module"] == "flotilla-agent")
+        .unwrap_or_else(|| panic!("{stopped}"));
+    assert!(
+        step.to_string().contains("ended before it proved itself"),
+        "the step says why: {step}"
+    );
+    controller
+        .wait_for_server("web-01", "the previous version online", |s| {
+            s["online"] == true && s["agent_version"] == old_version.as_str()
+        })
+        .await;
+    assert_eq!(current(&agent), old_version);
+    agent.kill_all().await;
+}

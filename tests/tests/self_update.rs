@@ -323,8 +323,23 @@ async fn a_broken_agent_release_fails_its_step_with_the_reason_and_stops_the_rol
             r["state"] != "running"
         })
         .await;
-    // The threshold (any failed site) pauses it.
-    assert_eq!(stopped["state"], "paused", "{stopped}");
+    // The threshold (any failed site) stops it.
+    assert!(
+        stopped["state"] == "paused" || stopped["state"] == "failed",
+        "{stopped}"
+    );
+    assert!(
+        stopped["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["action"] == "paused"
+                && entry["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("past the threshold")),
+        "{stopped}"
+    );
     let steps = flotilla_tests::sites::steps(&stopped, "acme");
     let step = steps
         .iter()

@@ -124,15 +124,7 @@ impl Entry {
                 failure.to_string(),
             ),
         };
-        let lines: Vec<Line> = view
-            .events
-            .iter()
-            .map(|event| Line {
-                at: event.at,
-                kind: kind_name(event.kind).to_owned(),
-                text: event.text.clone(),
-            })
-            .collect();
+        let lines = lines_of(&view.events);
         let lines_left_out = lines.len().saturating_sub(LINES);
         Some(Entry {
             install_id: view.install_id.clone(),
@@ -148,6 +140,18 @@ impl Entry {
             lines_left_out,
         })
     }
+}
+
+/// An install's events as the lines it wrote.
+pub fn lines_of(events: &[crate::install::Event]) -> Vec<Line> {
+    events
+        .iter()
+        .map(|event| Line {
+            at: event.at,
+            kind: kind_name(event.kind).to_owned(),
+            text: event.text.clone(),
+        })
+        .collect()
 }
 
 /// The name an install's event kind is kept and shown under.

@@ -300,11 +300,19 @@ pub fn start(
         );
         // Never interrupts an install: waits for it, then holds the agent.
         let mut running = agent.installs.running.subscribe();
-        let _ = running.wait_for(Option::is_none).await;
-        agent
-            .installs
-            .running
-            .send_replace(Some(AGENT_MODULE.to_owned()));
+        loop {
+            let _ = running.wait_for(Option::is_none).await;
+            let taken = agent.installs.running.send_if_modified(|now| {
+                let free = now.is_none();
+                if free {
+                    *now = Some(AGENT_MODULE.to_owned());
+                }
+                free
+            });
+            if taken {
+                break;
+            }
+        }
         let prepared = async {
             unpack(&home, &package, &sha256, &trial.to).await?;
             say(

@@ -5,7 +5,7 @@
 
 use flotilla_proto::domain::ModuleName;
 
-use crate::history::{self, Entry, Line, kind_name};
+use crate::history::{self, Entry, Line};
 use crate::html::{downtime, escape, page, time};
 use crate::state::InstallView;
 
@@ -35,15 +35,7 @@ pub fn latest(
     module: &ModuleName,
 ) -> Option<String> {
     if let Some(view) = view {
-        let lines: Vec<Line> = view
-            .events
-            .iter()
-            .map(|event| Line {
-                at: event.at,
-                kind: kind_name(event.kind).to_owned(),
-                text: event.text.clone(),
-            })
-            .collect();
+        let lines = history::lines_of(&view.events);
         return Some(install_page(
             &view.module,
             &view.to,

@@ -781,5 +781,31 @@ async fn a_customized_database_is_upgraded_script_by_script_from_the_portal() {
         "1",
         "the database was kept as it is"
     );
+
+    // The other choice, back to the version just set aside: the files and
+    // the database (which is at that version's schema already).
+    click(&browser, "#back").await;
+    click(
+        &browser,
+        "#backups tr[data-backup^='database_2.0.0_'] a.button",
+    )
+    .await;
+    wait_for_path(&browser, "/restore/database").await;
+    click(&browser, "#restore button").await;
+    wait_for_text_with(
+        &browser,
+        "the restore's result",
+        "#result",
+        "Restored database 2.0.0",
+    )
+    .await;
+    assert_eq!(version_of(&agent, "database"), "2.0.0");
+    assert_eq!(
+        server.psql(
+            "custom",
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'loyalty_points'"
+        ),
+        "1"
+    );
     browser.quit().await;
 }

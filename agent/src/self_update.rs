@@ -313,14 +313,18 @@ pub fn start(
                 break;
             }
         }
+        // The trial is written first: a power cut from here on is found at
+        // the next start and reported.
         let prepared = async {
+            std::fs::create_dir_all(home.versions()).map_err(|e| e.to_string())?;
+            write_json(&home.trial_file(), &trial).map_err(|e| e.to_string())?;
             unpack(&home, &package, &sha256, &trial.to).await?;
             say(
                 &agent,
                 &trial,
                 format!("{} unpacked and answers with its version", trial.to),
             );
-            write_json(&home.trial_file(), &trial).map_err(|e| e.to_string())
+            Ok::<(), String>(())
         }
         .await;
         agent.installs.running.send_replace(None);
@@ -339,6 +343,7 @@ pub fn start(
                 agent.hand_over.send_replace(Some(trial));
             }
             Err(why) => {
+                let _ = std::fs::remove_file(home.trial_file());
                 let ended = Ended {
                     trial,
                     ok: false,

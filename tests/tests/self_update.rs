@@ -104,6 +104,37 @@ async fn a_new_version_that_fails_its_trial_is_rolled_back_with_the_reason() {
     let mut agent = managed_agent(dir.path(), &controller).await;
     let old_version = current(&agent);
 
+    // Built for another platform: refused before anything changes.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::copy(
+        script_agent(dir.path(), "9.8.0", "exit 0"),
+        foreign.join("flotilla-agent"),
+    )
+    .unwrap();
+    let package = agent
+        .data
+        .join("bin/updates/packages/flotilla-agent-9.8.0.zip");
+    std::fs::create_dir_all(package.parent().unwrap()).unwrap();
+    flotilla_agent::install::package::build::from_folder(
+        &package,
+        "module = \"flotilla-agent\"\nversion = \"9.8.0\"\nkind = \"agent\"\nplatform = \"plan9-mips\"\n",
+        &foreign,
+    )
+    .unwrap();
+    update(&agent, &flotilla_tests::sign_beside(&package)).await;
+    let ended = agent_update_ended(&controller, "9.8.0").await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert!(
+        ended
+            .to_string()
+            .contains("refused before anything changed: the package is built for plan9-mips"),
+        "{ended}"
+    );
+    assert!(!agent.data.join("bin/agent/versions/9.8.0").exists());
+    assert!(!agent.data.join("bin/agent/trial.json").exists());
+    assert_eq!(current(&agent), old_version);
+
     for (to, then, reason) in [
         ("9.9.1", "exit 3", "ended before it proved itself"),
         (

@@ -8,8 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use super::guard::token_field;
-use super::pages::message_page;
+use super::pages::{message_page, token_field};
 use crate::html::{escape, page};
 use crate::state::Agent;
 

@@ -3,6 +3,7 @@
 //! portal's own forms (a token made at each start, in every form) or be a
 //! JSON request from no other origin; every answer forbids framing. A
 //! refusal is a page that says what to do for a person, JSON for the API.
+//! The token's field in the forms is written by [`super::pages::token_field`].
 
 use std::sync::Arc;
 
@@ -14,14 +15,6 @@ use flotilla_proto::web::{SECURITY_HEADERS, host_name};
 use serde_json::json;
 
 use crate::state::Agent;
-
-/// The hidden field every form of the portal carries.
-pub fn token_field(agent: &Agent) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        agent.portal_token
-    )
-}
 
 /// The host names the portal answers to: loopback, and the configured ones.
 fn allowed_host(agent: &Agent, host: &str) -> bool {

@@ -11,7 +11,6 @@
 
 use flotilla_proto::domain::{ModuleKind, ModuleState};
 
-use super::guard::token_field;
 use crate::history::{self, Entry};
 use crate::html::{downtime, escape, local_time, markdown, page, size, time, zone_name};
 use crate::installs;
@@ -20,6 +19,15 @@ use crate::pending::Pending;
 use crate::state::{Agent, LinkStatus};
 
 const PAGE: &str = include_str!("../../../web/portal/index.html");
+
+/// The hidden field every form of the portal carries: the token made at
+/// each start, which the guard checks ([`super::guard`]).
+pub fn token_field(agent: &Agent) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        agent.portal_token
+    )
+}
 
 /// A page that says one thing, what to do about it, and the way back.
 pub fn message_page(title: &str, message: &str, what_to_do: &str) -> String {

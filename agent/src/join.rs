@@ -43,18 +43,17 @@ LockPersonality=yes
 SystemCallArchitectures=native
 ";
 
-/// The agent's service, as it is installed: on Linux this executable is
-/// adopted as its version's folder's (`<data>/bin/agent/versions/<v>/`)
-/// and the service runs it through `<data>/bin/agent/current`, so that the
-/// agent can update itself ([`crate::self_update`]).
+/// The agent's service, as it is installed: this executable is adopted as
+/// its version's folder's (`<data>/bin/agent/versions/<v>/`), and the
+/// service runs the current version: through `<data>/bin/agent/current` on
+/// Linux, that version's own executable on Windows; so that the agent can
+/// update itself ([`crate::self_update`]).
 pub fn installed_service_spec(config: &Path, unit_dir: PathBuf) -> anyhow::Result<Spec> {
     let mut spec = service_spec(config, unit_dir)?;
-    if cfg!(unix) {
-        let home = crate::self_update::Home::of(&data_layout_of(config)?);
-        spec.executable = home
-            .adopt(&spec.executable)
-            .with_context(|| format!("cannot copy the agent into {}", home.versions().display()))?;
-    }
+    let home = crate::self_update::Home::of(&data_layout_of(config)?);
+    spec.executable = home
+        .adopt(&spec.executable)
+        .with_context(|| format!("cannot copy the agent into {}", home.versions().display()))?;
     Ok(spec)
 }
 

@@ -142,6 +142,67 @@ pub async fn run(
     Ok(ended)
 }
 
+/// Runs the agent on `settings` (read from `config`) until `shutdown`;
+/// `ready` once its portal listens; prints where its portal is. `crash_points`
+/// is [`install::NoCrashPoints`] in the agent binary. When a new version of the agent is
+/// ready to take over, this process runs it as its child on trial, and
+/// runs again itself if it fails ([`self_update`]).
+pub async fn serve(
+    config: &std::path::Path,
+    settings: Settings,
+    crash_points: Arc<dyn install::CrashPoints>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    use self_update::supervise::{Supervised, supervise};
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let mut ready = Some(ready);
+    loop {
+        let listener = tokio::net::TcpListener::bind(settings.portal_listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {} for the local portal: {e}",
+                    settings.portal_listen
+                )
+            })?;
+        let portal = listener.local_addr()?;
+        tracing::info!(
+            server = %settings.server_id,
+            site = %settings.site,
+            data = %settings.layout.root().display(),
+            version = VERSION,
+            "agent starting"
+        );
+        // The one line a person (or a test) needs: where the portal is.
+        println!(
+            "flotilla-agent {} portal: http://{portal}/",
+            settings.server_id
+        );
+        if let Some(ready) = ready.take() {
+            ready();
+        }
+        let until = stop.clone().cancelled_owned();
+        let trial = match run(settings.clone(), listener, crash_points.clone(), until).await? {
+            Ended::Stopped => return Ok(()),
+            Ended::HandOver(trial) => trial,
+        };
+        match supervise(&settings.layout, config, trial, &*crash_points, &stop).await? {
+            Supervised::Ended(status) if status.success() => return Ok(()),
+            Supervised::Ended(status) => anyhow::bail!("the agent's new version ended: {status}"),
+            Supervised::Stopped => return Ok(()),
+            Supervised::RolledBack => continue,
+        }
+    }
+}
+
 /// Rescans modules on the configured interval, or sooner when asked.
 async fn scanner(agent: Arc<Agent>, stop: CancellationToken) {
     let mut previous = Some(agent.inventory.borrow().clone());

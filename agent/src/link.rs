@@ -447,6 +447,7 @@ fn obey(
             allow_downgrade,
             version,
             planned_end,
+            agent_update_budget_seconds,
         } => {
             let source = match sha256 {
                 None => installs::Source::Pending,
@@ -459,6 +460,8 @@ fn obey(
                 command_id: id.clone(),
                 expected_version: version,
                 planned_end,
+                update_budget: agent_update_budget_seconds
+                    .map(|s| std::time::Duration::from_secs(u64::from(s))),
             };
             install(agent, id, module, source, origin, late)
         }
@@ -537,6 +540,7 @@ fn roll_back(
         command_id: id.to_owned(),
         expected_version: None,
         planned_end: None,
+        update_budget: None,
     };
     let source = installs::Source::Backup {
         version: to,

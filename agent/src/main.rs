@@ -362,62 +362,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Runs the agent on `settings` (read from `config`) until `shutdown`;
-/// `ready` once its portal listens. When a new version of the agent is
-/// ready to take over, this process runs it as its child on trial, and
-/// runs again itself if it fails ([`flotilla_agent::self_update`]).
+/// `ready` once its portal listens ([`flotilla_agent::serve`]).
 async fn serve(
     config: &Path,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    use flotilla_agent::self_update::{Supervised, supervise};
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
-    });
-    let mut ready = Some(ready);
-    loop {
-        let listener = tokio::net::TcpListener::bind(settings.portal_listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {} for the local portal: {e}",
-                    settings.portal_listen
-                )
-            })?;
-        let portal = listener.local_addr()?;
-        tracing::info!(
-            server = %settings.server_id,
-            site = %settings.site,
-            data = %settings.layout.root().display(),
-            version = flotilla_agent::VERSION,
-            "agent starting"
-        );
-        // The one line a person (or a test) needs: where the portal is.
-        println!(
-            "flotilla-agent {} portal: http://{portal}/",
-            settings.server_id
-        );
-        if let Some(ready) = ready.take() {
-            ready();
-        }
-        let no_crash_points = std::sync::Arc::new(flotilla_agent::install::NoCrashPoints);
-        let until = stop.clone().cancelled_owned();
-        let trial =
-            match flotilla_agent::run(settings.clone(), listener, no_crash_points, until).await? {
-                flotilla_agent::Ended::Stopped => return Ok(()),
-                flotilla_agent::Ended::HandOver(trial) => trial,
-            };
-        match supervise(&settings.layout, config, trial, &stop).await? {
-            Supervised::Ended(status) if status.success() => return Ok(()),
-            Supervised::Ended(status) => anyhow::bail!("the agent's new version ended: {status}"),
-            Supervised::Stopped => return Ok(()),
-            Supervised::RolledBack => continue,
-        }
-    }
+    let no_crash_points = std::sync::Arc::new(flotilla_agent::install::NoCrashPoints);
+    flotilla_agent::serve(config, settings, no_crash_points, shutdown, ready).await
 }

@@ -313,7 +313,13 @@ impl Downloads {
         };
         {
             let mut known = self.offers.lock().unwrap_or_else(|p| p.into_inner());
-            for offer in offers {
+            // An agent package built for another platform is not this
+            // server's to download (a release carries one per platform).
+            let here = flotilla_proto::domain::platform();
+            for offer in offers
+                .into_iter()
+                .filter(|o| o.platform.is_empty() || o.platform == here)
+            {
                 known.retain(|o| o.sha256 != offer.sha256);
                 known.push(offer);
             }

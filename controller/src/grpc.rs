@@ -111,7 +111,10 @@ impl AgentLinkService {
         let hold = ControllerMessage::from(ToAgent::Hold(self.fleet.hold_of(server)));
         let mut greeting = vec![welcome, hold];
         match self.fleet.announcement().await {
-            Ok(announcement) => greeting.push(ControllerMessage::from(announcement)),
+            Ok(announcement) => greeting.push(ControllerMessage::from(crate::fleet::for_platform(
+                &announcement,
+                &session.platform,
+            ))),
             Err(e) => {
                 tracing::error!(server = %server, "cannot list the published packages: {e}")
             }

@@ -44,6 +44,9 @@ pub enum AgentCommand {
         version: Option<String>,
         /// When the site's planned maintenance ends, for the maintenance page.
         planned_end: Option<DateTime<Utc>>,
+        /// The module flotilla-agent: how long its new version has to prove
+        /// itself (seconds); `None`: the agent's own `update_budget_seconds`.
+        agent_update_budget_seconds: Option<u32>,
     },
     /// Restore a kept backup: of this version, or the newest of another.
     /// `keep_database`: a database module's files only; its database stays
@@ -96,6 +99,9 @@ pub struct PackageOffer {
     pub release_version: String,
     /// Markdown.
     pub release_notes: String,
+    /// The platform an agent package was built for (`linux-x86_64`,
+    /// `windows-x86_64`); empty for a package every platform installs.
+    pub platform: String,
 }
 
 /// A command's answer: accepted (or done) or refused, in words.

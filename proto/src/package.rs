@@ -608,34 +608,7 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
         }
         None => None,
     };
-    // Flotilla's own agent is the module flotilla-agent, of kind agent,
-    // built for one platform; nothing else is.
-    let agent = module.as_str() == crate::domain::AGENT_MODULE;
-    match (agent, kind == ModuleKind::Agent, &file.platform) {
-        (true, false, _) | (false, true, _) => {
-            return Err(format!(
-                "module {module} of kind {kind}: the module {} is of kind agent, and only it",
-                crate::domain::AGENT_MODULE
-            ));
-        }
-        (true, true, None) => {
-            return Err("platform: an agent package names the platform it was built for (linux-x86_64, windows-x86_64)".into());
-        }
-        (false, false, Some(_)) => {
-            return Err("platform belongs to agent packages (kind = \"agent\")".into());
-        }
-        (_, _, Some(p))
-            if p.is_empty()
-                || !p
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
-        {
-            return Err(format!(
-                "platform: \"{p}\" is not a platform name such as linux-x86_64"
-            ));
-        }
-        _ => {}
-    }
+    check_platform(&module, kind, file.platform.as_deref())?;
     Ok(Manifest {
         module,
         version,
@@ -767,5 +740,35 @@ pub mod build {
             }
         }
         Ok(total)
+    }
+}
+
+/// Flotilla's own agent is the module flotilla-agent, of kind agent, built
+/// for one platform (`linux-x86_64`, `windows-x86_64`); nothing else is, and
+/// nothing else names a platform.
+pub fn check_platform(
+    module: &ModuleName,
+    kind: ModuleKind,
+    platform: Option<&str>,
+) -> Result<(), String> {
+    let agent = module.as_str() == crate::domain::AGENT_MODULE;
+    match (agent, kind == ModuleKind::Agent, platform) {
+        (true, false, _) | (false, true, _) => Err(format!(
+            "module {module} of kind {kind}: the module {} is of kind agent, and only it",
+            crate::domain::AGENT_MODULE
+        )),
+        (true, true, None) => Err("platform: an agent package names the platform it was built for (linux-x86_64, windows-x86_64)".into()),
+        (false, false, Some(_)) => Err("platform belongs to agent packages (kind = \"agent\")".into()),
+        (_, _, Some(p))
+            if p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
+        {
+            Err(format!(
+                "platform: \"{p}\" is not a platform name such as linux-x86_64"
+            ))
+        }
+        _ => Ok(()),
     }
 }

@@ -46,16 +46,34 @@ pub fn package_agent(agent: &Agent, dir: &Path, version: &str, exe: &Path) -> St
 /// Builds the package of the module flotilla-agent at `version` holding
 /// `exe`, for this platform, into `out` (staged under `dir`); its path.
 pub fn agent_package(dir: &Path, out: &Path, version: &str, exe: &Path) -> PathBuf {
-    let folder = dir.join(format!("agent-{version}"));
+    agent_package_for(&flotilla_proto::domain::platform(), dir, out, version, exe)
+}
+
+/// [`agent_package`] built for `platform` (`windows-x86_64` holds
+/// `flotilla-agent.exe`).
+pub fn agent_package_for(
+    platform: &str,
+    dir: &Path,
+    out: &Path,
+    version: &str,
+    exe: &Path,
+) -> PathBuf {
+    let folder = dir.join(format!("agent-{version}-{platform}"));
     std::fs::create_dir_all(&folder).unwrap();
-    std::fs::copy(exe, folder.join("flotilla-agent")).unwrap();
+    let name = match platform.starts_with("windows") {
+        true => "flotilla-agent.exe",
+        false => "flotilla-agent",
+    };
+    std::fs::copy(exe, folder.join(name)).unwrap();
     std::fs::create_dir_all(out).unwrap();
-    let package = out.join(format!("flotilla-agent-{version}.zip"));
+    let package = match platform == flotilla_proto::domain::platform() {
+        true => out.join(format!("flotilla-agent-{version}.zip")),
+        false => out.join(format!("flotilla-agent-{version}-{platform}.zip")),
+    };
     build::from_folder(
         &package,
         &format!(
-            "module = \"flotilla-agent\"\nversion = \"{version}\"\nkind = \"agent\"\nplatform = \"{}\"\n",
-            flotilla_proto::domain::platform()
+            "module = \"flotilla-agent\"\nversion = \"{version}\"\nkind = \"agent\"\nplatform = \"{platform}\"\n"
         ),
         &folder,
     )
@@ -86,12 +104,23 @@ pub async fn managed_agent(dir: &Path, controller: &Controller) -> Agent {
 
 /// Like [`managed_agent`], for server `id`.
 pub async fn managed_agent_named(dir: &Path, controller: &Controller, id: &str) -> Agent {
+    managed_agent_with(dir, controller, id, "<applications/>").await
+}
+
+/// Like [`managed_agent_named`], with `applications_xml` (see
+/// [`crate::sites::applications`]).
+pub async fn managed_agent_with(
+    dir: &Path,
+    controller: &Controller,
+    id: &str,
+    applications_xml: &str,
+) -> Agent {
     let mut agent = Agent::launch_with(
         dir,
         "acme",
         id,
         &controller.grpc_url,
-        "<applications/>",
+        applications_xml,
         100,
         &format!(
             "{}\nupdate_budget_seconds = 8\nupdate_settle_seconds = 2\n",

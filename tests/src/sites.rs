@@ -32,18 +32,27 @@ pub fn kind_of(module: &str) -> &'static str {
 /// A signing key the agents trust.
 #[derive(Debug)]
 pub struct Publisher {
-    key: SecretKey,
+    key: &'static SecretKey,
 }
 
 impl Default for Publisher {
+    /// A publisher of its own (its key lives as long as the test).
     fn default() -> Self {
         Publisher {
-            key: SecretKey::generate().unwrap(),
+            key: Box::leak(Box::new(SecretKey::generate().unwrap())),
         }
     }
 }
 
 impl Publisher {
+    /// The process's test publisher, [`crate::publisher`], which
+    /// [`crate::trusted_publisher`] tells agents to trust.
+    pub fn shared() -> Self {
+        Publisher {
+            key: crate::publisher(),
+        }
+    }
+
     /// The agent configuration line that trusts this publisher.
     pub fn trusted_toml(&self) -> String {
         format!("trusted_keys = [\"{}\"]", self.key.public().to_hex())
@@ -118,6 +127,22 @@ pub async fn launch_server_on(
     site: &str,
     server: ServerSpec<'_>,
 ) -> Agent {
+    let xml = applications(dir, server);
+    Agent::launch_with(
+        dir,
+        site,
+        server.id,
+        controllers,
+        &xml,
+        100,
+        &publisher.trusted_toml(),
+    )
+    .await
+}
+
+/// Lays out a server's modules at 1.0.0 under `<dir>/<id>/apps/`; its
+/// `applicationspath.config`.
+pub fn applications(dir: &Path, server: ServerSpec<'_>) -> String {
     let mut xml = String::from("<applications>\n");
     for module in server.modules {
         let folder = dir.join(server.id).join("apps").join(module);
@@ -135,16 +160,7 @@ pub async fn launch_server_on(
         ));
     }
     xml.push_str("</applications>\n");
-    Agent::launch_with(
-        dir,
-        site,
-        server.id,
-        controllers,
-        &xml,
-        100,
-        &publisher.trusted_toml(),
-    )
-    .await
+    xml
 }
 
 /// Writes an executable hook for `phase` of `module` on `agent`.

@@ -10,9 +10,10 @@
 #![allow(clippy::unwrap_used)]
 
 use flotilla_tests::self_update::{
-    NEXT, agent_package, current, managed_agent, managed_agent_named, next_agent, package_agent,
-    script_agent, update,
+    NEXT, agent_package, agent_package_for, current, managed_agent, managed_agent_with, next_agent,
+    package_agent, script_agent, update,
 };
+use flotilla_tests::sites::{Publisher, ServerSpec, applications};
 use flotilla_tests::{Controller, module, wait_until};
 use serde_json::Value;
 
@@ -227,33 +228,88 @@ async fn a_rollout_brings_the_next_agent_to_every_server_of_a_site() {
     let controller = Controller::start(dir.path()).await;
     let mut agents = Vec::new();
     for id in ["web-01", "web-02", "web-03"] {
-        agents.push(managed_agent_named(dir.path(), &controller, id).await);
+        let xml = applications(
+            dir.path(),
+            ServerSpec {
+                id,
+                modules: &["ecommerce"],
+            },
+        );
+        agents.push(managed_agent_with(dir.path(), &controller, id, &xml).await);
     }
     let old_version = current(&agents[0]);
-
-    // The next agent, published in a release as any module is.
-    let package = agent_package(dir.path(), &dir.path().join("dist"), NEXT, &next_agent());
-    let sha256 = flotilla_agent::install::package::sha256_file(&package).unwrap();
-    let status = controller
-        .upload(&sha256, &std::fs::read(&package).unwrap())
+    // A module release first: the history the update must keep.
+    let modules = Publisher::shared();
+    let releases = dir.path().join("releases");
+    std::fs::create_dir_all(&releases).unwrap();
+    modules
+        .publish(&controller, &releases, "2026.11", "2.0.0", &["ecommerce"])
         .await;
-    assert!(status == 201 || status == 200, "upload: {status}");
-    let signature = flotilla_tests::publisher().sign_package(&sha256);
+    roll_out(&controller, &agents, "2026.11", "2.0.0").await;
+    let identities: Vec<Vec<u8>> = agents
+        .iter()
+        .map(|a| std::fs::read(a.data.join("identity/agent.pem")).unwrap())
+        .collect();
+
+    // The next agent, published in a release as any module is, one package
+    // per platform: each server takes the one built for its own.
+    let dist = dir.path().join("dist");
+    let mut packages = Vec::new();
+    for platform in ["windows-x86_64", &flotilla_proto::domain::platform()] {
+        let package = agent_package_for(platform, dir.path(), &dist, NEXT, &next_agent());
+        let sha256 = flotilla_agent::install::package::sha256_file(&package).unwrap();
+        let status = controller
+            .upload(&sha256, &std::fs::read(&package).unwrap())
+            .await;
+        assert!(status == 201 || status == 200, "upload: {status}");
+        let signature = flotilla_tests::publisher().sign_package(&sha256);
+        packages.push(serde_json::json!({"sha256": sha256, "signature": signature}));
+    }
     let publisher = controller.token_for("ci", "publisher").await;
+    // One package per module and platform: the same platform twice is refused.
     let (status, body) = flotilla_tests::sites::post_with(
         &controller,
         "/api/v1/releases",
-        &serde_json::json!({"version": "2026.12", "notes": "The agent, next.", "packages": [{"sha256": sha256, "signature": signature}]}),
+        &serde_json::json!({"version": "2026.12", "notes": "", "packages": [packages[0], packages[0]]}),
+        &publisher,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains(&format!(
+            "one package of flotilla-agent {NEXT} for windows-x86_64"
+        )),
+        "{body}"
+    );
+    let (status, body) = flotilla_tests::sites::post_with(
+        &controller,
+        "/api/v1/releases",
+        &serde_json::json!({"version": "2026.12", "notes": "The agent, next.", "packages": packages}),
         &publisher,
     )
     .await;
     assert!((200..300).contains(&status), "{status} {body}");
+    let platforms: Vec<&str> = body["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms.len(), 2, "{body}");
+    assert!(platforms.contains(&"windows-x86_64"), "{body}");
+    let windows = packages[0]["sha256"].as_str().unwrap();
     for agent in &agents {
         controller
             .wait_for_server(&agent.id, "the next agent downloaded", |s| {
                 module(s, "flotilla-agent")["pending_version"] == NEXT
             })
             .await;
+        // Only its own platform's package.
+        let downloaded = std::fs::read_dir(agent.data.join("bin/updates/packages"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .any(|text| text.trim() == windows);
+        assert!(!downloaded, "{} downloaded the Windows agent", agent.id);
     }
 
     // Rolled out like any module: every server runs it, as its service's.
@@ -308,8 +364,94 @@ async fn a_rollout_brings_the_next_agent_to_every_server_of_a_site() {
         .await;
     }
     browser.quit().await;
+
+    // The new agents keep their identity and history, and install modules.
+    modules
+        .publish(&controller, &releases, "2026.13", "3.0.0", &["ecommerce"])
+        .await;
+    roll_out(&controller, &agents, "2026.13", "3.0.0").await;
+    for (agent, identity) in agents.iter_mut().zip(&identities) {
+        assert_eq!(
+            &std::fs::read(agent.data.join("identity/agent.pem")).unwrap(),
+            identity,
+            "{}'s identity changed",
+            agent.id
+        );
+        let (_, installs) = controller
+            .get(&format!("/api/v1/servers/{}/installs", agent.id))
+            .await;
+        for (module, version) in [
+            ("ecommerce", "2.0.0"),
+            ("flotilla-agent", NEXT),
+            ("ecommerce", "3.0.0"),
+        ] {
+            assert!(
+                installs
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|i| i["module"] == module
+                        && i["to_version"] == version
+                        && i["state"] == "succeeded"),
+                "{}: no succeeded install of {module} {version} in {installs}",
+                agent.id
+            );
+        }
+        // The agent's own history, kept on its disk, spans both versions
+        // (the new agent's portal listens anew).
+        agent.portal_after_restart().await;
+        let history = flotilla_tests::http()
+            .get(format!("{}/history/ecommerce", agent.portal_base()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for version in ["2.0.0", "3.0.0"] {
+            assert!(
+                history.contains(version),
+                "{}: {version} not in {history}",
+                agent.id
+            );
+        }
+    }
     for agent in &mut agents {
         agent.kill_all().await;
+    }
+}
+
+/// Rolls `release` out and waits for it to succeed and for every agent to
+/// report `ecommerce` at `version`.
+async fn roll_out(
+    controller: &Controller,
+    agents: &[flotilla_tests::Agent],
+    release: &str,
+    version: &str,
+) {
+    let pairs: Vec<(&flotilla_tests::Agent, &[&str])> =
+        agents.iter().map(|a| (a, &["ecommerce"][..])).collect();
+    flotilla_tests::sites::wait_for_downloads(controller, &pairs, version).await;
+    let (status, created) = flotilla_tests::sites::post(
+        controller,
+        "/api/v1/rollouts",
+        &serde_json::json!({"release": release}),
+        "olivia",
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let done = flotilla_tests::sites::wait_for_rollout(controller, id, "ended", |r| {
+        r["state"] == "succeeded" || r["state"] == "failed"
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    for agent in agents {
+        controller
+            .wait_for_server(&agent.id, &format!("ecommerce {version}"), |s| {
+                module(s, "ecommerce")["installed_version"] == version
+            })
+            .await;
     }
 }
 
@@ -319,7 +461,8 @@ async fn a_broken_agent_release_fails_its_step_with_the_reason_and_stops_the_rol
     let controller = Controller::start(dir.path()).await;
     let mut agent = managed_agent(dir.path(), &controller).await;
     let old_version = current(&agent);
-    let broken = script_agent(dir.path(), "9.9.5", "exit 3");
+    // A new version that never connects.
+    let broken = script_agent(dir.path(), "9.9.5", "exec sleep 600");
     let package = agent_package(dir.path(), &dir.path().join("dist"), "9.9.5", &broken);
     let sha256 = flotilla_agent::install::package::sha256_file(&package).unwrap();
     let status = controller
@@ -343,7 +486,8 @@ async fn a_broken_agent_release_fails_its_step_with_the_reason_and_stops_the_rol
     let (status, created) = flotilla_tests::sites::post(
         &controller,
         "/api/v1/rollouts",
-        &serde_json::json!({"release": "2026.13", "strategy": {"failure": {"retries": 0}}}),
+        // The rollout's own trial budget, shorter than the agent's (8 s).
+        &serde_json::json!({"release": "2026.13", "strategy": {"failure": {"retries": 0}, "agent_update_budget_seconds": 5}}),
         "olivia",
     )
     .await;
@@ -377,7 +521,8 @@ async fn a_broken_agent_release_fails_its_step_with_the_reason_and_stops_the_rol
         .find(|s| s["module"] == "flotilla-agent")
         .unwrap_or_else(|| panic!("{stopped}"));
     assert!(
-        step.to_string().contains("ended before it proved itself"),
+        step.to_string()
+            .contains("did not connect and stay connected 2 s within 5 s"),
         "the step says why: {step}"
     );
     controller
@@ -386,5 +531,106 @@ async fn a_broken_agent_release_fails_its_step_with_the_reason_and_stops_the_rol
         })
         .await;
     assert_eq!(current(&agent), old_version);
+    agent.kill_all().await;
+}
+
+/// The agent's updates the controller knows, by install id.
+async fn agent_updates(controller: &Controller) -> Vec<Value> {
+    let (_, installs) = controller.get("/api/v1/servers/web-01/installs").await;
+    installs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["module"] == "flotilla-agent")
+        .cloned()
+        .collect()
+}
+
+/// Points `<data>/bin/agent/current` at `version`, as a service install
+/// left it.
+fn set_current(agent: &flotilla_tests::Agent, version: &str) {
+    let link = agent.data.join("bin/agent/current");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(std::path::Path::new("versions").join(version), &link).unwrap();
+}
+
+#[tokio::test]
+async fn a_power_cut_while_the_new_version_is_made_the_services_leaves_it_running_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let mut agent = managed_agent(dir.path(), &controller).await;
+    let old_version = current(&agent);
+    let next = next_agent();
+    let current_exe = agent.data.join("bin/agent/current/flotilla-agent");
+    // The old version is the agent with crash points: it cuts the power on
+    // itself and on the new version it supervises.
+    agent.kill_all().await;
+    std::fs::copy(
+        flotilla_tests::binary("flotilla-agent-crashpoints"),
+        agent
+            .data
+            .join(format!("bin/agent/versions/{old_version}/flotilla-agent")),
+    )
+    .unwrap();
+    // After `current` is switched; after the trial is removed, before the
+    // new version is told.
+    for point in ["agent-switched", "agent-committed"] {
+        set_current(&agent, &old_version);
+        agent
+            .relaunch_from(&current_exe, &[("FLOTILLA_CRASH_AT", point)])
+            .await;
+        controller
+            .wait_for_server("web-01", "the old version online", |s| {
+                s["online"] == true && s["agent_version"] == old_version.as_str()
+            })
+            .await;
+        let before: Vec<Value> = agent_updates(&controller)
+            .await
+            .into_iter()
+            .map(|i| i["install_id"].clone())
+            .collect();
+        // The new version is on disk already from the first round: the
+        // update replaces it whole.
+        let sha256 = package_agent(&agent, dir.path(), NEXT, &next);
+        update(&agent, &sha256).await;
+        wait_until(&format!("the power cut at {point}"), async || {
+            match agent.child.try_wait() {
+                Ok(Some(status)) => Ok(status),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        assert!(
+            agent
+                .log()
+                .contains(&format!("crash point {point} reached")),
+            "{}",
+            agent.log()
+        );
+        // Power back: the service starts what `current` names, the new
+        // version, which reports the update done.
+        assert_eq!(current(&agent), NEXT, "at {point}");
+        agent.relaunch_from(&current_exe, &[]).await;
+        let update = wait_until(&format!("the update cut at {point} to end"), async || {
+            let updates = agent_updates(&controller).await;
+            match updates
+                .iter()
+                .find(|i| !before.contains(&i["install_id"]) && i["to_version"] == NEXT)
+            {
+                Some(install) if install["state"] != "running" => Ok(install.clone()),
+                other => Err(format!("{other:?} in {updates:?}")),
+            }
+        })
+        .await;
+        assert_eq!(update["state"], "succeeded", "at {point}: {update}");
+        controller
+            .wait_for_server("web-01", "the new version online", |s| {
+                s["online"] == true
+                    && s["agent_version"] == NEXT
+                    && module(s, "flotilla-agent")["installed_version"] == NEXT
+            })
+            .await;
+        assert!(!agent.data.join("bin/agent/trial.json").exists());
+    }
     agent.kill_all().await;
 }

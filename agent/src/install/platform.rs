@@ -182,7 +182,7 @@ impl ProcessTree {
             Ok(job) => Some(ProcessTree(job)),
             Err(e) => {
                 tracing::warn!(
-                    "cannot put a hook in a job object; a timeout ends only the hook itself: {e}"
+                    "cannot put a child process in a job object; ending it ends only the process itself: {e}"
                 );
                 None
             }

@@ -73,6 +73,8 @@ pub enum Origin {
         expected_version: Option<String>,
         /// When the site's planned maintenance ends, for the maintenance page.
         planned_end: Option<DateTime<Utc>>,
+        /// The agent's own update: its trial budget, when the rollout sets one.
+        update_budget: Option<std::time::Duration>,
     },
 }
 
@@ -104,13 +106,19 @@ pub fn start(
     {
         return Err(StartError::Held(rollout));
     }
-    let (command_id, expected_version, planned_end) = match origin {
-        Origin::Local => (None, None, None),
+    let (command_id, expected_version, planned_end, update_budget) = match origin {
+        Origin::Local => (None, None, None, None),
         Origin::Controller {
             command_id,
             expected_version,
             planned_end,
-        } => (Some(command_id), expected_version, planned_end),
+            update_budget,
+        } => (
+            Some(command_id),
+            expected_version,
+            planned_end,
+            update_budget,
+        ),
     };
     // Flotilla's own agent updates itself, side by side.
     if module == AGENT_MODULE {
@@ -124,7 +132,8 @@ pub fn start(
             return Err(StartError::NothingPending(module.to_owned()));
         };
         let version = Version::parse(&to).map_err(|e| StartError::SelfUpdate(e.to_string()))?;
-        crate::self_update::start(agent, path, sha256, &version, command_id)
+        let budget = update_budget.unwrap_or(agent.settings.update_budget);
+        crate::self_update::start(agent, path, sha256, &version, command_id, budget)
             .map_err(StartError::SelfUpdate)?;
         return Ok(to);
     }

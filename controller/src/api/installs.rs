@@ -151,6 +151,7 @@ pub async fn order_install(
                 allow_downgrade,
                 version: None,
                 planned_end: None,
+                agent_update_budget_seconds: None,
             },
         )
         .await;

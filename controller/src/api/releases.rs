@@ -50,6 +50,9 @@ pub struct Package {
     pub signature: String,
     /// Where agents download it: this controller, or the URL it was published with.
     pub url: String,
+    /// The platform an agent package was built for (`linux-x86_64`,
+    /// `windows-x86_64`); absent for a package every platform installs.
+    pub platform: Option<String>,
 }
 
 impl From<PackageRecord> for Package {
@@ -65,6 +68,7 @@ impl From<PackageRecord> for Package {
             size: p.size,
             signature: p.signature,
             url,
+            platform: Some(p.platform).filter(|p| !p.is_empty()),
         }
     }
 }
@@ -353,6 +357,39 @@ pub async fn download(
     Ok(response)
 }
 
+/// A release holds one package per module, or, for the agent, one per
+/// platform, all of the same version: a rollout installs one version of
+/// each module, and each server the package built for its platform.
+fn check_one_per_module(records: &[PackageRecord]) -> Result<(), ApiError> {
+    for (i, package) in records.iter().enumerate() {
+        for other in &records[..i] {
+            if other.module != package.module {
+                continue;
+            }
+            if other.version != package.version {
+                return Err(ApiError::BadRequest(format!(
+                    "packages {} and {}: a release carries one version of {}, not {} and {}",
+                    other.sha256, package.sha256, package.module, other.version, package.version
+                )));
+            }
+            if other.platform.is_empty() || other.platform == package.platform {
+                return Err(ApiError::BadRequest(format!(
+                    "packages {} and {}: a release carries one package of {} {}{}",
+                    other.sha256,
+                    package.sha256,
+                    package.module,
+                    package.version,
+                    match package.platform.as_str() {
+                        "" => String::new(),
+                        platform => format!(" for {platform}"),
+                    }
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One package of a release being published.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PublishPackage {
@@ -366,6 +403,9 @@ pub struct PublishPackage {
     pub version: Option<String>,
     pub kind: Option<String>,
     pub size: Option<i64>,
+    /// With `url`, for an agent package: the platform it was built for
+    /// (`linux-x86_64`, `windows-x86_64`).
+    pub platform: Option<String>,
 }
 
 /// A release to publish.
@@ -426,6 +466,8 @@ pub async fn publish(
                 let module_version =
                     Version::parse(&module_version).map_err(|e| field("version", e))?;
                 let kind = ModuleKind::parse_package(&kind).map_err(|e| field("kind", e))?;
+                flotilla_proto::package::check_platform(&module, kind, package.platform.as_deref())
+                    .map_err(|e| ApiError::BadRequest(format!("package {sha256}: {e}")))?;
                 check_package_url(&url, &state.package_hosts)
                     .map_err(|e| ApiError::BadRequest(format!("package {sha256}: url: {e}")))?;
                 PackageRecord {
@@ -437,6 +479,7 @@ pub async fn publish(
                     signature: package.signature.to_ascii_lowercase(),
                     url: Some(url),
                     created_at: Utc::now(),
+                    platform: package.platform.unwrap_or_default(),
                 }
             }
             None => {
@@ -460,11 +503,13 @@ pub async fn publish(
                     signature: package.signature.to_ascii_lowercase(),
                     url: None,
                     created_at: Utc::now(),
+                    platform: manifest.platform.unwrap_or_default(),
                 }
             }
         };
         records.push(record);
     }
+    check_one_per_module(&records)?;
     let version = version.to_string();
     let created = match state
         .fleet

@@ -16,6 +16,9 @@ pub struct PackageRecord {
     pub signature: String,
     pub url: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The platform an agent package was built for (`linux-x86_64`,
+    /// `windows-x86_64`); empty for a package every platform installs.
+    pub platform: String,
 }
 
 /// A release as stored, with its packages.
@@ -60,11 +63,13 @@ macro_rules! select_releases {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishConflict {
     #[error(
-        "{module} {version} was already published with sha256 {existing}; a module version never changes content: publish a new version"
+        "{module} {version}{built_for} was already published with sha256 {existing}; a module version never changes content: publish a new version"
     )]
     ModuleVersion {
         module: String,
         version: String,
+        /// " for linux-x86_64" for an agent package; empty otherwise.
+        built_for: String,
         existing: String,
     },
     #[error(
@@ -76,7 +81,7 @@ pub enum PublishConflict {
 impl Database {
     pub async fn package(&self, sha256: &str) -> sqlx::Result<Option<PackageRecord>> {
         on_pool!(self.pool, |c, d| {
-            sqlx::query_as(d.sql("SELECT sha256, module, version, kind, size, signature, url, created_at FROM packages WHERE sha256 = ?"))
+            sqlx::query_as(d.sql("SELECT sha256, module, version, kind, size, signature, url, created_at, platform FROM packages WHERE sha256 = ?"))
         .bind(sha256)
         .fetch_optional(c)
         .await
@@ -95,11 +100,12 @@ impl Database {
     ) -> sqlx::Result<Result<bool, PublishConflict>> {
         let mut tx = self.begin_alone().await?;
         for package in packages {
-            let existing: Option<(String,)> = on_tx!(tx, |c, d| sqlx::query_as(
-                d.sql("SELECT sha256 FROM packages WHERE module = ? AND version = ?")
-            )
+            let existing: Option<(String,)> = on_tx!(tx, |c, d| sqlx::query_as(d.sql(
+                "SELECT sha256 FROM packages WHERE module = ? AND version = ? AND platform = ?"
+            ))
             .bind(&package.module)
             .bind(&package.version)
+            .bind(&package.platform)
             .fetch_optional(c)
             .await)?;
             if let Some((existing,)) = existing
@@ -108,6 +114,10 @@ impl Database {
                 return Ok(Err(PublishConflict::ModuleVersion {
                     module: package.module.clone(),
                     version: package.version.clone(),
+                    built_for: match package.platform.as_str() {
+                        "" => String::new(),
+                        platform => format!(" for {platform}"),
+                    },
                     existing,
                 }));
             }
@@ -140,8 +150,8 @@ impl Database {
         }
         for package in packages {
             on_tx!(tx, |c, d| {
-                sqlx::query(d.sql("INSERT INTO packages (sha256, module, version, kind, size, signature, url, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING"))
+                sqlx::query(d.sql("INSERT INTO packages (sha256, module, version, kind, size, signature, url, created_at, platform) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING"))
             .bind(&package.sha256)
             .bind(&package.module)
             .bind(&package.version)
@@ -150,6 +160,7 @@ impl Database {
             .bind(&package.signature)
             .bind(&package.url)
             .bind(at)
+            .bind(&package.platform)
             .execute(c)
             .await
     .map(|done| done.rows_affected())
@@ -207,7 +218,7 @@ impl Database {
 
     async fn with_packages(&self, row: ReleaseRow) -> sqlx::Result<ReleaseRecord> {
         let packages = on_pool!(self.pool, |c, d| {
-            sqlx::query_as(d.sql("SELECT p.sha256, p.module, p.version, p.kind, p.size, p.signature, p.url, p.created_at \
+            sqlx::query_as(d.sql("SELECT p.sha256, p.module, p.version, p.kind, p.size, p.signature, p.url, p.created_at, p.platform \
              FROM release_packages r JOIN packages p ON p.sha256 = r.sha256 WHERE r.release = ? ORDER BY p.module"))
         .bind(&row.version)
         .fetch_all(c)

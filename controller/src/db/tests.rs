@@ -720,3 +720,51 @@ async fn a_passs_changes_are_written_whole_in_one_statement_each_and_its_log_in_
             .collect::<Vec<_>>()
     );
 }
+
+fn agent_package(sha: char, platform: &str) -> super::PackageRecord {
+    super::PackageRecord {
+        sha256: sha.to_string().repeat(64),
+        module: "flotilla-agent".to_owned(),
+        version: "1.1.0".to_owned(),
+        kind: "agent".to_owned(),
+        size: Some(1),
+        signature: "0".repeat(128),
+        url: None,
+        created_at: Utc::now(),
+        platform: platform.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_module_version_is_one_content_per_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let now = Utc::now();
+    let both = [
+        agent_package('a', "linux-x86_64"),
+        agent_package('b', "windows-x86_64"),
+    ];
+    assert!(db.publish("1.1", "", &both, now).await.unwrap().unwrap());
+    let release = db.release("1.1").await.unwrap().unwrap();
+    let platforms: Vec<&str> = release
+        .packages
+        .iter()
+        .map(|p| p.platform.as_str())
+        .collect();
+    assert_eq!(platforms.len(), 2);
+    assert!(platforms.contains(&"linux-x86_64") && platforms.contains(&"windows-x86_64"));
+    // Another content for the same version and platform is refused, named.
+    let conflict = db
+        .publish("1.2", "", &[agent_package('c', "linux-x86_64")], now)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        conflict.to_string(),
+        format!(
+            "flotilla-agent 1.1.0 for linux-x86_64 was already published with sha256 {}; a module version never changes content: publish a new version",
+            "a".repeat(64)
+        )
+    );
+    assert!(db.release("1.2").await.unwrap().is_none());
+}

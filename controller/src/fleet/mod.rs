@@ -67,6 +67,8 @@ struct Live {
     peer: String,
     /// What it downloads packages with, for this connection only.
     download_token: String,
+    /// The platform its agent packages are built for (`linux-x86_64`).
+    platform: String,
 }
 
 /// The connected agents, the database, and the event channel.
@@ -124,6 +126,33 @@ pub struct Session {
     pub download_token: String,
     /// When the agent process started, if it says.
     agent_started_at: Option<DateTime<Utc>>,
+    /// The platform its agent packages are built for (`linux-x86_64`).
+    pub platform: String,
+}
+
+/// The platform an agent's Hello names (`linux x86_64`), as agent
+/// packages name it (`linux-x86_64`).
+fn platform_of(os: &str) -> String {
+    os.trim().replace(' ', "-")
+}
+
+/// `announcement` without the agent packages built for platforms other
+/// than `platform` (an agent of the previous version would take any).
+pub fn for_platform(announcement: &ToAgent, platform: &str) -> ToAgent {
+    match announcement {
+        ToAgent::Announce {
+            packages,
+            withdrawn,
+        } => ToAgent::Announce {
+            packages: packages
+                .iter()
+                .filter(|p| p.platform.is_empty() || p.platform == platform)
+                .cloned()
+                .collect(),
+            withdrawn: withdrawn.clone(),
+        },
+        other => other.clone(),
+    }
 }
 
 impl Fleet {
@@ -238,6 +267,7 @@ impl Fleet {
             certificate,
             peer: hello.peer_address.clone().unwrap_or_default(),
             download_token: download_token.clone(),
+            platform: platform_of(&hello.os),
         };
         let previous = {
             let mut live = self.live();
@@ -264,6 +294,7 @@ impl Fleet {
             commands,
             download_token,
             agent_started_at: hello.agent_started_at,
+            platform: platform_of(&hello.os),
         };
         let connected = Presence::Connected {
             hello: hello.clone(),
@@ -454,6 +485,7 @@ impl Fleet {
                         .unwrap_or(0),
                     release_version: release.version.clone(),
                     release_notes: release.notes.clone(),
+                    platform: package.platform,
                 });
             }
         }
@@ -480,10 +512,13 @@ impl Fleet {
 
     /// Pushes `announcement` to every agent connected here.
     pub async fn push_here(&self, announcement: ToAgent) {
-        let senders: Vec<mpsc::Sender<ToAgent>> =
-            self.live().values().map(|l| l.commands.clone()).collect();
-        for sender in senders {
-            let _ = sender.send(announcement.clone()).await;
+        let senders: Vec<(mpsc::Sender<ToAgent>, String)> = self
+            .live()
+            .values()
+            .map(|l| (l.commands.clone(), l.platform.clone()))
+            .collect();
+        for (sender, platform) in senders {
+            let _ = sender.send(for_platform(&announcement, &platform)).await;
         }
     }
 

@@ -23,6 +23,10 @@ pub enum Order {
         version: Option<String>,
         /// When the site's planned maintenance ends, for the maintenance page.
         planned_end: Option<DateTime<Utc>>,
+        /// The module flotilla-agent: the new version's trial budget
+        /// (seconds), when the rollout sets one.
+        #[serde(default)]
+        agent_update_budget_seconds: Option<u32>,
     },
     Rollback {
         to: Option<String>,
@@ -59,12 +63,14 @@ impl Order {
                 allow_downgrade,
                 version,
                 planned_end,
+                agent_update_budget_seconds,
             } => AgentCommand::Install {
                 module,
                 sha256,
                 allow_downgrade,
                 version,
                 planned_end,
+                agent_update_budget_seconds,
             },
             Order::Rollback { to, keep_database } => AgentCommand::Rollback {
                 module,

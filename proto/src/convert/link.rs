@@ -63,12 +63,14 @@ impl From<AgentCommand> for command::Kind {
                 allow_downgrade,
                 version,
                 planned_end,
+                agent_update_budget_seconds,
             } => command::Kind::InstallModule(v1::InstallModule {
                 module,
                 sha256: sha256.unwrap_or_default(),
                 allow_downgrade,
                 version: version.unwrap_or_default(),
                 planned_end_unix_ms: planned_end.map_or(0, |t| t.timestamp_millis()),
+                agent_update_budget_seconds: agent_update_budget_seconds.unwrap_or(0),
             }),
             AgentCommand::Rollback {
                 module,
@@ -122,6 +124,8 @@ impl From<command::Kind> for AgentCommand {
                 allow_downgrade: order.allow_downgrade,
                 version: non_empty(order.version),
                 planned_end: time(order.planned_end_unix_ms),
+                agent_update_budget_seconds: Some(order.agent_update_budget_seconds)
+                    .filter(|s| *s > 0),
             },
             command::Kind::RollbackModule(order) => AgentCommand::Rollback {
                 module: order.module,
@@ -198,6 +202,7 @@ impl From<PackageOffer> for v1::AvailablePackage {
             size: p.size,
             release_version: p.release_version,
             release_notes: p.release_notes,
+            platform: p.platform,
         }
     }
 }
@@ -216,6 +221,7 @@ impl TryFrom<v1::AvailablePackage> for PackageOffer {
             size: p.size,
             release_version: p.release_version,
             release_notes: p.release_notes,
+            platform: p.platform,
         })
     }
 }
@@ -333,6 +339,7 @@ mod tests {
                 allow_downgrade: true,
                 version: Some("2.0.0".into()),
                 planned_end: Some(at),
+                agent_update_budget_seconds: Some(600),
             },
             AgentCommand::Install {
                 module: "ecommerce".into(),
@@ -340,6 +347,7 @@ mod tests {
                 allow_downgrade: false,
                 version: None,
                 planned_end: None,
+                agent_update_budget_seconds: None,
             },
             AgentCommand::Rollback {
                 module: "ecommerce".into(),
@@ -389,6 +397,7 @@ mod tests {
                     size: 42,
                     release_version: "2026.12".into(),
                     release_notes: "# Notes".into(),
+                    platform: "linux-x86_64".into(),
                 }],
                 withdrawn: vec!["ef".repeat(32)],
             },

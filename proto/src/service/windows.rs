@@ -184,6 +184,53 @@ fn status(manager: &ServiceManager, spec: &Spec) -> Result<String, ServiceError>
     ))
 }
 
+/// Points the registered service `spec.name` at `spec.executable` run with
+/// `spec.arguments` (ChangeServiceConfigW), keeping its start mode, account
+/// and recovery actions: how the agent that updated itself makes its new
+/// version the service's. Checked: the SCM, asked again, names the new
+/// executable.
+pub fn repoint(spec: &Spec) -> Result<String, ServiceError> {
+    let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
+        .map_err(|e| failure(spec, "cannot open the service control manager", e))?;
+    let service = open(
+        &manager,
+        spec,
+        ServiceAccess::CHANGE_CONFIG | ServiceAccess::QUERY_CONFIG,
+    )?;
+    let config = service
+        .query_config()
+        .map_err(|e| failure(spec, "cannot query the service", e))?;
+    let info = ServiceInfo {
+        name: spec.name.into(),
+        display_name: spec.display_name.into(),
+        service_type: config.service_type,
+        start_type: config.start_type,
+        error_control: config.error_control,
+        executable_path: spec.executable.clone(),
+        launch_arguments: spec.arguments.clone(),
+        // Empty and None leave the dependencies and the account as they are.
+        dependencies: Vec::new(),
+        account_name: None,
+        account_password: None,
+    };
+    service
+        .change_config(&info)
+        .map_err(|e| failure(spec, "cannot point the service at the new executable", e))?;
+    let now = service
+        .query_config()
+        .map_err(|e| failure(spec, "cannot query the service", e))?;
+    let runs = now.executable_path.to_string_lossy().into_owned();
+    if !runs.contains(&*spec.executable.to_string_lossy()) {
+        return Err(ServiceError::new(
+            spec.name,
+            format!(
+                "the service control manager accepted the change, yet the service still runs {runs}"
+            ),
+        ));
+    }
+    Ok(format!("{} now runs {runs}", spec.name))
+}
+
 /// Opens the registered service with `access`; says so when it is not
 /// installed.
 fn open(

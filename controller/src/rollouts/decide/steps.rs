@@ -155,6 +155,10 @@ impl Pass<'_> {
                 allow_downgrade: false,
                 version: Some(step.to_version.clone()),
                 planned_end,
+                agent_update_budget_seconds: (step.module == flotilla_proto::domain::AGENT_MODULE)
+                    .then_some(self.strategy.agent_update_budget_seconds)
+                    .flatten()
+                    .map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
             },
         });
     }

@@ -39,6 +39,11 @@ pub struct Strategy {
     /// advance (`restore` its backup, `keep` it at the new version).
     #[serde(default)]
     pub database: DatabaseOnRollback,
+    /// How long a new version of the agent has on each server to start,
+    /// connect and stay connected before the old one is put back (seconds);
+    /// absent: each agent's own `update_budget_seconds` (300 by default).
+    #[serde(default)]
+    pub agent_update_budget_seconds: Option<u64>,
 }
 
 impl Default for Strategy {
@@ -50,6 +55,7 @@ impl Default for Strategy {
             notice: None,
             default_install_seconds: default_install_seconds(),
             database: DatabaseOnRollback::default(),
+            agent_update_budget_seconds: None,
         }
     }
 }
@@ -284,6 +290,17 @@ impl Strategy {
                     format!("must be between {least} and {MAX_SECONDS} seconds (a year)"),
                 ));
             }
+        }
+        if let Some(budget) = self.agent_update_budget_seconds
+            && !(5..self.failure.stuck_after_seconds.min(86_400)).contains(&budget)
+        {
+            return Err(invalid(
+                "agent_update_budget_seconds",
+                format!(
+                    "must be at least 5 seconds, at most a day, and under failure.stuck_after_seconds ({} s), or the step is judged stuck while the new agent is on trial",
+                    self.failure.stuck_after_seconds
+                ),
+            ));
         }
         if self.failure.retries > 20 {
             return Err(invalid("failure.retries", "must be at most 20"));

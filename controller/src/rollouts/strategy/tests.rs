@@ -121,6 +121,22 @@ fn out_of_range_numbers_are_refused_naming_the_field() {
         strategy.validate().unwrap_err().field,
         "default_install_seconds"
     );
+    for budget in [4, 1800, 100_000] {
+        let strategy = Strategy {
+            agent_update_budget_seconds: Some(budget),
+            ..Strategy::default()
+        };
+        assert_eq!(
+            strategy.validate().unwrap_err().field,
+            "agent_update_budget_seconds",
+            "{budget}"
+        );
+    }
+    let strategy = Strategy {
+        agent_update_budget_seconds: Some(600),
+        ..Strategy::default()
+    };
+    assert!(strategy.validate().is_ok());
     let mut strategy = Strategy::default();
     strategy.waves.canary = vec!["a".into(), "a".into()];
     assert_eq!(strategy.validate().unwrap_err().field, "waves.canary");

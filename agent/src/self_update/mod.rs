@@ -8,7 +8,7 @@
 //! for this platform, an executable that answers `--version` with its
 //! version), unpacks it beside itself, writes the trial (`trial.json`,
 //! fsynced), waits for any install to end, stops its own work and starts
-//! the new version as its child ([`supervise`]). The child must connect
+//! the new version as its child ([`supervise::supervise`]). The child must connect
 //! with this server's certificate and stay connected for the settle time
 //! within the budget; it says so on its output. Then the old one commits
 //! (`current` switched to the new folder in one rename, the trial removed),
@@ -18,7 +18,9 @@
 //! and reports why. The rollback is the old binary's own code: nothing only
 //! the new version has can break it. A power cut during the trial leaves
 //! `current` on the old version, which finds the trial at its start and
-//! reports it failed ([`at_start`]).
+//! reports it failed ([`at_start`]). `home.rs`: the versions' folder and
+//! which version the service runs; `supervise.rs`: the old version's side
+//! of the trial.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,20 +31,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flotilla_proto::domain::{AGENT_MODULE, ModuleName, Version, platform};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DataLayout;
 use crate::install::{Event, EventKind, Failure, Outcome};
 pub use crate::state::Trial;
 use crate::state::{Agent, InstallView};
 
-/// The agent's executable, in each version's folder.
-pub const EXE: &str = if cfg!(windows) {
-    "flotilla-agent.exe"
-} else {
-    "flotilla-agent"
-};
+mod home;
+pub mod supervise;
+
+pub use home::{EXE, Home};
 
 /// What a child on trial prints once it has proved itself.
 const PROVED: &str = "flotilla-agent trial: proved";
@@ -50,98 +48,6 @@ const PROVED: &str = "flotilla-agent trial: proved";
 /// The environment variable that tells a child it is on trial, and for
 /// which version.
 const ON_TRIAL: &str = "FLOTILLA_TRIAL";
-
-/// `<data>/bin/agent/`: the agent's own versions and its trial.
-#[derive(Debug, Clone)]
-pub struct Home {
-    root: PathBuf,
-}
-
-impl Home {
-    pub fn of(layout: &DataLayout) -> Home {
-        Home {
-            root: layout.root().join("bin").join("agent"),
-        }
-    }
-
-    pub fn versions(&self) -> PathBuf {
-        self.root.join("versions")
-    }
-
-    /// The executable of `version`.
-    pub fn exe(&self, version: &str) -> PathBuf {
-        self.versions().join(version).join(EXE)
-    }
-
-    /// The link the service runs through.
-    pub fn current(&self) -> PathBuf {
-        self.root.join("current")
-    }
-
-    fn trial_file(&self) -> PathBuf {
-        self.root.join("trial.json")
-    }
-
-    fn outcome_file(&self) -> PathBuf {
-        self.root.join("last-update.json")
-    }
-
-    /// The version `current` points to.
-    pub fn current_version(&self) -> Option<String> {
-        let target = std::fs::read_link(self.current()).ok()?;
-        Some(target.file_name()?.to_string_lossy().into_owned())
-    }
-
-    /// Whether this process runs from one of the versions' folders (so a
-    /// service that runs `current` can be pointed at another).
-    pub fn runs_this_process(&self) -> bool {
-        let (Ok(exe), Ok(versions)) = (
-            std::env::current_exe().and_then(std::fs::canonicalize),
-            std::fs::canonicalize(self.versions()),
-        ) else {
-            return false;
-        };
-        exe.starts_with(versions)
-    }
-
-    /// Copies the executable `exe` in as this build's version, and points
-    /// `current` at it when nothing does yet; the executable a service
-    /// should run: `current`'s.
-    pub fn adopt(&self, exe: &Path) -> std::io::Result<PathBuf> {
-        let target = self.exe(crate::VERSION);
-        if !target.exists() {
-            std::fs::create_dir_all(self.versions().join(crate::VERSION))?;
-            let partial = target.with_extension("partial");
-            std::fs::copy(exe, &partial)?;
-            std::fs::rename(&partial, &target)?;
-        }
-        if self.current_version().is_none() {
-            self.point_at(crate::VERSION)?;
-        }
-        Ok(self.current().join(EXE))
-    }
-
-    /// Points `current` at `version`, in one rename.
-    fn point_at(&self, version: &str) -> std::io::Result<()> {
-        #[cfg(unix)]
-        {
-            let link = self.root.join("current.new");
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(Path::new("versions").join(version), &link)?;
-            std::fs::rename(&link, self.current())?;
-            std::fs::File::open(&self.root)?.sync_all()
-        }
-        #[cfg(not(unix))]
-        {
-            // Windows points its service at the version's folder through
-            // the service control manager (not yet: see the README).
-            let _ = version;
-            Err(std::io::Error::other(
-                "the agent updates itself on Linux only for now",
-            ))
-        }
-    }
-}
 
 /// How the last update ended, kept so that it is reported after restarts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,13 +162,15 @@ pub async fn unpack(home: &Home, package: &Path, sha256: &str, to: &str) -> Resu
 /// Starts the update to the agent package `package` (`to`, `sha256`) in the
 /// background: it waits for any install to end, unpacks and checks the new
 /// version, writes the trial, and hands the agent over ([`Agent::hand_over`]).
-/// Refused at once when this agent does not run from its versions folder.
+/// The new version has `budget` to prove itself. Refused at once when this
+/// agent does not run from its versions folder.
 pub fn start(
     agent: &Arc<Agent>,
     package: PathBuf,
     sha256: String,
     to: &Version,
     command_id: Option<String>,
+    budget: Duration,
 ) -> Result<(), String> {
     let home = Home::of(&agent.settings.layout);
     if !home.runs_this_process() {
@@ -284,7 +192,7 @@ pub fn start(
         from: crate::VERSION.to_owned(),
         to: to.to_string(),
         started_at,
-        budget_ms: agent.settings.update_budget.as_millis() as u64,
+        budget_ms: budget.as_millis() as u64,
         settle_ms: agent.settings.update_settle.as_millis() as u64,
     };
     show(agent, &trial, None);
@@ -506,6 +414,19 @@ pub fn at_start(agent: &Arc<Agent>, stop: &CancellationToken) {
         tokio::spawn(prove(agent.clone(), trial, stop.clone()));
         return;
     }
+    // Windows: the service control manager started this version, so it
+    // was pointed at it; a power cut kept `current.txt` from following.
+    #[cfg(windows)]
+    if trial.to == crate::VERSION
+        && home.runs_this_process()
+        && home.current_version().as_deref() != Some(crate::VERSION)
+        && let Err(e) = home.point_at(crate::VERSION)
+    {
+        tracing::warn!(
+            "cannot record {} as the current version: {e}",
+            crate::VERSION
+        );
+    }
     let ended = if trial.to == crate::VERSION
         && home.current_version().as_deref() == Some(crate::VERSION)
     {
@@ -584,130 +505,4 @@ async fn prove(agent: Arc<Agent>, trial: Trial, stop: CancellationToken) {
         },
         _ = stop.cancelled() => {}
     }
-}
-
-/// How a supervised update ended.
-#[derive(Debug)]
-pub enum Supervised {
-    /// The new version proved itself and runs; it ended with this status
-    /// (the service manager restarts what fails).
-    Ended(std::process::ExitStatus),
-    /// Stopped while the new version was on trial or running.
-    Stopped,
-    /// The new version failed its trial: the old one must run again.
-    RolledBack,
-}
-
-/// Runs the new version of `trial` as this process's child on trial, with
-/// the configuration `config`; commits it once it has proved itself, puts
-/// the old one back otherwise (see the module's documentation).
-pub async fn supervise(
-    layout: &DataLayout,
-    config: &Path,
-    trial: Trial,
-    stop: &CancellationToken,
-) -> anyhow::Result<Supervised> {
-    let home = Home::of(layout);
-    let mut child = tokio::process::Command::new(home.exe(&trial.to))
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .env(ON_TRIAL, &trial.to)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child.as_mut() {
-        Ok(_) => child?,
-        Err(e) => {
-            let why = format!("version {} could not be started: {e}", trial.to);
-            roll_back(&home, trial, why);
-            return Ok(Supervised::RolledBack);
-        }
-    };
-    let mut input = child.stdin.take();
-    let mut output = child.stdout.take().map(|out| BufReader::new(out).lines());
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(trial.budget_ms);
-    let mut committed = false;
-    loop {
-        tokio::select! {
-            line = async { match output.as_mut() { Some(lines) => lines.next_line().await, None => std::future::pending().await } } => match line {
-                Ok(Some(line)) => {
-                    if !committed && line.starts_with(PROVED) {
-                        commit(&home, &trial)?;
-                        committed = true;
-                        if let Some(input) = input.as_mut() {
-                            let _ = input.write_all(b"committed\n").await;
-                            let _ = input.flush().await;
-                        }
-                    } else {
-                        println!("{line}");
-                    }
-                }
-                _ => output = None,
-            },
-            status = child.wait() => {
-                let status = status?;
-                if committed {
-                    return Ok(Supervised::Ended(status));
-                }
-                let why = format!("version {} ended before it proved itself ({status})", trial.to);
-                roll_back(&home, trial, why);
-                return Ok(Supervised::RolledBack);
-            }
-            _ = tokio::time::sleep_until(deadline), if !committed => {
-                // It had its chance: a few seconds to stop, then it is ended.
-                end_child(&mut child, &mut input, Duration::from_secs(5)).await;
-                let why = format!(
-                    "version {} did not connect and stay connected {} s within {} s",
-                    trial.to, trial.settle_ms / 1000, trial.budget_ms / 1000
-                );
-                roll_back(&home, trial, why);
-                return Ok(Supervised::RolledBack);
-            }
-            _ = stop.cancelled() => {
-                // A running install finishes or rolls back first.
-                end_child(&mut child, &mut input, Duration::from_secs(30 * 60)).await;
-                return Ok(Supervised::Stopped);
-            }
-        }
-    }
-}
-
-/// The new version proved itself: `current` points at it, the trial ends.
-fn commit(home: &Home, trial: &Trial) -> std::io::Result<()> {
-    home.point_at(&trial.to)?;
-    std::fs::remove_file(home.trial_file())?;
-    tracing::info!(from = %trial.from, to = %trial.to, "the new version of the agent proved itself: it is the service's now");
-    Ok(())
-}
-
-/// Asks the child to stop (its input closed: it lets a running install
-/// end), then ends it if it has not within `grace`.
-async fn end_child(
-    child: &mut tokio::process::Child,
-    input: &mut Option<tokio::process::ChildStdin>,
-    grace: Duration,
-) {
-    input.take();
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
-}
-
-/// The trial failed: kept as the last update's end (the old version, about
-/// to run again, reports it), the trial removed.
-fn roll_back(home: &Home, trial: Trial, why: String) {
-    tracing::error!("the update of the agent is rolled back: {why}");
-    let ended = Ended {
-        trial,
-        ok: false,
-        message: format!("{why}; version {} runs again", crate::VERSION),
-        finished_at: Utc::now(),
-    };
-    if let Err(e) = write_json(&home.outcome_file(), &ended) {
-        tracing::warn!("cannot keep how the update of the agent ended: {e}");
-    }
-    let _ = std::fs::remove_file(home.trial_file());
 }

@@ -1,0 +1,7 @@
+-- An agent package is built for one platform (linux-x86_64,
+-- windows-x86_64), and one release carries one per platform: a module
+-- version is unique per platform. '' is a package for every platform (every
+-- module package that is not the agent).
+ALTER TABLE packages ADD COLUMN platform TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE packages DROP CONSTRAINT packages_module_version_key;
+ALTER TABLE packages ADD CONSTRAINT packages_module_version_platform_key UNIQUE (module, version, platform);

@@ -150,6 +150,21 @@ fn main() -> ExitCode {
             unit_dir,
         }) => manage_service(&args.config, unit_dir, action),
         _ => {
+            // A new version on trial under the Windows service logs where
+            // the service does: nothing reads its stderr.
+            #[cfg(windows)]
+            let _flush = match flotilla_agent::self_update::on_trial() {
+                true => flotilla_agent::config::data_layout_of(&args.config)
+                    .ok()
+                    .and_then(|layout| {
+                        logging::to_files(&layout.root().join("logs"), SERVICE_NAME)
+                    }),
+                false => {
+                    logging::to_stderr("info");
+                    None
+                }
+            };
+            #[cfg(not(windows))]
             logging::to_stderr("info");
             tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)

@@ -210,7 +210,8 @@ struct ServeArgs {
     tls: TlsArgs,
     /// A file holding an API token (32 characters or more) to register as
     /// an admin token named "bootstrap", for automation that sets the
-    /// controller up; readable by the controller's owner only.
+    /// controller up; readable by the controller's owner only. No admin
+    /// password is made (nor printed) then: accounts are made with it.
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// A host that packages published by URL may be fetched from, over
@@ -721,17 +722,24 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {} for the dashboard", args.http_listen))?;
     let (tls, agent_ca) = args.tls.identity(&location)?.unzip();
-    if let Some(password) = flotilla_controller::auth::first_admin(&db).await? {
-        println!(
-            "flotilla-controller first start: account \"admin\", password {password} (shown this once: keep it, then make each operator an account)"
-        );
-    }
-    if let Some(file) = &args.admin_token_file {
-        let token = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read --admin-token-file {}", file.display()))?;
-        flotilla_controller::auth::register_admin_token(&db, "bootstrap", token.trim())
-            .await
-            .with_context(|| format!("--admin-token-file {}", file.display()))?;
+    match &args.admin_token_file {
+        // Automation holds the admin's credential: no password is made, so
+        // none is printed (under systemd stdout is the journal); accounts
+        // are made with the token (POST /api/v1/accounts).
+        Some(file) => {
+            let token = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --admin-token-file {}", file.display()))?;
+            flotilla_controller::auth::register_admin_token(&db, "bootstrap", token.trim())
+                .await
+                .with_context(|| format!("--admin-token-file {}", file.display()))?;
+        }
+        None => {
+            if let Some(password) = flotilla_controller::auth::first_admin(&db).await? {
+                println!(
+                    "flotilla-controller first start: account \"admin\", password {password} (shown this once: keep it, then make each operator an account)"
+                );
+            }
+        }
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(database = %location, "controller starting");

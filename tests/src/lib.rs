@@ -151,6 +151,8 @@ pub struct Controller {
     pub ca_fingerprint: Option<String>,
     /// The first admin's password, when this start was the first.
     pub admin_password: Option<String>,
+    /// What it printed on its standard output before its endpoints.
+    pub printed: Vec<String>,
     /// Operator tokens made by [`Controller::token_for`], by name.
     tokens: Mutex<std::collections::HashMap<String, String>>,
     pub db: PathBuf,
@@ -198,6 +200,8 @@ impl Controller {
     }
 
     /// Starts the controller binary `program` (a bench compares two builds).
+    /// It is given the harness's admin token (`--admin-token-file`), and at
+    /// its first start the harness makes the account `admin` with it.
     pub async fn start_program(
         program: &Path,
         dir: &Path,
@@ -206,6 +210,56 @@ impl Controller {
         heartbeat_ms: u64,
         timeout_ms: u64,
         args: &[&str],
+    ) -> Controller {
+        let mut controller = Self::launch(
+            program,
+            dir,
+            (grpc, http),
+            (heartbeat_ms, timeout_ms),
+            args,
+            true,
+        )
+        .await;
+        controller.admin_password = controller.make_admin().await;
+        controller
+    }
+
+    /// Starts a controller as a person does, with no admin token: at its
+    /// first start it prints the admin's password ([`Controller::admin_password`]).
+    pub async fn start_as_a_person(dir: &Path, grpc: &str, http: &str) -> Controller {
+        let program = binary("flotilla-controller");
+        let heartbeats = (HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS);
+        Self::launch(&program, dir, (grpc, http), heartbeats, &[], false).await
+    }
+
+    /// The account `admin` with a new password, made with the admin token;
+    /// `None` when it exists (a restart).
+    async fn make_admin(&self) -> Option<String> {
+        let password = flotilla_proto::web::random_secret()[..24].to_owned();
+        let response = self
+            .http
+            .post(format!("{}/api/v1/accounts", self.http_url))
+            .json(&serde_json::json!({"name": "admin", "role": "admin", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            201 => Some(password),
+            409 => None,
+            status => panic!(
+                "making the admin's account: {status} {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+
+    async fn launch(
+        program: &Path,
+        dir: &Path,
+        (grpc, http): (&str, &str),
+        (heartbeat_ms, timeout_ms): (u64, u64),
+        args: &[&str],
+        admin_token: bool,
     ) -> Controller {
         let db = dir.join("controller.db");
         let log = dir.join("controller.log");
@@ -242,8 +296,17 @@ impl Controller {
             .args(["--grpc-listen", grpc, "--http-listen", http])
             .args(["--heartbeat-interval-ms", &heartbeat_ms.to_string()])
             .args(["--heartbeat-timeout-ms", &timeout_ms.to_string()])
-            .arg("--admin-token-file")
-            .arg(tls::admin_token_file())
+            .args(
+                admin_token
+                    .then(|| {
+                        [
+                            "--admin-token-file".into(),
+                            tls::admin_token_file().into_os_string(),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             // Tests' webhook receivers listen on loopback.
             .args(["--webhook-host", "127.0.0.1"])
             .args(args)
@@ -276,6 +339,7 @@ impl Controller {
             http_url,
             ca_fingerprint,
             admin_password,
+            printed,
             db,
             log,
             http: tls::http(),

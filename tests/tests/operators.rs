@@ -247,38 +247,72 @@ async fn a_browser_session_needs_its_csrf_token_for_every_change() {
 }
 
 #[tokio::test]
+async fn with_an_admin_token_file_no_admin_password_is_made_or_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    // The harness's start gives --admin-token-file, then makes the account
+    // `admin` itself with that token: the controller made none.
+    let controller = Controller::start(dir.path()).await;
+    assert!(
+        !controller
+            .printed
+            .iter()
+            .any(|line| line.contains("password")),
+        "{:?}",
+        controller.printed
+    );
+    let (_, accounts) = controller.get("/api/v1/accounts").await;
+    let names: Vec<&str> = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin"], "only the harness's: {accounts}");
+}
+
+#[tokio::test]
 async fn the_first_admins_password_is_shown_once_and_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let mut controller = Controller::start(dir.path()).await;
+    let mut controller =
+        Controller::start_as_a_person(dir.path(), "127.0.0.1:0", "127.0.0.1:0").await;
     let password = controller.admin_password.clone().unwrap();
     assert!(password.len() >= 16, "{password}");
     let (grpc, http) = (controller.grpc_addr(), controller.http_addr());
     controller.kill().await;
     let _ = controller.child.wait().await;
-    let controller = Controller::start_on(dir.path(), &grpc, &http).await;
+    let controller = Controller::start_as_a_person(dir.path(), &grpc, &http).await;
     assert!(
         controller.admin_password.is_none(),
         "shown again at a restart"
     );
-    sign_in(&controller, &password).await;
+    let session = sign_in(&controller, &password).await;
 
     // An admin makes an operator's account; it signs in with its role.
-    let created = flotilla_tests::http()
-        .post(format!("{}/api/v1/accounts", controller.http_url))
-        .json(&json!({"name": "olivia", "role": "operator", "password": "short"}))
-        .send()
-        .await
-        .unwrap();
+    let create = async |password: &str| {
+        anonymous()
+            .post(format!("{}/api/v1/accounts", controller.http_url))
+            .header("cookie", &session.cookie)
+            .header("x-csrf-token", &session.csrf)
+            .json(&json!({"name": "olivia", "role": "operator", "password": password}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let created = create("short").await;
     assert_eq!(created.status(), 400, "a password under 12 characters");
-    let created = flotilla_tests::http()
-        .post(format!("{}/api/v1/accounts", controller.http_url))
-        .json(&json!({"name": "olivia", "role": "operator", "password": "a long enough one"}))
+    let created = create("a long enough one").await;
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let accounts = anonymous()
+        .get(format!("{}/api/v1/accounts", controller.http_url))
+        .header("cookie", &session.cookie)
         .send()
         .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    assert_eq!(created.status(), 201);
-    let (_, accounts) = controller.get("/api/v1/accounts").await;
-    assert!(!accounts.to_string().contains("argon2"), "{accounts}");
+    assert!(accounts.contains("olivia"), "{accounts}");
+    assert!(!accounts.contains("argon2"), "{accounts}");
     let session: Value = anonymous()
         .post(format!("{}/api/v1/session", controller.http_url))
         .json(&json!({"name": "olivia", "password": "a long enough one"}))

@@ -17,8 +17,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use flotilla_agent::install::package::build;
+use flotilla_tests::self_update::{NEXT, agent_package_for};
 use flotilla_tests::{Controller, Lines, module, wait_until};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -76,6 +78,14 @@ impl Wine {
                 String::from_utf8_lossy(&output.stderr)
             ),
         )
+    }
+
+    /// Unregisters a service an earlier run left (it would start with Wine,
+    /// from a folder this run replaces), before anything is laid out.
+    async fn no_service_left(&self) {
+        let _ = self
+            .agent_cli(&["--config", "C:\\none.toml", "service", "uninstall"])
+            .await;
     }
 
     /// `sc.exe args…` under Wine: what it printed.
@@ -514,6 +524,7 @@ async fn service_modules_are_stopped_and_started_through_sc_and_their_own_quoted
 #[tokio::test]
 async fn the_agent_runs_as_a_windows_service_and_stops_cleanly_on_sc_stop() {
     let wine = wine();
+    wine.no_service_left().await;
     let controller_dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(controller_dir.path()).await;
     let module_path = wine
@@ -535,8 +546,6 @@ async fn the_agent_runs_as_a_windows_service_and_stops_cleanly_on_sc_stop() {
         wine.agent_cli(&["--config", &config, "service", action])
             .await
     };
-    // A service left by an earlier run would start with Wine.
-    let _ = cli("uninstall").await;
 
     let (ok, said) = cli("install").await;
     assert!(ok, "{said}");
@@ -585,4 +594,218 @@ async fn the_agent_runs_as_a_windows_service_and_stops_cleanly_on_sc_stop() {
     assert!(ok && said.contains("stopped and unregistered"), "{said}");
     let (ok, said) = cli("status").await;
     assert!(!ok && said.contains("not installed"), "{said}");
+}
+
+/// The next version of the Windows agent: this code built with
+/// `FLOTILLA_BUILD_VERSION` = [`NEXT`] by `.ci/wine`.
+fn next_agent() -> PathBuf {
+    std::env::var_os("FLOTILLA_WINE_AGENT_NEXT")
+        .map(PathBuf::from)
+        .expect("FLOTILLA_WINE_AGENT_NEXT: .ci/wine builds the next version of flotilla-agent.exe")
+}
+
+/// A port free on loopback now, for an agent run as a service, whose
+/// output no one reads.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_windows_service_is_pointed_at_the_new_agent_or_keeps_the_old_one_when_it_fails() {
+    let wine = wine();
+    wine.no_service_left().await;
+    let controller_dir = tempfile::tempdir().unwrap();
+    let mut controller = Controller::start(controller_dir.path()).await;
+    let port = free_port();
+    let server = Server::lay_out(
+        &wine,
+        "upd-01",
+        &controller,
+        &[],
+        "update_budget_seconds = 40\nupdate_settle_seconds = 3\n",
+    );
+    // The service's portal on a known port.
+    let toml = std::fs::read_to_string(&server.config).unwrap().replace(
+        "portal_listen = \"127.0.0.1:0\"",
+        &format!("portal_listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&server.config, toml).unwrap();
+    let portal = format!("http://127.0.0.1:{port}");
+    let config = wine.path(&server.config);
+    let cli = async |action: &str| {
+        wine.agent_cli(&["--config", &config, "service", action])
+            .await
+    };
+    let (_, said) = wine.agent_cli(&["--version"]).await;
+    let old = said.trim().trim_start_matches("flotilla-agent ").to_owned();
+    assert_ne!(old, NEXT);
+
+    // Installed, the service runs its version's own copy.
+    let (ok, said) = cli("install").await;
+    assert!(ok, "{said}");
+    let home = server.data.join("bin").join("agent");
+    let old_exe = format!("bin\\agent\\versions\\{old}\\flotilla-agent.exe");
+    let (_, qc) = cli("status").await;
+    assert!(qc.contains(&old_exe), "{qc}");
+    assert_eq!(
+        std::fs::read_to_string(home.join("current.txt"))
+            .unwrap()
+            .trim(),
+        old
+    );
+    let (ok, said) = cli("start").await;
+    assert!(ok, "{said}");
+    controller
+        .wait_for_server("upd-01", "the service online", |s| {
+            s["online"] == true && s["agent_version"] == old.as_str()
+        })
+        .await;
+
+    // The new version cannot reach the controller (stopped): it never
+    // proves itself, and the old one runs again, still the service's.
+    let dist = controller_dir.path().join("dist");
+    let package = agent_package_for(
+        "windows-x86_64",
+        controller_dir.path(),
+        &dist,
+        NEXT,
+        &next_agent(),
+    );
+    let pending = server
+        .data
+        .join(format!("bin/updates/packages/flotilla-agent-{NEXT}.zip"));
+    std::fs::copy(&package, &pending).unwrap();
+    let sha256 = flotilla_tests::sign_beside(&pending);
+    let (grpc, http) = (controller.grpc_addr(), controller.http_addr());
+    controller.kill().await;
+    let _ = controller.child.wait().await;
+    let response = flotilla_tests::http()
+        .post(format!("{portal}/api/modules/flotilla-agent/install"))
+        .json(&json!({"sha256": sha256}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+    let ended =
+        flotilla_tests::wait_up_to(Duration::from_secs(120), "the trial to fail", async || {
+            let text = std::fs::read_to_string(home.join("last-update.json")).unwrap_or_default();
+            match text.contains("\"ok\": false") {
+                true => Ok(text),
+                false => Err(text),
+            }
+        })
+        .await;
+    assert!(
+        ended.contains(&format!(
+            "version {NEXT} did not connect and stay connected 3 s within 40 s"
+        )),
+        "{ended}"
+    );
+    let (_, qc) = cli("status").await;
+    assert!(qc.contains(&old_exe), "{qc}");
+    assert!(
+        wine.sc(&["query", "flotilla-agent"])
+            .await
+            .contains("RUNNING")
+    );
+    controller = Controller::start_on(controller_dir.path(), &grpc, &http).await;
+    controller
+        .wait_for_server("upd-01", "the old version back online", |s| {
+            s["online"] == true && s["agent_version"] == old.as_str()
+        })
+        .await;
+
+    // A release with an agent package per platform, rolled out: this
+    // server takes the Windows one, proves it, and the service control
+    // manager runs it from now on.
+    // (The Linux package's executable is never run here: a stand-in.)
+    let stand_in = controller_dir.path().join("linux-agent");
+    std::fs::write(&stand_in, "#!/bin/sh\n").unwrap();
+    let linux = agent_package_for(
+        "linux-x86_64",
+        controller_dir.path(),
+        &dist,
+        NEXT,
+        &stand_in,
+    );
+    let mut packages = Vec::new();
+    for package in [&package, &linux] {
+        let sha256 = flotilla_agent::install::package::sha256_file(package).unwrap();
+        let status = controller
+            .upload(&sha256, &std::fs::read(package).unwrap())
+            .await;
+        assert!(status == 201 || status == 200, "upload: {status}");
+        let signature = flotilla_tests::publisher().sign_package(&sha256);
+        packages.push(json!({"sha256": sha256, "signature": signature}));
+    }
+    let publisher = controller.token_for("ci", "publisher").await;
+    let (status, body) = flotilla_tests::sites::post_with(
+        &controller,
+        "/api/v1/releases",
+        &json!({"version": "2026.12", "notes": "", "packages": packages}),
+        &publisher,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    let (status, created) = flotilla_tests::sites::post(
+        &controller,
+        "/api/v1/rollouts",
+        &json!({"release": "2026.12"}),
+        "olivia",
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let done = flotilla_tests::sites::wait_for_rollout(&controller, id, "ended", |r| {
+        r["state"] == "succeeded" || r["state"] == "failed"
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    controller
+        .wait_for_server("upd-01", "the new version online", |s| {
+            s["online"] == true && s["agent_version"] == NEXT
+        })
+        .await;
+    let new_exe = format!("bin\\agent\\versions\\{NEXT}\\flotilla-agent.exe");
+    let (_, qc) = cli("status").await;
+    assert!(qc.contains(&new_exe), "{qc}");
+    assert_eq!(
+        std::fs::read_to_string(home.join("current.txt"))
+            .unwrap()
+            .trim(),
+        NEXT
+    );
+    assert!(
+        home.join(format!("versions/{old}/flotilla-agent.exe"))
+            .is_file()
+    );
+    let linux_sha = packages[1]["sha256"].as_str().unwrap();
+    let took_linux = std::fs::read_dir(server.data.join("bin/updates/packages"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .any(|text| text.trim() == linux_sha);
+    assert!(
+        !took_linux,
+        "the Windows agent downloaded the Linux package"
+    );
+
+    // Restarted, the service runs the new version itself.
+    let (ok, said) = cli("stop").await;
+    assert!(ok, "{said}");
+    controller
+        .wait_for_server("upd-01", "the server offline", |s| s["online"] == false)
+        .await;
+    let (ok, said) = cli("start").await;
+    assert!(ok, "{said}");
+    controller
+        .wait_for_server("upd-01", "the new version online after a restart", |s| {
+            s["online"] == true && s["agent_version"] == NEXT
+        })
+        .await;
+    let (ok, said) = cli("uninstall").await;
+    assert!(ok, "{said}");
 }

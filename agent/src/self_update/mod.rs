@@ -49,6 +49,12 @@ const PROVED: &str = "flotilla-agent trial: proved";
 /// which version.
 const ON_TRIAL: &str = "FLOTILLA_TRIAL";
 
+/// Whether this process is a new version on trial (its supervisor, the old
+/// version, started it).
+pub fn on_trial() -> bool {
+    std::env::var_os(ON_TRIAL).is_some()
+}
+
 /// How the last update ended, kept so that it is reported after restarts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ended {
@@ -63,9 +69,10 @@ fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     let mut file = std::fs::File::create(&written)?;
     file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
     file.sync_all()?;
+    drop(file);
     std::fs::rename(&written, path)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+        crate::install::journal::sync_dir(dir);
     }
     Ok(())
 }

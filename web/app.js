@@ -243,7 +243,25 @@ function filterQuery() {
 
 const filtered = () => [...filterQuery().keys()].length > 0;
 
+// Server events that came while a reload was reading the fleet: newer than
+// what it read, so laid over it (else a change made during a reload,
+// at a reconnection or a resync, would be lost until the next one).
+let reloads = 0;
+let reloading = 0;
+const arrivedDuringReload = new Map();
+
 async function reload() {
+  const mine = ++reloads;
+  reloading += 1;
+  try {
+    await reloadServers(mine);
+  } finally {
+    reloading -= 1;
+    if (!reloading) arrivedDuringReload.clear();
+  }
+}
+
+async function reloadServers(mine) {
   const params = filterQuery();
   page.size = Number(document.getElementById("page-size").value) || 100;
   params.set("limit", String(page.size));
@@ -253,11 +271,22 @@ async function reload() {
     const error = await response.json().catch(() => ({}));
     throw new Error(error.message || `GET /api/v1/servers: ${response.status}`);
   }
+  const read = await response.json();
+  // A later reload (a new filter, a new page) stands instead.
+  if (mine !== reloads) return;
   page.next = response.headers.get("X-Next-Cursor");
   page.total = Number(response.headers.get("X-Total-Count") || 0);
   servers.clear();
-  for (const server of await response.json()) servers.set(server.id, server);
+  for (const server of read) servers.set(server.id, server);
+  for (const server of arrivedDuringReload.values()) take(server);
   render();
+}
+
+// A server of this page changed; a new one shows if it fits on the last
+// page of the whole fleet. Others are in the counts.
+function take(server) {
+  const fits = !filtered() && !page.next && servers.size < page.size;
+  if (servers.has(server.id) || fits) servers.set(server.id, server);
 }
 
 function showPage(after, previous) {
@@ -332,12 +361,9 @@ function versionsChart() {
 follow({
   open: () => reload().catch((e) => setLive(`error: ${e.message}`, "bad")),
   server: (server) => {
+    if (reloading) arrivedDuringReload.set(server.id, server);
     refreshSummary();
-    // A server of this page changed; a new one shows if it fits on the
-    // last page of the whole fleet. Others are in the counts.
-    const fits = !filtered() && !page.next && servers.size < page.size;
-    if (!servers.has(server.id) && !fits) return;
-    servers.set(server.id, server);
+    take(server);
     render();
   },
   install: (line) => {

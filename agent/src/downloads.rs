@@ -306,53 +306,90 @@ fn sidecar(package: &Path, extension: &str) -> PathBuf {
 }
 
 /// The client packages download with: HTTPS only, trusting the
-/// controller's CA besides the system's roots (read from the system's
-/// store, so that a package published at an object store or a CDN
-/// downloads too); plain text only when the configuration allows it
-/// explicitly.
+/// controller's CA besides the system's roots; plain text only when the
+/// configuration allows it explicitly. The system's own verifier is used
+/// (revocation, roots fetched on demand on Windows) with the controller's
+/// CA added; where it cannot take the CA (Wine's), the roots are read from
+/// the system's store instead.
 fn download_client(trust: &ControllerTrust) -> Result<reqwest::Client, String> {
-    let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60));
-    let builder = match trust {
-        ControllerTrust::Ca { pem, path, .. } => {
-            use rustls::pki_types::CertificateDer;
-            use rustls::pki_types::pem::PemObject;
-            let mut roots = rustls::RootCertStore::empty();
-            let system = rustls_native_certs::load_native_certs();
-            for e in &system.errors {
-                tracing::debug!("a system root certificate cannot be read: {e}");
-            }
-            roots.add_parsable_certificates(system.certs);
-            for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let certificate = certificate.map_err(|e| {
-                    format!("cannot use the controller's CA {}: {e}", path.display())
-                })?;
-                roots.add(certificate).map_err(|e| {
-                    format!("cannot use the controller's CA {}: {e}", path.display())
-                })?;
-            }
-            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            builder.https_only(true).tls_backend_preconfigured(tls)
-        }
-        ControllerTrust::Plaintext => builder,
-        ControllerTrust::NotEnrolled { why } => return Err(why.clone()),
+    let base = || {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
     };
-    builder.build().map_err(|e| {
-        // reqwest says only "builder error"; the cause is in its sources.
-        let mut text = format!("cannot make the download client: {e}");
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            text.push_str(&format!(": {cause}"));
-            source = cause.source();
+    match trust {
+        ControllerTrust::Ca { pem, path, .. } => {
+            let ca = |e: &dyn std::fmt::Display| {
+                format!("cannot use the controller's CA {}: {e}", path.display())
+            };
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| ca(&e))?;
+            match base()
+                .https_only(true)
+                .tls_certs_merge(certificates)
+                .build()
+            {
+                Ok(client) => Ok(client),
+                Err(e) => {
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        tracing::warn!(
+                            "the system's certificate verifier does not take the controller's CA ({}); downloads trust the roots read from the system's store and the CA",
+                            with_causes(&e)
+                        )
+                    });
+                    let tls = store_roots_and(pem).map_err(|e| ca(&e))?;
+                    base()
+                        .https_only(true)
+                        .tls_backend_preconfigured(tls)
+                        .build()
+                        .map_err(|e| with_causes(&e))
+                }
+            }
         }
-        text
-    })
+        ControllerTrust::Plaintext => base().build().map_err(|e| with_causes(&e)),
+        ControllerTrust::NotEnrolled { why } => Err(why.clone()),
+    }
+}
+
+/// A TLS configuration trusting the roots of the system's store and the
+/// certificates of `pem`.
+fn store_roots_and(pem: &str) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    for e in &system.errors {
+        tracing::warn!("a root certificate of the system's store cannot be read: {e}");
+    }
+    let (added, _) = roots.add_parsable_certificates(system.certs);
+    if added == 0 {
+        tracing::warn!(
+            "the system's store holds no root certificate: only the controller's CA is trusted for downloads"
+        );
+    }
+    for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots
+            .add(certificate.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// reqwest's error with its causes (its own text is only "builder error").
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut text = format!("cannot make the download client: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// Fetches `offer.url` into `part`, resuming from what `part` holds.

@@ -153,17 +153,14 @@ fn main() -> ExitCode {
             // A new version on trial under the Windows service logs where
             // the service does: nothing reads its stderr.
             #[cfg(windows)]
-            let _flush = match flotilla_agent::self_update::on_trial() {
-                true => flotilla_agent::config::data_layout_of(&args.config)
-                    .ok()
-                    .and_then(|layout| {
-                        logging::to_files(&layout.root().join("logs"), SERVICE_NAME)
-                    }),
-                false => {
-                    logging::to_stderr("info");
-                    None
-                }
-            };
+            let _flush = flotilla_agent::self_update::on_trial()
+                .then(|| flotilla_agent::config::data_layout_of(&args.config).ok())
+                .flatten()
+                .and_then(|layout| logging::to_files(&layout.root().join("logs"), SERVICE_NAME));
+            #[cfg(windows)]
+            if _flush.is_none() {
+                logging::to_stderr("info");
+            }
             #[cfg(not(windows))]
             logging::to_stderr("info");
             tokio::runtime::Runtime::new()

@@ -21,8 +21,12 @@ CREATE TABLE packages_by_platform (
     platform    TEXT NOT NULL DEFAULT '',      -- '' for every platform
     UNIQUE (module, version, platform)         -- one content per module version and platform, ever
 );
-INSERT INTO packages_by_platform (sha256, module, version, kind, size, signature, url, created_at)
-    SELECT sha256, module, version, kind, size, signature, url, created_at FROM packages;
+-- Agent packages published before were Linux's: only Linux agents updated
+-- themselves until now.
+INSERT INTO packages_by_platform (sha256, module, version, kind, size, signature, url, created_at, platform)
+    SELECT sha256, module, version, kind, size, signature, url, created_at,
+           CASE WHEN module = 'flotilla-agent' THEN 'linux-x86_64' ELSE '' END
+    FROM packages;
 DROP TABLE packages;
 ALTER TABLE packages_by_platform RENAME TO packages;
 

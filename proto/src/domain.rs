@@ -153,6 +153,12 @@ pub fn platform() -> String {
     format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
+/// The platform an agent's Hello names (`linux x86_64`), as agent packages
+/// name it (`linux-x86_64`).
+pub fn platform_of_os(os: &str) -> String {
+    os.trim().replace(' ', "-")
+}
+
 impl fmt::Display for ModuleKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -12,11 +12,14 @@ use flotilla_agent::install::package::build;
 /// The version the next build reports.
 pub const NEXT: &str = "9.9.0";
 
-/// This code built as version [`NEXT`] (`FLOTILLA_BUILD_VERSION`), in a
-/// target folder of its own beside the workspace's.
+/// This code built as version [`NEXT`] (`FLOTILLA_BUILD_VERSION`), in the
+/// profile of the running build (debug for the tests, release for the
+/// figures), in a target folder of its own beside the workspace's.
 pub fn next_agent() -> PathBuf {
-    let debug = crate::binary("flotilla-agent");
-    let target = debug.parent().unwrap().parent().unwrap().join("agent-next");
+    let current = crate::binary("flotilla-agent");
+    let profile = current.parent().unwrap();
+    let release = profile.file_name().is_some_and(|name| name == "release");
+    let target = profile.parent().unwrap().join("agent-next");
     let built = std::process::Command::new(env!("CARGO"))
         .args([
             "build",
@@ -26,6 +29,7 @@ pub fn next_agent() -> PathBuf {
             "--bin",
             "flotilla-agent",
         ])
+        .args(release.then_some("--release"))
         .arg("--target-dir")
         .arg(&target)
         .env("FLOTILLA_BUILD_VERSION", NEXT)
@@ -33,7 +37,9 @@ pub fn next_agent() -> PathBuf {
         .status()
         .unwrap();
     assert!(built.success(), "building the next version of the agent");
-    target.join("debug").join("flotilla-agent")
+    target
+        .join(if release { "release" } else { "debug" })
+        .join("flotilla-agent")
 }
 
 /// A signed package of the module flotilla-agent at `version` holding

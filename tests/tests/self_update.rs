@@ -416,6 +416,35 @@ async fn a_rollout_brings_the_next_agent_to_every_server_of_a_site() {
             );
         }
     }
+    // A release whose agent package is for another platform only: these
+    // Linux servers keep their agent, and the plan says why.
+    let (status, body) = flotilla_tests::sites::post_with(
+        &controller,
+        "/api/v1/releases",
+        &serde_json::json!({"version": "2026.14", "notes": "", "packages": [packages[0]]}),
+        &publisher,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    let (status, plan) = flotilla_tests::sites::post(
+        &controller,
+        "/api/v1/rollouts?dry_run=true",
+        &serde_json::json!({"release": "2026.14"}),
+        "olivia",
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    assert!(
+        !plan.to_string().contains("\"module\":\"flotilla-agent\""),
+        "no step for the agent: {plan}"
+    );
+    assert!(
+        plan["warnings"].to_string().contains(&format!(
+            "the release carries no flotilla-agent package for its platform ({})",
+            flotilla_proto::domain::platform()
+        )),
+        "{plan}"
+    );
     for agent in &mut agents {
         agent.kill_all().await;
     }
@@ -632,5 +661,91 @@ async fn a_power_cut_while_the_new_version_is_made_the_services_leaves_it_runnin
             .await;
         assert!(!agent.data.join("bin/agent/trial.json").exists());
     }
+    agent.kill_all().await;
+}
+
+#[tokio::test]
+async fn an_update_of_the_agent_waits_for_a_running_install_and_never_cuts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let xml = applications(
+        dir.path(),
+        ServerSpec {
+            id: "web-01",
+            modules: &["ecommerce"],
+        },
+    );
+    let mut agent = managed_agent_with(dir.path(), &controller, "web-01", &xml).await;
+    // An install of ecommerce whose PREINSTALL hook takes a few seconds.
+    flotilla_tests::sites::hook(&agent, "PREINSTALL", "ecommerce", "sleep 3");
+    let package = agent.data.join("bin/updates/packages/ecommerce-2.0.0.zip");
+    std::fs::create_dir_all(package.parent().unwrap()).unwrap();
+    flotilla_agent::install::package::build::from_entries(
+        &package,
+        "module = \"ecommerce\"\nversion = \"2.0.0\"\nkind = \"web\"\n",
+        &[
+            ("version.txt", b"2.0.0\n"),
+            ("index.html", b"<h1>2.0.0</h1>"),
+        ],
+    )
+    .unwrap();
+    flotilla_tests::sign_beside(&package);
+    let started = flotilla_tests::http()
+        .post(format!(
+            "{}/api/modules/ecommerce/install",
+            agent.portal_base()
+        ))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    // The update is asked for while the install runs.
+    let sha256 = package_agent(&agent, dir.path(), NEXT, &next_agent());
+    update(&agent, &sha256).await;
+    let ended = agent_update_ended(&controller, NEXT).await;
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+
+    let (_, installs) = controller.get("/api/v1/servers/web-01/installs").await;
+    let cut = installs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["module"] == "ecommerce")
+        .unwrap_or_else(|| panic!("{installs}"))
+        .clone();
+    assert_eq!(cut["state"], "succeeded", "the install was cut: {cut}");
+    let (_, detail) = controller
+        .get(&format!(
+            "/api/v1/servers/web-01/installs/{}",
+            ended["install_id"].as_str().unwrap()
+        ))
+        .await;
+    let texts = flotilla_tests::event_texts(&detail);
+    assert!(
+        texts[0].starts_with("waiting for any install to end"),
+        "{texts:?}"
+    );
+    // The new version was unpacked only once the install had ended.
+    let unpacked = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["text"].as_str().unwrap().contains("unpacked"))
+        .unwrap_or_else(|| panic!("{detail}"));
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert!(
+        at(&cut["finished_at"]) <= at(&unpacked["at"]),
+        "unpacked at {} while the install ran until {}",
+        unpacked["at"],
+        cut["finished_at"]
+    );
+    controller
+        .wait_for_server("web-01", "both new versions", |s| {
+            s["online"] == true
+                && s["agent_version"] == NEXT
+                && module(s, "ecommerce")["installed_version"] == "2.0.0"
+        })
+        .await;
     agent.kill_all().await;
 }

@@ -1,26 +1,29 @@
 //! The agent updates itself, side by side. Each version lives in its own
-//! folder (`<data>/bin/agent/versions/<version>/flotilla-agent`); the
-//! service runs the one `<data>/bin/agent/current` points to; the running
-//! executable is never overwritten, and the previous version is kept.
+//! folder (`<data>/bin/agent/versions/<version>/flotilla-agent[.exe]`); the
+//! service runs the current one (Linux: through the `<data>/bin/agent/current`
+//! link; Windows: the service control manager runs that version's own
+//! executable, and `current.txt` names it); the running executable is never
+//! overwritten, and the previous version is kept.
 //!
 //! An update is a trial that the old version runs and the new one must
-//! pass. The old agent checks the package (a trusted signature, an agent
-//! for this platform, an executable that answers `--version` with its
-//! version), unpacks it beside itself, writes the trial (`trial.json`,
-//! fsynced), waits for any install to end, stops its own work and starts
-//! the new version as its child ([`supervise::supervise`]). The child must connect
-//! with this server's certificate and stay connected for the settle time
-//! within the budget; it says so on its output. Then the old one commits
-//! (`current` switched to the new folder in one rename, the trial removed),
-//! tells the child, which reports the update done, and stays only as its
-//! parent. Otherwise (the child exits, never connects, crashes after
+//! pass. The old agent waits for any install to end, writes the trial
+//! (`trial.json`, fsynced), checks the package (a trusted signature, an
+//! agent for this platform, an executable that answers `--version` with its
+//! version), unpacks it beside itself, stops its own work and starts the
+//! new version as its child ([`supervise::supervise`]). The child must
+//! connect with this server's certificate and stay connected for the settle
+//! time within the budget; it says so on its output. Then the old one
+//! commits (the service pointed at the new version, its end kept, the trial
+//! removed), tells the child, which reports the update done, and stays only
+//! as its parent. Otherwise (the child exits, never connects, crashes after
 //! connecting, the budget passes) the old one ends it, runs again itself,
 //! and reports why. The rollback is the old binary's own code: nothing only
-//! the new version has can break it. A power cut during the trial leaves
-//! `current` on the old version, which finds the trial at its start and
-//! reports it failed ([`at_start`]). `home.rs`: the versions' folder and
-//! which version the service runs; `supervise.rs`: the old version's side
-//! of the trial.
+//! the new version has can break it. A power cut leaves one whole version
+//! to start: during the trial the old one, which finds the trial and
+//! reports it failed; once the service runs the new one, the new one,
+//! which finds the trial or the kept end and reports it done ([`at_start`]).
+//! `home.rs`: the versions' folder and which version the service runs;
+//! `supervise.rs`: the old version's side of the trial.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,8 +74,10 @@ fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     file.sync_all()?;
     drop(file);
     std::fs::rename(&written, path)?;
+    // The rename made durable (Unix; Windows has no directory handle for it).
+    #[cfg(unix)]
     if let Some(dir) = path.parent() {
-        crate::install::journal::sync_dir(dir);
+        std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
 }

@@ -372,7 +372,10 @@ fn check_one_per_module(records: &[PackageRecord]) -> Result<(), ApiError> {
                     other.sha256, package.sha256, package.module, other.version, package.version
                 )));
             }
-            if other.platform.is_empty() || other.platform == package.platform {
+            if other.platform.is_empty()
+                || package.platform.is_empty()
+                || other.platform == package.platform
+            {
                 return Err(ApiError::BadRequest(format!(
                     "packages {} and {}: a release carries one package of {} {}{}",
                     other.sha256,

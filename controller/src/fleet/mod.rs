@@ -130,12 +130,6 @@ pub struct Session {
     pub platform: String,
 }
 
-/// The platform an agent's Hello names (`linux x86_64`), as agent
-/// packages name it (`linux-x86_64`).
-fn platform_of(os: &str) -> String {
-    os.trim().replace(' ', "-")
-}
-
 /// `announcement` without the agent packages built for platforms other
 /// than `platform` (an agent of the previous version would take any).
 pub fn for_platform(announcement: &ToAgent, platform: &str) -> ToAgent {
@@ -267,7 +261,7 @@ impl Fleet {
             certificate,
             peer: hello.peer_address.clone().unwrap_or_default(),
             download_token: download_token.clone(),
-            platform: platform_of(&hello.os),
+            platform: flotilla_proto::domain::platform_of_os(&hello.os),
         };
         let previous = {
             let mut live = self.live();
@@ -294,7 +288,7 @@ impl Fleet {
             commands,
             download_token,
             agent_started_at: hello.agent_started_at,
-            platform: platform_of(&hello.os),
+            platform: flotilla_proto::domain::platform_of_os(&hello.os),
         };
         let connected = Presence::Connected {
             hello: hello.clone(),

@@ -24,8 +24,9 @@ pub enum Order {
         /// When the site's planned maintenance ends, for the maintenance page.
         planned_end: Option<DateTime<Utc>>,
         /// The module flotilla-agent: the new version's trial budget
-        /// (seconds), when the rollout sets one.
-        #[serde(default)]
+        /// (seconds), when the rollout sets one. Left out when absent, for a
+        /// controller of the previous version on the same database.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_update_budget_seconds: Option<u32>,
     },
     Rollback {

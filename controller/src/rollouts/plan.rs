@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use flotilla_proto::domain::Version;
+use flotilla_proto::domain::{AGENT_MODULE, Version, platform_of_os};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -241,6 +241,14 @@ pub fn plan(
         .iter()
         .map(|p| (p.module.as_str(), p.version.as_str()))
         .collect();
+    // The platforms the release's agent packages are built for: a server
+    // of another platform keeps its agent.
+    let agent_platforms: BTreeSet<&str> = release
+        .packages
+        .iter()
+        .filter(|p| p.module == AGENT_MODULE && !p.platform.is_empty())
+        .map(|p| p.platform.as_str())
+        .collect();
     let mut warnings = Vec::new();
     // Each site's servers, found once (a fleet has thousands of sites).
     let mut by_site: HashMap<&str, Vec<&ServerRecord>> = HashMap::new();
@@ -264,7 +272,14 @@ pub fn plan(
                 .get(site.as_str())
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let steps = steps(site, hosted, &packages, &layer_of, &mut warnings);
+            let steps = steps(
+                site,
+                hosted,
+                &packages,
+                &agent_platforms,
+                &layer_of,
+                &mut warnings,
+            );
             let layers = layers(&steps);
             let (duration, downtime) = estimates.site(layers.iter().map(Vec::as_slice));
             let always = Calendar::always();
@@ -370,6 +385,7 @@ fn steps(
     site: &str,
     servers: &[&ServerRecord],
     packages: &BTreeMap<&str, &str>,
+    agent_platforms: &BTreeSet<&str>,
     layer_of: &BTreeMap<String, u32>,
     warnings: &mut Vec<String>,
 ) -> Vec<StepPlan> {
@@ -385,6 +401,16 @@ fn steps(
             let Some(to) = packages.get(module.name.as_str()) else {
                 continue;
             };
+            if module.name == AGENT_MODULE && !agent_platforms.is_empty() {
+                let platform = platform_of_os(&server.os);
+                if !agent_platforms.contains(platform.as_str()) {
+                    warnings.push(format!(
+                        "server {} of site {site}: the release carries no {AGENT_MODULE} package for its platform ({platform}); its agent stays as it is",
+                        server.id
+                    ));
+                    continue;
+                }
+            }
             let installed = module
                 .installed_version
                 .as_deref()

@@ -220,6 +220,12 @@ pub fn repoint(spec: &Spec) -> Result<String, ServiceError> {
         .query_config()
         .map_err(|e| failure(spec, "cannot query the service", e))?;
     let runs = now.executable_path.to_string_lossy().into_owned();
+    if let Err(e) = flush_registration(spec.name) {
+        return Err(ServiceError::new(
+            spec.name,
+            format!("the change could not be made durable (RegFlushKey): {e}"),
+        ));
+    }
     if !runs.contains(&*spec.executable.to_string_lossy()) {
         return Err(ServiceError::new(
             spec.name,
@@ -229,6 +235,38 @@ pub fn repoint(spec: &Spec) -> Result<String, ServiceError> {
         ));
     }
     Ok(format!("{} now runs {runs}", spec.name))
+}
+
+/// Writes the service's registration (its registry key) to disk now: the
+/// registry is flushed lazily, and a power cut must not bring back the
+/// previous executable once the agent says the new one is the service's.
+#[allow(unsafe_code)] // three registry calls into advapi32, on a key of its own
+fn flush_registration(name: &str) -> std::io::Result<()> {
+    use windows_sys::Win32::Foundation::ERROR_SUCCESS;
+    use windows_sys::Win32::System::Registry::{
+        HKEY, HKEY_LOCAL_MACHINE, KEY_READ, RegCloseKey, RegFlushKey, RegOpenKeyExW,
+    };
+    let path: Vec<u16> = format!("SYSTEM\\CurrentControlSet\\Services\\{name}")
+        .encode_utf16()
+        .chain(Some(0))
+        .collect();
+    let mut key: HKEY = std::ptr::null_mut();
+    // SAFETY: `path` is NUL-terminated UTF-16 that outlives the call, and
+    // `key` is a valid place for the opened handle.
+    let opened = unsafe { RegOpenKeyExW(HKEY_LOCAL_MACHINE, path.as_ptr(), 0, KEY_READ, &mut key) };
+    if opened != ERROR_SUCCESS {
+        return Err(std::io::Error::from_raw_os_error(opened as i32));
+    }
+    // SAFETY: `key` was opened above and is closed once, here.
+    let flushed = unsafe {
+        let flushed = RegFlushKey(key);
+        RegCloseKey(key);
+        flushed
+    };
+    match flushed {
+        ERROR_SUCCESS => Ok(()),
+        error => Err(std::io::Error::from_raw_os_error(error as i32)),
+    }
 }
 
 /// Opens the registered service with `access`; says so when it is not

@@ -42,7 +42,9 @@ pub struct Strategy {
     /// How long a new version of the agent has on each server to start,
     /// connect and stay connected before the old one is put back (seconds);
     /// absent: each agent's own `update_budget_seconds` (300 by default).
-    #[serde(default)]
+    /// Left out when absent, so that a controller of the previous version
+    /// sharing the database still reads the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_update_budget_seconds: Option<u64>,
 }
 
@@ -292,7 +294,7 @@ impl Strategy {
             }
         }
         if let Some(budget) = self.agent_update_budget_seconds
-            && !(5..self.failure.stuck_after_seconds.min(86_400)).contains(&budget)
+            && (!(5..=86_400).contains(&budget) || budget >= self.failure.stuck_after_seconds)
         {
             return Err(invalid(
                 "agent_update_budget_seconds",

@@ -749,3 +749,69 @@ async fn an_update_of_the_agent_waits_for_a_running_install_and_never_cuts_it() 
         .await;
     agent.kill_all().await;
 }
+
+#[tokio::test]
+async fn a_new_version_that_fails_after_it_was_made_the_services_is_taken_back_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let mut agent = managed_agent(dir.path(), &controller).await;
+    let old_version = current(&agent);
+    // The real next version, killed as soon as it has been made the
+    // service's (its proof done, `current` switched to it): a crash loop
+    // in the making.
+    let link = agent.data.join("bin/agent/current");
+    let crashing = script_agent(
+        dir.path(),
+        NEXT,
+        &format!(
+            // (sh gives a background command /dev/null as its input: the
+            // supervisor's pipe, which the agent reads, goes by fd 3.)
+            "exec 3<&0\n{next:?} \"$@\" <&3 &\npid=$!\nwhile [ \"$(readlink {link:?})\" != \"versions/{NEXT}\" ]; do sleep 0.1; done\nsleep 0.3\nkill -9 $pid\nexit 9",
+            next = next_agent().display().to_string(),
+            link = link.display().to_string(),
+        ),
+    );
+    let sha256 = package_agent(&agent, dir.path(), NEXT, &crashing);
+    update(&agent, &sha256).await;
+    let ended = wait_until("the update taken back", async || {
+        let (_, installs) = controller.get("/api/v1/servers/web-01/installs").await;
+        let found = installs.as_array().and_then(|all| {
+            all.iter()
+                .find(|i| i["module"] == "flotilla-agent" && i["to_version"] == NEXT)
+                .cloned()
+        });
+        match found {
+            Some(install) if install["state"] == "failed" => Ok(install),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        ended
+            .to_string()
+            .contains(&format!("version {NEXT} proved itself, then ended")),
+        "{ended}"
+    );
+    assert_eq!(current(&agent), old_version);
+    controller
+        .wait_for_server("web-01", "the previous version online", |s| {
+            s["online"] == true && s["agent_version"] == old_version.as_str()
+        })
+        .await;
+    // Its history on the server says so too.
+    agent.portal_after_restart().await;
+    let history = flotilla_tests::http()
+        .get(format!("{}/history/flotilla-agent", agent.portal_base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        history.contains(&format!("{old_version} → {NEXT}"))
+            && history.contains("failed, rolled back"),
+        "{history}"
+    );
+    agent.kill_all().await;
+}

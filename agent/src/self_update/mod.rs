@@ -17,7 +17,8 @@
 //! removed), tells the child, which reports the update done, and stays only
 //! as its parent. Otherwise (the child exits, never connects, crashes after
 //! connecting, the budget passes) the old one ends it, runs again itself,
-//! and reports why. The rollback is the old binary's own code: nothing only
+//! and reports why; so too when the child, made the service's, fails
+//! before its budget has passed. The rollback is the old binary's own code: nothing only
 //! the new version has can break it. A power cut leaves one whole version
 //! to start: during the trial the old one, which finds the trial and
 //! reports it failed; once the service runs the new one, the new one,
@@ -167,8 +168,22 @@ pub async fn unpack(home: &Home, package: &Path, sha256: &str, to: &str) -> Resu
     if folder.exists() {
         std::fs::remove_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
     }
-    std::fs::rename(&partial, &folder).map_err(|e| format!("{}: {e}", folder.display()))?;
-    Ok(())
+    // Windows may hold the executable just asked `--version` a moment
+    // longer (or an antivirus scanning it): a few tries over five seconds.
+    let mut tries = 0;
+    loop {
+        match std::fs::rename(&partial, &folder) {
+            Ok(()) => return Ok(()),
+            Err(_) if cfg!(windows) && tries < 25 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(format!("{}: {e}", folder.display()));
+            }
+        }
+    }
 }
 
 /// Starts the update to the agent package `package` (`to`, `sha256`) in the
@@ -390,9 +405,11 @@ fn in_history_once(agent: &Agent, ended: &Ended) {
     };
     let known = crate::history::read(&updates, &name)
         .map(|entries| {
+            // The same update done, then taken back within its budget, is
+            // kept twice: its end changed.
             entries
                 .iter()
-                .any(|e| e.install_id == ended.trial.install_id)
+                .any(|e| e.install_id == ended.trial.install_id && e.ending.ok() == ended.ok)
         })
         .unwrap_or(false);
     if known {

@@ -88,6 +88,23 @@ pub async fn supervise(
             },
             status = child.wait() => {
                 let status = status?;
+                // Made the service's, it still answers to its budget: one
+                // that fails within it is taken back too (a crash loop on
+                // the new version would otherwise need a person).
+                if committed && !status.success() && tokio::time::Instant::now() < deadline {
+                    match take_back(&home, config, &trial) {
+                        Ok(()) => {
+                            let why = format!(
+                                "version {} proved itself, then ended ({status}) within its {} s budget",
+                                trial.to,
+                                trial.budget_ms / 1000
+                            );
+                            roll_back(&home, trial, why);
+                            return Ok(Supervised::RolledBack);
+                        }
+                        Err(e) => tracing::error!("cannot take the update back: {e}"),
+                    }
+                }
                 if committed {
                     return Ok(Supervised::Ended(status));
                 }
@@ -152,6 +169,17 @@ fn commit(
     crash_points.reached("agent-committed");
     tracing::info!(from = %trial.from, to = %trial.to, "the new version of the agent proved itself: it is the service's now");
     Ok(())
+}
+
+/// The new version failed within its budget after the commit: the service
+/// runs the previous one again (on Windows pointed back at it first).
+fn take_back(home: &Home, config: &Path, trial: &Trial) -> Result<(), String> {
+    #[cfg(windows)]
+    point_service_at(home, config, &trial.from)?;
+    #[cfg(not(windows))]
+    let _ = config;
+    home.point_at(&trial.from)
+        .map_err(|e| format!("cannot make {} the current version again: {e}", trial.from))
 }
 
 /// Asks the child to stop (its input closed: it lets a running install

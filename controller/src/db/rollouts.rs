@@ -95,6 +95,8 @@ pub struct CommandInstall {
     pub message: Option<String>,
     pub downtime_ms: Option<i64>,
     pub rollback_error: Option<String>,
+    /// A failed install the agent put the previous version back after.
+    pub rolled_back: bool,
     /// What the failing hook wrote to stderr, one line per line.
     pub hook_output: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -386,7 +388,7 @@ impl Database {
         on_pool!(self.pool, |c, d| {
             sqlx::query_as(d.sql(
             "SELECT i.server_id, i.command_id, i.install_id, i.state, i.phase, i.message, i.downtime_ms, \
-                    i.rollback_error, i.hook_output, i.started_at, i.finished_at, \
+                    i.rollback_error, i.rolled_back, i.hook_output, i.started_at, i.finished_at, \
                     (SELECT MAX(e.at) FROM install_events e WHERE e.server_id = i.server_id AND e.install_id = i.install_id) \
                         AS last_event_at \
              FROM installs i JOIN rollout_steps r ON r.server_id = i.server_id \

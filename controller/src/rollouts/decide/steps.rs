@@ -258,14 +258,17 @@ impl Pass<'_> {
             // version again (its inventory may lag behind the result); a
             // failed one only if it got there after all (found stuck, then
             // finished).
-            let finished_late = step
-                .command_id
-                .as_ref()
-                .and_then(|c| self.installs.get(c))
-                .is_some_and(|i| i.state == InstallState::Succeeded);
+            let install = step.command_id.as_ref().and_then(|c| self.installs.get(c));
+            let finished_late = install.is_some_and(|i| i.state == InstallState::Succeeded);
+            // The agent put the previous version back itself: a new version
+            // its inventory showed meanwhile is gone, whatever the
+            // inventory says until its next report.
+            let put_back = install.is_some_and(|i| {
+                i.state == InstallState::Failed && i.rolled_back && i.rollback_error.is_none()
+            });
             let updated = match step.state {
                 StepState::Succeeded => installed.is_none() || installed != step.from_version,
-                _ => finished_late || installed.as_ref() == Some(&step.to_version),
+                _ => finished_late || (!put_back && installed.as_ref() == Some(&step.to_version)),
             };
             if updated {
                 let step = &mut self.steps[j];

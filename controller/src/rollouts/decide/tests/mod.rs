@@ -246,6 +246,7 @@ impl World {
             message: (!message.is_empty()).then(|| message.to_owned()),
             downtime_ms: (state == InstallState::Succeeded).then_some(120),
             rollback_error: None,
+            rolled_back: false,
             hook_output: None,
             started_at: now() - Duration::seconds(60),
             finished_at: (state != InstallState::Running).then(|| now() - Duration::seconds(5)),

@@ -337,6 +337,25 @@ fn a_failed_site_stops_for_an_operator_or_rolls_back_the_last_layer_first() {
             order restore database 1.0.0 on acme-web
         "#]],
     );
+    // The failed module's new version still in the inventory (reported
+    // mid-install), though the agent put the old one back: only the
+    // database is restored.
+    let mut lagging = half_updated(json!({"failure": {"max_failed_sites": 1}}))
+        .with_server("acme-web", |s| {
+            s.modules[1].installed_version = Some("2.0.0".into())
+        });
+    lagging.installs[0].rolled_back = true;
+    check(
+        lagging,
+        expect![[r#"
+            site acme: rolling_back
+              ecommerce on acme-web: failed in phase POSTINSTALL: exit code 1; rolling the site back
+            step acme-web/database: rolling_back, attempt 1
+              restoring 1.0.0
+            log flotilla site_failed: site acme: ecommerce on acme-web: failed in phase POSTINSTALL: exit code 1; rolling every server back
+            order restore database 1.0.0 on acme-web
+        "#]],
+    );
     // Still running elsewhere on the site: the failure waits for it.
     check(
         half_updated(json!({}))

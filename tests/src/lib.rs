@@ -750,14 +750,15 @@ impl Agent {
     /// Kills the agent and every process it started (SIGKILL, as a power
     /// cut does): an agent updating itself runs its new version as a child.
     pub async fn kill_all(&mut self) {
-        if let Some(pid) = self.child.id() {
-            for descendant in descendants(pid) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &descendant.to_string()])
-                    .status();
-            }
+        // The agent first: killed after its hook, it could still see the
+        // hook end and report that, which a power cut never lets it do.
+        let started = self.child.id().map(descendants).unwrap_or_default();
+        let _ = self.child.start_kill();
+        for descendant in started {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &descendant.to_string()])
+                .status();
         }
-        let _ = self.child.kill().await;
         let _ = self.child.wait().await;
     }
 

@@ -17,25 +17,29 @@ use flotilla_tests::sites::{Publisher, ServerSpec, applications};
 use flotilla_tests::{Controller, module, wait_until};
 use serde_json::Value;
 
-/// The latest install of flotilla-agent the controller knows, once ended.
+/// The latest install of flotilla-agent to `to` the controller knows, once ended.
 async fn agent_update_ended(controller: &Controller, to: &str) -> Value {
-    wait_until(
-        &format!("the update to {to} to end on the controller"),
-        async || {
-            let (_, installs) = controller.get("/api/v1/servers/web-01/installs").await;
-            let found = installs
-                .as_array()
-                .and_then(|all| {
-                    all.iter()
-                        .find(|i| i["module"] == "flotilla-agent" && i["to_version"] == to)
-                })
-                .cloned();
-            match found {
-                Some(install) if install["state"] != "running" => Ok(install),
-                other => Err(format!("{other:?} in {installs}")),
-            }
-        },
-    )
+    agent_update_where(controller, &format!("the update to {to} to end"), |i| {
+        i["to_version"] == to && i["state"] != "running"
+    })
+    .await
+}
+
+/// The first of the agent's updates the controller knows that `wanted`
+/// picks, once there is one.
+async fn agent_update_where(
+    controller: &Controller,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_until(what, async || {
+        let updates = agent_updates(controller).await;
+        updates
+            .iter()
+            .find(|i| wanted(i))
+            .cloned()
+            .ok_or_else(|| format!("{updates:?}"))
+    })
     .await
 }
 
@@ -640,16 +644,15 @@ async fn a_power_cut_while_the_new_version_is_made_the_services_leaves_it_runnin
         // version, which reports the update done.
         assert_eq!(current(&agent), NEXT, "at {point}");
         agent.relaunch_from(&current_exe, &[]).await;
-        let update = wait_until(&format!("the update cut at {point} to end"), async || {
-            let updates = agent_updates(&controller).await;
-            match updates
-                .iter()
-                .find(|i| !before.contains(&i["install_id"]) && i["to_version"] == NEXT)
-            {
-                Some(install) if install["state"] != "running" => Ok(install.clone()),
-                other => Err(format!("{other:?} in {updates:?}")),
-            }
-        })
+        let update = agent_update_where(
+            &controller,
+            &format!("the update cut at {point} to end"),
+            |i| {
+                !before.contains(&i["install_id"])
+                    && i["to_version"] == NEXT
+                    && i["state"] != "running"
+            },
+        )
         .await;
         assert_eq!(update["state"], "succeeded", "at {point}: {update}");
         controller
@@ -773,17 +776,8 @@ async fn a_new_version_that_fails_after_it_was_made_the_services_is_taken_back_w
     );
     let sha256 = package_agent(&agent, dir.path(), NEXT, &crashing);
     update(&agent, &sha256).await;
-    let ended = wait_until("the update taken back", async || {
-        let (_, installs) = controller.get("/api/v1/servers/web-01/installs").await;
-        let found = installs.as_array().and_then(|all| {
-            all.iter()
-                .find(|i| i["module"] == "flotilla-agent" && i["to_version"] == NEXT)
-                .cloned()
-        });
-        match found {
-            Some(install) if install["state"] == "failed" => Ok(install),
-            other => Err(format!("{other:?}")),
-        }
+    let ended = agent_update_where(&controller, "the update taken back", |i| {
+        i["to_version"] == NEXT && i["state"] == "failed"
     })
     .await;
     assert!(

@@ -10,7 +10,6 @@
 //! revoke this server's certificate when it can be reached, sets the
 //! identity aside and keeps the data folder.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -20,28 +19,7 @@ use crate::config::{DataLayout, Settings, data_layout_of, default_data_root};
 
 /// The service's stable name, for `sc.exe` and `systemctl`.
 pub use crate::doctor::SERVICE_NAME;
-
-/// The agent's systemd hardening: only what leaves hooks able to work.
-const UNIT_HARDENING: &str = "\
-# A running install finishes or rolls back before the agent stops; its hooks
-# each have their own timeout.
-TimeoutStopSec=30min
-LimitNOFILE=65536
-UMask=0027
-# Hardening that leaves hooks their work: they run with the agent's rights
-# and may edit configuration under /etc, stop services and call sudo, so the
-# file system stays writable and privileges may still be gained.
-PrivateTmp=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictRealtime=yes
-LockPersonality=yes
-SystemCallArchitectures=native
-";
+pub use crate::service_spec::service_spec;
 
 /// The agent's service, as it is installed: this executable is adopted as
 /// its version's folder's (`<data>/bin/agent/versions/<v>/`), and the
@@ -55,30 +33,6 @@ pub fn installed_service_spec(config: &Path, unit_dir: PathBuf) -> anyhow::Resul
         .adopt(&spec.executable)
         .with_context(|| format!("cannot copy the agent into {}", home.versions().display()))?;
     Ok(spec)
-}
-
-/// The agent's service: this executable, run on `config`.
-pub fn service_spec(config: &Path, unit_dir: PathBuf) -> std::io::Result<Spec> {
-    let config = std::path::absolute(config)?;
-    let arguments: Vec<OsString> = if cfg!(windows) {
-        vec![
-            "service".into(),
-            "run".into(),
-            "--config".into(),
-            config.into(),
-        ]
-    } else {
-        vec!["run".into(), "--config".into(), config.into()]
-    };
-    Ok(Spec {
-        name: SERVICE_NAME,
-        display_name: "Flotilla agent",
-        description: "Reports this server's modules to the Flotilla controller and installs their updates.",
-        executable: std::env::current_exe()?,
-        arguments,
-        unit_extra: UNIT_HARDENING.to_owned(),
-        unit_dir,
-    })
 }
 
 /// What `join` is asked.

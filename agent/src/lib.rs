@@ -47,6 +47,7 @@ pub mod link;
 pub mod pending;
 pub mod portal;
 pub mod self_update;
+pub mod service_spec;
 pub mod state;
 pub mod status_file;
 

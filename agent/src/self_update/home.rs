@@ -135,7 +135,8 @@ impl Home {
 #[cfg(windows)]
 pub(super) fn point_service_at(home: &Home, config: &Path, version: &str) -> Result<(), String> {
     use flotilla_proto::service;
-    let mut spec = crate::join::service_spec(config, PathBuf::new()).map_err(|e| e.to_string())?;
+    let mut spec =
+        crate::service_spec::service_spec(config, PathBuf::new()).map_err(|e| e.to_string())?;
     if service::find(spec.name, Path::new("")) == service::Found::NotInstalled {
         tracing::info!("no agent service is registered: nothing to point at {version}");
         return Ok(());

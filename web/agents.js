@@ -89,6 +89,7 @@ document.getElementById("enroll").addEventListener("submit", async (event) => {
   showProblem("");
   const created = await response.json();
   document.getElementById("fingerprint").textContent = created.ca_fingerprint;
+  document.getElementById("token").textContent = created.token;
   document.getElementById("command").textContent = created.command;
   document.getElementById("windows-command").textContent = created.windows_command;
   document.getElementById("created").hidden = false;

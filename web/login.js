@@ -12,12 +12,27 @@ document.getElementById("sign-in").addEventListener("submit", async (event) => {
     body: JSON.stringify({ name: form.name.value, password: form.password.value }),
   });
   if (response.ok) {
-    const next = new URLSearchParams(location.search).get("next") || "/";
-    // Only a path on this site: never somewhere else.
-    location.href = next.startsWith("/") && !next.startsWith("//") ? next : "/";
+    location.href = backTo(new URLSearchParams(location.search).get("next"));
     return;
   }
   const body = await response.json().catch(() => ({}));
   problem.textContent = body.message || `Sign-in failed (${response.status})`;
   problem.hidden = false;
 });
+
+// Where to go after signing in: the page that asked, only if it is on this
+// site. The browser resolves `next` as it would navigate to it (so
+// `/\evil.example` or `/<tab>/evil.example`, which it reads as another
+// host, is caught); the whole URL resolved goes on, never a path that a
+// browser could read again as another host's.
+function backTo(next) {
+  if (!next) return "/";
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return "/";
+  }
+  if (url.origin !== location.origin) return "/";
+  return url.href;
+}

@@ -53,18 +53,23 @@ pub struct Join {
     pub unit_dir: PathBuf,
 }
 
+/// The data folder `join` works in, and whether the agent is enrolled
+/// there with a configuration that loads (nothing to enroll again).
+pub fn enrolled(config: &Path, data_dir: Option<&Path>) -> anyhow::Result<(DataLayout, bool)> {
+    let layout = match data_dir {
+        Some(dir) => DataLayout::new(dir.to_path_buf()),
+        None if config.exists() => data_layout_of(config)?,
+        None => DataLayout::new(default_data_root()),
+    };
+    let enrolled =
+        layout.identity_file().exists() && config.exists() && Settings::load(config).is_ok();
+    Ok((layout, enrolled))
+}
+
 /// Joins the fleet; what it did, a line each.
 pub async fn join(join: &Join) -> anyhow::Result<Vec<String>> {
     let mut did = Vec::new();
-    let layout = match &join.data_dir {
-        Some(dir) => DataLayout::new(dir.clone()),
-        None if join.config.exists() => data_layout_of(&join.config)?,
-        None => DataLayout::new(default_data_root()),
-    };
-    // Enrolled, with a configuration that loads: nothing to enroll again.
-    let enrolled = layout.identity_file().exists()
-        && join.config.exists()
-        && Settings::load(&join.config).is_ok();
+    let (layout, enrolled) = enrolled(&join.config, join.data_dir.as_deref())?;
     if enrolled {
         let settings = Settings::load(&join.config)?;
         did.push(format!(
@@ -76,7 +81,7 @@ pub async fn join(join: &Join) -> anyhow::Result<Vec<String>> {
         ));
     } else {
         let token = join.token.as_deref().context(
-            "no enrollment token: pipe it in (echo <token> | flotilla-agent join …), or set FLOTILLA_ENROLLMENT_TOKEN, or give --token-file; an admin creates one on the dashboard (Agents, Enroll a server)",
+            "no enrollment token: paste it when asked, pipe it in, set FLOTILLA_ENROLLMENT_TOKEN, or give --token-file; an admin creates one on the dashboard (Agents, Enroll a server)",
         )?;
         let enrolled = crate::identity::enroll(
             &layout.identity_dir(),

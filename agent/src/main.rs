@@ -48,13 +48,16 @@ enum Command {
         /// https://controller:8443.
         #[arg(long)]
         controller: String,
-        /// The one-time enrollment token.
-        #[arg(long, env = "FLOTILLA_ENROLLMENT_TOKEN")]
-        token: String,
         /// The fingerprint of the controller's CA (sha256:…), as the
         /// dashboard shows it with the token.
         #[arg(long)]
         ca_fingerprint: String,
+        /// A file holding the one-time enrollment token. Without it, the
+        /// token is FLOTILLA_ENROLLMENT_TOKEN, a line piped in, or asked for
+        /// on the terminal: never on the command line, where `ps` and the
+        /// shell's history would show it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Join the fleet in one command: enroll (the one-time token from
     /// standard input, FLOTILLA_ENROLLMENT_TOKEN or --token-file, never the
@@ -223,17 +226,22 @@ fn run_as_service(_config: PathBuf) -> anyhow::Result<()> {
     )
 }
 
-/// The enrollment token `join` uses: FLOTILLA_ENROLLMENT_TOKEN, else the
-/// file given, else a line piped in on standard input; none from a terminal
-/// (a token is never typed where it shows).
-fn enrollment_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
-    use std::io::IsTerminal;
+/// The enrollment token `enroll` and `join` use: FLOTILLA_ENROLLMENT_TOKEN,
+/// else the file given, else a line on standard input (piped in, or pasted
+/// at a prompt on the terminal when `ask`). Never an argument: `ps` and the
+/// shell's history would show it.
+fn enrollment_token(file: Option<&Path>, ask: bool) -> anyhow::Result<Option<String>> {
+    use std::io::{IsTerminal, Write};
     let token = if let Ok(token) = std::env::var("FLOTILLA_ENROLLMENT_TOKEN") {
         token
     } else if let Some(file) = file {
         std::fs::read_to_string(file)
             .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", file.display()))?
-    } else if !std::io::stdin().is_terminal() {
+    } else if !std::io::stdin().is_terminal() || ask {
+        if std::io::stdin().is_terminal() {
+            eprint!("Enrollment token (from the dashboard's Agents page): ");
+            std::io::stderr().flush()?;
+        }
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
         line
@@ -246,15 +254,20 @@ fn enrollment_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
 async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::Enroll {
         controller,
-        token,
         ca_fingerprint,
+        token_file,
     }) = &args.command
     {
         let layout = flotilla_agent::config::data_layout_of(&args.config)?;
+        let Some(token) = enrollment_token(token_file.as_deref(), true)? else {
+            anyhow::bail!(
+                "no enrollment token: give it in FLOTILLA_ENROLLMENT_TOKEN, --token-file or on standard input"
+            );
+        };
         let identity = &flotilla_agent::identity::enroll(
             &layout.identity_dir(),
             controller,
-            token,
+            &token,
             ca_fingerprint,
         )
         .await?
@@ -278,11 +291,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         unit_dir,
     }) = &args.command
     {
+        let config = std::path::absolute(&args.config)?;
+        let (_, enrolled) = flotilla_agent::join::enrolled(&config, data_dir.as_deref())?;
         let join = flotilla_agent::join::Join {
             controller: controller.clone(),
             ca_fingerprint: ca_fingerprint.clone(),
-            token: enrollment_token(token_file.as_deref())?,
-            config: std::path::absolute(&args.config)?,
+            token: match enrolled {
+                true => None,
+                false => enrollment_token(token_file.as_deref(), true)?,
+            },
+            config,
             data_dir: data_dir.clone(),
             service: !no_service,
             unit_dir: unit_dir.clone(),

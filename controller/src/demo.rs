@@ -20,12 +20,42 @@ use crate::fleet::Heartbeats;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Folder for the demo's database and the agents' data (emptied first).
-    #[arg(long, default_value_os_t = std::env::temp_dir().join("flotilla-demo"))]
-    dir: PathBuf,
+    /// Folder for the demo's database and the agents' data (emptied
+    /// first, then readable by its owner only); by default a new folder
+    /// with a random name in the temporary folder.
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// Port of the dashboard on 127.0.0.1.
     #[arg(long, default_value_t = 7080)]
     port: u16,
+}
+
+/// The demo's folder, readable by its owner only: the one given, emptied
+/// first, or a new one with a name nobody can guess (another local user
+/// could otherwise make it first, or read the database and the logs).
+fn demo_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let Some(dir) = given else {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("flotilla-demo-");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        return builder
+            .tempdir()
+            .map(tempfile::TempDir::keep)
+            .context("cannot create the demo folder in the temporary folder");
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot empty the demo folder {}", dir.display()))?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the demo folder {}", dir.display()))?;
+    Ok(dir.to_path_buf())
 }
 
 /// One demo server: its id and the modules it hosts (name, kind, version).
@@ -77,20 +107,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let agent_binary = sibling_binary("flotilla-agent")?;
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("cannot empty the demo folder {}", args.dir.display()))?;
-    }
-    std::fs::create_dir_all(args.dir.join("logs"))
-        .with_context(|| format!("cannot create the demo folder {}", args.dir.display()))?;
+    let dir = demo_dir(args.dir.as_deref())?;
+    std::fs::create_dir_all(dir.join("logs"))
+        .with_context(|| format!("cannot create the demo folder {}", dir.display()))?;
 
-    let db = Database::open(&args.dir.join("controller.db")).await?;
-    let packages = crate::releases::PackageStore::open(args.dir.join("packages"))?;
+    let db = Database::open(&dir.join("controller.db")).await?;
+    let packages = crate::releases::PackageStore::open(dir.join("packages"))?;
     let identity = crate::tls::Identity::own(
-        &args.dir.join("tls"),
+        &dir.join("tls"),
         &["localhost".to_owned(), "127.0.0.1".to_owned()],
     )?;
-    let ca = args.dir.join("tls").join(crate::tls::CA_FILE);
+    let ca = dir.join("tls").join(crate::tls::CA_FILE);
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let grpc_url = format!("https://{}", grpc.local_addr()?);
     let http = TcpListener::bind(("127.0.0.1", args.port))
@@ -120,7 +147,7 @@ pub async fn run(
         package_hosts: Vec::new(),
         webhook_hosts: Vec::new(),
         agent_ca: Some(std::sync::Arc::new(crate::tls::AgentCa::own(
-            &args.dir.join("tls"),
+            &dir.join("tls"),
         )?)),
         agent_certificate_lifetime: Duration::from_secs(30 * 86_400),
         agents_urls: Vec::new(),
@@ -137,14 +164,14 @@ pub async fn run(
         let _ = controller_stopped.await;
     }));
 
-    let key = args.dir.join("publisher");
+    let key = dir.join("publisher");
     crate::publisher::keygen(&key)?;
     let trusted = std::fs::read_to_string(key.with_extension("pub"))?
         .trim()
         .to_owned();
     let api = crate::publisher::client(Some(&ca))?;
     let started = Started {
-        dir: &args.dir,
+        dir: &dir,
         api: &api,
         dashboard: &dashboard,
         token: &token,
@@ -154,7 +181,7 @@ pub async fn run(
     };
     let (mut agents, portals) = started.agents().await?;
 
-    let packages = build_release(&args.dir, &key.with_extension("key")).await?;
+    let packages = build_release(&dir, &key.with_extension("key")).await?;
     let target = crate::publisher::Target {
         server: &dashboard,
         ca: Some(&ca),
@@ -169,14 +196,7 @@ pub async fn run(
     .await
     .context("cannot publish the demo release")?;
 
-    say_where(
-        &args.dir,
-        &dashboard,
-        &ca,
-        &fingerprint,
-        &password,
-        &portals,
-    );
+    say_where(&dir, &dashboard, &ca, &fingerprint, &password, &portals);
 
     shutdown.await;
     println!("Stopping the agents and the controller…");
@@ -478,5 +498,31 @@ mod tests {
     fn the_next_version_is_the_next_minor() {
         assert_eq!(super::next("5.8.0"), "5.9.0");
         assert_eq!(super::next("2.1.3"), "2.2.0");
+    }
+
+    /// Two demos get two folders nobody else can read or guess; a folder
+    /// given is emptied and closed to others too.
+    #[cfg(unix)]
+    #[test]
+    fn the_demos_folder_is_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |dir: &std::path::Path| {
+            std::fs::metadata(dir).map_or(0, |m| m.permissions().mode() & 0o777)
+        };
+        let (first, second) = (super::demo_dir(None), super::demo_dir(None));
+        let (Ok(first), Ok(second)) = (first, second) else {
+            panic!("cannot make the demo's folders");
+        };
+        assert_ne!(first, second);
+        assert_eq!(mode(&first), 0o700, "{}", first.display());
+        let given = first.join("given");
+        std::fs::create_dir_all(given.join("old")).unwrap_or_default();
+        assert!(super::demo_dir(Some(&given)).is_ok());
+        assert_eq!(mode(&given), 0o700);
+        assert!(!given.join("old").exists(), "emptied");
+        let _ = (
+            std::fs::remove_dir_all(first),
+            std::fs::remove_dir_all(second),
+        );
     }
 }

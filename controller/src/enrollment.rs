@@ -164,18 +164,25 @@ impl Enrollment {
     pub async fn renew(
         &self,
         db: &Database,
-        identity: &AgentIdentity,
+        presented: &AgentCertificate,
         csr_pem: &str,
     ) -> Result<Issued, RenewError> {
+        let identity = &presented.identity;
         let issued = self.ca.issue(csr_pem, identity, self.lifetime)?;
-        db.record_renewal(
-            &issued.serial,
-            identity.server.as_str(),
-            identity.site.as_str(),
-            Utc::now(),
-            issued.not_after,
-        )
-        .await?;
+        let recorded = db
+            .record_renewal(
+                &issued.serial,
+                &presented.serial,
+                identity.server.as_str(),
+                identity.site.as_str(),
+                Utc::now(),
+                issued.not_after,
+            )
+            .await?;
+        if !recorded {
+            tracing::warn!(server = %identity.server, site = %identity.site, "refused to renew the certificate of a server revoked meanwhile");
+            return Err(RenewError::Revoked);
+        }
         tracing::info!(server = %identity.server, site = %identity.site, serial = %issued.serial, not_after = %issued.not_after, "agent certificate renewed");
         Ok(issued)
     }
@@ -188,4 +195,6 @@ pub enum RenewError {
     Issue(#[from] IssueError),
     #[error("cannot record the certificate: {0}")]
     Store(#[from] sqlx::Error),
+    #[error("the server or its certificate was revoked: enroll it again")]
+    Revoked,
 }

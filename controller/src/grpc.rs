@@ -220,13 +220,16 @@ impl AgentLink for AgentLinkService {
         let issued = enrollment
             .renew(
                 &self.fleet.db,
-                &certificate.identity,
+                &certificate,
                 &request.get_ref().csr_pem,
             )
             .await
             .map_err(|e| {
                 tracing::warn!(server = %certificate.identity.server, "cannot renew the certificate: {e}");
-                Status::invalid_argument(e.to_string())
+                match e {
+                    crate::enrollment::RenewError::Revoked => Status::permission_denied(e.to_string()),
+                    _ => Status::invalid_argument(e.to_string()),
+                }
             })?;
         Ok(Response::new(RenewReply {
             certificate_pem: issued.chain_pem,

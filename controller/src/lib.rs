@@ -178,13 +178,20 @@ pub async fn run(
             format!("{scheme}://{}", http.local_addr()?)
         }
     };
-    // The public URL's host is one of ours, for the dashboard and packages.
-    if let Some(host) = public_url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split(['/', ':']).next())
+    // The public URL's host is one of ours, for the dashboard; its host and
+    // port for packages.
+    if let Ok(url) = reqwest::Url::parse(&public_url)
+        && let Some(host) = url.host_str()
     {
-        names.push(host.to_owned());
-        package_hosts.push(host.to_owned());
+        names.push(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        );
+        package_hosts.push(match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        });
     }
     let last_session = db.last_session().await?;
     let fleet = Arc::new(Fleet::new(db, heartbeats, public_url, last_session));

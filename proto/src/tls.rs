@@ -29,15 +29,21 @@ pub enum PemError {
 
 /// Writes a PEM file (a certificate, or a key when `secret`: readable by
 /// its owner only) through a temporary file and a rename, so that a reader
-/// never sees half of it; creates its folder.
+/// never sees half of it; creates its folder. The temporary file has a
+/// random name and is created new: a file or link someone left in its place
+/// is never written through, nor its permissions kept.
 pub fn write_pem_file(path: &Path, contents: &str, secret: bool) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let temporary = path.with_extension("tmp");
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy());
+    let random = &crate::web::random_secret()[..16];
+    let temporary = path.with_file_name(format!(".{name}.{random}.tmp"));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if secret {
         use std::os::unix::fs::OpenOptionsExt;
@@ -46,9 +52,14 @@ pub fn write_pem_file(path: &Path, contents: &str, secret: bool) -> std::io::Res
     #[cfg(not(unix))]
     let _ = secret;
     let mut file = options.open(&temporary)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    let written = file
+        .write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 /// The certificates of a PEM file, in order.
@@ -171,6 +182,35 @@ impl AgentCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link left where the old code put its temporary file (`key.tmp`)
+    /// is not written through, and the key is owner-only.
+    #[cfg(unix)]
+    #[test]
+    fn a_key_is_written_through_a_new_file_of_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").expect("victim");
+        let key = dir.path().join("key.pem");
+        std::os::unix::fs::symlink(&victim, key.with_extension("tmp")).expect("link");
+        write_pem_file(&key, "SECRET", true).expect("written");
+        assert_eq!(
+            std::fs::read_to_string(&victim).ok().as_deref(),
+            Some("keep me")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&key).ok().as_deref(),
+            Some("SECRET")
+        );
+        let mode = std::fs::metadata(&key).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o600));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(left.len(), 3, "no temporary file left: {left:?}");
+    }
 
     #[test]
     fn a_file_without_a_certificate_is_named() {

@@ -32,6 +32,13 @@ pub fn random_secret() -> String {
         .collect()
 }
 
+/// Whether a secret sent is the one expected, compared in constant time, so
+/// that how long a refusal takes tells nothing of how much of it was right.
+pub fn same_secret(sent: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    sent.len() == expected.len() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
+}
+
 /// `N` random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];

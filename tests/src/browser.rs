@@ -155,11 +155,18 @@ impl Browser {
     /// Signs in on the controller's sign-in page as its first admin, as a
     /// person would, and waits for the page that follows.
     pub async fn sign_in(&self, controller: &crate::Controller) {
+        self.sign_in_at(controller, "/login").await;
+    }
+
+    /// Signs in as the first admin on the sign-in page at `login` (a path
+    /// with its query, such as `/login?next=…`), and waits for the page
+    /// that follows.
+    pub async fn sign_in_at(&self, controller: &crate::Controller, login: &str) {
         let password = controller
             .admin_password
             .clone()
             .expect("the controller's first start printed the admin password");
-        self.goto(&format!("{}/login", controller.http_url)).await;
+        self.goto(&format!("{}{login}", controller.http_url)).await;
         let script = format!(
             "document.getElementById('name').value = 'admin'; \
              document.getElementById('password').value = {password:?}; \

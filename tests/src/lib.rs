@@ -309,7 +309,7 @@ impl Controller {
                     .flatten(),
             )
             // Tests' webhook receivers listen on loopback.
-            .args(["--webhook-host", "127.0.0.1"])
+            .args(["--webhook-host", "127.0.0.1:*"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())

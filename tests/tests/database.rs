@@ -1667,13 +1667,8 @@ mod agent {
         let enrolled = tokio::process::Command::new(binary("flotilla-agent"))
             .arg("--config")
             .arg(agent.data.join("agent.toml"))
-            .args([
-                "enroll",
-                "--controller",
-                &controller.http_url,
-                "--token",
-                &token,
-            ])
+            .args(["enroll", "--controller", &controller.http_url])
+            .env("FLOTILLA_ENROLLMENT_TOKEN", &token)
             .args([
                 "--ca-fingerprint",
                 enrollment["ca_fingerprint"].as_str().unwrap(),

@@ -39,15 +39,12 @@ fn unenrolled_agent(dir: &Path, controller: &Controller) -> (PathBuf, PathBuf) {
 }
 
 /// The token and the agent's arguments of the command the dashboard shows
-/// (`echo <token> | sudo flotilla-agent join …`).
-fn shown_command(command: &str) -> (String, Vec<String>) {
+/// (`sudo flotilla-agent join …`, the token pasted at its prompt).
+fn shown_command(command: &str) -> Vec<String> {
     let words: Vec<&str> = command.split_whitespace().collect();
-    assert_eq!(words[0], "echo", "{command}");
+    assert_eq!(words[0], "sudo", "{command}");
     let agent = words.iter().position(|w| *w == "flotilla-agent").unwrap();
-    (
-        words[1].to_owned(),
-        words[agent + 1..].iter().map(|w| (*w).to_owned()).collect(),
-    )
+    words[agent + 1..].iter().map(|w| (*w).to_owned()).collect()
 }
 
 /// Runs `flotilla-agent --config <config> <arguments> --unit-dir <units>`
@@ -91,7 +88,8 @@ async fn enroll(config: &Path, controller: &str, token: &str, fingerprint: &str)
     tokio::process::Command::new(binary("flotilla-agent"))
         .arg("--config")
         .arg(config)
-        .args(["enroll", "--controller", controller, "--token", token])
+        .args(["enroll", "--controller", controller])
+        .env("FLOTILLA_ENROLLMENT_TOKEN", token)
         .args(["--ca-fingerprint", fingerprint])
         .output()
         .await
@@ -180,21 +178,21 @@ async fn an_enrolled_agent_connects_as_the_token_said_and_a_token_works_once() {
     let created = token_for(&controller, "acme-web-01", "acme-paris").await;
     let token = created["token"].as_str().unwrap();
     assert_eq!(created["ca_fingerprint"], fingerprint.as_str());
-    // One command, the token piped in: never on a command line.
+    // One command; the token is pasted at its prompt, never on a command
+    // line (where `ps` and the shell's history show it).
     let command = created["command"].as_str().unwrap();
     assert!(
-        command.starts_with(&format!(
-            "echo {token} | sudo flotilla-agent join --controller https://"
-        )) && command.ends_with(&format!("--ca-fingerprint {fingerprint}")),
+        command.starts_with("sudo flotilla-agent join --controller https://")
+            && command.ends_with(&format!("--ca-fingerprint {fingerprint}")),
+        "{created}"
+    );
+    let windows = created["windows_command"].as_str().unwrap();
+    assert!(
+        windows.starts_with("flotilla-agent.exe join --controller https://"),
         "{created}"
     );
     assert!(
-        created["windows_command"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!(
-                "'{token}' | flotilla-agent.exe join --controller https://"
-            )),
+        !command.contains(token) && !windows.contains(token),
         "{created}"
     );
     // The list never shows the secret.
@@ -561,7 +559,7 @@ async fn an_admin_enrolls_and_revokes_a_server_from_the_dashboard() {
             .eval("return document.getElementById('command').textContent")
             .await;
         match text.as_str() {
-            Some(command) if command.contains("| sudo flotilla-agent join ") => {
+            Some(command) if command.starts_with("sudo flotilla-agent join ") => {
                 Ok(command.to_owned())
             }
             _ => Err(text.to_string()),
@@ -576,7 +574,12 @@ async fn an_admin_enrolls_and_revokes_a_server_from_the_dashboard() {
     // The command, as shown, run on the server (its unit in a folder of
     // the test's: systemd does not run here).
     let (data, config) = unenrolled_agent(dir.path(), &controller);
-    let (token, arguments) = shown_command(&command);
+    let token = browser
+        .eval("return document.getElementById('token').textContent")
+        .await;
+    let token = token.as_str().unwrap().to_owned();
+    assert!(!command.contains(&token), "{command}");
+    let arguments = shown_command(&command);
     let enrolled = join(&config, &token, &arguments, &data.join("units")).await;
     assert!(enrolled.status.success(), "{}", said(&enrolled));
     let _agent = tokio::process::Command::new(binary("flotilla-agent"))
@@ -652,7 +655,8 @@ async fn a_server_joins_in_one_command_twice_safely_then_leaves() {
     .unwrap();
 
     let created = token_for(&controller, "acme-web-01", "acme-paris").await;
-    let (token, mut arguments) = shown_command(created["command"].as_str().unwrap());
+    let token = created["token"].as_str().unwrap().to_owned();
+    let mut arguments = shown_command(created["command"].as_str().unwrap());
     arguments.extend(["--data-dir".to_owned(), data.display().to_string()]);
     let joined = join(&config, &token, &arguments, &units).await;
     let first = said(&joined);

@@ -735,7 +735,7 @@ async fn a_closed_window_starts_nothing_until_it_opens_and_users_are_warned() {
         ),
         (
             "https://hooks.example.com/notice".to_owned(),
-            "the host \"hooks.example.com\" is not on the allowlist of webhook hosts (--webhook-host)",
+            "the host \"hooks.example.com\" on port 443 is not on the allowlist of webhook hosts (--webhook-host)",
         ),
     ] {
         let (status, refused) = post(

@@ -140,7 +140,10 @@ async fn the_controller_makes_its_own_ca_once_and_agents_that_trust_it_connect()
         .arg("--config")
         .arg(&config)
         .args(["enroll", "--controller", &controller.http_url])
-        .args(["--token", created["token"].as_str().unwrap()])
+        .env(
+            "FLOTILLA_ENROLLMENT_TOKEN",
+            created["token"].as_str().unwrap(),
+        )
         .args(["--ca-fingerprint", &printed])
         .output()
         .await

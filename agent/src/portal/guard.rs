@@ -151,7 +151,9 @@ async fn admit(
     let carries_token = String::from_utf8_lossy(&bytes)
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .any(|(name, value)| name == "csrf" && value == agent.portal_token);
+        .any(|(name, value)| {
+            name == "csrf" && flotilla_proto::web::same_secret(value, &agent.portal_token)
+        });
     if !carries_token {
         return Err(refusal(
             StatusCode::FORBIDDEN,

@@ -70,8 +70,10 @@ pub struct CreatedEnrollment {
     /// The fingerprint of the CA the agent must trust, to give
     /// `flotilla-agent enroll --ca-fingerprint`.
     pub ca_fingerprint: String,
-    /// The command to run on the server (Linux): the token goes in on
-    /// standard input, never on a command line.
+    /// The command to run on the server (Linux). It asks for the token,
+    /// pasted at its prompt (or piped in, or in FLOTILLA_ENROLLMENT_TOKEN):
+    /// the token is never on a command line, where `ps` and the shell's
+    /// history would keep it.
     pub command: String,
     /// The same in PowerShell, for Windows.
     pub windows_command: String,
@@ -122,8 +124,8 @@ pub async fn create(
         "join --controller {} --ca-fingerprint {}",
         state.fleet.public_url, enrollment.server_ca_fingerprint
     );
-    let command = format!("echo {token} | sudo flotilla-agent {join}");
-    let windows_command = format!("'{token}' | flotilla-agent.exe {join}");
+    let command = format!("sudo flotilla-agent {join}");
+    let windows_command = format!("flotilla-agent.exe {join}");
     Ok((
         StatusCode::CREATED,
         Json(CreatedEnrollment {

@@ -267,7 +267,9 @@ async fn authenticate(
     };
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    if !safe && sent != bearer.csrf.as_deref() {
+    let carries_csrf = matches!((sent, bearer.csrf.as_deref()),
+        (Some(sent), Some(expected)) if flotilla_proto::web::same_secret(sent, expected));
+    if !safe && !carries_csrf {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             "csrf",

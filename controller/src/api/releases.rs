@@ -25,7 +25,6 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiState, ErrorBody};
 use crate::db::{PackageRecord, ReleaseRecord};
-use crate::releases::check_package_url;
 
 fn check_sha256(text: &str) -> Result<String, ApiError> {
     let lower = text.to_ascii_lowercase();
@@ -471,8 +470,16 @@ pub async fn publish(
                 let kind = ModuleKind::parse_package(&kind).map_err(|e| field("kind", e))?;
                 flotilla_proto::package::check_platform(&module, kind, package.platform.as_deref())
                     .map_err(|e| ApiError::BadRequest(format!("package {sha256}: {e}")))?;
-                check_package_url(&url, &state.package_hosts)
-                    .map_err(|e| ApiError::BadRequest(format!("package {sha256}: url: {e}")))?;
+                let refused = |e| ApiError::BadRequest(format!("package {sha256}: url: {e}"));
+                let (host, port) = crate::releases::check_url(
+                    &url,
+                    &state.package_hosts,
+                    "package hosts (--package-host)",
+                )
+                .map_err(refused)?;
+                crate::releases::check_resolves_publicly(&host, port)
+                    .await
+                    .map_err(refused)?;
                 PackageRecord {
                     sha256,
                     module: module.to_string(),
@@ -588,11 +595,14 @@ pub async fn get(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::check_package_url;
+    use crate::releases::check_package_url;
 
     #[test]
     fn package_urls_are_https_from_allowed_hosts_only() {
-        let hosts = vec!["cdn.publisher.example".to_owned(), "127.0.0.1".to_owned()];
+        let hosts = vec![
+            "cdn.publisher.example".to_owned(),
+            "127.0.0.1:8443".to_owned(),
+        ];
         assert!(check_package_url("https://cdn.publisher.example/p.zip", &hosts).is_ok());
         assert!(check_package_url("https://127.0.0.1:8443/p.zip", &hosts).is_ok());
         for (url, says) in [

@@ -90,12 +90,16 @@ pub async fn create(
         .validate()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if let Some(notice) = &new.strategy.notice {
-        crate::releases::check_url(
+        let refused = |e| ApiError::BadRequest(format!("strategy.notice.webhook_url: {e}"));
+        let (host, port) = crate::releases::check_url(
             &notice.webhook_url,
             &state.webhook_hosts,
             "webhook hosts (--webhook-host)",
         )
-        .map_err(|e| ApiError::BadRequest(format!("strategy.notice.webhook_url: {e}")))?;
+        .map_err(refused)?;
+        crate::releases::check_resolves_publicly(&host, port)
+            .await
+            .map_err(refused)?;
     }
     let mut seen = std::collections::HashSet::new();
     new.sites.retain(|s| seen.insert(s.clone()));

@@ -134,18 +134,37 @@ impl Database {
         Ok(Ok(Ok(issued)))
     }
 
-    /// Records a renewed certificate.
+    /// Records a certificate renewed from the certificate `from`, unless the
+    /// server or that certificate was revoked: `false` then, and nothing is
+    /// recorded. Alone against a revocation ([`Database::revoke_server`]), so
+    /// that a renewal racing one never records a certificate after it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_renewal(
         &self,
         serial: &str,
+        from: &str,
         server: &str,
         site: &str,
         at: DateTime<Utc>,
         not_after: DateTime<Utc>,
-    ) -> sqlx::Result<()> {
-        let mut tx = self.begin().await?;
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.begin_alone().await?;
+        let revoked: i64 = on_tx!(tx, |c, d| {
+            sqlx::query_scalar(d.sql(
+            "SELECT (SELECT COUNT(*) FROM revoked_servers WHERE server_id = ?) \
+             + (SELECT COUNT(*) FROM agent_certificates WHERE serial = ? AND revoked_at IS NOT NULL)"
+        ))
+        .bind(server)
+        .bind(from)
+        .fetch_one(c)
+        .await
+        })?;
+        if revoked > 0 {
+            return Ok(false);
+        }
         record_certificate(&mut tx, serial, server, site, at, not_after, "renewed").await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The certificates issued to a server, newest first.
@@ -169,7 +188,7 @@ impl Database {
         by: &str,
         at: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_alone().await?;
         let done = on_tx!(tx, |c, d| sqlx::query(d.sql(
             "INSERT INTO revoked_servers (server_id, revoked_at, revoked_by) VALUES (?, ?, ?) \
              ON CONFLICT (server_id) DO NOTHING"

@@ -417,6 +417,72 @@ async fn an_enrollment_token_is_taken_once_and_only_before_it_expires() {
     assert_eq!(db.certificates_of("web-01").await.unwrap().len(), 2);
 }
 
+/// A renewal that reaches the database after the server was revoked (it
+/// was admitted before) records nothing: no certificate outlives the
+/// revocation, even once the server enrolls again.
+#[tokio::test]
+async fn a_renewal_racing_a_revocation_records_nothing_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let now = Utc::now();
+    db.create_enrollment(
+        "h1",
+        "web-01",
+        "acme",
+        "admin",
+        now,
+        now + Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    enroll_at(&db, "h1", now).await.unwrap();
+    let first = db.certificates_of("web-01").await.unwrap()[0]
+        .serial
+        .clone();
+    let later = now + Duration::days(20);
+    assert!(
+        db.record_renewal(
+            "r1",
+            &first,
+            "web-01",
+            "acme",
+            later,
+            later + Duration::days(30)
+        )
+        .await
+        .unwrap()
+    );
+    db.revoke_server("web-01", None, "admin", later)
+        .await
+        .unwrap();
+    assert!(
+        !db.record_renewal(
+            "r2",
+            "r1",
+            "web-01",
+            "acme",
+            later,
+            later + Duration::days(30)
+        )
+        .await
+        .unwrap(),
+        "renewed after the revocation"
+    );
+    let serials: Vec<String> = db
+        .certificates_of("web-01")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert!(!serials.contains(&"r2".to_owned()), "{serials:?}");
+    let revoked = db.revocations().await.unwrap();
+    assert!(
+        serials.iter().all(|s| revoked.serials.contains(s)),
+        "{serials:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_token_is_checked_with_a_read_and_its_use_noted_to_the_minute() {
     let dir = tempfile::tempdir().unwrap();

@@ -321,7 +321,7 @@ impl Fleet {
         }
         self.live()
             .iter()
-            .find(|(_, l)| l.download_token.as_bytes() == token.as_bytes())
+            .find(|(_, l)| flotilla_proto::web::same_secret(token, &l.download_token))
             .map(|(id, _)| id.clone())
     }
 

@@ -105,6 +105,7 @@ impl Rollouts {
         let mut http = reqwest::Client::builder()
             .timeout(StdDuration::from_secs(10))
             .https_only(true)
+            .dns_resolver(crate::releases::PublicOnly)
             .redirect(reqwest::redirect::Policy::none());
         if let Some(certificates) = ca_pem
             .as_deref()

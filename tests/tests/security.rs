@@ -1,0 +1,168 @@
+//! The second security round (issue 25): what an outside probe got through,
+//! each tried again as the attacker did.
+
+#![allow(clippy::unwrap_used)]
+
+use flotilla_tests::browser::Browser;
+use flotilla_tests::{Controller, anonymous};
+use serde_json::json;
+
+/// `next=` after signing in goes only to a page of the dashboard: the
+/// forms a browser reads as another host (`/\host`, `/<tab>/host`, `//host`,
+/// a whole URL) all land on the dashboard's home instead.
+#[tokio::test]
+async fn signing_in_never_sends_the_browser_to_another_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let browser = Browser::start().await;
+    let origin = controller.http_url.clone();
+    for next in [
+        "/%5Cevil.example",
+        "/%09/evil.example",
+        "//evil.example",
+        "/%5C%5Cevil.example/x",
+        "https://evil.example/",
+        "%2F%5Cevil.example",
+        "javascript:alert(1)",
+    ] {
+        browser
+            .sign_in_at(&controller, &format!("/login?next={next}"))
+            .await;
+        let at = browser.eval("return location.href").await;
+        let at = at.as_str().unwrap_or_default();
+        assert!(
+            at.starts_with(&format!("{origin}/")),
+            "next={next} sent the browser to {at}"
+        );
+    }
+    // A page of the dashboard is still where it goes back to.
+    browser
+        .sign_in_at(&controller, "/login?next=%2Faudit%3Factor%3Dadmin")
+        .await;
+    let at = browser.eval("return location.href").await;
+    assert_eq!(at, json!(format!("{origin}/audit?actor=admin")));
+    browser.quit().await;
+}
+
+/// A line break in a sign-in name or in an agent's Hello is written escaped:
+/// nobody forges a line of the controller's log.
+#[tokio::test]
+async fn text_from_outside_cannot_forge_a_line_of_the_log() {
+    use flotilla_proto::v1::agent_link_client::AgentLinkClient;
+    use flotilla_proto::v1::{AgentMessage, Hello, agent_message::Body};
+
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let refused = anonymous()
+        .post(format!("{}/api/v1/session", controller.http_url))
+        .json(&json!({"name": "nobody\nFORGED sign-in INFO admin signed in", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let channel =
+        flotilla_tests::tls::grpc_channel(&controller.grpc_url, "acme-paris", "acme-web-01").await;
+    let hello = AgentMessage {
+        body: Some(Body::Hello(Hello {
+            // A version it does not speak: refused, and logged with the id.
+            protocol_version: 999,
+            server_id: "acme-web-01\r\nFORGED hello".into(),
+            hostname: "web01\nFORGED hostname".into(),
+            site: "acme-paris".into(),
+            agent_version: "1.0\nFORGED version".into(),
+            ..Hello::default()
+        })),
+    };
+    let refused = AgentLinkClient::new(channel)
+        .session(tokio_stream::iter(vec![hello]))
+        .await;
+    assert!(refused.is_err(), "a Hello of protocol version 999");
+
+    let log = flotilla_tests::wait_until("the refusals in the log", async || {
+        let log = std::fs::read_to_string(&controller.log).unwrap_or_default();
+        match log.contains("sign-in refused") && log.contains("FORGED hello") {
+            true => Ok(log),
+            false => Err(log),
+        }
+    })
+    .await;
+    for line in log.lines() {
+        assert!(!line.starts_with("FORGED"), "a forged line: {line}\n{log}");
+    }
+    assert!(log.contains("nobody\\nFORGED sign-in"), "{log}");
+}
+
+/// The webhook and package allowlists name a port too, and a host name on
+/// them that resolves to an internal address is refused.
+#[tokio::test]
+async fn allowlists_hold_the_port_and_keep_names_off_internal_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start_with_args(
+        dir.path(),
+        &[
+            "--webhook-host",
+            "localhost:*,hooks.example",
+            "--package-host",
+            "localhost:8443",
+        ],
+    )
+    .await;
+    let http = flotilla_tests::http();
+    let rollout = async |webhook: &str| -> (u16, String) {
+        let response = http
+            .post(format!("{}/api/v1/rollouts", controller.http_url))
+            .json(&json!({"release": "2026.12", "strategy": {"notice": {"webhook_url": webhook, "lead_seconds": 4}}}))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (status, body) = rollout("https://localhost:9443/notice").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("strategy.notice.webhook_url: the host \\\"localhost\\\" resolves to the internal address"),
+        "{body}"
+    );
+    let (status, body) = rollout("https://hooks.example:8443/notice").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("on port 8443 is not on the allowlist"),
+        "{body}"
+    );
+
+    let sha = "a".repeat(64);
+    let publish = http
+        .post(format!("{}/api/v1/releases", controller.http_url))
+        .json(&json!({"version": "2026.12", "packages": [{
+            "sha256": sha, "signature": "b".repeat(128), "url": "https://localhost:8443/p.zip",
+            "module": "ecommerce", "version": "5.9.0", "kind": "web"}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = publish.status().as_u16();
+    let body = publish.text().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("resolves to the internal address"), "{body}");
+}
+
+/// The enrollment token is never an argument: `enroll --token` is refused
+/// before anything is sent, and the dashboard's command does not carry it.
+#[tokio::test]
+async fn the_enrollment_token_never_goes_on_a_command_line() {
+    let refused = tokio::process::Command::new(flotilla_tests::binary("flotilla-agent"))
+        .args([
+            "enroll",
+            "--controller",
+            "https://127.0.0.1:9",
+            "--token",
+            "secret",
+        ])
+        .args(["--ca-fingerprint", "sha256:00"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("unexpected argument '--token'"), "{said}");
+}

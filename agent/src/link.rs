@@ -238,7 +238,7 @@ impl Link<'_> {
         heartbeat.tick().await;
         loop {
             let to_send = tokio::select! {
-                _ = self.stop.cancelled() => return Ok(SessionEnd::Shutdown),
+                _ = self.stop.cancelled() => return Ok(self.close(installs_rx, inbound).await),
                 changed = inventory_rx.changed() => {
                     if changed.is_err() {
                         return Ok(SessionEnd::Shutdown);
@@ -282,6 +282,29 @@ impl Link<'_> {
                 return Ok(lost(&e));
             }
         }
+    }
+
+    /// Ends the session when the agent stops or hands over to a new
+    /// version: what the installs said last (an update's last steps) is
+    /// sent, then the stream is closed and the controller's end awaited
+    /// for a moment, so that nothing said just before is lost with the
+    /// connection.
+    async fn close(
+        self,
+        mut installs_rx: tokio::sync::broadcast::Receiver<InstallNotice>,
+        mut inbound: tonic::Streaming<ControllerMessage>,
+    ) -> SessionEnd {
+        while let Ok(notice) = installs_rx.try_recv() {
+            if self.outbound.send(install_message(notice)).await.is_err() {
+                return SessionEnd::Shutdown;
+            }
+        }
+        drop(self.outbound);
+        let _ = tokio::time::timeout(CLOSING, async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+        SessionEnd::Shutdown
     }
 
     /// Renews the certificate; when to try next.
@@ -333,6 +356,9 @@ fn catch_up(agent: &Agent, inventory: &Inventory) -> Vec<AgentMessage> {
 /// How long after a failed renewal the agent tries again (and, a quarter
 /// of it, the least time between two renewals).
 const RENEWAL_RETRY: Duration = Duration::from_secs(60);
+/// How long a closing session waits for the controller to have read
+/// everything it was sent.
+const CLOSING: Duration = Duration::from_secs(2);
 
 /// Sleeps until `at`, or forever.
 async fn sleep_until(at: Option<tokio::time::Instant>) {

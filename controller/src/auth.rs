@@ -121,6 +121,8 @@ pub struct Access {
     /// Operations a connected agent may call with its download token
     /// (security scheme `agent`).
     pub(crate) agents: Arc<std::collections::HashSet<(Method, String)>>,
+    /// Operations that take a request body (a `requestBody` in the document).
+    bodies: Arc<std::collections::HashSet<(Method, String)>>,
 }
 
 impl Access {
@@ -130,6 +132,7 @@ impl Access {
         let mut table = HashMap::new();
         let mut methods: HashMap<String, Vec<Method>> = HashMap::new();
         let mut agents = std::collections::HashSet::new();
+        let mut bodies = std::collections::HashSet::new();
         let paths = document["paths"].as_object().cloned().unwrap_or_default();
         for (path, item) in paths {
             for method in ["get", "put", "post", "delete", "patch"] {
@@ -137,6 +140,9 @@ impl Access {
                 if operation.is_object()
                     && let Ok(parsed) = method.to_uppercase().parse::<Method>()
                 {
+                    if operation.get("requestBody").is_some() {
+                        bodies.insert((parsed.clone(), path.clone()));
+                    }
                     methods.entry(path.clone()).or_default().push(parsed);
                 }
                 let Some(requirements) = operation["security"].as_array() else {
@@ -168,7 +174,13 @@ impl Access {
             needs: Arc::new(table),
             methods: Arc::new(methods),
             agents: Arc::new(agents),
+            bodies: Arc::new(bodies),
         }
+    }
+
+    /// Whether the operation takes a request body.
+    pub(crate) fn takes_body(&self, method: &Method, path: &str) -> bool {
+        self.bodies.contains(&(method.clone(), path.to_owned()))
     }
 
     /// Adds a route the document does not describe.

@@ -35,6 +35,7 @@ pub mod openapi;
 pub mod publisher;
 pub mod releases;
 pub mod rollouts;
+pub mod serving;
 pub mod states;
 pub mod tls;
 
@@ -80,6 +81,8 @@ pub struct Settings {
     pub agents_urls: Vec<String>,
     /// The publisher keys agents trust packages from (told at enrollment).
     pub publisher_keys: Vec<String>,
+    /// The caps on the dashboard's connections.
+    pub http_limits: serving::Limits,
 }
 
 /// Everything a controller serves from: its database, its package store,
@@ -169,6 +172,7 @@ pub async fn run(
         agent_certificate_lifetime,
         agents_urls,
         publisher_keys,
+        http_limits,
     } = settings;
     starting(&db, tls.is_some()).await?;
     let public_url = match public_url {
@@ -258,7 +262,7 @@ pub async fn run(
             Arc::new(names),
             dashboard::guard,
         ));
-    let http_task = serve_http(http, app, tls.as_ref(), stop.clone())?;
+    let http_task = serve_http(http, app, tls.as_ref(), http_limits, stop.clone())?;
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -327,27 +331,20 @@ async fn enrollment(
     }
 }
 
-/// The dashboard and the API until `stop`, over TLS with `tls`.
+/// The dashboard and the API until `stop`, over TLS with `tls`, within
+/// `limits`.
 fn serve_http(
     listener: TcpListener,
     app: axum::Router,
     tls: Option<&tls::Identity>,
+    limits: serving::Limits,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    Ok(match tls {
-        Some(identity) => {
-            let config = identity.server_config()?;
-            tokio::spawn(async move {
-                tls::serve_https(listener, app, config, stop).await;
-                Ok(())
-            })
-        }
-        None => {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-            tokio::spawn(async move { server.await })
-        }
-    })
+    let config = tls.map(tls::Identity::server_config).transpose()?;
+    Ok(tokio::spawn(async move {
+        serving::serve(listener, app, config, limits, stop).await;
+        Ok(())
+    }))
 }
 
 #[cfg(test)]

@@ -230,6 +230,21 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     webhook_hosts: Vec<String>,
+    /// Connections the dashboard's port keeps open at once, in all: the
+    /// open files beyond them stay the agents'.
+    #[arg(long, env = "FLOTILLA_HTTP_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    http_connections: u32,
+    /// Connections the dashboard's port keeps open at once from one source
+    /// address (a proxy in front counts as one).
+    #[arg(long, env = "FLOTILLA_HTTP_CONNECTIONS_PER_SOURCE", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    http_connections_per_source: u32,
+    /// Seconds a client has to send a request's head (its line and
+    /// headers) on the dashboard's port before the connection is closed.
+    #[arg(long, env = "FLOTILLA_REQUEST_HEAD_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    request_head_seconds: u64,
 }
 
 /// TLS: the controller's own CA by default, or the operator's certificate.
@@ -768,6 +783,11 @@ async fn serve(
         agent_certificate_lifetime: args.tls.agent_certificate_lifetime,
         agents_urls: args.agents_urls,
         publisher_keys: args.publisher_keys,
+        http_limits: flotilla_controller::serving::Limits {
+            connections: args.http_connections as usize,
+            per_source: args.http_connections_per_source as usize,
+            request_head: Duration::from_secs(args.request_head_seconds),
+        },
     };
     let controller = flotilla_controller::Controller {
         db,

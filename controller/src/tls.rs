@@ -20,9 +20,6 @@ use chrono::{Datelike, Utc};
 use flotilla_proto::tls::{
     AgentIdentity, PemError, fingerprint, read_certificates, write_pem_file,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -426,63 +423,6 @@ impl Identity {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
-}
-
-/// Serves `app` over HTTPS on `listener` until `shutdown` is cancelled,
-/// then lets open requests finish.
-pub async fn serve_https(
-    listener: TcpListener,
-    app: axum::Router,
-    config: rustls::ServerConfig,
-    shutdown: CancellationToken,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("cannot accept an HTTPS connection: {e}");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake refused: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake not finished in time");
-                    return;
-                }
-            };
-            // Who is calling, for the audit trail.
-            let app = tower::ServiceExt::map_request(
-                app,
-                move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                    request
-                        .extensions_mut()
-                        .insert(axum::extract::ConnectInfo(peer));
-                    request
-                },
-            );
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, "HTTPS connection ended: {e}");
-            }
-        });
-    }
-    graceful.shutdown().await;
 }
 
 #[cfg(test)]

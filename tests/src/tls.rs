@@ -286,6 +286,34 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// A bare TLS connection to a test controller's dashboard at `url`
+/// (`https://127.0.0.1:port`), HTTP/1.1 only, from the loopback address
+/// `from` (127.0.0.1, or another of 127/8 to stand for another source): to
+/// send requests byte by byte, as a slow or hostile client does.
+pub async fn raw_https(
+    url: &str,
+    from: std::net::Ipv4Addr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let address = url.trim_start_matches("https://").trim_end_matches('/');
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca().pem.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((from, 0).into())?;
+    let address = address
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("{address}: {e}")))?;
+    let tcp = socket.connect(address).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await
+}
+
 /// An HTTP client that trusts test controllers and sends no credentials.
 pub fn anonymous() -> reqwest::Client {
     reqwest::Client::builder()

@@ -187,32 +187,39 @@ async fn refusals_reach_a_client_still_sending_its_body() {
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(dir.path()).await;
     let big = "x".repeat(1536 * 1024);
+    // Before the caller is known, a body is read only up to a small bound.
+    let anonymous_big = "x".repeat(300 * 1024);
     let cases = [
         (
             flotilla_tests::http(),
             "/api/v1/releases",
             "text/plain",
             415,
+            &big,
         ),
         (
             flotilla_tests::http(),
             "/api/v1/rollouts?dry_run=maybe",
             "application/json",
             400,
+            &big,
         ),
+        // Anonymous, a body over the small limit before authentication:
+        // refused for its size, unread.
         (
             flotilla_tests::anonymous(),
             "/api/v1/rollouts",
             "application/json",
-            401,
+            413,
+            &anonymous_big,
         ),
     ];
     for round in 0..5 {
-        for (client, path, content_type, want) in &cases {
+        for (client, path, content_type, want, body) in &cases {
             let response = client
                 .post(format!("{}{path}", controller.http_url))
                 .header("content-type", *content_type)
-                .body(big.clone())
+                .body((*body).clone())
                 .send()
                 .await
                 .unwrap_or_else(|e| panic!("round {round}, {path}: the connection was cut: {e:?}"));

@@ -166,3 +166,109 @@ async fn the_enrollment_token_never_goes_on_a_command_line() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("unexpected argument '--token'"), "{said}");
 }
+
+/// Reads what the controller answers on `stream` until it closes it, or
+/// `patience` has passed: the bytes, and whether it was closed.
+async fn answer_of(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    patience: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut said = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&said).into_owned(), true),
+            Ok(Ok(n)) => said.extend_from_slice(&buffer[..n]),
+            Err(_) => return (String::from_utf8_lossy(&said).into_owned(), false),
+        }
+    }
+}
+
+/// An anonymous request's body is not read beyond a small size: a request
+/// declaring 2 MB is answered at once, before any of it is sent.
+#[tokio::test]
+async fn an_anonymous_body_is_refused_before_it_is_read() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let mut stream = flotilla_tests::tls::raw_https(&controller.http_url, loopback)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/rollouts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        2 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (said, _) = answer_of(&mut stream, std::time::Duration::from_secs(20)).await;
+    assert!(said.starts_with("HTTP/1.1 413"), "{said}");
+    assert!(said.contains("more only once signed in"), "{said}");
+
+    // A small anonymous body is still read and refused for what it lacks.
+    let refused = anonymous()
+        .post(format!("{}/api/v1/rollouts", controller.http_url))
+        .json(&json!({"release": "x".repeat(40_000)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    // Signed in, a route that takes a body takes up to 2 MiB.
+    let big = flotilla_tests::http()
+        .post(format!("{}/api/v1/rollouts", controller.http_url))
+        .json(&json!({"release": "x".repeat(1024 * 1024)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 404, "read: no release has that name");
+}
+
+/// A client that never finishes its request head is cut off after the
+/// head's time limit, and one source cannot hold more connections than its
+/// cap: the next is closed at once, while another source's still work.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_one_source_holds_few_connections() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start_with_args(
+        dir.path(),
+        &[
+            "--request-head-seconds",
+            "2",
+            "--http-connections-per-source",
+            "4",
+        ],
+    )
+    .await;
+    // The slow client, from an address of its own.
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = flotilla_tests::tls::raw_https(&controller.http_url, source)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /api/v1/servers HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // A fifth from the same address: closed before its handshake ends.
+    let fifth = flotilla_tests::tls::raw_https(&controller.http_url, source).await;
+    assert!(
+        fifth.is_err(),
+        "a fifth connection from one source was served"
+    );
+    // Another source is served meanwhile.
+    let (status, _) = controller.get("/api/v1/servers").await;
+    assert_eq!(status, 200);
+    // The four are closed once their heads are late.
+    for stream in &mut slow {
+        let (_, closed) = answer_of(stream, std::time::Duration::from_secs(30)).await;
+        assert!(closed, "a connection whose head never ended is still open");
+    }
+    // Their places are given back.
+    let (status, _) = controller.get("/api/v1/servers").await;
+    assert_eq!(status, 200);
+}

@@ -39,8 +39,15 @@ pub async fn gate(
             || "unknown".to_owned(),
             |ConnectInfo(peer)| peer.to_string(),
         );
-    let (caller, response) = match read_whole(request, &path).await {
-        Ok(request) => admit(&state, &access, &method, &path, request, next).await,
+    // Who is asking is known from the head alone, before any body is read:
+    // an anonymous request's body is held to a small size.
+    let who = identify(&state, &access, &method, &path, request.headers()).await;
+    let limit = match &who {
+        Ok(Some(_)) if access.takes_body(&method, &path) => BODY_LIMIT,
+        _ => ANONYMOUS_BODY_LIMIT,
+    };
+    let (caller, response) = match read_whole(request, &path, limit).await {
+        Ok(request) => admit(&access, &method, &path, who, request, next).await,
         Err(refusal) => (None, refusal),
     };
     let change = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -75,13 +82,18 @@ pub async fn gate(
     response
 }
 
-/// The largest request body read (axum's own limit for `Json`); a package
-/// upload, streamed to disk, is the one exception.
+/// The largest request body read from an authenticated caller, on a route
+/// that takes one (axum's own limit for `Json`); a package upload, streamed
+/// to disk, is the one exception.
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// A body over the limit but under this is read (and dropped) before the
-/// refusal, so that the client hears it; a larger one is cut off.
-const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+/// The largest body read before the caller is known (signing in, an
+/// enrollment), or on a route that takes none.
+const ANONYMOUS_BODY_LIMIT: usize = 64 * 1024;
+
+/// A body over the limit but under this many times it is read (and dropped)
+/// before the refusal, so that the client hears it; a larger one is cut off.
+const DRAIN_FACTOR: u64 = 8;
 
 /// The package upload: its body streams to disk, however large.
 const STREAMED: &str = "/api/v1/packages/{sha256}";
@@ -90,7 +102,7 @@ const STREAMED: &str = "/api/v1/packages/{sha256}";
 /// while the client still writes its body (a wrong content type, a bad
 /// query, no credentials) closes the connection under it, and the client
 /// sees a cut connection instead of the answer.
-async fn read_whole(request: Request, path: &str) -> Result<Request, Response> {
+async fn read_whole(request: Request, path: &str, limit: usize) -> Result<Request, Response> {
     if path == STREAMED {
         return Ok(request);
     }
@@ -103,22 +115,25 @@ async fn read_whole(request: Request, path: &str) -> Result<Request, Response> {
         refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!(
-                "the request body is over {} MiB",
-                BODY_LIMIT / (1024 * 1024)
-            ),
+            match limit {
+                BODY_LIMIT => format!("the request body is over {} MiB", BODY_LIMIT >> 20),
+                _ => format!(
+                    "the request body is over {} KiB (more only once signed in, on a route that takes it)",
+                    limit >> 10
+                ),
+            },
         )
     };
-    if let Some(n) = declared.filter(|&n| n > BODY_LIMIT as u64) {
+    if let Some(n) = declared.filter(|&n| n > limit as u64) {
         // Read what was sent, up to a bound, so that the refusal arrives.
-        if n <= DRAIN_LIMIT {
+        if n <= limit as u64 * DRAIN_FACTOR {
             let mut stream = request.into_body().into_data_stream();
             while let Some(Ok(_)) = futures_util::StreamExt::next(&mut stream).await {}
         }
         return Err(too_large());
     }
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, BODY_LIMIT).await {
+    match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
         Err(_) if declared.is_none() => Err(too_large()),
         Err(e) => Err(refuse(
@@ -138,12 +153,42 @@ pub struct AuditDetail(pub String);
 #[derive(Debug, Clone)]
 pub struct AuditActor(pub String);
 
-/// Authenticates and authorizes; the caller (if any) and the response.
-async fn admit(
+/// Who sent the request, from its head: `Ok(None)` when no credentials
+/// came; a refusal when credentials came and are not valid.
+async fn identify(
     state: &ApiState,
     access: &Access,
     method: &Method,
     path: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, Response> {
+    // A connected agent, with the download token of its connection.
+    let agent = access
+        .agents
+        .contains(&(method.clone(), path.to_owned()))
+        .then(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|token| state.fleet.downloader(token.trim()))
+        })
+        .flatten();
+    match agent {
+        Some(server) => Ok(Some(Caller {
+            name: format!("agent {server}"),
+            role: Role::Viewer,
+        })),
+        None => authenticate(&state.fleet.db, headers, method).await,
+    }
+}
+
+/// Authorizes who was identified; the caller (if any) and the response.
+async fn admit(
+    access: &Access,
+    method: &Method,
+    path: &str,
+    authenticated: Result<Option<Caller>, Response>,
     mut request: Request,
     next: Next,
 ) -> (Option<Caller>, Response) {
@@ -170,26 +215,6 @@ async fn admit(
             format!("{method} {path} declares no role, so nobody may call it"),
         );
         return (None, refusal);
-    };
-    // A connected agent, with the download token of its connection.
-    let agent = access
-        .agents
-        .contains(&(method.clone(), path.to_owned()))
-        .then(|| {
-            request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .and_then(|token| state.fleet.downloader(token.trim()))
-        })
-        .flatten();
-    let authenticated = match agent {
-        Some(server) => Ok(Some(Caller {
-            name: format!("agent {server}"),
-            role: Role::Viewer,
-        })),
-        None => authenticate(&state.fleet.db, request.headers(), method).await,
     };
     let caller = match authenticated {
         Ok(caller) => caller,

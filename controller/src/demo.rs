@@ -152,6 +152,7 @@ pub async fn run(
         agent_certificate_lifetime: Duration::from_secs(30 * 86_400),
         agents_urls: Vec::new(),
         publisher_keys: Vec::new(),
+        audit: None,
         http_limits: crate::serving::Limits::default(),
     };
     let serves = crate::Controller {

@@ -23,6 +23,7 @@
 //! and binds.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod dashboard;
@@ -81,6 +82,8 @@ pub struct Settings {
     pub agents_urls: Vec<String>,
     /// The publisher keys agents trust packages from (told at enrollment).
     pub publisher_keys: Vec<String>,
+    /// How long the audit trail keeps its entries; `None`: for ever.
+    pub audit: Option<audit::Retention>,
     /// The caps on the dashboard's connections.
     pub http_limits: serving::Limits,
 }
@@ -172,6 +175,7 @@ pub async fn run(
         agent_certificate_lifetime,
         agents_urls,
         publisher_keys,
+        audit,
         http_limits,
     } = settings;
     starting(&db, tls.is_some()).await?;
@@ -201,10 +205,23 @@ pub async fn run(
     let fleet = Arc::new(Fleet::new(db, heartbeats, public_url, last_session));
     let stop = CancellationToken::new();
 
+    let refusals = Arc::new(audit::Refusals::default());
     let housekeeping = tokio::spawn({
         let fleet = fleet.clone();
         let stop = stop.clone();
-        async move { fleet.housekeeping(stop).await }
+        let refusals = refusals.clone();
+        async move {
+            let retention = async {
+                if let Some(retention) = &audit {
+                    retention.run(&fleet.db, stop.clone()).await;
+                }
+            };
+            tokio::join!(
+                fleet.housekeeping(stop.clone()),
+                refusals.run(&fleet.db, stop.clone()),
+                retention
+            );
+        }
     });
 
     // Webhook servers are trusted through the system's roots, or this
@@ -254,6 +271,7 @@ pub async fn run(
         package_hosts: Arc::new(package_hosts),
         webhook_hosts: Arc::new(webhook_hosts),
         enrollment: enrollment.map(|(enrollment, _)| enrollment),
+        refusals,
     };
     let app = dashboard::router()
         .merge(api::router(api))

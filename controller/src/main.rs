@@ -171,6 +171,17 @@ struct ServeArgs {
     /// beside a SQLite database (required with PostgreSQL).
     #[arg(long, env = "FLOTILLA_PACKAGES")]
     packages: Option<PathBuf>,
+    /// Days the audit trail keeps its entries; older ones are exported to
+    /// a file in --audit-archive, then pruned, once a day. 0 keeps them
+    /// for ever.
+    #[arg(long, env = "FLOTILLA_AUDIT_RETENTION_DAYS", default_value_t = 400,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    audit_retention_days: u32,
+    /// Where audit entries past their retention are exported before they
+    /// are pruned; defaults to an `audit-archive` folder beside the
+    /// packages' folder.
+    #[arg(long, env = "FLOTILLA_AUDIT_ARCHIVE")]
+    audit_archive: Option<PathBuf>,
     /// Where agents connect (gRPC).
     #[arg(long, env = "FLOTILLA_GRPC_LISTEN", default_value = "0.0.0.0:7000")]
     grpc_listen: SocketAddr,
@@ -783,6 +794,15 @@ async fn serve(
         agent_certificate_lifetime: args.tls.agent_certificate_lifetime,
         agents_urls: args.agents_urls,
         publisher_keys: args.publisher_keys,
+        audit: (args.audit_retention_days > 0).then(|| flotilla_controller::audit::Retention {
+            days: args.audit_retention_days,
+            archive: args.audit_archive.clone().unwrap_or_else(|| {
+                packages_dir.parent().map_or_else(
+                    || PathBuf::from("audit-archive"),
+                    |p| p.join("audit-archive"),
+                )
+            }),
+        }),
         http_limits: flotilla_controller::serving::Limits {
             connections: args.http_connections as usize,
             per_source: args.http_connections_per_source as usize,

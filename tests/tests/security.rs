@@ -272,3 +272,33 @@ async fn slow_clients_are_cut_off_and_one_source_holds_few_connections() {
     let (status, _) = controller.get("/api/v1/servers").await;
     assert_eq!(status, 200);
 }
+
+/// Anonymous refusals do not flood the audit trail: twenty requests with
+/// 30 KB paths make one row at once (the first, its path cut short), the
+/// rest are counted into one row at the minute's end.
+#[tokio::test]
+async fn anonymous_refusals_are_counted_not_written_one_row_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let long = "x".repeat(30_000);
+    for _ in 0..20 {
+        let refused = anonymous()
+            .get(format!("{}/api/v1/servers/{long}", controller.http_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+    }
+    let (status, rows) = controller
+        .get("/api/v1/audit?actor=anonymous&action=servers")
+        .await;
+    assert_eq!(status, 200);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(
+        rows[0]["target"].as_str().unwrap().len() <= 300,
+        "{}",
+        rows[0]
+    );
+    assert_eq!(rows[0]["action"], "GET /api/v1/servers/{id}");
+}

@@ -1,6 +1,7 @@
 //! The audit trail over REST: read it with filters, or export it as JSON
-//! lines. It is written by the gate in [`crate::api::gate`]; nothing here, or
-//! anywhere, edits or deletes it.
+//! lines, streamed a page at a time. It is written by the gate in
+//! [`crate::api::gate`]; nothing here edits or deletes it (the retention in
+//! [`crate::audit`] prunes entries past their age, exported first).
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -110,14 +111,41 @@ pub async fn export(
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let mut entries = state.fleet.db.audit_trail(&query.filter(100_000)?).await?;
-    entries.reverse();
-    let mut lines = String::new();
-    for entry in entries {
-        let line = serde_json::to_string(&AuditEntry::from(entry))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        lines.push_str(&line);
-        lines.push('\n');
-    }
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
+    let filter = query.filter(100_000)?;
+    let db = state.fleet.db.clone();
+    let start = db.audit_export_start(&filter).await?;
+    // A page of entries at a time, however long the trail: (the entry
+    // after which the next page starts, how many are left to send).
+    let pages = futures_util::stream::try_unfold(
+        (db, filter, Some(start), 0i64),
+        |(db, filter, after, sent)| async move {
+            let Some(after) = after.filter(|_| sent < filter.limit) else {
+                return Ok(None);
+            };
+            let page = EXPORT_PAGE.min(filter.limit - sent);
+            let entries = db.audit_after(&filter, after, page).await?;
+            let next = entries.last().map(|e| e.seq);
+            let count = entries.len() as i64;
+            let mut lines = String::new();
+            for entry in entries {
+                let line = serde_json::to_string(&AuditEntry::from(entry))
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                lines.push_str(&line);
+                lines.push('\n');
+            }
+            let next = next.filter(|_| count == page);
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Some((
+                lines,
+                (db, filter, next, sent + count),
+            )))
+        },
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response())
 }
+
+/// Entries read from the database at a time for an export.
+const EXPORT_PAGE: i64 = 1000;

@@ -62,12 +62,14 @@ pub async fn gate(
             .map(|a| a.0.clone())
             .or(caller.map(|c| c.name))
             .unwrap_or_else(|| "anonymous".to_owned());
+        // Anonymous refusals are counted, not written one row each.
+        let counted = actor == "anonymous" && response.status().is_client_error();
         let entry = AuditRecord {
             seq: 0,
             at: Utc::now(),
             actor,
             action: format!("{method} {path}"),
-            target,
+            target: target.chars().take(crate::audit::TARGET_KEPT).collect(),
             outcome: i64::from(response.status().as_u16()),
             source,
             detail: response
@@ -75,7 +77,13 @@ pub async fn gate(
                 .get::<AuditDetail>()
                 .map(|d| d.0.clone()),
         };
-        if let Err(e) = state.fleet.db.audit(&entry).await {
+        let entry = match counted {
+            true => state.refusals.note(entry),
+            false => Some(entry),
+        };
+        if let Some(entry) = entry
+            && let Err(e) = state.fleet.db.audit(&entry).await
+        {
             tracing::error!("cannot append to the audit trail: {e}");
         }
     }

@@ -57,6 +57,8 @@ pub struct ApiState {
     pub webhook_hosts: Arc<Vec<String>>,
     /// Agents' enrollment and certificates; `None` in plain text.
     pub enrollment: Option<Arc<crate::enrollment::Enrollment>>,
+    /// Anonymous refusals, counted for the audit trail.
+    pub refusals: Arc<crate::audit::Refusals>,
 }
 
 /// Every refusal is JSON ([`ErrorBody`]), including those axum's extractors

@@ -38,6 +38,7 @@ pub mod releases;
 pub mod rollouts;
 pub mod serving;
 pub mod states;
+pub mod throttle;
 pub mod tls;
 
 use std::future::Future;
@@ -272,6 +273,7 @@ pub async fn run(
         webhook_hosts: Arc::new(webhook_hosts),
         enrollment: enrollment.map(|(enrollment, _)| enrollment),
         refusals,
+        throttle: Arc::default(),
     };
     let app = dashboard::router()
         .merge(api::router(api))

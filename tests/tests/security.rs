@@ -302,3 +302,75 @@ async fn anonymous_refusals_are_counted_not_written_one_row_each() {
     );
     assert_eq!(rows[0]["action"], "GET /api/v1/servers/{id}");
 }
+
+/// A client of the dashboard from the loopback address `from`, standing
+/// for a source of its own.
+fn client_from(from: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(flotilla_tests::tls::ca().pem.as_bytes())
+                .unwrap(),
+        )
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap()
+}
+
+/// Failed sign-ins hold an account back, twice as long each time past the
+/// first few, whatever the source; the right password waits too, then
+/// works. An unknown name takes as long to refuse as a known one.
+#[tokio::test]
+async fn sign_ins_are_throttled_and_an_unknown_name_is_refused_as_slowly() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let password = controller.admin_password.clone().unwrap();
+    let sign_in = async |client: &reqwest::Client, name: &str, password: &str| {
+        let started = std::time::Instant::now();
+        let response = client
+            .post(format!("{}/api/v1/session", controller.http_url))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (response.status().as_u16(), retry, started.elapsed())
+    };
+
+    // The time a refusal takes, known and unknown names alike.
+    let timing = client_from([127, 0, 0, 5]);
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for n in 0..3 {
+        let (status, _, took) = sign_in(&timing, "admin", "not the password").await;
+        assert_eq!(status, 401);
+        known.push(took);
+        let (status, _, took) = sign_in(&timing, &format!("nobody-{n}"), "x").await;
+        assert_eq!(status, 401);
+        unknown.push(took);
+    }
+    known.sort();
+    unknown.sort();
+    assert!(
+        unknown[1] * 3 >= known[1],
+        "an unknown name is refused in {:?}, a known one in {:?}: the name can be told apart",
+        unknown[1],
+        known[1]
+    );
+
+    // The fourth failure holds the account back, from any source.
+    let (status, _, _) = sign_in(&client_from([127, 0, 0, 6]), "admin", "wrong again").await;
+    assert_eq!(status, 401);
+    let (status, retry, _) = sign_in(&client_from([127, 0, 0, 7]), "admin", &password).await;
+    assert_eq!(status, 429, "the right password waits too");
+    let retry: u64 = retry.unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
+    let (status, _, _) = sign_in(&client_from([127, 0, 0, 7]), "admin", &password).await;
+    assert_eq!(status, 200, "after the wait, the right password works");
+    // Another account was never held back.
+    let (status, _, _) = sign_in(&client_from([127, 0, 0, 8]), "someone", "x").await;
+    assert_eq!(status, 401);
+}

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub enrollment: Option<Arc<crate::enrollment::Enrollment>>,
     /// Anonymous refusals, counted for the audit trail.
     pub refusals: Arc<crate::audit::Refusals>,
+    /// Failed sign-ins, per account and per source.
+    pub throttle: Arc<crate::throttle::Throttle>,
 }
 
 /// Every refusal is JSON ([`ErrorBody`]), including those axum's extractors

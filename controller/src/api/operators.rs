@@ -39,19 +39,54 @@ pub struct SessionInfo {
         (status = OK, description = "Signed in; the cookie is set", body = SessionInfo),
         (status = BAD_REQUEST, description = "Not a sign-in", body = ErrorBody),
         (status = UNAUTHORIZED, description = "Wrong name or password", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "Too many failed sign-ins for this account or from this address; `Retry-After` says when to try again", body = ErrorBody),
     ))]
 pub async fn sign_in(
     State(state): State<ApiState>,
+    source: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Result<Json<SignIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(sign_in) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let source = source.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
     let db = &state.fleet.db;
+    // Held back after too many failures, for this account or from this
+    // address: refused before the password is even looked at.
+    let now = std::time::Instant::now();
+    if let Some(wait) = state.throttle.wait(&sign_in.name, source, now) {
+        let seconds = wait.as_secs().max(1);
+        tracing::warn!(account = %sign_in.name.chars().take(100).collect::<String>(), %source, "sign-in held back after too many failures");
+        let mut refusal = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sign_ins",
+            format!(
+                "too many failed sign-ins for this account or from this address: try again in {seconds} s"
+            ),
+        );
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            refusal.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(refusal);
+    }
     let account = db.account(&sign_in.name).await?;
-    let valid = account
-        .as_ref()
-        .filter(|a| password_matches(&sign_in.password, &a.password_hash));
+    // The password is checked off the async threads, and an unknown name
+    // against a hash of its own, so that both take the same time.
+    let (password, hash) = (
+        sign_in.password.clone(),
+        account.as_ref().map(|a| a.password_hash.clone()),
+    );
+    let matches = tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => password_matches(&password, &hash),
+        None => {
+            let _ = password_matches(&password, unknown_account_hash());
+            false
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let valid = account.filter(|_| matches);
     let tried = AuditActor(sign_in.name.chars().take(100).collect());
     let Some(account) = valid else {
+        state.throttle.failed(&sign_in.name, source, now);
         tracing::warn!(account = %tried.0, "sign-in refused: wrong name or password");
         let mut refusal = refuse(
             StatusCode::UNAUTHORIZED,
@@ -61,6 +96,7 @@ pub async fn sign_in(
         refusal.extensions_mut().insert(tried);
         return Ok(refusal);
     };
+    state.throttle.succeeded(&sign_in.name);
     let (cookie, csrf) = (random_secret(), random_secret());
     let now = Utc::now();
     db.create_session(
@@ -88,6 +124,13 @@ pub async fn sign_in(
     }
     response.extensions_mut().insert(tried);
     Ok(response)
+}
+
+/// The hash an unknown account's password is checked against: made once,
+/// of a password nobody knows, with the same parameters as every other.
+fn unknown_account_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&random_secret()).unwrap_or_default())
 }
 
 /// Who is asking, with the session's CSRF token.

@@ -80,6 +80,9 @@ pub struct Caller {
     /// The account's or the token's name; what logs and the audit record.
     pub name: String,
     pub role: Role,
+    /// A signed-in account whose password someone else set: it may only
+    /// change it (and see who it is, and sign out).
+    pub must_change_password: bool,
 }
 
 /// The lowercase hex sha256 of a secret, as stored.
@@ -207,15 +210,22 @@ impl Access {
 }
 
 /// Creates the first admin account when there is none: returns its
-/// password, to be shown once.
-pub async fn first_admin(db: &Database) -> anyhow::Result<Option<String>> {
+/// password, to be handed over once; `must_change` when it must be changed
+/// at the first sign-in.
+pub async fn first_admin(db: &Database, must_change: bool) -> anyhow::Result<Option<String>> {
     if db.account_count().await? > 0 {
         return Ok(None);
     }
     let password = random_secret()[..24].to_owned();
     let hash = hash_password(&password).map_err(anyhow::Error::msg)?;
-    db.create_account("admin", Role::Admin.as_str(), &hash, Utc::now())
-        .await?;
+    db.create_account(
+        "admin",
+        Role::Admin.as_str(),
+        &hash,
+        must_change,
+        Utc::now(),
+    )
+    .await?;
     Ok(Some(password))
 }
 

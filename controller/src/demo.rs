@@ -135,7 +135,9 @@ pub async fn run(
     };
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
     let fingerprint = identity.ca_fingerprint.clone();
-    let password = crate::auth::first_admin(&db).await?.unwrap_or_default();
+    let password = crate::auth::first_admin(&db, false)
+        .await?
+        .unwrap_or_default();
     // The demo publishes its release with a token of its own.
     let token = crate::auth::random_secret();
     crate::auth::register_admin_token(&db, "demo", &token).await?;
@@ -153,6 +155,7 @@ pub async fn run(
         agents_urls: Vec::new(),
         publisher_keys: Vec::new(),
         audit: None,
+        initial_password: None,
         http_limits: crate::serving::Limits::default(),
     };
     let serves = crate::Controller {

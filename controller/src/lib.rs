@@ -85,6 +85,8 @@ pub struct Settings {
     pub publisher_keys: Vec<String>,
     /// How long the audit trail keeps its entries; `None`: for ever.
     pub audit: Option<audit::Retention>,
+    /// The file holding the first admin's password until it is changed.
+    pub initial_password: Option<std::path::PathBuf>,
     /// The caps on the dashboard's connections.
     pub http_limits: serving::Limits,
 }
@@ -177,6 +179,7 @@ pub async fn run(
         agents_urls,
         publisher_keys,
         audit,
+        initial_password,
         http_limits,
     } = settings;
     starting(&db, tls.is_some()).await?;
@@ -274,6 +277,7 @@ pub async fn run(
         enrollment: enrollment.map(|(enrollment, _)| enrollment),
         refusals,
         throttle: Arc::default(),
+        initial_password: initial_password.map(Arc::new),
     };
     let app = dashboard::router()
         .merge(api::router(api))

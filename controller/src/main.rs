@@ -592,9 +592,9 @@ SystemCallArchitectures=native
 }
 
 /// Under the Windows service control manager: logs in a `logs` folder
-/// beside the database, RUNNING once it listens, stopped cleanly on a stop. (Its first start's admin password is printed
-/// to a console only: start it once with `serve` in a console, or give
-/// --admin-token-file.)
+/// beside the database, RUNNING once it listens, stopped cleanly on a stop.
+/// (Its first start's admin password is in the file it names, beside the
+/// packages' folder, readable by its account only.)
 #[cfg(windows)]
 fn run_as_service(args: ServeArgs) -> anyhow::Result<()> {
     service::windows::run(SERVICE_NAME, move |scm| {
@@ -748,6 +748,11 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {} for the dashboard", args.http_listen))?;
     let (tls, agent_ca) = args.tls.identity(&location)?.unzip();
+    // The first admin's password, beside the packages' folder.
+    let initial_password = packages_dir.parent().map_or_else(
+        || PathBuf::from("initial-admin-password"),
+        |p| p.join("initial-admin-password"),
+    );
     match &args.admin_token_file {
         // Automation holds the admin's credential: no password is made, so
         // none is printed (under systemd stdout is the journal); accounts
@@ -760,9 +765,17 @@ async fn serve(
                 .with_context(|| format!("--admin-token-file {}", file.display()))?;
         }
         None => {
-            if let Some(password) = flotilla_controller::auth::first_admin(&db).await? {
+            if let Some(password) = flotilla_controller::auth::first_admin(&db, true).await? {
+                // Never printed: under systemd, stdout is the journal.
+                flotilla_proto::tls::write_pem_file(
+                    &initial_password,
+                    &format!("{password}\n"),
+                    true,
+                )
+                .with_context(|| format!("cannot write {}", initial_password.display()))?;
                 println!(
-                    "flotilla-controller first start: account \"admin\", password {password} (shown this once: keep it, then make each operator an account)"
+                    "flotilla-controller first start: account \"admin\", its password in {} (readable by this account only; it must be changed at the first sign-in, and the file is removed then)",
+                    initial_password.display()
                 );
             }
         }
@@ -794,6 +807,7 @@ async fn serve(
         agent_certificate_lifetime: args.tls.agent_certificate_lifetime,
         agents_urls: args.agents_urls,
         publisher_keys: args.publisher_keys,
+        initial_password: Some(initial_password),
         audit: (args.audit_retention_days > 0).then(|| flotilla_controller::audit::Retention {
             days: args.audit_retention_days,
             archive: args.audit_archive.clone().unwrap_or_else(|| {

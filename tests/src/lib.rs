@@ -225,7 +225,9 @@ impl Controller {
     }
 
     /// Starts a controller as a person does, with no admin token: at its
-    /// first start it prints the admin's password ([`Controller::admin_password`]).
+    /// first start it names the file holding the admin's password, read
+    /// into [`Controller::admin_password`] (to be changed at the first
+    /// sign-in).
     pub async fn start_as_a_person(dir: &Path, grpc: &str, http: &str) -> Controller {
         let program = binary("flotilla-controller");
         let heartbeats = (HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS);
@@ -240,7 +242,7 @@ impl Controller {
         let response = self
             .http
             .post(format!("{}/api/v1/accounts", self.http_url))
-            .json(&serde_json::json!({"name": "admin", "role": "admin", "password": password}))
+            .json(&serde_json::json!({"name": "admin", "role": "admin", "password": password, "must_change_password": false}))
             .send()
             .await
             .ok()?;
@@ -332,8 +334,16 @@ impl Controller {
                 .find_map(|line| line.strip_prefix(prefix).map(str::to_owned))
         };
         let ca_fingerprint = after("flotilla-controller CA fingerprint: ");
-        let admin_password = after("flotilla-controller first start: account \"admin\", password ")
-            .and_then(|rest| rest.split_whitespace().next().map(str::to_owned));
+        // The first admin's password, from the file the controller named.
+        let admin_password =
+            after("flotilla-controller first start: account \"admin\", its password in ")
+                .and_then(|rest| rest.split(" (").next().map(str::to_owned))
+                .map(|file| {
+                    std::fs::read_to_string(&file)
+                        .unwrap_or_else(|e| panic!("the admin's password file {file}: {e}"))
+                        .trim()
+                        .to_owned()
+                });
         Controller {
             child,
             grpc_url,

@@ -271,21 +271,92 @@ async fn with_an_admin_token_file_no_admin_password_is_made_or_printed() {
 }
 
 #[tokio::test]
-async fn the_first_admins_password_is_shown_once_and_keeps_working() {
+async fn the_first_admins_password_is_never_printed_and_must_be_changed_first() {
     let dir = tempfile::tempdir().unwrap();
     let mut controller =
         Controller::start_as_a_person(dir.path(), "127.0.0.1:0", "127.0.0.1:0").await;
-    let password = controller.admin_password.clone().unwrap();
-    assert!(password.len() >= 16, "{password}");
+    let first = controller.admin_password.clone().unwrap();
+    assert!(first.len() >= 16, "{first}");
+    // In a file only the controller's account reads, never on its output.
+    let file = dir.path().join("initial-admin-password");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert!(
+        !controller.printed.iter().any(|line| line.contains(&first)),
+        "{:?}",
+        controller.printed
+    );
     let (grpc, http) = (controller.grpc_addr(), controller.http_addr());
     controller.kill().await;
     let _ = controller.child.wait().await;
     let controller = Controller::start_as_a_person(dir.path(), &grpc, &http).await;
     assert!(
         controller.admin_password.is_none(),
-        "shown again at a restart"
+        "made again at a restart"
     );
-    let session = sign_in(&controller, &password).await;
+    let log = std::fs::read_to_string(&controller.log).unwrap();
+    assert!(!log.contains(&first), "the password is in the log");
+
+    // Signed in with it, nothing but changing it is allowed.
+    let session = sign_in(&controller, &first).await;
+    let signed_in = |request: reqwest::RequestBuilder| {
+        request
+            .header("cookie", &session.cookie)
+            .header("x-csrf-token", &session.csrf)
+    };
+    let url = |path: &str| format!("{}{path}", controller.http_url);
+    let (status, me) = {
+        let r = signed_in(anonymous().get(url("/api/v1/session")))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    assert_eq!(me["must_change_password"], true, "{me}");
+    let blocked = signed_in(anonymous().get(url("/api/v1/servers")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), 403);
+    let body: Value = blocked.json().await.unwrap();
+    assert_eq!(body["error"], "password_change_required", "{body}");
+    let change = async |current: &str, new: &str| {
+        signed_in(anonymous().put(url("/api/v1/session/password")))
+            .json(&json!({"current_password": current, "new_password": new}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(change("not it", "a new long password").await, 403);
+    assert_eq!(change(&first, "short").await, 400);
+    assert_eq!(change(&first, &first).await, 400, "the same password");
+    assert!(file.exists(), "kept until it is changed");
+    let password = "the admin's own password";
+    assert_eq!(change(&first, password).await, 204);
+    assert!(
+        !file.exists(),
+        "the file is removed once the password is changed"
+    );
+    // The same session goes on; the old password no longer works.
+    let read = signed_in(anonymous().get(url("/api/v1/servers")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let old = anonymous()
+        .post(url("/api/v1/session"))
+        .json(&json!({"name": "admin", "password": first}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401);
+    let session = sign_in(&controller, password).await;
 
     // An admin makes an operator's account; it signs in with its role.
     let create = async |password: &str| {
@@ -293,7 +364,7 @@ async fn the_first_admins_password_is_shown_once_and_keeps_working() {
             .post(format!("{}/api/v1/accounts", controller.http_url))
             .header("cookie", &session.cookie)
             .header("x-csrf-token", &session.csrf)
-            .json(&json!({"name": "olivia", "role": "operator", "password": password}))
+            .json(&json!({"name": "olivia", "role": "operator", "password": password, "must_change_password": false}))
             .send()
             .await
             .unwrap()

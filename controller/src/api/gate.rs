@@ -161,6 +161,13 @@ pub struct AuditDetail(pub String);
 #[derive(Debug, Clone)]
 pub struct AuditActor(pub String);
 
+/// What a session whose password must be changed may still do.
+const WHILE_CHANGING: [(&str, &str); 3] = [
+    ("GET", "/api/v1/session"),
+    ("DELETE", "/api/v1/session"),
+    ("PUT", "/api/v1/session/password"),
+];
+
 /// Who sent the request, from its head: `Ok(None)` when no credentials
 /// came; a refusal when credentials came and are not valid.
 async fn identify(
@@ -186,6 +193,7 @@ async fn identify(
         Some(server) => Ok(Some(Caller {
             name: format!("agent {server}"),
             role: Role::Viewer,
+            must_change_password: false,
         })),
         None => authenticate(&state.fleet.db, headers, method).await,
     }
@@ -231,6 +239,21 @@ async fn admit(
     };
     match (need, caller) {
         (Need::Role(_), None) => (None, unauthorized()),
+        // A password someone else set: changed before anything else.
+        (Need::Role(_), Some(caller))
+            if caller.must_change_password
+                && !WHILE_CHANGING.contains(&(method.as_str(), path)) =>
+        {
+            let refusal = refuse(
+                StatusCode::FORBIDDEN,
+                "password_change_required",
+                format!(
+                    "{} must change its password first (PUT /api/v1/session/password): it was set by someone else",
+                    caller.name
+                ),
+            );
+            (Some(caller), refusal)
+        }
         (Need::Role(role), Some(caller)) if !caller.role.grants(role) => {
             let refusal = refuse(
                 StatusCode::FORBIDDEN,
@@ -281,7 +304,11 @@ async fn authenticate(
             .await
             .map_err(lookup_failed)?;
         return match bearer.and_then(|b| Role::parse(&b.role).map(|role| (b.name, role))) {
-            Some((name, role)) => Ok(Some(Caller { name, role })),
+            Some((name, role)) => Ok(Some(Caller {
+                name,
+                role,
+                must_change_password: false,
+            })),
             None => {
                 tracing::warn!("refused an unknown, expired or revoked API token");
                 Err(unauthorized())
@@ -313,6 +340,7 @@ async fn authenticate(
         Some(role) => Ok(Some(Caller {
             name: bearer.name,
             role,
+            must_change_password: bearer.must_change_password,
         })),
         None => Err(unauthorized()),
     }

@@ -13,6 +13,7 @@
 //! Nothing outside this folder depends on it: errors of the domain modules
 //! become [`ApiError`] here, through `From`.
 
+pub mod accounts;
 pub mod audit;
 pub mod databases;
 pub mod doctor;
@@ -61,6 +62,9 @@ pub struct ApiState {
     pub refusals: Arc<crate::audit::Refusals>,
     /// Failed sign-ins, per account and per source.
     pub throttle: Arc<crate::throttle::Throttle>,
+    /// The file holding the first admin's password, removed once it is
+    /// changed.
+    pub initial_password: Option<Arc<std::path::PathBuf>>,
 }
 
 /// Every refusal is JSON ([`ErrorBody`]), including those axum's extractors
@@ -147,6 +151,9 @@ pub fn router(state: ApiState) -> axum::Router {
             operators::sign_out
         ))
         .routes(routes!(operators::list_accounts, operators::create_account))
+        .routes(routes!(accounts::change_account, accounts::delete_account))
+        .routes(routes!(accounts::reset_password))
+        .routes(routes!(accounts::change_own_password))
         .routes(routes!(operators::list_tokens, operators::create_token))
         .routes(routes!(operators::revoke_token))
         .routes(routes!(enrollment::create, enrollment::list))
@@ -186,6 +193,8 @@ pub enum ApiError {
     BadRequest(String),
     /// The request is valid but the fleet's state refuses it now.
     Conflict(String),
+    /// The caller may not do this (a wrong current password).
+    Forbidden(String),
     /// An agent did not answer in time.
     Timeout(String),
     /// The database behind an agent could not be read or changed.
@@ -242,6 +251,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message),
             ApiError::Timeout(message) => (StatusCode::GATEWAY_TIMEOUT, "agent_timeout", message),
             ApiError::Database(message) => (StatusCode::BAD_GATEWAY, "database", message),
             ApiError::Internal(cause) => {

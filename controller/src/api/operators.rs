@@ -30,7 +30,13 @@ pub struct SessionInfo {
     pub role: Role,
     /// The session's CSRF token; absent for an API token.
     pub csrf: Option<String>,
+    /// The password was set by someone else: nothing but changing it
+    /// (`PUT /api/v1/session/password`) is allowed until it is.
+    pub must_change_password: bool,
 }
+
+/// The shortest password accepted.
+pub const MIN_PASSWORD: usize = 12;
 
 /// Sign in with an account: sets the session cookie.
 #[utoipa::path(post, path = "/api/v1/session", tag = "operators", request_body = SignIn,
@@ -85,6 +91,20 @@ pub async fn sign_in(
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let valid = account.filter(|_| matches);
     let tried = AuditActor(sign_in.name.chars().take(100).collect());
+    if let Some(disabled) = valid.as_ref().and_then(|a| a.disabled_at) {
+        // Only someone who knows the password learns that it is disabled.
+        tracing::warn!(account = %tried.0, "sign-in refused: the account is disabled");
+        let mut refusal = refuse(
+            StatusCode::FORBIDDEN,
+            "account_disabled",
+            format!(
+                "this account was disabled on {}: an admin can enable it",
+                disabled.to_rfc3339()
+            ),
+        );
+        refusal.extensions_mut().insert(tried);
+        return Ok(refusal);
+    }
     let Some(account) = valid else {
         state.throttle.failed(&sign_in.name, source, now);
         tracing::warn!(account = %tried.0, "sign-in refused: wrong name or password");
@@ -117,6 +137,7 @@ pub async fn sign_in(
         name: account.name.clone(),
         role: Role::parse(&account.role).unwrap_or(Role::Viewer),
         csrf: Some(csrf),
+        must_change_password: account.must_change_password,
     })
     .into_response();
     if let Ok(value) = HeaderValue::from_str(&set_cookie) {
@@ -155,6 +176,7 @@ pub async fn whoami(
         name: caller.name,
         role: caller.role,
         csrf,
+        must_change_password: caller.must_change_password,
     }))
 }
 
@@ -183,6 +205,23 @@ pub struct Account {
     pub name: String,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// When an admin disabled it; absent while it may sign in.
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Its password was set by someone else and must be changed at its
+    /// next sign-in.
+    pub must_change_password: bool,
+}
+
+impl From<crate::db::AccountRecord> for Account {
+    fn from(a: crate::db::AccountRecord) -> Self {
+        Account {
+            role: Role::parse(&a.role).unwrap_or(Role::Viewer),
+            name: a.name,
+            created_at: a.created_at,
+            disabled_at: a.disabled_at,
+            must_change_password: a.must_change_password,
+        }
+    }
 }
 
 /// A new account.
@@ -195,6 +234,9 @@ pub struct NewAccount {
     /// At least 12 characters.
     #[schema(min_length = 12)]
     pub password: String,
+    /// Whether it must be changed at the first sign-in (by default, yes:
+    /// the admin who sets it knows it).
+    pub must_change_password: Option<bool>,
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
@@ -213,11 +255,7 @@ pub async fn list_accounts(State(state): State<ApiState>) -> Result<Json<Vec<Acc
             .accounts()
             .await?
             .into_iter()
-            .map(|a| Account {
-                role: Role::parse(&a.role).unwrap_or(Role::Viewer),
-                name: a.name,
-                created_at: a.created_at,
-            })
+            .map(Account::from)
             .collect(),
     ))
 }
@@ -237,17 +275,22 @@ pub async fn create_account(
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
     let Json(new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     valid_name(&new.name)?;
-    if new.password.chars().count() < 12 {
-        return Err(ApiError::BadRequest(
-            "password: at least 12 characters".to_owned(),
-        ));
+    if new.password.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::BadRequest(format!(
+            "password: at least {MIN_PASSWORD} characters"
+        )));
     }
-    let hash = hash_password(&new.password).map_err(ApiError::Internal)?;
+    let password = new.password.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
     let now = Utc::now();
+    let must_change = new.must_change_password.unwrap_or(true);
     if !state
         .fleet
         .db
-        .create_account(&new.name, new.role.as_str(), &hash, now)
+        .create_account(&new.name, new.role.as_str(), &hash, must_change, now)
         .await?
     {
         return Err(ApiError::Conflict(format!(
@@ -262,6 +305,8 @@ pub async fn create_account(
             name: new.name,
             role: new.role,
             created_at: now,
+            disabled_at: None,
+            must_change_password: must_change,
         }),
     ))
 }

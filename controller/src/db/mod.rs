@@ -80,7 +80,7 @@ pub use cluster::{
 pub use enrollments::{CertificateRecord, EnrollmentRecord, Revocations, TokenRefusal};
 pub use fleet_pages::{Cursor, FleetCounts, ServerFilter, ServerState, VersionCount};
 pub use installs::{InstallEventRecord, InstallRecord};
-pub use operators::{AccountRecord, Bearer, TokenRecord};
+pub use operators::{AccountChange, AccountRecord, AccountRefusal, Bearer, TokenRecord};
 pub use releases::{PackageRecord, PublishConflict, ReleaseRecord, Withdrawal};
 pub use rollouts::{
     CommandInstall, Estimate, RolloutChanges, RolloutLogRecord, RolloutRecord, RolloutRows,

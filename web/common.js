@@ -66,6 +66,12 @@ async function session() {
       throw new Error("not signed in");
     }
     sessionInfo = await response.json();
+    // A password someone else set is changed before anything else.
+    if (sessionInfo.must_change_password && location.pathname !== "/login") {
+      const next = encodeURIComponent(location.pathname + location.search);
+      location.href = `/login?change=1&next=${next}`;
+      throw new Error("the password must be changed first");
+    }
   }
   return sessionInfo;
 }

@@ -9,9 +9,47 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 use crate::db::{AuditRecord, Database};
+
+/// One recorded action.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    /// The account or token; `anonymous` when none was given.
+    pub actor: String,
+    /// The operation: method and path template (`POST /api/v1/rollouts/{id}/pause`).
+    pub action: String,
+    /// The path as called.
+    pub target: String,
+    /// The HTTP status answered.
+    pub outcome: i64,
+    /// The caller's address (`rollout engine` for what a rollout did as
+    /// someone decided).
+    pub source: String,
+    /// What the action did beyond its target: what a database restore
+    /// discarded.
+    pub detail: Option<String>,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(r: AuditRecord) -> Self {
+        AuditEntry {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            source: r.source,
+            detail: r.detail,
+        }
+    }
+}
 
 /// Anonymous refusals written at once each minute, in all: the first of
 /// each source and operation; past this, they are only counted.
@@ -197,7 +235,7 @@ impl Retention {
             let Some(last) = page.last() else { break };
             after = last.seq;
             for entry in page {
-                let line = serde_json::to_string(&crate::api::audit::AuditEntry::from(entry))?;
+                let line = serde_json::to_string(&AuditEntry::from(entry))?;
                 writeln!(out, "{line}")?;
                 entries += 1;
             }

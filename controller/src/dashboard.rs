@@ -16,11 +16,12 @@ const STYLE: &str = include_str!("../../web/style.css");
 const COMMON_SCRIPT: &str = include_str!("../../web/common.js");
 
 /// The navigation, in order: path and label.
-const NAV: [(&str, &str); 5] = [
+const NAV: [(&str, &str); 6] = [
     ("/", "Fleet"),
     ("/releases", "Releases"),
     ("/rollouts", "Rollouts"),
     ("/agents", "Agents"),
+    ("/users", "Users"),
     ("/audit", "Audit"),
 ];
 
@@ -41,7 +42,7 @@ struct Page {
     script: (&'static str, &'static str),
 }
 
-const PAGES: [Page; 7] = [
+const PAGES: [Page; 8] = [
     Page {
         path: "/",
         title: "Fleet",
@@ -95,6 +96,15 @@ const PAGES: [Page; 7] = [
         nav: true,
         main: include_str!("../../web/agents.html"),
         script: ("agents.js", include_str!("../../web/agents.js")),
+    },
+    Page {
+        path: "/users",
+        title: "Users",
+        brand: "users",
+        live: false,
+        nav: true,
+        main: include_str!("../../web/users.html"),
+        script: ("users.js", include_str!("../../web/users.js")),
     },
     Page {
         path: "/audit",

@@ -259,3 +259,284 @@ async fn an_account_is_re_roled_disabled_reset_and_deleted_and_what_it_held_is_r
         .await;
     assert_eq!(own[0]["outcome"], 204, "{own}");
 }
+
+/// Evaluates `script` in the page until it returns `true`.
+async fn until_true(browser: &flotilla_tests::browser::Browser, what: &str, script: &str) {
+    flotilla_tests::wait_until(what, async || match browser.eval(script).await {
+        Value::Bool(true) => Ok(()),
+        other => Err(other.to_string()),
+    })
+    .await;
+}
+
+/// Presses the two-click button `selector` twice: the first press makes
+/// it ask, the second does it (both on the same button, so that a table
+/// reloaded meanwhile cannot take the second).
+async fn press_twice(browser: &flotilla_tests::browser::Browser, selector: &str) {
+    until_true(
+        browser,
+        "the button asking, then done",
+        &format!(
+            "const b = document.querySelector('{selector}'); if (!b) return false; \
+             b.click(); const asked = b.dataset.confirm === 'yes' && b.textContent !== ''; \
+             b.click(); return asked && b.disabled;"
+        ),
+    )
+    .await;
+}
+
+/// The account `name` as the API reads it.
+async fn account(controller: &Controller, name: &str) -> Option<Value> {
+    let (_, accounts) = controller.get("/api/v1/accounts").await;
+    accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .cloned()
+}
+
+#[tokio::test]
+async fn the_users_page_makes_changes_disables_resets_and_deletes_accounts_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let browser = flotilla_tests::browser::Browser::start().await;
+    browser.sign_in(&controller).await;
+    browser
+        .goto(&format!("{}/users", controller.http_url))
+        .await;
+    until_true(
+        &browser,
+        "the accounts",
+        "return !!document.querySelector('[data-account=\"admin\"]')",
+    )
+    .await;
+
+    // A new account, from the form.
+    browser
+        .eval(
+            "document.getElementById('account-name').value = 'olivia'; \
+             document.getElementById('account-role').value = 'operator'; \
+             document.getElementById('account-password').value = 'olivia first password'; \
+             document.getElementById('new-account').requestSubmit(); return true;",
+        )
+        .await;
+    until_true(
+        &browser,
+        "olivia's row",
+        "return !!document.querySelector('[data-account=\"olivia\"]')",
+    )
+    .await;
+    let olivia = account(&controller, "olivia").await.unwrap();
+    assert_eq!(olivia["role"], "operator");
+    assert_eq!(olivia["must_change_password"], true, "checked by default");
+
+    // Her role, from its menu.
+    browser
+        .eval(
+            "const s = document.querySelector('[data-role=\"olivia\"]'); s.value = 'viewer'; \
+             s.dispatchEvent(new Event('change')); return true;",
+        )
+        .await;
+    flotilla_tests::wait_until("olivia a viewer", async || {
+        let olivia = account(&controller, "olivia").await.unwrap();
+        (olivia["role"] == "viewer")
+            .then_some(())
+            .ok_or(olivia.to_string())
+    })
+    .await;
+
+    // Disabled, then enabled, with its button.
+    for disabled in [true, false] {
+        browser
+            .eval("document.querySelector('[data-toggle=\"olivia\"]').click(); return true;")
+            .await;
+        flotilla_tests::wait_until("olivia's state", async || {
+            let olivia = account(&controller, "olivia").await.unwrap();
+            (olivia["disabled_at"].is_string() == disabled)
+                .then_some(())
+                .ok_or(olivia.to_string())
+        })
+        .await;
+        until_true(
+            &browser,
+            "the button says what it does next",
+            &format!(
+                "return document.querySelector('[data-toggle=\"olivia\"]').textContent === '{}'",
+                if disabled { "Enable" } else { "Disable" }
+            ),
+        )
+        .await;
+    }
+
+    // Her password, reset: the new one signs in, and must be changed.
+    browser
+        .eval(
+            "document.querySelector('[data-password=\"olivia\"]').value = 'a password reset by admin'; \
+             document.querySelector('[data-reset=\"olivia\"]').click(); return true;",
+        )
+        .await;
+    flotilla_tests::wait_until("the reset password", async || {
+        let signed = anonymous()
+            .post(format!("{}/api/v1/session", controller.http_url))
+            .json(&json!({"name": "olivia", "password": "a password reset by admin"}))
+            .send()
+            .await
+            .unwrap();
+        match signed.status().as_u16() {
+            200 => Ok(()),
+            status => Err(status.to_string()),
+        }
+    })
+    .await;
+
+    // An API token, shown once; then revoked with two clicks.
+    browser
+        .eval(
+            "document.getElementById('token-name').value = 'pipeline'; \
+             document.getElementById('new-token').requestSubmit(); return true;",
+        )
+        .await;
+    until_true(
+        &browser,
+        "the token's secret",
+        "return document.getElementById('token-secret').textContent.length === 64",
+    )
+    .await;
+    let secret = browser
+        .eval("return document.getElementById('token-secret').textContent")
+        .await;
+    let with_token = async || {
+        anonymous()
+            .get(format!("{}/api/v1/servers", controller.http_url))
+            .bearer_auth(secret.as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(with_token().await, 200);
+    until_true(
+        &browser,
+        "the token's row",
+        "return !!document.querySelector('[data-revoke=\"pipeline\"]')",
+    )
+    .await;
+    press_twice(&browser, "[data-revoke=\"pipeline\"]").await;
+    flotilla_tests::wait_until("the token revoked", async || match with_token().await {
+        401 => Ok(()),
+        status => Err(status.to_string()),
+    })
+    .await;
+
+    // Deleted, with two clicks.
+    press_twice(&browser, "[data-delete=\"olivia\"]").await;
+    flotilla_tests::wait_until("olivia deleted", async || {
+        match account(&controller, "olivia").await {
+            None => Ok(()),
+            Some(olivia) => Err(olivia.to_string()),
+        }
+    })
+    .await;
+    until_true(
+        &browser,
+        "her row gone",
+        "return !document.querySelector('[data-account=\"olivia\"]')",
+    )
+    .await;
+
+    // The admin's own password, from its form.
+    let current = controller.admin_password.clone().unwrap();
+    browser
+        .eval(&format!(
+            "document.getElementById('current-password').value = {current:?}; \
+             document.getElementById('new-password').value = 'the admin chose this one'; \
+             document.getElementById('my-password').requestSubmit(); return true;"
+        ))
+        .await;
+    until_true(
+        &browser,
+        "the change confirmed",
+        "return !document.getElementById('password-changed').hidden",
+    )
+    .await;
+    sign_in(&controller, "admin", "the admin chose this one").await;
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn a_password_someone_else_set_is_changed_at_sign_in_before_any_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    let created = flotilla_tests::http()
+        .post(format!("{}/api/v1/accounts", controller.http_url))
+        .json(&json!({"name": "olivia", "role": "operator", "password": "set by the admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let browser = flotilla_tests::browser::Browser::start().await;
+    browser
+        .goto(&format!("{}/login?next=%2Frollouts", controller.http_url))
+        .await;
+    browser
+        .eval(
+            "document.getElementById('name').value = 'olivia'; \
+             document.getElementById('password').value = 'set by the admin'; \
+             document.getElementById('sign-in').requestSubmit(); return true;",
+        )
+        .await;
+    // The sign-in page itself asks for a new password, before any page.
+    until_true(
+        &browser,
+        "the change form on the sign-in page",
+        "return location.search === '?next=%2Frollouts' && !document.getElementById('change').hidden \
+         && document.getElementById('change-current').value === 'set by the admin'",
+    )
+    .await;
+    // Another page first: it sends her back here.
+    browser
+        .goto(&format!("{}/releases", controller.http_url))
+        .await;
+    until_true(
+        &browser,
+        "sent back to change it",
+        "return location.pathname === '/login' && !document.getElementById('change').hidden",
+    )
+    .await;
+    browser
+        .eval(
+            "document.getElementById('change-current').value = 'set by the admin'; \
+             document.getElementById('change-new').value = 'olivia chose this'; \
+             document.getElementById('change-again').value = 'olivia typed this'; \
+             document.getElementById('change').requestSubmit(); return true;",
+        )
+        .await;
+    until_true(
+        &browser,
+        "the two new passwords differ",
+        "return document.getElementById('change-problem').textContent.includes('differ')",
+    )
+    .await;
+    browser
+        .eval(
+            "document.getElementById('change-again').value = 'olivia chose this'; \
+             document.getElementById('change').requestSubmit(); return true;",
+        )
+        .await;
+    flotilla_tests::wait_until("the page she asked for", async || {
+        let at = browser
+            .eval("return location.pathname + ' ' + document.getElementById('change-problem')?.textContent")
+            .await;
+        match at.as_str() {
+            Some(at) if at.starts_with("/releases") => Ok(()),
+            _ => Err(at.to_string()),
+        }
+    })
+    .await;
+    let olivia = account(&controller, "olivia").await.unwrap();
+    assert_eq!(olivia["must_change_password"], false, "{olivia}");
+    sign_in(&controller, "olivia", "olivia chose this").await;
+    browser.quit().await;
+}

@@ -8,47 +8,13 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{ApiError, ApiState, ErrorBody};
-use crate::db::{AuditFilter, AuditRecord};
+use crate::db::AuditFilter;
 
-/// One recorded action.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditEntry {
-    pub seq: i64,
-    pub at: DateTime<Utc>,
-    /// The account or token; `anonymous` when none was given.
-    pub actor: String,
-    /// The operation: method and path template (`POST /api/v1/rollouts/{id}/pause`).
-    pub action: String,
-    /// The path as called.
-    pub target: String,
-    /// The HTTP status answered.
-    pub outcome: i64,
-    /// The caller's address (`rollout engine` for what a rollout did as
-    /// someone decided).
-    pub source: String,
-    /// What the action did beyond its target: what a database restore
-    /// discarded.
-    pub detail: Option<String>,
-}
-
-impl From<AuditRecord> for AuditEntry {
-    fn from(r: AuditRecord) -> Self {
-        AuditEntry {
-            seq: r.seq,
-            at: r.at,
-            actor: r.actor,
-            action: r.action,
-            target: r.target,
-            outcome: r.outcome,
-            source: r.source,
-            detail: r.detail,
-        }
-    }
-}
+pub use crate::audit::AuditEntry;
 
 /// Which entries to read.
 #[derive(Debug, Deserialize, IntoParams)]

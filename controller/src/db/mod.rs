@@ -431,6 +431,8 @@ impl Database {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_security;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -88,9 +88,8 @@ impl Database {
         must_change_password: bool,
         at: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let done =
-            on_pool!(self.pool, |c, d| {
-                sqlx::query(d.sql(
+        let done = on_pool!(self.pool, |c, d| {
+            sqlx::query(d.sql(
             "INSERT INTO accounts (name, role, password_hash, must_change_password, created_at) \
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"
         ))
@@ -102,7 +101,7 @@ impl Database {
         .execute(c)
         .await
         .map(|done| done.rows_affected())
-            })?;
+        })?;
         Ok(done > 0)
     }
 

@@ -254,8 +254,8 @@ struct ServeArgs {
     #[arg(long, env = "FLOTILLA_HTTP_CONNECTIONS_PER_SOURCE", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     http_connections_per_source: u32,
-    /// Seconds a client has to send a request's head (its line and
-    /// headers) on the dashboard's port before the connection is closed.
+    /// Seconds a new connection to the dashboard's port has to send its
+    /// first request's head (its line and headers) before it is closed.
     #[arg(long, env = "FLOTILLA_REQUEST_HEAD_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     request_head_seconds: u64,

@@ -1,6 +1,8 @@
 //! The dashboard's and the API's connections: accepted within caps (in all,
-//! and per source address), over TLS unless `--insecure-plaintext`, each
-//! request head read within a time limit. A client that opens connections
+//! and per source address), over TLS unless `--insecure-plaintext`, a new
+//! connection's first request head read within a time limit (and a kept
+//! connection's next one within two minutes, longer than clients keep an
+//! idle one). A client that opens connections
 //! and never finishes a request can hold only a few of them, for seconds,
 //! and never the open files the agents' port needs.
 
@@ -18,6 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kept-alive connection may wait for its next request's head:
+/// longer than clients keep an idle connection (reqwest's 90 s), so that
+/// the client closes it first and never sends a request into a closing
+/// connection.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The caps on the dashboard's port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +33,8 @@ pub struct Limits {
     pub connections: usize,
     /// Connections open at once from one source address.
     pub per_source: usize,
-    /// How long a request's head (its line and headers) may take to arrive.
+    /// How long a new connection has to send its first request's head (its
+    /// line and headers).
     pub request_head: Duration,
 }
 
@@ -146,7 +154,8 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// One connection, HTTP/1.1 or HTTP/2, each request head within its limit.
+/// One connection, HTTP/1.1 or HTTP/2: its first request's head within the
+/// limit, then each next one within the idle time.
 async fn serve_connection<S>(
     stream: S,
     app: axum::Router,
@@ -156,31 +165,45 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Who is calling, for the audit trail.
-    let app = tower::ServiceExt::map_request(
-        app,
+    // Who is calling, for the audit trail; and whether a request came.
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = tower::ServiceExt::map_request(app, {
+        let asked = asked.clone();
         move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            asked.store(true, std::sync::atomic::Ordering::Relaxed);
             request
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
             request
-        },
-    );
+        }
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_head);
+        .header_read_timeout(IDLE_TIMEOUT);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
-        .keep_alive_timeout(limits.request_head)
+        .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(64);
     let connection =
         builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(%peer, "HTTPS connection ended: {e}");
+    let connection = watcher.watch(connection.into_owned());
+    // A connection with no request head by the limit is closed (a slow
+    // client holding it open); one that asked goes on.
+    let first_head = async {
+        tokio::time::sleep(limits.request_head).await;
+        if asked.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        ended = connection => if let Err(e) = ended {
+            tracing::debug!(%peer, "HTTPS connection ended: {e}");
+        },
+        () = first_head => tracing::debug!(%peer, "no request head in time: connection closed"),
     }
 }
 

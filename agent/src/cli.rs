@@ -178,10 +178,50 @@ pub fn stage(packages: &Path, file: &Path) -> anyhow::Result<String> {
     Ok(sha256)
 }
 
+/// The portal's local token, from the file only the agent's account
+/// (root, Administrators) reads: what proves the command line runs as an
+/// administrator of this server.
+pub fn local_token(layout: &crate::config::DataLayout) -> anyhow::Result<String> {
+    let file = layout.portal_token_file();
+    let token = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "cannot read the portal's token {}: run this as an administrator (root), on a server whose agent runs",
+            file.display()
+        )
+    })?;
+    Ok(token.trim().to_owned())
+}
+
+/// A one-time link that signs a browser in to the portal at `portal`.
+pub async fn portal_link(portal: &str, token: &str) -> anyhow::Result<String> {
+    let url = format!("{}/api/links", portal.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .json(&json!({}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the agent at {portal}: is the service running?"))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    match answer["link"].as_str() {
+        Some(link) if status.is_success() => Ok(link.to_owned()),
+        _ => bail!(
+            "the agent did not make a link ({status}): {}",
+            answer["message"].as_str().unwrap_or("no reason given")
+        ),
+    }
+}
+
 /// Starts the install or rollback of `module` on the agent whose portal is
-/// at `portal` (e.g. `http://127.0.0.1:8080`), prints its progress, and
-/// returns whether it succeeded.
-pub async fn run(portal: &str, module: &str, request: Request) -> anyhow::Result<bool> {
+/// at `portal` (e.g. `http://127.0.0.1:8080`), as an administrator (the
+/// local `token`), prints its progress, and returns whether it succeeded.
+pub async fn run(
+    portal: &str,
+    token: &str,
+    module: &str,
+    request: Request,
+) -> anyhow::Result<bool> {
     let client = reqwest::Client::new();
     let base = format!("{}/api/modules/{module}", portal.trim_end_matches('/'));
     let (url, body) = match request {
@@ -196,6 +236,7 @@ pub async fn run(portal: &str, module: &str, request: Request) -> anyhow::Result
     };
     let response = client
         .post(&url)
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await

@@ -639,6 +639,13 @@ impl DataLayout {
         self.root.join("identity")
     }
 
+    /// `<data>/identity/portal.token`: the token that lets scripts and the
+    /// command line make changes through the portal, new at each start,
+    /// readable by the agent's account only.
+    pub fn portal_token_file(&self) -> PathBuf {
+        self.identity_dir().join("portal.token")
+    }
+
     /// `<data>/identity/agent.pem`
     pub fn identity_file(&self) -> PathBuf {
         self.identity_dir().join(crate::identity::IDENTITY_FILE)

@@ -44,6 +44,7 @@ pub mod installs;
 pub mod inventory;
 pub mod join;
 pub mod link;
+pub mod local_access;
 pub mod pending;
 pub mod portal;
 pub mod self_update;
@@ -79,16 +80,20 @@ pub enum Ended {
 
 /// Runs the agent until `shutdown` resolves, or until a new version of the
 /// agent is ready to take over. `crash_points` is
-/// [`install::NoCrashPoints`] in the agent binary.
+/// [`install::NoCrashPoints`] in the agent binary; `local` the portal's
+/// local token, already in its file ([`local_access::Local::write`]).
 pub async fn run(
     settings: Settings,
     portal_listener: TcpListener,
     crash_points: Arc<dyn install::CrashPoints>,
+    local: local_access::Local,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Ended> {
     flotilla_proto::tls::install_crypto_provider();
     let portal_address = portal_listener.local_addr()?;
-    let agent = Arc::new(Agent::new(settings, portal_address, crash_points));
+    let mut agent = Agent::new(settings, portal_address, crash_points);
+    agent.local = local;
+    let agent = Arc::new(agent);
     if matches!(
         agent.settings.controller_trust,
         config::ControllerTrust::Plaintext
@@ -182,6 +187,10 @@ pub async fn serve(
             version = VERSION,
             "agent starting"
         );
+        // The local token, in its file before anyone is told where the
+        // portal is.
+        let local = local_access::Local::default();
+        local.write(&settings.layout)?;
         // The one line a person (or a test) needs: where the portal is.
         println!(
             "flotilla-agent {} portal: http://{portal}/",
@@ -191,7 +200,15 @@ pub async fn serve(
             ready();
         }
         let until = stop.clone().cancelled_owned();
-        let trial = match run(settings.clone(), listener, crash_points.clone(), until).await? {
+        let trial = match run(
+            settings.clone(),
+            listener,
+            crash_points.clone(),
+            local,
+            until,
+        )
+        .await?
+        {
             Ended::Stopped => return Ok(()),
             Ended::HandOver(trial) => trial,
         };

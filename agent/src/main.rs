@@ -121,6 +121,15 @@ enum Command {
         #[arg(long)]
         portal: Option<String>,
     },
+    /// Print a one-time link that signs a browser in to the portal, to
+    /// install and restore from its pages (run as an administrator: it
+    /// reads the portal's local token; the link works once, for ten
+    /// minutes).
+    PortalLink {
+        /// The agent's portal, when not the configured address.
+        #[arg(long)]
+        portal: Option<String>,
+    },
     /// Restore a kept backup of a module through the running agent: the
     /// newest earlier version, or `--to`.
     Rollback {
@@ -344,6 +353,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             format!("http://{address}")
         })
     };
+    if let Some(Command::PortalLink { portal }) = &args.command {
+        let token = cli::local_token(&settings.layout)?;
+        let link = cli::portal_link(&portal_of(portal.clone()), &token).await?;
+        println!("{link}");
+        println!("(open it on this server within ten minutes; it works once)");
+        return Ok(());
+    }
     let (module, portal, request) = match args.command {
         None | Some(Command::Run) => {
             return serve(
@@ -358,6 +374,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         | Some(Command::Join { .. })
         | Some(Command::Leave { .. })
         | Some(Command::Service { .. })
+        | Some(Command::PortalLink { .. })
         | Some(Command::Doctor { .. }) => {
             unreachable!("handled before")
         }
@@ -384,7 +401,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cli::Request::Rollback { to, keep_database },
         ),
     };
-    if cli::run(&portal, &module, request).await? {
+    let token = cli::local_token(&settings.layout)?;
+    if cli::run(&portal, &token, &module, request).await? {
         Ok(())
     } else {
         anyhow::bail!("the install of {module} failed")

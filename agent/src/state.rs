@@ -35,6 +35,7 @@ impl Agent {
             last_heartbeat: Mutex::new(None),
             portal_address,
             portal_token: flotilla_proto::web::random_secret(),
+            local: crate::local_access::Local::default(),
             hand_over: watch::Sender::new(None),
         }
     }
@@ -100,6 +101,9 @@ pub struct Agent {
     /// The token the portal's own forms carry, new at each start: a form
     /// posted from any other page lacks it.
     pub portal_token: String,
+    /// Who may change something through the portal: the local token, and
+    /// the browsers signed in with a one-time link.
+    pub local: crate::local_access::Local,
     /// Set when a new version of the agent is ready to take over: the agent
     /// stops its work and [`crate::run`] ends with it
     /// ([`crate::self_update`]).

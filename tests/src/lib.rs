@@ -536,6 +536,29 @@ pub struct Agent {
     lines: Lines,
 }
 
+/// The portal's local token of the agent whose data folder is `data`.
+pub fn portal_token(data: &Path) -> String {
+    let file = data.join("identity/portal.token");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("the portal's token {}: {e}", file.display()))
+        .trim()
+        .to_owned()
+}
+
+/// An HTTP client carrying the portal's local token of the agent whose
+/// data folder is `data`: what an administrator's script sends.
+pub fn portal_http(data: &Path) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", portal_token(data)).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// A module to lay out on an agent's server: name, kind, version.
 pub type ModuleSpec<'a> = (&'a str, &'a str, &'a str);
 
@@ -793,13 +816,72 @@ impl Agent {
             .and_then(|rest| rest.split('"').next())
             .expect("the portal's page carries its forms' token")
             .to_owned();
-        http()
+        self.portal_http()
             .post(format!("{}{action}", self.portal_base()))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("csrf={token}"))
             .send()
             .await
             .unwrap()
+    }
+
+    /// The portal's local token, as an administrator reads it (the file
+    /// the agent writes at each start).
+    pub fn portal_token(&self) -> String {
+        portal_token(&self.data)
+    }
+
+    /// An HTTP client that changes things through this agent's portal as
+    /// an administrator of its server: the local token on every request.
+    pub fn portal_http(&self) -> reqwest::Client {
+        portal_http(&self.data)
+    }
+
+    /// An HTTP client standing for a browser signed in to the portal with a
+    /// one-time link: its session cookie on every request, no token.
+    pub async fn portal_signed_in(&self) -> reqwest::Client {
+        let link = self.portal_link().await;
+        let followed = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(&link)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(followed.status(), 303, "following {link}");
+        let cookie = followed.headers()[reqwest::header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
+    /// A one-time link that signs a browser in to the portal, as
+    /// `flotilla-agent portal-link` prints it.
+    pub async fn portal_link(&self) -> String {
+        let answer: Value = self
+            .portal_http()
+            .post(format!("{}/api/links", self.portal_base()))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["link"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no link: {answer}"))
+            .to_owned()
     }
 
     /// The portal's page.

@@ -156,7 +156,8 @@ pub async fn managed_agent_with(
 
 /// Asks the agent's portal to install the agent package `sha256`.
 pub async fn update(agent: &Agent, sha256: &str) {
-    let response = crate::http()
+    let response = agent
+        .portal_http()
         .post(format!(
             "{}/api/modules/flotilla-agent/install",
             agent.portal_base()

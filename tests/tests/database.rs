@@ -559,8 +559,13 @@ mod agent {
         path.to_str().unwrap()
     }
 
-    async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-        let mut request = flotilla_tests::http().request(method, url);
+    async fn call(
+        agent: &Agent,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = agent.portal_http().request(method, url);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -572,10 +577,10 @@ mod agent {
     /// Installs the pending package from the portal's API; returns how it ended.
     async fn install(agent: &Agent) -> Value {
         let url = format!("{}/api/modules/database/install", agent.portal_base());
-        let (status, body) = call(reqwest::Method::POST, url.clone(), Some(json!({}))).await;
+        let (status, body) = call(agent, reqwest::Method::POST, url.clone(), Some(json!({}))).await;
         assert_eq!(status, 202, "{body}");
         wait_until("the install to finish", async || {
-            let (_, status) = call(reqwest::Method::GET, url.clone(), None).await;
+            let (_, status) = call(agent, reqwest::Method::GET, url.clone(), None).await;
             if status["running"] == false {
                 Ok(status)
             } else {
@@ -589,7 +594,7 @@ mod agent {
     async fn restored(agent: &Agent, version: &str) -> Value {
         let url = format!("{}/api/modules/database/install", agent.portal_base());
         wait_until("the restore to finish", async || {
-            let (_, status) = call(reqwest::Method::GET, url.clone(), None).await;
+            let (_, status) = call(agent, reqwest::Method::GET, url.clone(), None).await;
             if status["running"] == false && status["to"] == version {
                 Ok(status)
             } else {
@@ -609,6 +614,7 @@ mod agent {
         let agent = database_agent(dir.path(), &server, "shop", &package, NO_CONTROLLER).await;
 
         let (status, review) = call(
+            &agent,
             reqwest::Method::GET,
             format!("{}/api/modules/database/database", agent.portal_base()),
             None,
@@ -674,7 +680,8 @@ mod agent {
             "INSERT INTO customers (name) VALUES ('Hedy'), ('Radia'); UPDATE customers SET email = name || '@example.com'; DELETE FROM customers WHERE name = 'Radia';",
         );
         let discard = wait_until("the writes to be counted", async || {
-            let (status, discard) = call(reqwest::Method::GET, discard_url.clone(), None).await;
+            let (status, discard) =
+                call(&agent, reqwest::Method::GET, discard_url.clone(), None).await;
             let customers = discard["tables"]
                 .as_array()
                 .and_then(|t| t.iter().find(|t| t["table"] == "public.customers").cloned());
@@ -696,6 +703,7 @@ mod agent {
             "{discard}"
         );
         let (status, _) = call(
+            &agent,
             reqwest::Method::GET,
             discard_url.replace("1.0.0", "0.9.0"),
             None,
@@ -705,7 +713,13 @@ mod agent {
 
         // Going back to 1.0.0 takes the database back too.
         let url = format!("{}/api/modules/database/rollback", agent.portal_base());
-        let (status, body) = call(reqwest::Method::POST, url, Some(json!({"to": "1.0.0"}))).await;
+        let (status, body) = call(
+            &agent,
+            reqwest::Method::POST,
+            url,
+            Some(json!({"to": "1.0.0"})),
+        )
+        .await;
         assert_eq!(status, 202, "{body}");
         let back = restored(&agent, "1.0.0").await;
         assert_eq!(back["result"]["ok"], true, "{back}");
@@ -782,6 +796,7 @@ mod agent {
 
         let url = format!("{}/api/modules/database/rollback", agent.portal_base());
         let (status, body) = call(
+            &agent,
             reqwest::Method::POST,
             url.clone(),
             Some(json!({"to": "1.0.0", "database": "discard everything"})),
@@ -793,6 +808,7 @@ mod agent {
         );
 
         let (status, body) = call(
+            &agent,
             reqwest::Method::POST,
             url,
             Some(json!({"to": "1.0.0", "database": "keep"})),
@@ -1015,6 +1031,7 @@ mod agent {
 
         // The doctor says so too, with where to review it.
         let (status, report) = call(
+            &agent,
             reqwest::Method::GET,
             format!("{}/api/doctor", agent.portal_base()),
             None,
@@ -1045,7 +1062,7 @@ mod agent {
         );
 
         // The review: the drift, with both definitions, and the scripts.
-        let (status, review) = call(reqwest::Method::GET, base.clone(), None).await;
+        let (status, review) = call(&agent, reqwest::Method::GET, base.clone(), None).await;
         assert_eq!(status, 200);
         assert_eq!(review["standard"], false);
         assert_eq!(review["summary"], json!(["modified view public.v_orders"]));
@@ -1146,7 +1163,7 @@ mod agent {
         let (status, _) = act("003_index.sql", "run").await;
         assert_eq!(status, 409, "already marked applied");
 
-        let (_, review) = call(reqwest::Method::GET, base.clone(), None).await;
+        let (_, review) = call(&agent, reqwest::Method::GET, base.clone(), None).await;
         assert_eq!(review["done"], true, "{review}");
         let history: Vec<String> = review["history"]
             .as_array()
@@ -1506,6 +1523,7 @@ mod agent {
                 )
                 .await;
             let (status, body) = call(
+                &agent,
                 reqwest::Method::POST,
                 format!("{}/api/modules/database/install", agent.portal_base()),
                 Some(json!({})),

@@ -134,7 +134,7 @@ impl Server {
     }
 
     async fn install_with(&self, body: Value) -> Value {
-        let client = flotilla_tests::http();
+        let client = self.agent.portal_http();
         let url = format!("{}/api/modules/ecommerce/install", self.agent.portal_base());
         let response = client.post(&url).json(&body).send().await.unwrap();
         assert_eq!(
@@ -161,7 +161,7 @@ impl Server {
 
     /// Asks for an install the agent refuses before it starts: its answer.
     async fn refused(&self, body: Value) -> (u16, String) {
-        let client = flotilla_tests::http();
+        let client = self.agent.portal_http();
         let url = format!("{}/api/modules/ecommerce/install", self.agent.portal_base());
         let response = client.post(&url).json(&body).send().await.unwrap();
         let status = response.status().as_u16();
@@ -391,7 +391,9 @@ async fn an_agent_killed_at_any_step_recovers_to_wholly_old_or_wholly_new() {
             "{}/api/modules/ecommerce/install",
             server.agent.portal_base()
         );
-        let response = flotilla_tests::http()
+        let response = server
+            .agent
+            .portal_http()
             .post(&url)
             .json(&json!({}))
             .send()
@@ -792,7 +794,7 @@ async fn stopping_the_agent_lets_a_running_install_finish_first() {
         format!("touch {started:?}\nwhile [ ! -f {go:?} ]; do sleep 0.05; done\necho let go\n"),
     )
     .unwrap();
-    let client = flotilla_tests::http();
+    let client = server.agent.portal_http();
     let url = format!(
         "{}/api/modules/ecommerce/install",
         server.agent.portal_base()
@@ -1322,7 +1324,7 @@ async fn a_service_module_is_stopped_for_the_swap_and_started_again() {
         &flotilla_tests::trusted_publisher(),
     )
     .await;
-    let client = flotilla_tests::http();
+    let client = agent.portal_http();
     let url = format!("{}/api/modules/integration/install", agent.portal_base());
     assert_eq!(
         client
@@ -1457,7 +1459,7 @@ async fn a_holder_that_lets_go_within_the_budget_is_waited_for() {
         .spawn()
         .unwrap();
     let pid = holder.id().unwrap();
-    let client = flotilla_tests::http();
+    let client = server.agent.portal_http();
     let url = format!(
         "{}/api/modules/ecommerce/install",
         server.agent.portal_base()
@@ -1665,8 +1667,66 @@ async fn the_portal_obeys_only_its_own_pages() {
     let server = server(dir.path(), "", "").await;
     let base = server.agent.portal_base();
     let port = base.rsplit(':').next().unwrap().to_owned();
-    let client = flotilla_tests::http();
     let version = || std::fs::read_to_string(server.module.join("version.txt")).unwrap();
+
+    // Nobody who has not proved to administer the server changes anything:
+    // neither a form nor the API, whatever they carry.
+    let stranger = reqwest::Client::new();
+    let token = server
+        .agent
+        .portal()
+        .await
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let unsigned_form = stranger
+        .post(format!("{base}/install/ecommerce"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned_form.status(), 401);
+    let page = unsigned_form.text().await.unwrap();
+    assert!(page.contains("flotilla-agent portal-link"), "{page}");
+    let unsigned_json = stranger
+        .post(format!("{base}/api/modules/ecommerce/install"))
+        .bearer_auth("guessed")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned_json.status(), 401);
+    let forged_link = stranger
+        .get(format!("{base}/login?code=guessed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged_link.status(), 403);
+    let home = stranger
+        .get(&base)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("id=\"sign-in-notice\""), "{home}");
+
+    // A browser signed in with a one-time link: what other pages can make
+    // it send is still refused.
+    let client = server.agent.portal_signed_in().await;
+    let home = client
+        .get(&base)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("id=\"signed-in\""), "{home}");
 
     // Every answer forbids framing and anything but its own scripts.
     let page = client.get(&base).send().await.unwrap();
@@ -1746,15 +1806,6 @@ async fn the_portal_obeys_only_its_own_pages() {
         "{body}"
     );
     // Even with the portal's token, a browser's post from another site.
-    let token = server
-        .agent
-        .portal()
-        .await
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
     let cross_site_with_token = client
         .post(format!("{base}/install/ecommerce"))
         .header("sec-fetch-site", "cross-site")

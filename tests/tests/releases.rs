@@ -466,7 +466,8 @@ async fn a_release_reaches_connected_agents_at_once_and_offline_ones_when_they_r
         "{} is staged",
         staged.display()
     );
-    let response = flotilla_tests::http()
+    let response = web
+        .portal_http()
         .post(format!(
             "{}/api/modules/ecommerce/install",
             web.portal_base()

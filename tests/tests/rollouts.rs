@@ -791,7 +791,8 @@ async fn a_closed_window_starts_nothing_until_it_opens_and_users_are_warned() {
             .ok_or(String::new())
     })
     .await;
-    let refused = flotilla_tests::http()
+    let refused = agent
+        .portal_http()
         .post(format!(
             "{}/api/modules/ecommerce/install",
             agent.portal_base()

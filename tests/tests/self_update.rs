@@ -693,7 +693,8 @@ async fn an_update_of_the_agent_waits_for_a_running_install_and_never_cuts_it() 
     )
     .unwrap();
     flotilla_tests::sign_beside(&package);
-    let started = flotilla_tests::http()
+    let started = agent
+        .portal_http()
         .post(format!(
             "{}/api/modules/ecommerce/install",
             agent.portal_base()

@@ -207,10 +207,11 @@ impl Server {
     }
 }
 
-/// Installs `module`'s pending package through the agent's portal and
-/// waits for the result.
-async fn install(portal: &str, module: &str) -> Value {
-    let client = flotilla_tests::http();
+/// Installs `module`'s pending package through the agent's portal, as an
+/// administrator of the server whose data folder is `data`, and waits for
+/// the result.
+async fn install(data: &Path, portal: &str, module: &str) -> Value {
+    let client = flotilla_tests::portal_http(data);
     let url = format!("{portal}/api/modules/{module}/install");
     let response = client.post(&url).json(&json!({})).send().await.unwrap();
     assert_eq!(
@@ -395,7 +396,7 @@ async fn a_hook_that_times_out_is_stopped_and_the_module_rolled_back() {
         b"@echo off\r\nstart \"\" /b cmd /c \"for /L %%i in (1,0,2) do @rem\"\r\nfor /L %%i in (1,0,2) do @rem\r\n",
     );
     let (_agent, portal) = server.start(&wine).await;
-    let status = install(&portal, "ecommerce").await;
+    let status = install(&server.data, &portal, "ecommerce").await;
     let result = &status["result"];
     assert_eq!(result["ok"], false, "{status}");
     assert_eq!(result["rolled_back"], true, "{status}");
@@ -482,7 +483,7 @@ async fn service_modules_are_stopped_and_started_through_sc_and_their_own_quoted
     // Already stopped before the install: stopping it is done, and it is
     // started again after.
     wine.sc(&["stop", "Spooler"]).await;
-    let status = install(&portal, "printing").await;
+    let status = install(&server.data, &portal, "printing").await;
     assert_eq!(status["result"]["ok"], true, "{status}");
     assert!(wine.sc(&["query", "Spooler"]).await.contains("RUNNING"));
 
@@ -500,7 +501,7 @@ async fn service_modules_are_stopped_and_started_through_sc_and_their_own_quoted
         page.contains("3.0.0").then_some(()).ok_or(page)
     })
     .await;
-    let status = install(&portal, "printing").await;
+    let status = install(&server.data, &portal, "printing").await;
     assert_eq!(status["result"]["ok"], true, "{status}");
     assert!(wine.sc(&["query", "Spooler"]).await.contains("RUNNING"));
     let seen = std::fs::read_to_string(&states).unwrap();
@@ -510,7 +511,7 @@ async fn service_modules_are_stopped_and_started_through_sc_and_their_own_quoted
         "stopped during both installs: {seen}"
     );
 
-    let status = install(&portal, "integration").await;
+    let status = install(&server.data, &portal, "integration").await;
     assert_eq!(status["result"]["ok"], true, "{status}");
     assert_eq!(
         std::fs::read_to_string(&trace)
@@ -683,7 +684,7 @@ async fn the_windows_service_is_pointed_at_the_new_agent_or_keeps_the_old_one_wh
     let (grpc, http) = (controller.grpc_addr(), controller.http_addr());
     controller.kill().await;
     let _ = controller.child.wait().await;
-    let response = flotilla_tests::http()
+    let response = flotilla_tests::portal_http(&server.data)
         .post(format!("{portal}/api/modules/flotilla-agent/install"))
         .json(&json!({"sha256": sha256}))
         .send()

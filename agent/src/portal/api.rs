@@ -36,6 +36,23 @@ pub(super) fn routes() -> Router<Arc<Agent>> {
             post(mark_applied_api),
         )
         .route("/api/doctor", get(doctor_api))
+        .route("/api/links", post(new_link))
+}
+
+/// A one-time link that signs a browser in (`flotilla-agent portal-link`):
+/// for the local token only, never a browser's session.
+async fn new_link(State(agent): State<Arc<Agent>>, headers: axum::http::HeaderMap) -> Response {
+    if !agent.local.bearer(&headers) {
+        let body = serde_json::json!({"error": "refused", "message": "a sign-in link is made with the local token only"});
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
+    let code = agent.local.new_link();
+    let mut address = agent.portal_address;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let link = format!("http://{address}/login?code={code}");
+    Json(serde_json::json!({"link": link})).into_response()
 }
 
 /// Which kept backup to restore: the one named `file`, or the newest of

@@ -1,7 +1,10 @@
-//! The portal's guard: it obeys only its own pages. A request for another
-//! host name is refused (DNS rebinding); a change must come from the
-//! portal's own forms (a token made at each start, in every form) or be a
-//! JSON request from no other origin; every answer forbids framing. A
+//! The portal's guard: it obeys only its own pages and the server's
+//! administrators. A request for another host name is refused (DNS
+//! rebinding); a change must prove that the caller administers the server
+//! ([`crate::local_access`]: the local token, or a browser signed in with a
+//! one-time link), and, from a browser, come from the portal's own forms (a
+//! token made at each start, in every form) or be a JSON request from no
+//! other origin; every answer forbids framing. A
 //! refusal is a page that says what to do for a person, JSON for the API.
 //! The token's field in the forms is written by [`super::pages::token_field`].
 
@@ -68,14 +71,14 @@ struct Refusal {
     status: StatusCode,
     message: String,
     /// What to do instead, for the page a person sees.
-    what_to_do: &'static str,
+    what_to_do: String,
 }
 
-fn refusal(status: StatusCode, message: String, what_to_do: &'static str) -> Refusal {
+fn refusal(status: StatusCode, message: String, what_to_do: impl Into<String>) -> Refusal {
     Refusal {
         status,
         message,
-        what_to_do,
+        what_to_do: what_to_do.into(),
     }
 }
 
@@ -123,6 +126,17 @@ async fn admit(
         return Ok(request);
     }
     let api = request.uri().path().starts_with("/api/");
+    // Only an administrator of this server changes anything: the local
+    // token (which no browser sends on its own), or a signed-in browser.
+    let bearer = agent.local.bearer(request.headers());
+    if !bearer && !agent.local.signed_in(request.headers()) {
+        let how = crate::local_access::how_to_sign_in(&agent.settings.layout.portal_token_file());
+        return Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "changing something needs an administrator of this server".to_owned(),
+            how,
+        ));
+    }
     check_origin(request.headers(), &host, api)?;
     if api {
         let json = request

@@ -55,6 +55,8 @@ pub async fn serve(
             post(database_page::database_form),
         )
         .route("/doctor", get(doctor_page))
+        .route("/login", get(follow_link))
+        .route("/logout", post(sign_out))
         .merge(api::routes())
         .route(
             "/style.css",
@@ -76,8 +78,46 @@ pub async fn serve(
         .await
 }
 
-async fn home(State(agent): State<Arc<Agent>>) -> Html<String> {
-    Html(pages::home(&agent))
+async fn home(State(agent): State<Arc<Agent>>, headers: axum::http::HeaderMap) -> Html<String> {
+    Html(pages::home(&agent, agent.local.signed_in(&headers)))
+}
+
+/// A one-time link `flotilla-agent portal-link` printed: signs the browser
+/// in and goes to the modules.
+async fn follow_link(
+    State(agent): State<Arc<Agent>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let session = query
+        .get("code")
+        .and_then(|code| agent.local.follow_link(code));
+    let Some(session) = session else {
+        let page = pages::message_page(
+            "This link does not work",
+            "A sign-in link works once, for ten minutes, until the agent restarts.",
+            "Run `flotilla-agent portal-link` again as an administrator on this server, and open the new link.",
+        );
+        return (StatusCode::FORBIDDEN, Html(page)).into_response();
+    };
+    tracing::info!("a browser signed in to the portal with a one-time link");
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(value) = header::HeaderValue::from_str(&crate::local_access::set_cookie(&session)) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Signs the browser out.
+async fn sign_out(State(agent): State<Arc<Agent>>, headers: axum::http::HeaderMap) -> Response {
+    agent.local.sign_out(&headers);
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        header::HeaderValue::from_static(
+            "flotilla_portal=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    response
 }
 
 async fn not_found() -> Response {

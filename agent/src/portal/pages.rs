@@ -29,6 +29,17 @@ pub fn token_field(agent: &Agent) -> String {
     )
 }
 
+/// Whether this browser may make changes, and how it can.
+fn access_line(agent: &Agent, signed_in: bool) -> String {
+    match signed_in {
+        true => format!(
+            "<form method=\"post\" action=\"/logout\" class=\"access muted small\" id=\"signed-in\">Signed in as an administrator of this server. {}<button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
+            token_field(agent)
+        ),
+        false => "<p class=\"access notice\" id=\"sign-in-notice\">To install or restore from this page, sign in as an administrator of this server: run <code>flotilla-agent portal-link</code> as an administrator (root) and open the link it prints.</p>".to_owned(),
+    }
+}
+
 /// A page that says one thing, what to do about it, and the way back.
 pub fn message_page(title: &str, message: &str, what_to_do: &str) -> String {
     page(
@@ -44,7 +55,7 @@ pub fn message_page(title: &str, message: &str, what_to_do: &str) -> String {
 }
 
 /// Renders the portal's home page for the agent's current state.
-pub fn home(agent: &Agent) -> String {
+pub fn home(agent: &Agent, signed_in: bool) -> String {
     let inventory = agent.inventory.borrow().clone();
     let last_check = *agent.last_check.borrow();
     let settings = &agent.settings;
@@ -70,6 +81,7 @@ pub fn home(agent: &Agent) -> String {
         .replace("{{link_text}}", &link_text)
         .replace("{{headline_class}}", headline_class)
         .replace("{{headline}}", &escape(&headline))
+        .replace("{{access}}", &access_line(agent, signed_in))
         .replace("{{problems}}", &problems_section(&inventory))
         .replace("{{updates}}", &updates_section(agent, &inventory, &pending))
         .replace(

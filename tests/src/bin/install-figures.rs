@@ -63,7 +63,7 @@ async fn main() {
         &flotilla_tests::trusted_publisher(),
     )
     .await;
-    let client = flotilla_tests::http();
+    let client = agent.portal_http();
     let url = format!("{}/api/modules/ecommerce/install", agent.portal_base());
     let started = Instant::now();
     let response = client.post(&url).json(&json!({})).send().await.unwrap();

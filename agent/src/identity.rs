@@ -127,6 +127,40 @@ fn with_newline(text: &str) -> String {
     }
 }
 
+/// Closes the agent's secrets to other users at start: the identity folder
+/// and what it holds, when anyone but the agent's account and the
+/// administrators can read them (a folder made by hand, an ACL inherited
+/// from `%PROGRAMDATA%`), each change logged.
+pub fn keep_private(layout: &crate::config::DataLayout) {
+    let folder = layout.identity_dir();
+    if !folder.exists() {
+        return;
+    }
+    let files = std::fs::read_dir(&folder)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for path in std::iter::once(folder).chain(files) {
+        match flotilla_proto::acl::readable_by_others(&path) {
+            Ok(None) => {}
+            Ok(Some(grant)) => match flotilla_proto::acl::restrict(&path) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), %grant, "other users could read this secret: it is now the agent's account's and the administrators' only")
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), %grant, "other users can read this secret, and it cannot be restricted: {e}")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read who may read this secret: {e}")
+            }
+        }
+    }
+}
+
 /// [`write_pem_file`], naming the file in the error.
 fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), IdentityError> {
     write_pem_file(path, contents, secret).map_err(|e| IdentityError::Write {

@@ -223,3 +223,68 @@ mod tests {
         assert!(local.links.lock().map(|l| l.len()).unwrap_or(0) <= KEPT);
     }
 }
+
+/// The secrets' access lists on Windows, built and read back (run under
+/// Wine in CI: `.ci/wine`). Wine 8 answers the setting of an access list
+/// but keeps none: it reads back one it makes from the file's Unix mode
+/// (SYSTEM, the owner, and Everyone reading a 0644 file). Where the list
+/// set is not the one read back, the tests check what Wine lets them: the
+/// calls succeed, and a list that lets others read is found.
+#[cfg(all(test, windows))]
+mod windows_acl_tests {
+    use flotilla_proto::acl;
+
+    /// Whether the system keeps the access lists set (real Windows does).
+    fn kept(sddl: &str) -> bool {
+        sddl.starts_with("D:P")
+    }
+
+    #[test]
+    fn a_secret_gets_a_protected_list_of_system_administrators_and_its_owner() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("agent.pem");
+        flotilla_proto::tls::write_pem_file(&key, "SECRET", true).expect("written");
+        assert_eq!(
+            std::fs::read_to_string(&key).ok().as_deref(),
+            Some("SECRET")
+        );
+        let sddl = acl::sddl(&key).expect("its access list");
+        if !kept(&sddl) {
+            eprintln!("this system did not keep the access list set (Wine): it reads back {sddl}");
+            return;
+        }
+        for trustee in ["SY", "BA", "OW"] {
+            assert!(
+                sddl.contains(&format!(";;;{trustee})")),
+                "{trustee} in {sddl}"
+            );
+        }
+        assert_eq!(acl::readable_by_others(&key).ok().flatten(), None, "{sddl}");
+    }
+
+    #[test]
+    fn users_reading_a_secret_are_found_and_shut_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = dir.path().join("portal.token");
+        std::fs::write(&token, "token").expect("write");
+        acl::set_sddl(&token, "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;0x1200a9;;;BU)")
+            .expect("Users may read");
+        // Users (as set), or Everyone (as Wine reads a 0644 file back).
+        let found = acl::readable_by_others(&token).expect("read back");
+        assert!(
+            found
+                .as_deref()
+                .is_some_and(|f| f.contains("BU") || f.contains("WD")),
+            "{found:?}"
+        );
+        acl::restrict(&token).expect("restricted");
+        acl::restrict(dir.path()).expect("the folder restricted");
+        let sddl = acl::sddl(dir.path()).expect("the folder's list");
+        if !kept(&sddl) {
+            eprintln!("this system did not keep the access list set (Wine): it reads back {sddl}");
+            return;
+        }
+        assert_eq!(acl::readable_by_others(&token).ok().flatten(), None);
+        assert!(sddl.contains("OICI"), "inherited by what it holds: {sddl}");
+    }
+}

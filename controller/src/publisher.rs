@@ -41,7 +41,17 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 #[cfg(not(unix))]
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // Closed to other users before the key is in it.
+    flotilla_proto::acl::restrict(path)
+        .with_context(|| format!("cannot restrict {} to this account", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn load_key(path: &Path) -> anyhow::Result<SecretKey> {

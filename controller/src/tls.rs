@@ -306,6 +306,20 @@ fn read_file(path: &Path) -> Result<String, TlsError> {
 fn own_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
     let (cert_path, key_path) = (dir.join(CA_FILE), dir.join(CA_KEY_FILE));
     if cert_path.exists() {
+        // Whoever reads the CA's key can issue certificates for any server,
+        // or for this controller: closed to others at each start.
+        for path in [dir, key_path.as_path()] {
+            if let Ok(Some(grant)) = flotilla_proto::acl::readable_by_others(path) {
+                match flotilla_proto::acl::restrict(path) {
+                    Ok(()) => {
+                        tracing::warn!(path = %path.display(), %grant, "other users could read the CA's key: it is now this account's and the administrators' only")
+                    }
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), %grant, "other users can read the CA's key, and it cannot be restricted: {e}")
+                    }
+                }
+            }
+        }
         let key_pem = read_file(&key_path)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Key {
             path: key_path.clone(),
@@ -313,10 +327,12 @@ fn own_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
         })?;
         return Ok((read_file(&cert_path)?, key));
     }
-    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write {
-        path: dir.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| flotilla_proto::acl::restrict(dir))
+        .map_err(|e| TlsError::Write {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();

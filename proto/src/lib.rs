@@ -5,6 +5,7 @@
 //! the edge. The shared vocabulary (`domain`: module names, kinds, versions)
 //! lives here too, with the one place that converts it to and from the wire.
 
+pub mod acl;
 mod convert;
 #[cfg(feature = "database")]
 pub mod database;

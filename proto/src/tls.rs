@@ -49,9 +49,13 @@ pub fn write_pem_file(path: &Path, contents: &str, secret: bool) -> std::io::Res
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    #[cfg(not(unix))]
-    let _ = secret;
     let mut file = options.open(&temporary)?;
+    // On Windows, closed to other users before anything is in it.
+    #[cfg(not(unix))]
+    if secret && let Err(e) = crate::acl::restrict(&temporary) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
     let written = file
         .write_all(contents.as_bytes())
         .and_then(|()| file.sync_all())

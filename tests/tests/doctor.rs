@@ -697,3 +697,55 @@ async fn a_server_not_enrolled_yet_is_checked_all_the_same() {
     }
     assert!(checks(&report, "controller").is_empty(), "nothing dialled");
 }
+
+/// An agent's key that other users can read is closed to them at the
+/// agent's start; found again later, it is a FAIL of the doctor, which says
+/// what to do.
+#[cfg(unix)]
+#[tokio::test]
+async fn secrets_other_users_can_read_are_closed_at_start_and_a_doctor_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path()).await;
+    // The harness enrolls the agent on disk with plain writes: its key is
+    // left readable by everyone (mode 644), as a copy made by hand would be.
+    let agent = Agent::start(
+        dir.path(),
+        "acme",
+        "web-01",
+        &controller.grpc_url,
+        &[("ecommerce", "web", "1.0.0")],
+    )
+    .await;
+    let data = agent.data.clone();
+    let key = data.join("identity/agent.pem");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key), 0o600, "closed at start");
+    assert_eq!(mode(&data.join("identity")), 0o700);
+    assert_eq!(mode(&data.join("identity/portal.token")), 0o600);
+    assert!(
+        agent.log().contains("other users could read this secret"),
+        "{}",
+        agent.log()
+    );
+    let (_, report) = doctor(&agent.data.join("agent.toml"), &agent.portal_url).await;
+    assert_eq!(
+        find(&report, "secrets", "agent.pem")["status"],
+        "ok",
+        "{report:#}"
+    );
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, report) = doctor(&agent.data.join("agent.toml"), &agent.portal_url).await;
+    let found = find(&report, "secrets", "agent.pem");
+    assert_eq!(found["status"], "fail", "{found:#}");
+    assert!(
+        found["finding"].as_str().unwrap().contains("mode 640"),
+        "{found:#}"
+    );
+    assert!(
+        found["fix"].as_str().unwrap().contains("revoke it"),
+        "{found:#}"
+    );
+    assert_eq!(code, 2);
+}

@@ -148,6 +148,41 @@ pub fn folders(settings: &Settings, as_agent: bool) -> Vec<Check> {
         .collect()
 }
 
+/// The agent's secrets (its identity folder, its key and certificate, the
+/// portal's local token): a FAIL when anyone but the agent's account and
+/// the administrators can read one (on Windows, Users under
+/// `%PROGRAMDATA%` by inheritance; on Unix, a group or other mode bit).
+pub fn secrets(settings: &Settings) -> Vec<Check> {
+    let layout = &settings.layout;
+    [
+        (layout.identity_dir(), "the agent's identity folder"),
+        (layout.identity_file(), "the agent's key and certificate"),
+        (layout.portal_token_file(), "the portal's local token"),
+    ]
+    .into_iter()
+    .filter(|(path, _)| path.exists())
+    .map(|(path, what)| match flotilla_proto::acl::readable_by_others(&path) {
+        Ok(None) => Check::ok(
+            "secrets",
+            path.display().to_string(),
+            format!("{what}: readable by the agent's account and the administrators only"),
+        ),
+        Ok(Some(grant)) => Check::fail(
+            "secrets",
+            path.display().to_string(),
+            format!("{what}: other users can read it ({grant})"),
+            "restart the agent (it closes it to others at start), or restrict it to SYSTEM, Administrators and the agent's account (Unix: chmod go-rwx); whoever read the key can pose as this server: revoke it on the dashboard and enroll the server again",
+        ),
+        Err(e) => Check::warn(
+            "secrets",
+            path.display().to_string(),
+            format!("{what}: its permissions cannot be read: {e}"),
+            "run the doctor as the agent's account (root, or an administrator)",
+        ),
+    })
+    .collect()
+}
+
 /// Makes a file in the folder and removes it; a folder not made yet is
 /// judged by its nearest existing parent, where the agent would make it.
 /// Leaves nothing behind.

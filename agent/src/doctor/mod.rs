@@ -42,6 +42,7 @@ pub async fn run(agent: &Arc<Agent>) -> Report {
     checks.push(takeover::found(settings));
     checks.extend(local::applications(settings, &inventory));
     checks.extend(local::folders(settings, true));
+    checks.extend(local::secrets(settings));
     checks.extend(live::status(agent, &inventory));
     checks.extend(local::hooks(settings, &inventory, &|_| true));
     checks.extend(local::leftovers(settings));
@@ -107,6 +108,7 @@ pub async fn run_alone(settings: &Settings, portal: Check) -> Report {
     checks.push(takeover::found(settings));
     checks.extend(local::applications(settings, &inventory));
     checks.extend(local::folders(settings, false));
+    checks.extend(local::secrets(settings));
     checks.extend(local::hooks(settings, &inventory, &|_| true));
     checks.extend(local::leftovers(settings));
     checks.extend(local::holders(settings, &|_| true));

@@ -32,6 +32,7 @@ pub mod demo;
 pub mod enrollment;
 pub mod fleet;
 pub mod grpc;
+pub mod oidc;
 pub mod openapi;
 pub mod publisher;
 pub mod releases;

@@ -201,6 +201,20 @@ async fn an_account_is_re_roled_disabled_reset_and_deleted_and_what_it_held_is_r
     .await;
     assert_eq!(status, 404);
 
+    // A body that is not an object of changes changes nothing.
+    for body in [json!([null, null]), json!(["admin", true]), json!({})] {
+        let (status, answer) = call(
+            &controller,
+            &admin,
+            Method::PATCH,
+            "/api/v1/accounts/olivia",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+    assert_eq!(account_role(&controller, "olivia").await, "viewer");
+
     // The last enabled admin stays one.
     for (method, path, body) in [
         (
@@ -258,6 +272,18 @@ async fn an_account_is_re_roled_disabled_reset_and_deleted_and_what_it_held_is_r
         .get("/api/v1/audit?actor=olivia&action=password")
         .await;
     assert_eq!(own[0]["outcome"], 204, "{own}");
+}
+
+/// The role of the account `name`, as the API reads it.
+async fn account_role(controller: &Controller, name: &str) -> String {
+    let (_, accounts) = controller.get("/api/v1/accounts").await;
+    accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .map(|a| a["role"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
 }
 
 /// Evaluates `script` in the page until it returns `true`.

@@ -45,6 +45,20 @@ pub struct ChangePassword {
     pub new_password: String,
 }
 
+/// A JSON object of type `T`: an array, which serde would also read into
+/// a struct field by field, is refused like any other wrong body.
+fn object<T: serde::de::DeserializeOwned>(
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    let Json(value) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".to_owned(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
 fn refused(name: &str, refusal: AccountRefusal) -> ApiError {
     match refusal {
         AccountRefusal::Unknown => ApiError::NotFound(format!("no account named \"{name}\"")),
@@ -80,9 +94,14 @@ pub async fn change_account(
     State(state): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
-    body: Result<Json<ChangeAccount>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Account>, ApiError> {
-    let Json(change) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let change: ChangeAccount = object(body)?;
+    if change.role.is_none() && change.disabled.is_none() {
+        return Err(ApiError::BadRequest(
+            "nothing to change: give role, disabled, or both".to_owned(),
+        ));
+    }
     let changed = state
         .fleet
         .db
@@ -139,9 +158,9 @@ pub async fn reset_password(
     State(state): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
-    body: Result<Json<ResetPassword>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(reset) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let reset: ResetPassword = object(body)?;
     let hash = hashed(reset.password).await?;
     let must_change = reset.must_change_password.unwrap_or(true);
     if !state
@@ -170,9 +189,9 @@ pub async fn change_own_password(
     State(state): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
-    body: Result<Json<ChangePassword>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(change) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let change: ChangePassword = object(body)?;
     let db = &state.fleet.db;
     let Some(account) = db.account(&caller.name).await? else {
         return Err(ApiError::Forbidden(

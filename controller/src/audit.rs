@@ -93,11 +93,11 @@ impl Refusals {
     /// Notes an anonymous refusal; the row to write now, if any.
     pub fn note(&self, entry: AuditRecord) -> Option<AuditRecord> {
         let mut minute = self.minute.lock().unwrap_or_else(|e| e.into_inner());
-        let source = entry
-            .source
-            .rsplit_once(':')
-            .map_or(entry.source.as_str(), |(ip, _)| ip)
-            .to_owned();
+        // By network (an IPv6 /64 is one source), as connections are.
+        let source = match entry.source.parse::<std::net::SocketAddr>() {
+            Ok(address) => crate::serving::network_of(address.ip()).to_string(),
+            Err(_) => entry.source.clone(),
+        };
         let mut key = (source, entry.action.clone());
         if !minute.counted.contains_key(&key) && minute.counted.len() >= COUNTED_APART {
             key = ("*".to_owned(), "*".to_owned());
@@ -132,6 +132,7 @@ impl Refusals {
             .map(|((source, action), counted)| AuditRecord {
                 seq: 0,
                 at: counted.last,
+                // A failed sign-in's name is in the first row only.
                 actor: "anonymous".to_owned(),
                 target: action
                     .split_once(' ')

@@ -250,8 +250,9 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     http_connections: u32,
     /// Connections the dashboard's port keeps open at once from one source
-    /// address (a proxy in front counts as one).
-    #[arg(long, env = "FLOTILLA_HTTP_CONNECTIONS_PER_SOURCE", default_value_t = 64,
+    /// address, an IPv6 /64 counted as one (a proxy in front, or a site's
+    /// agents downloading through one NAT, count as one).
+    #[arg(long, env = "FLOTILLA_HTTP_CONNECTIONS_PER_SOURCE", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     http_connections_per_source: u32,
     /// Seconds a new connection to the dashboard's port has to send its

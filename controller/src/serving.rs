@@ -42,7 +42,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             connections: 1024,
-            per_source: 64,
+            per_source: 256,
             request_head: Duration::from_secs(10),
         }
     }
@@ -71,6 +71,23 @@ impl Drop for Place {
                 open.by_source.remove(&self.source);
             }
         }
+    }
+}
+
+/// The network a source address stands for: itself for IPv4, its /64 for
+/// IPv6 (one host commonly holds a whole /64, and would otherwise be
+/// counted as countless sources).
+pub fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
     }
 }
 
@@ -118,7 +135,7 @@ pub async fn serve(
                 }
             },
         };
-        let place = match admit(&open, limits, peer.ip()) {
+        let place = match admit(&open, limits, network_of(peer.ip())) {
             Ok(place) => place,
             Err(why) => {
                 drop(tcp);

@@ -41,6 +41,7 @@ impl Throttle {
     /// How long `account` from `source` must still wait before trying;
     /// `None` when it may try now.
     pub fn wait(&self, account: &str, source: IpAddr, now: Instant) -> Option<Duration> {
+        let source = crate::serving::network_of(source);
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         [Key::Account(account.to_owned()), Key::Source(source)]
             .iter()
@@ -50,47 +51,79 @@ impl Throttle {
             .max()
     }
 
-    /// Notes a failed sign-in of `account` from `source`.
-    pub fn failed(&self, account: &str, source: IpAddr, now: Instant) {
+    /// Takes a try of `account` from `source`, counted as a failure until
+    /// it succeeds ([`Throttle::succeeded`]): so that tries sent at once
+    /// are all counted before any password is checked. `Err` with the wait
+    /// when it must wait first.
+    pub fn attempt(&self, account: &str, source: IpAddr, now: Instant) -> Result<(), Duration> {
+        let source = crate::serving::network_of(source);
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() + 2 > REMEMBERED {
-            failures.retain(|_, f| now.saturating_duration_since(f.last) < LONGEST);
+        let wait = [Key::Account(account.to_owned()), Key::Source(source)]
+            .iter()
+            .filter_map(|key| failures.get(key))
+            .map(|f| f.until.saturating_duration_since(now))
+            .filter(|wait| !wait.is_zero())
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait);
         }
-        while failures.len() + 2 > REMEMBERED {
-            let quietest = failures
-                .iter()
-                .min_by_key(|(_, f)| f.last)
-                .map(|(k, _)| k.clone());
-            match quietest {
-                Some(key) => failures.remove(&key),
-                None => break,
-            };
-        }
-        for (key, free) in [
-            (Key::Account(account.to_owned()), FREE_PER_ACCOUNT),
-            (Key::Source(source), FREE_PER_SOURCE),
-        ] {
-            let entry = failures.entry(key).or_insert(Failures {
-                count: 0,
-                last: now,
-                until: now,
-            });
-            // Quiet for the longest wait: counted afresh.
-            if now.saturating_duration_since(entry.last) >= LONGEST {
-                entry.count = 0;
-            }
-            entry.count += 1;
-            entry.last = now;
-            entry.until = now + back_off(entry.count, free);
-        }
+        charge(&mut failures, account, source, now);
+        Ok(())
     }
 
-    /// Notes a sign-in that succeeded: the account starts afresh.
-    pub fn succeeded(&self, account: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&Key::Account(account.to_owned()));
+    /// Notes a failed sign-in of `account` from `source`.
+    pub fn failed(&self, account: &str, source: IpAddr, now: Instant) {
+        let source = crate::serving::network_of(source);
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        charge(&mut failures, account, source, now);
+    }
+}
+
+/// Counts a failure of `account` from `source`, keeping the table bounded.
+fn charge(failures: &mut HashMap<Key, Failures>, account: &str, source: IpAddr, now: Instant) {
+    if failures.len() + 2 > REMEMBERED {
+        failures.retain(|_, f| now.saturating_duration_since(f.last) < LONGEST);
+    }
+    while failures.len() + 2 > REMEMBERED {
+        let quietest = failures
+            .iter()
+            .min_by_key(|(_, f)| f.last)
+            .map(|(k, _)| k.clone());
+        match quietest {
+            Some(key) => failures.remove(&key),
+            None => break,
+        };
+    }
+    for (key, free) in [
+        (Key::Account(account.to_owned()), FREE_PER_ACCOUNT),
+        (Key::Source(source), FREE_PER_SOURCE),
+    ] {
+        let entry = failures.entry(key).or_insert(Failures {
+            count: 0,
+            last: now,
+            until: now,
+        });
+        // Quiet for the longest wait: counted afresh.
+        if now.saturating_duration_since(entry.last) >= LONGEST {
+            entry.count = 0;
+        }
+        entry.count += 1;
+        entry.last = now;
+        entry.until = now + back_off(entry.count, free);
+    }
+}
+
+impl Throttle {
+    /// Notes that a try of `account` from `source` succeeded: the account
+    /// starts afresh, and the source's count loses the try.
+    pub fn succeeded(&self, account: &str, source: IpAddr) {
+        let source = crate::serving::network_of(source);
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&Key::Account(account.to_owned()));
+        if let Some(entry) = failures.get_mut(&Key::Source(source)) {
+            entry.count = entry.count.saturating_sub(1);
+            entry.until = entry.last + back_off(entry.count, FREE_PER_SOURCE);
+        }
     }
 
     /// How many names and addresses are remembered.
@@ -136,7 +169,7 @@ mod tests {
         assert_eq!(throttle.wait("other", b, now), None);
         let later = now + Duration::from_secs(1);
         assert_eq!(throttle.wait("admin", b, later), None);
-        throttle.succeeded("admin");
+        throttle.succeeded("admin", b);
         assert_eq!(throttle.wait("admin", b, now), None);
     }
 
@@ -152,6 +185,36 @@ mod tests {
             throttle.wait("fresh", source, now),
             Some(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn tries_sent_at_once_are_counted_before_any_is_checked() {
+        let throttle = Throttle::default();
+        let now = Instant::now();
+        let source: IpAddr = [192, 0, 2, 3].into();
+        let taken = (0..50)
+            .filter(|_| throttle.attempt("admin", source, now).is_ok())
+            .count();
+        assert_eq!(
+            taken, 4,
+            "the free ones, then the first that waits after it"
+        );
+        throttle.succeeded("admin", source);
+        assert!(throttle.attempt("admin", source, now).is_ok());
+    }
+
+    #[test]
+    fn one_ipv6_network_is_one_source() {
+        let throttle = Throttle::default();
+        let now = Instant::now();
+        for n in 0..11u16 {
+            let address: IpAddr = format!("2001:db8:1:2::{n:x}")
+                .parse()
+                .unwrap_or([0u8; 4].into());
+            throttle.failed(&format!("name-{n}"), address, now);
+        }
+        let another: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap_or([0u8; 4].into());
+        assert!(throttle.wait("fresh", another, now).is_some());
     }
 
     #[test]

@@ -222,18 +222,23 @@ pub fn others_in_sddl(sddl: &str) -> Option<String> {
         .filter_map(|ace| ace.split(')').next())
         .filter(|ace| {
             let fields: Vec<&str> = ace.split(';').collect();
-            let allows = fields.first().is_some_and(|kind| *kind == "A");
+            // Allowed, for the object itself (not only what it holds).
+            let allows = fields
+                .first()
+                .is_some_and(|kind| matches!(*kind, "A" | "OA" | "XA"));
+            let flags = fields.get(1).copied().unwrap_or_default();
             let rights = fields.get(2).copied().unwrap_or_default();
-            let trustee = fields.get(5).copied().unwrap_or_default();
-            let reads = rights.contains("FA")
-                || rights.contains("FR")
-                || rights.contains("GA")
-                || rights.contains("GR")
+            let trustee = fields.last().copied().unwrap_or_default();
+            // Reading, or changing who may read (the list, the owner).
+            let letters = ["FA", "FR", "GA", "GR", "CC", "WD", "WO"];
+            let reads = letters
+                .iter()
+                .any(|r| rights.as_bytes().chunks(2).any(|pair| pair == r.as_bytes()))
                 || rights
                     .strip_prefix("0x")
                     .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-                    .is_some_and(|mask| mask & 0x1 != 0 || mask & 0x8000_0000 != 0);
-            allows && reads && !trusted.contains(&trustee)
+                    .is_some_and(|mask| mask & 0x900C_0001 != 0);
+            allows && reads && !flags.contains("IO") && !trusted.contains(&trustee)
         })
         .collect();
     (!others.is_empty()).then(|| others.iter().map(|a| format!("({a})")).collect())
@@ -257,6 +262,26 @@ mod tests {
             "a denial"
         );
         assert!(others_in_sddl("D:NO_ACCESS_CONTROL").is_some());
+        assert!(
+            others_in_sddl("D:P(A;;WD;;;BU)").is_some(),
+            "Users may change the list"
+        );
+        assert!(
+            others_in_sddl("D:P(A;;CC;;;BU)").is_some(),
+            "read data, spelled CC"
+        );
+        assert!(
+            others_in_sddl("D:P(A;;0x10000000;;;AU)").is_some(),
+            "generic all"
+        );
+        assert!(
+            others_in_sddl("D:P(A;OICIIO;FA;;;CO)").is_none(),
+            "inherit-only"
+        );
+        assert!(
+            others_in_sddl("D:P(A;;FA;;;SY)(A;;0x100000;;;BU)").is_none(),
+            "synchronize only"
+        );
     }
 
     #[cfg(unix)]

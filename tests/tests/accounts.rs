@@ -114,6 +114,47 @@ async fn an_account_is_re_roled_disabled_reset_and_deleted_and_what_it_held_is_r
     assert_eq!(with_token().await, 200);
     sign_in(&controller, "adam", "adam's password 1").await;
 
+    // A new role: the tokens an account made with its old one are revoked.
+    let (status, _) = call(
+        &controller,
+        &admin,
+        Method::POST,
+        "/api/v1/accounts",
+        Some(json!({"name": "ada", "role": "admin", "password": "ada's password 12", "must_change_password": false})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let ada = sign_in(&controller, "ada", "ada's password 12").await;
+    let (_, adas) = call(
+        &controller,
+        &ada,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "adas-token", "role": "admin"})),
+    )
+    .await;
+    let adas = adas["secret"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &controller,
+        &admin,
+        Method::PATCH,
+        "/api/v1/accounts/ada",
+        Some(json!({"role": "viewer"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let demoted = anonymous()
+        .get(format!("{}/api/v1/accounts", controller.http_url))
+        .bearer_auth(&adas)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        demoted.status(),
+        401,
+        "an admin's token kept after a demotion"
+    );
+
     // A new role applies to the next request.
     let olivia = sign_in(&controller, "olivia", "olivia's password 1").await;
     let (status, _) = call(

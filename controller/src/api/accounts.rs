@@ -74,9 +74,9 @@ async fn hashed(password: String) -> Result<String, ApiError> {
             "password: at least {MIN_PASSWORD} characters"
         )));
     }
-    tokio::task::spawn_blocking(move || hash_password(&password))
+    crate::auth::hashing_bounded(move || hash_password(&password))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?
         .map_err(ApiError::Internal)
 }
 
@@ -184,10 +184,12 @@ pub async fn reset_password(
         (status = NO_CONTENT, description = "Changed"),
         (status = BAD_REQUEST, description = "Names the field at fault", body = ErrorBody),
         (status = FORBIDDEN, description = "The current password is wrong", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "Too many wrong current passwords for this account", body = ErrorBody),
         (status = UNAUTHORIZED, body = ErrorBody)))]
 pub async fn change_own_password(
     State(state): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
+    source: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -198,13 +200,26 @@ pub async fn change_own_password(
             "only a signed-in account changes its own password (an API token has none)".to_owned(),
         ));
     };
+    // Guessing the current password with a stolen session is throttled
+    // as signing in is.
+    let source = source.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
+    let now = std::time::Instant::now();
+    if let Err(wait) = state.throttle.attempt(&caller.name, source, now) {
+        return Err(ApiError::TooMany(format!(
+            "too many wrong passwords for this account: try again in {} s",
+            wait.as_secs().max(1)
+        )));
+    }
     let (current, stored) = (
         change.current_password.clone(),
         account.password_hash.clone(),
     );
-    let right = tokio::task::spawn_blocking(move || password_matches(&current, &stored))
+    let right = crate::auth::hashing_bounded(move || password_matches(&current, &stored))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::Internal)?;
+    if right {
+        state.throttle.succeeded(&caller.name, source);
+    }
     if !right {
         return Err(ApiError::Forbidden(
             "current_password: it is not this account's password".to_owned(),

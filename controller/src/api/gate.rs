@@ -46,9 +46,23 @@ pub async fn gate(
         Ok(Some(_)) if access.takes_body(&method, &path) => BODY_LIMIT,
         _ => ANONYMOUS_BODY_LIMIT,
     };
-    let (caller, response) = match read_whole(request, &path, limit).await {
-        Ok(request) => admit(&access, &method, &path, who, request, next).await,
-        Err(refusal) => (None, refusal),
+    // A body that trickles in is not waited for: its connection would be
+    // held for as long as the client liked.
+    let read = tokio::time::timeout(BODY_TIME, read_whole(request, &path, limit)).await;
+    let (caller, response) = match read {
+        Ok(Ok(request)) => admit(&access, &method, &path, who, request, next).await,
+        Ok(Err(refusal)) => (None, refusal),
+        Err(_) => (
+            None,
+            refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request's body did not arrive within {} s",
+                    BODY_TIME.as_secs()
+                ),
+            ),
+        ),
     };
     let change = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let refused = matches!(
@@ -56,14 +70,15 @@ pub async fn gate(
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
     );
     if change || refused {
+        // Refusals of callers not authenticated (no credentials, wrong
+        // ones, a failed sign-in) are counted, not written one row each.
+        let counted = caller.is_none() && response.status().is_client_error();
         let actor = response
             .extensions()
             .get::<AuditActor>()
             .map(|a| a.0.clone())
             .or(caller.map(|c| c.name))
             .unwrap_or_else(|| "anonymous".to_owned());
-        // Anonymous refusals are counted, not written one row each.
-        let counted = actor == "anonymous" && response.status().is_client_error();
         let entry = AuditRecord {
             seq: 0,
             at: Utc::now(),
@@ -94,6 +109,10 @@ pub async fn gate(
 /// that takes one (axum's own limit for `Json`); a package upload, streamed
 /// to disk, is the one exception.
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How long a request's body may take to arrive (a package upload, streamed
+/// to disk, is not held to it).
+const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The largest body read before the caller is known (signing in, an
 /// enrollment), or on a route that takes none.

@@ -195,6 +195,8 @@ pub enum ApiError {
     Conflict(String),
     /// The caller may not do this (a wrong current password).
     Forbidden(String),
+    /// Too many tries: wait.
+    TooMany(String),
     /// An agent did not answer in time.
     Timeout(String),
     /// The database behind an agent could not be read or changed.
@@ -252,6 +254,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message),
+            ApiError::TooMany(message) => (StatusCode::TOO_MANY_REQUESTS, "too_many", message),
             ApiError::Timeout(message) => (StatusCode::GATEWAY_TIMEOUT, "agent_timeout", message),
             ApiError::Database(message) => (StatusCode::BAD_GATEWAY, "database", message),
             ApiError::Internal(cause) => {

@@ -57,8 +57,10 @@ pub async fn sign_in(
     let db = &state.fleet.db;
     // Held back after too many failures, for this account or from this
     // address: refused before the password is even looked at.
+    // The try is counted before the password is checked, so that tries
+    // sent at once are all counted.
     let now = std::time::Instant::now();
-    if let Some(wait) = state.throttle.wait(&sign_in.name, source, now) {
+    if let Err(wait) = state.throttle.attempt(&sign_in.name, source, now) {
         let seconds = wait.as_secs().max(1);
         tracing::warn!(account = %sign_in.name.chars().take(100).collect::<String>(), %source, "sign-in held back after too many failures");
         let mut refusal = refuse(
@@ -80,7 +82,7 @@ pub async fn sign_in(
         sign_in.password.clone(),
         account.as_ref().map(|a| a.password_hash.clone()),
     );
-    let matches = tokio::task::spawn_blocking(move || match hash {
+    let matches = crate::auth::hashing_bounded(move || match hash {
         Some(hash) => password_matches(&password, &hash),
         None => {
             let _ = password_matches(&password, unknown_account_hash());
@@ -88,7 +90,7 @@ pub async fn sign_in(
         }
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .map_err(ApiError::Internal)?;
     let valid = account.filter(|_| matches);
     let tried = AuditActor(sign_in.name.chars().take(100).collect());
     if let Some(disabled) = valid.as_ref().and_then(|a| a.disabled_at) {
@@ -106,7 +108,6 @@ pub async fn sign_in(
         return Ok(refusal);
     }
     let Some(account) = valid else {
-        state.throttle.failed(&sign_in.name, source, now);
         tracing::warn!(account = %tried.0, "sign-in refused: wrong name or password");
         let mut refusal = refuse(
             StatusCode::UNAUTHORIZED,
@@ -116,7 +117,7 @@ pub async fn sign_in(
         refusal.extensions_mut().insert(tried);
         return Ok(refusal);
     };
-    state.throttle.succeeded(&sign_in.name);
+    state.throttle.succeeded(&sign_in.name, source);
     let (cookie, csrf) = (random_secret(), random_secret());
     let now = Utc::now();
     db.create_session(
@@ -281,9 +282,9 @@ pub async fn create_account(
         )));
     }
     let password = new.password.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+    let hash = crate::auth::hashing_bounded(move || hash_password(&password))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?
         .map_err(ApiError::Internal)?;
     let now = Utc::now();
     let must_change = new.must_change_password.unwrap_or(true);

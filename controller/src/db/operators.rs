@@ -171,6 +171,18 @@ impl Database {
         if disabled {
             end_sessions(&mut tx, account.id).await?;
         }
+        // A token carries the role it was made with: a new role for the
+        // account revokes the tokens it made.
+        if role != account.role {
+            on_tx!(tx, |c, d| sqlx::query(d.sql(
+                "UPDATE api_tokens SET revoked_at = ? WHERE created_by = ? AND revoked_at IS NULL"
+            ))
+            .bind(at)
+            .bind(name)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        }
         tx.commit().await?;
         Ok(Ok(AccountRecord {
             role: role.to_owned(),

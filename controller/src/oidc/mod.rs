@@ -168,7 +168,7 @@ pub fn verify_id_token(
         return Err(claim("nbf", "not valid yet"));
     }
     let nonce = text("nonce").unwrap_or("");
-    if !flotilla_proto::web::same_secret(nonce, expected.nonce) {
+    if expected.nonce.is_empty() || !flotilla_proto::web::same_secret(nonce, expected.nonce) {
         return Err(claim("nonce", "it is not this sign-in's"));
     }
     if text("sub").is_none_or(str::is_empty) {

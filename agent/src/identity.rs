@@ -131,19 +131,18 @@ fn with_newline(text: &str) -> String {
 /// and what it holds, when anyone but the agent's account and the
 /// administrators can read them (a folder made by hand, an ACL inherited
 /// from `%PROGRAMDATA%`), each change logged.
-pub fn keep_private(layout: &crate::config::DataLayout) {
-    let folder = layout.identity_dir();
+pub fn keep_private(folder: &Path) {
     if !folder.exists() {
         return;
     }
-    let files = std::fs::read_dir(&folder)
+    let files = std::fs::read_dir(folder)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    for path in std::iter::once(folder).chain(files) {
+    for path in std::iter::once(folder.to_path_buf()).chain(files) {
         match flotilla_proto::acl::readable_by_others(&path) {
             Ok(None) => {}
             Ok(Some(grant)) => match flotilla_proto::acl::restrict(&path) {

@@ -189,7 +189,7 @@ pub async fn serve(
         );
         // The local token, in its file before anyone is told where the
         // portal is.
-        identity::keep_private(&settings.layout);
+        identity::keep_private(&settings.layout.identity_dir());
         let local = local_access::Local::default();
         local.write(&settings.layout)?;
         // The one line a person (or a test) needs: where the portal is.

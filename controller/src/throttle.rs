@@ -38,19 +38,6 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// How long `account` from `source` must still wait before trying;
-    /// `None` when it may try now.
-    pub fn wait(&self, account: &str, source: IpAddr, now: Instant) -> Option<Duration> {
-        let source = crate::serving::network_of(source);
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        [Key::Account(account.to_owned()), Key::Source(source)]
-            .iter()
-            .filter_map(|key| failures.get(key))
-            .map(|f| f.until.saturating_duration_since(now))
-            .filter(|wait| !wait.is_zero())
-            .max()
-    }
-
     /// Takes a try of `account` from `source`, counted as a failure until
     /// it succeeds ([`Throttle::succeeded`]): so that tries sent at once
     /// are all counted before any password is checked. `Err` with the wait
@@ -69,13 +56,6 @@ impl Throttle {
         }
         charge(&mut failures, account, source, now);
         Ok(())
-    }
-
-    /// Notes a failed sign-in of `account` from `source`.
-    pub fn failed(&self, account: &str, source: IpAddr, now: Instant) {
-        let source = crate::serving::network_of(source);
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        charge(&mut failures, account, source, now);
     }
 }
 
@@ -162,15 +142,17 @@ mod tests {
         let now = Instant::now();
         let (a, b): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
         for _ in 0..4 {
-            assert_eq!(throttle.wait("admin", a, now), None);
-            throttle.failed("admin", a, now);
+            assert_eq!(throttle.attempt("admin", a, now), Ok(()));
         }
-        assert_eq!(throttle.wait("admin", b, now), Some(Duration::from_secs(1)));
-        assert_eq!(throttle.wait("other", b, now), None);
+        assert_eq!(
+            throttle.attempt("admin", b, now),
+            Err(Duration::from_secs(1))
+        );
+        assert_eq!(throttle.attempt("other", b, now), Ok(()));
         let later = now + Duration::from_secs(1);
-        assert_eq!(throttle.wait("admin", b, later), None);
+        assert_eq!(throttle.attempt("admin", b, later), Ok(()));
         throttle.succeeded("admin", b);
-        assert_eq!(throttle.wait("admin", b, now), None);
+        assert_eq!(throttle.attempt("admin", b, later), Ok(()));
     }
 
     #[test]
@@ -179,11 +161,11 @@ mod tests {
         let now = Instant::now();
         let source: IpAddr = [192, 0, 2, 9].into();
         for n in 0..11 {
-            throttle.failed(&format!("name-{n}"), source, now);
+            assert_eq!(throttle.attempt(&format!("name-{n}"), source, now), Ok(()));
         }
         assert_eq!(
-            throttle.wait("fresh", source, now),
-            Some(Duration::from_secs(1))
+            throttle.attempt("fresh", source, now),
+            Err(Duration::from_secs(1))
         );
     }
 
@@ -211,10 +193,10 @@ mod tests {
             let address: IpAddr = format!("2001:db8:1:2::{n:x}")
                 .parse()
                 .unwrap_or([0u8; 4].into());
-            throttle.failed(&format!("name-{n}"), address, now);
+            assert_eq!(throttle.attempt(&format!("name-{n}"), address, now), Ok(()));
         }
         let another: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap_or([0u8; 4].into());
-        assert!(throttle.wait("fresh", another, now).is_some());
+        assert!(throttle.attempt("fresh", another, now).is_err());
     }
 
     #[test]
@@ -223,7 +205,7 @@ mod tests {
         let now = Instant::now();
         for n in 0..(REMEMBERED as u32) {
             let source = IpAddr::from((n + 1).to_be_bytes());
-            throttle.failed(
+            let _ = throttle.attempt(
                 &format!("name-{n}"),
                 source,
                 now + Duration::from_millis(u64::from(n)),

@@ -174,14 +174,7 @@ impl Database {
         // A token carries the role it was made with: a new role for the
         // account revokes the tokens it made.
         if role != account.role {
-            on_tx!(tx, |c, d| sqlx::query(d.sql(
-                "UPDATE api_tokens SET revoked_at = ? WHERE created_by = ? AND revoked_at IS NULL"
-            ))
-            .bind(at)
-            .bind(name)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected()))?;
+            revoke_tokens_made_by(&mut tx, name, at).await?;
         }
         tx.commit().await?;
         Ok(Ok(AccountRecord {
@@ -212,14 +205,7 @@ impl Database {
             return Ok(Err(AccountRefusal::LastAdmin));
         }
         end_sessions(&mut tx, id).await?;
-        on_tx!(tx, |c, d| sqlx::query(d.sql(
-            "UPDATE api_tokens SET revoked_at = ? WHERE created_by = ? AND revoked_at IS NULL"
-        ))
-        .bind(at)
-        .bind(name)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
+        revoke_tokens_made_by(&mut tx, name, at).await?;
         on_tx!(tx, |c, d| sqlx::query(
             d.sql("DELETE FROM accounts WHERE id = ?")
         )
@@ -430,6 +416,23 @@ async fn end_sessions(tx: &mut super::Tx, id: i64) -> sqlx::Result<()> {
         d.sql("DELETE FROM sessions WHERE account_id = ?")
     )
     .bind(id)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+/// Revokes the live API tokens the account `name` made.
+async fn revoke_tokens_made_by(
+    tx: &mut super::Tx,
+    name: &str,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    on_tx!(*tx, |c, d| sqlx::query(d.sql(
+        "UPDATE api_tokens SET revoked_at = ? WHERE created_by = ? AND revoked_at IS NULL"
+    ))
+    .bind(at)
+    .bind(name)
     .execute(c)
     .await
     .map(|done| done.rows_affected()))?;
